@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver (from the k8s.io/kubernetes Go module, staging modules replaced by their
+# v0.x.y twins) and etcd (from go.etcd.io/etcd/server/v3) into $CACHE/bin, keyed by version.
+# Idempotent: a second run with the binaries present returns at once.
+set -euo pipefail
+K8S_VERSION=${K8S_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
+BIN=$CACHE/bin
+APISERVER=$BIN/kube-apiserver-$K8S_VERSION
+ETCD=$BIN/etcd-$ETCD_VERSION
+mkdir -p "$BIN"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+
+if [ ! -x "$APISERVER" ]; then
+  work=$CACHE/build/apiserver-$K8S_VERSION
+  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  staging_version="v0.${K8S_VERSION#v1.}"
+  proxy=$(go env GOPROXY | cut -d, -f1)
+  # Every k8s.io module the kubernetes go.mod pins at v0.0.0 is a staging module.
+  staging=$(curl -fsS "$proxy/k8s.io/kubernetes/@v/$K8S_VERSION.mod" |
+    sed -n 's/^[[:space:]]*\(k8s\.io\/[a-z0-9.-]*\) v0\.0\.0$/\1/p' | sort -u)
+  [ -n "$staging" ] || { echo "no staging modules found in k8s.io/kubernetes@$K8S_VERSION go.mod" >&2; exit 1; }
+  {
+    echo "module palisade.local/apiserver"
+    echo "go 1.26.0"
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    for m in $staging; do echo "replace $m => $m $staging_version"; done
+  } > go.mod
+  printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\nfunc main() {}\n' > tools.go
+  go mod tidy >/dev/null
+  go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION" \
+    -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$APISERVER.tmp" "$APISERVER"
+fi
+
+if [ ! -x "$ETCD" ]; then
+  work=$CACHE/build/etcd-$ETCD_VERSION
+  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  printf 'module palisade.local/etcd\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > go.mod
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > main.go
+  go mod tidy >/dev/null
+  go build -trimpath -ldflags "-s -w" -o "$ETCD.tmp" .
+  mv "$ETCD.tmp" "$ETCD"
+fi
+echo "$APISERVER"
+echo "$ETCD"
