@@ -12,8 +12,14 @@ TOOLS=$CACHE/tools
 mkdir -p "$TOOLS/bin"
 
 command -v cc >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends gcc libc6-dev; }
-# rdkafka's bundled librdkafka builds with cmake.
-command -v cmake >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends cmake; }
+# rdkafka's bundled librdkafka builds with cmake; its CMake build includes curl.h whenever it finds OpenSSL.
+missing=""
+for package in cmake pkg-config libssl-dev libcurl4-openssl-dev; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+  apt-get update -q && apt-get install -y -q --no-install-recommends $missing
+fi
 
 # Never `rustup update`: it would move the nightly to another LLVM and break bpf-linker.
 rustup run "$HOST_TOOLCHAIN" rustc -V >/dev/null 2>&1 ||

@@ -1,0 +1,276 @@
+//! The bus every stage reads from and writes to. Two backends with one interface: Kafka (production, and the
+//! microservice deployment) and an in-process bus (`palisade run`). A delivery is acknowledged by the stage only
+//! after everything it produced from it was acknowledged downstream; on Kafka that stores the offset, which the
+//! consumer commits (at-least-once).
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use crate::kafka::{KafkaBus, KafkaSubscription};
+use crate::telemetry;
+
+/// Capacity of one in-process subscription; a full queue makes publishers wait (back-pressure).
+pub const IN_PROCESS_QUEUE_CAPACITY: usize = 4096;
+
+/// Header carrying the reason a message was dead-lettered.
+pub const HEADER_ERROR: &str = "palisade.error";
+/// Header naming the stage that dead-lettered a message.
+pub const HEADER_STAGE: &str = "palisade.stage";
+/// Headers locating the original message.
+pub const HEADER_SOURCE_TOPIC: &str = "palisade.source.topic";
+pub const HEADER_SOURCE_PARTITION: &str = "palisade.source.partition";
+pub const HEADER_SOURCE_OFFSET: &str = "palisade.source.offset";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("Kafka error on topic `{topic}`: {source}")]
+    Kafka {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("Kafka client could not be created: {0}; check kafka.bootstrap_servers and the client settings")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("topic administration failed for `{topic}`: {reason}")]
+    Admin { topic: String, reason: String },
+    #[error("the in-process bus is closed")]
+    Closed,
+}
+
+/// A message as a stage sees it, whatever the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+/// What to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+#[derive(Clone)]
+pub enum Bus {
+    InProcess(Arc<InProcessBus>),
+    Kafka(Arc<KafkaBus>),
+}
+
+impl Bus {
+    pub fn in_process() -> Self {
+        Bus::InProcess(Arc::new(InProcessBus::default()))
+    }
+
+    /// Publishes and waits until the backend acknowledged the message (Kafka: acks=all from the broker).
+    pub async fn publish(&self, outgoing: Outgoing<'_>) -> Result<(), BusError> {
+        let result = match self {
+            Bus::InProcess(bus) => bus.publish(outgoing).await,
+            Bus::Kafka(bus) => bus.publish(outgoing).await,
+        };
+        telemetry::MessagePublished { topic: outgoing.topic, ok: result.is_ok() }.emit();
+        result
+    }
+
+    /// Subscribes `group` to `topics`. In process, every subscription sees every message published after it.
+    pub fn subscribe(&self, topics: &[&str], group: &str) -> Result<Subscription, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(Subscription::InProcess(bus.subscribe(topics))),
+            Bus::Kafka(bus) => Ok(Subscription::Kafka(bus.subscribe(topics, group)?)),
+        }
+    }
+
+    /// Sends `original` to the dead-letter topic with the reason, stage and origin in headers.
+    pub async fn dead_letter(
+        &self,
+        dead_letter_topic: &str,
+        stage: &str,
+        original: &Message,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let partition = original.partition.to_string();
+        let offset = original.offset.to_string();
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            (HEADER_ERROR, reason.as_bytes()),
+            (HEADER_STAGE, stage.as_bytes()),
+            (HEADER_SOURCE_TOPIC, original.topic.as_bytes()),
+            (HEADER_SOURCE_PARTITION, partition.as_bytes()),
+            (HEADER_SOURCE_OFFSET, offset.as_bytes()),
+        ];
+        headers.extend(original.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        telemetry::MessageDeadLettered { stage, topic: &original.topic, reason }.emit();
+        self.publish(Outgoing {
+            topic: dead_letter_topic,
+            key: original.key.as_deref(),
+            payload: &original.payload,
+            headers: &headers,
+        })
+        .await
+    }
+}
+
+pub enum Subscription {
+    InProcess(mpsc::Receiver<Message>),
+    Kafka(KafkaSubscription),
+}
+
+impl Subscription {
+    /// The next delivery; `None` when the bus closed.
+    pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        match self {
+            Subscription::InProcess(receiver) => {
+                receiver.recv().await.map(|message| Ok(Delivery { message, ack: AckToken::None }))
+            }
+            Subscription::Kafka(subscription) => Some(subscription.next().await),
+        }
+    }
+
+    /// Commits what was acknowledged; call on shutdown after the last ack.
+    pub fn close(self) -> Result<(), BusError> {
+        match self {
+            Subscription::InProcess(_) => Ok(()),
+            Subscription::Kafka(subscription) => subscription.close(),
+        }
+    }
+}
+
+pub(crate) enum AckToken {
+    None,
+    Kafka(crate::kafka::KafkaAck),
+}
+
+/// One message handed to a stage, with the means to acknowledge it.
+pub struct Delivery {
+    pub message: Message,
+    pub(crate) ack: AckToken,
+}
+
+impl Delivery {
+    /// Marks the message processed; its offset becomes committable.
+    pub fn ack(self) -> Result<(), BusError> {
+        match self.ack {
+            AckToken::None => Ok(()),
+            AckToken::Kafka(ack) => ack.store(),
+        }
+    }
+}
+
+/// Topic name → the senders of every subscription to it.
+#[derive(Default)]
+pub struct InProcessBus {
+    subscribers: DashMap<String, Vec<mpsc::Sender<Message>>>,
+    offsets: DashMap<String, i64>,
+}
+
+impl InProcessBus {
+    fn subscribe(&self, topics: &[&str]) -> mpsc::Receiver<Message> {
+        let (sender, receiver) = mpsc::channel(IN_PROCESS_QUEUE_CAPACITY);
+        for topic in topics {
+            self.subscribers.entry((*topic).to_owned()).or_default().push(sender.clone());
+        }
+        receiver
+    }
+
+    async fn publish(&self, outgoing: Outgoing<'_>) -> Result<(), BusError> {
+        let offset = {
+            let mut next = self.offsets.entry(outgoing.topic.to_owned()).or_insert(0);
+            *next += 1;
+            *next - 1
+        };
+        let senders: Vec<mpsc::Sender<Message>> =
+            self.subscribers.get(outgoing.topic).map(|s| s.clone()).unwrap_or_default();
+        if senders.is_empty() {
+            telemetry::MessageUnrouted { topic: outgoing.topic }.emit();
+            return Ok(());
+        }
+        let message = Message {
+            topic: outgoing.topic.to_owned(),
+            partition: 0,
+            offset,
+            key: outgoing.key.map(<[u8]>::to_vec),
+            payload: outgoing.payload.to_vec(),
+            headers: outgoing.headers.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect(),
+            timestamp_ms: None,
+        };
+        for sender in senders {
+            sender.send(message.clone()).await.map_err(|_| BusError::Closed)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_process_bus_delivers_to_every_subscription_in_order() {
+        let bus = Bus::in_process();
+        let mut first = bus.subscribe(&["t"], "a").unwrap();
+        let mut second = bus.subscribe(&["t", "u"], "b").unwrap();
+        for index in 0..3u8 {
+            bus.publish(Outgoing { topic: "t", key: Some(b"k"), payload: &[index], headers: &[] }).await.unwrap();
+        }
+        bus.publish(Outgoing { topic: "u", key: None, payload: b"u", headers: &[("h", b"v")] }).await.unwrap();
+        for index in 0..3u8 {
+            let delivery = first.next().await.unwrap().unwrap();
+            assert_eq!(delivery.message.payload, vec![index]);
+            assert_eq!(delivery.message.offset, i64::from(index));
+            delivery.ack().unwrap();
+            assert_eq!(second.next().await.unwrap().unwrap().message.payload, vec![index]);
+        }
+        let other = second.next().await.unwrap().unwrap();
+        assert_eq!(other.message.header("h"), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn dead_letter_keeps_payload_and_says_why() {
+        let bus = Bus::in_process();
+        let mut dead = bus.subscribe(&["dlq"], "x").unwrap();
+        let original = Message {
+            topic: "in".into(),
+            partition: 2,
+            offset: 7,
+            key: Some(b"key".to_vec()),
+            payload: b"not avro".to_vec(),
+            headers: vec![],
+            timestamp_ms: None,
+        };
+        bus.dead_letter("dlq", "detect", &original, "bad magic").await.unwrap();
+        let got = dead.next().await.unwrap().unwrap().message;
+        assert_eq!(got.payload, b"not avro");
+        assert_eq!(got.header(HEADER_ERROR), Some(&b"bad magic"[..]));
+        assert_eq!(got.header(HEADER_SOURCE_OFFSET), Some(&b"7"[..]));
+        assert_eq!(got.header(HEADER_STAGE), Some(&b"detect"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_full_in_process_queue_applies_back_pressure() {
+        let bus = Bus::in_process();
+        let _slow = bus.subscribe(&["t"], "slow").unwrap();
+        for _ in 0..IN_PROCESS_QUEUE_CAPACITY {
+            bus.publish(Outgoing { topic: "t", key: None, payload: b"x", headers: &[] }).await.unwrap();
+        }
+        let blocked = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            bus.publish(Outgoing { topic: "t", key: None, payload: b"x", headers: &[] }),
+        )
+        .await;
+        assert!(blocked.is_err(), "publish must wait while the subscriber's queue is full");
+    }
+}

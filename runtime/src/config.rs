@@ -1,0 +1,316 @@
+//! Config loading: a TOML file (optional) overlaid with environment variables, then deserialized into serde
+//! structs that reject unknown fields. `PALISADE__KAFKA__BOOTSTRAP_SERVERS=host:9092` sets `kafka.bootstrap_servers`;
+//! a value that parses as a TOML literal (number, boolean, array) is taken as one, anything else as a string.
+//! Validation is separate from loading and does no I/O.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+pub const ENV_PREFIX: &str = "PALISADE__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass an existing file with --config or none at all")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name} sets `{key}`, which cannot be placed in the config: {reason}")]
+    Environment { name: String, key: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<toml::de::Error>),
+    #[error("invalid value for `{field}`: {reason}")]
+    Value { field: &'static str, reason: String },
+}
+
+/// Reads `path` (if any), applies `PALISADE__*` overrides from `env`, and deserializes the result.
+pub fn load<T: DeserializeOwned>(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            text.parse::<toml::Table>()
+                .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
+        }
+        None => toml::Table::new(),
+    };
+    let mut overrides: Vec<(String, String)> =
+        env.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
+    overrides.sort();
+    for (name, raw) in overrides {
+        apply_override(&mut table, &name, &raw)?;
+    }
+    T::deserialize(toml::Value::Table(table)).map_err(|error| ConfigError::Invalid(Box::new(error)))
+}
+
+fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+    let key = path.join(".");
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Environment { name: name.to_owned(), key, reason: "empty path segment".into() });
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut parsed| parsed.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let (last, parents) = path.split_last().expect("at least one segment");
+    let mut cursor = table;
+    for segment in parents {
+        let entry = cursor.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry.as_table_mut().ok_or_else(|| ConfigError::Environment {
+            name: name.to_owned(),
+            key: key.clone(),
+            reason: format!("`{segment}` is not a table"),
+        })?;
+    }
+    cursor.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Kafka connection settings. Absent means the in-process bus (`palisade run` only).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Consumer group prefix; each stage appends its own name (`<prefix>-detect`, ...).
+    #[serde(default = "default_group_prefix")]
+    pub group_prefix: String,
+    /// Client id reported to the brokers.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Partitions for topics this process creates when they are missing.
+    #[serde(default = "default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor for topics this process creates.
+    #[serde(default = "default_replication")]
+    pub topic_replication: i32,
+    /// Create missing topics at start-up.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Producer linger before a batch is sent, in milliseconds.
+    #[serde(default = "default_linger_ms")]
+    pub producer_linger_ms: u32,
+    /// Time to wait for a delivery acknowledgement before the send is reported as failed, in milliseconds.
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u32,
+}
+
+fn default_group_prefix() -> String {
+    "palisade".to_owned()
+}
+fn default_client_id() -> String {
+    "palisade".to_owned()
+}
+const fn default_partitions() -> i32 {
+    3
+}
+const fn default_replication() -> i32 {
+    1
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_linger_ms() -> u32 {
+    5
+}
+const fn default_message_timeout_ms() -> u32 {
+    30_000
+}
+
+/// Topic names. The defaults are the names DESIGN.md gives.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Runtime events from the node collectors.
+    #[serde(default = "topic_node_events")]
+    pub node_events: String,
+    /// Kubernetes audit events from the audit forwarder.
+    #[serde(default = "topic_audit_events")]
+    pub audit_events: String,
+    /// Cloud control-plane activity records.
+    #[serde(default = "topic_cloud_activity")]
+    pub cloud_activity: String,
+    /// Detector output, before enrichment.
+    #[serde(default = "topic_detections")]
+    pub detections: String,
+    /// Enriched alerts, input of the sink.
+    #[serde(default = "topic_enriched")]
+    pub enriched: String,
+    /// The SOC topic.
+    #[serde(default = "topic_alerts")]
+    pub alerts: String,
+    /// Messages no stage could process, with the reason in the `palisade.error` header.
+    #[serde(default = "topic_dead_letter")]
+    pub dead_letter: String,
+    /// Compacted table of cluster objects.
+    #[serde(default = "topic_cluster_state")]
+    pub cluster_state: String,
+}
+
+fn topic_node_events() -> String {
+    "palisade.node.events".into()
+}
+fn topic_audit_events() -> String {
+    "palisade.audit.events".into()
+}
+fn topic_cloud_activity() -> String {
+    "palisade.cloud.activity".into()
+}
+fn topic_detections() -> String {
+    "palisade.detections".into()
+}
+fn topic_enriched() -> String {
+    "palisade.enriched".into()
+}
+fn topic_alerts() -> String {
+    "palisade.alerts".into()
+}
+fn topic_dead_letter() -> String {
+    "palisade.dead-letter".into()
+}
+fn topic_cluster_state() -> String {
+    "palisade.cluster.state".into()
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            node_events: topic_node_events(),
+            audit_events: topic_audit_events(),
+            cloud_activity: topic_cloud_activity(),
+            detections: topic_detections(),
+            enriched: topic_enriched(),
+            alerts: topic_alerts(),
+            dead_letter: topic_dead_letter(),
+            cluster_state: topic_cluster_state(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub fn all(&self) -> [&str; 8] {
+        [
+            &self.node_events,
+            &self.audit_events,
+            &self.cloud_activity,
+            &self.detections,
+            &self.enriched,
+            &self.alerts,
+            &self.dead_letter,
+            &self.cluster_state,
+        ]
+    }
+}
+
+/// The runtime part of the configuration, shared by every stage.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Kafka; absent means the in-process bus.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Address of the Prometheus `/metrics` endpoint; absent disables it.
+    #[serde(default)]
+    pub metrics_listen_addr: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// Pure validation: no I/O.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(kafka) = &self.kafka {
+            if kafka.bootstrap_servers.trim().is_empty() {
+                return Err(ConfigError::Value {
+                    field: "kafka.bootstrap_servers",
+                    reason: "empty; give host:port of at least one broker".into(),
+                });
+            }
+            if kafka.topic_partitions < 1 {
+                return Err(ConfigError::Value { field: "kafka.topic_partitions", reason: "must be at least 1".into() });
+            }
+        }
+        if let Some(addr) = &self.metrics_listen_addr
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Value {
+                field: "metrics_listen_addr",
+                reason: format!("`{addr}` is not ip:port"),
+            });
+        }
+        let topics = self.topics.all();
+        for (index, topic) in topics.iter().enumerate() {
+            if topic.is_empty() || topics[index + 1..].contains(topic) {
+                return Err(ConfigError::Value {
+                    field: "topics",
+                    reason: format!("topic `{topic}` is empty or used for two purposes"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_and_parses_literals() {
+        let dir = std::env::temp_dir().join(format!("palisade-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[kafka]\nbootstrap_servers = \"a:1\"\ntopic_partitions = 2\n").unwrap();
+        let config: RuntimeConfig = load(
+            Some(&file),
+            env(&[
+                ("PALISADE__KAFKA__BOOTSTRAP_SERVERS", "b:2"),
+                ("PALISADE__KAFKA__TOPIC_PARTITIONS", "6"),
+                ("PALISADE__TOPICS__ALERTS", "soc.alerts"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        let kafka = config.kafka.unwrap();
+        assert_eq!(kafka.bootstrap_servers, "b:2");
+        assert_eq!(kafka.topic_partitions, 6);
+        assert_eq!(config.topics.alerts, "soc.alerts");
+        assert_eq!(config.topics.detections, "palisade.detections");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let error = load::<RuntimeConfig>(None, env(&[("PALISADE__KAFKA__BOOTSTRAP_SERVER", "a:1")])).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("bootstrap_server"), "{text}");
+    }
+
+    #[test]
+    fn validation_rejects_duplicate_topics_and_bad_addresses() {
+        let mut config = RuntimeConfig::default();
+        assert!(config.validate().is_ok());
+        config.topics.alerts = config.topics.detections.clone();
+        assert!(matches!(config.validate(), Err(ConfigError::Value { field: "topics", .. })));
+        let config = RuntimeConfig { metrics_listen_addr: Some("nope".into()), ..RuntimeConfig::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::Value { field: "metrics_listen_addr", .. })));
+    }
+}

@@ -1,0 +1,34 @@
+//! The Prometheus `/metrics` endpoint (and `/healthz`), served from the default registry.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+use prometheus::{Encoder, TextEncoder};
+
+use crate::shutdown::Shutdown;
+
+/// Renders every registered metric in the Prometheus text format.
+pub fn render() -> String {
+    let mut buffer = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(error) = encoder.encode(&prometheus::gather(), &mut buffer) {
+        tracing::error!(%error, "cannot encode metrics");
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}
+
+/// Binds `addr` and serves until shutdown. Returns the bound address (port 0 picks one).
+pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new().route("/metrics", get(|| async { render() })).route("/healthz", get(|| async { "ok" }));
+    tokio::spawn(async move {
+        let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await;
+        if let Err(error) = result {
+            tracing::error!(%error, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(%bound, "metrics endpoint listening");
+    Ok(bound)
+}

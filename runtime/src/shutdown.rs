@@ -1,0 +1,48 @@
+//! Graceful shutdown: SIGTERM or SIGINT cancels one token; every stage stops taking new input when it fires,
+//! finishes what it holds, and acknowledges it before returning.
+
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a task that triggers this shutdown on SIGTERM or SIGINT.
+    pub fn listen_for_signals(&self) {
+        let token = self.token.clone();
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot install the SIGTERM handler; only Ctrl-C stops this process");
+                    let _ = tokio::signal::ctrl_c().await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, draining"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
+            }
+            token.cancel();
+        });
+    }
+
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub async fn wait(&self) {
+        self.token.cancelled().await;
+    }
+}

@@ -1,0 +1,155 @@
+//! Telemetry as typed events: one struct per thing that happens, which logs once and updates its metrics.
+//! Metric names: `palisade_<component>_<what>_<unit or total>`, labels in snake_case.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounterVec, IntGaugeVec, register_int_counter_vec, register_int_gauge_vec};
+
+/// Installs the `tracing` subscriber: JSON lines when `json`, human text otherwise; `RUST_LOG` filters.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_bus_published_total", "Messages published, by topic and outcome", &[
+        "topic", "outcome"
+    ])
+    .expect("metric registers once")
+});
+
+static UNROUTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_bus_unrouted_total",
+        "In-process messages published to a topic nobody subscribed to",
+        &["topic"]
+    )
+    .expect("metric registers once")
+});
+
+static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_dead_letter_total", "Messages sent to the dead-letter topic", &[
+        "stage", "topic"
+    ])
+    .expect("metric registers once")
+});
+
+static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_stage_consumed_total", "Messages a stage processed, by stage", &["stage"])
+        .expect("metric registers once")
+});
+
+static PRODUCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_stage_produced_total", "Records a stage produced, by stage and record", &[
+        "stage", "record"
+    ])
+    .expect("metric registers once")
+});
+
+static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_dropped_total", "Items dropped on purpose, by component and reason", &[
+        "component", "reason"
+    ])
+    .expect("metric registers once")
+});
+
+static COMPONENT_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("palisade_component_up", "1 while a component runs", &["component"])
+        .expect("metric registers once")
+});
+
+pub struct MessagePublished<'a> {
+    pub topic: &'a str,
+    pub ok: bool,
+}
+
+impl MessagePublished<'_> {
+    pub fn emit(self) {
+        let outcome = if self.ok { "ok" } else { "error" };
+        PUBLISHED.with_label_values(&[self.topic, outcome]).inc();
+        if !self.ok {
+            tracing::warn!(topic = self.topic, "publish failed");
+        }
+    }
+}
+
+pub struct MessageUnrouted<'a> {
+    pub topic: &'a str,
+}
+
+impl MessageUnrouted<'_> {
+    pub fn emit(self) {
+        UNROUTED.with_label_values(&[self.topic]).inc();
+    }
+}
+
+pub struct MessageDeadLettered<'a> {
+    pub stage: &'a str,
+    pub topic: &'a str,
+    pub reason: &'a str,
+}
+
+impl MessageDeadLettered<'_> {
+    pub fn emit(self) {
+        DEAD_LETTERED.with_label_values(&[self.stage, self.topic]).inc();
+        tracing::warn!(stage = self.stage, topic = self.topic, reason = self.reason, "message dead-lettered");
+    }
+}
+
+pub struct MessageProcessed<'a> {
+    pub stage: &'a str,
+}
+
+impl MessageProcessed<'_> {
+    pub fn emit(self) {
+        CONSUMED.with_label_values(&[self.stage]).inc();
+    }
+}
+
+pub struct RecordProduced<'a> {
+    pub stage: &'a str,
+    pub record: &'a str,
+}
+
+impl RecordProduced<'_> {
+    pub fn emit(self) {
+        PRODUCED.with_label_values(&[self.stage, self.record]).inc();
+    }
+}
+
+pub struct ItemDropped<'a> {
+    pub component: &'a str,
+    pub reason: &'a str,
+    pub count: u64,
+}
+
+impl ItemDropped<'_> {
+    pub fn emit(self) {
+        DROPPED.with_label_values(&[self.component, self.reason]).inc_by(self.count);
+        tracing::warn!(component = self.component, reason = self.reason, count = self.count, "items dropped");
+    }
+}
+
+pub struct ComponentStarted<'a> {
+    pub component: &'a str,
+}
+
+impl ComponentStarted<'_> {
+    pub fn emit(self) {
+        COMPONENT_UP.with_label_values(&[self.component]).set(1);
+        tracing::info!(component = self.component, "started");
+    }
+}
+
+pub struct ComponentStopped<'a> {
+    pub component: &'a str,
+}
+
+impl ComponentStopped<'_> {
+    pub fn emit(self) {
+        COMPONENT_UP.with_label_values(&[self.component]).set(0);
+        tracing::info!(component = self.component, "stopped");
+    }
+}
