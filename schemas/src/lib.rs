@@ -1,9 +1,11 @@
 //! The records Palisade's topics carry: their Avro schemas (`avro/*.avsc`, the source of truth), the Rust
-//! types that mirror them, and the codec (Avro single-object encoding) every stage uses. Knows nothing of
-//! Kafka, HTTP or Elasticsearch.
+//! types that mirror them, the codec (Avro single-object encoding) every stage uses, and the mapping from
+//! Kubernetes audit JSON. Knows nothing of Kafka, HTTP or Elasticsearch.
 
 mod codec;
+pub mod k8s_audit;
 mod types;
 
 pub use codec::{Codec, CodecError, Record, SchemaVersion};
+pub use k8s_audit::{AuditParseError, split_events};
 pub use types::*;

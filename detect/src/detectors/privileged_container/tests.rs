@@ -1,0 +1,117 @@
+use palisade_schemas::AuditEvent;
+use serde_json::{Value, json};
+
+use super::PrivilegedContainer;
+use crate::engine::{Event, StatelessDetector};
+
+fn audit(verb: &str, resource: &str, subresource: Option<&str>, request: Value, response: Option<Value>) -> AuditEvent {
+    let mut event = json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": "id-1",
+        "stage": "ResponseComplete", "requestURI": format!("/apis/x/{resource}"), "verb": verb,
+        "user": {"username": "alice"}, "sourceIPs": ["10.0.0.9"],
+        "objectRef": {"resource": resource, "namespace": "team-a"},
+        "responseStatus": {"code": 201}, "requestObject": request,
+        "stageTimestamp": "2026-11-27T10:00:00Z"
+    });
+    if let Some(sub) = subresource {
+        event["objectRef"]["subresource"] = json!(sub);
+    }
+    if let Some(response) = response {
+        event["responseObject"] = response;
+    }
+    AuditEvent::from_k8s_json(&event, "test").unwrap()
+}
+
+fn container(name: &str, privileged: Option<bool>) -> Value {
+    match privileged {
+        Some(p) => json!({"name": name, "image": "nginx:1.27", "securityContext": {"privileged": p}}),
+        None => json!({"name": name, "image": "nginx:1.27"}),
+    }
+}
+
+fn pod(containers: Vec<Value>) -> Value {
+    json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "web"}, "spec": {"containers": containers}})
+}
+
+fn fire(event: &AuditEvent) -> Vec<crate::engine::Finding> {
+    PrivilegedContainer.detect(&Event::Audit(event))
+}
+
+#[test]
+fn fires_for_a_privileged_pod() {
+    let findings = fire(&audit("create", "pods", None, pod(vec![container("c", Some(true))]), None));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].workload.as_deref(), Some("Pod/web"));
+    assert_eq!(findings[0].pod.as_deref(), Some("web"));
+    assert_eq!(findings[0].image.as_deref(), Some("nginx:1.27"));
+    assert_eq!(findings[0].details["container"], "c");
+}
+
+#[test]
+fn does_not_fire_for_the_same_pod_unprivileged_or_privileged_false() {
+    assert!(fire(&audit("create", "pods", None, pod(vec![container("c", None)]), None)).is_empty());
+    assert!(fire(&audit("create", "pods", None, pod(vec![container("c", Some(false))]), None)).is_empty());
+}
+
+#[test]
+fn fires_for_the_second_container_and_init_and_ephemeral_containers() {
+    let mut object = pod(vec![container("a", None), container("b", Some(true))]);
+    object["spec"]["initContainers"] = json!([container("init", Some(true))]);
+    let findings = fire(&audit("create", "pods", None, object, None));
+    let subjects: Vec<&str> = findings.iter().map(|f| f.subject.as_str()).collect();
+    assert_eq!(subjects, ["containers/b", "initContainers/init"]);
+
+    let mut debug = pod(vec![container("a", None)]);
+    debug["spec"]["ephemeralContainers"] = json!([container("dbg", Some(true))]);
+    let findings = fire(&audit("patch", "pods", Some("ephemeralcontainers"), json!({}), Some(debug)));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].subject, "ephemeralContainers/dbg");
+}
+
+#[test]
+fn fires_for_every_workload_kind_with_a_pod_template() {
+    let template = json!({"spec": {"containers": [container("c", Some(true))]}});
+    for (resource, kind) in [
+        ("deployments", "Deployment"),
+        ("statefulsets", "StatefulSet"),
+        ("daemonsets", "DaemonSet"),
+        ("replicasets", "ReplicaSet"),
+        ("jobs", "Job"),
+        ("replicationcontrollers", "ReplicationController"),
+    ] {
+        let object = json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template}});
+        let findings = fire(&audit("create", resource, None, object, None));
+        assert_eq!(findings.len(), 1, "{kind}");
+        assert_eq!(findings[0].workload.as_deref(), Some(format!("{kind}/w").as_str()));
+        assert_eq!(findings[0].pod, None);
+    }
+    let cron = json!({"kind": "CronJob", "metadata": {"name": "cj"}, "spec": {"jobTemplate": {"spec": {"template": template}}}});
+    assert_eq!(fire(&audit("create", "cronjobs", None, cron, None)).len(), 1);
+}
+
+#[test]
+fn failed_dry_run_read_and_other_resources_do_not_fire() {
+    let privileged = pod(vec![container("c", Some(true))]);
+    let mut denied = audit("create", "pods", None, privileged.clone(), None);
+    denied.response_code = Some(403);
+    assert!(fire(&denied).is_empty());
+    let mut dry = audit("create", "pods", None, privileged.clone(), None);
+    dry.request_uri.push_str("?dryRun=All");
+    assert!(fire(&dry).is_empty());
+    assert!(fire(&audit("get", "pods", None, privileged.clone(), None)).is_empty());
+    assert!(fire(&audit("create", "configmaps", None, privileged.clone(), None)).is_empty());
+    assert!(fire(&audit("create", "pods", Some("exec"), privileged, None)).is_empty());
+}
+
+#[test]
+fn falco_trace_corpus_privileged_fires_and_unprivileged_does_not() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/falco_k8s_audit_traces");
+    let load = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("corpus beside the checkout");
+        AuditEvent::from_k8s_json(&serde_json::from_str(&text).unwrap(), "falco").unwrap()
+    };
+    assert_eq!(fire(&load("create_nginx_pod_privileged.json")).len(), 1);
+    assert_eq!(fire(&load("create_nginx_pod_privileged_2nd_container.json")).len(), 1);
+    assert!(fire(&load("create_nginx_pod_unprivileged.json")).is_empty());
+    assert!(fire(&load("create_nginx_pod_hostnetwork.json")).is_empty());
+}

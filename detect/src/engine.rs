@@ -1,0 +1,184 @@
+//! The engine: runs every enabled detector over one event, turns findings into `Detection` records with
+//! deterministic IDs and verbatim evidence, and applies the configured exceptions.
+
+use std::collections::BTreeMap;
+
+use palisade_schemas::{AuditEvent, CloudActivity, Detection, EvidenceSource, NodeEvent, ProcessInfo};
+use sha2::{Digest, Sha256};
+
+use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
+use crate::meta::{AlertTypeMeta, Source};
+use crate::registry;
+
+/// One decoded input event.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    Node(&'a NodeEvent),
+    Audit(&'a AuditEvent),
+    Cloud(&'a CloudActivity),
+}
+
+impl Event<'_> {
+    pub fn source(&self) -> Source {
+        match self {
+            Event::Node(_) => Source::Node,
+            Event::Audit(_) => Source::Audit,
+            Event::Cloud(_) => Source::Cloud,
+        }
+    }
+}
+
+/// What a detector reports; the engine adds everything the event itself says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finding {
+    /// Distinguishes two findings of one type from one event (e.g. the container name); part of the alert ID.
+    pub subject: String,
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub workload: Option<String>,
+    pub image: Option<String>,
+    /// Detector findings shown to the analyst.
+    pub details: BTreeMap<String, String>,
+}
+
+/// One event in, zero or more findings out. Pure.
+pub trait StatelessDetector: Send + Sync {
+    fn meta(&self) -> &'static AlertTypeMeta;
+    fn detect(&self, event: &Event<'_>) -> Vec<Finding>;
+}
+
+pub struct Engine {
+    detectors: Vec<Box<dyn StatelessDetector>>,
+    rules: BTreeMap<String, CompiledRule>,
+}
+
+impl Engine {
+    /// Every registered detector, configured by `config`.
+    pub fn new(config: &DetectConfig) -> Result<Self, DetectConfigError> {
+        Ok(Self { detectors: registry::stateless_detectors(), rules: config.validate()? })
+    }
+
+    pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
+        let mut out = Vec::new();
+        for detector in &self.detectors {
+            let meta = detector.meta();
+            if meta.source != event.source() {
+                continue;
+            }
+            let rule = self.rules.get(meta.id);
+            if rule.is_some_and(|rule| !rule.enabled) {
+                continue;
+            }
+            for finding in detector.detect(event) {
+                let detection = build_detection(meta, event, finding, detected_at_ms);
+                let excepted = rule.is_some_and(|rule| rule.exceptions.iter().any(|e| exception_matches(e, &detection)));
+                if !excepted {
+                    out.push(detection);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn exception_matches(compiled: &CompiledException, detection: &Detection) -> bool {
+    let exception = &compiled.exception;
+    let exact = |wanted: &Option<String>, actual: &Option<String>| match wanted {
+        None => true,
+        Some(wanted) => actual.as_deref() == Some(wanted.as_str()),
+    };
+    let image_ok = match &exception.image {
+        None => true,
+        Some(pattern) => detection.image.as_deref().is_some_and(|image| match pattern.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => image == pattern,
+        }),
+    };
+    let process_ok = match &exception.process_path {
+        None => true,
+        Some(path) => detection.process.as_ref().is_some_and(|p| &p.executable == path),
+    };
+    let command_ok = match &compiled.command_line {
+        None => true,
+        Some(pattern) => detection.process.as_ref().is_some_and(|p| pattern.is_match(&p.args.join(" "))),
+    };
+    exact(&exception.namespace, &detection.namespace)
+        && exact(&exception.workload, &detection.workload)
+        && exact(&exception.user, &detection.user)
+        && image_ok
+        && process_ok
+        && command_ok
+}
+
+/// A stable ID: the same alert type, evidence event and subject always give the same ID, so a replay or a
+/// redelivery overwrites instead of duplicating.
+pub fn detection_id(alert_type: &str, event_id: &str, subject: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [alert_type, event_id, subject] {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, detected_at_ms: i64) -> Detection {
+    let mut detection = Detection {
+        id: String::new(),
+        alert_type: meta.id.to_owned(),
+        source: EvidenceSource::Audit,
+        timestamp_ms: 0,
+        detected_at_ms,
+        cluster: None,
+        node: None,
+        namespace: finding.namespace,
+        pod: finding.pod,
+        workload: finding.workload,
+        container_id: None,
+        image: finding.image,
+        in_container: None,
+        process: None,
+        user: None,
+        source_ip: None,
+        evidence: Vec::new(),
+        details: finding.details,
+    };
+    let event_id = match event {
+        Event::Audit(audit) => {
+            detection.source = EvidenceSource::Audit;
+            detection.timestamp_ms = audit.stage_ms;
+            detection.cluster = Some(audit.cluster.clone());
+            detection.namespace = detection.namespace.or_else(|| audit.namespace.clone());
+            detection.user = Some(audit.username.clone());
+            detection.source_ip = audit.source_ips.first().cloned();
+            detection.evidence.push(audit.raw.clone());
+            audit.audit_id.as_str()
+        }
+        Event::Node(node) => {
+            detection.source = EvidenceSource::Node;
+            detection.timestamp_ms = node.timestamp_ms;
+            detection.node = Some(node.node.clone());
+            detection.container_id = node.container_id.clone();
+            detection.in_container = Some(node.in_container);
+            detection.process = Some(ProcessInfo {
+                pid: node.tgid,
+                ppid: node.ppid,
+                executable: node.executable.clone().unwrap_or_else(|| node.comm.clone()),
+                args: node.argv.clone(),
+                user: Some(node.uid.to_string()),
+                parent_chain: node.ancestry.iter().map(|p| p.executable.clone()).collect(),
+            });
+            detection.evidence.push(serde_json::to_string(node).unwrap_or_default());
+            node.event_id.as_str()
+        }
+        Event::Cloud(cloud) => {
+            detection.source = EvidenceSource::Cloud;
+            detection.timestamp_ms = cloud.timestamp_ms;
+            detection.user = Some(cloud.identity.clone());
+            detection.source_ip = cloud.caller_ip.clone();
+            detection.evidence.push(cloud.raw.clone());
+            cloud.id.as_str()
+        }
+    };
+    detection.id = detection_id(meta.id, event_id, &finding.subject);
+    detection
+}

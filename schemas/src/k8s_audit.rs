@@ -1,0 +1,170 @@
+//! Maps `audit.k8s.io/v1` (and v1beta1) Event JSON onto `AuditEvent`, keeping the event verbatim. Also splits
+//! the shapes audit JSON arrives in: one Event, or an EventList.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::types::AuditEvent;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuditParseError {
+    #[error("not JSON: {0}")]
+    Json(String),
+    #[error("not an audit.k8s.io Event or EventList (kind `{0}`)")]
+    NotAnEvent(String),
+    #[error("audit event lacks `{0}`")]
+    Missing(&'static str),
+    #[error("audit event has an unparsable timestamp in `{field}`: {value}")]
+    Timestamp { field: &'static str, value: String },
+}
+
+/// Splits a JSON document into the audit events it carries (an `EventList` or one `Event`).
+pub fn split_events(document: &Value) -> Result<Vec<&Value>, AuditParseError> {
+    match document.get("kind").and_then(Value::as_str) {
+        Some("EventList") => Ok(document.get("items").and_then(Value::as_array).map(|i| i.iter().collect()).unwrap_or_default()),
+        Some("Event") => Ok(vec![document]),
+        // Some forwarders strip `kind`; an object with auditID and verb is an event.
+        None if document.get("auditID").is_some() && document.get("verb").is_some() => Ok(vec![document]),
+        other => Err(AuditParseError::NotAnEvent(other.unwrap_or("none").to_owned())),
+    }
+}
+
+fn string(value: &Value, pointer: &str) -> Option<String> {
+    value.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Parses RFC 3339 (`2024-05-01T10:00:00.123456Z`, offsets allowed) into Unix milliseconds.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
+        millis = padded.parse::<i64>().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 => {
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    // Days from civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
+}
+
+impl AuditEvent {
+    /// Builds an `AuditEvent` from one audit Event object; `cluster` names the cluster it came from.
+    pub fn from_k8s_json(event: &Value, cluster: &str) -> Result<Self, AuditParseError> {
+        let audit_id = string(event, "/auditID").ok_or(AuditParseError::Missing("auditID"))?;
+        let verb = string(event, "/verb").ok_or(AuditParseError::Missing("verb"))?;
+        let time = |field: &'static str| -> Result<Option<i64>, AuditParseError> {
+            match event.get(field).and_then(Value::as_str) {
+                None => Ok(None),
+                Some(text) => parse_rfc3339_ms(text)
+                    .map(Some)
+                    .ok_or_else(|| AuditParseError::Timestamp { field, value: text.to_owned() }),
+            }
+        };
+        let received = time("requestReceivedTimestamp")?;
+        let stage_ms = time("stageTimestamp")?.or(received).ok_or(AuditParseError::Missing("stageTimestamp"))?;
+        let strings = |pointer: &str| -> Vec<String> {
+            event
+                .pointer(pointer)
+                .and_then(Value::as_array)
+                .map(|items| items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let object_json = |field: &str| event.get(field).filter(|v| !v.is_null()).map(Value::to_string);
+        let annotations: BTreeMap<String, String> = event
+            .get("annotations")
+            .and_then(Value::as_object)
+            .map(|map| map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .unwrap_or_default();
+        Ok(AuditEvent {
+            audit_id,
+            cluster: cluster.to_owned(),
+            stage: string(event, "/stage").unwrap_or_else(|| "ResponseComplete".to_owned()),
+            level: string(event, "/level").unwrap_or_default(),
+            verb,
+            request_uri: string(event, "/requestURI").unwrap_or_default(),
+            username: string(event, "/user/username").unwrap_or_default(),
+            user_groups: strings("/user/groups"),
+            impersonated_user: string(event, "/impersonatedUser/username"),
+            source_ips: strings("/sourceIPs"),
+            user_agent: string(event, "/userAgent"),
+            resource: string(event, "/objectRef/resource"),
+            subresource: string(event, "/objectRef/subresource"),
+            namespace: string(event, "/objectRef/namespace"),
+            name: string(event, "/objectRef/name"),
+            api_group: string(event, "/objectRef/apiGroup"),
+            api_version: string(event, "/objectRef/apiVersion"),
+            response_code: event.pointer("/responseStatus/code").and_then(Value::as_i64),
+            request_object: object_json("requestObject"),
+            response_object: object_json("responseObject"),
+            request_received_ms: received.unwrap_or(stage_ms),
+            stage_ms,
+            annotations,
+            raw: event.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_with_fractions_and_offsets() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2024-05-01T10:00:00.123456Z"), Some(1_714_557_600_123));
+        assert_eq!(parse_rfc3339_ms("2024-05-01T12:00:00.5+02:00"), Some(1_714_557_600_500));
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn event_fields_map_and_raw_is_kept() {
+        let json: Value = serde_json::from_str(
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a-1","stage":"ResponseComplete",
+            "requestURI":"/api/v1/namespaces/default/pods","verb":"create","user":{"username":"alice","groups":["g1"]},
+            "sourceIPs":["10.0.0.1"],"userAgent":"kubectl","objectRef":{"resource":"pods","namespace":"default","name":"p","apiVersion":"v1"},
+            "responseStatus":{"code":201},"requestObject":{"kind":"Pod"},"requestReceivedTimestamp":"2024-05-01T10:00:00.000000Z",
+            "stageTimestamp":"2024-05-01T10:00:00.250000Z","annotations":{"authorization.k8s.io/decision":"allow"}}"#,
+        )
+        .unwrap();
+        let event = AuditEvent::from_k8s_json(&json, "c1").unwrap();
+        assert_eq!(event.username, "alice");
+        assert_eq!(event.resource.as_deref(), Some("pods"));
+        assert_eq!(event.response_code, Some(201));
+        assert_eq!(event.request_object.as_deref(), Some(r#"{"kind":"Pod"}"#));
+        assert_eq!(event.stage_ms - event.request_received_ms, 250);
+        assert_eq!(serde_json::from_str::<Value>(&event.raw).unwrap(), json);
+    }
+
+    #[test]
+    fn lists_split_and_garbage_is_refused() {
+        let list: Value = serde_json::from_str(r#"{"kind":"EventList","items":[{"auditID":"1","verb":"get"},{"auditID":"2","verb":"list"}]}"#).unwrap();
+        assert_eq!(split_events(&list).unwrap().len(), 2);
+        let other: Value = serde_json::from_str(r#"{"kind":"Pod"}"#).unwrap();
+        assert_eq!(split_events(&other).unwrap_err(), AuditParseError::NotAnEvent("Pod".into()));
+        let no_verb: Value = serde_json::from_str(r#"{"kind":"Event","auditID":"x","stageTimestamp":"2024-05-01T10:00:00Z"}"#).unwrap();
+        assert_eq!(AuditEvent::from_k8s_json(&no_verb, "c").unwrap_err(), AuditParseError::Missing("verb"));
+    }
+}
