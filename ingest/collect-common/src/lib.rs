@@ -1,0 +1,93 @@
+//! The records the eBPF programs write to the ring buffer, shared with the collector. `#[repr(C)]`, no implicit
+//! padding (checked by the size asserts), every record starting with an `EventHeader` whose `kind` says which
+//! record follows.
+#![no_std]
+
+/// Bytes of argv the kernel side keeps (arguments NUL-separated). Longer command lines are cut and flagged.
+pub const ARGV_LIMIT: usize = 2048;
+/// Size of the argv buffer: twice the limit, so a bounded offset plus a bounded read always fits (the verifier
+/// needs to see that).
+pub const ARGV_BUFFER: usize = 2 * ARGV_LIMIT;
+/// Most arguments read from one execve.
+pub const MAX_ARGS: usize = 64;
+pub const FILENAME_LEN: usize = 256;
+pub const COMM_LEN: usize = 16;
+
+pub const KIND_EXEC: u32 = 1;
+pub const KIND_FORK: u32 = 2;
+pub const KIND_EXIT: u32 = 3;
+
+/// `ExecEvent::flags`: argv was longer than `ARGV_LIMIT` or had more than `MAX_ARGS` arguments.
+pub const FLAG_ARGV_TRUNCATED: u32 = 1;
+/// `ExecEvent::flags`: the execve entry was not seen (collector started mid-exec); argv is empty.
+pub const FLAG_ARGV_MISSING: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Thread id of the task the event is about.
+    pub pid: u32,
+    /// Process id (thread group).
+    pub tgid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub reserved: u32,
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC.
+    pub ktime_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Argument capture between `sys_enter_execve` and `sched_process_exec`, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingExec {
+    pub argv_len: u32,
+    pub flags: u32,
+    pub argv: [u8; ARGV_BUFFER],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub argv_len: u32,
+    pub flags: u32,
+    pub filename: [u8; FILENAME_LEN],
+    pub argv: [u8; ARGV_BUFFER],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+
+/// Which per-CPU counter of `COUNTERS` counts what.
+pub const COUNTER_RINGBUF_DROPS: u32 = 0;
+pub const COUNTER_PENDING_INSERT_FAILURES: u32 = 1;
+pub const COUNTER_SLOTS: u32 = 4;
+
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<PendingExec>() == 8 + ARGV_BUFFER);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + FILENAME_LEN + ARGV_BUFFER);
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 56);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data records with no padding (see the size asserts) and no pointers.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::ForkEvent {}
+    unsafe impl aya::Pod for super::ExitEvent {}
+}

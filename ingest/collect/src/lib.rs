@@ -1,0 +1,11 @@
+//! `palisade collect`: loads the eBPF programs into the node's kernel, turns ring-buffer records into
+//! `NodeEvent`s with container attribution and process ancestry, and hands them to the pipeline through a
+//! bounded channel (a full channel drops with a counter, never blocks the kernel reader).
+
+pub mod cgroup;
+mod collector;
+pub mod loader;
+pub mod process_table;
+mod records;
+
+pub use collector::{CollectConfig, CollectError, Collector, CollectorStats};

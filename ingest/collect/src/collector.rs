@@ -1,0 +1,240 @@
+//! The kernel reader: one thread polls the ring buffer (the programs submit without wakeups, see
+//! notes/ebpf-on-these-machines.md), builds `NodeEvent`s and offers them to a bounded channel. A full channel
+//! drops the event and counts it; the kernel side counts its own drops (ring buffer full).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_collect_common::{COUNTER_PENDING_INSERT_FAILURES, COUNTER_RINGBUF_DROPS};
+use palisade_schemas::{NodeEvent, NodeEventKind};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::cgroup::CgroupResolver;
+use crate::loader;
+use crate::process_table::ProcessTable;
+use crate::records::{Record, c_string, decode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("cannot mount tracefs at /sys/kernel/tracing: {0}; mount it or grant CAP_SYS_ADMIN")]
+    Tracefs(#[source] std::io::Error),
+    #[error("cannot read tracepoint format {path}: {reason}")]
+    Format { path: String, reason: String },
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Load the eBPF programs. `palisade run` skips them, with a one-line reason, when not root.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// How often the ring buffer is drained, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Events held between the kernel reader and the publisher; beyond this, events are dropped and counted.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Most processes kept in the process table.
+    #[serde(default = "default_process_table_max_entries")]
+    pub process_table_max_entries: usize,
+}
+
+const fn default_enabled() -> bool {
+    true
+}
+const fn default_poll_interval_ms() -> u64 {
+    50
+}
+const fn default_queue_capacity() -> usize {
+    65_536
+}
+const fn default_process_table_max_entries() -> usize {
+    65_536
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_enabled(),
+            poll_interval_ms: default_poll_interval_ms(),
+            queue_capacity: default_queue_capacity(),
+            process_table_max_entries: default_process_table_max_entries(),
+        }
+    }
+}
+
+/// Counters the pipeline exports as metrics.
+#[derive(Debug, Default)]
+pub struct CollectorStats {
+    pub exec_events: AtomicU64,
+    pub fork_events: AtomicU64,
+    pub exit_events: AtomicU64,
+    /// Events the kernel could not put in the ring buffer (it was full).
+    pub kernel_drops: AtomicU64,
+    /// execve argument captures the kernel could not store.
+    pub kernel_capture_failures: AtomicU64,
+    /// Events dropped because the queue to the publisher was full.
+    pub queue_drops: AtomicU64,
+}
+
+pub struct Collector {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<CollectorStats>,
+}
+
+struct Reader {
+    node: String,
+    boot_id: String,
+    boot_wall_offset_ns: i64,
+    table: ProcessTable,
+    cgroups: CgroupResolver,
+    sequence: u64,
+}
+
+impl Collector {
+    /// Loads the programs and starts the reader thread. Exec events go to the returned channel; fork and exit
+    /// only maintain the process table.
+    pub fn start(config: &CollectConfig, node: &str) -> Result<(Self, mpsc::Receiver<NodeEvent>), CollectError> {
+        let mut loaded = loader::load(std::process::id())?;
+        let (sender, receiver) = mpsc::channel(config.queue_capacity);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(CollectorStats::default());
+        let table = ProcessTable::new(config.process_table_max_entries);
+        table.seed_from_proc();
+        let mut reader = Reader {
+            node: node.to_owned(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned(),
+            boot_wall_offset_ns: wall_minus_monotonic_ns(),
+            table,
+            cgroups: CgroupResolver::new(),
+            sequence: 0,
+        };
+        let poll = Duration::from_millis(config.poll_interval_ms.max(1));
+        let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("palisade-collect".into())
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Relaxed) {
+                    while let Some(item) = loaded.ring.next() {
+                        if let Some(event) = decode(&item).and_then(|record| reader.handle(record, &thread_stats)) {
+                            if sender.try_send(event).is_err() {
+                                thread_stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    for (slot, counter) in [
+                        (COUNTER_RINGBUF_DROPS, &thread_stats.kernel_drops),
+                        (COUNTER_PENDING_INSERT_FAILURES, &thread_stats.kernel_capture_failures),
+                    ] {
+                        if let Ok(values) = loaded.counters.get(&slot, 0) {
+                            counter.store(values.iter().sum(), Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(poll);
+                }
+                drop(loaded);
+            })
+            .map_err(|e| CollectError::Load(format!("cannot start the reader thread: {e}")))?;
+        Ok((Self { stop, thread: Some(thread), stats }, receiver))
+    }
+
+    /// Detaches the programs and stops the reader after a last drain.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wall_minus_monotonic_ns() -> i64 {
+    let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut monotonic) };
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
+    wall - (monotonic.tv_sec * 1_000_000_000 + monotonic.tv_nsec)
+}
+
+impl Reader {
+    fn handle(&mut self, record: Record, stats: &CollectorStats) -> Option<NodeEvent> {
+        match record {
+            Record::Fork { header, child_pid } => {
+                stats.fork_events.fetch_add(1, Ordering::Relaxed);
+                self.table.record_fork(header.tgid, child_pid);
+                None
+            }
+            Record::Exit { header } => {
+                stats.exit_events.fetch_add(1, Ordering::Relaxed);
+                self.table.record_exit(header.tgid);
+                None
+            }
+            Record::Exec { header, filename, argv, argv_truncated, argv_missing } => {
+                stats.exec_events.fetch_add(1, Ordering::Relaxed);
+                let executable = if filename.starts_with('/') {
+                    filename
+                } else {
+                    std::fs::read_link(format!("/proc/{}/exe", header.tgid))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(filename)
+                };
+                let argv = if argv_missing {
+                    std::fs::read(format!("/proc/{}/cmdline", header.tgid))
+                        .map(|raw| crate::process_table::split_nul(&raw))
+                        .unwrap_or_default()
+                } else {
+                    argv
+                };
+                let ppid = self.table.record_exec(header.tgid, &executable, &argv);
+                let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
+                self.sequence += 1;
+                Some(NodeEvent {
+                    event_id: format!("{}/{}/{}/{}", self.node, self.boot_id, header.ktime_ns, self.sequence),
+                    kind: NodeEventKind::Exec,
+                    node: self.node.clone(),
+                    kernel_time_ns: header.ktime_ns as i64,
+                    timestamp_ms: (header.ktime_ns as i64 + self.boot_wall_offset_ns) / 1_000_000,
+                    pid: i64::from(header.pid),
+                    tgid: i64::from(header.tgid),
+                    ppid: i64::from(ppid),
+                    uid: i64::from(header.uid),
+                    euid: i64::from(header.uid),
+                    gid: i64::from(header.gid),
+                    comm: c_string(&header.comm),
+                    executable: Some(executable),
+                    argv,
+                    argv_truncated,
+                    cwd: std::fs::read_link(format!("/proc/{}/cwd", header.tgid)).ok().map(|p| p.display().to_string()),
+                    tty: None,
+                    stdio: Vec::new(),
+                    capabilities_effective: None,
+                    cgroup_id: header.cgroup_id as i64,
+                    in_container: attribution.container_id.is_some(),
+                    container_id: attribution.container_id,
+                    pod_uid: attribution.pod_uid,
+                    ancestry: self.table.ancestry(header.tgid),
+                    exit_code: None,
+                    clone_flags: None,
+                    file: None,
+                    net: None,
+                    namespace: None,
+                    signal: None,
+                    privilege: None,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The process table: what each live process runs, and who its parent is, so every event carries its
+//! ancestry. Bounded: exited processes are kept a short while (their children's events may still be in flight),
+//! then evicted; past `max_entries`, the oldest exited entries go first.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use dashmap::DashMap;
+use palisade_schemas::ProcessRef;
+
+#[derive(Debug, Clone)]
+pub struct ProcessEntry {
+    pub ppid: u32,
+    pub executable: String,
+    pub argv: Vec<String>,
+}
+
+pub struct ProcessTable {
+    entries: DashMap<u32, ProcessEntry>,
+    exited: Mutex<VecDeque<u32>>,
+    /// Deepest ancestry reported.
+    max_depth: usize,
+    max_entries: usize,
+    /// Exited entries kept for late events.
+    keep_exited: usize,
+}
+
+impl ProcessTable {
+    pub fn new(max_entries: usize) -> Self {
+        Self { entries: DashMap::new(), exited: Mutex::new(VecDeque::new()), max_depth: 8, max_entries, keep_exited: 1024 }
+    }
+
+    /// Seeds the table from `/proc` so processes started before the collector have ancestry.
+    pub fn seed_from_proc(&self) {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let ppid = read_ppid(pid).unwrap_or(0);
+            let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).map(|raw| split_nul(&raw)).unwrap_or_default();
+            self.entries.insert(pid, ProcessEntry { ppid, executable, argv });
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn record_fork(&self, parent_tgid: u32, child: u32) {
+        if child == parent_tgid {
+            return;
+        }
+        let inherited = self.entries.get(&parent_tgid).map(|p| (p.executable.clone(), p.argv.clone()));
+        let (executable, argv) = inherited.unwrap_or_default();
+        self.entries.entry(child).or_insert(ProcessEntry { ppid: parent_tgid, executable, argv });
+        self.enforce_bound();
+    }
+
+    /// Records an exec and returns the parent pid.
+    pub fn record_exec(&self, tgid: u32, executable: &str, argv: &[String]) -> u32 {
+        let ppid = self.entries.get(&tgid).map(|e| e.ppid).or_else(|| read_ppid(tgid)).unwrap_or(0);
+        self.entries.insert(tgid, ProcessEntry { ppid, executable: executable.to_owned(), argv: argv.to_vec() });
+        self.enforce_bound();
+        ppid
+    }
+
+    pub fn record_exit(&self, tgid: u32) {
+        let mut exited = self.exited.lock().expect("process table lock");
+        exited.push_back(tgid);
+        while exited.len() > self.keep_exited {
+            if let Some(old) = exited.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+
+    pub fn ppid(&self, tgid: u32) -> u32 {
+        self.entries.get(&tgid).map(|e| e.ppid).unwrap_or(0)
+    }
+
+    /// Parents of `tgid`, nearest first.
+    pub fn ancestry(&self, tgid: u32) -> Vec<ProcessRef> {
+        let mut chain = Vec::new();
+        let mut current = self.ppid(tgid);
+        while current > 0 && chain.len() < self.max_depth {
+            let Some(entry) = self.entries.get(&current).map(|e| e.clone()) else { break };
+            chain.push(ProcessRef { pid: i64::from(current), executable: entry.executable, argv: entry.argv });
+            if entry.ppid == current {
+                break;
+            }
+            current = entry.ppid;
+        }
+        chain
+    }
+
+    fn enforce_bound(&self) {
+        if self.entries.len() <= self.max_entries {
+            return;
+        }
+        let mut exited = self.exited.lock().expect("process table lock");
+        while self.entries.len() > self.max_entries {
+            match exited.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => {
+                    // Only live processes left: drop an arbitrary one rather than grow without bound.
+                    let Some(victim) = self.entries.iter().next().map(|e| *e.key()) else { break };
+                    self.entries.remove(&victim);
+                }
+            }
+        }
+    }
+}
+
+fn read_ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+pub fn split_nul(raw: &[u8]) -> Vec<String> {
+    raw.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestry_follows_forks_and_execs_nearest_first() {
+        let table = ProcessTable::new(100);
+        table.record_exec(10, "/usr/sbin/nginx", &["nginx".into()]);
+        table.record_fork(10, 11);
+        table.record_exec(11, "/bin/sh", &["sh".into(), "-c".into(), "id".into()]);
+        table.record_fork(11, 12);
+        table.record_exec(12, "/usr/bin/id", &["id".into()]);
+        let chain: Vec<String> = table.ancestry(12).into_iter().map(|p| p.executable).collect();
+        assert_eq!(chain, ["/bin/sh", "/usr/sbin/nginx"]);
+        assert_eq!(table.ppid(12), 11);
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let table = ProcessTable::new(50);
+        for pid in 1..=500u32 {
+            table.record_fork(1, pid + 1000);
+            table.record_exit(pid + 1000);
+        }
+        assert!(table.len() <= 50, "{} entries", table.len());
+    }
+
+    #[test]
+    fn nul_separated_argv_splits() {
+        assert_eq!(split_nul(b"ls\0-la\0/tmp\0"), ["ls", "-la", "/tmp"]);
+    }
+}

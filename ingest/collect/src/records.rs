@@ -1,0 +1,48 @@
+//! Decoding of ring-buffer records into owned values.
+
+use palisade_collect_common::{
+    ARGV_BUFFER, EventHeader, ExecEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT,
+    KIND_FORK,
+};
+
+use crate::process_table::split_nul;
+
+#[derive(Debug, Clone)]
+pub enum Record {
+    Exec { header: EventHeader, filename: String, argv: Vec<String>, argv_truncated: bool, argv_missing: bool },
+    Fork { header: EventHeader, child_pid: u32 },
+    Exit { header: EventHeader },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; the records are plain old data written by our own eBPF programs.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    let header: EventHeader = read(bytes)?;
+    match header.kind {
+        KIND_EXEC => {
+            let event: ExecEvent = read(bytes)?;
+            let length = (event.argv_len as usize).min(ARGV_BUFFER);
+            Some(Record::Exec {
+                header,
+                filename: c_string(&event.filename),
+                argv: split_nul(&event.argv[..length]),
+                argv_truncated: event.flags & FLAG_ARGV_TRUNCATED != 0,
+                argv_missing: event.flags & FLAG_ARGV_MISSING != 0,
+            })
+        }
+        KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork { header, child_pid: e.child_pid }),
+        KIND_EXIT => Some(Record::Exit { header }),
+        _ => None,
+    }
+}
