@@ -1,0 +1,62 @@
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Address the webhook listens on (`ip:port`).
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: String,
+    /// PEM certificate chain for TLS. With `tls_key_path`; when both are absent a self-signed pair is generated
+    /// (fine for `palisade run`, not for a cluster: the API server must trust the certificate).
+    #[serde(default)]
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[serde(default)]
+    pub tls_key_path: Option<PathBuf>,
+    /// Serve plain HTTP, for a webhook behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub tls_disabled: bool,
+    /// File holding the bearer token the API server presents (the `token`/`tokenFile` of its webhook
+    /// kubeconfig). Absent: no authentication, logged as a warning at start-up.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes; larger batches get 413.
+    #[serde(default = "default_body_limit_bytes")]
+    pub body_limit_bytes: usize,
+    /// Batches processed at once; more get 429 with Retry-After.
+    #[serde(default = "default_max_in_flight_requests")]
+    pub max_in_flight_requests: usize,
+    /// Seconds the API server is told to wait (Retry-After) when refused under load.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u64,
+}
+
+fn default_listen_addr() -> String {
+    "127.0.0.1:8443".to_owned()
+}
+const fn default_body_limit_bytes() -> usize {
+    16 * 1024 * 1024
+}
+const fn default_max_in_flight_requests() -> usize {
+    32
+}
+const fn default_retry_after_secs() -> u64 {
+    1
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: default_listen_addr(),
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_disabled: false,
+            token_file: None,
+            body_limit_bytes: default_body_limit_bytes(),
+            max_in_flight_requests: default_max_in_flight_requests(),
+            retry_after_secs: default_retry_after_secs(),
+        }
+    }
+}

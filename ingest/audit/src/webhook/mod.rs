@@ -1,0 +1,8 @@
+mod config;
+mod server;
+mod tls;
+#[cfg(test)]
+mod tests;
+
+pub use config::AuditConfig;
+pub use server::{AuditError, WebhookServer};

@@ -1,0 +1,230 @@
+//! The webhook endpoint. Status codes: 200 after the bus acknowledged every event of the batch; 401 without the
+//! configured bearer token; 413 above the body limit; 400 for a body that is not audit JSON (the body goes to the
+//! dead-letter topic with the reason); 429 when too many batches are in flight and 503 when the bus refuses,
+//! both with Retry-After so the API server retries instead of losing the batch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use palisade_runtime::bus::Outgoing;
+use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, RecordProduced};
+use palisade_runtime::{Bus, Message, Shutdown};
+use palisade_schemas::{AuditEvent, Codec, split_events};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::config::AuditConfig;
+use super::tls;
+
+pub const WEBHOOK_PATH: &str = "/audit/webhook";
+const STAGE: &str = "audit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit.listen_addr `{0}` is not ip:port")]
+    ListenAddr(String),
+    #[error("TLS material {path}: {reason}")]
+    Tls { path: String, reason: String },
+    #[error("cannot read the webhook token file {path}: {source}; create it or unset audit.token_file")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("schema codec: {0}")]
+    Codec(#[from] palisade_schemas::CodecError),
+}
+
+struct AppState {
+    bus: Bus,
+    codec: Codec<AuditEvent>,
+    audit_topic: String,
+    dead_letter_topic: String,
+    cluster: String,
+    token: Option<String>,
+    in_flight: Semaphore,
+    retry_after: HeaderValue,
+}
+
+pub struct WebhookServer {
+    pub local_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookServer {
+    /// Binds and starts serving; returns once listening.
+    pub async fn start(
+        config: &AuditConfig,
+        bus: Bus,
+        audit_topic: &str,
+        dead_letter_topic: &str,
+        cluster: &str,
+        shutdown: Shutdown,
+    ) -> Result<Self, AuditError> {
+        let addr: SocketAddr = config.listen_addr.parse().map_err(|_| AuditError::ListenAddr(config.listen_addr.clone()))?;
+        let token = match &config.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AuditError::Token { path: path.clone(), source })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => {
+                tracing::warn!("audit webhook accepts unauthenticated requests: set audit.token_file");
+                None
+            }
+        };
+        let state = Arc::new(AppState {
+            bus,
+            codec: Codec::new()?,
+            audit_topic: audit_topic.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            cluster: cluster.to_owned(),
+            token,
+            in_flight: Semaphore::new(config.max_in_flight_requests.max(1)),
+            retry_after: HeaderValue::from(config.retry_after_secs),
+        });
+        let app = Router::new()
+            .route(WEBHOOK_PATH, post(receive))
+            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+            .with_state(state);
+        let handle = axum_server::Handle::new();
+        let serve_handle = handle.clone();
+        let tls_config = if config.tls_disabled {
+            None
+        } else {
+            Some(tls::server_config(config.tls_cert_path.as_deref(), config.tls_key_path.as_deref())?)
+        };
+        let task = tokio::spawn(async move {
+            ComponentStarted { component: STAGE }.emit();
+            let result = match tls_config {
+                Some(tls_config) => {
+                    axum_server::bind_rustls(addr, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
+                        .handle(serve_handle)
+                        .serve(app.into_make_service())
+                        .await
+                }
+                None => axum_server::bind(addr).handle(serve_handle).serve(app.into_make_service()).await,
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, "audit webhook stopped with an error");
+            }
+            ComponentStopped { component: STAGE }.emit();
+        });
+        let shutdown_handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            // Let batches in flight finish (they are acknowledged to the API server only when published).
+            shutdown_handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+        let local_addr = handle
+            .listening()
+            .await
+            .ok_or_else(|| AuditError::Bind { addr: config.listen_addr.clone(), reason: "listener failed".into() })?;
+        tracing::info!(%local_addr, tls = !config.tls_disabled, path = WEBHOOK_PATH, "audit webhook listening");
+        Ok(Self { local_addr, task })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &state.token else { return true };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|presented| constant_time_eq(presented.trim().as_bytes(), expected.as_bytes()))
+}
+
+fn retry_later(status: StatusCode, state: &AppState, reason: &str) -> Response {
+    (status, [(header::RETRY_AFTER, state.retry_after.clone())], reason.to_owned()).into_response()
+}
+
+async fn dead_letter(state: &AppState, payload: &[u8], reason: &str) -> Result<(), Response> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+    let original = Message {
+        topic: "audit-webhook".into(),
+        partition: -1,
+        offset: -1,
+        key: None,
+        payload: payload.to_vec(),
+        headers: vec![],
+        timestamp_ms: Some(now),
+    };
+    state
+        .bus
+        .dead_letter(&state.dead_letter_topic, STAGE, &original, reason)
+        .await
+        .map_err(|_| retry_later(StatusCode::SERVICE_UNAVAILABLE, state, "dead-letter topic unavailable"))
+}
+
+async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return retry_later(StatusCode::TOO_MANY_REQUESTS, &state, "too many batches in flight");
+    };
+    let document: Value = match serde_json::from_slice(&body) {
+        Ok(document) => document,
+        Err(error) => {
+            let reason = format!("body is not JSON: {error}");
+            if let Err(response) = dead_letter(&state, &body, &reason).await {
+                return response;
+            }
+            return (StatusCode::BAD_REQUEST, reason).into_response();
+        }
+    };
+    let events = match split_events(&document) {
+        Ok(events) => events,
+        Err(error) => {
+            let reason = error.to_string();
+            if let Err(response) = dead_letter(&state, &body, &reason).await {
+                return response;
+            }
+            return (StatusCode::BAD_REQUEST, reason).into_response();
+        }
+    };
+    for raw in events {
+        match AuditEvent::from_k8s_json(raw, &state.cluster) {
+            Ok(event) => {
+                let payload = match state.codec.encode(&event) {
+                    Ok(payload) => payload,
+                    Err(error) => {
+                        if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await {
+                            return response;
+                        }
+                        continue;
+                    }
+                };
+                let key = event.partition_key();
+                let outgoing = Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
+                if let Err(error) = state.bus.publish(outgoing).await {
+                    tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
+                    return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
+                }
+                RecordProduced { stage: STAGE, record: "AuditEvent" }.emit();
+            }
+            // One bad event does not sink its batch: it is dead-lettered with the reason, the rest go on.
+            Err(error) => {
+                if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await {
+                    return response;
+                }
+            }
+        }
+    }
+    StatusCode::OK.into_response()
+}
