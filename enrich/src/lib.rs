@@ -1,0 +1,133 @@
+//! Enrichment: turns a `Detection` into the `Alert` the SOC reads, adding the catalogue's title, severity,
+//! tactics and ATT&CK techniques, the configured severity override, the cluster name and a remediation hint.
+//! Cluster-state context (pods, workloads, images by container id) is the next step here; fields that cannot
+//! be filled stay absent, never invented.
+
+use std::collections::BTreeMap;
+
+use palisade_detect::{DetectConfig, Severity, lookup};
+use palisade_schemas::{Alert, Detection};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// Language of title, description and remediation. Only `en` is written so far.
+    #[serde(default = "default_locale")]
+    pub locale: String,
+}
+
+fn default_locale() -> String {
+    "en".to_owned()
+}
+
+pub struct Enricher {
+    cluster: String,
+    locale: String,
+    severity_overrides: BTreeMap<String, Severity>,
+}
+
+const DEFAULT_REMEDIATION: &str = "Review the evidence. If the activity is expected, add an exception for this alert \
+type (namespace, workload, image, user, process path or command-line pattern, with a reason) in the detect \
+configuration; otherwise isolate the workload and investigate.";
+
+fn remediation(alert_type: &str) -> &'static str {
+    match alert_type {
+        "K8S_PrivilegedContainer" => {
+            "Remove securityContext.privileged from the workload unless it truly needs full host access; prefer the \
+             specific capabilities it needs, and enforce the Pod Security Standards (baseline or restricted) on the \
+             namespace."
+        }
+        "K8S.NODE_EICAR" => "Nothing to fix: this is Palisade's harmless test alert, proving the pipeline end to end.",
+        _ => DEFAULT_REMEDIATION,
+    }
+}
+
+impl Enricher {
+    pub fn new(cluster: &str, config: &EnrichConfig, detect: &DetectConfig) -> Self {
+        let severity_overrides =
+            detect.rules.iter().filter_map(|(id, rule)| rule.severity.map(|s| (id.clone(), s))).collect();
+        let locale = if config.locale.is_empty() { default_locale() } else { config.locale.clone() };
+        Self { cluster: cluster.to_owned(), locale, severity_overrides }
+    }
+
+    pub fn enrich(&self, detection: Detection) -> Alert {
+        let meta = lookup(&detection.alert_type);
+        let severity = self
+            .severity_overrides
+            .get(&detection.alert_type)
+            .copied()
+            .or(meta.map(|m| m.severity))
+            .unwrap_or(Severity::Medium);
+        Alert {
+            title: meta.map_or_else(|| detection.alert_type.clone(), |m| m.title.to_owned()),
+            severity: severity.as_str().to_owned(),
+            tactics: meta.map(|m| m.tactics.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
+            techniques: meta.map(|m| m.techniques.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
+            description: meta.map(|m| m.description.to_owned()).unwrap_or_default(),
+            remediation: remediation(&detection.alert_type).to_owned(),
+            locale: self.locale.clone(),
+            count: 1,
+            first_seen_ms: Some(detection.timestamp_ms),
+            last_seen_ms: Some(detection.timestamp_ms),
+            cluster: detection.cluster.or_else(|| Some(self.cluster.clone())),
+            id: detection.id,
+            alert_type: detection.alert_type,
+            source: detection.source,
+            timestamp_ms: detection.timestamp_ms,
+            detected_at_ms: detection.detected_at_ms,
+            node: detection.node,
+            namespace: detection.namespace,
+            pod: detection.pod,
+            workload: detection.workload,
+            container_id: detection.container_id,
+            image: detection.image,
+            in_container: detection.in_container,
+            process: detection.process,
+            user: detection.user,
+            source_ip: detection.source_ip,
+            evidence: detection.evidence,
+            details: detection.details,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_detect::RuleConfig;
+
+    use super::*;
+
+    fn detection(alert_type: &str) -> Detection {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/detection.v1.json"))
+            .unwrap();
+        let mut detection: Detection = serde_json::from_str(&text).unwrap();
+        detection.alert_type = alert_type.to_owned();
+        detection.cluster = None;
+        detection
+    }
+
+    #[test]
+    fn catalogue_words_and_attack_are_added() {
+        let alert = Enricher::new("prod", &EnrichConfig::default(), &DetectConfig::default())
+            .enrich(detection("K8S_PrivilegedContainer"));
+        assert_eq!(alert.title, "Privileged container created");
+        assert_eq!(alert.severity, "Informational");
+        assert_eq!(alert.tactics, ["Privilege Escalation"]);
+        assert_eq!(alert.techniques, ["T1610", "T1611"]);
+        assert_eq!(alert.cluster.as_deref(), Some("prod"));
+        assert!(alert.remediation.contains("privileged"));
+        assert_eq!(alert.count, 1);
+    }
+
+    #[test]
+    fn configured_severity_overrides_the_catalogue() {
+        let mut detect = DetectConfig::default();
+        detect.rules.insert(
+            "K8S_PrivilegedContainer".into(),
+            RuleConfig { severity: Some(Severity::High), ..RuleConfig::default() },
+        );
+        let alert = Enricher::new("prod", &EnrichConfig::default(), &detect).enrich(detection("K8S_PrivilegedContainer"));
+        assert_eq!(alert.severity, "High");
+    }
+}
