@@ -153,3 +153,87 @@ impl ComponentStopped<'_> {
         tracing::info!(component = self.component, "stopped");
     }
 }
+
+static COLLECTOR: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_collect_events_total",
+        "Node collector records by what happened to them: exec/fork/exit seen, kernel_drop (ring buffer full), \
+         capture_failure (argv capture map full), queue_drop (publisher queue full)",
+        &["what"]
+    )
+    .expect("metric registers once")
+});
+
+static ALERTS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_sink_alerts_total", "Alerts handled by the sink, by output and outcome", &[
+        "output", "outcome"
+    ])
+    .expect("metric registers once")
+});
+
+static SINK_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_sink_retries_total",
+        "Requests to an output that failed and were retried (an outage shows here)",
+        &["output"]
+    )
+    .expect("metric registers once")
+});
+
+/// Progress of the node collector since the last report; each field is a delta.
+pub struct CollectorProgress {
+    pub exec: u64,
+    pub fork: u64,
+    pub exit: u64,
+    pub kernel_drops: u64,
+    pub capture_failures: u64,
+    pub queue_drops: u64,
+}
+
+impl CollectorProgress {
+    pub fn emit(self) {
+        for (what, delta) in [
+            ("exec", self.exec),
+            ("fork", self.fork),
+            ("exit", self.exit),
+            ("kernel_drop", self.kernel_drops),
+            ("capture_failure", self.capture_failures),
+            ("queue_drop", self.queue_drops),
+        ] {
+            COLLECTOR.with_label_values(&[what]).inc_by(delta);
+        }
+        if self.kernel_drops + self.queue_drops + self.capture_failures > 0 {
+            tracing::warn!(
+                kernel_drops = self.kernel_drops,
+                queue_drops = self.queue_drops,
+                capture_failures = self.capture_failures,
+                "node collector dropped events"
+            );
+        }
+    }
+}
+
+pub struct AlertsWritten<'a> {
+    pub output: &'a str,
+    pub outcome: &'a str,
+    pub count: u64,
+}
+
+impl AlertsWritten<'_> {
+    pub fn emit(self) {
+        ALERTS_WRITTEN.with_label_values(&[self.output, self.outcome]).inc_by(self.count);
+    }
+}
+
+pub struct OutputRetried<'a> {
+    pub output: &'a str,
+    pub count: u64,
+}
+
+impl OutputRetried<'_> {
+    pub fn emit(self) {
+        if self.count > 0 {
+            SINK_RETRIES.with_label_values(&[self.output]).inc_by(self.count);
+        }
+    }
+}

@@ -5,4 +5,4 @@ mod tls;
 mod tests;
 
 pub use config::AuditConfig;
-pub use server::{AuditError, WebhookServer};
+pub use server::{AuditError, WEBHOOK_PATH, WebhookServer};

@@ -1,0 +1,137 @@
+//! The whole configuration: one TOML file plus `PALISADE__*` environment overrides (see runtime::config).
+
+use std::path::PathBuf;
+
+use palisade_audit::AuditConfig;
+use palisade_collect::CollectConfig;
+use palisade_detect::DetectConfig;
+use palisade_enrich::EnrichConfig;
+use palisade_runtime::{ConfigError, KafkaConfig, RuntimeConfig, TopicsConfig};
+use palisade_sink::OpenSearchConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PalisadeConfig {
+    /// Cluster name carried by every alert.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// Node name for collector events; default `$NODE_NAME`, else the host name.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// Log JSON lines instead of text.
+    #[serde(default)]
+    pub log_json: bool,
+    /// Kafka; absent means the in-process bus (`palisade run` only).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Address of the Prometheus `/metrics` endpoint, e.g. `0.0.0.0:9464`; absent disables it.
+    #[serde(default)]
+    pub metrics_listen_addr: Option<String>,
+    /// The audit webhook.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The eBPF node collector.
+    #[serde(default)]
+    pub collect: CollectConfig,
+    /// Alert types: enable, re-rate, except.
+    #[serde(default)]
+    pub detect: DetectConfig,
+    /// Enrichment.
+    #[serde(default)]
+    pub enrich: EnrichConfig,
+    /// Alert outputs.
+    #[serde(default)]
+    pub sink: SinkConfig,
+}
+
+fn default_cluster() -> String {
+    "default".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertsFormat {
+    /// Avro single-object encoding (schemas/avro/alert.v2.avsc).
+    #[default]
+    Avro,
+    /// One JSON object per message.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Write alerts to the alerts topic (`topics.alerts`).
+    #[serde(default = "default_true")]
+    pub alerts_topic: bool,
+    /// Encoding of the alerts topic.
+    #[serde(default)]
+    pub alerts_format: AlertsFormat,
+    /// Append alerts as JSON lines to this file.
+    #[serde(default)]
+    pub alerts_file: Option<PathBuf>,
+    /// Print one line per alert on standard output.
+    #[serde(default)]
+    pub print_alerts: bool,
+    /// Elasticsearch / OpenSearch output.
+    #[serde(default)]
+    pub opensearch: Option<OpenSearchConfig>,
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self { alerts_topic: true, alerts_format: AlertsFormat::Avro, alerts_file: None, print_alerts: false, opensearch: None }
+    }
+}
+
+impl PalisadeConfig {
+    /// Loads `path` (optional) with the process environment's overrides, then validates.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, crate::PipelineError> {
+        let config: Self = palisade_runtime::config::load(path, std::env::vars())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            kafka: self.kafka.clone(),
+            topics: self.topics.clone(),
+            metrics_listen_addr: self.metrics_listen_addr.clone(),
+        }
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+            .unwrap_or_else(|| "unknown-node".to_owned())
+    }
+
+    /// Pure checks across sections.
+    pub fn validate(&self) -> Result<(), crate::PipelineError> {
+        self.runtime().validate()?;
+        self.detect.validate()?;
+        if self.cluster.trim().is_empty() {
+            return Err(ConfigError::Value { field: "cluster", reason: "empty".into() }.into());
+        }
+        if let Some(opensearch) = &self.sink.opensearch
+            && !(opensearch.url.starts_with("http://") || opensearch.url.starts_with("https://"))
+        {
+            return Err(ConfigError::Value {
+                field: "sink.opensearch.url",
+                reason: format!("`{}` must start with http:// or https://", opensearch.url),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+use palisade_runtime::{BusError, ConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    DetectConfig(#[from] palisade_detect::config::DetectConfigError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Codec(#[from] palisade_schemas::CodecError),
+    #[error(transparent)]
+    Audit(#[from] palisade_audit::AuditError),
+    #[error(transparent)]
+    Collect(#[from] palisade_collect::CollectError),
+    #[error(transparent)]
+    OpenSearch(#[from] palisade_sink::OpenSearchError),
+    #[error("alerts file {path}: {source}")]
+    AlertsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`palisade {stage}` runs against Kafka: set kafka.bootstrap_servers (or PALISADE__KAFKA__BOOTSTRAP_SERVERS)")]
+    KafkaRequired { stage: &'static str },
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[source] std::io::Error),
+    #[error("{path}: {source}")]
+    Input {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("test alert: {0}")]
+    TestAlert(String),
+}

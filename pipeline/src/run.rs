@@ -1,0 +1,103 @@
+//! `palisade run`: every stage in one process. The in-process bus unless Kafka is configured; the audit webhook;
+//! eBPF collection when possible (otherwise one line says why, and the rest runs); alerts printed for a person
+//! and appended to the alerts file. Shutdown stops the sources first, then lets each stage drain its queue
+//! before the next one stops, so nothing accepted is lost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use palisade_audit::WebhookServer;
+use palisade_collect::Collector;
+use palisade_detect::Engine;
+use palisade_enrich::Enricher;
+use palisade_runtime::Shutdown;
+
+use crate::config::PalisadeConfig;
+use crate::serve::{build_bus, start_metrics};
+use crate::stages::{self, sink::Outputs};
+use crate::PipelineError;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where alerts are appended as JSON lines.
+    pub alerts_file: PathBuf,
+    /// Print one line per alert on standard output.
+    pub print_alerts: bool,
+}
+
+pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shutdown) -> Result<(), PipelineError> {
+    config.sink.alerts_file = Some(options.alerts_file);
+    config.sink.print_alerts = options.print_alerts;
+    let topics = config.topics.clone();
+    let bus = build_bus(&config).await?;
+    start_metrics(&config, &shutdown).await?;
+    let engine = Arc::new(Engine::new(&config.detect)?);
+    let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
+    let outputs = Outputs::build(&config.sink).await?;
+
+    // Subscribe every stage before any source can publish.
+    let detect_subscription = stages::detect::subscribe(&bus, &topics)?;
+    let enrich_subscription = stages::enrich::subscribe(&bus, &topics)?;
+    let sink_subscription = stages::sink::subscribe(&bus, &topics)?;
+    let (detect_stop, enrich_stop, sink_stop, sources_stop) = (Shutdown::new(), Shutdown::new(), Shutdown::new(), Shutdown::new());
+    let detect = tokio::spawn(stages::detect::run(bus.clone(), detect_subscription, topics.clone(), engine, detect_stop.clone()));
+    let enrich = tokio::spawn(stages::enrich::run(bus.clone(), enrich_subscription, topics.clone(), enricher, enrich_stop.clone()));
+    let sink = tokio::spawn(stages::sink::run(bus.clone(), sink_subscription, topics.clone(), outputs, sink_stop.clone()));
+
+    let webhook = WebhookServer::start(
+        &config.audit,
+        bus.clone(),
+        &topics.audit_events,
+        &topics.dead_letter,
+        &config.cluster,
+        sources_stop.clone(),
+    )
+    .await?;
+
+    let mut collector = None;
+    let mut collect_task = None;
+    if config.collect.enabled {
+        match palisade_collect::loader::unavailable_reason() {
+            Some(reason) => eprintln!("palisade: node collection is off: {reason}"),
+            None => {
+                let (started, events) = Collector::start(&config.collect, &config.node_name())?;
+                collect_task = Some(tokio::spawn(stages::collect::run(
+                    bus.clone(),
+                    topics.clone(),
+                    events,
+                    Arc::clone(&started.stats),
+                    sources_stop.clone(),
+                )));
+                collector = Some(started);
+            }
+        }
+    }
+    eprintln!(
+        "palisade: running (audit webhook https{}://{}{}, node collection {}, alerts to {})",
+        if config.audit.tls_disabled { "-disabled" } else { "" },
+        webhook.local_addr,
+        palisade_audit::webhook::WEBHOOK_PATH,
+        if collector.is_some() { "on" } else { "off" },
+        config.sink.alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+
+    shutdown.wait().await;
+    sources_stop.trigger();
+    if let Some(collector) = collector {
+        tokio::task::spawn_blocking(move || collector.stop()).await.ok();
+    }
+    if let Some(task) = collect_task {
+        task.await.ok().transpose()?;
+    }
+    webhook.task.await.ok();
+    detect_stop.trigger();
+    detect.await.ok().transpose()?;
+    enrich_stop.trigger();
+    enrich.await.ok().transpose()?;
+    sink_stop.trigger();
+    sink.await.ok().transpose()?;
+    if let palisade_runtime::Bus::Kafka(kafka) = &bus {
+        kafka.flush(std::time::Duration::from_secs(10))?;
+    }
+    Ok(())
+}

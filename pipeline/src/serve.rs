@@ -1,0 +1,112 @@
+//! One stage as a service against Kafka: what the microservice deployment runs (`palisade audit`, `detect`,
+//! `enrich`, `sink`, `collect`).
+
+use std::sync::Arc;
+
+use palisade_audit::WebhookServer;
+use palisade_collect::Collector;
+use palisade_detect::Engine;
+use palisade_enrich::Enricher;
+use palisade_runtime::kafka::KafkaBus;
+use palisade_runtime::{Bus, Shutdown};
+
+use crate::config::PalisadeConfig;
+use crate::stages::{self, sink::Outputs};
+use crate::PipelineError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Audit,
+    Collect,
+    Detect,
+    Enrich,
+    Sink,
+}
+
+impl Stage {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stage::Audit => "audit",
+            Stage::Collect => "collect",
+            Stage::Detect => "detect",
+            Stage::Enrich => "enrich",
+            Stage::Sink => "sink",
+        }
+    }
+}
+
+/// Kafka when configured (creating missing topics if asked), else the in-process bus.
+pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
+    match &config.kafka {
+        Some(kafka) => {
+            let bus = KafkaBus::new(kafka)?;
+            if kafka.create_topics {
+                bus.ensure_topics(&config.topics.all()).await?;
+            }
+            Ok(Bus::Kafka(Arc::new(bus)))
+        }
+        None => Ok(Bus::in_process()),
+    }
+}
+
+pub async fn start_metrics(config: &PalisadeConfig, shutdown: &Shutdown) -> Result<(), PipelineError> {
+    if let Some(addr) = &config.metrics_listen_addr {
+        let addr = addr.parse().map_err(|_| {
+            PipelineError::Config(palisade_runtime::ConfigError::Value {
+                field: "metrics_listen_addr",
+                reason: format!("`{addr}` is not ip:port"),
+            })
+        })?;
+        palisade_runtime::metrics::serve(addr, shutdown.clone()).await.map_err(PipelineError::Metrics)?;
+    }
+    Ok(())
+}
+
+pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> Result<(), PipelineError> {
+    if config.kafka.is_none() {
+        return Err(PipelineError::KafkaRequired { stage: stage.name() });
+    }
+    let bus = build_bus(&config).await?;
+    start_metrics(&config, &shutdown).await?;
+    let topics = config.topics.clone();
+    match stage {
+        Stage::Detect => {
+            let subscription = stages::detect::subscribe(&bus, &topics)?;
+            let engine = Arc::new(Engine::new(&config.detect)?);
+            stages::detect::run(bus.clone(), subscription, topics, engine, shutdown).await?;
+        }
+        Stage::Enrich => {
+            let subscription = stages::enrich::subscribe(&bus, &topics)?;
+            let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
+            stages::enrich::run(bus.clone(), subscription, topics, enricher, shutdown).await?;
+        }
+        Stage::Sink => {
+            let outputs = Outputs::build(&config.sink).await?;
+            let subscription = stages::sink::subscribe(&bus, &topics)?;
+            stages::sink::run(bus.clone(), subscription, topics, outputs, shutdown).await?;
+        }
+        Stage::Audit => {
+            let webhook = WebhookServer::start(
+                &config.audit,
+                bus.clone(),
+                &topics.audit_events,
+                &topics.dead_letter,
+                &config.cluster,
+                shutdown,
+            )
+            .await?;
+            webhook.task.await.ok();
+        }
+        Stage::Collect => {
+            let (collector, events) = Collector::start(&config.collect, &config.node_name())?;
+            let stats = Arc::clone(&collector.stats);
+            let result = stages::collect::run(bus.clone(), topics, events, stats, shutdown).await;
+            tokio::task::spawn_blocking(move || collector.stop()).await.ok();
+            result?;
+        }
+    }
+    if let Bus::Kafka(kafka) = &bus {
+        kafka.flush(std::time::Duration::from_secs(10))?;
+    }
+    Ok(())
+}

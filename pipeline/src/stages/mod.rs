@@ -1,0 +1,89 @@
+//! One module per stage, plus the loop helpers they share.
+
+pub mod collect;
+pub mod detect;
+pub mod enrich;
+pub mod sink;
+
+use std::time::Duration;
+
+use palisade_runtime::bus::Outgoing;
+use palisade_runtime::{Bus, Delivery, Shutdown, Subscription};
+
+/// How long a stopping stage waits for more input before it considers its queue drained.
+const DRAIN_IDLE: Duration = Duration::from_millis(300);
+/// Pause after a failed publish before the next attempt.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
+
+/// The next delivery; after shutdown, only what is already queued (the stage drains, then stops).
+pub(crate) async fn next_delivery(subscription: &mut Subscription, shutdown: &Shutdown) -> Option<Delivery> {
+    loop {
+        let result = if shutdown.is_triggered() {
+            tokio::time::timeout(DRAIN_IDLE, subscription.next()).await.ok().flatten()
+        } else {
+            tokio::select! {
+                next = subscription.next() => next,
+                _ = shutdown.wait() => continue,
+            }
+        };
+        match result {
+            None => return None,
+            Some(Ok(delivery)) => return Some(delivery),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "receive failed; retrying");
+                tokio::time::sleep(PUBLISH_RETRY).await;
+                if shutdown.is_triggered() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Publishes until the bus acknowledges. Returns false only if shutdown came first; the input is then left
+/// unacknowledged and will be delivered again.
+pub(crate) async fn publish_until_acked(bus: &Bus, outgoing: Outgoing<'_>, shutdown: &Shutdown) -> bool {
+    let mut attempts = 0u32;
+    loop {
+        match bus.publish(outgoing).await {
+            Ok(()) => return true,
+            Err(error) => {
+                attempts += 1;
+                tracing::warn!(%error, topic = outgoing.topic, attempts, "publish failed; retrying");
+                if shutdown.is_triggered() && attempts > 3 {
+                    return false;
+                }
+                tokio::time::sleep(PUBLISH_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Dead-letters until acknowledged (see `publish_until_acked`).
+pub(crate) async fn dead_letter_until_acked(
+    bus: &Bus,
+    topic: &str,
+    stage: &str,
+    delivery: &Delivery,
+    reason: &str,
+    shutdown: &Shutdown,
+) -> bool {
+    let mut attempts = 0u32;
+    loop {
+        match bus.dead_letter(topic, stage, &delivery.message, reason).await {
+            Ok(()) => return true,
+            Err(error) => {
+                attempts += 1;
+                tracing::warn!(%error, attempts, "dead-letter publish failed; retrying");
+                if shutdown.is_triggered() && attempts > 3 {
+                    return false;
+                }
+                tokio::time::sleep(PUBLISH_RETRY).await;
+            }
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
