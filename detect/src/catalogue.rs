@@ -586,3 +586,30 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         description: "Fires when the MITRE Caldera agent (sandcat, \"54ndc47\") runs.",
     },
 ];
+
+/// `palisade catalogue`: a table for people, or one JSON object per line.
+pub fn render(json: bool) -> String {
+    let mut out = String::new();
+    for meta in CATALOGUE {
+        if json {
+            let line = serde_json::json!({
+                "id": meta.id, "title": meta.title, "severity": meta.severity.as_str(), "tactics": meta.tactics,
+                "techniques": meta.techniques, "source": meta.source, "kind": meta.kind, "description": meta.description,
+                "implemented": !crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id),
+            });
+            out.push_str(&line.to_string());
+        } else {
+            let implemented = if crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id) { "planned" } else { "active" };
+            out.push_str(&format!(
+                "{:<42} {:<13} {:<8} {:<8} {}",
+                meta.id,
+                meta.severity.as_str(),
+                implemented,
+                meta.techniques.join(","),
+                meta.title
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -87,8 +87,9 @@ pub fn scan(
                 Ok(detections) => {
                     for detection in detections {
                         let alert = enricher.enrich(detection);
-                        serde_json::to_writer(&mut *out, &alert).expect("alerts serialize");
-                        writeln!(out).map_err(|source| PipelineError::Input { path: "<output>".into(), source })?;
+                        let output_error = |source| PipelineError::Input { path: "<output>".into(), source };
+                        serde_json::to_writer(&mut *out, &alert).map_err(|e| output_error(std::io::Error::from(e)))?;
+                        writeln!(out).map_err(output_error)?;
                         report.alerts += 1;
                     }
                 }

@@ -1,0 +1,175 @@
+//! Helpers for the end-to-end tests: the real services `scripts/testbed up` started (their addresses come from
+//! `scripts/testbed env`), the `palisade` binary as separate stage processes, and readers for the alerts topic
+//! and the search index.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the real services with `scripts/testbed up` and `eval \"$(scripts/testbed env)\"`")
+    })
+}
+
+/// A unique suffix so runs do not read each other's topics or indices.
+pub fn run_id() -> String {
+    format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+}
+
+/// Environment that points a palisade process at the testbed with per-run topics.
+pub struct Stack {
+    pub run: String,
+    pub envs: Vec<(String, String)>,
+    pub index_prefix: String,
+    children: Vec<(String, Child)>,
+    pub logs: PathBuf,
+}
+
+impl Stack {
+    pub fn new(name: &str) -> Self {
+        let run = format!("{name}-{}", run_id());
+        let index_prefix = format!("palisade-test-{}", run.to_lowercase());
+        let mut envs = vec![
+            ("PALISADE__CLUSTER".into(), "testbed".into()),
+            ("PALISADE__KAFKA__BOOTSTRAP_SERVERS".into(), env("PALISADE_TEST_KAFKA")),
+            ("PALISADE__KAFKA__GROUP_PREFIX".into(), format!("palisade-{run}")),
+            ("PALISADE__SINK__ALERTS_FORMAT".into(), "json".into()),
+            ("PALISADE__SINK__OPENSEARCH__URL".into(), env("PALISADE_TEST_OPENSEARCH")),
+            ("PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(), index_prefix.clone()),
+            ("PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(), "50".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        for topic in ["node_events", "audit_events", "cloud_activity", "detections", "enriched", "alerts", "dead_letter", "cluster_state"] {
+            envs.push((format!("PALISADE__TOPICS__{}", topic.to_uppercase()), format!("t.{run}.{topic}")));
+        }
+        let logs = std::env::temp_dir().join(format!("palisade-e2e-{run}"));
+        std::fs::create_dir_all(&logs).unwrap();
+        Self { run, envs, index_prefix, children: Vec::new(), logs }
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("t.{}.{name}", self.run)
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.into(), value.into()));
+    }
+
+    /// Starts `palisade <args>` with this stack's environment; its stderr goes to a log file.
+    pub fn spawn(&mut self, args: &[&str]) {
+        let name = args.join("-");
+        let log = std::fs::File::create(self.logs.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("palisade binary starts");
+        self.children.push((name, child));
+    }
+
+    pub fn assert_running(&mut self) {
+        for (name, child) in &mut self.children {
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
+                panic!("palisade {name} exited early with {status}:\n{log}");
+            }
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            // SAFETY: sending SIGTERM to our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        for (_, child) in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for a JSON alert on `topic` (read_committed) that satisfies `pred`.
+pub fn wait_for_alert(
+    topic: &str,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<(serde_json::Value, Instant)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("e2e-reader-{}", run_id()))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let Some(payload) = message.payload() else { continue };
+            let value: serde_json::Value = serde_json::from_slice(payload).expect("alerts topic carries JSON in this test");
+            if pred(&value) {
+                return Some((value, Instant::now()));
+            }
+        }
+    }
+    None
+}
+
+/// Searches the alert indices until a document matches `query` (OpenSearch query DSL) or the time runs out.
+pub fn wait_for_document(index_prefix: &str, query: serde_json::Value, timeout: Duration) -> Option<serde_json::Value> {
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/{index_prefix}-*/_search", env("PALISADE_TEST_OPENSEARCH"));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let response = client.post(&url).json(&serde_json::json!({"query": query})).send();
+        if let Ok(response) = response
+            && let Ok(body) = response.json::<serde_json::Value>()
+            && let Some(hit) = body.pointer("/hits/hits/0/_source")
+        {
+            return Some(hit.clone());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+pub fn count_documents(index_prefix: &str, query: serde_json::Value) -> u64 {
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/{index_prefix}-*/_count", env("PALISADE_TEST_OPENSEARCH"));
+    let body: serde_json::Value = client.post(&url).json(&serde_json::json!({"query": query})).send().unwrap().json().unwrap();
+    body["count"].as_u64().unwrap_or(0)
+}
+
+/// A client of the testbed kube-apiserver authenticated with the admin client certificate.
+pub fn apiserver() -> reqwest::blocking::Client {
+    let pki = PathBuf::from(env("PALISADE_TEST_PKI"));
+    let mut identity = std::fs::read(pki.join("admin.crt")).unwrap();
+    identity.extend(std::fs::read(pki.join("admin.key")).unwrap());
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.crt")).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap()
+}
