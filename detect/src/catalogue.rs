@@ -269,7 +269,12 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_SuspectDownload",
         title: "Suspicious file download",
         severity: Severity::Medium,
-        tactics: &["Privilege Escalation", "Execution", "Exfiltration", "Command and Control"],
+        tactics: &[
+            "Privilege Escalation",
+            "Execution",
+            "Exfiltration",
+            "Command and Control",
+        ],
         techniques: &["T1105"],
         source: Source::Node,
         kind: DetectionKind::Match,
@@ -329,7 +334,12 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_KnownLinuxDDoSToolkit",
         title: "Known Linux DDoS toolkit",
         severity: Severity::Medium,
-        tactics: &["Persistence", "Lateral Movement", "Execution", "Exploitation"],
+        tactics: &[
+            "Persistence",
+            "Lateral Movement",
+            "Execution",
+            "Exploitation",
+        ],
         techniques: &["T1498", "T1499"],
         source: Source::Node,
         kind: DetectionKind::Match,
@@ -359,7 +369,12 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_LinuxBackdoorArtifact",
         title: "Downloaded file run later (possible backdoor)",
         severity: Severity::Medium,
-        tactics: &["Persistence", "Defense Evasion", "Execution", "Exploitation"],
+        tactics: &[
+            "Persistence",
+            "Defense Evasion",
+            "Execution",
+            "Exploitation",
+        ],
         techniques: &["T1105"],
         source: Source::Node,
         kind: DetectionKind::Window,
@@ -579,7 +594,20 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_MitreCalderaTools",
         title: "MITRE Caldera agent",
         severity: Severity::Medium,
-        tactics: &["Persistence", "Privilege Escalation", "Defense Evasion", "Credential Access", "Discovery", "Lateral Movement", "Execution", "Collection", "Exfiltration", "Command and Control", "Probing", "Exploitation"],
+        tactics: &[
+            "Persistence",
+            "Privilege Escalation",
+            "Defense Evasion",
+            "Credential Access",
+            "Discovery",
+            "Lateral Movement",
+            "Execution",
+            "Collection",
+            "Exfiltration",
+            "Command and Control",
+            "Probing",
+            "Exploitation",
+        ],
         techniques: &["T1059", "T1105"],
         source: Source::Node,
         kind: DetectionKind::Match,
@@ -599,7 +627,11 @@ pub fn render(json: bool) -> String {
             });
             out.push_str(&line.to_string());
         } else {
-            let implemented = if crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id) { "planned" } else { "active" };
+            let implemented = if crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id) {
+                "planned"
+            } else {
+                "active"
+            };
             out.push_str(&format!(
                 "{:<42} {:<13} {:<8} {:<8} {}",
                 meta.id,

@@ -38,7 +38,11 @@ const fn default_enabled() -> bool {
 
 impl Default for RuleConfig {
     fn default() -> Self {
-        Self { enabled: true, severity: None, exceptions: Vec::new() }
+        Self {
+            enabled: true,
+            severity: None,
+            exceptions: Vec::new(),
+        }
     }
 }
 
@@ -66,12 +70,20 @@ pub struct Exception {
 pub enum DetectConfigError {
     #[error("detect.rules.\"{0}\": no such alert type; `palisade catalogue` lists the IDs")]
     UnknownAlertType(String),
-    #[error("detect.rules.\"{rule}\".exceptions[{index}]: no field to match on; give at least one of namespace, workload, image, user, process_path, command_line_pattern")]
+    #[error(
+        "detect.rules.\"{rule}\".exceptions[{index}]: no field to match on; give at least one of namespace, workload, image, user, process_path, command_line_pattern"
+    )]
     EmptyException { rule: String, index: usize },
-    #[error("detect.rules.\"{rule}\".exceptions[{index}]: `reason` is empty; say why this case is expected")]
+    #[error(
+        "detect.rules.\"{rule}\".exceptions[{index}]: `reason` is empty; say why this case is expected"
+    )]
     MissingReason { rule: String, index: usize },
     #[error("detect.rules.\"{rule}\".exceptions[{index}].command_line_pattern: {error}")]
-    BadPattern { rule: String, index: usize, error: String },
+    BadPattern {
+        rule: String,
+        index: usize,
+        error: String,
+    },
 }
 
 /// An exception ready to match.
@@ -105,10 +117,16 @@ impl DetectConfig {
                     || exception.process_path.is_some()
                     || exception.command_line_pattern.is_some();
                 if !has_matcher {
-                    return Err(DetectConfigError::EmptyException { rule: rule.clone(), index });
+                    return Err(DetectConfigError::EmptyException {
+                        rule: rule.clone(),
+                        index,
+                    });
                 }
                 if exception.reason.trim().is_empty() {
-                    return Err(DetectConfigError::MissingReason { rule: rule.clone(), index });
+                    return Err(DetectConfigError::MissingReason {
+                        rule: rule.clone(),
+                        index,
+                    });
                 }
                 let command_line = exception
                     .command_line_pattern
@@ -120,11 +138,18 @@ impl DetectConfig {
                         index,
                         error: error.to_string(),
                     })?;
-                exceptions.push(CompiledException { exception: exception.clone(), command_line });
+                exceptions.push(CompiledException {
+                    exception: exception.clone(),
+                    command_line,
+                });
             }
             compiled.insert(
                 rule.clone(),
-                CompiledRule { enabled: config.enabled, severity: config.severity, exceptions },
+                CompiledRule {
+                    enabled: config.enabled,
+                    severity: config.severity,
+                    exceptions,
+                },
             );
         }
         Ok(compiled)
@@ -139,7 +164,10 @@ mod tests {
         let mut rules = BTreeMap::new();
         rules.insert(
             "K8S_PrivilegedContainer".to_owned(),
-            RuleConfig { exceptions: vec![exception], ..RuleConfig::default() },
+            RuleConfig {
+                exceptions: vec![exception],
+                ..RuleConfig::default()
+            },
         );
         DetectConfig { rules }
     }
@@ -148,22 +176,49 @@ mod tests {
     fn unknown_alert_type_is_named() {
         let mut rules = BTreeMap::new();
         rules.insert("K8S_Nope".to_owned(), RuleConfig::default());
-        assert_eq!(DetectConfig { rules }.validate().unwrap_err(), DetectConfigError::UnknownAlertType("K8S_Nope".into()));
+        assert_eq!(
+            DetectConfig { rules }.validate().unwrap_err(),
+            DetectConfigError::UnknownAlertType("K8S_Nope".into())
+        );
     }
 
     #[test]
     fn exceptions_need_a_matcher_a_reason_and_a_valid_pattern() {
-        let empty = rule_with(Exception { reason: "x".into(), ..Exception::default() });
-        assert!(matches!(empty.validate(), Err(DetectConfigError::EmptyException { index: 0, .. })));
-        let no_reason = rule_with(Exception { namespace: Some("ns".into()), ..Exception::default() });
-        assert!(matches!(no_reason.validate(), Err(DetectConfigError::MissingReason { .. })));
+        let empty = rule_with(Exception {
+            reason: "x".into(),
+            ..Exception::default()
+        });
+        assert!(matches!(
+            empty.validate(),
+            Err(DetectConfigError::EmptyException { index: 0, .. })
+        ));
+        let no_reason = rule_with(Exception {
+            namespace: Some("ns".into()),
+            ..Exception::default()
+        });
+        assert!(matches!(
+            no_reason.validate(),
+            Err(DetectConfigError::MissingReason { .. })
+        ));
         let bad = rule_with(Exception {
             command_line_pattern: Some("(".into()),
             reason: "x".into(),
             ..Exception::default()
         });
-        assert!(matches!(bad.validate(), Err(DetectConfigError::BadPattern { .. })));
-        let good = rule_with(Exception { namespace: Some("ns".into()), reason: "ok".into(), ..Exception::default() });
-        assert_eq!(good.validate().unwrap()["K8S_PrivilegedContainer"].exceptions.len(), 1);
+        assert!(matches!(
+            bad.validate(),
+            Err(DetectConfigError::BadPattern { .. })
+        ));
+        let good = rule_with(Exception {
+            namespace: Some("ns".into()),
+            reason: "ok".into(),
+            ..Exception::default()
+        });
+        assert_eq!(
+            good.validate().unwrap()["K8S_PrivilegedContainer"]
+                .exceptions
+                .len(),
+            1
+        );
     }
 }

@@ -88,7 +88,13 @@ const fn default_true() -> bool {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        Self { alerts_topic: true, alerts_format: AlertsFormat::Avro, alerts_file: None, print_alerts: false, opensearch: None }
+        Self {
+            alerts_topic: true,
+            alerts_format: AlertsFormat::Avro,
+            alerts_file: None,
+            print_alerts: false,
+            opensearch: None,
+        }
     }
 }
 
@@ -112,7 +118,11 @@ impl PalisadeConfig {
         self.node_name
             .clone()
             .or_else(|| std::env::var("NODE_NAME").ok())
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
             .unwrap_or_else(|| "unknown-node".to_owned())
     }
 
@@ -121,7 +131,11 @@ impl PalisadeConfig {
         self.runtime().validate()?;
         self.detect.validate()?;
         if self.cluster.trim().is_empty() {
-            return Err(ConfigError::Value { field: "cluster", reason: "empty".into() }.into());
+            return Err(ConfigError::Value {
+                field: "cluster",
+                reason: "empty".into(),
+            }
+            .into());
         }
         if let Some(opensearch) = &self.sink.opensearch
             && !(opensearch.url.starts_with("http://") || opensearch.url.starts_with("https://"))

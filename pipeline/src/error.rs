@@ -22,7 +22,9 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`palisade {stage}` runs against Kafka: set kafka.bootstrap_servers (or PALISADE__KAFKA__BOOTSTRAP_SERVERS)")]
+    #[error(
+        "`palisade {stage}` runs against Kafka: set kafka.bootstrap_servers (or PALISADE__KAFKA__BOOTSTRAP_SERVERS)"
+    )]
     KafkaRequired { stage: &'static str },
     #[error("metrics endpoint: {0}")]
     Metrics(#[source] std::io::Error),

@@ -10,9 +10,9 @@ use palisade_enrich::Enricher;
 use palisade_runtime::kafka::KafkaBus;
 use palisade_runtime::{Bus, Shutdown};
 
+use crate::PipelineError;
 use crate::config::PalisadeConfig;
 use crate::stages::{self, sink::Outputs};
-use crate::PipelineError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -49,7 +49,10 @@ pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
     }
 }
 
-pub async fn start_metrics(config: &PalisadeConfig, shutdown: &Shutdown) -> Result<(), PipelineError> {
+pub async fn start_metrics(
+    config: &PalisadeConfig,
+    shutdown: &Shutdown,
+) -> Result<(), PipelineError> {
     if let Some(addr) = &config.metrics_listen_addr {
         let addr = addr.parse().map_err(|_| {
             PipelineError::Config(palisade_runtime::ConfigError::Value {
@@ -57,14 +60,22 @@ pub async fn start_metrics(config: &PalisadeConfig, shutdown: &Shutdown) -> Resu
                 reason: format!("`{addr}` is not ip:port"),
             })
         })?;
-        palisade_runtime::metrics::serve(addr, shutdown.clone()).await.map_err(PipelineError::Metrics)?;
+        palisade_runtime::metrics::serve(addr, shutdown.clone())
+            .await
+            .map_err(PipelineError::Metrics)?;
     }
     Ok(())
 }
 
-pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> Result<(), PipelineError> {
+pub async fn serve(
+    stage: Stage,
+    config: PalisadeConfig,
+    shutdown: Shutdown,
+) -> Result<(), PipelineError> {
     if config.kafka.is_none() {
-        return Err(PipelineError::KafkaRequired { stage: stage.name() });
+        return Err(PipelineError::KafkaRequired {
+            stage: stage.name(),
+        });
     }
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
@@ -77,7 +88,11 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         }
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;
-            let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
+            let enricher = Arc::new(Enricher::new(
+                &config.cluster,
+                &config.enrich,
+                &config.detect,
+            ));
             stages::enrich::run(bus.clone(), subscription, topics, enricher, shutdown).await?;
         }
         Stage::Sink => {
@@ -101,7 +116,9 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             let (collector, events) = Collector::start(&config.collect, &config.node_name())?;
             let stats = Arc::clone(&collector.stats);
             let result = stages::collect::run(bus.clone(), topics, events, stats, shutdown).await;
-            tokio::task::spawn_blocking(move || collector.stop()).await.ok();
+            tokio::task::spawn_blocking(move || collector.stop())
+                .await
+                .ok();
             result?;
         }
     }

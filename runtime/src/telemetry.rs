@@ -9,14 +9,22 @@ use prometheus::{IntCounterVec, IntGaugeVec, register_int_counter_vec, register_
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("palisade_bus_published_total", "Messages published, by topic and outcome", &[
-        "topic", "outcome"
-    ])
+    register_int_counter_vec!(
+        "palisade_bus_published_total",
+        "Messages published, by topic and outcome",
+        &["topic", "outcome"]
+    )
     .expect("metric registers once")
 });
 
@@ -30,34 +38,48 @@ static UNROUTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("palisade_dead_letter_total", "Messages sent to the dead-letter topic", &[
-        "stage", "topic"
-    ])
+    register_int_counter_vec!(
+        "palisade_dead_letter_total",
+        "Messages sent to the dead-letter topic",
+        &["stage", "topic"]
+    )
     .expect("metric registers once")
 });
 
 static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("palisade_stage_consumed_total", "Messages a stage processed, by stage", &["stage"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "palisade_stage_consumed_total",
+        "Messages a stage processed, by stage",
+        &["stage"]
+    )
+    .expect("metric registers once")
 });
 
 static PRODUCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("palisade_stage_produced_total", "Records a stage produced, by stage and record", &[
-        "stage", "record"
-    ])
+    register_int_counter_vec!(
+        "palisade_stage_produced_total",
+        "Records a stage produced, by stage and record",
+        &["stage", "record"]
+    )
     .expect("metric registers once")
 });
 
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("palisade_dropped_total", "Items dropped on purpose, by component and reason", &[
-        "component", "reason"
-    ])
+    register_int_counter_vec!(
+        "palisade_dropped_total",
+        "Items dropped on purpose, by component and reason",
+        &["component", "reason"]
+    )
     .expect("metric registers once")
 });
 
 static COMPONENT_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("palisade_component_up", "1 while a component runs", &["component"])
-        .expect("metric registers once")
+    register_int_gauge_vec!(
+        "palisade_component_up",
+        "1 while a component runs",
+        &["component"]
+    )
+    .expect("metric registers once")
 });
 
 pub struct MessagePublished<'a> {
@@ -93,8 +115,15 @@ pub struct MessageDeadLettered<'a> {
 
 impl MessageDeadLettered<'_> {
     pub fn emit(self) {
-        DEAD_LETTERED.with_label_values(&[self.stage, self.topic]).inc();
-        tracing::warn!(stage = self.stage, topic = self.topic, reason = self.reason, "message dead-lettered");
+        DEAD_LETTERED
+            .with_label_values(&[self.stage, self.topic])
+            .inc();
+        tracing::warn!(
+            stage = self.stage,
+            topic = self.topic,
+            reason = self.reason,
+            "message dead-lettered"
+        );
     }
 }
 
@@ -127,8 +156,15 @@ pub struct ItemDropped<'a> {
 
 impl ItemDropped<'_> {
     pub fn emit(self) {
-        DROPPED.with_label_values(&[self.component, self.reason]).inc_by(self.count);
-        tracing::warn!(component = self.component, reason = self.reason, count = self.count, "items dropped");
+        DROPPED
+            .with_label_values(&[self.component, self.reason])
+            .inc_by(self.count);
+        tracing::warn!(
+            component = self.component,
+            reason = self.reason,
+            count = self.count,
+            "items dropped"
+        );
     }
 }
 
@@ -165,9 +201,11 @@ static COLLECTOR: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 static ALERTS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("palisade_sink_alerts_total", "Alerts handled by the sink, by output and outcome", &[
-        "output", "outcome"
-    ])
+    register_int_counter_vec!(
+        "palisade_sink_alerts_total",
+        "Alerts handled by the sink, by output and outcome",
+        &["output", "outcome"]
+    )
     .expect("metric registers once")
 });
 
@@ -221,7 +259,9 @@ pub struct AlertsWritten<'a> {
 
 impl AlertsWritten<'_> {
     pub fn emit(self) {
-        ALERTS_WRITTEN.with_label_values(&[self.output, self.outcome]).inc_by(self.count);
+        ALERTS_WRITTEN
+            .with_label_values(&[self.output, self.outcome])
+            .inc_by(self.count);
     }
 }
 
@@ -233,7 +273,9 @@ pub struct OutputRetried<'a> {
 impl OutputRetried<'_> {
     pub fn emit(self) {
         if self.count > 0 {
-            SINK_RETRIES.with_label_values(&[self.output]).inc_by(self.count);
+            SINK_RETRIES
+                .with_label_values(&[self.output])
+                .inc_by(self.count);
         }
     }
 }

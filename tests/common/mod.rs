@@ -19,7 +19,14 @@ pub fn env(name: &str) -> String {
 
 /// A unique suffix so runs do not read each other's topics or indices.
 pub fn run_id() -> String {
-    format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    )
 }
 
 /// Environment that points a palisade process at the testbed with per-run topics.
@@ -37,20 +44,53 @@ impl Stack {
         let index_prefix = format!("palisade-test-{}", run.to_lowercase());
         let mut envs = vec![
             ("PALISADE__CLUSTER".into(), "testbed".into()),
-            ("PALISADE__KAFKA__BOOTSTRAP_SERVERS".into(), env("PALISADE_TEST_KAFKA")),
-            ("PALISADE__KAFKA__GROUP_PREFIX".into(), format!("palisade-{run}")),
+            (
+                "PALISADE__KAFKA__BOOTSTRAP_SERVERS".into(),
+                env("PALISADE_TEST_KAFKA"),
+            ),
+            (
+                "PALISADE__KAFKA__GROUP_PREFIX".into(),
+                format!("palisade-{run}"),
+            ),
             ("PALISADE__SINK__ALERTS_FORMAT".into(), "json".into()),
-            ("PALISADE__SINK__OPENSEARCH__URL".into(), env("PALISADE_TEST_OPENSEARCH")),
-            ("PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(), index_prefix.clone()),
-            ("PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(), "50".into()),
+            (
+                "PALISADE__SINK__OPENSEARCH__URL".into(),
+                env("PALISADE_TEST_OPENSEARCH"),
+            ),
+            (
+                "PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(),
+                index_prefix.clone(),
+            ),
+            (
+                "PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(),
+                "50".into(),
+            ),
             ("RUST_LOG".into(), "info".into()),
         ];
-        for topic in ["node_events", "audit_events", "cloud_activity", "detections", "enriched", "alerts", "dead_letter", "cluster_state"] {
-            envs.push((format!("PALISADE__TOPICS__{}", topic.to_uppercase()), format!("t.{run}.{topic}")));
+        for topic in [
+            "node_events",
+            "audit_events",
+            "cloud_activity",
+            "detections",
+            "enriched",
+            "alerts",
+            "dead_letter",
+            "cluster_state",
+        ] {
+            envs.push((
+                format!("PALISADE__TOPICS__{}", topic.to_uppercase()),
+                format!("t.{run}.{topic}"),
+            ));
         }
         let logs = std::env::temp_dir().join(format!("palisade-e2e-{run}"));
         std::fs::create_dir_all(&logs).unwrap();
-        Self { run, envs, index_prefix, children: Vec::new(), logs }
+        Self {
+            run,
+            envs,
+            index_prefix,
+            children: Vec::new(),
+            logs,
+        }
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -79,7 +119,8 @@ impl Stack {
     pub fn assert_running(&mut self) {
         for (name, child) in &mut self.children {
             if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
+                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log")))
+                    .unwrap_or_default();
                 panic!("palisade {name} exited early with {status}:\n{log}");
             }
         }
@@ -126,8 +167,11 @@ pub fn wait_for_alert(
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let Some(payload) = message.payload() else { continue };
-            let value: serde_json::Value = serde_json::from_slice(payload).expect("alerts topic carries JSON in this test");
+            let Some(payload) = message.payload() else {
+                continue;
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(payload).expect("alerts topic carries JSON in this test");
             if pred(&value) {
                 return Some((value, Instant::now()));
             }
@@ -137,12 +181,22 @@ pub fn wait_for_alert(
 }
 
 /// Searches the alert indices until a document matches `query` (OpenSearch query DSL) or the time runs out.
-pub fn wait_for_document(index_prefix: &str, query: serde_json::Value, timeout: Duration) -> Option<serde_json::Value> {
+pub fn wait_for_document(
+    index_prefix: &str,
+    query: serde_json::Value,
+    timeout: Duration,
+) -> Option<serde_json::Value> {
     let client = reqwest::blocking::Client::new();
-    let url = format!("{}/{index_prefix}-*/_search", env("PALISADE_TEST_OPENSEARCH"));
+    let url = format!(
+        "{}/{index_prefix}-*/_search",
+        env("PALISADE_TEST_OPENSEARCH")
+    );
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let response = client.post(&url).json(&serde_json::json!({"query": query})).send();
+        let response = client
+            .post(&url)
+            .json(&serde_json::json!({"query": query}))
+            .send();
         if let Ok(response) = response
             && let Ok(body) = response.json::<serde_json::Value>()
             && let Some(hit) = body.pointer("/hits/hits/0/_source")
@@ -156,8 +210,17 @@ pub fn wait_for_document(index_prefix: &str, query: serde_json::Value, timeout: 
 
 pub fn count_documents(index_prefix: &str, query: serde_json::Value) -> u64 {
     let client = reqwest::blocking::Client::new();
-    let url = format!("{}/{index_prefix}-*/_count", env("PALISADE_TEST_OPENSEARCH"));
-    let body: serde_json::Value = client.post(&url).json(&serde_json::json!({"query": query})).send().unwrap().json().unwrap();
+    let url = format!(
+        "{}/{index_prefix}-*/_count",
+        env("PALISADE_TEST_OPENSEARCH")
+    );
+    let body: serde_json::Value = client
+        .post(&url)
+        .json(&serde_json::json!({"query": query}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     body["count"].as_u64().unwrap_or(0)
 }
 

@@ -17,12 +17,21 @@ impl StatelessDetector for PrivilegedContainer {
     }
 
     fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
-        let Event::Audit(audit) = event else { return Vec::new() };
-        let Some(template) = changed_pod_template(audit) else { return Vec::new() };
+        let Event::Audit(audit) = event else {
+            return Vec::new();
+        };
+        let Some(template) = changed_pod_template(audit) else {
+            return Vec::new();
+        };
         template
             .containers()
             .into_iter()
-            .filter(|c| c.value.pointer("/securityContext/privileged").and_then(Value::as_bool) == Some(true))
+            .filter(|c| {
+                c.value
+                    .pointer("/securityContext/privileged")
+                    .and_then(Value::as_bool)
+                    == Some(true)
+            })
             .map(|container| {
                 let mut finding = Finding {
                     subject: format!("{}/{}", container.list, container.name),
@@ -32,8 +41,12 @@ impl StatelessDetector for PrivilegedContainer {
                     image: container.image.map(str::to_owned),
                     ..Finding::default()
                 };
-                finding.details.insert("container".into(), container.name.to_owned());
-                finding.details.insert("container_list".into(), container.list.to_owned());
+                finding
+                    .details
+                    .insert("container".into(), container.name.to_owned());
+                finding
+                    .details
+                    .insert("container_list".into(), container.list.to_owned());
                 finding.details.insert("verb".into(), audit.verb.clone());
                 finding
             })

@@ -1,8 +1,8 @@
 mod config;
 mod server;
-mod tls;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use config::AuditConfig;
 pub use server::{AuditError, WEBHOOK_PATH, WebhookServer};
