@@ -12,11 +12,7 @@ use palisade_pipeline::serve::Stage;
 use palisade_runtime::Shutdown;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "palisade",
-    version,
-    about = "Kubernetes and container threat detection over Kafka"
-)]
+#[command(name = "palisade", version, about = "Kubernetes and container threat detection over Kafka")]
 struct Cli {
     /// Configuration file (TOML). `PALISADE__SECTION__KEY=value` environment variables override it.
     #[arg(long, short, global = true, env = "PALISADE_CONFIG")]
@@ -83,10 +79,7 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -98,18 +91,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::TestAlert => {
             let ran = palisade_pipeline::test_alert::fire()?;
-            println!(
-                "ran {} (harmless); a running collector raises K8S.NODE_EICAR",
-                ran.display()
-            );
+            println!("ran {} (harmless); a running collector raises K8S.NODE_EICAR", ran.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Scan {
-            audit,
-            node,
-            cloud,
-            out,
-        } => {
+        Command::Scan { audit, node, cloud, out } => {
             let config = load()?;
             if audit.is_none() && node.is_none() && cloud.is_none() {
                 anyhow::bail!("scan needs at least one of --audit, --node, --cloud");
@@ -117,34 +102,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let inputs = ScanInputs { audit, node, cloud };
             let mut output: Box<dyn std::io::Write> = match &out {
                 Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("cannot create {}", path.display()))?,
+                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
                 )),
                 None => Box::new(std::io::stdout().lock()),
             };
-            let report = palisade_pipeline::scan::scan(
-                &config,
-                &inputs,
-                &mut output,
-                &mut std::io::stderr(),
-            )?;
+            let report = palisade_pipeline::scan::scan(&config, &inputs, &mut output, &mut std::io::stderr())?;
             eprintln!(
                 "palisade: scanned {} events, {} alerts, {} bad lines",
                 report.events, report.alerts, report.bad_lines
             );
-            Ok(if report.bad_lines > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if report.bad_lines > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Run { alerts_file, quiet } => {
             let config = load()?;
             palisade_runtime::telemetry::init_logging(config.log_json);
-            let options = RunOptions {
-                alerts_file,
-                print_alerts: !quiet,
-            };
+            let options = RunOptions { alerts_file, print_alerts: !quiet };
             runtime()?.block_on(async {
                 let shutdown = Shutdown::new();
                 shutdown.listen_for_signals();

@@ -12,22 +12,10 @@ use serde_json::json;
 fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_the_index() {
     let pki = common::env("PALISADE_TEST_PKI");
     let mut stack = common::Stack::new("audit");
-    stack.set(
-        "PALISADE__AUDIT__LISTEN_ADDR",
-        &common::env("PALISADE_TEST_AUDIT_WEBHOOK_ADDR"),
-    );
-    stack.set(
-        "PALISADE__AUDIT__TLS_CERT_PATH",
-        &format!("{pki}/audit-webhook.crt"),
-    );
-    stack.set(
-        "PALISADE__AUDIT__TLS_KEY_PATH",
-        &format!("{pki}/audit-webhook.key"),
-    );
-    stack.set(
-        "PALISADE__AUDIT__TOKEN_FILE",
-        &format!("{pki}/audit-webhook.token"),
-    );
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", &common::env("PALISADE_TEST_AUDIT_WEBHOOK_ADDR"));
+    stack.set("PALISADE__AUDIT__TLS_CERT_PATH", &format!("{pki}/audit-webhook.crt"));
+    stack.set("PALISADE__AUDIT__TLS_KEY_PATH", &format!("{pki}/audit-webhook.key"));
+    stack.set("PALISADE__AUDIT__TOKEN_FILE", &format!("{pki}/audit-webhook.token"));
     for stage in ["audit", "detect", "enrich", "sink"] {
         stack.spawn(&[stage]);
     }
@@ -42,11 +30,7 @@ fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_th
         .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
         .send()
         .unwrap();
-    assert!(
-        created.status().is_success(),
-        "namespace: {}",
-        created.text().unwrap()
-    );
+    assert!(created.status().is_success(), "namespace: {}", created.text().unwrap());
 
     let pod = |name: &str, privileged: bool| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -54,35 +38,16 @@ fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_th
                         "securityContext": {"privileged": privileged}}]}})
     };
     let started = Instant::now();
-    let response = api
-        .post(format!("{base}/api/v1/namespaces/{namespace}/pods"))
-        .json(&pod("priv", true))
-        .send()
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "privileged pod: {}",
-        response.text().unwrap()
-    );
-    let response = api
-        .post(format!("{base}/api/v1/namespaces/{namespace}/pods"))
-        .json(&pod("plain", false))
-        .send()
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "plain pod: {}",
-        response.text().unwrap()
-    );
+    let response =
+        api.post(format!("{base}/api/v1/namespaces/{namespace}/pods")).json(&pod("priv", true)).send().unwrap();
+    assert!(response.status().is_success(), "privileged pod: {}", response.text().unwrap());
+    let response =
+        api.post(format!("{base}/api/v1/namespaces/{namespace}/pods")).json(&pod("plain", false)).send().unwrap();
+    assert!(response.status().is_success(), "plain pod: {}", response.text().unwrap());
 
-    let (alert, arrived) = common::wait_for_alert(
-        &stack.topic("alerts"),
-        Duration::from_secs(60),
-        |alert| {
-            alert["alert_type"] == "K8S_PrivilegedContainer"
-                && alert["namespace"] == namespace.as_str()
-        },
-    )
+    let (alert, arrived) = common::wait_for_alert(&stack.topic("alerts"), Duration::from_secs(60), |alert| {
+        alert["alert_type"] == "K8S_PrivilegedContainer" && alert["namespace"] == namespace.as_str()
+    })
     .unwrap_or_else(|| {
         panic!(
             "no K8S_PrivilegedContainer alert on the alerts topic\naudit log:\n{}\ndetect log:\n{}",
@@ -90,10 +55,7 @@ fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_th
             stack.log("detect")
         )
     });
-    eprintln!(
-        "E2E audit path latency (pod create -> alert on topic): {} ms",
-        (arrived - started).as_millis()
-    );
+    eprintln!("E2E audit path latency (pod create -> alert on topic): {} ms", (arrived - started).as_millis());
     assert_eq!(alert["pod"], "priv");
     assert_eq!(alert["workload"], "Pod/priv");
     assert_eq!(alert["image"], "nginx:1.27");
@@ -102,12 +64,8 @@ fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_th
     assert_eq!(alert["severity"], "Informational");
     assert_eq!(alert["source"], "AUDIT");
     assert_eq!(alert["techniques"], json!(["T1610", "T1611"]));
-    let evidence: serde_json::Value =
-        serde_json::from_str(alert["evidence"][0].as_str().unwrap()).unwrap();
-    assert_eq!(
-        evidence["verb"], "create",
-        "the audit event is kept verbatim as evidence"
-    );
+    let evidence: serde_json::Value = serde_json::from_str(alert["evidence"][0].as_str().unwrap()).unwrap();
+    assert_eq!(evidence["verb"], "create", "the audit event is kept verbatim as evidence");
     assert_eq!(evidence["objectRef"]["name"], "priv");
 
     let document = common::wait_for_document(
@@ -120,10 +78,7 @@ fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_th
     assert_eq!(document["event"]["id"], alert["id"]);
     assert_eq!(document["orchestrator"]["resource"]["name"], "priv");
     assert_eq!(document["container"]["image"]["name"], "nginx:1.27");
-    assert_eq!(
-        document["threat"]["technique"]["id"],
-        json!(["T1610", "T1611"])
-    );
+    assert_eq!(document["threat"]["technique"]["id"], json!(["T1610", "T1611"]));
     assert_eq!(document["user"]["name"], "palisade-test-admin");
 
     // The unprivileged twin raised nothing: wait for the sink to have passed it, then count.
@@ -133,12 +88,7 @@ fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_th
         json!({"bool": {"filter": [{"term": {"orchestrator.namespace": namespace}}, {"term": {"orchestrator.resource.name": "plain"}}]}}),
     );
     assert_eq!(for_plain, 0, "the unprivileged pod raised an alert");
-    let total = common::count_documents(
-        &stack.index_prefix,
-        json!({"term": {"orchestrator.namespace": namespace}}),
-    );
+    let total = common::count_documents(&stack.index_prefix, json!({"term": {"orchestrator.namespace": namespace}}));
     assert_eq!(total, 1, "exactly one alert document for the namespace");
-    let _ = api
-        .delete(format!("{base}/api/v1/namespaces/{namespace}"))
-        .send();
+    let _ = api.delete(format!("{base}/api/v1/namespaces/{namespace}")).send();
 }

@@ -20,42 +20,20 @@ fn test_alert_on_this_kernel_becomes_an_eicar_alert_on_the_topic_and_in_the_inde
     stack.assert_running();
 
     let started = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .arg("test-alert")
-        .status()
-        .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_palisade")).arg("test-alert").status().unwrap();
     assert!(status.success());
-    let (alert, arrived) =
-        common::wait_for_alert(&stack.topic("alerts"), Duration::from_secs(60), |alert| {
-            alert["alert_type"] == "K8S.NODE_EICAR" && alert["node"] == "e2e-node"
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no K8S.NODE_EICAR alert\ncollect log:\n{}",
-                stack.log("collect")
-            )
-        });
-    eprintln!(
-        "E2E node path latency (test-alert -> alert on topic): {} ms",
-        (arrived - started).as_millis()
-    );
+    let (alert, arrived) = common::wait_for_alert(&stack.topic("alerts"), Duration::from_secs(60), |alert| {
+        alert["alert_type"] == "K8S.NODE_EICAR" && alert["node"] == "e2e-node"
+    })
+    .unwrap_or_else(|| panic!("no K8S.NODE_EICAR alert\ncollect log:\n{}", stack.log("collect")));
+    eprintln!("E2E node path latency (test-alert -> alert on topic): {} ms", (arrived - started).as_millis());
     assert_eq!(alert["severity"], "High");
     assert_eq!(alert["source"], "NODE");
     assert_eq!(alert["in_container"], false);
     let executable = alert["process"]["executable"].as_str().unwrap();
-    assert!(
-        executable.ends_with("/palisade_alerttest_5f3c9e"),
-        "{executable}"
-    );
+    assert!(executable.ends_with("/palisade_alerttest_5f3c9e"), "{executable}");
     assert_eq!(alert["process"]["args"][1], "palisade");
-    assert!(
-        alert["process"]["parent_chain"][0]
-            .as_str()
-            .unwrap()
-            .ends_with("/palisade"),
-        "{}",
-        alert["process"]
-    );
+    assert!(alert["process"]["parent_chain"][0].as_str().unwrap().ends_with("/palisade"), "{}", alert["process"]);
 
     let document = common::wait_for_document(
         &stack.index_prefix,

@@ -20,29 +20,18 @@ fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.starts_with("palisade: running") {
                 let _ = ready_tx.send(line.clone());
             }
             eprintln!("run: {line}");
         }
     });
-    let ready = ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("palisade run starts");
+    let ready = ready_rx.recv_timeout(Duration::from_secs(30)).expect("palisade run starts");
     assert!(ready.contains("node collection on"), "{ready}");
 
     let started = Instant::now();
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .arg("test-alert")
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new(env!("CARGO_BIN_EXE_palisade")).arg("test-alert").status().unwrap().success());
     let deadline = started + Duration::from_secs(15);
     let mut found = None;
     while Instant::now() < deadline && found.is_none() {
@@ -54,10 +43,7 @@ fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let alert = found.expect("K8S.NODE_EICAR appended to the alerts file");
-    eprintln!(
-        "palisade run: test-alert -> alerts file in {} ms",
-        started.elapsed().as_millis()
-    );
+    eprintln!("palisade run: test-alert -> alerts file in {} ms", started.elapsed().as_millis());
     assert_eq!(alert["severity"], "High");
     assert_eq!(alert["in_container"], false);
 
@@ -69,10 +55,7 @@ fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
         if let Some(status) = run.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "palisade run did not stop on SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "palisade run did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");

@@ -269,12 +269,7 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_SuspectDownload",
         title: "Suspicious file download",
         severity: Severity::Medium,
-        tactics: &[
-            "Privilege Escalation",
-            "Execution",
-            "Exfiltration",
-            "Command and Control",
-        ],
+        tactics: &["Privilege Escalation", "Execution", "Exfiltration", "Command and Control"],
         techniques: &["T1105"],
         source: Source::Node,
         kind: DetectionKind::Match,
@@ -334,12 +329,7 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_KnownLinuxDDoSToolkit",
         title: "Known Linux DDoS toolkit",
         severity: Severity::Medium,
-        tactics: &[
-            "Persistence",
-            "Lateral Movement",
-            "Execution",
-            "Exploitation",
-        ],
+        tactics: &["Persistence", "Lateral Movement", "Execution", "Exploitation"],
         techniques: &["T1498", "T1499"],
         source: Source::Node,
         kind: DetectionKind::Match,
@@ -369,12 +359,7 @@ pub const CATALOGUE: &[AlertTypeMeta] = &[
         id: "K8S.NODE_LinuxBackdoorArtifact",
         title: "Downloaded file run later (possible backdoor)",
         severity: Severity::Medium,
-        tactics: &[
-            "Persistence",
-            "Defense Evasion",
-            "Execution",
-            "Exploitation",
-        ],
+        tactics: &["Persistence", "Defense Evasion", "Execution", "Exploitation"],
         techniques: &["T1105"],
         source: Source::Node,
         kind: DetectionKind::Window,
@@ -627,11 +612,8 @@ pub fn render(json: bool) -> String {
             });
             out.push_str(&line.to_string());
         } else {
-            let implemented = if crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id) {
-                "planned"
-            } else {
-                "active"
-            };
+            let implemented =
+                if crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id) { "planned" } else { "active" };
             out.push_str(&format!(
                 "{:<42} {:<13} {:<8} {:<8} {}",
                 meta.id,

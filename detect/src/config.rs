@@ -38,11 +38,7 @@ const fn default_enabled() -> bool {
 
 impl Default for RuleConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            severity: None,
-            exceptions: Vec::new(),
-        }
+        Self { enabled: true, severity: None, exceptions: Vec::new() }
     }
 }
 
@@ -74,16 +70,10 @@ pub enum DetectConfigError {
         "detect.rules.\"{rule}\".exceptions[{index}]: no field to match on; give at least one of namespace, workload, image, user, process_path, command_line_pattern"
     )]
     EmptyException { rule: String, index: usize },
-    #[error(
-        "detect.rules.\"{rule}\".exceptions[{index}]: `reason` is empty; say why this case is expected"
-    )]
+    #[error("detect.rules.\"{rule}\".exceptions[{index}]: `reason` is empty; say why this case is expected")]
     MissingReason { rule: String, index: usize },
     #[error("detect.rules.\"{rule}\".exceptions[{index}].command_line_pattern: {error}")]
-    BadPattern {
-        rule: String,
-        index: usize,
-        error: String,
-    },
+    BadPattern { rule: String, index: usize, error: String },
 }
 
 /// An exception ready to match.
@@ -117,40 +107,19 @@ impl DetectConfig {
                     || exception.process_path.is_some()
                     || exception.command_line_pattern.is_some();
                 if !has_matcher {
-                    return Err(DetectConfigError::EmptyException {
-                        rule: rule.clone(),
-                        index,
-                    });
+                    return Err(DetectConfigError::EmptyException { rule: rule.clone(), index });
                 }
                 if exception.reason.trim().is_empty() {
-                    return Err(DetectConfigError::MissingReason {
-                        rule: rule.clone(),
-                        index,
-                    });
+                    return Err(DetectConfigError::MissingReason { rule: rule.clone(), index });
                 }
-                let command_line = exception
-                    .command_line_pattern
-                    .as_deref()
-                    .map(Regex::new)
-                    .transpose()
-                    .map_err(|error| DetectConfigError::BadPattern {
-                        rule: rule.clone(),
-                        index,
-                        error: error.to_string(),
+                let command_line =
+                    exception.command_line_pattern.as_deref().map(Regex::new).transpose().map_err(|error| {
+                        DetectConfigError::BadPattern { rule: rule.clone(), index, error: error.to_string() }
                     })?;
-                exceptions.push(CompiledException {
-                    exception: exception.clone(),
-                    command_line,
-                });
+                exceptions.push(CompiledException { exception: exception.clone(), command_line });
             }
-            compiled.insert(
-                rule.clone(),
-                CompiledRule {
-                    enabled: config.enabled,
-                    severity: config.severity,
-                    exceptions,
-                },
-            );
+            compiled
+                .insert(rule.clone(), CompiledRule { enabled: config.enabled, severity: config.severity, exceptions });
         }
         Ok(compiled)
     }
@@ -164,10 +133,7 @@ mod tests {
         let mut rules = BTreeMap::new();
         rules.insert(
             "K8S_PrivilegedContainer".to_owned(),
-            RuleConfig {
-                exceptions: vec![exception],
-                ..RuleConfig::default()
-            },
+            RuleConfig { exceptions: vec![exception], ..RuleConfig::default() },
         );
         DetectConfig { rules }
     }
@@ -184,41 +150,14 @@ mod tests {
 
     #[test]
     fn exceptions_need_a_matcher_a_reason_and_a_valid_pattern() {
-        let empty = rule_with(Exception {
-            reason: "x".into(),
-            ..Exception::default()
-        });
-        assert!(matches!(
-            empty.validate(),
-            Err(DetectConfigError::EmptyException { index: 0, .. })
-        ));
-        let no_reason = rule_with(Exception {
-            namespace: Some("ns".into()),
-            ..Exception::default()
-        });
-        assert!(matches!(
-            no_reason.validate(),
-            Err(DetectConfigError::MissingReason { .. })
-        ));
-        let bad = rule_with(Exception {
-            command_line_pattern: Some("(".into()),
-            reason: "x".into(),
-            ..Exception::default()
-        });
-        assert!(matches!(
-            bad.validate(),
-            Err(DetectConfigError::BadPattern { .. })
-        ));
-        let good = rule_with(Exception {
-            namespace: Some("ns".into()),
-            reason: "ok".into(),
-            ..Exception::default()
-        });
-        assert_eq!(
-            good.validate().unwrap()["K8S_PrivilegedContainer"]
-                .exceptions
-                .len(),
-            1
-        );
+        let empty = rule_with(Exception { reason: "x".into(), ..Exception::default() });
+        assert!(matches!(empty.validate(), Err(DetectConfigError::EmptyException { index: 0, .. })));
+        let no_reason = rule_with(Exception { namespace: Some("ns".into()), ..Exception::default() });
+        assert!(matches!(no_reason.validate(), Err(DetectConfigError::MissingReason { .. })));
+        let bad =
+            rule_with(Exception { command_line_pattern: Some("(".into()), reason: "x".into(), ..Exception::default() });
+        assert!(matches!(bad.validate(), Err(DetectConfigError::BadPattern { .. })));
+        let good = rule_with(Exception { namespace: Some("ns".into()), reason: "ok".into(), ..Exception::default() });
+        assert_eq!(good.validate().unwrap()["K8S_PrivilegedContainer"].exceptions.len(), 1);
     }
 }

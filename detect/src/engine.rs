@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use palisade_schemas::{
-    AuditEvent, CloudActivity, Detection, EvidenceSource, NodeEvent, ProcessInfo,
-};
+use palisade_schemas::{AuditEvent, CloudActivity, Detection, EvidenceSource, NodeEvent, ProcessInfo};
 use sha2::{Digest, Sha256};
 
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
@@ -57,10 +55,7 @@ pub struct Engine {
 impl Engine {
     /// Every registered detector, configured by `config`.
     pub fn new(config: &DetectConfig) -> Result<Self, DetectConfigError> {
-        Ok(Self {
-            detectors: registry::stateless_detectors(),
-            rules: config.validate()?,
-        })
+        Ok(Self { detectors: registry::stateless_detectors(), rules: config.validate()? })
     }
 
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
@@ -76,11 +71,8 @@ impl Engine {
             }
             for finding in detector.detect(event) {
                 let detection = build_detection(meta, event, finding, detected_at_ms);
-                let excepted = rule.is_some_and(|rule| {
-                    rule.exceptions
-                        .iter()
-                        .any(|e| exception_matches(e, &detection))
-                });
+                let excepted =
+                    rule.is_some_and(|rule| rule.exceptions.iter().any(|e| exception_matches(e, &detection)));
                 if !excepted {
                     out.push(detection);
                 }
@@ -98,29 +90,18 @@ fn exception_matches(compiled: &CompiledException, detection: &Detection) -> boo
     };
     let image_ok = match &exception.image {
         None => true,
-        Some(pattern) => {
-            detection
-                .image
-                .as_deref()
-                .is_some_and(|image| match pattern.strip_suffix('*') {
-                    Some(prefix) => image.starts_with(prefix),
-                    None => image == pattern,
-                })
-        }
+        Some(pattern) => detection.image.as_deref().is_some_and(|image| match pattern.strip_suffix('*') {
+            Some(prefix) => image.starts_with(prefix),
+            None => image == pattern,
+        }),
     };
     let process_ok = match &exception.process_path {
         None => true,
-        Some(path) => detection
-            .process
-            .as_ref()
-            .is_some_and(|p| &p.executable == path),
+        Some(path) => detection.process.as_ref().is_some_and(|p| &p.executable == path),
     };
     let command_ok = match &compiled.command_line {
         None => true,
-        Some(pattern) => detection
-            .process
-            .as_ref()
-            .is_some_and(|p| pattern.is_match(&p.args.join(" "))),
+        Some(pattern) => detection.process.as_ref().is_some_and(|p| pattern.is_match(&p.args.join(" "))),
     };
     exact(&exception.namespace, &detection.namespace)
         && exact(&exception.workload, &detection.workload)
@@ -141,12 +122,7 @@ pub fn detection_id(alert_type: &str, event_id: &str, subject: &str) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
-fn build_detection(
-    meta: &AlertTypeMeta,
-    event: &Event<'_>,
-    finding: Finding,
-    detected_at_ms: i64,
-) -> Detection {
+fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, detected_at_ms: i64) -> Detection {
     let mut detection = Detection {
         id: String::new(),
         alert_type: meta.id.to_owned(),
@@ -192,9 +168,7 @@ fn build_detection(
                 user: Some(node.uid.to_string()),
                 parent_chain: node.ancestry.iter().map(|p| p.executable.clone()).collect(),
             });
-            detection
-                .evidence
-                .push(serde_json::to_string(node).unwrap_or_default());
+            detection.evidence.push(serde_json::to_string(node).unwrap_or_default());
             node.event_id.as_str()
         }
         Event::Cloud(cloud) => {

@@ -4,10 +4,7 @@ use crate::detectors;
 use crate::engine::StatelessDetector;
 
 pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
-    vec![
-        Box::new(detectors::privileged_container::PrivilegedContainer),
-        Box::new(detectors::eicar::Eicar),
-    ]
+    vec![Box::new(detectors::privileged_container::PrivilegedContainer), Box::new(detectors::eicar::Eicar)]
 }
 
 /// Catalogue alert types that have no detector yet. Kept explicit so the gap is visible and the test below fails
@@ -84,16 +81,8 @@ mod tests {
         assert_eq!(CATALOGUE.len(), 58);
         assert_eq!(ids.len(), 58, "duplicate IDs in the catalogue");
         for meta in CATALOGUE {
-            assert!(
-                !meta.tactics.is_empty() && !meta.techniques.is_empty(),
-                "{}",
-                meta.id
-            );
-            assert!(
-                meta.techniques.iter().all(|t| t.starts_with('T')),
-                "{}",
-                meta.id
-            );
+            assert!(!meta.tactics.is_empty() && !meta.techniques.is_empty(), "{}", meta.id);
+            assert!(meta.techniques.iter().all(|t| t.starts_with('T')), "{}", meta.id);
         }
     }
 
@@ -103,10 +92,7 @@ mod tests {
         let unique: BTreeSet<&str> = registered.iter().copied().collect();
         assert_eq!(unique.len(), registered.len(), "two detectors share an ID");
         for id in &registered {
-            assert!(
-                !NOT_YET_IMPLEMENTED.contains(id),
-                "{id} is implemented; remove it from NOT_YET_IMPLEMENTED"
-            );
+            assert!(!NOT_YET_IMPLEMENTED.contains(id), "{id} is implemented; remove it from NOT_YET_IMPLEMENTED");
         }
         for meta in CATALOGUE {
             assert!(

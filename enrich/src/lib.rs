@@ -38,30 +38,17 @@ fn remediation(alert_type: &str) -> &'static str {
              specific capabilities it needs, and enforce the Pod Security Standards (baseline or restricted) on the \
              namespace."
         }
-        "K8S.NODE_EICAR" => {
-            "Nothing to fix: this is Palisade's harmless test alert, proving the pipeline end to end."
-        }
+        "K8S.NODE_EICAR" => "Nothing to fix: this is Palisade's harmless test alert, proving the pipeline end to end.",
         _ => DEFAULT_REMEDIATION,
     }
 }
 
 impl Enricher {
     pub fn new(cluster: &str, config: &EnrichConfig, detect: &DetectConfig) -> Self {
-        let severity_overrides = detect
-            .rules
-            .iter()
-            .filter_map(|(id, rule)| rule.severity.map(|s| (id.clone(), s)))
-            .collect();
-        let locale = if config.locale.is_empty() {
-            default_locale()
-        } else {
-            config.locale.clone()
-        };
-        Self {
-            cluster: cluster.to_owned(),
-            locale,
-            severity_overrides,
-        }
+        let severity_overrides =
+            detect.rules.iter().filter_map(|(id, rule)| rule.severity.map(|s| (id.clone(), s))).collect();
+        let locale = if config.locale.is_empty() { default_locale() } else { config.locale.clone() };
+        Self { cluster: cluster.to_owned(), locale, severity_overrides }
     }
 
     pub fn enrich(&self, detection: Detection) -> Alert {
@@ -75,12 +62,8 @@ impl Enricher {
         Alert {
             title: meta.map_or_else(|| detection.alert_type.clone(), |m| m.title.to_owned()),
             severity: severity.as_str().to_owned(),
-            tactics: meta
-                .map(|m| m.tactics.iter().map(|t| (*t).to_owned()).collect())
-                .unwrap_or_default(),
-            techniques: meta
-                .map(|m| m.techniques.iter().map(|t| (*t).to_owned()).collect())
-                .unwrap_or_default(),
+            tactics: meta.map(|m| m.tactics.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
+            techniques: meta.map(|m| m.techniques.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
             description: meta.map(|m| m.description.to_owned()).unwrap_or_default(),
             remediation: remediation(&detection.alert_type).to_owned(),
             locale: self.locale.clone(),
@@ -116,11 +99,9 @@ mod tests {
     use super::*;
 
     fn detection(alert_type: &str) -> Detection {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/fixtures/detection.v1.json"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/detection.v1.json"))
+                .unwrap();
         let mut detection: Detection = serde_json::from_str(&text).unwrap();
         detection.alert_type = alert_type.to_owned();
         detection.cluster = None;
@@ -145,13 +126,10 @@ mod tests {
         let mut detect = DetectConfig::default();
         detect.rules.insert(
             "K8S_PrivilegedContainer".into(),
-            RuleConfig {
-                severity: Some(Severity::High),
-                ..RuleConfig::default()
-            },
+            RuleConfig { severity: Some(Severity::High), ..RuleConfig::default() },
         );
-        let alert = Enricher::new("prod", &EnrichConfig::default(), &detect)
-            .enrich(detection("K8S_PrivilegedContainer"));
+        let alert =
+            Enricher::new("prod", &EnrichConfig::default(), &detect).enrich(detection("K8S_PrivilegedContainer"));
         assert_eq!(alert.severity, "High");
     }
 }

@@ -118,11 +118,7 @@ impl PalisadeConfig {
         self.node_name
             .clone()
             .or_else(|| std::env::var("NODE_NAME").ok())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-            })
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
             .unwrap_or_else(|| "unknown-node".to_owned())
     }
 
@@ -131,11 +127,7 @@ impl PalisadeConfig {
         self.runtime().validate()?;
         self.detect.validate()?;
         if self.cluster.trim().is_empty() {
-            return Err(ConfigError::Value {
-                field: "cluster",
-                reason: "empty".into(),
-            }
-            .into());
+            return Err(ConfigError::Value { field: "cluster", reason: "empty".into() }.into());
         }
         if let Some(opensearch) = &self.sink.opensearch
             && !(opensearch.url.starts_with("http://") || opensearch.url.starts_with("https://"))
@@ -147,5 +139,27 @@ impl PalisadeConfig {
             .into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_parses_and_matches_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/palisade.example.toml");
+        let example: PalisadeConfig = palisade_runtime::config::load(Some(&path), Vec::new()).unwrap();
+        example.validate().unwrap();
+        let defaults: PalisadeConfig = palisade_runtime::config::load(None, Vec::new()).unwrap();
+        assert_eq!(example, defaults, "deploy/palisade.example.toml documents the defaults");
+    }
+
+    #[test]
+    fn cross_section_validation_names_the_field() {
+        let mut config: PalisadeConfig = palisade_runtime::config::load(None, Vec::new()).unwrap();
+        config.sink.opensearch = Some(OpenSearchConfig::new("search:9200"));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("sink.opensearch.url"), "{error}");
     }
 }

@@ -25,34 +25,22 @@ pub struct RunOptions {
     pub print_alerts: bool,
 }
 
-pub async fn run(
-    mut config: PalisadeConfig,
-    options: RunOptions,
-    shutdown: Shutdown,
-) -> Result<(), PipelineError> {
+pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shutdown) -> Result<(), PipelineError> {
     config.sink.alerts_file = Some(options.alerts_file);
     config.sink.print_alerts = options.print_alerts;
     let topics = config.topics.clone();
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
     let engine = Arc::new(Engine::new(&config.detect)?);
-    let enricher = Arc::new(Enricher::new(
-        &config.cluster,
-        &config.enrich,
-        &config.detect,
-    ));
+    let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
     let outputs = Outputs::build(&config.sink).await?;
 
     // Subscribe every stage before any source can publish.
     let detect_subscription = stages::detect::subscribe(&bus, &topics)?;
     let enrich_subscription = stages::enrich::subscribe(&bus, &topics)?;
     let sink_subscription = stages::sink::subscribe(&bus, &topics)?;
-    let (detect_stop, enrich_stop, sink_stop, sources_stop) = (
-        Shutdown::new(),
-        Shutdown::new(),
-        Shutdown::new(),
-        Shutdown::new(),
-    );
+    let (detect_stop, enrich_stop, sink_stop, sources_stop) =
+        (Shutdown::new(), Shutdown::new(), Shutdown::new(), Shutdown::new());
     let detect = tokio::spawn(stages::detect::run(
         bus.clone(),
         detect_subscription,
@@ -67,13 +55,8 @@ pub async fn run(
         enricher,
         enrich_stop.clone(),
     ));
-    let sink = tokio::spawn(stages::sink::run(
-        bus.clone(),
-        sink_subscription,
-        topics.clone(),
-        outputs,
-        sink_stop.clone(),
-    ));
+    let sink =
+        tokio::spawn(stages::sink::run(bus.clone(), sink_subscription, topics.clone(), outputs, sink_stop.clone()));
 
     let webhook = WebhookServer::start(
         &config.audit,
@@ -105,28 +88,17 @@ pub async fn run(
     }
     eprintln!(
         "palisade: running (audit webhook https{}://{}{}, node collection {}, alerts to {})",
-        if config.audit.tls_disabled {
-            "-disabled"
-        } else {
-            ""
-        },
+        if config.audit.tls_disabled { "-disabled" } else { "" },
         webhook.local_addr,
         palisade_audit::webhook::WEBHOOK_PATH,
         if collector.is_some() { "on" } else { "off" },
-        config
-            .sink
-            .alerts_file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        config.sink.alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     );
 
     shutdown.wait().await;
     sources_stop.trigger();
     if let Some(collector) = collector {
-        tokio::task::spawn_blocking(move || collector.stop())
-            .await
-            .ok();
+        tokio::task::spawn_blocking(move || collector.stop()).await.ok();
     }
     if let Some(task) = collect_task {
         task.await.ok().transpose()?;

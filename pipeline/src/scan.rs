@@ -39,10 +39,8 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>, PipelineError> {
     if path == Path::new("-") {
         return Ok(Box::new(BufReader::new(std::io::stdin())));
     }
-    let file = std::fs::File::open(path).map_err(|source| PipelineError::Input {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|source| PipelineError::Input { path: path.display().to_string(), source })?;
     Ok(Box::new(BufReader::new(file)))
 }
 
@@ -56,59 +54,41 @@ pub fn scan(
     let engine = Engine::new(&config.detect)?;
     let enricher = Enricher::new(&config.cluster, &config.enrich, &config.detect);
     let mut report = ScanReport::default();
-    for (kind, path) in [
-        (Kind::Audit, &inputs.audit),
-        (Kind::Node, &inputs.node),
-        (Kind::Cloud, &inputs.cloud),
-    ] {
+    for (kind, path) in [(Kind::Audit, &inputs.audit), (Kind::Node, &inputs.node), (Kind::Cloud, &inputs.cloud)] {
         let Some(path) = path else { continue };
         let reader = open(path)?;
         for (index, line) in reader.lines().enumerate() {
-            let line = line.map_err(|source| PipelineError::Input {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let line = line.map_err(|source| PipelineError::Input { path: path.display().to_string(), source })?;
             if line.trim().is_empty() {
                 continue;
             }
             let detected_at = now_ms();
             let detections = match kind {
-                Kind::Audit => serde_json::from_str::<Value>(&line)
-                    .map_err(|e| e.to_string())
-                    .and_then(|document| {
-                        let events = split_events(&document).map_err(|e| e.to_string())?;
-                        let mut detections = Vec::new();
-                        for raw in events {
-                            let event = AuditEvent::from_k8s_json(raw, &config.cluster)
-                                .map_err(|e| e.to_string())?;
-                            report.events += 1;
-                            detections.extend(engine.process(&Event::Audit(&event), detected_at));
-                        }
-                        Ok(detections)
-                    }),
-                Kind::Node => serde_json::from_str::<NodeEvent>(&line)
-                    .map_err(|e| e.to_string())
-                    .map(|event| {
+                Kind::Audit => serde_json::from_str::<Value>(&line).map_err(|e| e.to_string()).and_then(|document| {
+                    let events = split_events(&document).map_err(|e| e.to_string())?;
+                    let mut detections = Vec::new();
+                    for raw in events {
+                        let event = AuditEvent::from_k8s_json(raw, &config.cluster).map_err(|e| e.to_string())?;
                         report.events += 1;
-                        engine.process(&Event::Node(&event), detected_at)
-                    }),
-                Kind::Cloud => serde_json::from_str::<CloudActivity>(&line)
-                    .map_err(|e| e.to_string())
-                    .map(|event| {
-                        report.events += 1;
-                        engine.process(&Event::Cloud(&event), detected_at)
-                    }),
+                        detections.extend(engine.process(&Event::Audit(&event), detected_at));
+                    }
+                    Ok(detections)
+                }),
+                Kind::Node => serde_json::from_str::<NodeEvent>(&line).map_err(|e| e.to_string()).map(|event| {
+                    report.events += 1;
+                    engine.process(&Event::Node(&event), detected_at)
+                }),
+                Kind::Cloud => serde_json::from_str::<CloudActivity>(&line).map_err(|e| e.to_string()).map(|event| {
+                    report.events += 1;
+                    engine.process(&Event::Cloud(&event), detected_at)
+                }),
             };
             match detections {
                 Ok(detections) => {
                     for detection in detections {
                         let alert = enricher.enrich(detection);
-                        let output_error = |source| PipelineError::Input {
-                            path: "<output>".into(),
-                            source,
-                        };
-                        serde_json::to_writer(&mut *out, &alert)
-                            .map_err(|e| output_error(std::io::Error::from(e)))?;
+                        let output_error = |source| PipelineError::Input { path: "<output>".into(), source };
+                        serde_json::to_writer(&mut *out, &alert).map_err(|e| output_error(std::io::Error::from(e)))?;
                         writeln!(out).map_err(output_error)?;
                         report.alerts += 1;
                     }
@@ -120,10 +100,7 @@ pub fn scan(
             }
         }
     }
-    out.flush().map_err(|source| PipelineError::Input {
-        path: "<output>".into(),
-        source,
-    })?;
+    out.flush().map_err(|source| PipelineError::Input { path: "<output>".into(), source })?;
     Ok(report)
 }
 
@@ -132,23 +109,14 @@ mod tests {
     use super::*;
 
     fn corpus(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/corpus/falco_k8s_audit_traces")
-            .join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/falco_k8s_audit_traces").join(name)
     }
 
     fn scan_file(path: &Path) -> (ScanReport, Vec<Value>, String) {
         let (mut out, mut errors) = (Vec::new(), Vec::new());
-        let inputs = ScanInputs {
-            audit: Some(path.to_owned()),
-            ..ScanInputs::default()
-        };
+        let inputs = ScanInputs { audit: Some(path.to_owned()), ..ScanInputs::default() };
         let report = scan(&PalisadeConfig::default(), &inputs, &mut out, &mut errors).unwrap();
-        let alerts = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let alerts = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (report, alerts, String::from_utf8(errors).unwrap())
     }
 
@@ -159,10 +127,7 @@ mod tests {
         assert_eq!(alerts[0]["alert_type"], "K8S_PrivilegedContainer");
         assert_eq!(alerts[0]["severity"], "Informational");
         assert_eq!(alerts[0]["namespace"], "default");
-        assert_eq!(
-            alerts[0]["user"],
-            "system:serviceaccount:kube-system:replicaset-controller"
-        );
+        assert_eq!(alerts[0]["user"], "system:serviceaccount:kube-system:replicaset-controller");
         let (report, alerts, _) = scan_file(&corpus("create_nginx_pod_unprivileged.json"));
         assert_eq!((report.events, report.alerts), (1, 0));
         assert!(alerts.is_empty());
@@ -173,18 +138,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mixed.jsonl");
         let good = std::fs::read_to_string(corpus("create_nginx_pod_privileged.json")).unwrap();
-        std::fs::write(
-            &path,
-            format!("{}\nnot json\n{{\"kind\":\"Pod\"}}\n", good.trim()),
-        )
-        .unwrap();
+        std::fs::write(&path, format!("{}\nnot json\n{{\"kind\":\"Pod\"}}\n", good.trim())).unwrap();
         let (report, _, errors) = scan_file(&path);
         assert_eq!((report.alerts, report.bad_lines), (1, 2));
         assert!(errors.contains("mixed.jsonl:2:"), "{errors}");
-        assert!(
-            errors.contains("mixed.jsonl:3: not an audit.k8s.io Event"),
-            "{errors}"
-        );
+        assert!(errors.contains("mixed.jsonl:3: not an audit.k8s.io Event"), "{errors}");
 
         // all_events.jsonl wraps each trace as {"file": ..., "event": {...}}; unwrap to real audit lines.
         let unwrapped = dir.path().join("all.jsonl");
@@ -197,10 +155,7 @@ mod tests {
         let (report, _, errors) = scan_file(&unwrapped);
         // fal_01_003.json is Falco's malformed-event fixture ({"kind": 0}).
         assert_eq!(report.bad_lines, 1, "{errors}");
-        assert!(
-            errors.contains("all.jsonl:49: not an audit.k8s.io Event"),
-            "{errors}"
-        );
+        assert!(errors.contains("all.jsonl:49: not an audit.k8s.io Event"), "{errors}");
         assert!(report.events > 40);
         assert!(report.alerts >= 2, "the privileged pods in the trace");
     }

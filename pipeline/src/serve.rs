@@ -49,10 +49,7 @@ pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
     }
 }
 
-pub async fn start_metrics(
-    config: &PalisadeConfig,
-    shutdown: &Shutdown,
-) -> Result<(), PipelineError> {
+pub async fn start_metrics(config: &PalisadeConfig, shutdown: &Shutdown) -> Result<(), PipelineError> {
     if let Some(addr) = &config.metrics_listen_addr {
         let addr = addr.parse().map_err(|_| {
             PipelineError::Config(palisade_runtime::ConfigError::Value {
@@ -60,22 +57,14 @@ pub async fn start_metrics(
                 reason: format!("`{addr}` is not ip:port"),
             })
         })?;
-        palisade_runtime::metrics::serve(addr, shutdown.clone())
-            .await
-            .map_err(PipelineError::Metrics)?;
+        palisade_runtime::metrics::serve(addr, shutdown.clone()).await.map_err(PipelineError::Metrics)?;
     }
     Ok(())
 }
 
-pub async fn serve(
-    stage: Stage,
-    config: PalisadeConfig,
-    shutdown: Shutdown,
-) -> Result<(), PipelineError> {
+pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> Result<(), PipelineError> {
     if config.kafka.is_none() {
-        return Err(PipelineError::KafkaRequired {
-            stage: stage.name(),
-        });
+        return Err(PipelineError::KafkaRequired { stage: stage.name() });
     }
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
@@ -88,11 +77,7 @@ pub async fn serve(
         }
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;
-            let enricher = Arc::new(Enricher::new(
-                &config.cluster,
-                &config.enrich,
-                &config.detect,
-            ));
+            let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
             stages::enrich::run(bus.clone(), subscription, topics, enricher, shutdown).await?;
         }
         Stage::Sink => {
@@ -116,9 +101,7 @@ pub async fn serve(
             let (collector, events) = Collector::start(&config.collect, &config.node_name())?;
             let stats = Arc::clone(&collector.stats);
             let result = stages::collect::run(bus.clone(), topics, events, stats, shutdown).await;
-            tokio::task::spawn_blocking(move || collector.stop())
-                .await
-                .ok();
+            tokio::task::spawn_blocking(move || collector.stop()).await.ok();
             result?;
         }
     }

@@ -14,25 +14,18 @@ pub fn fire() -> Result<PathBuf, PipelineError> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
-        .ok_or_else(|| {
-            PipelineError::TestAlert("neither /bin/true nor /usr/bin/true exists".into())
-        })?;
+        .ok_or_else(|| PipelineError::TestAlert("neither /bin/true nor /usr/bin/true exists".into()))?;
     let dir = std::env::temp_dir().join(format!("palisade-test-alert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| PipelineError::TestAlert(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| PipelineError::TestAlert(format!("{}: {e}", dir.display())))?;
     let trigger = dir.join(TEST_TRIGGER_NAME);
-    std::fs::copy(&source, &trigger)
-        .map_err(|e| PipelineError::TestAlert(format!("{}: {e}", trigger.display())))?;
+    std::fs::copy(&source, &trigger).map_err(|e| PipelineError::TestAlert(format!("{}: {e}", trigger.display())))?;
     let status = Command::new(&trigger)
         .args(["palisade", "test", "alert", "(not", "a", "threat)"])
         .status()
         .map_err(|e| PipelineError::TestAlert(format!("running {}: {e}", trigger.display())))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !status.success() {
-        return Err(PipelineError::TestAlert(format!(
-            "{} exited with {status}",
-            trigger.display()
-        )));
+        return Err(PipelineError::TestAlert(format!("{} exited with {status}", trigger.display())));
     }
     Ok(trigger)
 }

@@ -31,9 +31,7 @@ pub enum BusError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    #[error(
-        "Kafka client could not be created: {0}; check kafka.bootstrap_servers and the client settings"
-    )]
+    #[error("Kafka client could not be created: {0}; check kafka.bootstrap_servers and the client settings")]
     Client(#[source] rdkafka::error::KafkaError),
     #[error("topic administration failed for `{topic}`: {reason}")]
     Admin { topic: String, reason: String },
@@ -55,10 +53,7 @@ pub struct Message {
 
 impl Message {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 }
 
@@ -88,11 +83,7 @@ impl Bus {
             Bus::InProcess(bus) => bus.publish(outgoing).await,
             Bus::Kafka(bus) => bus.publish(outgoing).await,
         };
-        telemetry::MessagePublished {
-            topic: outgoing.topic,
-            ok: result.is_ok(),
-        }
-        .emit();
+        telemetry::MessagePublished { topic: outgoing.topic, ok: result.is_ok() }.emit();
         result
     }
 
@@ -121,18 +112,8 @@ impl Bus {
             (HEADER_SOURCE_PARTITION, partition.as_bytes()),
             (HEADER_SOURCE_OFFSET, offset.as_bytes()),
         ];
-        headers.extend(
-            original
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_slice())),
-        );
-        telemetry::MessageDeadLettered {
-            stage,
-            topic: &original.topic,
-            reason,
-        }
-        .emit();
+        headers.extend(original.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        telemetry::MessageDeadLettered { stage, topic: &original.topic, reason }.emit();
         self.publish(Outgoing {
             topic: dead_letter_topic,
             key: original.key.as_deref(),
@@ -152,12 +133,9 @@ impl Subscription {
     /// The next delivery; `None` when the bus closed.
     pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
         match self {
-            Subscription::InProcess(receiver) => receiver.recv().await.map(|message| {
-                Ok(Delivery {
-                    message,
-                    ack: AckToken::None,
-                })
-            }),
+            Subscription::InProcess(receiver) => {
+                receiver.recv().await.map(|message| Ok(Delivery { message, ack: AckToken::None }))
+            }
             Subscription::Kafka(subscription) => Some(subscription.next().await),
         }
     }
@@ -203,10 +181,7 @@ impl InProcessBus {
     fn subscribe(&self, topics: &[&str]) -> mpsc::Receiver<Message> {
         let (sender, receiver) = mpsc::channel(IN_PROCESS_QUEUE_CAPACITY);
         for topic in topics {
-            self.subscribers
-                .entry((*topic).to_owned())
-                .or_default()
-                .push(sender.clone());
+            self.subscribers.entry((*topic).to_owned()).or_default().push(sender.clone());
         }
         receiver
     }
@@ -217,16 +192,10 @@ impl InProcessBus {
             *next += 1;
             *next - 1
         };
-        let senders: Vec<mpsc::Sender<Message>> = self
-            .subscribers
-            .get(outgoing.topic)
-            .map(|s| s.clone())
-            .unwrap_or_default();
+        let senders: Vec<mpsc::Sender<Message>> =
+            self.subscribers.get(outgoing.topic).map(|s| s.clone()).unwrap_or_default();
         if senders.is_empty() {
-            telemetry::MessageUnrouted {
-                topic: outgoing.topic,
-            }
-            .emit();
+            telemetry::MessageUnrouted { topic: outgoing.topic }.emit();
             return Ok(());
         }
         let message = Message {
@@ -235,18 +204,11 @@ impl InProcessBus {
             offset,
             key: outgoing.key.map(<[u8]>::to_vec),
             payload: outgoing.payload.to_vec(),
-            headers: outgoing
-                .headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), v.to_vec()))
-                .collect(),
+            headers: outgoing.headers.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect(),
             timestamp_ms: None,
         };
         for sender in senders {
-            sender
-                .send(message.clone())
-                .await
-                .map_err(|_| BusError::Closed)?;
+            sender.send(message.clone()).await.map_err(|_| BusError::Closed)?;
         }
         Ok(())
     }
@@ -262,32 +224,15 @@ mod tests {
         let mut first = bus.subscribe(&["t"], "a").unwrap();
         let mut second = bus.subscribe(&["t", "u"], "b").unwrap();
         for index in 0..3u8 {
-            bus.publish(Outgoing {
-                topic: "t",
-                key: Some(b"k"),
-                payload: &[index],
-                headers: &[],
-            })
-            .await
-            .unwrap();
+            bus.publish(Outgoing { topic: "t", key: Some(b"k"), payload: &[index], headers: &[] }).await.unwrap();
         }
-        bus.publish(Outgoing {
-            topic: "u",
-            key: None,
-            payload: b"u",
-            headers: &[("h", b"v")],
-        })
-        .await
-        .unwrap();
+        bus.publish(Outgoing { topic: "u", key: None, payload: b"u", headers: &[("h", b"v")] }).await.unwrap();
         for index in 0..3u8 {
             let delivery = first.next().await.unwrap().unwrap();
             assert_eq!(delivery.message.payload, vec![index]);
             assert_eq!(delivery.message.offset, i64::from(index));
             delivery.ack().unwrap();
-            assert_eq!(
-                second.next().await.unwrap().unwrap().message.payload,
-                vec![index]
-            );
+            assert_eq!(second.next().await.unwrap().unwrap().message.payload, vec![index]);
         }
         let other = second.next().await.unwrap().unwrap();
         assert_eq!(other.message.header("h"), Some(&b"v"[..]));
@@ -306,9 +251,7 @@ mod tests {
             headers: vec![],
             timestamp_ms: None,
         };
-        bus.dead_letter("dlq", "detect", &original, "bad magic")
-            .await
-            .unwrap();
+        bus.dead_letter("dlq", "detect", &original, "bad magic").await.unwrap();
         let got = dead.next().await.unwrap().unwrap().message;
         assert_eq!(got.payload, b"not avro");
         assert_eq!(got.header(HEADER_ERROR), Some(&b"bad magic"[..]));
@@ -321,28 +264,13 @@ mod tests {
         let bus = Bus::in_process();
         let _slow = bus.subscribe(&["t"], "slow").unwrap();
         for _ in 0..IN_PROCESS_QUEUE_CAPACITY {
-            bus.publish(Outgoing {
-                topic: "t",
-                key: None,
-                payload: b"x",
-                headers: &[],
-            })
-            .await
-            .unwrap();
+            bus.publish(Outgoing { topic: "t", key: None, payload: b"x", headers: &[] }).await.unwrap();
         }
         let blocked = tokio::time::timeout(
             std::time::Duration::from_millis(100),
-            bus.publish(Outgoing {
-                topic: "t",
-                key: None,
-                payload: b"x",
-                headers: &[],
-            }),
+            bus.publish(Outgoing { topic: "t", key: None, payload: b"x", headers: &[] }),
         )
         .await;
-        assert!(
-            blocked.is_err(),
-            "publish must wait while the subscriber's queue is full"
-        );
+        assert!(blocked.is_err(), "publish must wait while the subscriber's queue is full");
     }
 }

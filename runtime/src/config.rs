@@ -12,9 +12,7 @@ pub const ENV_PREFIX: &str = "PALISADE__";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "cannot read config file {path}: {source}; pass an existing file with --config or none at all"
-    )]
+    #[error("cannot read config file {path}: {source}; pass an existing file with --config or none at all")]
     Read {
         path: PathBuf,
         #[source]
@@ -26,14 +24,8 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    #[error(
-        "environment variable {name} sets `{key}`, which cannot be placed in the config: {reason}"
-    )]
-    Environment {
-        name: String,
-        key: String,
-        reason: String,
-    },
+    #[error("environment variable {name} sets `{key}`, which cannot be placed in the config: {reason}")]
+    Environment { name: String, key: String, reason: String },
     #[error("invalid configuration: {0}")]
     Invalid(Box<toml::de::Error>),
     #[error("invalid value for `{field}`: {reason}")]
@@ -47,22 +39,15 @@ pub fn load<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let mut table = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
             text.parse::<toml::Table>()
-                .map_err(|source| ConfigError::Parse {
-                    path: path.to_owned(),
-                    source: Box::new(source),
-                })?
+                .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
         }
         None => toml::Table::new(),
     };
-    let mut overrides: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-        .collect();
+    let mut overrides: Vec<(String, String)> =
+        env.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)).collect();
     overrides.sort();
     for (name, raw) in overrides {
         apply_override(&mut table, &name, &raw)?;
@@ -71,17 +56,10 @@ pub fn load<T: DeserializeOwned>(
 }
 
 fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = name[ENV_PREFIX.len()..]
-        .split("__")
-        .map(str::to_ascii_lowercase)
-        .collect();
+    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
     let key = path.join(".");
     if path.iter().any(String::is_empty) {
-        return Err(ConfigError::Environment {
-            name: name.to_owned(),
-            key,
-            reason: "empty path segment".into(),
-        });
+        return Err(ConfigError::Environment { name: name.to_owned(), key, reason: "empty path segment".into() });
     }
     let value = format!("v = {raw}")
         .parse::<toml::Table>()
@@ -91,16 +69,12 @@ fn apply_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), 
     let (last, parents) = path.split_last().expect("at least one segment");
     let mut cursor = table;
     for segment in parents {
-        let entry = cursor
-            .entry(segment.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cursor = entry
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::Environment {
-                name: name.to_owned(),
-                key: key.clone(),
-                reason: format!("`{segment}` is not a table"),
-            })?;
+        let entry = cursor.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry.as_table_mut().ok_or_else(|| ConfigError::Environment {
+            name: name.to_owned(),
+            key: key.clone(),
+            reason: format!("`{segment}` is not a table"),
+        })?;
     }
     cursor.insert(last.clone(), value);
     Ok(())
@@ -300,10 +274,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -311,11 +282,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("palisade-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(
-            &file,
-            "[kafka]\nbootstrap_servers = \"a:1\"\ntopic_partitions = 2\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "[kafka]\nbootstrap_servers = \"a:1\"\ntopic_partitions = 2\n").unwrap();
         let config: RuntimeConfig = load(
             Some(&file),
             env(&[
@@ -335,9 +302,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
-        let error =
-            load::<RuntimeConfig>(None, env(&[("PALISADE__KAFKA__BOOTSTRAP_SERVER", "a:1")]))
-                .unwrap_err();
+        let error = load::<RuntimeConfig>(None, env(&[("PALISADE__KAFKA__BOOTSTRAP_SERVER", "a:1")])).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("bootstrap_server"), "{text}");
     }
@@ -347,23 +312,8 @@ mod tests {
         let mut config = RuntimeConfig::default();
         assert!(config.validate().is_ok());
         config.topics.alerts = config.topics.detections.clone();
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::Value {
-                field: "topics",
-                ..
-            })
-        ));
-        let config = RuntimeConfig {
-            metrics_listen_addr: Some("nope".into()),
-            ..RuntimeConfig::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::Value {
-                field: "metrics_listen_addr",
-                ..
-            })
-        ));
+        assert!(matches!(config.validate(), Err(ConfigError::Value { field: "topics", .. })));
+        let config = RuntimeConfig { metrics_listen_addr: Some("nope".into()), ..RuntimeConfig::default() };
+        assert!(matches!(config.validate(), Err(ConfigError::Value { field: "metrics_listen_addr", .. })));
     }
 }

@@ -35,10 +35,7 @@ impl KafkaBus {
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
             .create()
             .map_err(BusError::Client)?;
-        Ok(Self {
-            config: config.clone(),
-            producer,
-        })
+        Ok(Self { config: config.clone(), producer })
     }
 
     /// Creates the topics that are missing; existing topics are left as they are.
@@ -50,29 +47,19 @@ impl KafkaBus {
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
-                NewTopic::new(
-                    t,
-                    self.config.topic_partitions,
-                    TopicReplication::Fixed(self.config.topic_replication),
-                )
+                NewTopic::new(t, self.config.topic_partitions, TopicReplication::Fixed(self.config.topic_replication))
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin
             .create_topics(&new_topics, &options)
             .await
-            .map_err(|source| BusError::Kafka {
-                topic: topics.join(","),
-                source,
-            })?;
+            .map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(BusError::Admin {
-                        topic,
-                        reason: code.to_string(),
-                    });
+                    return Err(BusError::Admin { topic, reason: code.to_string() });
                 }
             }
         }
@@ -82,35 +69,21 @@ impl KafkaBus {
     pub(crate) async fn publish(&self, outgoing: Outgoing<'_>) -> Result<(), BusError> {
         let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
         for (key, value) in outgoing.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(*value),
-            });
+            headers = headers.insert(Header { key, value: Some(*value) });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(outgoing.topic)
-            .payload(outgoing.payload)
-            .headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(outgoing.topic).payload(outgoing.payload).headers(headers);
         if let Some(key) = outgoing.key {
             record = record.key(key);
         }
         self.producer
-            .send(
-                record,
-                Duration::from_millis(u64::from(self.config.message_timeout_ms)),
-            )
+            .send(record, Duration::from_millis(u64::from(self.config.message_timeout_ms)))
             .await
             .map(|_| ())
-            .map_err(|(source, _)| BusError::Kafka {
-                topic: outgoing.topic.to_owned(),
-                source,
-            })
+            .map_err(|(source, _)| BusError::Kafka { topic: outgoing.topic.to_owned(), source })
     }
 
-    pub(crate) fn subscribe(
-        &self,
-        topics: &[&str],
-        group: &str,
-    ) -> Result<KafkaSubscription, BusError> {
+    pub(crate) fn subscribe(&self, topics: &[&str], group: &str) -> Result<KafkaSubscription, BusError> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .set("client.id", &self.config.client_id)
@@ -123,26 +96,14 @@ impl KafkaBus {
             .set("session.timeout.ms", "10000")
             .create()
             .map_err(BusError::Client)?;
-        consumer
-            .subscribe(topics)
-            .map_err(|source| BusError::Kafka {
-                topic: topics.join(","),
-                source,
-            })?;
-        Ok(KafkaSubscription {
-            consumer: Arc::new(consumer),
-        })
+        consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
+        Ok(KafkaSubscription { consumer: Arc::new(consumer) })
     }
 
     /// Waits until every message sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
         use rdkafka::producer::Producer as _;
-        self.producer
-            .flush(timeout)
-            .map_err(|source| BusError::Kafka {
-                topic: "*".into(),
-                source,
-            })
+        self.producer.flush(timeout).map_err(|source| BusError::Kafka { topic: "*".into(), source })
     }
 }
 
@@ -152,25 +113,13 @@ pub struct KafkaSubscription {
 
 impl KafkaSubscription {
     pub(crate) async fn next(&mut self) -> Result<Delivery, BusError> {
-        let borrowed = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|source| BusError::Kafka {
-                topic: "*".into(),
-                source,
-            })?;
+        let borrowed = self.consumer.recv().await.map_err(|source| BusError::Kafka { topic: "*".into(), source })?;
         let headers = borrowed
             .headers()
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|header| {
-                        (
-                            header.key.to_owned(),
-                            header.value.unwrap_or_default().to_vec(),
-                        )
-                    })
+                    .map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec()))
                     .collect()
             })
             .unwrap_or_default();
@@ -189,10 +138,7 @@ impl KafkaSubscription {
             partition: message.partition,
             offset: message.offset,
         };
-        Ok(Delivery {
-            message,
-            ack: AckToken::Kafka(ack),
-        })
+        Ok(Delivery { message, ack: AckToken::Kafka(ack) })
     }
 
     pub(crate) fn close(self) -> Result<(), BusError> {
@@ -200,10 +146,7 @@ impl KafkaSubscription {
             Ok(()) => Ok(()),
             // Nothing stored since the last commit.
             Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(source) => Err(BusError::Kafka {
-                topic: "*".into(),
-                source,
-            }),
+            Err(source) => Err(BusError::Kafka { topic: "*".into(), source }),
         }
     }
 }
@@ -219,9 +162,6 @@ impl KafkaAck {
     pub(crate) fn store(self) -> Result<(), BusError> {
         self.consumer
             .store_offset(&self.topic, self.partition, self.offset)
-            .map_err(|source| BusError::Kafka {
-                topic: self.topic,
-                source,
-            })
+            .map_err(|source| BusError::Kafka { topic: self.topic, source })
     }
 }

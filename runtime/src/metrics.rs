@@ -22,13 +22,9 @@ pub fn render() -> String {
 pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(|| async { render() }))
-        .route("/healthz", get(|| async { "ok" }));
+    let app = Router::new().route("/metrics", get(|| async { render() })).route("/healthz", get(|| async { "ok" }));
     tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
+        let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await;
         if let Err(error) = result {
             tracing::error!(%error, "metrics endpoint stopped");
         }

@@ -17,9 +17,7 @@ impl Shutdown {
     pub fn listen_for_signals(&self) {
         let token = self.token.clone();
         tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::terminate(),
-            ) {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(term) => term,
                 Err(error) => {
                     tracing::error!(%error, "cannot install the SIGTERM handler; only Ctrl-C stops this process");

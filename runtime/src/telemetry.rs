@@ -9,14 +9,8 @@ use prometheus::{IntCounterVec, IntGaugeVec, register_int_counter_vec, register_
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
 static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -47,12 +41,8 @@ static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "palisade_stage_consumed_total",
-        "Messages a stage processed, by stage",
-        &["stage"]
-    )
-    .expect("metric registers once")
+    register_int_counter_vec!("palisade_stage_consumed_total", "Messages a stage processed, by stage", &["stage"])
+        .expect("metric registers once")
 });
 
 static PRODUCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -74,12 +64,8 @@ static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 static COMPONENT_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
-        "palisade_component_up",
-        "1 while a component runs",
-        &["component"]
-    )
-    .expect("metric registers once")
+    register_int_gauge_vec!("palisade_component_up", "1 while a component runs", &["component"])
+        .expect("metric registers once")
 });
 
 pub struct MessagePublished<'a> {
@@ -115,15 +101,8 @@ pub struct MessageDeadLettered<'a> {
 
 impl MessageDeadLettered<'_> {
     pub fn emit(self) {
-        DEAD_LETTERED
-            .with_label_values(&[self.stage, self.topic])
-            .inc();
-        tracing::warn!(
-            stage = self.stage,
-            topic = self.topic,
-            reason = self.reason,
-            "message dead-lettered"
-        );
+        DEAD_LETTERED.with_label_values(&[self.stage, self.topic]).inc();
+        tracing::warn!(stage = self.stage, topic = self.topic, reason = self.reason, "message dead-lettered");
     }
 }
 
@@ -156,15 +135,8 @@ pub struct ItemDropped<'a> {
 
 impl ItemDropped<'_> {
     pub fn emit(self) {
-        DROPPED
-            .with_label_values(&[self.component, self.reason])
-            .inc_by(self.count);
-        tracing::warn!(
-            component = self.component,
-            reason = self.reason,
-            count = self.count,
-            "items dropped"
-        );
+        DROPPED.with_label_values(&[self.component, self.reason]).inc_by(self.count);
+        tracing::warn!(component = self.component, reason = self.reason, count = self.count, "items dropped");
     }
 }
 
@@ -259,9 +231,7 @@ pub struct AlertsWritten<'a> {
 
 impl AlertsWritten<'_> {
     pub fn emit(self) {
-        ALERTS_WRITTEN
-            .with_label_values(&[self.output, self.outcome])
-            .inc_by(self.count);
+        ALERTS_WRITTEN.with_label_values(&[self.output, self.outcome]).inc_by(self.count);
     }
 }
 
@@ -273,9 +243,7 @@ pub struct OutputRetried<'a> {
 impl OutputRetried<'_> {
     pub fn emit(self) {
         if self.count > 0 {
-            SINK_RETRIES
-                .with_label_values(&[self.output])
-                .inc_by(self.count);
+            SINK_RETRIES.with_label_values(&[self.output]).inc_by(self.count);
         }
     }
 }

@@ -17,20 +17,10 @@ const HEADER_LEN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error(
-        "{record}: not Avro single-object encoding (first bytes {found:02x?}, expected c3 01 + fingerprint)"
-    )]
-    NotSingleObject {
-        record: &'static str,
-        found: Vec<u8>,
-    },
-    #[error(
-        "{record}: unknown schema fingerprint {fingerprint}; the writer used a schema this build does not ship"
-    )]
-    UnknownFingerprint {
-        record: &'static str,
-        fingerprint: String,
-    },
+    #[error("{record}: not Avro single-object encoding (first bytes {found:02x?}, expected c3 01 + fingerprint)")]
+    NotSingleObject { record: &'static str, found: Vec<u8> },
+    #[error("{record}: unknown schema fingerprint {fingerprint}; the writer used a schema this build does not ship")]
+    UnknownFingerprint { record: &'static str, fingerprint: String },
     #[error("{record}: Avro error: {source}")]
     Avro {
         record: &'static str,
@@ -86,43 +76,29 @@ impl<T: Record> Codec<T> {
     pub fn new() -> Result<Self, CodecError> {
         let mut versions = Vec::with_capacity(T::SCHEMAS.len());
         for schema_version in T::SCHEMAS {
-            let schema =
-                Schema::parse_str(schema_version.json).map_err(|source| CodecError::BadSchema {
-                    record: T::NAME,
-                    version: schema_version.version,
-                    source: Box::new(source),
-                })?;
+            let schema = Schema::parse_str(schema_version.json).map_err(|source| CodecError::BadSchema {
+                record: T::NAME,
+                version: schema_version.version,
+                source: Box::new(source),
+            })?;
             let fingerprint = fingerprint_of(&schema);
             versions.push((schema_version.version, fingerprint, schema));
         }
-        Ok(Self {
-            versions,
-            _record: PhantomData,
-        })
+        Ok(Self { versions, _record: PhantomData })
     }
 
     /// The schema this build writes.
     pub fn current_schema(&self) -> &Schema {
-        &self
-            .versions
-            .last()
-            .expect("every record ships at least one schema")
-            .2
+        &self.versions.last().expect("every record ships at least one schema").2
     }
 
     pub fn current_version(&self) -> &'static str {
-        self.versions
-            .last()
-            .expect("every record ships at least one schema")
-            .0
+        self.versions.last().expect("every record ships at least one schema").0
     }
 
     /// Encodes with the current schema.
     pub fn encode(&self, record: &T) -> Result<Vec<u8>, CodecError> {
-        let (_, fingerprint, schema) = self
-            .versions
-            .last()
-            .expect("every record ships at least one schema");
+        let (_, fingerprint, schema) = self.versions.last().expect("every record ships at least one schema");
         encode_with(record, schema, fingerprint)
     }
 
@@ -132,10 +108,7 @@ impl<T: Record> Codec<T> {
             .versions
             .iter()
             .find(|(v, _, _)| *v == version)
-            .ok_or_else(|| CodecError::UnknownFingerprint {
-                record: T::NAME,
-                fingerprint: version.to_owned(),
-            })?;
+            .ok_or_else(|| CodecError::UnknownFingerprint { record: T::NAME, fingerprint: version.to_owned() })?;
         encode_with(record, schema, fingerprint)
     }
 
@@ -148,21 +121,14 @@ impl<T: Record> Codec<T> {
             });
         }
         let fingerprint = &bytes[2..HEADER_LEN];
-        let (_, _, writer) = self
-            .versions
-            .iter()
-            .find(|(_, f, _)| f == fingerprint)
-            .ok_or_else(|| CodecError::UnknownFingerprint {
+        let (_, _, writer) =
+            self.versions.iter().find(|(_, f, _)| f == fingerprint).ok_or_else(|| CodecError::UnknownFingerprint {
                 record: T::NAME,
                 fingerprint: fingerprint.iter().map(|b| format!("{b:02x}")).collect(),
             })?;
-        let avro = |source| CodecError::Avro {
-            record: T::NAME,
-            source: Box::new(source),
-        };
+        let avro = |source| CodecError::Avro { record: T::NAME, source: Box::new(source) };
         let mut datum = Cursor::new(&bytes[HEADER_LEN..]);
-        let value =
-            from_avro_datum(writer, &mut datum, Some(self.current_schema())).map_err(avro)?;
+        let value = from_avro_datum(writer, &mut datum, Some(self.current_schema())).map_err(avro)?;
         from_value::<T>(&value).map_err(avro)
     }
 }
@@ -174,19 +140,9 @@ fn fingerprint_of(schema: &Schema) -> [u8; 8] {
     out
 }
 
-fn encode_with<T: Record>(
-    record: &T,
-    schema: &Schema,
-    fingerprint: &[u8; 8],
-) -> Result<Vec<u8>, CodecError> {
-    let avro = |source| CodecError::Avro {
-        record: T::NAME,
-        source: Box::new(source),
-    };
-    let value = to_value(record)
-        .map_err(avro)?
-        .resolve(schema)
-        .map_err(avro)?;
+fn encode_with<T: Record>(record: &T, schema: &Schema, fingerprint: &[u8; 8]) -> Result<Vec<u8>, CodecError> {
+    let avro = |source| CodecError::Avro { record: T::NAME, source: Box::new(source) };
+    let value = to_value(record).map_err(avro)?.resolve(schema).map_err(avro)?;
     let datum = to_avro_datum(schema, value).map_err(avro)?;
     let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
     out.extend_from_slice(&MAGIC);

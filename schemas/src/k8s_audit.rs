@@ -22,38 +22,24 @@ pub enum AuditParseError {
 /// Splits a JSON document into the audit events it carries (an `EventList` or one `Event`).
 pub fn split_events(document: &Value) -> Result<Vec<&Value>, AuditParseError> {
     match document.get("kind").and_then(Value::as_str) {
-        Some("EventList") => Ok(document
-            .get("items")
-            .and_then(Value::as_array)
-            .map(|i| i.iter().collect())
-            .unwrap_or_default()),
+        Some("EventList") => {
+            Ok(document.get("items").and_then(Value::as_array).map(|i| i.iter().collect()).unwrap_or_default())
+        }
         Some("Event") => Ok(vec![document]),
         // Some forwarders strip `kind`; an object with auditID and verb is an event.
-        None if document.get("auditID").is_some() && document.get("verb").is_some() => {
-            Ok(vec![document])
-        }
-        other => Err(AuditParseError::NotAnEvent(
-            other.unwrap_or("none").to_owned(),
-        )),
+        None if document.get("auditID").is_some() && document.get("verb").is_some() => Ok(vec![document]),
+        other => Err(AuditParseError::NotAnEvent(other.unwrap_or("none").to_owned())),
     }
 }
 
 fn string(value: &Value, pointer: &str) -> Option<String> {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    value.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Parses RFC 3339 (`2024-05-01T10:00:00.123456Z`, offsets allowed) into Unix milliseconds.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' || bytes[16] != b':' {
         return None;
     }
     let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
@@ -83,10 +69,7 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some(
-        ((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000)
-            + millis,
-    )
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
 }
 
 impl AuditEvent {
@@ -97,47 +80,25 @@ impl AuditEvent {
         let time = |field: &'static str| -> Result<Option<i64>, AuditParseError> {
             match event.get(field).and_then(Value::as_str) {
                 None => Ok(None),
-                Some(text) => {
-                    parse_rfc3339_ms(text)
-                        .map(Some)
-                        .ok_or_else(|| AuditParseError::Timestamp {
-                            field,
-                            value: text.to_owned(),
-                        })
-                }
+                Some(text) => parse_rfc3339_ms(text)
+                    .map(Some)
+                    .ok_or_else(|| AuditParseError::Timestamp { field, value: text.to_owned() }),
             }
         };
         let received = time("requestReceivedTimestamp")?;
-        let stage_ms = time("stageTimestamp")?
-            .or(received)
-            .ok_or(AuditParseError::Missing("stageTimestamp"))?;
+        let stage_ms = time("stageTimestamp")?.or(received).ok_or(AuditParseError::Missing("stageTimestamp"))?;
         let strings = |pointer: &str| -> Vec<String> {
             event
                 .pointer(pointer)
                 .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
+                .map(|items| items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                 .unwrap_or_default()
         };
-        let object_json = |field: &str| {
-            event
-                .get(field)
-                .filter(|v| !v.is_null())
-                .map(Value::to_string)
-        };
+        let object_json = |field: &str| event.get(field).filter(|v| !v.is_null()).map(Value::to_string);
         let annotations: BTreeMap<String, String> = event
             .get("annotations")
             .and_then(Value::as_object)
-            .map(|map| {
-                map.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect()
-            })
+            .map(|map| map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
             .unwrap_or_default();
         Ok(AuditEvent {
             audit_id,
@@ -157,9 +118,7 @@ impl AuditEvent {
             name: string(event, "/objectRef/name"),
             api_group: string(event, "/objectRef/apiGroup"),
             api_version: string(event, "/objectRef/apiVersion"),
-            response_code: event
-                .pointer("/responseStatus/code")
-                .and_then(Value::as_i64),
+            response_code: event.pointer("/responseStatus/code").and_then(Value::as_i64),
             request_object: object_json("requestObject"),
             response_object: object_json("responseObject"),
             request_received_ms: received.unwrap_or(stage_ms),
@@ -177,14 +136,8 @@ mod tests {
     #[test]
     fn timestamps_parse_with_fractions_and_offsets() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2024-05-01T10:00:00.123456Z"),
-            Some(1_714_557_600_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2024-05-01T12:00:00.5+02:00"),
-            Some(1_714_557_600_500)
-        );
+        assert_eq!(parse_rfc3339_ms("2024-05-01T10:00:00.123456Z"), Some(1_714_557_600_123));
+        assert_eq!(parse_rfc3339_ms("2024-05-01T12:00:00.5+02:00"), Some(1_714_557_600_500));
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 
@@ -209,20 +162,15 @@ mod tests {
 
     #[test]
     fn lists_split_and_garbage_is_refused() {
-        let list: Value = serde_json::from_str(r#"{"kind":"EventList","items":[{"auditID":"1","verb":"get"},{"auditID":"2","verb":"list"}]}"#).unwrap();
-        assert_eq!(split_events(&list).unwrap().len(), 2);
-        let other: Value = serde_json::from_str(r#"{"kind":"Pod"}"#).unwrap();
-        assert_eq!(
-            split_events(&other).unwrap_err(),
-            AuditParseError::NotAnEvent("Pod".into())
-        );
-        let no_verb: Value = serde_json::from_str(
-            r#"{"kind":"Event","auditID":"x","stageTimestamp":"2024-05-01T10:00:00Z"}"#,
+        let list: Value = serde_json::from_str(
+            r#"{"kind":"EventList","items":[{"auditID":"1","verb":"get"},{"auditID":"2","verb":"list"}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            AuditEvent::from_k8s_json(&no_verb, "c").unwrap_err(),
-            AuditParseError::Missing("verb")
-        );
+        assert_eq!(split_events(&list).unwrap().len(), 2);
+        let other: Value = serde_json::from_str(r#"{"kind":"Pod"}"#).unwrap();
+        assert_eq!(split_events(&other).unwrap_err(), AuditParseError::NotAnEvent("Pod".into()));
+        let no_verb: Value =
+            serde_json::from_str(r#"{"kind":"Event","auditID":"x","stageTimestamp":"2024-05-01T10:00:00Z"}"#).unwrap();
+        assert_eq!(AuditEvent::from_k8s_json(&no_verb, "c").unwrap_err(), AuditParseError::Missing("verb"));
     }
 }

@@ -118,11 +118,7 @@ pub struct NodeEvent {
 impl NodeEvent {
     /// Kafka key: what a window needs on one partition (node plus container, or the host).
     pub fn partition_key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.node,
-            self.container_id.as_deref().unwrap_or("host")
-        )
+        format!("{}/{}", self.node, self.container_id.as_deref().unwrap_or("host"))
     }
 }
 
@@ -158,11 +154,7 @@ pub struct AuditEvent {
 impl AuditEvent {
     /// Kafka key: the namespace (cluster-scoped objects share one key).
     pub fn partition_key(&self) -> String {
-        format!(
-            "{}/{}",
-            self.cluster,
-            self.namespace.as_deref().unwrap_or("_cluster")
-        )
+        format!("{}/{}", self.cluster, self.namespace.as_deref().unwrap_or("_cluster"))
     }
 }
 

@@ -20,12 +20,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 pub fn rfc3339(ms: i64) -> String {
     let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second, milli) = (
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000,
-    );
+    let (hour, minute, second, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
 }
 
@@ -84,9 +79,7 @@ pub fn document(alert: &Alert) -> Value {
         },
     });
     let object = doc.as_object_mut().expect("object literal");
-    let orchestrator = object["orchestrator"]
-        .as_object_mut()
-        .expect("object literal");
+    let orchestrator = object["orchestrator"].as_object_mut().expect("object literal");
     if let Some(cluster) = &alert.cluster {
         orchestrator.insert("cluster".into(), json!({"name": cluster}));
     }
@@ -97,10 +90,7 @@ pub fn document(alert: &Alert) -> Value {
         orchestrator.insert("resource".into(), json!({"type": "pod", "name": pod}));
     } else if let Some(workload) = &alert.workload {
         let (kind, name) = workload.split_once('/').unwrap_or(("", workload));
-        orchestrator.insert(
-            "resource".into(),
-            json!({"type": kind.to_ascii_lowercase(), "name": name}),
-        );
+        orchestrator.insert("resource".into(), json!({"type": kind.to_ascii_lowercase(), "name": name}));
     }
     let mut container = serde_json::Map::new();
     if let Some(id) = &alert.container_id {
@@ -186,11 +176,8 @@ mod tests {
     use super::*;
 
     fn alert() -> Alert {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/fixtures/alert.v2.json"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v2.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -213,9 +200,6 @@ mod tests {
         assert_eq!(doc["container"]["image"]["name"], "nginx:1.27");
         assert_eq!(doc["source"]["ip"], "127.0.0.1");
         assert_eq!(doc["process"]["parent"]["executable"], "/sbin/init");
-        assert_eq!(
-            index_name("palisade-alerts", &alert),
-            "palisade-alerts-2025.11.24"
-        );
+        assert_eq!(index_name("palisade-alerts", &alert), "palisade-alerts-2025.11.24");
     }
 }

@@ -13,14 +13,8 @@ pub struct AlertsFile {
 
 impl AlertsFile {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-        })
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { path: path.to_owned(), file })
     }
 
     pub fn path(&self) -> &Path {
@@ -37,12 +31,7 @@ impl AlertsFile {
 
 /// `2026-11-27T10:00:00.000Z High K8S.NODE_EICAR node=n1 pid=42 /tmp/x :: title`
 pub fn human_line(alert: &Alert) -> String {
-    let mut line = format!(
-        "{} {:<13} {}",
-        crate::ecs::rfc3339(alert.timestamp_ms),
-        alert.severity,
-        alert.alert_type
-    );
+    let mut line = format!("{} {:<13} {}", crate::ecs::rfc3339(alert.timestamp_ms), alert.severity, alert.alert_type);
     for (label, value) in [
         ("cluster", alert.cluster.as_deref()),
         ("node", alert.node.as_deref()),

@@ -13,7 +13,9 @@ use rdkafka::message::Message;
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the real services with `scripts/testbed up` and `eval \"$(scripts/testbed env)\"`")
+        panic!(
+            "{name} is not set: start the real services with `scripts/testbed up` and `eval \"$(scripts/testbed env)\"`"
+        )
     })
 }
 
@@ -22,10 +24,7 @@ pub fn run_id() -> String {
     format!(
         "{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
     )
 }
 
@@ -44,27 +43,12 @@ impl Stack {
         let index_prefix = format!("palisade-test-{}", run.to_lowercase());
         let mut envs = vec![
             ("PALISADE__CLUSTER".into(), "testbed".into()),
-            (
-                "PALISADE__KAFKA__BOOTSTRAP_SERVERS".into(),
-                env("PALISADE_TEST_KAFKA"),
-            ),
-            (
-                "PALISADE__KAFKA__GROUP_PREFIX".into(),
-                format!("palisade-{run}"),
-            ),
+            ("PALISADE__KAFKA__BOOTSTRAP_SERVERS".into(), env("PALISADE_TEST_KAFKA")),
+            ("PALISADE__KAFKA__GROUP_PREFIX".into(), format!("palisade-{run}")),
             ("PALISADE__SINK__ALERTS_FORMAT".into(), "json".into()),
-            (
-                "PALISADE__SINK__OPENSEARCH__URL".into(),
-                env("PALISADE_TEST_OPENSEARCH"),
-            ),
-            (
-                "PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(),
-                index_prefix.clone(),
-            ),
-            (
-                "PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(),
-                "50".into(),
-            ),
+            ("PALISADE__SINK__OPENSEARCH__URL".into(), env("PALISADE_TEST_OPENSEARCH")),
+            ("PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(), index_prefix.clone()),
+            ("PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(), "50".into()),
             ("RUST_LOG".into(), "info".into()),
         ];
         for topic in [
@@ -77,20 +61,11 @@ impl Stack {
             "dead_letter",
             "cluster_state",
         ] {
-            envs.push((
-                format!("PALISADE__TOPICS__{}", topic.to_uppercase()),
-                format!("t.{run}.{topic}"),
-            ));
+            envs.push((format!("PALISADE__TOPICS__{}", topic.to_uppercase()), format!("t.{run}.{topic}")));
         }
         let logs = std::env::temp_dir().join(format!("palisade-e2e-{run}"));
         std::fs::create_dir_all(&logs).unwrap();
-        Self {
-            run,
-            envs,
-            index_prefix,
-            children: Vec::new(),
-            logs,
-        }
+        Self { run, envs, index_prefix, children: Vec::new(), logs }
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -119,8 +94,7 @@ impl Stack {
     pub fn assert_running(&mut self) {
         for (name, child) in &mut self.children {
             if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log")))
-                    .unwrap_or_default();
+                let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
                 panic!("palisade {name} exited early with {status}:\n{log}");
             }
         }
@@ -181,22 +155,12 @@ pub fn wait_for_alert(
 }
 
 /// Searches the alert indices until a document matches `query` (OpenSearch query DSL) or the time runs out.
-pub fn wait_for_document(
-    index_prefix: &str,
-    query: serde_json::Value,
-    timeout: Duration,
-) -> Option<serde_json::Value> {
+pub fn wait_for_document(index_prefix: &str, query: serde_json::Value, timeout: Duration) -> Option<serde_json::Value> {
     let client = reqwest::blocking::Client::new();
-    let url = format!(
-        "{}/{index_prefix}-*/_search",
-        env("PALISADE_TEST_OPENSEARCH")
-    );
+    let url = format!("{}/{index_prefix}-*/_search", env("PALISADE_TEST_OPENSEARCH"));
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let response = client
-            .post(&url)
-            .json(&serde_json::json!({"query": query}))
-            .send();
+        let response = client.post(&url).json(&serde_json::json!({"query": query})).send();
         if let Ok(response) = response
             && let Ok(body) = response.json::<serde_json::Value>()
             && let Some(hit) = body.pointer("/hits/hits/0/_source")
@@ -210,17 +174,9 @@ pub fn wait_for_document(
 
 pub fn count_documents(index_prefix: &str, query: serde_json::Value) -> u64 {
     let client = reqwest::blocking::Client::new();
-    let url = format!(
-        "{}/{index_prefix}-*/_count",
-        env("PALISADE_TEST_OPENSEARCH")
-    );
-    let body: serde_json::Value = client
-        .post(&url)
-        .json(&serde_json::json!({"query": query}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let url = format!("{}/{index_prefix}-*/_count", env("PALISADE_TEST_OPENSEARCH"));
+    let body: serde_json::Value =
+        client.post(&url).json(&serde_json::json!({"query": query})).send().unwrap().json().unwrap();
     body["count"].as_u64().unwrap_or(0)
 }
 

@@ -28,13 +28,10 @@ const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralCo
 
 /// The pod template an event creates or changes, if any. Failed and dry-run requests create nothing.
 pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
-    if !matches!(event.verb.as_str(), "create" | "update" | "patch")
-        || event.stage != "ResponseComplete"
-    {
+    if !matches!(event.verb.as_str(), "create" | "update" | "patch") || event.stage != "ResponseComplete" {
         return None;
     }
-    if event.response_code.is_some_and(|code| code >= 300) || event.request_uri.contains("dryRun=")
-    {
+    if event.response_code.is_some_and(|code| code >= 300) || event.request_uri.contains("dryRun=") {
         return None;
     }
     let resource = event.resource.as_deref()?;
@@ -58,43 +55,30 @@ pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
     }
     // A patch body may be partial; the response holds the whole object. A create body is the whole object.
     let text = if event.verb == "create" {
-        event
-            .request_object
-            .as_deref()
-            .or(event.response_object.as_deref())
+        event.request_object.as_deref().or(event.response_object.as_deref())
     } else {
         event.response_object.as_deref()
     }?;
     let object: Value = serde_json::from_str(text).ok()?;
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or(match resource {
-            "pods" => "Pod",
-            "deployments" => "Deployment",
-            "statefulsets" => "StatefulSet",
-            "daemonsets" => "DaemonSet",
-            "replicasets" => "ReplicaSet",
-            "replicationcontrollers" => "ReplicationController",
-            "jobs" => "Job",
-            _ => "CronJob",
-        });
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or(match resource {
+        "pods" => "Pod",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "daemonsets" => "DaemonSet",
+        "replicasets" => "ReplicaSet",
+        "replicationcontrollers" => "ReplicationController",
+        "jobs" => "Job",
+        _ => "CronJob",
+    });
     // A created object gets its final name (generateName) in the response.
-    let response: Option<Value> = event
-        .response_object
-        .as_deref()
-        .and_then(|t| serde_json::from_str(t).ok());
+    let response: Option<Value> = event.response_object.as_deref().and_then(|t| serde_json::from_str(t).ok());
     let name = response
         .as_ref()
         .and_then(|r| r.pointer("/metadata/name"))
         .or_else(|| object.pointer("/metadata/name"))
         .and_then(Value::as_str)
         .or(event.name.as_deref())
-        .or_else(|| {
-            object
-                .pointer("/metadata/generateName")
-                .and_then(Value::as_str)
-        })
+        .or_else(|| object.pointer("/metadata/generateName").and_then(Value::as_str))
         .unwrap_or("?");
     let namespace = object
         .pointer("/metadata/namespace")
@@ -107,24 +91,14 @@ pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
         _ => object.pointer("/spec/template/spec"),
     }?
     .clone();
-    Some(PodTemplate {
-        workload: format!("{kind}/{name}"),
-        namespace,
-        spec,
-    })
+    Some(PodTemplate { workload: format!("{kind}/{name}"), namespace, spec })
 }
 
 impl PodTemplate {
     pub fn containers(&self) -> Vec<Container<'_>> {
         let mut out = Vec::new();
         for list in CONTAINER_LISTS {
-            for value in self
-                .spec
-                .get(list)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for value in self.spec.get(list).and_then(Value::as_array).into_iter().flatten() {
                 out.push(Container {
                     list,
                     name: value.get("name").and_then(Value::as_str).unwrap_or("?"),

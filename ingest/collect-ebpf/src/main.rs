@@ -9,20 +9,18 @@ use core::ffi::c_void;
 
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
-use aya_ebpf::helpers::generated::{
-    bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_user_str,
-};
+use aya_ebpf::helpers::generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_user_str};
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel_buf,
+    bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
 };
 use aya_ebpf::macros::{map, tracepoint};
 use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
 use palisade_collect_common::{
-    ARGV_LIMIT, COUNTER_PENDING_INSERT_FAILURES, COUNTER_RINGBUF_DROPS, COUNTER_SLOTS, EventHeader,
-    ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, MAX_ARGS, PendingExec,
+    ARGV_LIMIT, COUNTER_PENDING_INSERT_FAILURES, COUNTER_RINGBUF_DROPS, COUNTER_SLOTS, EventHeader, ExecEvent,
+    ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT, KIND_FORK, MAX_ARGS,
+    PendingExec,
 };
 
 /// Thread group id of the collector; its own activity is not reported. Set by the loader.
@@ -112,11 +110,7 @@ fn capture_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> 
         // SAFETY: offset < ARGV_LIMIT and the read is at most ARGV_LIMIT bytes into a 2 * ARGV_LIMIT buffer.
         let read = unsafe {
             let destination = scratch.argv.as_mut_ptr().add(offset & (ARGV_LIMIT - 1));
-            bpf_probe_read_user_str(
-                destination as *mut c_void,
-                ARGV_LIMIT as u32,
-                arg as *const c_void,
-            )
+            bpf_probe_read_user_str(destination as *mut c_void, ARGV_LIMIT as u32, arg as *const c_void)
         };
         if read <= 0 {
             break;
@@ -172,10 +166,8 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
     }
     // The capture is keyed by the thread that called execve, which de_thread may have renamed.
     // SAFETY: tracepoint record reads at offsets from its format.
-    let old_pid: i32 =
-        unsafe { ctx.read_at(global(&EXEC_OLD_PID_OFFSET) as usize) }.map_err(i64::from)?;
-    let data_loc: u32 =
-        unsafe { ctx.read_at(global(&EXEC_FILENAME_OFFSET) as usize) }.map_err(i64::from)?;
+    let old_pid: i32 = unsafe { ctx.read_at(global(&EXEC_OLD_PID_OFFSET) as usize) }.map_err(i64::from)?;
+    let data_loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFFSET) as usize) }.map_err(i64::from)?;
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count(COUNTER_RINGBUF_DROPS);
         return Ok(());
@@ -211,19 +203,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: tracepoint record read at the offset from its format.
-    let Ok(child_pid) = (unsafe { ctx.read_at::<i32>(global(&FORK_CHILD_PID_OFFSET) as usize) })
-    else {
+    let Ok(child_pid) = (unsafe { ctx.read_at::<i32>(global(&FORK_CHILD_PID_OFFSET) as usize) }) else {
         return 0;
     };
-    let event = ForkEvent {
-        header,
-        child_pid: child_pid as u32,
-        reserved: 0,
-    };
-    if EVENTS
-        .output::<ForkEvent>(&event, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
+    let event = ForkEvent { header, child_pid: child_pid as u32, reserved: 0 };
+    if EVENTS.output::<ForkEvent>(&event, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
     }
     0
@@ -236,10 +220,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if header.pid != header.tgid || is_collector(header.tgid) {
         return 0;
     }
-    if EVENTS
-        .output::<ExitEvent>(&ExitEvent { header }, BPF_RB_NO_WAKEUP as u64)
-        .is_err()
-    {
+    if EVENTS.output::<ExitEvent>(&ExitEvent { header }, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
     }
     0

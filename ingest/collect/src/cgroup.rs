@@ -69,10 +69,7 @@ impl CgroupResolver {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.join("cgroup.procs").exists());
-        Self {
-            root,
-            cache: DashMap::new(),
-        }
+        Self { root, cache: DashMap::new() }
     }
 
     /// Attribution for a process: from its `/proc` entry while it lives, else from the cgroup id.
@@ -94,10 +91,7 @@ impl CgroupResolver {
         let mut stack = vec![(root.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
             if std::fs::metadata(&dir).is_ok_and(|m| m.ino() == cgroup_id) {
-                return dir
-                    .strip_prefix(root)
-                    .ok()
-                    .map(|p| format!("/{}", p.display()));
+                return dir.strip_prefix(root).ok().map(|p| format!("/{}", p.display()));
             }
             if depth < 8 {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -135,61 +129,29 @@ mod tests {
         );
         let a = parse_cgroup_path(&path);
         assert_eq!(a.container_id.as_deref(), Some(ID));
-        assert_eq!(
-            a.pod_uid.as_deref(),
-            Some("0d9a2f4e-1111-2222-3333-444455556666")
-        );
+        assert_eq!(a.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
     }
 
     #[test]
     fn crio_docker_and_cgroupfs_layouts() {
-        assert_eq!(
-            parse_cgroup_path(&format!("/kubepods.slice/crio-{ID}.scope"))
-                .container_id
-                .as_deref(),
-            Some(ID)
-        );
-        assert_eq!(
-            parse_cgroup_path(&format!("/system.slice/docker-{ID}.scope"))
-                .container_id
-                .as_deref(),
-            Some(ID)
-        );
-        let cgroupfs = parse_cgroup_path(&format!(
-            "/kubepods/burstable/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}"
-        ));
+        assert_eq!(parse_cgroup_path(&format!("/kubepods.slice/crio-{ID}.scope")).container_id.as_deref(), Some(ID));
+        assert_eq!(parse_cgroup_path(&format!("/system.slice/docker-{ID}.scope")).container_id.as_deref(), Some(ID));
+        let cgroupfs = parse_cgroup_path(&format!("/kubepods/burstable/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}"));
         assert_eq!(cgroupfs.container_id.as_deref(), Some(ID));
-        assert_eq!(
-            cgroupfs.pod_uid.as_deref(),
-            Some("0d9a2f4e-1111-2222-3333-444455556666")
-        );
-        assert_eq!(
-            parse_cgroup_path(&format!("/docker/{ID}"))
-                .container_id
-                .as_deref(),
-            Some(ID)
-        );
+        assert_eq!(cgroupfs.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
+        assert_eq!(parse_cgroup_path(&format!("/docker/{ID}")).container_id.as_deref(), Some(ID));
     }
 
     #[test]
     fn host_processes_have_no_container() {
-        assert_eq!(
-            parse_cgroup_path("/user.slice/user-0.slice/session-1.scope"),
-            Attribution::default()
-        );
-        assert_eq!(
-            parse_cgroup_path("/system.slice/kubelet.service"),
-            Attribution::default()
-        );
+        assert_eq!(parse_cgroup_path("/user.slice/user-0.slice/session-1.scope"), Attribution::default());
+        assert_eq!(parse_cgroup_path("/system.slice/kubelet.service"), Attribution::default());
         assert_eq!(parse_proc_cgroup("0::/\n"), Attribution::default());
     }
 
     #[test]
     fn proc_cgroup_v1_lines_are_searched() {
         let content = format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n0::/\n");
-        assert_eq!(
-            parse_proc_cgroup(&content).container_id.as_deref(),
-            Some(ID)
-        );
+        assert_eq!(parse_proc_cgroup(&content).container_id.as_deref(), Some(ID));
     }
 }

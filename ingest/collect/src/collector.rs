@@ -102,10 +102,7 @@ struct Reader {
 impl Collector {
     /// Loads the programs and starts the reader thread. Exec events go to the returned channel; fork and exit
     /// only maintain the process table.
-    pub fn start(
-        config: &CollectConfig,
-        node: &str,
-    ) -> Result<(Self, mpsc::Receiver<NodeEvent>), CollectError> {
+    pub fn start(config: &CollectConfig, node: &str) -> Result<(Self, mpsc::Receiver<NodeEvent>), CollectError> {
         let mut loaded = loader::load(std::process::id())?;
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let stop = Arc::new(AtomicBool::new(false));
@@ -114,10 +111,7 @@ impl Collector {
         table.seed_from_proc();
         let mut reader = Reader {
             node: node.to_owned(),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned(),
             boot_wall_offset_ns: wall_minus_monotonic_ns(),
             table,
             cgroups: CgroupResolver::new(),
@@ -139,10 +133,7 @@ impl Collector {
                     }
                     for (slot, counter) in [
                         (COUNTER_RINGBUF_DROPS, &thread_stats.kernel_drops),
-                        (
-                            COUNTER_PENDING_INSERT_FAILURES,
-                            &thread_stats.kernel_capture_failures,
-                        ),
+                        (COUNTER_PENDING_INSERT_FAILURES, &thread_stats.kernel_capture_failures),
                     ] {
                         if let Ok(values) = loaded.counters.get(&slot, 0) {
                             counter.store(values.iter().sum(), Ordering::Relaxed);
@@ -153,14 +144,7 @@ impl Collector {
                 drop(loaded);
             })
             .map_err(|e| CollectError::Load(format!("cannot start the reader thread: {e}")))?;
-        Ok((
-            Self {
-                stop,
-                thread: Some(thread),
-                stats,
-            },
-            receiver,
-        ))
+        Ok((Self { stop, thread: Some(thread), stats }, receiver))
     }
 
     /// Detaches the programs and stops the reader after a last drain.
@@ -179,16 +163,10 @@ impl Drop for Collector {
 }
 
 fn wall_minus_monotonic_ns() -> i64 {
-    let mut monotonic = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut monotonic) };
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as i64;
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64;
     wall - (monotonic.tv_sec * 1_000_000_000 + monotonic.tv_nsec)
 }
 
@@ -205,13 +183,7 @@ impl Reader {
                 self.table.record_exit(header.tgid);
                 None
             }
-            Record::Exec {
-                header,
-                filename,
-                argv,
-                argv_truncated,
-                argv_missing,
-            } => {
+            Record::Exec { header, filename, argv, argv_truncated, argv_missing } => {
                 stats.exec_events.fetch_add(1, Ordering::Relaxed);
                 let executable = if filename.starts_with('/') {
                     filename
@@ -231,10 +203,7 @@ impl Reader {
                 let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
                 self.sequence += 1;
                 Some(NodeEvent {
-                    event_id: format!(
-                        "{}/{}/{}/{}",
-                        self.node, self.boot_id, header.ktime_ns, self.sequence
-                    ),
+                    event_id: format!("{}/{}/{}/{}", self.node, self.boot_id, header.ktime_ns, self.sequence),
                     kind: NodeEventKind::Exec,
                     node: self.node.clone(),
                     kernel_time_ns: header.ktime_ns as i64,
@@ -249,9 +218,7 @@ impl Reader {
                     executable: Some(executable),
                     argv,
                     argv_truncated,
-                    cwd: std::fs::read_link(format!("/proc/{}/cwd", header.tgid))
-                        .ok()
-                        .map(|p| p.display().to_string()),
+                    cwd: std::fs::read_link(format!("/proc/{}/cwd", header.tgid)).ok().map(|p| p.display().to_string()),
                     tty: None,
                     stdio: Vec::new(),
                     capabilities_effective: None,

@@ -9,8 +9,7 @@ use aya::{Ebpf, EbpfLoader};
 
 use crate::collector::CollectError;
 
-static OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/palisade-collect-ebpf"));
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/palisade-collect-ebpf"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -36,12 +35,12 @@ pub struct Loaded {
 pub fn unavailable_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some(
-            "eBPF collection needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN); run as root".into(),
-        );
+        return Some("eBPF collection needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN); run as root".into());
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Some("kernel BTF missing (/sys/kernel/btf/vmlinux); a kernel with CONFIG_DEBUG_INFO_BTF=y is needed".into());
+        return Some(
+            "kernel BTF missing (/sys/kernel/btf/vmlinux); a kernel with CONFIG_DEBUG_INFO_BTF=y is needed".into(),
+        );
     }
     None
 }
@@ -53,15 +52,7 @@ fn ensure_tracefs() -> Result<(), CollectError> {
     let target = std::ffi::CString::new(TRACEFS).expect("static path");
     let fstype = std::ffi::CString::new("tracefs").expect("static");
     // SAFETY: plain mount(2) call with valid C strings.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(CollectError::Tracefs(std::io::Error::last_os_error()));
     }
@@ -77,21 +68,15 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        rest.split(';')
-            .find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
+        rest.split(';').find_map(|part| part.trim().strip_prefix("offset:")?.parse().ok())
     })
 }
 
 fn offset_of(category: &str, event: &str, field: &str) -> Result<u32, CollectError> {
     let path = format!("{TRACEFS}/events/{category}/{event}/format");
-    let format = std::fs::read_to_string(&path).map_err(|e| CollectError::Format {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    field_offset(&format, field).ok_or_else(|| CollectError::Format {
-        path,
-        reason: format!("no field `{field}`"),
-    })
+    let format = std::fs::read_to_string(&path)
+        .map_err(|e| CollectError::Format { path: path.clone(), reason: e.to_string() })?;
+    field_offset(&format, field).ok_or_else(|| CollectError::Format { path, reason: format!("no field `{field}`") })
 }
 
 pub fn load(collector_tgid: u32) -> Result<Loaded, CollectError> {
@@ -115,28 +100,19 @@ pub fn load(collector_tgid: u32) -> Result<Loaded, CollectError> {
             .ok_or_else(|| CollectError::Load(format!("program {name} missing from the object")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| CollectError::Load(format!("{name}: {e}")))?;
-        program
-            .load()
-            .map_err(|e| CollectError::Load(format!("{name}: {e}")))?;
+        program.load().map_err(|e| CollectError::Load(format!("{name}: {e}")))?;
         program
             .attach(category, tracepoint)
             .map_err(|e| CollectError::Load(format!("attach {category}/{tracepoint}: {e}")))?;
     }
-    let ring = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
-            .ok_or_else(|| CollectError::Load("map EVENTS missing".into()))?,
-    )
-    .map_err(|e| CollectError::Load(e.to_string()))?;
+    let ring =
+        RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| CollectError::Load("map EVENTS missing".into()))?)
+            .map_err(|e| CollectError::Load(e.to_string()))?;
     let counters = PerCpuArray::try_from(
-        ebpf.take_map("COUNTERS")
-            .ok_or_else(|| CollectError::Load("map COUNTERS missing".into()))?,
+        ebpf.take_map("COUNTERS").ok_or_else(|| CollectError::Load("map COUNTERS missing".into()))?,
     )
     .map_err(|e| CollectError::Load(e.to_string()))?;
-    Ok(Loaded {
-        ebpf,
-        ring,
-        counters,
-    })
+    Ok(Loaded { ebpf, ring, counters })
 }
 
 #[cfg(test)]

@@ -39,28 +39,14 @@ impl ProcessTable {
     /// Seeds the table from `/proc` so processes started before the collector have ancestry.
     pub fn seed_from_proc(&self) {
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
             let ppid = read_ppid(pid).unwrap_or(0);
-            let executable = std::fs::read_link(format!("/proc/{pid}/exe"))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|raw| split_nul(&raw))
-                .unwrap_or_default();
-            self.entries.insert(
-                pid,
-                ProcessEntry {
-                    ppid,
-                    executable,
-                    argv,
-                },
-            );
+            let executable =
+                std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).map(|raw| split_nul(&raw)).unwrap_or_default();
+            self.entries.insert(pid, ProcessEntry { ppid, executable, argv });
         }
     }
 
@@ -76,35 +62,16 @@ impl ProcessTable {
         if child == parent_tgid {
             return;
         }
-        let inherited = self
-            .entries
-            .get(&parent_tgid)
-            .map(|p| (p.executable.clone(), p.argv.clone()));
+        let inherited = self.entries.get(&parent_tgid).map(|p| (p.executable.clone(), p.argv.clone()));
         let (executable, argv) = inherited.unwrap_or_default();
-        self.entries.entry(child).or_insert(ProcessEntry {
-            ppid: parent_tgid,
-            executable,
-            argv,
-        });
+        self.entries.entry(child).or_insert(ProcessEntry { ppid: parent_tgid, executable, argv });
         self.enforce_bound();
     }
 
     /// Records an exec and returns the parent pid.
     pub fn record_exec(&self, tgid: u32, executable: &str, argv: &[String]) -> u32 {
-        let ppid = self
-            .entries
-            .get(&tgid)
-            .map(|e| e.ppid)
-            .or_else(|| read_ppid(tgid))
-            .unwrap_or(0);
-        self.entries.insert(
-            tgid,
-            ProcessEntry {
-                ppid,
-                executable: executable.to_owned(),
-                argv: argv.to_vec(),
-            },
-        );
+        let ppid = self.entries.get(&tgid).map(|e| e.ppid).or_else(|| read_ppid(tgid)).unwrap_or(0);
+        self.entries.insert(tgid, ProcessEntry { ppid, executable: executable.to_owned(), argv: argv.to_vec() });
         self.enforce_bound();
         ppid
     }
@@ -131,11 +98,7 @@ impl ProcessTable {
             let Some(entry) = self.entries.get(&current).map(|e| e.clone()) else {
                 break;
             };
-            chain.push(ProcessRef {
-                pid: i64::from(current),
-                executable: entry.executable,
-                argv: entry.argv,
-            });
+            chain.push(ProcessRef { pid: i64::from(current), executable: entry.executable, argv: entry.argv });
             if entry.ppid == current {
                 break;
             }
@@ -174,10 +137,7 @@ fn read_ppid(pid: u32) -> Option<u32> {
 }
 
 pub fn split_nul(raw: &[u8]) -> Vec<String> {
-    raw.split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
+    raw.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
 }
 
 #[cfg(test)]
@@ -192,11 +152,7 @@ mod tests {
         table.record_exec(11, "/bin/sh", &["sh".into(), "-c".into(), "id".into()]);
         table.record_fork(11, 12);
         table.record_exec(12, "/usr/bin/id", &["id".into()]);
-        let chain: Vec<String> = table
-            .ancestry(12)
-            .into_iter()
-            .map(|p| p.executable)
-            .collect();
+        let chain: Vec<String> = table.ancestry(12).into_iter().map(|p| p.executable).collect();
         assert_eq!(chain, ["/bin/sh", "/usr/sbin/nginx"]);
         assert_eq!(table.ppid(12), 11);
     }

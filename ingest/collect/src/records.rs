@@ -1,28 +1,17 @@
 //! Decoding of ring-buffer records into owned values.
 
 use palisade_collect_common::{
-    ARGV_BUFFER, EventHeader, ExecEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent,
-    KIND_EXEC, KIND_EXIT, KIND_FORK,
+    ARGV_BUFFER, EventHeader, ExecEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT,
+    KIND_FORK,
 };
 
 use crate::process_table::split_nul;
 
 #[derive(Debug, Clone)]
 pub enum Record {
-    Exec {
-        header: EventHeader,
-        filename: String,
-        argv: Vec<String>,
-        argv_truncated: bool,
-        argv_missing: bool,
-    },
-    Fork {
-        header: EventHeader,
-        child_pid: u32,
-    },
-    Exit {
-        header: EventHeader,
-    },
+    Exec { header: EventHeader, filename: String, argv: Vec<String>, argv_truncated: bool, argv_missing: bool },
+    Fork { header: EventHeader, child_pid: u32 },
+    Exit { header: EventHeader },
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -52,10 +41,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 argv_missing: event.flags & FLAG_ARGV_MISSING != 0,
             })
         }
-        KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork {
-            header,
-            child_pid: e.child_pid,
-        }),
+        KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork { header, child_pid: e.child_pid }),
         KIND_EXIT => Some(Record::Exit { header }),
         _ => None,
     }

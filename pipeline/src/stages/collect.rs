@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use palisade_collect::CollectorStats;
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
-    CollectorProgress, ComponentStarted, ComponentStopped, RecordProduced,
-};
+use palisade_runtime::telemetry::{CollectorProgress, ComponentStarted, ComponentStopped, RecordProduced};
 use palisade_runtime::{Bus, Shutdown, TopicsConfig};
 use palisade_schemas::{Codec, NodeEvent};
 use tokio::sync::mpsc;

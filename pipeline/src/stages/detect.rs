@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use palisade_detect::{Engine, Event};
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
-    ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
-};
+use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced};
 use palisade_runtime::{Bus, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
 
@@ -16,14 +14,7 @@ use crate::PipelineError;
 const STAGE: &str = "detect";
 
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
-    Ok(bus.subscribe(
-        &[
-            &topics.node_events,
-            &topics.audit_events,
-            &topics.cloud_activity,
-        ],
-        STAGE,
-    )?)
+    Ok(bus.subscribe(&[&topics.node_events, &topics.audit_events, &topics.cloud_activity], STAGE)?)
 }
 
 pub async fn run(
@@ -42,32 +33,17 @@ pub async fn run(
         let message = &delivery.message;
         let detected_at = now_ms();
         let decoded = if message.topic == topics.node_events {
-            node_codec
-                .decode(&message.payload)
-                .map(|e| engine.process(&Event::Node(&e), detected_at))
+            node_codec.decode(&message.payload).map(|e| engine.process(&Event::Node(&e), detected_at))
         } else if message.topic == topics.audit_events {
-            audit_codec
-                .decode(&message.payload)
-                .map(|e| engine.process(&Event::Audit(&e), detected_at))
+            audit_codec.decode(&message.payload).map(|e| engine.process(&Event::Audit(&e), detected_at))
         } else {
-            cloud_codec
-                .decode(&message.payload)
-                .map(|e| engine.process(&Event::Cloud(&e), detected_at))
+            cloud_codec.decode(&message.payload).map(|e| engine.process(&Event::Cloud(&e), detected_at))
         };
         let detections = match decoded {
             Ok(detections) => detections,
             Err(error) => {
                 let reason = error.to_string();
-                if !dead_letter_until_acked(
-                    &bus,
-                    &topics.dead_letter,
-                    STAGE,
-                    &delivery,
-                    &reason,
-                    &shutdown,
-                )
-                .await
-                {
+                if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
                     break;
                 }
                 delivery.ack()?;
@@ -87,11 +63,7 @@ pub async fn run(
                 delivered = false;
                 break;
             }
-            RecordProduced {
-                stage: STAGE,
-                record: "Detection",
-            }
-            .emit();
+            RecordProduced { stage: STAGE, record: "Detection" }.emit();
         }
         if !delivered {
             break;

@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use palisade_enrich::Enricher;
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
-    ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
-};
+use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced};
 use palisade_runtime::{Bus, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec, Detection};
 
@@ -34,16 +32,7 @@ pub async fn run(
             Ok(detection) => detection,
             Err(error) => {
                 let reason = error.to_string();
-                if !dead_letter_until_acked(
-                    &bus,
-                    &topics.dead_letter,
-                    STAGE,
-                    &delivery,
-                    &reason,
-                    &shutdown,
-                )
-                .await
-                {
+                if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
                     break;
                 }
                 delivery.ack()?;
@@ -52,20 +41,12 @@ pub async fn run(
         };
         let alert = enricher.enrich(detection);
         let payload = alert_codec.encode(&alert)?;
-        let outgoing = Outgoing {
-            topic: &topics.enriched,
-            key: Some(alert.id.as_bytes()),
-            payload: &payload,
-            headers: &[],
-        };
+        let outgoing =
+            Outgoing { topic: &topics.enriched, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
         if !publish_until_acked(&bus, outgoing, &shutdown).await {
             break;
         }
-        RecordProduced {
-            stage: STAGE,
-            record: "Alert",
-        }
-        .emit();
+        RecordProduced { stage: STAGE, record: "Alert" }.emit();
         MessageProcessed { stage: STAGE }.emit();
         delivery.ack()?;
     }

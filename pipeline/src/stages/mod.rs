@@ -16,16 +16,10 @@ const DRAIN_IDLE: Duration = Duration::from_millis(300);
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 /// The next delivery; after shutdown, only what is already queued (the stage drains, then stops).
-pub(crate) async fn next_delivery(
-    subscription: &mut Subscription,
-    shutdown: &Shutdown,
-) -> Option<Delivery> {
+pub(crate) async fn next_delivery(subscription: &mut Subscription, shutdown: &Shutdown) -> Option<Delivery> {
     loop {
         let result = if shutdown.is_triggered() {
-            tokio::time::timeout(DRAIN_IDLE, subscription.next())
-                .await
-                .ok()
-                .flatten()
+            tokio::time::timeout(DRAIN_IDLE, subscription.next()).await.ok().flatten()
         } else {
             tokio::select! {
                 next = subscription.next() => next,
@@ -48,11 +42,7 @@ pub(crate) async fn next_delivery(
 
 /// Publishes until the bus acknowledges. Returns false only if shutdown came first; the input is then left
 /// unacknowledged and will be delivered again.
-pub(crate) async fn publish_until_acked(
-    bus: &Bus,
-    outgoing: Outgoing<'_>,
-    shutdown: &Shutdown,
-) -> bool {
+pub(crate) async fn publish_until_acked(bus: &Bus, outgoing: Outgoing<'_>, shutdown: &Shutdown) -> bool {
     let mut attempts = 0u32;
     loop {
         match bus.publish(outgoing).await {
@@ -80,10 +70,7 @@ pub(crate) async fn dead_letter_until_acked(
 ) -> bool {
     let mut attempts = 0u32;
     loop {
-        match bus
-            .dead_letter(topic, stage, &delivery.message, reason)
-            .await
-        {
+        match bus.dead_letter(topic, stage, &delivery.message, reason).await {
             Ok(()) => return true,
             Err(error) => {
                 attempts += 1;
@@ -98,8 +85,5 @@ pub(crate) async fn dead_letter_until_acked(
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
 }

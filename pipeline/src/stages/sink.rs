@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
-    AlertsWritten, ComponentStarted, ComponentStopped, MessageProcessed, OutputRetried,
-};
+use palisade_runtime::telemetry::{AlertsWritten, ComponentStarted, ComponentStopped, MessageProcessed, OutputRetried};
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec};
 use palisade_sink::OpenSearchWriter;
@@ -43,14 +41,10 @@ impl Outputs {
             None => None,
         };
         let file = match &config.alerts_file {
-            Some(path) => {
-                Some(
-                    AlertsFile::open(path).map_err(|source| PipelineError::AlertsFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?,
-                )
-            }
+            Some(path) => Some(
+                AlertsFile::open(path)
+                    .map_err(|source| PipelineError::AlertsFile { path: path.display().to_string(), source })?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -70,16 +64,9 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
     let codec = Codec::<Alert>::new()?;
-    let (batch_max, batch_wait) =
-        outputs
-            .opensearch
-            .as_ref()
-            .map_or((DEFAULT_BATCH, Duration::from_millis(50)), |w| {
-                (
-                    w.config().batch_max_alerts,
-                    Duration::from_millis(w.config().batch_max_wait_ms),
-                )
-            });
+    let (batch_max, batch_wait) = outputs.opensearch.as_ref().map_or((DEFAULT_BATCH, Duration::from_millis(50)), |w| {
+        (w.config().batch_max_alerts, Duration::from_millis(w.config().batch_max_wait_ms))
+    });
     ComponentStarted { component: STAGE }.emit();
     'stage: while let Some(first) = next_delivery(&mut subscription, &shutdown).await {
         let mut batch = vec![first];
@@ -96,16 +83,7 @@ pub async fn run(
                 Ok(alert) => alerts.push((delivery, alert)),
                 Err(error) => {
                     let reason = error.to_string();
-                    if !dead_letter_until_acked(
-                        &bus,
-                        &topics.dead_letter,
-                        STAGE,
-                        &delivery,
-                        &reason,
-                        &shutdown,
-                    )
-                    .await
-                    {
+                    if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
                         break 'stage;
                     }
                     delivery.ack()?;
@@ -118,22 +96,13 @@ pub async fn run(
                     AlertsFormat::Avro => codec.encode(alert)?,
                     AlertsFormat::Json => serde_json::to_vec(alert).expect("alerts serialize"),
                 };
-                let outgoing = Outgoing {
-                    topic: &topics.alerts,
-                    key: Some(alert.id.as_bytes()),
-                    payload: &payload,
-                    headers: &[],
-                };
+                let outgoing =
+                    Outgoing { topic: &topics.alerts, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
                 if !publish_until_acked(&bus, outgoing, &shutdown).await {
                     break 'stage;
                 }
             }
-            AlertsWritten {
-                output: "topic",
-                outcome: "written",
-                count: alerts.len() as u64,
-            }
-            .emit();
+            AlertsWritten { output: "topic", outcome: "written", count: alerts.len() as u64 }.emit();
         }
         if let Some(writer) = &outputs.opensearch {
             let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
@@ -144,44 +113,22 @@ pub async fn run(
                 count: writer.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before,
             }
             .emit();
-            AlertsWritten {
-                output: "opensearch",
-                outcome: "indexed",
-                count: outcome.indexed as u64,
-            }
-            .emit();
+            AlertsWritten { output: "opensearch", outcome: "indexed", count: outcome.indexed as u64 }.emit();
             for (id, reason) in &outcome.rejected {
                 let Some((delivery, _)) = alerts.iter().find(|(_, alert)| &alert.id == id) else {
                     continue;
                 };
                 let reason = format!("search index rejected the alert document: {reason}");
-                if !dead_letter_until_acked(
-                    &bus,
-                    &topics.dead_letter,
-                    STAGE,
-                    delivery,
-                    &reason,
-                    &shutdown,
-                )
-                .await
-                {
+                if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, delivery, &reason, &shutdown).await {
                     break 'stage;
                 }
             }
-            AlertsWritten {
-                output: "opensearch",
-                outcome: "rejected",
-                count: outcome.rejected.len() as u64,
-            }
-            .emit();
+            AlertsWritten { output: "opensearch", outcome: "rejected", count: outcome.rejected.len() as u64 }.emit();
         }
         for (_, alert) in &alerts {
             if let Some(file) = outputs.file.as_mut() {
                 file.append(alert)
-                    .map_err(|source| PipelineError::AlertsFile {
-                        path: file.path().display().to_string(),
-                        source,
-                    })?;
+                    .map_err(|source| PipelineError::AlertsFile { path: file.path().display().to_string(), source })?;
             }
             if outputs.print {
                 println!("{}", human_line(alert));

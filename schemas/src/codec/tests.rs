@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use super::*;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 fn load_json<T: Record>(stem: &str) -> T {
@@ -29,16 +27,8 @@ fn check_current<T: Record + PartialEq + std::fmt::Debug>(stem: &str) {
     let codec = Codec::<T>::new().expect("schemas parse");
     let record: T = load_json(stem);
     let bytes = codec.encode(&record).expect("encode");
-    assert_eq!(
-        bytes,
-        golden_bytes(stem, &bytes),
-        "{stem}: encoding changed; a schema change needs a new version"
-    );
-    assert_eq!(
-        codec.decode(&bytes).expect("decode"),
-        record,
-        "{stem}: round trip"
-    );
+    assert_eq!(bytes, golden_bytes(stem, &bytes), "{stem}: encoding changed; a schema change needs a new version");
+    assert_eq!(codec.decode(&bytes).expect("decode"), record, "{stem}: round trip");
 }
 
 #[test]
@@ -71,16 +61,9 @@ fn current_alert_reader_decodes_records_written_by_v1() {
     let codec = Codec::<Alert>::new().unwrap();
     let written_by_v1: Alert = load_json("alert.v1");
     let v1_bytes = codec.encode_version(&written_by_v1, "v1").unwrap();
-    assert_eq!(
-        v1_bytes,
-        golden_bytes("alert.v1", &v1_bytes),
-        "v1 writer output changed"
-    );
+    assert_eq!(v1_bytes, golden_bytes("alert.v1", &v1_bytes), "v1 writer output changed");
     let decoded = codec.decode(&v1_bytes).expect("current reader decodes v1");
-    assert_eq!(
-        decoded.count, 1,
-        "default filled for a field v1 did not have"
-    );
+    assert_eq!(decoded.count, 1, "default filled for a field v1 did not have");
     assert_eq!(decoded.locale, "en");
     assert_eq!(decoded.first_seen_ms, None);
     assert_eq!(decoded.alert_type, written_by_v1.alert_type);
@@ -97,21 +80,12 @@ fn every_version_has_a_distinct_fingerprint() {
 #[test]
 fn garbage_is_a_typed_error_not_a_panic() {
     let codec = Codec::<NodeEvent>::new().unwrap();
-    assert!(matches!(
-        codec.decode(b"{\"kind\":\"EXEC\"}"),
-        Err(CodecError::NotSingleObject { .. })
-    ));
+    assert!(matches!(codec.decode(b"{\"kind\":\"EXEC\"}"), Err(CodecError::NotSingleObject { .. })));
     let mut unknown = vec![0xC3, 0x01];
     unknown.extend_from_slice(&[0xAB; 8]);
-    assert!(matches!(
-        codec.decode(&unknown),
-        Err(CodecError::UnknownFingerprint { .. })
-    ));
+    assert!(matches!(codec.decode(&unknown), Err(CodecError::UnknownFingerprint { .. })));
     let audit = Codec::<AuditEvent>::new().unwrap();
     let mut truncated = audit.encode(&load_json("audit_event.v1")).unwrap();
     truncated.truncate(20);
-    assert!(matches!(
-        audit.decode(&truncated),
-        Err(CodecError::Avro { .. })
-    ));
+    assert!(matches!(audit.decode(&truncated), Err(CodecError::Avro { .. })));
 }

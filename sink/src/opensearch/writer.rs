@@ -49,13 +49,11 @@ pub struct OpenSearchWriter {
 }
 
 fn read_secret(path: &Path, what: &'static str) -> Result<String, OpenSearchError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .map_err(|source| OpenSearchError::Secret {
-            what,
-            path: path.display().to_string(),
-            source,
-        })
+    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).map_err(|source| OpenSearchError::Secret {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 impl OpenSearchWriter {
@@ -66,9 +64,8 @@ impl OpenSearchWriter {
             None => std::env::var("PALISADE_OPENSEARCH_API_KEY").ok(),
         };
         if let Some(key) = api_key {
-            let mut value = HeaderValue::from_str(&format!("ApiKey {key}")).map_err(|e| {
-                OpenSearchError::Client(format!("API key is not a valid header: {e}"))
-            })?;
+            let mut value = HeaderValue::from_str(&format!("ApiKey {key}"))
+                .map_err(|e| OpenSearchError::Client(format!("API key is not a valid header: {e}")))?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
@@ -76,49 +73,31 @@ impl OpenSearchWriter {
             .default_headers(headers)
             .timeout(Duration::from_secs(config.request_timeout_secs));
         if let Some(path) = &config.ca_cert_path {
-            let pem = std::fs::read(path).map_err(|e| OpenSearchError::Ca {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let certificate =
-                reqwest::Certificate::from_pem(&pem).map_err(|e| OpenSearchError::Ca {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| OpenSearchError::Ca { path: path.display().to_string(), reason: e.to_string() })?;
+            let certificate = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| OpenSearchError::Ca { path: path.display().to_string(), reason: e.to_string() })?;
             builder = builder.add_root_certificate(certificate);
         }
-        let client = builder
-            .build()
-            .map_err(|e| OpenSearchError::Client(e.to_string()))?;
+        let client = builder.build().map_err(|e| OpenSearchError::Client(e.to_string()))?;
         let mut config = config.clone();
         if config.username.is_some()
             && config.password_file.is_none()
             && std::env::var("PALISADE_OPENSEARCH_PASSWORD").is_err()
         {
-            tracing::warn!(
-                "sink.opensearch.username is set without a password file or PALISADE_OPENSEARCH_PASSWORD"
-            );
+            tracing::warn!("sink.opensearch.username is set without a password file or PALISADE_OPENSEARCH_PASSWORD");
         }
         if config.batch_max_alerts == 0 {
             config.batch_max_alerts = 1;
         }
-        Ok(Self {
-            client,
-            base: config.url.trim_end_matches('/').to_owned(),
-            config,
-            retries: AtomicU64::new(0),
-        })
+        Ok(Self { client, base: config.url.trim_end_matches('/').to_owned(), config, retries: AtomicU64::new(0) })
     }
 
     pub fn config(&self) -> &OpenSearchConfig {
         &self.config
     }
 
-    fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-    ) -> Result<reqwest::RequestBuilder, OpenSearchError> {
+    fn request(&self, method: reqwest::Method, path: &str) -> Result<reqwest::RequestBuilder, OpenSearchError> {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(user) = &self.config.username {
             let password = match &self.config.password_file {
@@ -132,15 +111,9 @@ impl OpenSearchWriter {
 
     /// Start-up check: the node answers and its cluster is at least yellow; then installs the index template.
     pub async fn prepare(&self) -> Result<(), OpenSearchError> {
-        let unhealthy = |reason: String| OpenSearchError::Unhealthy {
-            url: self.base.clone(),
-            reason,
-        };
+        let unhealthy = |reason: String| OpenSearchError::Unhealthy { url: self.base.clone(), reason };
         let response = self
-            .request(
-                reqwest::Method::GET,
-                "/_cluster/health?wait_for_status=yellow&timeout=10s",
-            )?
+            .request(reqwest::Method::GET, "/_cluster/health?wait_for_status=yellow&timeout=10s")?
             .send()
             .await
             .map_err(|e| unhealthy(e.to_string()))?;
@@ -149,10 +122,7 @@ impl OpenSearchWriter {
         }
         let template = ecs::index_template(&self.config.index_prefix);
         let response = self
-            .request(
-                reqwest::Method::PUT,
-                &format!("/_index_template/{}", self.config.index_prefix),
-            )?
+            .request(reqwest::Method::PUT, &format!("/_index_template/{}", self.config.index_prefix))?
             .json(&template)
             .send()
             .await
@@ -168,10 +138,7 @@ impl OpenSearchWriter {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let ms = self
-            .config
-            .retry_initial_backoff_ms
-            .saturating_mul(1 << attempt.min(16));
+        let ms = self.config.retry_initial_backoff_ms.saturating_mul(1 << attempt.min(16));
         Duration::from_millis(ms.min(self.config.retry_max_backoff_ms))
     }
 
@@ -216,11 +183,7 @@ impl OpenSearchWriter {
                     continue;
                 }
             };
-            let items = parsed
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let items = parsed.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
             if items.len() != pending.len() {
                 tracing::warn!(
                     expected = pending.len(),
@@ -242,10 +205,7 @@ impl OpenSearchWriter {
                         let reason = format!(
                             "HTTP {status} {}: {}",
                             error.get("type").and_then(Value::as_str).unwrap_or("error"),
-                            error
-                                .get("reason")
-                                .and_then(Value::as_str)
-                                .unwrap_or("rejected")
+                            error.get("reason").and_then(Value::as_str).unwrap_or("rejected")
                         );
                         outcome.rejected.push((alert.id.clone(), reason));
                     }

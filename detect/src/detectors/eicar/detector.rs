@@ -33,10 +33,7 @@ impl StatelessDetector for Eicar {
         }
         let executable = node.executable.as_deref().map(basename);
         let argv0 = node.argv.first().map(|a| basename(a));
-        let by_name = [executable, argv0]
-            .into_iter()
-            .flatten()
-            .find(|name| KNOWN_TRIGGER_NAMES.contains(name));
+        let by_name = [executable, argv0].into_iter().flatten().find(|name| KNOWN_TRIGGER_NAMES.contains(name));
         let by_string = node.argv.iter().any(|arg| arg.contains(EICAR));
         if by_name.is_none() && !by_string {
             return Vec::new();
@@ -44,10 +41,7 @@ impl StatelessDetector for Eicar {
         let mut finding = Finding::default();
         finding.details.insert(
             "trigger".into(),
-            by_name.map_or_else(
-                || "EICAR test string in arguments".to_owned(),
-                |name| format!("executable {name}"),
-            ),
+            by_name.map_or_else(|| "EICAR test string in arguments".to_owned(), |name| format!("executable {name}")),
         );
         vec![finding]
     }

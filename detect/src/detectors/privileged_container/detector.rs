@@ -26,12 +26,7 @@ impl StatelessDetector for PrivilegedContainer {
         template
             .containers()
             .into_iter()
-            .filter(|c| {
-                c.value
-                    .pointer("/securityContext/privileged")
-                    .and_then(Value::as_bool)
-                    == Some(true)
-            })
+            .filter(|c| c.value.pointer("/securityContext/privileged").and_then(Value::as_bool) == Some(true))
             .map(|container| {
                 let mut finding = Finding {
                     subject: format!("{}/{}", container.list, container.name),
@@ -41,12 +36,8 @@ impl StatelessDetector for PrivilegedContainer {
                     image: container.image.map(str::to_owned),
                     ..Finding::default()
                 };
-                finding
-                    .details
-                    .insert("container".into(), container.name.to_owned());
-                finding
-                    .details
-                    .insert("container_list".into(), container.list.to_owned());
+                finding.details.insert("container".into(), container.name.to_owned());
+                finding.details.insert("container_list".into(), container.list.to_owned());
                 finding.details.insert("verb".into(), audit.verb.clone());
                 finding
             })

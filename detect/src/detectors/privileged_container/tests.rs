@@ -4,13 +4,7 @@ use serde_json::{Value, json};
 use super::PrivilegedContainer;
 use crate::engine::{Event, StatelessDetector};
 
-fn audit(
-    verb: &str,
-    resource: &str,
-    subresource: Option<&str>,
-    request: Value,
-    response: Option<Value>,
-) -> AuditEvent {
+fn audit(verb: &str, resource: &str, subresource: Option<&str>, request: Value, response: Option<Value>) -> AuditEvent {
     let mut event = json!({
         "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": "id-1",
         "stage": "ResponseComplete", "requestURI": format!("/apis/x/{resource}"), "verb": verb,
@@ -47,13 +41,7 @@ fn fire(event: &AuditEvent) -> Vec<crate::engine::Finding> {
 
 #[test]
 fn fires_for_a_privileged_pod() {
-    let findings = fire(&audit(
-        "create",
-        "pods",
-        None,
-        pod(vec![container("c", Some(true))]),
-        None,
-    ));
+    let findings = fire(&audit("create", "pods", None, pod(vec![container("c", Some(true))]), None));
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].workload.as_deref(), Some("Pod/web"));
     assert_eq!(findings[0].pod.as_deref(), Some("web"));
@@ -63,26 +51,8 @@ fn fires_for_a_privileged_pod() {
 
 #[test]
 fn does_not_fire_for_the_same_pod_unprivileged_or_privileged_false() {
-    assert!(
-        fire(&audit(
-            "create",
-            "pods",
-            None,
-            pod(vec![container("c", None)]),
-            None
-        ))
-        .is_empty()
-    );
-    assert!(
-        fire(&audit(
-            "create",
-            "pods",
-            None,
-            pod(vec![container("c", Some(false))]),
-            None
-        ))
-        .is_empty()
-    );
+    assert!(fire(&audit("create", "pods", None, pod(vec![container("c", None)]), None)).is_empty());
+    assert!(fire(&audit("create", "pods", None, pod(vec![container("c", Some(false))]), None)).is_empty());
 }
 
 #[test]
@@ -95,13 +65,7 @@ fn fires_for_the_second_container_and_init_and_ephemeral_containers() {
 
     let mut debug = pod(vec![container("a", None)]);
     debug["spec"]["ephemeralContainers"] = json!([container("dbg", Some(true))]);
-    let findings = fire(&audit(
-        "patch",
-        "pods",
-        Some("ephemeralcontainers"),
-        json!({}),
-        Some(debug),
-    ));
+    let findings = fire(&audit("patch", "pods", Some("ephemeralcontainers"), json!({}), Some(debug)));
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].subject, "ephemeralContainers/dbg");
 }
@@ -117,21 +81,14 @@ fn fires_for_every_workload_kind_with_a_pod_template() {
         ("jobs", "Job"),
         ("replicationcontrollers", "ReplicationController"),
     ] {
-        let object =
-            json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template}});
+        let object = json!({"kind": kind, "metadata": {"name": "w"}, "spec": {"template": template}});
         let findings = fire(&audit("create", resource, None, object, None));
         assert_eq!(findings.len(), 1, "{kind}");
-        assert_eq!(
-            findings[0].workload.as_deref(),
-            Some(format!("{kind}/w").as_str())
-        );
+        assert_eq!(findings[0].workload.as_deref(), Some(format!("{kind}/w").as_str()));
         assert_eq!(findings[0].pod, None);
     }
     let cron = json!({"kind": "CronJob", "metadata": {"name": "cj"}, "spec": {"jobTemplate": {"spec": {"template": template}}}});
-    assert_eq!(
-        fire(&audit("create", "cronjobs", None, cron, None)).len(),
-        1
-    );
+    assert_eq!(fire(&audit("create", "cronjobs", None, cron, None)).len(), 1);
 }
 
 #[test]
@@ -144,32 +101,19 @@ fn failed_dry_run_read_and_other_resources_do_not_fire() {
     dry.request_uri.push_str("?dryRun=All");
     assert!(fire(&dry).is_empty());
     assert!(fire(&audit("get", "pods", None, privileged.clone(), None)).is_empty());
-    assert!(
-        fire(&audit(
-            "create",
-            "configmaps",
-            None,
-            privileged.clone(),
-            None
-        ))
-        .is_empty()
-    );
+    assert!(fire(&audit("create", "configmaps", None, privileged.clone(), None)).is_empty());
     assert!(fire(&audit("create", "pods", Some("exec"), privileged, None)).is_empty());
 }
 
 #[test]
 fn falco_trace_corpus_privileged_fires_and_unprivileged_does_not() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/corpus/falco_k8s_audit_traces");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/falco_k8s_audit_traces");
     let load = |name: &str| {
         let text = std::fs::read_to_string(dir.join(name)).expect("corpus beside the checkout");
         AuditEvent::from_k8s_json(&serde_json::from_str(&text).unwrap(), "falco").unwrap()
     };
     assert_eq!(fire(&load("create_nginx_pod_privileged.json")).len(), 1);
-    assert_eq!(
-        fire(&load("create_nginx_pod_privileged_2nd_container.json")).len(),
-        1
-    );
+    assert_eq!(fire(&load("create_nginx_pod_privileged_2nd_container.json")).len(), 1);
     assert!(fire(&load("create_nginx_pod_unprivileged.json")).is_empty());
     assert!(fire(&load("create_nginx_pod_hostnetwork.json")).is_empty());
 }

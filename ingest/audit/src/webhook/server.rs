@@ -33,9 +33,7 @@ pub enum AuditError {
     ListenAddr(String),
     #[error("TLS material {path}: {reason}")]
     Tls { path: String, reason: String },
-    #[error(
-        "cannot read the webhook token file {path}: {source}; create it or unset audit.token_file"
-    )]
+    #[error("cannot read the webhook token file {path}: {source}; create it or unset audit.token_file")]
     Token {
         path: PathBuf,
         #[source]
@@ -73,24 +71,17 @@ impl WebhookServer {
         cluster: &str,
         shutdown: Shutdown,
     ) -> Result<Self, AuditError> {
-        let addr: SocketAddr = config
-            .listen_addr
-            .parse()
-            .map_err(|_| AuditError::ListenAddr(config.listen_addr.clone()))?;
+        let addr: SocketAddr =
+            config.listen_addr.parse().map_err(|_| AuditError::ListenAddr(config.listen_addr.clone()))?;
         let token = match &config.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
-                    .map_err(|source| AuditError::Token {
-                        path: path.clone(),
-                        source,
-                    })?
+                    .map_err(|source| AuditError::Token { path: path.clone(), source })?
                     .trim()
                     .to_owned(),
             ),
             None => {
-                tracing::warn!(
-                    "audit webhook accepts unauthenticated requests: set audit.token_file"
-                );
+                tracing::warn!("audit webhook accepts unauthenticated requests: set audit.token_file");
                 None
             }
         };
@@ -113,29 +104,18 @@ impl WebhookServer {
         let tls_config = if config.tls_disabled {
             None
         } else {
-            Some(tls::server_config(
-                config.tls_cert_path.as_deref(),
-                config.tls_key_path.as_deref(),
-            )?)
+            Some(tls::server_config(config.tls_cert_path.as_deref(), config.tls_key_path.as_deref())?)
         };
         let task = tokio::spawn(async move {
             ComponentStarted { component: STAGE }.emit();
             let result = match tls_config {
                 Some(tls_config) => {
-                    axum_server::bind_rustls(
-                        addr,
-                        axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
-                    )
-                    .handle(serve_handle)
-                    .serve(app.into_make_service())
-                    .await
-                }
-                None => {
-                    axum_server::bind(addr)
+                    axum_server::bind_rustls(addr, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
                         .handle(serve_handle)
                         .serve(app.into_make_service())
                         .await
                 }
+                None => axum_server::bind(addr).handle(serve_handle).serve(app.into_make_service()).await,
             };
             if let Err(error) = result {
                 tracing::error!(%error, "audit webhook stopped with an error");
@@ -148,10 +128,10 @@ impl WebhookServer {
             // Let batches in flight finish (they are acknowledged to the API server only when published).
             shutdown_handle.graceful_shutdown(Some(Duration::from_secs(10)));
         });
-        let local_addr = handle.listening().await.ok_or_else(|| AuditError::Bind {
-            addr: config.listen_addr.clone(),
-            reason: "listener failed".into(),
-        })?;
+        let local_addr = handle
+            .listening()
+            .await
+            .ok_or_else(|| AuditError::Bind { addr: config.listen_addr.clone(), reason: "listener failed".into() })?;
         tracing::info!(%local_addr, tls = !config.tls_disabled, path = WEBHOOK_PATH, "audit webhook listening");
         Ok(Self { local_addr, task })
     }
@@ -173,19 +153,11 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 fn retry_later(status: StatusCode, state: &AppState, reason: &str) -> Response {
-    (
-        status,
-        [(header::RETRY_AFTER, state.retry_after.clone())],
-        reason.to_owned(),
-    )
-        .into_response()
+    (status, [(header::RETRY_AFTER, state.retry_after.clone())], reason.to_owned()).into_response()
 }
 
 async fn dead_letter(state: &AppState, payload: &[u8], reason: &str) -> Result<(), Response> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     let original = Message {
         topic: "audit-webhook".into(),
         partition: -1,
@@ -199,13 +171,7 @@ async fn dead_letter(state: &AppState, payload: &[u8], reason: &str) -> Result<(
         .bus
         .dead_letter(&state.dead_letter_topic, STAGE, &original, reason)
         .await
-        .map_err(|_| {
-            retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                state,
-                "dead-letter topic unavailable",
-            )
-        })
+        .map_err(|_| retry_later(StatusCode::SERVICE_UNAVAILABLE, state, "dead-letter topic unavailable"))
 }
 
 async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -213,11 +179,7 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
     }
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        return retry_later(
-            StatusCode::TOO_MANY_REQUESTS,
-            &state,
-            "too many batches in flight",
-        );
+        return retry_later(StatusCode::TOO_MANY_REQUESTS, &state, "too many batches in flight");
     };
     let document: Value = match serde_json::from_slice(&body) {
         Ok(document) => document,
@@ -245,9 +207,7 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
                 let payload = match state.codec.encode(&event) {
                     Ok(payload) => payload,
                     Err(error) => {
-                        if let Err(response) =
-                            dead_letter(&state, raw.to_string().as_bytes(), &error.to_string())
-                                .await
+                        if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await
                         {
                             return response;
                         }
@@ -255,31 +215,17 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
                     }
                 };
                 let key = event.partition_key();
-                let outgoing = Outgoing {
-                    topic: &state.audit_topic,
-                    key: Some(key.as_bytes()),
-                    payload: &payload,
-                    headers: &[],
-                };
+                let outgoing =
+                    Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
                 if let Err(error) = state.bus.publish(outgoing).await {
                     tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
-                    return retry_later(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &state,
-                        "event bus unavailable",
-                    );
+                    return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
                 }
-                RecordProduced {
-                    stage: STAGE,
-                    record: "AuditEvent",
-                }
-                .emit();
+                RecordProduced { stage: STAGE, record: "AuditEvent" }.emit();
             }
             // One bad event does not sink its batch: it is dead-lettered with the reason, the rest go on.
             Err(error) => {
-                if let Err(response) =
-                    dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await
-                {
+                if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await {
                     return response;
                 }
             }

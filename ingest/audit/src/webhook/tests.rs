@@ -30,11 +30,7 @@ mod tempfile_token {
 }
 
 async fn start(tls: bool, body_limit_bytes: usize) -> Fixture {
-    let path = std::env::temp_dir().join(format!(
-        "palisade-token-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let path = std::env::temp_dir().join(format!("palisade-token-{}-{}", std::process::id(), rand_suffix()));
     std::fs::write(&path, "s3cret\n").unwrap();
     let config = AuditConfig {
         listen_addr: "127.0.0.1:0".into(),
@@ -45,29 +41,16 @@ async fn start(tls: bool, body_limit_bytes: usize) -> Fixture {
     };
     let bus = Bus::in_process();
     let shutdown = Shutdown::new();
-    let server = WebhookServer::start(&config, bus.clone(), "audit", "dlq", "c1", shutdown.clone())
-        .await
-        .unwrap();
-    Fixture {
-        server,
-        bus,
-        shutdown,
-        token: tempfile_token::Token(path),
-    }
+    let server = WebhookServer::start(&config, bus.clone(), "audit", "dlq", "c1", shutdown.clone()).await.unwrap();
+    Fixture { server, bus, shutdown, token: tempfile_token::Token(path) }
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap()
 }
 
 #[tokio::test]
@@ -76,31 +59,15 @@ async fn a_batch_is_published_and_a_bad_event_is_dead_lettered_alone() {
     let mut audit = fixture.bus.subscribe(&["audit"], "t").unwrap();
     let mut dead = fixture.bus.subscribe(&["dlq"], "t").unwrap();
     let url = format!("https://{}{WEBHOOK_PATH}", fixture.server.local_addr);
-    let response = client()
-        .post(&url)
-        .bearer_auth("s3cret")
-        .body(BATCH)
-        .send()
-        .await
-        .unwrap();
+    let response = client().post(&url).bearer_auth("s3cret").body(BATCH).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let codec = Codec::<AuditEvent>::new().unwrap();
-    let first = codec
-        .decode(&audit.next().await.unwrap().unwrap().message.payload)
-        .unwrap();
-    let second = codec
-        .decode(&audit.next().await.unwrap().unwrap().message.payload)
-        .unwrap();
-    assert_eq!(
-        (first.audit_id.as_str(), second.audit_id.as_str()),
-        ("a1", "a3")
-    );
+    let first = codec.decode(&audit.next().await.unwrap().unwrap().message.payload).unwrap();
+    let second = codec.decode(&audit.next().await.unwrap().unwrap().message.payload).unwrap();
+    assert_eq!((first.audit_id.as_str(), second.audit_id.as_str()), ("a1", "a3"));
     assert_eq!(first.cluster, "c1");
     let rejected = dead.next().await.unwrap().unwrap().message;
-    assert_eq!(
-        rejected.header(HEADER_ERROR),
-        Some(&b"audit event lacks `auditID`"[..])
-    );
+    assert_eq!(rejected.header(HEADER_ERROR), Some(&b"audit event lacks `auditID`"[..]));
     fixture.shutdown.trigger();
     drop(fixture.token);
 }
@@ -111,59 +78,16 @@ async fn status_codes_for_bad_requests() {
     let mut dead = fixture.bus.subscribe(&["dlq"], "t").unwrap();
     let url = format!("http://{}{WEBHOOK_PATH}", fixture.server.local_addr);
     let http = client();
-    assert_eq!(
-        http.post(&url).body(BATCH).send().await.unwrap().status(),
-        401,
-        "no token"
-    );
-    assert_eq!(
-        http.post(&url)
-            .bearer_auth("wrong")
-            .body(BATCH)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    let big = format!(
-        "{{\"kind\":\"EventList\",\"items\":[],\"pad\":\"{}\"}}",
-        "x".repeat(8192)
-    );
-    assert_eq!(
-        http.post(&url)
-            .bearer_auth("s3cret")
-            .body(big)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        413
-    );
-    let response = http
-        .post(&url)
-        .bearer_auth("s3cret")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(http.post(&url).body(BATCH).send().await.unwrap().status(), 401, "no token");
+    assert_eq!(http.post(&url).bearer_auth("wrong").body(BATCH).send().await.unwrap().status(), 401);
+    let big = format!("{{\"kind\":\"EventList\",\"items\":[],\"pad\":\"{}\"}}", "x".repeat(8192));
+    assert_eq!(http.post(&url).bearer_auth("s3cret").body(big).send().await.unwrap().status(), 413);
+    let response = http.post(&url).bearer_auth("s3cret").body("{not json").send().await.unwrap();
     assert_eq!(response.status(), 400);
     let dead_lettered = dead.next().await.unwrap().unwrap().message;
     assert_eq!(dead_lettered.payload, b"{not json", "the raw body is kept");
-    assert!(
-        String::from_utf8_lossy(dead_lettered.header(HEADER_ERROR).unwrap())
-            .starts_with("body is not JSON")
-    );
+    assert!(String::from_utf8_lossy(dead_lettered.header(HEADER_ERROR).unwrap()).starts_with("body is not JSON"));
     let pod = r#"{"kind":"Pod"}"#;
-    assert_eq!(
-        http.post(&url)
-            .bearer_auth("s3cret")
-            .body(pod)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(http.post(&url).bearer_auth("s3cret").body(pod).send().await.unwrap().status(), 400);
     fixture.shutdown.trigger();
 }
