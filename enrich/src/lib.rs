@@ -9,7 +9,7 @@ use palisade_detect::{DetectConfig, Severity, lookup};
 use palisade_schemas::{Alert, Detection};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichConfig {
     /// Language of title, description and remediation. Only `en` is written so far.
@@ -19,6 +19,12 @@ pub struct EnrichConfig {
 
 fn default_locale() -> String {
     "en".to_owned()
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        Self { locale: default_locale() }
+    }
 }
 
 pub struct Enricher {
