@@ -4,7 +4,17 @@ use crate::detectors;
 use crate::engine::StatelessDetector;
 
 pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
-    vec![Box::new(detectors::privileged_container::PrivilegedContainer), Box::new(detectors::eicar::Eicar)]
+    vec![
+        Box::new(detectors::privileged_container::PrivilegedContainer),
+        Box::new(detectors::sensitive_mount::SensitiveMount),
+        Box::new(detectors::malicious_image::MaliciousContainerImage),
+        Box::new(detectors::rbac::ClusterAdminBinding),
+        Box::new(detectors::rbac::HighPrivilegesRole),
+        Box::new(detectors::control_plane_config::AdmissionController),
+        Box::new(detectors::control_plane_config::CoreDnsModification),
+        Box::new(detectors::delete_events::DeleteEvents),
+        Box::new(detectors::eicar::Eicar),
+    ]
 }
 
 /// Catalogue alert types that have no detector yet. Kept explicit so the gap is visible and the test below fails
@@ -14,20 +24,13 @@ pub const NOT_YET_IMPLEMENTED: &[&str] = &[
     "K8S_ExposedPostgresBroadIPRange",
     "K8S_AbnormalMiActivity",
     "K8S_ServiceAccountRareOperation",
-    "K8S_SensitiveMount",
-    "K8S_CoreDnsModification",
-    "K8S_AdmissionController",
-    "K8S_MaliciousContainerImage",
     "K8S_ExposedKubeflow",
     "K8S_ExposedDashboard",
     "K8S_ExposedService",
     "K8S_ExposedRedis",
     "K8S_TI_Proxy",
-    "K8S_DeleteEvents",
     "K8S_PenTestToolsKubeHunter",
     "K8S_KubeSystemContainer",
-    "K8S_HighPrivilegesRole",
-    "K8S_ClusterAdminBinding",
     "K8S.NODE_NamespaceCreation",
     "K8S.NODE_HistoryFileCleared",
     "K8S.NODE_SuspectConnection",

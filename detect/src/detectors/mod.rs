@@ -1,5 +1,11 @@
 //! One module per alert type or family, each with its tests.
 
+pub mod audit_object;
+pub mod control_plane_config;
+pub mod delete_events;
 pub mod eicar;
+pub mod malicious_image;
 pub mod pod_spec;
 pub mod privileged_container;
+pub mod rbac;
+pub mod sensitive_mount;

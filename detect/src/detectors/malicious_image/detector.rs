@@ -1,0 +1,47 @@
+//! K8S_MaliciousContainerImage: a container of any workload kind uses an image whose repository name is a known
+//! crypto-miner (`detect/data/miner_images.txt`), whatever the registry or tag.
+
+use crate::detectors::pod_spec::changed_pod_template;
+use crate::engine::{Event, Finding, StatelessDetector};
+use crate::lists::{MINER_IMAGES, image_repository};
+use crate::meta::{AlertTypeMeta, catalogue_entry};
+
+const META: &AlertTypeMeta = catalogue_entry("K8S_MaliciousContainerImage");
+
+pub struct MaliciousContainerImage;
+
+fn miner_name(image: &str) -> Option<&'static str> {
+    let repository = image_repository(image).to_lowercase();
+    let last = repository.rsplit('/').next().unwrap_or(&repository).to_owned();
+    MINER_IMAGES.iter().map(String::as_str).find(|name| last == *name || last.starts_with(&format!("{name}-")))
+}
+
+impl StatelessDetector for MaliciousContainerImage {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        META
+    }
+
+    fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Audit(audit) = event else { return Vec::new() };
+        let Some(template) = changed_pod_template(audit) else { return Vec::new() };
+        template
+            .containers()
+            .into_iter()
+            .filter_map(|container| {
+                let image = container.image?;
+                let miner = miner_name(image)?;
+                let mut finding = Finding {
+                    subject: format!("{}/{}", container.list, container.name),
+                    namespace: template.namespace.clone(),
+                    pod: template.workload.strip_prefix("Pod/").map(str::to_owned),
+                    workload: Some(template.workload.clone()),
+                    image: Some(image.to_owned()),
+                    ..Finding::default()
+                };
+                finding.details.insert("container".into(), container.name.to_owned());
+                finding.details.insert("matched_miner".into(), miner.to_owned());
+                Some(finding)
+            })
+            .collect()
+    }
+}

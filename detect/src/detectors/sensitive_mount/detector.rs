@@ -1,0 +1,55 @@
+//! K8S_SensitiveMount: a workload of any kind is created or changed with a hostPath volume on a sensitive host
+//! path (the path or anything under it; `/` only itself). List: `detect/data/sensitive_host_paths.txt`.
+
+use serde_json::Value;
+
+use crate::detectors::pod_spec::changed_pod_template;
+use crate::engine::{Event, Finding, StatelessDetector};
+use crate::lists::SENSITIVE_HOST_PATHS;
+use crate::meta::{AlertTypeMeta, catalogue_entry};
+
+const META: &AlertTypeMeta = catalogue_entry("K8S_SensitiveMount");
+
+pub struct SensitiveMount;
+
+/// The sensitive path that `path` is, or lies under.
+pub fn sensitive(path: &str) -> Option<&'static str> {
+    let trimmed = path.trim_end_matches('/');
+    let path = if trimmed.is_empty() { "/" } else { trimmed };
+    SENSITIVE_HOST_PATHS.iter().map(String::as_str).find(|candidate| {
+        path == *candidate
+            || (*candidate != "/" && path.strip_prefix(candidate).is_some_and(|rest| rest.starts_with('/')))
+    })
+}
+
+impl StatelessDetector for SensitiveMount {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        META
+    }
+
+    fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Audit(audit) = event else { return Vec::new() };
+        let Some(template) = changed_pod_template(audit) else { return Vec::new() };
+        let volumes = template.spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+        volumes
+            .iter()
+            .filter_map(|volume| {
+                let path = volume.pointer("/hostPath/path").and_then(Value::as_str)?;
+                let matched = sensitive(path)?;
+                let name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
+                let mut finding = Finding {
+                    subject: format!("volume/{name}"),
+                    namespace: template.namespace.clone(),
+                    pod: template.workload.strip_prefix("Pod/").map(str::to_owned),
+                    workload: Some(template.workload.clone()),
+                    image: template.containers().first().and_then(|c| c.image).map(str::to_owned),
+                    ..Finding::default()
+                };
+                finding.details.insert("volume".into(), name.to_owned());
+                finding.details.insert("host_path".into(), path.to_owned());
+                finding.details.insert("sensitive_path".into(), matched.to_owned());
+                Some(finding)
+            })
+            .collect()
+    }
+}
