@@ -13,6 +13,10 @@ pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
         Box::new(detectors::control_plane_config::AdmissionController),
         Box::new(detectors::control_plane_config::CoreDnsModification),
         Box::new(detectors::delete_events::DeleteEvents),
+        Box::new(detectors::exposed::ExposedDashboard),
+        Box::new(detectors::exposed::ExposedRedis),
+        Box::new(detectors::exposed::ExposedService),
+        Box::new(detectors::exposed::ExposedPostgresBroadIpRange),
         Box::new(detectors::eicar::Eicar),
     ]
 }
@@ -21,13 +25,9 @@ pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
 /// when a detector is added without updating it (or one disappears).
 pub const NOT_YET_IMPLEMENTED: &[&str] = &[
     "K8S_ExposedPostgresTrustAuth",
-    "K8S_ExposedPostgresBroadIPRange",
     "K8S_AbnormalMiActivity",
     "K8S_ServiceAccountRareOperation",
     "K8S_ExposedKubeflow",
-    "K8S_ExposedDashboard",
-    "K8S_ExposedService",
-    "K8S_ExposedRedis",
     "K8S_TI_Proxy",
     "K8S_PenTestToolsKubeHunter",
     "K8S_KubeSystemContainer",

@@ -4,6 +4,7 @@ pub mod audit_object;
 pub mod control_plane_config;
 pub mod delete_events;
 pub mod eicar;
+pub mod exposed;
 pub mod malicious_image;
 pub mod pod_spec;
 pub mod privileged_container;
