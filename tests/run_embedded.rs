@@ -4,19 +4,39 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Kills the child if the test fails first, so no `palisade run` outlives it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const METRICS_ADDR: &str = "127.0.0.1:19464";
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 #[test]
 fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
     let dir = tempfile::tempdir().unwrap();
     let alerts = dir.path().join("alerts.jsonl");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["run", "--quiet", "--alerts-file"])
-        .arg(&alerts)
-        .env("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["run", "--quiet", "--alerts-file"])
+            .arg(&alerts)
+            .env("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0")
+            .env("PALISADE__METRICS_LISTEN_ADDR", METRICS_ADDR)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Ready when it says so on stderr.
-    let stderr = run.stderr.take().unwrap();
+    let stderr = run.0.stderr.take().unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -47,12 +67,32 @@ fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
     assert_eq!(alert["severity"], "High");
     assert_eq!(alert["in_container"], false);
 
+    // The metrics endpoint shows the collector and the stages at work (collector counters are exported every
+    // second, so wait for the first report).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let text = reqwest::blocking::get(format!("http://{METRICS_ADDR}/metrics")).unwrap().text().unwrap();
+        if metric(&text, r#"palisade_collect_events_total{what="exec"}"#).unwrap_or(0.0) >= 1.0
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metric(&metrics, r#"palisade_collect_events_total{what="exec"}"#).unwrap_or(0.0) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"palisade_collect_events_total{what="kernel_drop"}"#), Some(0.0), "{metrics}");
+    assert_eq!(metric(&metrics, r#"palisade_component_up{component="sink"}"#), Some(1.0), "{metrics}");
+    assert!(
+        metric(&metrics, r#"palisade_stage_produced_total{record="Alert",stage="enrich"}"#).unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+
     // SIGTERM: drains and exits 0.
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(run.0.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
+        if let Some(status) = run.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "palisade run did not stop on SIGTERM");

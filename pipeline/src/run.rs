@@ -3,6 +3,7 @@
 //! and appended to the alerts file. Shutdown stops the sources first, then lets each stage drain its queue
 //! before the next one stops, so nothing accepted is lost.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -72,7 +73,9 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     let mut collect_task = None;
     if config.collect.enabled {
         match palisade_collect::loader::unavailable_reason() {
-            Some(reason) => eprintln!("palisade: node collection is off: {reason}"),
+            Some(reason) => {
+                let _ = writeln!(std::io::stderr(), "palisade: node collection is off: {reason}");
+            }
             None => {
                 let (started, events) = Collector::start(&config.collect, &config.node_name())?;
                 collect_task = Some(tokio::spawn(stages::collect::run(
@@ -86,7 +89,8 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
             }
         }
     }
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "palisade: running (audit webhook https{}://{}{}, node collection {}, alerts to {})",
         if config.audit.tls_disabled { "-disabled" } else { "" },
         webhook.local_addr,

@@ -26,11 +26,13 @@ impl Shutdown {
                     return;
                 }
             };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received, draining"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, draining"),
-            }
+            let signal = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+            // Cancel first: nothing after this (logging included) may keep the process from stopping.
             token.cancel();
+            tracing::info!(signal, "signal received, draining");
         });
     }
 

@@ -9,7 +9,9 @@ use prometheus::{IntCounterVec, IntGaugeVec, register_int_counter_vec, register_
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A closed stderr (a supervisor gone) must not turn a log line into a panic.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 

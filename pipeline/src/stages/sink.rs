@@ -2,6 +2,7 @@
 //! A batch is acknowledged only after every output took it; a document the index refuses for its content goes to
 //! the dead-letter topic with the reason, and the rest of its batch is still indexed.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use palisade_runtime::bus::Outgoing;
@@ -131,7 +132,8 @@ pub async fn run(
                     .map_err(|source| PipelineError::AlertsFile { path: file.path().display().to_string(), source })?;
             }
             if outputs.print {
-                println!("{}", human_line(alert));
+                // A closed stdout (`| head`) must not stop the sink; the other outputs still count.
+                let _ = writeln!(std::io::stdout().lock(), "{}", human_line(alert));
             }
         }
         for (delivery, _) in alerts {
