@@ -192,3 +192,31 @@ pub fn apiserver() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
+
+/// Reads JSON alerts from `topic` (read_committed, from the start) until `done` says enough or time runs out.
+pub fn collect_alerts(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("e2e-collector-{}", run_id()))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && !done(&seen) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200))
+            && let Some(payload) = message.payload()
+        {
+            seen.push(serde_json::from_slice(payload).expect("alerts topic carries JSON in these tests"));
+        }
+    }
+    seen
+}

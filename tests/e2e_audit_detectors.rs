@@ -1,0 +1,194 @@
+//! Every control-plane detector built so far, fed by the real kube-apiserver: objects are created through its
+//! REST API, the audit webhook carries the events to `palisade audit`, and the alerts topic must show exactly
+//! the expected alert types — and none for the harmless twins created beside them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn create(api: &reqwest::blocking::Client, path: &str, body: Value) {
+    let base = common::env("PALISADE_TEST_APISERVER");
+    let response = api.post(format!("{base}{path}")).json(&body).send().unwrap();
+    let status = response.status();
+    assert!(status.is_success(), "POST {path}: {status} {}", response.text().unwrap());
+}
+
+#[test]
+fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
+    let pki = common::env("PALISADE_TEST_PKI");
+    let mut stack = common::Stack::new("detectors");
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", &common::env("PALISADE_TEST_AUDIT_WEBHOOK_ADDR"));
+    stack.set("PALISADE__AUDIT__TLS_CERT_PATH", &format!("{pki}/audit-webhook.crt"));
+    stack.set("PALISADE__AUDIT__TLS_KEY_PATH", &format!("{pki}/audit-webhook.key"));
+    stack.set("PALISADE__AUDIT__TOKEN_FILE", &format!("{pki}/audit-webhook.token"));
+    for stage in ["audit", "detect", "enrich", "sink"] {
+        stack.spawn(&[stage]);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stack.assert_running();
+
+    let api = common::apiserver();
+    let id = stack.run.to_lowercase();
+    let ns = format!("e2e-{id}");
+    create(&api, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    let pods = format!("/api/v1/namespaces/{ns}/pods");
+    let services = format!("/api/v1/namespaces/{ns}/services");
+    let container = json!({"name": "app", "image": "busybox:1.36"});
+
+    // Should fire.
+    create(
+        &api,
+        &pods,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "socket"},
+        "spec": {"containers": [container], "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]}}),
+    );
+    create(
+        &api,
+        &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "miner"}, "spec": {"selector": {"matchLabels": {"app": "miner"}},
+        "template": {"metadata": {"labels": {"app": "miner"}}, "spec": {"containers": [{"name": "m", "image": "metal3d/xmrig:latest"}]}}}}),
+    );
+    create(
+        &api,
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding", "metadata": {"name": format!("{id}-admin")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]}),
+    );
+    create(
+        &api,
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole", "metadata": {"name": format!("{id}-everything")},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
+    );
+    create(
+        &api,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": format!("{id}-hook")},
+        "webhooks": [{"name": "audit.example.com", "clientConfig": {"url": "https://203.0.113.10/validate"},
+            "rules": [{"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["cronjobs"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 1,
+            "namespaceSelector": {"matchLabels": {"palisade-e2e-never": "true"}}}]}),
+    );
+    create(
+        &api,
+        "/api/v1/namespaces/kube-system/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "coredns-custom"}, "data": {"evil.server": format!("{id}.example:53 {{ forward . 198.51.100.9 }}")}}),
+    );
+    create(
+        &api,
+        &format!("/api/v1/namespaces/{ns}/events"),
+        json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "trace"}, "involvedObject": {"kind": "Pod", "name": "socket", "namespace": ns},
+        "reason": "Test", "message": "to be deleted"}),
+    );
+    let base = common::env("PALISADE_TEST_APISERVER");
+    let deleted = api.delete(format!("{base}/api/v1/namespaces/{ns}/events/trace")).send().unwrap();
+    assert!(deleted.status().is_success());
+    for (name, port, ranges) in [
+        ("cache", 6379, json!(null)),
+        ("kubernetes-dashboard", 443, json!(null)),
+        ("db", 5432, json!(["0.0.0.0/0"])),
+        ("argocd-server", 443, json!(null)),
+    ] {
+        let mut spec = json!({"type": "LoadBalancer", "ports": [{"port": port}], "selector": {"app": name}});
+        if !ranges.is_null() {
+            spec["loadBalancerSourceRanges"] = ranges;
+        }
+        create(
+            &api,
+            &services,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}),
+        );
+    }
+
+    // Harmless twins: must not fire.
+    create(
+        &api,
+        &pods,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "data"},
+        "spec": {"containers": [container], "volumes": [{"name": "d", "hostPath": {"path": "/srv/data"}}]}}),
+    );
+    create(
+        &api,
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole", "metadata": {"name": format!("{id}-reader")},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
+    );
+    create(
+        &api,
+        &services,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "internal-cache"},
+        "spec": {"type": "ClusterIP", "ports": [{"port": 6379}], "selector": {"app": "cache"}}}),
+    );
+
+    let expected: BTreeSet<&str> = [
+        "K8S_SensitiveMount",
+        "K8S_MaliciousContainerImage",
+        "K8S_ClusterAdminBinding",
+        "K8S_HighPrivilegesRole",
+        "K8S_AdmissionController",
+        "K8S_CoreDnsModification",
+        "K8S_DeleteEvents",
+        "K8S_ExposedRedis",
+        "K8S_ExposedDashboard",
+        "K8S_ExposedPostgresBroadIPRange",
+        "K8S_ExposedService",
+    ]
+    .into_iter()
+    .collect();
+    let ours = |alert: &Value| {
+        alert["namespace"] == ns.as_str()
+            || alert["workload"].as_str().is_some_and(|w| w.contains(&id))
+            || alert["evidence"][0].as_str().is_some_and(|e| e.contains(&id))
+    };
+    common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(60), |seen: &[Value]| {
+        let types: BTreeSet<&str> = seen.iter().filter(|a| ours(a)).filter_map(|a| a["alert_type"].as_str()).collect();
+        expected.iter().all(|t| types.contains(t))
+    });
+    // Give stragglers (a wrong alert for a twin) time to arrive, then judge on everything the topic holds.
+    std::thread::sleep(Duration::from_secs(2));
+    let alerts: Vec<Value> = common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(3), |_| false)
+        .into_iter()
+        .filter(|a| ours(a))
+        .collect();
+    let seen: BTreeSet<&str> = alerts.iter().filter_map(|a| a["alert_type"].as_str()).collect();
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    assert!(missing.is_empty(), "missing alert types {missing:?}; got {seen:?}\naudit log:\n{}", stack.log("audit"));
+    for alert in &alerts {
+        let workload = alert["workload"].as_str().unwrap_or_default();
+        assert!(
+            !workload.ends_with("/data") && !workload.contains("-reader") && !workload.ends_with("/internal-cache"),
+            "a harmless twin raised {}: {workload}",
+            alert["alert_type"]
+        );
+    }
+    let by_type = |t: &str| alerts.iter().find(|a| a["alert_type"] == t).unwrap();
+    assert_eq!(by_type("K8S_MaliciousContainerImage")["workload"], "Deployment/miner");
+    assert_eq!(by_type("K8S_SensitiveMount")["details"]["host_path"], "/var/run/docker.sock");
+    assert_eq!(by_type("K8S_ClusterAdminBinding")["details"]["subjects"], format!("ServiceAccount:{ns}/default"));
+    assert_eq!(by_type("K8S_AdmissionController")["details"]["webhook_targets"], "https://203.0.113.10/validate");
+    assert_eq!(by_type("K8S_DeleteEvents")["user"], "palisade-test-admin");
+
+    // Clean up the cluster-scoped objects (the namespace takes the rest).
+    for path in [
+        format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{id}-admin"),
+        format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{id}-everything"),
+        format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{id}-reader"),
+        format!("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{id}-hook"),
+        "/api/v1/namespaces/kube-system/configmaps/coredns-custom".to_owned(),
+        format!("/api/v1/namespaces/{ns}"),
+    ] {
+        let _ = api.delete(format!("{base}{path}")).send();
+    }
+}
