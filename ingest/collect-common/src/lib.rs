@@ -16,6 +16,44 @@ pub const COMM_LEN: usize = 16;
 pub const KIND_EXEC: u32 = 1;
 pub const KIND_FORK: u32 = 2;
 pub const KIND_EXIT: u32 = 3;
+pub const KIND_SYSCALL: u32 = 4;
+
+/// `SyscallEvent::syscall`: which syscall entry the record comes from.
+pub const SYS_CONNECT: u32 = 1;
+pub const SYS_UNSHARE: u32 = 2;
+pub const SYS_SETNS: u32 = 3;
+pub const SYS_CLONE: u32 = 4;
+pub const SYS_CLONE3: u32 = 5;
+pub const SYS_KILL: u32 = 6;
+pub const SYS_TKILL: u32 = 7;
+pub const SYS_TGKILL: u32 = 8;
+pub const SYS_SETUID: u32 = 9;
+pub const SYS_SETGID: u32 = 10;
+pub const SYS_SETREUID: u32 = 11;
+pub const SYS_SETREGID: u32 = 12;
+pub const SYS_SETRESUID: u32 = 13;
+pub const SYS_SETRESGID: u32 = 14;
+pub const SYS_OPENAT: u32 = 15;
+pub const SYS_UNLINKAT: u32 = 16;
+pub const SYS_RENAMEAT2: u32 = 17;
+pub const SYS_UTIMENSAT: u32 = 18;
+pub const SYS_FCHMODAT: u32 = 19;
+pub const SYS_FCHOWNAT: u32 = 20;
+pub const SYS_TRUNCATE: u32 = 21;
+pub const SYS_UNLINK: u32 = 22;
+pub const SYS_RENAME: u32 = 23;
+pub const SYS_RENAMEAT: u32 = 24;
+
+/// Flags of clone/unshare that create namespaces (CLONE_NEWNS .. CLONE_NEWNET, CLONE_NEWTIME).
+pub const CLONE_NEW_MASK: u64 = 0x7E02_0080;
+
+pub const PATH_LEN: usize = 256;
+pub const EXTRA_LEN: usize = 32;
+/// Path filters the kernel applies to file syscalls (a path, or the second path of a rename, must start with one
+/// of the prefixes or end with one of the suffixes). Kept in two LPM tries: prefixes as written, suffixes
+/// reversed, so one lookup each decides (no loops for the verifier to walk).
+pub const MAX_PATH_FILTERS: u32 = 64;
+pub const PATH_FILTER_LEN: usize = 64;
 
 /// `ExecEvent::flags`: argv was longer than `ARGV_LIMIT` or had more than `MAX_ARGS` arguments.
 pub const FLAG_ARGV_TRUNCATED: u32 = 1;
@@ -72,6 +110,20 @@ pub struct ExitEvent {
     pub header: EventHeader,
 }
 
+/// One syscall entry: up to six raw arguments, up to two paths read from user memory, and 32 extra bytes
+/// (the sockaddr of connect, the timespecs of utimensat).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    pub syscall: u32,
+    pub reserved: u32,
+    pub args: [u64; 6],
+    pub path: [u8; PATH_LEN],
+    pub path2: [u8; PATH_LEN],
+    pub extra: [u8; EXTRA_LEN],
+}
+
 /// Which per-CPU counter of `COUNTERS` counts what.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
 pub const COUNTER_PENDING_INSERT_FAILURES: u32 = 1;
@@ -82,6 +134,7 @@ const _: () = assert!(core::mem::size_of::<PendingExec>() == 8 + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + FILENAME_LEN + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 56 + 8 + 48 + 2 * PATH_LEN + EXTRA_LEN);
 
 #[cfg(feature = "user")]
 mod user {
@@ -90,4 +143,5 @@ mod user {
     unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::ForkEvent {}
     unsafe impl aya::Pod for super::ExitEvent {}
+    unsafe impl aya::Pod for super::SyscallEvent {}
 }

@@ -15,13 +15,10 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
 };
 use aya_ebpf::macros::{map, tracepoint};
-use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
-use palisade_collect_common::{
-    ARGV_LIMIT, COUNTER_PENDING_INSERT_FAILURES, COUNTER_RINGBUF_DROPS, COUNTER_SLOTS, EventHeader, ExecEvent,
-    ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT, KIND_FORK, MAX_ARGS,
-    PendingExec,
-};
+use palisade_collect_common::*;
 
 /// Thread group id of the collector; its own activity is not reported. Set by the loader.
 #[unsafe(no_mangle)]
@@ -43,6 +40,11 @@ static PENDING: HashMap<u32, PendingExec> = HashMap::with_max_entries(4096, 0);
 static SCRATCH: PerCpuArray<PendingExec> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+/// Filled by the collector from its configuration: watched path prefixes, and suffixes stored reversed.
+#[map]
+static PATH_PREFIXES: LpmTrie<[u8; PATH_FILTER_LEN], u8> = LpmTrie::with_max_entries(MAX_PATH_FILTERS, 0);
+#[map]
+static PATH_SUFFIXES: LpmTrie<[u8; PATH_FILTER_LEN], u8> = LpmTrie::with_max_entries(MAX_PATH_FILTERS, 0);
 
 #[inline(always)]
 fn global(value: &u32) -> u32 {
@@ -225,6 +227,237 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     }
     0
 }
+
+// ---- syscall entries ------------------------------------------------------------------------------------------
+// Every `syscalls/sys_enter_*` record has `__syscall_nr` at 8 and argument n at 16 + 8 * n.
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, index: usize) -> u64 {
+    // SAFETY: reading the tracepoint record; callers pass only indices the syscall has.
+    unsafe { ctx.read_at::<u64>(16 + 8 * index) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_user_path(pointer: u64, destination: &mut [u8; PATH_LEN]) -> usize {
+    if pointer == 0 {
+        destination[0] = 0;
+        return 0;
+    }
+    // SAFETY: user pointer read through the helper, which fails instead of faulting.
+    let read = unsafe {
+        bpf_probe_read_user_str(destination.as_mut_ptr() as *mut c_void, PATH_LEN as u32, pointer as *const c_void)
+    };
+    if read <= 0 {
+        destination[0] = 0;
+        return 0;
+    }
+    read as usize - 1
+}
+
+/// True when `path[..length]` starts with a watched prefix or ends with a watched suffix.
+#[inline(always)]
+fn path_matches(path: &[u8; PATH_LEN], length: usize) -> bool {
+    if length == 0 {
+        return false;
+    }
+    let head = if length < PATH_FILTER_LEN { length } else { PATH_FILTER_LEN };
+    let mut key = Key::new((head * 8) as u32, [0u8; PATH_FILTER_LEN]);
+    key.data.copy_from_slice(&path[..PATH_FILTER_LEN]);
+    if PATH_PREFIXES.get(&key).is_some() {
+        return true;
+    }
+    let mut reversed = [0u8; PATH_FILTER_LEN];
+    for index in 0..PATH_FILTER_LEN {
+        if index >= head {
+            break;
+        }
+        reversed[index] = path[(length - 1 - index) & (PATH_LEN - 1)];
+    }
+    key.data = reversed;
+    PATH_SUFFIXES.get(&key).is_some()
+}
+
+/// Where a syscall's paths are: argument indices of the first and second path (if any).
+#[derive(Clone, Copy)]
+struct Paths {
+    first: Option<usize>,
+    second: Option<usize>,
+}
+
+const NO_PATHS: Paths = Paths { first: None, second: None };
+
+/// Reserves a record, fills header, arguments and paths; `keep` decides (with the record filled) whether it is
+/// submitted or discarded.
+#[inline(always)]
+fn emit_syscall(
+    ctx: &TracePointContext,
+    syscall: u32,
+    arguments: usize,
+    paths: Paths,
+    keep: impl FnOnce(&mut SyscallEvent) -> bool,
+) {
+    let header = header(KIND_SYSCALL);
+    if is_collector(header.tgid) {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
+        count(COUNTER_RINGBUF_DROPS);
+        return;
+    };
+    // SAFETY: `event` points at a reserved record of the right size; the fields userspace reads are written
+    // below (paths are NUL-terminated by the read helpers or set empty).
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    event.header = header;
+    event.syscall = syscall;
+    event.reserved = 0;
+    for index in 0..6 {
+        event.args[index] = if index < arguments { arg(ctx, index) } else { 0 };
+    }
+    event.path[0] = 0;
+    event.path2[0] = 0;
+    let mut matched = paths.first.is_none() && paths.second.is_none();
+    if let Some(first) = paths.first {
+        let length = read_user_path(event.args[first.min(5)], &mut event.path);
+        matched |= path_matches(&event.path, length);
+    }
+    if let Some(second) = paths.second {
+        let length = read_user_path(event.args[second.min(5)], &mut event.path2);
+        matched |= path_matches(&event.path2, length);
+    }
+    if matched && keep(event) {
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+    } else {
+        entry.discard(BPF_RB_NO_WAKEUP as u64);
+    }
+}
+
+macro_rules! path_syscall {
+    ($program:ident, $syscall:expr, $arguments:expr, $first:expr, $second:expr) => {
+        #[tracepoint]
+        pub fn $program(ctx: TracePointContext) -> u32 {
+            emit_syscall(&ctx, $syscall, $arguments, Paths { first: $first, second: $second }, |_| true);
+            0
+        }
+    };
+}
+
+path_syscall!(sys_enter_openat, SYS_OPENAT, 4, Some(1), None);
+path_syscall!(sys_enter_unlinkat, SYS_UNLINKAT, 3, Some(1), None);
+path_syscall!(sys_enter_unlink, SYS_UNLINK, 1, Some(0), None);
+path_syscall!(sys_enter_renameat2, SYS_RENAMEAT2, 5, Some(1), Some(3));
+path_syscall!(sys_enter_renameat, SYS_RENAMEAT, 4, Some(1), Some(3));
+path_syscall!(sys_enter_rename, SYS_RENAME, 2, Some(0), Some(1));
+path_syscall!(sys_enter_fchmodat, SYS_FCHMODAT, 3, Some(1), None);
+path_syscall!(sys_enter_fchownat, SYS_FCHOWNAT, 5, Some(1), None);
+path_syscall!(sys_enter_truncate, SYS_TRUNCATE, 2, Some(0), None);
+
+/// utimensat also keeps the two timespecs it sets (atime, mtime) in `extra`. With no path it is futimens(fd)
+/// — how `touch` sets times — and is always reported; the collector names the file from the process's last open.
+#[tracepoint]
+pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_UTIMENSAT, 4, NO_PATHS, |event| {
+        let pointer = event.args[1];
+        let keep = if pointer == 0 {
+            true
+        } else {
+            let length = read_user_path(pointer, &mut event.path);
+            path_matches(&event.path, length)
+        };
+        let times = event.args[2];
+        event.extra = [0; EXTRA_LEN];
+        if keep && times != 0 {
+            // SAFETY: user pointer read through the helper.
+            let _ = unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(times as *const u8, &mut event.extra) };
+        }
+        keep
+    });
+    0
+}
+
+/// Only internet sockets: the sockaddr is kept in `extra`.
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_CONNECT, 3, NO_PATHS, |event| {
+        let address = event.args[1];
+        if address == 0 {
+            return false;
+        }
+        // SAFETY: user pointer read through the helper.
+        if unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(address as *const u8, &mut event.extra[..28]) }.is_err()
+        {
+            return false;
+        }
+        let family = u16::from_ne_bytes([event.extra[0], event.extra[1]]);
+        family == 2 || family == 10
+    });
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_unshare(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_UNSHARE, 1, NO_PATHS, |event| event.args[0] & CLONE_NEW_MASK != 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_setns(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_SETNS, 2, NO_PATHS, |_| true);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_CLONE, 1, NO_PATHS, |event| event.args[0] & CLONE_NEW_MASK != 0);
+    0
+}
+
+/// clone3 takes a `struct clone_args` whose first field is the flags.
+#[tracepoint]
+pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_CLONE3, 2, NO_PATHS, |event| {
+        // SAFETY: user pointer read through the helper.
+        let flags: u64 = unsafe { bpf_probe_read_user(event.args[0] as *const u64) }.unwrap_or(0);
+        event.args[2] = flags;
+        flags & CLONE_NEW_MASK != 0
+    });
+    0
+}
+
+/// Signal 0 only probes whether a process exists; it is not reported.
+#[tracepoint]
+pub fn sys_enter_kill(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_KILL, 2, NO_PATHS, |event| event.args[1] != 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_tkill(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_TKILL, 2, NO_PATHS, |event| event.args[1] != 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_tgkill(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_TGKILL, 3, NO_PATHS, |event| event.args[2] != 0);
+    0
+}
+
+macro_rules! id_syscall {
+    ($program:ident, $syscall:expr, $arguments:expr) => {
+        #[tracepoint]
+        pub fn $program(ctx: TracePointContext) -> u32 {
+            emit_syscall(&ctx, $syscall, $arguments, NO_PATHS, |_| true);
+            0
+        }
+    };
+}
+
+id_syscall!(sys_enter_setuid, SYS_SETUID, 1);
+id_syscall!(sys_enter_setgid, SYS_SETGID, 1);
+id_syscall!(sys_enter_setreuid, SYS_SETREUID, 2);
+id_syscall!(sys_enter_setregid, SYS_SETREGID, 2);
+id_syscall!(sys_enter_setresuid, SYS_SETRESUID, 3);
+id_syscall!(sys_enter_setresgid, SYS_SETRESGID, 3);
 
 #[cfg(not(test))]
 #[panic_handler]

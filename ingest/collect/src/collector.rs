@@ -16,6 +16,7 @@ use crate::cgroup::CgroupResolver;
 use crate::loader;
 use crate::process_table::ProcessTable;
 use crate::records::{Record, c_string, decode};
+use crate::syscalls::Meaning;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -44,6 +45,46 @@ pub struct CollectConfig {
     /// Most processes kept in the process table.
     #[serde(default = "default_process_table_max_entries")]
     pub process_table_max_entries: usize,
+    /// File syscalls (open, unlink, rename, chmod, chown, truncate, utimensat) are reported only for paths that
+    /// start with one of these (filtered in the kernel; at most 64 prefixes and 64 suffixes, 64 bytes each).
+    #[serde(default = "default_watch_path_prefixes")]
+    pub watch_path_prefixes: Vec<String>,
+    /// ... or end with one of these.
+    #[serde(default = "default_watch_path_suffixes")]
+    pub watch_path_suffixes: Vec<String>,
+}
+
+fn default_watch_path_prefixes() -> Vec<String> {
+    [
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/etc/passwd",
+        "/etc/sudoers",
+        "/etc/ld.so.preload",
+        "/etc/cron",
+        "/var/spool/cron",
+        "/etc/systemd/",
+        "/lib/systemd/system/",
+        "/usr/lib/systemd/system/",
+        "/var/log/",
+        "/var/lib/kubelet/",
+        "/etc/kubernetes/",
+        "/root/.ssh/",
+        "/etc/ssh/",
+        "/var/run/secrets/kubernetes.io/",
+        "/run/secrets/kubernetes.io/",
+        "/tmp/",
+        "/var/tmp/",
+        "/dev/shm/",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_watch_path_suffixes() -> Vec<String> {
+    ["_history", "/.history", "/authorized_keys", "/authorized_keys2", "/.kube/config", "/id_rsa", "/id_ed25519"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 const fn default_enabled() -> bool {
@@ -66,6 +107,8 @@ impl Default for CollectConfig {
             poll_interval_ms: default_poll_interval_ms(),
             queue_capacity: default_queue_capacity(),
             process_table_max_entries: default_process_table_max_entries(),
+            watch_path_prefixes: default_watch_path_prefixes(),
+            watch_path_suffixes: default_watch_path_suffixes(),
         }
     }
 }
@@ -76,6 +119,8 @@ pub struct CollectorStats {
     pub exec_events: AtomicU64,
     pub fork_events: AtomicU64,
     pub exit_events: AtomicU64,
+    /// File, network, namespace, signal and privilege records.
+    pub syscall_events: AtomicU64,
     /// Events the kernel could not put in the ring buffer (it was full).
     pub kernel_drops: AtomicU64,
     /// execve argument captures the kernel could not store.
@@ -97,13 +142,17 @@ struct Reader {
     table: ProcessTable,
     cgroups: CgroupResolver,
     sequence: u64,
+    /// Last watched path each process opened, to name the file of a later futimens(fd) (utimensat without path).
+    last_open: std::collections::HashMap<u32, String>,
 }
 
 impl Collector {
     /// Loads the programs and starts the reader thread. Exec events go to the returned channel; fork and exit
     /// only maintain the process table.
     pub fn start(config: &CollectConfig, node: &str) -> Result<(Self, mpsc::Receiver<NodeEvent>), CollectError> {
-        let mut loaded = loader::load(std::process::id())?;
+        let filters =
+            loader::PathFilters { prefixes: &config.watch_path_prefixes, suffixes: &config.watch_path_suffixes };
+        let mut loaded = loader::load(std::process::id(), &filters)?;
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CollectorStats::default());
@@ -116,6 +165,7 @@ impl Collector {
             table,
             cgroups: CgroupResolver::new(),
             sequence: 0,
+            last_open: std::collections::HashMap::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
@@ -171,6 +221,46 @@ fn wall_minus_monotonic_ns() -> i64 {
 }
 
 impl Reader {
+    /// A `NodeEvent` about the current process of `header`, with what the process table knows of it.
+    fn base_event(&mut self, header: &palisade_collect_common::EventHeader, kind: NodeEventKind) -> NodeEvent {
+        let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
+        let (executable, argv) = self.table.command(header.tgid).unwrap_or_default();
+        self.sequence += 1;
+        NodeEvent {
+            event_id: format!("{}/{}/{}/{}", self.node, self.boot_id, header.ktime_ns, self.sequence),
+            kind,
+            node: self.node.clone(),
+            kernel_time_ns: header.ktime_ns as i64,
+            timestamp_ms: (header.ktime_ns as i64 + self.boot_wall_offset_ns) / 1_000_000,
+            pid: i64::from(header.pid),
+            tgid: i64::from(header.tgid),
+            ppid: i64::from(self.table.ppid(header.tgid)),
+            uid: i64::from(header.uid),
+            euid: i64::from(header.uid),
+            gid: i64::from(header.gid),
+            comm: c_string(&header.comm),
+            executable: (!executable.is_empty()).then_some(executable),
+            argv,
+            argv_truncated: false,
+            cwd: None,
+            tty: None,
+            stdio: Vec::new(),
+            capabilities_effective: None,
+            cgroup_id: header.cgroup_id as i64,
+            in_container: attribution.container_id.is_some(),
+            container_id: attribution.container_id,
+            pod_uid: attribution.pod_uid,
+            ancestry: self.table.ancestry(header.tgid),
+            exit_code: None,
+            clone_flags: None,
+            file: None,
+            net: None,
+            namespace: None,
+            signal: None,
+            privilege: None,
+        }
+    }
+
     fn handle(&mut self, record: Record, stats: &CollectorStats) -> Option<NodeEvent> {
         match record {
             Record::Fork { header, child_pid } => {
@@ -181,7 +271,37 @@ impl Reader {
             Record::Exit { header } => {
                 stats.exit_events.fetch_add(1, Ordering::Relaxed);
                 self.table.record_exit(header.tgid);
+                self.last_open.remove(&header.tgid);
                 None
+            }
+            Record::Syscall(event) => {
+                stats.syscall_events.fetch_add(1, Ordering::Relaxed);
+                let (kind, meaning) = crate::syscalls::meaning(&event)?;
+                let mut node_event = self.base_event(&event.header, kind);
+                match meaning {
+                    Meaning::File(file_kind, mut detail) => {
+                        if file_kind == NodeEventKind::FileOpen {
+                            if self.last_open.len() > 4096 {
+                                self.last_open.clear();
+                            }
+                            self.last_open.insert(event.header.tgid, detail.path.clone());
+                        } else if file_kind == NodeEventKind::FileUtimes && detail.path.is_empty() {
+                            detail.path = self.last_open.get(&event.header.tgid).cloned().unwrap_or_default();
+                        }
+                        node_event.file = Some(detail);
+                    }
+                    Meaning::Net(detail) => node_event.net = Some(detail),
+                    Meaning::Namespace(detail) => node_event.namespace = Some(detail),
+                    Meaning::Privilege(detail) => node_event.privilege = Some(detail),
+                    Meaning::Signal(mut detail) => {
+                        let target = detail.target_pid.unsigned_abs() as u32;
+                        detail.target_executable = self.table.executable(target).or_else(|| {
+                            std::fs::read_link(format!("/proc/{target}/exe")).ok().map(|p| p.display().to_string())
+                        });
+                        node_event.signal = Some(detail);
+                    }
+                }
+                Some(node_event)
             }
             Record::Exec { header, filename, argv, argv_truncated, argv_missing } => {
                 stats.exec_events.fetch_add(1, Ordering::Relaxed);

@@ -7,5 +7,6 @@ mod collector;
 pub mod loader;
 pub mod process_table;
 mod records;
+mod syscalls;
 
 pub use collector::{CollectConfig, CollectError, Collector, CollectorStats};

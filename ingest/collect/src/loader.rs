@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
+use palisade_collect_common::{MAX_PATH_FILTERS, PATH_FILTER_LEN};
 
 use crate::collector::CollectError;
 
@@ -13,15 +15,40 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pa
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// (program, tracepoint category, tracepoint name)
-const PROGRAMS: [(&str, &str, &str); 7] = [
-    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
-    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
-    ("sys_exit_execve", "syscalls", "sys_exit_execve"),
-    ("sys_exit_execveat", "syscalls", "sys_exit_execveat"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
+/// (program, tracepoint category, tracepoint name, required). Optional ones may be absent on other
+/// architectures (x86_64 has `rename` and `unlink`, arm64 only the `*at` forms).
+const PROGRAMS: [(&str, &str, &str, bool); 31] = [
+    ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
+    ("sys_exit_execve", "syscalls", "sys_exit_execve", true),
+    ("sys_exit_execveat", "syscalls", "sys_exit_execveat", true),
+    ("sched_process_exec", "sched", "sched_process_exec", true),
+    ("sched_process_fork", "sched", "sched_process_fork", true),
+    ("sched_process_exit", "sched", "sched_process_exit", true),
+    ("sys_enter_openat", "syscalls", "sys_enter_openat", true),
+    ("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat", true),
+    ("sys_enter_unlink", "syscalls", "sys_enter_unlink", false),
+    ("sys_enter_renameat2", "syscalls", "sys_enter_renameat2", true),
+    ("sys_enter_renameat", "syscalls", "sys_enter_renameat", false),
+    ("sys_enter_rename", "syscalls", "sys_enter_rename", false),
+    ("sys_enter_fchmodat", "syscalls", "sys_enter_fchmodat", true),
+    ("sys_enter_fchownat", "syscalls", "sys_enter_fchownat", true),
+    ("sys_enter_truncate", "syscalls", "sys_enter_truncate", true),
+    ("sys_enter_utimensat", "syscalls", "sys_enter_utimensat", true),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
+    ("sys_enter_unshare", "syscalls", "sys_enter_unshare", true),
+    ("sys_enter_setns", "syscalls", "sys_enter_setns", true),
+    ("sys_enter_clone", "syscalls", "sys_enter_clone", true),
+    ("sys_enter_clone3", "syscalls", "sys_enter_clone3", false),
+    ("sys_enter_kill", "syscalls", "sys_enter_kill", true),
+    ("sys_enter_tkill", "syscalls", "sys_enter_tkill", true),
+    ("sys_enter_tgkill", "syscalls", "sys_enter_tgkill", true),
+    ("sys_enter_setuid", "syscalls", "sys_enter_setuid", true),
+    ("sys_enter_setgid", "syscalls", "sys_enter_setgid", true),
+    ("sys_enter_setreuid", "syscalls", "sys_enter_setreuid", true),
+    ("sys_enter_setregid", "syscalls", "sys_enter_setregid", true),
+    ("sys_enter_setresuid", "syscalls", "sys_enter_setresuid", true),
+    ("sys_enter_setresgid", "syscalls", "sys_enter_setresgid", true),
 ];
 
 pub struct Loaded {
@@ -79,7 +106,47 @@ fn offset_of(category: &str, event: &str, field: &str) -> Result<u32, CollectErr
     field_offset(&format, field).ok_or_else(|| CollectError::Format { path, reason: format!("no field `{field}`") })
 }
 
-pub fn load(collector_tgid: u32) -> Result<Loaded, CollectError> {
+/// Path filters for the file syscalls: (prefixes, suffixes).
+pub struct PathFilters<'a> {
+    pub prefixes: &'a [String],
+    pub suffixes: &'a [String],
+}
+
+/// Checks the filters fit the kernel table; pure, so configuration validation can call it.
+pub fn check_path_filters(filters: &PathFilters<'_>) -> Result<(), String> {
+    for (what, list) in [("prefixes", filters.prefixes), ("suffixes", filters.suffixes)] {
+        if list.len() > MAX_PATH_FILTERS as usize {
+            return Err(format!("{} path {what}; the kernel table holds {MAX_PATH_FILTERS}", list.len()));
+        }
+    }
+    for entry in filters.prefixes.iter().chain(filters.suffixes) {
+        if entry.is_empty() || entry.len() > PATH_FILTER_LEN {
+            return Err(format!("path filter `{entry}` must be 1 to {PATH_FILTER_LEN} bytes"));
+        }
+    }
+    Ok(())
+}
+
+fn install_path_filters(ebpf: &mut Ebpf, filters: &PathFilters<'_>) -> Result<(), CollectError> {
+    check_path_filters(filters).map_err(CollectError::Load)?;
+    for (map, entries, reverse) in
+        [("PATH_PREFIXES", filters.prefixes, false), ("PATH_SUFFIXES", filters.suffixes, true)]
+    {
+        let mut trie: LpmTrie<_, [u8; PATH_FILTER_LEN], u8> =
+            LpmTrie::try_from(ebpf.map_mut(map).ok_or_else(|| CollectError::Load(format!("map {map} missing")))?)
+                .map_err(|e| CollectError::Load(e.to_string()))?;
+        for text in entries {
+            let mut data = [0u8; PATH_FILTER_LEN];
+            let bytes: Vec<u8> = if reverse { text.bytes().rev().collect() } else { text.bytes().collect() };
+            data[..bytes.len()].copy_from_slice(&bytes);
+            trie.insert(&Key::new((bytes.len() * 8) as u32, data), 1, 0)
+                .map_err(|e| CollectError::Load(format!("path filter `{text}`: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn load(collector_tgid: u32, path_filters: &PathFilters<'_>) -> Result<Loaded, CollectError> {
     if let Some(reason) = unavailable_reason() {
         return Err(CollectError::Unavailable(reason));
     }
@@ -94,13 +161,18 @@ pub fn load(collector_tgid: u32) -> Result<Loaded, CollectError> {
         .override_global("EXEC_OLD_PID_OFFSET", &exec_old_pid, true)
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
-    for (name, category, tracepoint) in PROGRAMS {
+    install_path_filters(&mut ebpf, path_filters)?;
+    for (name, category, tracepoint, required) in PROGRAMS {
+        if !required && !Path::new(TRACEFS).join("events").join(category).join(tracepoint).exists() {
+            tracing::info!(tracepoint, "tracepoint absent on this kernel; skipped");
+            continue;
+        }
         let program: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or_else(|| CollectError::Load(format!("program {name} missing from the object")))?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| CollectError::Load(format!("{name}: {e}")))?;
-        program.load().map_err(|e| CollectError::Load(format!("{name}: {e}")))?;
+        program.load().map_err(|e| CollectError::Load(format!("{name}: {e:?}")))?;
         program
             .attach(category, tracepoint)
             .map_err(|e| CollectError::Load(format!("attach {category}/{tracepoint}: {e}")))?;

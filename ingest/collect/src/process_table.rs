@@ -86,6 +86,15 @@ impl ProcessTable {
         }
     }
 
+    /// Executable and argv of a live (or recently exited) process.
+    pub fn command(&self, tgid: u32) -> Option<(String, Vec<String>)> {
+        self.entries.get(&tgid).map(|e| (e.executable.clone(), e.argv.clone()))
+    }
+
+    pub fn executable(&self, tgid: u32) -> Option<String> {
+        self.entries.get(&tgid).map(|e| e.executable.clone()).filter(|e| !e.is_empty())
+    }
+
     pub fn ppid(&self, tgid: u32) -> u32 {
         self.entries.get(&tgid).map(|e| e.ppid).unwrap_or(0)
     }

@@ -2,16 +2,17 @@
 
 use palisade_collect_common::{
     ARGV_BUFFER, EventHeader, ExecEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT,
-    KIND_FORK,
+    KIND_FORK, KIND_SYSCALL, SyscallEvent,
 };
 
 use crate::process_table::split_nul;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Record {
     Exec { header: EventHeader, filename: String, argv: Vec<String>, argv_truncated: bool, argv_missing: bool },
     Fork { header: EventHeader, child_pid: u32 },
     Exit { header: EventHeader },
+    Syscall(Box<SyscallEvent>),
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -43,6 +44,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         }
         KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork { header, child_pid: e.child_pid }),
         KIND_EXIT => Some(Record::Exit { header }),
+        KIND_SYSCALL => read::<SyscallEvent>(bytes).map(|e| Record::Syscall(Box::new(e))),
         _ => None,
     }
 }

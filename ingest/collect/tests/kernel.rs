@@ -60,3 +60,68 @@ fn exec_events_carry_argv_ancestry_and_host_attribution() {
     assert_eq!(stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed), 0);
     collector.stop();
 }
+
+fn run(command: &str) {
+    let status = Command::new("/bin/sh").args(["-c", command]).status().unwrap();
+    assert!(status.success(), "{command}");
+}
+
+#[test]
+fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
+    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let dir = format!("/tmp/palisade-kernel-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Timestamp tampering, rename, unlink under /tmp (a watched prefix).
+    run(&format!("touch -d '2001-02-03 04:05:06 UTC' {dir}/f && mv {dir}/f {dir}/g && rm {dir}/g"));
+    let utimes = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::FileUtimes && e.file.as_ref().is_some_and(|f| f.path == format!("{dir}/f"))
+    })
+    .expect("utimensat on a watched path");
+    assert_eq!(utimes.file.as_ref().unwrap().mtime_ns, Some(981_173_106_000_000_000));
+    assert!(utimes.executable.as_deref().is_some_and(|e| e.ends_with("/touch")), "{:?}", utimes.executable);
+    let rename = wait_for(&mut events, |e| e.kind == NodeEventKind::FileRename).expect("rename");
+    assert_eq!(rename.file.as_ref().unwrap().new_path.as_deref(), Some(format!("{dir}/g").as_str()));
+    assert!(
+        wait_for(&mut events, |e| e.kind == NodeEventKind::FileUnlink
+            && e.file.as_ref().is_some_and(|f| f.path == format!("{dir}/g")))
+        .is_some()
+    );
+
+    // A read of /etc/shadow is seen; a read of an unwatched file is filtered in the kernel.
+    run("cat /etc/hostname >/dev/null; cat /etc/shadow >/dev/null");
+    let shadow = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::FileOpen && e.file.as_ref().is_some_and(|f| f.path.starts_with("/etc/"))
+    })
+    .expect("an /etc open");
+    assert_eq!(shadow.file.as_ref().unwrap().path, "/etc/shadow", "/etc/hostname must have been filtered out");
+
+    // connect(2) with the destination, from a child process.
+    run("python3 -c \"import socket; socket.socket().connect_ex(('127.0.0.1', 9))\"");
+    let connect = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::NetConnect && e.net.as_ref().is_some_and(|n| n.dst_port == Some(9))
+    })
+    .expect("connect");
+    assert_eq!(connect.net.as_ref().unwrap().dst_addr.as_deref(), Some("127.0.0.1"));
+
+    // A new user namespace.
+    run("unshare --user /bin/true");
+    let namespace = wait_for(&mut events, |e| e.kind == NodeEventKind::NamespaceChange).expect("unshare");
+    assert_ne!(namespace.namespace.as_ref().unwrap().flags & 0x1000_0000, 0, "CLONE_NEWUSER");
+
+    // A signal to a named process, with the target's executable resolved.
+    run("sleep 30 & pid=$!; sleep 0.3; kill -TERM $pid; wait $pid || true");
+    let signal =
+        wait_for(&mut events, |e| e.kind == NodeEventKind::Signal && e.signal.as_ref().is_some_and(|s| s.signal == 15))
+            .expect("kill");
+    assert!(signal.signal.as_ref().unwrap().target_executable.as_deref().is_some_and(|t| t.ends_with("/sleep")));
+
+    // setuid.
+    run("python3 -c 'import os; os.setuid(65534)'");
+    let privilege = wait_for(&mut events, |e| e.kind == NodeEventKind::PrivilegeChange).expect("setuid");
+    assert_eq!(privilege.privilege.as_ref().unwrap().new_uid, Some(65534));
+
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(collector.stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed), 0);
+    collector.stop();
+}
