@@ -125,3 +125,47 @@ fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
     assert_eq!(collector.stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed), 0);
     collector.stop();
 }
+
+/// A process placed in a cgroup laid out the way containerd and the kubelet's systemd driver lay them out is
+/// attributed to that container and pod, from the cgroup id the kernel reports.
+#[test]
+fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod() {
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+        .expect("a cgroup v2 hierarchy (cgroup2 mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified)");
+    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + 0xabc);
+    let pod_uid = "0d9a2f4e-1111-2222-3333-444455556666";
+    let pod_slice = format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_"));
+    let parents = [
+        format!("{root}/kubepods.slice"),
+        format!("{root}/kubepods.slice/kubepods-besteffort.slice"),
+        format!("{root}/kubepods.slice/kubepods-besteffort.slice/{pod_slice}"),
+    ];
+    let scope = format!("{}/cri-containerd-{container_id}.scope", parents[2]);
+    for dir in parents.iter().chain([&scope]) {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {dir}: {e}"));
+    }
+    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+
+    // The shell moves itself into the container's cgroup, then execs the marker process there.
+    run(&format!("echo $$ > {scope}/cgroup.procs && exec /bin/true palisade-in-container"));
+    let inside = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-in-container"))
+        .expect("exec inside the container cgroup");
+    assert_eq!(inside.container_id.as_deref(), Some(container_id.as_str()));
+    assert_eq!(inside.pod_uid.as_deref(), Some(pod_uid));
+    assert!(inside.in_container);
+    assert_ne!(inside.cgroup_id, 1, "the kernel reported the container's cgroup, not the root");
+    assert_eq!(inside.partition_key(), format!("test-node/{container_id}"));
+
+    // The same command on the host is not attributed to any container.
+    run("/bin/true palisade-on-host");
+    let outside = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-on-host")).expect("host exec");
+    assert!(!outside.in_container);
+    assert_eq!(outside.container_id, None);
+    collector.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    for dir in std::iter::once(&scope).chain(parents.iter().rev()) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
