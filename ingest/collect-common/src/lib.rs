@@ -108,6 +108,9 @@ pub struct ForkEvent {
 #[derive(Clone, Copy, Debug)]
 pub struct ExitEvent {
     pub header: EventHeader,
+    /// The status passed to exit_group, when the process exited that way (not killed by a signal).
+    pub exit_code: i32,
+    pub has_exit_code: u32,
 }
 
 /// One syscall entry: up to six raw arguments, up to two paths read from user memory, and 32 extra bytes
@@ -133,7 +136,7 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<PendingExec>() == 8 + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + FILENAME_LEN + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
-const _: () = assert!(core::mem::size_of::<ExitEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 56 + 8 + 48 + 2 * PATH_LEN + EXTRA_LEN);
 
 #[cfg(feature = "user")]

@@ -215,6 +215,19 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// exit_group's status, keyed by process, for `sched_process_exit` to report.
+#[map]
+static EXIT_CODES: HashMap<u32, i32> = HashMap::with_max_entries(8192, 0);
+
+#[tracepoint]
+pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: tracepoint record read; exit_group's only argument.
+    let code = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
+    let _ = EXIT_CODES.insert(&tgid, &code, 0);
+    0
+}
+
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let header = header(KIND_EXIT);
@@ -222,7 +235,11 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if header.pid != header.tgid || is_collector(header.tgid) {
         return 0;
     }
-    if EVENTS.output::<ExitEvent>(&ExitEvent { header }, BPF_RB_NO_WAKEUP as u64).is_err() {
+    // SAFETY: the value is copied out before the entry is removed.
+    let code = unsafe { EXIT_CODES.get(&header.tgid) }.copied();
+    let _ = EXIT_CODES.remove(&header.tgid);
+    let event = ExitEvent { header, exit_code: code.unwrap_or(0), has_exit_code: u32::from(code.is_some()) };
+    if EVENTS.output::<ExitEvent>(&event, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
     }
     0

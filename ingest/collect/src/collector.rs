@@ -268,11 +268,13 @@ impl Reader {
                 self.table.record_fork(header.tgid, child_pid);
                 None
             }
-            Record::Exit { header } => {
+            Record::Exit { header, exit_code } => {
                 stats.exit_events.fetch_add(1, Ordering::Relaxed);
+                let mut event = self.base_event(&header, NodeEventKind::Exit);
+                event.exit_code = exit_code.map(i64::from);
                 self.table.record_exit(header.tgid);
                 self.last_open.remove(&header.tgid);
-                None
+                Some(event)
             }
             Record::Syscall(event) => {
                 stats.syscall_events.fetch_add(1, Ordering::Relaxed);
@@ -320,6 +322,7 @@ impl Reader {
                     argv
                 };
                 let ppid = self.table.record_exec(header.tgid, &executable, &argv);
+                let procfs = crate::procfs::snapshot(header.tgid);
                 let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
                 self.sequence += 1;
                 Some(NodeEvent {
@@ -339,9 +342,9 @@ impl Reader {
                     argv,
                     argv_truncated,
                     cwd: std::fs::read_link(format!("/proc/{}/cwd", header.tgid)).ok().map(|p| p.display().to_string()),
-                    tty: None,
-                    stdio: Vec::new(),
-                    capabilities_effective: None,
+                    tty: procfs.tty,
+                    stdio: procfs.stdio,
+                    capabilities_effective: procfs.capabilities_effective,
                     cgroup_id: header.cgroup_id as i64,
                     in_container: attribution.container_id.is_some(),
                     container_id: attribution.container_id,

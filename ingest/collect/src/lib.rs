@@ -6,6 +6,7 @@ pub mod cgroup;
 mod collector;
 pub mod loader;
 pub mod process_table;
+pub mod procfs;
 mod records;
 mod syscalls;
 

@@ -17,7 +17,8 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (program, tracepoint category, tracepoint name, required). Optional ones may be absent on other
 /// architectures (x86_64 has `rename` and `unlink`, arm64 only the `*at` forms).
-const PROGRAMS: [(&str, &str, &str, bool); 31] = [
+const PROGRAMS: [(&str, &str, &str, bool); 32] = [
+    ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group", true),
     ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
     ("sys_exit_execve", "syscalls", "sys_exit_execve", true),

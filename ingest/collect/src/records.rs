@@ -1,8 +1,8 @@
 //! Decoding of ring-buffer records into owned values.
 
 use palisade_collect_common::{
-    ARGV_BUFFER, EventHeader, ExecEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC, KIND_EXIT,
-    KIND_FORK, KIND_SYSCALL, SyscallEvent,
+    ARGV_BUFFER, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC,
+    KIND_EXIT, KIND_FORK, KIND_SYSCALL, SyscallEvent,
 };
 
 use crate::process_table::split_nul;
@@ -11,7 +11,7 @@ use crate::process_table::split_nul;
 pub enum Record {
     Exec { header: EventHeader, filename: String, argv: Vec<String>, argv_truncated: bool, argv_missing: bool },
     Fork { header: EventHeader, child_pid: u32 },
-    Exit { header: EventHeader },
+    Exit { header: EventHeader, exit_code: Option<i32> },
     Syscall(Box<SyscallEvent>),
 }
 
@@ -43,7 +43,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             })
         }
         KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork { header, child_pid: e.child_pid }),
-        KIND_EXIT => Some(Record::Exit { header }),
+        KIND_EXIT => read::<ExitEvent>(bytes)
+            .map(|e| Record::Exit { header, exit_code: (e.has_exit_code != 0).then_some(e.exit_code) }),
         KIND_SYSCALL => read::<SyscallEvent>(bytes).map(|e| Record::Syscall(Box::new(e))),
         _ => None,
     }

