@@ -43,6 +43,15 @@ pub const SYS_TRUNCATE: u32 = 21;
 pub const SYS_UNLINK: u32 = 22;
 pub const SYS_RENAME: u32 = 23;
 pub const SYS_RENAMEAT: u32 = 24;
+/// listen(2) on a socket bound to an internet address: `extra` holds the bound sockaddr.
+pub const SYS_LISTEN: u32 = 25;
+/// accept(2)/accept4(2) returned: `extra` holds the peer sockaddr, `args[0]` the listening fd, `args[1]` the new fd.
+pub const SYS_ACCEPT: u32 = 26;
+
+/// CLONE_THREAD: the new task is a thread of the same process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+/// Bytes of the first payload kept from a new outbound connection.
+pub const PAYLOAD_HEAD_LEN: usize = 64;
 
 /// Flags of clone/unshare that create namespaces (CLONE_NEWNS .. CLONE_NEWNET, CLONE_NEWTIME).
 pub const CLONE_NEW_MASK: u64 = 0x7E02_0080;
@@ -101,8 +110,23 @@ pub struct ExecEvent {
 pub struct ForkEvent {
     pub header: EventHeader,
     pub child_pid: u32,
-    pub reserved: u32,
+    /// 1 when `clone_flags` was captured at the clone/fork syscall entry.
+    pub has_flags: u32,
+    pub clone_flags: u64,
 }
+
+/// The first bytes sent on a connection this process opened with connect(2).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SendEvent {
+    pub header: EventHeader,
+    pub fd: u32,
+    pub length: u32,
+    pub sockaddr: [u8; EXTRA_LEN],
+    pub payload: [u8; PAYLOAD_HEAD_LEN],
+}
+
+pub const KIND_SEND: u32 = 5;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -135,7 +159,8 @@ pub const COUNTER_SLOTS: u32 = 4;
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<PendingExec>() == 8 + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + FILENAME_LEN + ARGV_BUFFER);
-const _: () = assert!(core::mem::size_of::<ForkEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<SendEvent>() == 56 + 8 + EXTRA_LEN + PAYLOAD_HEAD_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 56 + 8 + 48 + 2 * PATH_LEN + EXTRA_LEN);
 
@@ -147,4 +172,5 @@ mod user {
     unsafe impl aya::Pod for super::ForkEvent {}
     unsafe impl aya::Pod for super::ExitEvent {}
     unsafe impl aya::Pod for super::SyscallEvent {}
+    unsafe impl aya::Pod for super::SendEvent {}
 }

@@ -16,7 +16,7 @@ use aya_ebpf::helpers::{
 };
 use aya_ebpf::macros::{map, tracepoint};
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::{HashMap, LpmTrie, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
 use palisade_collect_common::*;
 
@@ -40,6 +40,19 @@ static PENDING: HashMap<u32, PendingExec> = HashMap::with_max_entries(4096, 0);
 static SCRATCH: PerCpuArray<PendingExec> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+/// Clone flags of the last clone/fork syscall entry of each thread, for `sched_process_fork`.
+#[map]
+static CLONE_FLAGS: HashMap<u32, u64> = HashMap::with_max_entries(8192, 0);
+/// Sockets connected by (tgid << 32 | fd) → their sockaddr, until the first payload is sent.
+#[map]
+static CONNECTS: LruHashMap<u64, [u8; EXTRA_LEN]> = LruHashMap::with_max_entries(16384, 0);
+/// Sockets bound to an internet address by (tgid << 32 | fd), until listen(2).
+#[map]
+static BOUND: LruHashMap<u64, [u8; EXTRA_LEN]> = LruHashMap::with_max_entries(4096, 0);
+/// accept(2) in progress per thread: (listening fd, peer sockaddr pointer).
+#[map]
+static ACCEPTS: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(4096, 0);
+
 /// Filled by the collector from its configuration: watched path prefixes, and suffixes stored reversed.
 #[map]
 static PATH_PREFIXES: LpmTrie<[u8; PATH_FILTER_LEN], u8> = LpmTrie::with_max_entries(MAX_PATH_FILTERS, 0);
@@ -208,7 +221,19 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Ok(child_pid) = (unsafe { ctx.read_at::<i32>(global(&FORK_CHILD_PID_OFFSET) as usize) }) else {
         return 0;
     };
-    let event = ForkEvent { header, child_pid: child_pid as u32, reserved: 0 };
+    // SAFETY: the value is copied out before the entry is removed.
+    let flags = unsafe { CLONE_FLAGS.get(&header.pid) }.copied();
+    let _ = CLONE_FLAGS.remove(&header.pid);
+    // A new thread is not a new process: nothing to report or track.
+    if flags.is_some_and(|f| f & CLONE_THREAD != 0) {
+        return 0;
+    }
+    let event = ForkEvent {
+        header,
+        child_pid: child_pid as u32,
+        has_flags: u32::from(flags.is_some()),
+        clone_flags: flags.unwrap_or(0),
+    };
     if EVENTS.output::<ForkEvent>(&event, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
     }
@@ -405,8 +430,153 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
             return false;
         }
         let family = u16::from_ne_bytes([event.extra[0], event.extra[1]]);
+        let internet = family == 2 || family == 10;
+        if internet {
+            let _ = CONNECTS.insert(&socket_key(event.header.tgid, event.args[0]), &event.extra, 0);
+        }
+        internet
+    });
+    0
+}
+
+#[inline(always)]
+fn socket_key(tgid: u32, fd: u64) -> u64 {
+    (u64::from(tgid) << 32) | (fd & 0xFFFF_FFFF)
+}
+
+/// The first write or sendto on a socket this process connected: its first bytes (a SOCKS greeting, an HTTP
+/// request line) and the destination.
+#[inline(always)]
+fn first_send(fd: u64, buffer: u64, length: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = socket_key(tgid, fd);
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(sockaddr) = (unsafe { CONNECTS.get(&key) }).copied() else { return };
+    let _ = CONNECTS.remove(&key);
+    if is_collector(tgid) || buffer == 0 || length == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SendEvent>(0) else {
+        count(COUNTER_RINGBUF_DROPS);
+        return;
+    };
+    // SAFETY: a reserved record of the right size, every field written below.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    event.header = header(KIND_SEND);
+    event.fd = fd as u32;
+    event.sockaddr = sockaddr;
+    event.payload = [0; PAYLOAD_HEAD_LEN];
+    let wanted = if length < PAYLOAD_HEAD_LEN as u64 { length as u32 } else { PAYLOAD_HEAD_LEN as u32 };
+    // SAFETY: user pointer read through the helper; at most PAYLOAD_HEAD_LEN bytes into a buffer that size.
+    let read = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            event.payload.as_mut_ptr() as *mut c_void,
+            wanted & (PAYLOAD_HEAD_LEN as u32 * 2 - 1),
+            buffer as *const c_void,
+        )
+    };
+    event.length = if read == 0 { wanted } else { 0 };
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
+#[tracepoint]
+pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
+    first_send(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    first_send(arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2));
+    0
+}
+
+/// bind(2) to an internet address is remembered until listen(2) reports it.
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let address = arg(&ctx, 1);
+    if address == 0 || is_collector(tgid) {
+        return 0;
+    }
+    let mut sockaddr = [0u8; EXTRA_LEN];
+    // SAFETY: user pointer read through the helper.
+    if unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(address as *const u8, &mut sockaddr[..28]) }.is_err() {
+        return 0;
+    }
+    let family = u16::from_ne_bytes([sockaddr[0], sockaddr[1]]);
+    if family == 2 || family == 10 {
+        let _ = BOUND.insert(&socket_key(tgid, arg(&ctx, 0)), &sockaddr, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_LISTEN, 2, NO_PATHS, |event| {
+        let key = socket_key(event.header.tgid, event.args[0]);
+        // SAFETY: the value is copied out before the entry is removed.
+        match unsafe { BOUND.get(&key) }.copied() {
+            Some(sockaddr) => {
+                event.extra = sockaddr;
+                let _ = BOUND.remove(&key);
+                true
+            }
+            None => false,
+        }
+    });
+    0
+}
+
+#[inline(always)]
+fn accept_enter(ctx: &TracePointContext) {
+    let _ = ACCEPTS.insert(&(bpf_get_current_pid_tgid() as u32), &[arg(ctx, 0), arg(ctx, 1)], 0);
+}
+
+#[inline(always)]
+fn accept_exit(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some([listening, peer]) = (unsafe { ACCEPTS.get(&tid) }).copied() else { return };
+    let _ = ACCEPTS.remove(&tid);
+    let returned = arg(ctx, 0) as i64;
+    if returned < 0 || peer == 0 {
+        return;
+    }
+    emit_syscall(ctx, SYS_ACCEPT, 0, NO_PATHS, |event| {
+        event.args[0] = listening;
+        event.args[1] = returned as u64;
+        // SAFETY: user pointer read through the helper.
+        if unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(peer as *const u8, &mut event.extra[..28]) }.is_err() {
+            return false;
+        }
+        let family = u16::from_ne_bytes([event.extra[0], event.extra[1]]);
         family == 2 || family == 10
     });
+}
+
+#[tracepoint]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    accept_enter(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    accept_enter(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    accept_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    accept_exit(&ctx);
     0
 }
 
@@ -422,9 +592,28 @@ pub fn sys_enter_setns(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[inline(always)]
+fn remember_clone_flags(flags: u64) {
+    let _ = CLONE_FLAGS.insert(&(bpf_get_current_pid_tgid() as u32), &flags, 0);
+}
+
 #[tracepoint]
 pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
+    remember_clone_flags(arg(&ctx, 0));
     emit_syscall(&ctx, SYS_CLONE, 1, NO_PATHS, |event| event.args[0] & CLONE_NEW_MASK != 0);
+    0
+}
+
+/// fork() is clone(SIGCHLD); vfork() is clone(CLONE_VFORK | CLONE_VM | SIGCHLD).
+#[tracepoint]
+pub fn sys_enter_fork(_ctx: TracePointContext) -> u32 {
+    remember_clone_flags(17);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
+    remember_clone_flags(0x4000 | 0x100 | 17);
     0
 }
 
@@ -435,6 +624,7 @@ pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
         // SAFETY: user pointer read through the helper.
         let flags: u64 = unsafe { bpf_probe_read_user(event.args[0] as *const u64) }.unwrap_or(0);
         event.args[2] = flags;
+        remember_clone_flags(flags);
         flags & CLONE_NEW_MASK != 0
     });
     0

@@ -263,10 +263,27 @@ impl Reader {
 
     fn handle(&mut self, record: Record, stats: &CollectorStats) -> Option<NodeEvent> {
         match record {
-            Record::Fork { header, child_pid } => {
+            Record::Fork { header, child_pid, clone_flags } => {
                 stats.fork_events.fetch_add(1, Ordering::Relaxed);
                 self.table.record_fork(header.tgid, child_pid);
-                None
+                // The event is about the new process: it runs its parent's image until it execs.
+                let mut event = self.base_event(&header, NodeEventKind::Fork);
+                event.pid = i64::from(child_pid);
+                event.tgid = i64::from(child_pid);
+                event.ppid = i64::from(header.tgid);
+                event.ancestry = self.table.ancestry(child_pid);
+                event.clone_flags = clone_flags.map(|f| f as i64);
+                Some(event)
+            }
+            Record::Send(send) => {
+                stats.syscall_events.fetch_add(1, Ordering::Relaxed);
+                let mut event = self.base_event(&send.header, NodeEventKind::NetSend);
+                let mut net = crate::syscalls::sockaddr(&send.sockaddr)?;
+                net.protocol = "tcp".into();
+                let length = (send.length as usize).min(send.payload.len());
+                net.payload_head = Some(send.payload[..length].to_vec());
+                event.net = Some(net);
+                Some(event)
             }
             Record::Exit { header, exit_code } => {
                 stats.exit_events.fetch_add(1, Ordering::Relaxed);

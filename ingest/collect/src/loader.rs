@@ -17,7 +17,17 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (program, tracepoint category, tracepoint name, required). Optional ones may be absent on other
 /// architectures (x86_64 has `rename` and `unlink`, arm64 only the `*at` forms).
-const PROGRAMS: [(&str, &str, &str, bool); 32] = [
+const PROGRAMS: [(&str, &str, &str, bool); 42] = [
+    ("sys_enter_fork", "syscalls", "sys_enter_fork", false),
+    ("sys_enter_vfork", "syscalls", "sys_enter_vfork", false),
+    ("sys_enter_write", "syscalls", "sys_enter_write", true),
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto", true),
+    ("sys_enter_bind", "syscalls", "sys_enter_bind", true),
+    ("sys_enter_listen", "syscalls", "sys_enter_listen", true),
+    ("sys_enter_accept4", "syscalls", "sys_enter_accept4", true),
+    ("sys_enter_accept", "syscalls", "sys_enter_accept", false),
+    ("sys_exit_accept4", "syscalls", "sys_exit_accept4", true),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept", false),
     ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group", true),
     ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),

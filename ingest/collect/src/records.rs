@@ -2,7 +2,7 @@
 
 use palisade_collect_common::{
     ARGV_BUFFER, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC,
-    KIND_EXIT, KIND_FORK, KIND_SYSCALL, SyscallEvent,
+    KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, SendEvent, SyscallEvent,
 };
 
 use crate::process_table::split_nul;
@@ -10,7 +10,8 @@ use crate::process_table::split_nul;
 #[derive(Clone)]
 pub enum Record {
     Exec { header: EventHeader, filename: String, argv: Vec<String>, argv_truncated: bool, argv_missing: bool },
-    Fork { header: EventHeader, child_pid: u32 },
+    Fork { header: EventHeader, child_pid: u32, clone_flags: Option<u64> },
+    Send(Box<SendEvent>),
     Exit { header: EventHeader, exit_code: Option<i32> },
     Syscall(Box<SyscallEvent>),
 }
@@ -42,7 +43,12 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 argv_missing: event.flags & FLAG_ARGV_MISSING != 0,
             })
         }
-        KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork { header, child_pid: e.child_pid }),
+        KIND_FORK => read::<ForkEvent>(bytes).map(|e| Record::Fork {
+            header,
+            child_pid: e.child_pid,
+            clone_flags: (e.has_flags != 0).then_some(e.clone_flags),
+        }),
+        KIND_SEND => read::<SendEvent>(bytes).map(|e| Record::Send(Box::new(e))),
         KIND_EXIT => read::<ExitEvent>(bytes)
             .map(|e| Record::Exit { header, exit_code: (e.has_exit_code != 0).then_some(e.exit_code) }),
         KIND_SYSCALL => read::<SyscallEvent>(bytes).map(|e| Record::Syscall(Box::new(e))),

@@ -38,6 +38,8 @@ pub fn syscall_name(syscall: u32) -> &'static str {
         SYS_UNLINK => "unlink",
         SYS_RENAMEAT2 => "renameat2",
         SYS_RENAMEAT => "renameat",
+        SYS_LISTEN => "listen",
+        SYS_ACCEPT => "accept",
         SYS_RENAME => "rename",
         SYS_UTIMENSAT => "utimensat",
         SYS_FCHMODAT => "fchmodat",
@@ -148,6 +150,20 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
             (NodeEventKind::FileUtimes, Meaning::File(NodeEventKind::FileUtimes, detail))
         }
         SYS_CONNECT => (NodeEventKind::NetConnect, Meaning::Net(sockaddr(&event.extra)?)),
+        SYS_LISTEN => {
+            // The bound address is the local end.
+            let mut net = sockaddr(&event.extra)?;
+            (net.src_addr, net.src_port) = (net.dst_addr.take(), net.dst_port.take());
+            net.protocol = "tcp".into();
+            (NodeEventKind::NetListen, Meaning::Net(net))
+        }
+        SYS_ACCEPT => {
+            // The peer is the remote end, which started the connection.
+            let mut net = sockaddr(&event.extra)?;
+            (net.src_addr, net.src_port) = (net.dst_addr.take(), net.dst_port.take());
+            net.protocol = "tcp".into();
+            (NodeEventKind::NetAccept, Meaning::Net(net))
+        }
         SYS_UNSHARE | SYS_CLONE => {
             let detail = NamespaceDetail { syscall: name, flags: (args[0] & CLONE_NEW_MASK) as i64 };
             (NodeEventKind::NamespaceChange, Meaning::Namespace(detail))

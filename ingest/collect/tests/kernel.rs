@@ -203,3 +203,48 @@ fn socket_stdio_and_exit_codes_are_reported() {
     assert!(exit.tgid > 0);
     collector.stop();
 }
+
+/// Listening, accepting, the first bytes of a new outbound connection (a SOCKS5 greeting here), and fork flags.
+#[test]
+fn listen_accept_first_payload_and_fork_are_reported() {
+    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let script = r#"
+import socket, os
+server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+port = int(os.environ["PORT"])
+server.bind(("127.0.0.1", port)); server.listen(1)
+client = socket.socket(); client.connect(("127.0.0.1", port))
+peer, _ = server.accept()
+client.send(b"\x05\x01\x00")
+client.send(b"later bytes are not reported")
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print(port)
+"#;
+    // A fixed port: the address recorded is the one passed to bind(2), before the kernel would pick a port.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = Command::new("python3").args(["-c", script]).env("PORT", free.to_string()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let port: i64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+
+    let listen = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::NetListen && e.net.as_ref().is_some_and(|n| n.src_port == Some(port))
+    })
+    .expect("listen with the bound address");
+    assert_eq!(listen.net.as_ref().unwrap().src_addr.as_deref(), Some("127.0.0.1"));
+    let accept =
+        wait_for(&mut events, |e| e.kind == NodeEventKind::NetAccept && e.tgid == listen.tgid).expect("accept");
+    assert_eq!(accept.net.as_ref().unwrap().src_addr.as_deref(), Some("127.0.0.1"), "the peer");
+    let send = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::NetSend && e.net.as_ref().is_some_and(|n| n.dst_port == Some(port))
+    })
+    .expect("first payload");
+    assert_eq!(send.net.as_ref().unwrap().payload_head.as_deref(), Some(&[5u8, 1, 0][..]), "SOCKS5 greeting");
+    let fork =
+        wait_for(&mut events, |e| e.kind == NodeEventKind::Fork && e.ppid == send.tgid && e.clone_flags.is_some())
+            .expect("fork of the python process");
+    assert_eq!(fork.clone_flags.unwrap() & 0x10000, 0, "a process, not a thread");
+    collector.stop();
+}
