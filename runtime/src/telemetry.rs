@@ -249,3 +249,34 @@ impl OutputRetried<'_> {
         }
     }
 }
+
+static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("palisade_queue_depth", "Items waiting in an in-process queue, by queue", &["queue"])
+        .expect("metric registers once")
+});
+
+static NODE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_collect_published_total", "Node events published, by kind", &["kind"])
+        .expect("metric registers once")
+});
+
+pub struct QueueDepth<'a> {
+    pub queue: &'a str,
+    pub depth: usize,
+}
+
+impl QueueDepth<'_> {
+    pub fn emit(self) {
+        QUEUE_DEPTH.with_label_values(&[self.queue]).set(self.depth as i64);
+    }
+}
+
+pub struct NodeEventPublished<'a> {
+    pub kind: &'a str,
+}
+
+impl NodeEventPublished<'_> {
+    pub fn emit(self) {
+        NODE_EVENTS.with_label_values(&[self.kind]).inc();
+    }
+}

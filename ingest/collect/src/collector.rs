@@ -131,6 +131,7 @@ pub struct CollectorStats {
 
 pub struct Collector {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<CollectorStats>,
 }
@@ -168,12 +169,15 @@ impl Collector {
             last_open: std::collections::HashMap::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
-        let (thread_stop, thread_stats) = (Arc::clone(&stop), Arc::clone(&stats));
+        let paused = Arc::new(AtomicBool::new(false));
+        let (thread_stop, thread_stats, thread_paused) = (Arc::clone(&stop), Arc::clone(&stats), Arc::clone(&paused));
         let thread = std::thread::Builder::new()
             .name("palisade-collect".into())
             .spawn(move || {
                 while !thread_stop.load(Ordering::Relaxed) {
-                    while let Some(item) = loaded.ring.next() {
+                    while !thread_paused.load(Ordering::Relaxed)
+                        && let Some(item) = loaded.ring.next()
+                    {
                         let event = decode(&item).and_then(|record| reader.handle(record, &thread_stats));
                         if let Some(event) = event
                             && sender.try_send(event).is_err()
@@ -194,7 +198,16 @@ impl Collector {
                 drop(loaded);
             })
             .map_err(|e| CollectError::Load(format!("cannot start the reader thread: {e}")))?;
-        Ok((Self { stop, thread: Some(thread), stats }, receiver))
+        Ok((Self { stop, paused, thread: Some(thread), stats }, receiver))
+    }
+
+    /// Stops draining the ring buffer (the kernel then counts what does not fit); for tests and maintenance.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Relaxed);
     }
 
     /// Detaches the programs and stops the reader after a last drain.

@@ -61,6 +61,11 @@ fn exec_events_carry_argv_ancestry_and_host_attribution() {
     collector.stop();
 }
 
+/// O_TRUNC on Linux.
+fn libc_o_trunc() -> i64 {
+    0o1000
+}
+
 fn run(command: &str) {
     let status = Command::new("/bin/sh").args(["-c", command]).status().unwrap();
     assert!(status.success(), "{command}");
@@ -72,19 +77,34 @@ fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
     let dir = format!("/tmp/palisade-kernel-{}", std::process::id());
     std::fs::create_dir_all(&dir).unwrap();
 
-    // Timestamp tampering, rename, unlink under /tmp (a watched prefix).
-    run(&format!("touch -d '2001-02-03 04:05:06 UTC' {dir}/f && mv {dir}/f {dir}/g && rm {dir}/g"));
+    // Timestamp tampering copying another file's times (touch -r), rename, unlink under /tmp (a watched prefix).
+    run(&format!(
+        "touch -d '2001-02-03 04:05:06 UTC' {dir}/reference && touch -r {dir}/reference {dir}/f && mv {dir}/f {dir}/g && rm {dir}/g"
+    ));
     let utimes = wait_for(&mut events, |e| {
         e.kind == NodeEventKind::FileUtimes && e.file.as_ref().is_some_and(|f| f.path == format!("{dir}/f"))
     })
     .expect("utimensat on a watched path");
-    assert_eq!(utimes.file.as_ref().unwrap().mtime_ns, Some(981_173_106_000_000_000));
+    assert_eq!(utimes.file.as_ref().unwrap().mtime_ns, Some(981_173_106_000_000_000), "the reference file's time");
     assert!(utimes.executable.as_deref().is_some_and(|e| e.ends_with("/touch")), "{:?}", utimes.executable);
     let rename = wait_for(&mut events, |e| e.kind == NodeEventKind::FileRename).expect("rename");
     assert_eq!(rename.file.as_ref().unwrap().new_path.as_deref(), Some(format!("{dir}/g").as_str()));
     assert!(
         wait_for(&mut events, |e| e.kind == NodeEventKind::FileUnlink
             && e.file.as_ref().is_some_and(|f| f.path == format!("{dir}/g")))
+        .is_some()
+    );
+
+    // A shell history file truncated, then removed (the `_history` suffix matches in any home).
+    run(&format!("echo 'ls' > {dir}/.bash_history && : > {dir}/.bash_history && rm {dir}/.bash_history"));
+    let truncated = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::FileOpen
+            && e.file.as_ref().is_some_and(|f| f.path.ends_with("/.bash_history") && f.flags & libc_o_trunc() != 0)
+    });
+    assert!(truncated.is_some(), "open with O_TRUNC of the history file");
+    assert!(
+        wait_for(&mut events, |e| e.kind == NodeEventKind::FileUnlink
+            && e.file.as_ref().is_some_and(|f| f.path.ends_with("/.bash_history")))
         .is_some()
     );
 
@@ -104,10 +124,10 @@ fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
     .expect("connect");
     assert_eq!(connect.net.as_ref().unwrap().dst_addr.as_deref(), Some("127.0.0.1"));
 
-    // A new user namespace.
-    run("unshare --user /bin/true");
+    // A new network namespace.
+    run("unshare -n /bin/true");
     let namespace = wait_for(&mut events, |e| e.kind == NodeEventKind::NamespaceChange).expect("unshare");
-    assert_ne!(namespace.namespace.as_ref().unwrap().flags & 0x1000_0000, 0, "CLONE_NEWUSER");
+    assert_ne!(namespace.namespace.as_ref().unwrap().flags & 0x4000_0000, 0, "CLONE_NEWNET");
 
     // A signal to a named process, with the target's executable resolved.
     run("sleep 30 & pid=$!; sleep 0.3; kill -TERM $pid; wait $pid || true");
@@ -149,7 +169,9 @@ fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod
     let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
 
     // The shell moves itself into the container's cgroup, then execs the marker process there.
-    run(&format!("echo $$ > {scope}/cgroup.procs && exec /bin/true palisade-in-container"));
+    run(&format!(
+        "echo $$ > {scope}/cgroup.procs && exec unshare --pid --fork --mount --uts --ipc --mount-proc /bin/true palisade-in-container"
+    ));
     let inside = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-in-container"))
         .expect("exec inside the container cgroup");
     assert_eq!(inside.container_id.as_deref(), Some(container_id.as_str()));
@@ -246,5 +268,35 @@ print(port)
         wait_for(&mut events, |e| e.kind == NodeEventKind::Fork && e.ppid == send.tgid && e.clone_flags.is_some())
             .expect("fork of the python process");
     assert_eq!(fork.clone_flags.unwrap() & 0x10000, 0, "a process, not a thread");
+    collector.stop();
+}
+
+/// Nothing is lost silently: a paused reader makes the kernel count ring-buffer drops, and a full queue to the
+/// publisher is counted too.
+#[test]
+fn drops_are_counted_when_userspace_does_not_keep_up() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (collector, events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    collector.pause();
+    // About 4.4 KB per exec record into an 8 MiB ring: 3000 execs overflow it.
+    run("i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done");
+    collector.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while collector.stats.kernel_drops.load(Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(collector.stats.kernel_drops.load(Relaxed) > 0, "ring-buffer drops counted in the kernel");
+    drop(events);
+    collector.stop();
+
+    let small = CollectConfig { queue_capacity: 8, ..CollectConfig::default() };
+    let (collector, events) = Collector::start(&small, "test-node").expect("programs load");
+    run("i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while collector.stats.queue_drops.load(Relaxed) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(collector.stats.queue_drops.load(Relaxed) > 0, "queue drops counted");
+    assert_eq!(events.len(), 8, "the queue stays bounded");
     collector.stop();
 }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use palisade_collect::CollectorStats;
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{CollectorProgress, ComponentStarted, ComponentStopped, RecordProduced};
+use palisade_runtime::telemetry::{
+    CollectorProgress, ComponentStarted, ComponentStopped, NodeEventPublished, QueueDepth, RecordProduced,
+};
 use palisade_runtime::{Bus, Shutdown, TopicsConfig};
-use palisade_schemas::{Codec, NodeEvent};
+use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
 use tokio::sync::mpsc;
 
 use super::publish_until_acked;
@@ -39,8 +41,10 @@ pub async fn run(
                     break;
                 }
                 RecordProduced { stage: STAGE, record: "NodeEvent" }.emit();
+                NodeEventPublished { kind: kind_name(event.kind) }.emit();
             }
             _ = ticker.tick() => {
+                QueueDepth { queue: "collect", depth: events.len() }.emit();
                 let now = [
                     stats.exec_events.load(Ordering::Relaxed),
                     stats.fork_events.load(Ordering::Relaxed),
@@ -73,4 +77,26 @@ pub async fn run(
     }
     ComponentStopped { component: STAGE }.emit();
     Ok(())
+}
+
+fn kind_name(kind: NodeEventKind) -> &'static str {
+    match kind {
+        NodeEventKind::Exec => "exec",
+        NodeEventKind::Exit => "exit",
+        NodeEventKind::Fork => "fork",
+        NodeEventKind::FileOpen => "file_open",
+        NodeEventKind::FileUnlink => "file_unlink",
+        NodeEventKind::FileRename => "file_rename",
+        NodeEventKind::FileTruncate => "file_truncate",
+        NodeEventKind::FileChmod => "file_chmod",
+        NodeEventKind::FileChown => "file_chown",
+        NodeEventKind::FileUtimes => "file_utimes",
+        NodeEventKind::NetConnect => "net_connect",
+        NodeEventKind::NetListen => "net_listen",
+        NodeEventKind::NetAccept => "net_accept",
+        NodeEventKind::NetSend => "net_send",
+        NodeEventKind::NamespaceChange => "namespace_change",
+        NodeEventKind::Signal => "signal",
+        NodeEventKind::PrivilegeChange => "privilege_change",
+    }
 }
