@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Collector overhead and throughput, as root. Prints figures; asserts nothing.
+#
+#   bench/collector-overhead.sh            (N_EXEC, N_OPEN, N_CONNECT, ROUNDS override the sizes)
+#
+# 1. Storms (exec, file open on a watched path, connect) with: nothing, `palisade run` (eBPF collector plus the
+#    in-process pipeline), and Linux auditd with an execve rule — median wall time of ROUNDS interleaved rounds.
+# 2. Per-program cost from kernel.bpf_stats_enabled (restored afterwards), via bpftool.
+# 3. Sustained node events/s from `palisade collect` into the testbed's Kafka, with drops and collector CPU
+#    (needs `scripts/testbed up`; skipped with a message otherwise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PALISADE_CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PALISADE_CACHE/target}
+export PATH=$PALISADE_CACHE/tools/bin:$HOME/.cargo/bin:$PATH
+N_EXEC=${N_EXEC:-3000}
+N_OPEN=${N_OPEN:-200000}
+N_CONNECT=${N_CONNECT:-20000}
+ROUNDS=${ROUNDS:-3}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+missing=""
+for tool in bpftool:bpftool auditctl:auditd; do
+  command -v "${tool%%:*}" >/dev/null || missing="$missing ${tool##*:}"
+done
+[ -z "$missing" ] || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
+cargo build --release --locked -p palisade >/dev/null 2>&1
+palisade=$CARGO_TARGET_DIR/release/palisade
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+exec_storm() { local i=0; while [ $i -lt "$N_EXEC" ]; do /bin/true; i=$((i+1)); done; }
+open_storm() { python3 -c "
+for _ in range($N_OPEN):
+    open('/etc/passwd').close()"; }
+connect_storm() { python3 -c "
+import socket
+for _ in range($N_CONNECT):
+    s = socket.socket(); s.connect_ex(('127.0.0.1', 9)); s.close()"; }
+
+seconds() { local start end; start=$(date +%s.%N); "$@"; end=$(date +%s.%N); echo "$end - $start" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+cpu_seconds() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+
+start_palisade() {
+  PALISADE__AUDIT__LISTEN_ADDR=127.0.0.1:0 "$palisade" run --quiet --alerts-file "$work/alerts.jsonl" 2>"$work/run.log" &
+  palisade_pid=$!
+  until grep -q "palisade: running" "$work/run.log" 2>/dev/null; do sleep 0.2; done
+}
+stop_palisade() { kill -TERM "$palisade_pid"; wait "$palisade_pid" || true; }
+start_auditd() {
+  systemctl stop auditd >/dev/null 2>&1 || true
+  auditd -s disable >/dev/null 2>&1 || true
+  pgrep -x auditd >/dev/null || auditd
+  sleep 0.5
+  auditctl -D >/dev/null
+  auditctl -a always,exit -F arch=b64 -S execve -k palisade-bench >/dev/null
+  auditctl -e 1 >/dev/null
+}
+stop_auditd() { auditctl -D >/dev/null; auditctl -e 0 >/dev/null || true; pkill -x auditd || true; sleep 0.5; }
+
+declare -A times
+for storm in exec open connect; do
+  for condition in none palisade auditd; do times[$storm,$condition]=""; done
+done
+for round in $(seq 1 "$ROUNDS"); do
+  for condition in none palisade auditd; do
+    case $condition in palisade) start_palisade ;; auditd) start_auditd ;; esac
+    for storm in exec open connect; do
+      [ "$condition" = auditd ] && [ "$storm" != exec ] && continue
+      times[$storm,$condition]+="$(seconds ${storm}_storm) "
+    done
+    if [ "$condition" = palisade ]; then
+      collector_cpu=$(cpu_seconds "$palisade_pid"); stop_palisade
+      echo "round $round: palisade run used ${collector_cpu}s CPU over the three storms" >&2
+    fi
+    [ "$condition" = auditd ] && stop_auditd
+  done
+done
+echo "storm        condition   median wall (s)   vs none"
+for storm in exec open connect; do
+  base=$(echo "${times[$storm,none]}" | tr ' ' '\n' | grep . | median)
+  for condition in none palisade auditd; do
+    [ -n "${times[$storm,$condition]}" ] || continue
+    value=$(echo "${times[$storm,$condition]}" | tr ' ' '\n' | grep . | median)
+    printf '%-12s %-11s %-17s %+.1f %%\n' "$storm" "$condition" "$value" "$(echo "($value - $base) * 100 / $base" | bc -l)"
+  done
+done
+echo "(exec storm: $N_EXEC × /bin/true; open storm: $N_OPEN × open('/etc/passwd'); connect storm: $N_CONNECT connects)"
+
+echo "--- per-program cost (kernel.bpf_stats_enabled)"
+previous=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -qw kernel.bpf_stats_enabled=1
+start_palisade
+exec_storm; open_storm; connect_storm
+bpftool -j prog show | python3 -c "
+import json, sys
+for p in json.load(sys.stdin):
+    if p.get('run_cnt'):
+        name = p.get('name', '?')
+        print(f\"{name:<24} runs {p['run_cnt']:>9}   avg {p['run_time_ns'] / p['run_cnt']:8.0f} ns\")
+" | sort -k5 -n -r | head -25
+stop_palisade
+sysctl -qw kernel.bpf_stats_enabled="$previous"
+
+echo "--- sustained node events into Kafka"
+if [ -z "${PALISADE_TEST_KAFKA:-}" ]; then
+  echo "skipped: PALISADE_TEST_KAFKA unset (eval \"\$(scripts/testbed env)\" after scripts/testbed up)"
+  exit 0
+fi
+metrics=127.0.0.1:19465
+PALISADE__KAFKA__BOOTSTRAP_SERVERS=$PALISADE_TEST_KAFKA PALISADE__TOPICS__NODE_EVENTS=bench.node.events.$$ \
+  PALISADE__METRICS_LISTEN_ADDR=$metrics PALISADE__NODE_NAME=bench "$palisade" collect 2>"$work/collect.log" &
+collect_pid=$!
+sleep 3
+counter() { curl -s "http://$metrics/metrics" | awk -v m="$1" '$1 == m {print $2}' | head -1; }
+published_before=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
+cpu_before=$(cpu_seconds "$collect_pid")
+start=$(date +%s.%N)
+open_storm & exec_storm & connect_storm & wait %1 %2 %3 2>/dev/null || wait
+sleep 2
+end=$(date +%s.%N)
+published_after=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
+cpu_after=$(cpu_seconds "$collect_pid")
+kernel_drops=$(counter 'palisade_collect_events_total{what="kernel_drop"}')
+queue_drops=$(counter 'palisade_collect_events_total{what="queue_drop"}')
+kill -TERM "$collect_pid"; wait "$collect_pid" || true
+events=$((published_after - published_before))
+elapsed=$(echo "$end - $start" | bc)
+echo "published $events node events in ${elapsed}s = $(echo "$events / $elapsed" | bc) events/s;" \
+     "kernel drops ${kernel_drops:-0}, queue drops ${queue_drops:-0}; collector CPU $(echo "$cpu_after - $cpu_before" | bc)s"
