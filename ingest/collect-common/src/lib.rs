@@ -47,6 +47,9 @@ pub const SYS_RENAMEAT: u32 = 24;
 pub const SYS_LISTEN: u32 = 25;
 /// accept(2)/accept4(2) returned: `extra` holds the peer sockaddr, `args[0]` the listening fd, `args[1]` the new fd.
 pub const SYS_ACCEPT: u32 = 26;
+/// capset(2): `extra` holds the first two `__user_cap_data_struct`s (effective, permitted, inheritable; low and
+/// high 32 bits).
+pub const SYS_CAPSET: u32 = 27;
 
 /// CLONE_THREAD: the new task is a thread of the same process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;

@@ -31,6 +31,9 @@ static FORK_CHILD_PID_OFFSET: u32 = 20;
 static EXEC_FILENAME_OFFSET: u32 = 8;
 #[unsafe(no_mangle)]
 static EXEC_OLD_PID_OFFSET: u32 = 16;
+/// Bytes of argv kept, at most ARGV_LIMIT (configurable: `collect.argv_max_bytes`).
+#[unsafe(no_mangle)]
+static ARGV_MAX_BYTES: u32 = ARGV_LIMIT as u32;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -108,6 +111,7 @@ fn capture_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> 
     // SAFETY: the per-CPU scratch slot belongs to this program invocation.
     let scratch = unsafe { &mut *scratch };
     scratch.flags = 0;
+    let limit = (global(&ARGV_MAX_BYTES) as usize).min(ARGV_LIMIT);
     let mut offset: usize = 0;
     for index in 0..MAX_ARGS {
         // SAFETY: user pointer read through the helper, which fails instead of faulting.
@@ -118,7 +122,7 @@ fn capture_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> 
         if arg.is_null() {
             break;
         }
-        if offset >= ARGV_LIMIT || index == MAX_ARGS - 1 {
+        if offset >= limit || index == MAX_ARGS - 1 {
             scratch.flags |= FLAG_ARGV_TRUNCATED;
             break;
         }
@@ -132,8 +136,8 @@ fn capture_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> 
         }
         offset += read as usize;
     }
-    if offset > ARGV_LIMIT {
-        offset = ARGV_LIMIT;
+    if offset > limit {
+        offset = limit;
         scratch.flags |= FLAG_ARGV_TRUNCATED;
     }
     scratch.argv_len = offset as u32;
@@ -665,6 +669,18 @@ id_syscall!(sys_enter_setreuid, SYS_SETREUID, 2);
 id_syscall!(sys_enter_setregid, SYS_SETREGID, 2);
 id_syscall!(sys_enter_setresuid, SYS_SETRESUID, 3);
 id_syscall!(sys_enter_setresgid, SYS_SETRESGID, 3);
+
+#[tracepoint]
+pub fn sys_enter_capset(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_CAPSET, 2, NO_PATHS, |event| {
+        let data = event.args[1];
+        event.extra = [0; EXTRA_LEN];
+        // SAFETY: user pointer read through the helper; two 12-byte structs.
+        data != 0
+            && unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(data as *const u8, &mut event.extra[..24]) }.is_ok()
+    });
+    0
+}
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -39,6 +39,9 @@ pub struct CollectConfig {
     /// How often the ring buffer is drained, in milliseconds.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Bytes of each command line kept (arguments NUL-separated); longer ones are cut and flagged. At most 2048.
+    #[serde(default = "default_argv_max_bytes")]
+    pub argv_max_bytes: usize,
     /// Events held between the kernel reader and the publisher; beyond this, events are dropped and counted.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
@@ -90,6 +93,9 @@ fn default_watch_path_suffixes() -> Vec<String> {
 const fn default_enabled() -> bool {
     true
 }
+const fn default_argv_max_bytes() -> usize {
+    palisade_collect_common::ARGV_LIMIT
+}
 const fn default_poll_interval_ms() -> u64 {
     50
 }
@@ -105,6 +111,7 @@ impl Default for CollectConfig {
         Self {
             enabled: default_enabled(),
             poll_interval_ms: default_poll_interval_ms(),
+            argv_max_bytes: default_argv_max_bytes(),
             queue_capacity: default_queue_capacity(),
             process_table_max_entries: default_process_table_max_entries(),
             watch_path_prefixes: default_watch_path_prefixes(),
@@ -153,7 +160,8 @@ impl Collector {
     pub fn start(config: &CollectConfig, node: &str) -> Result<(Self, mpsc::Receiver<NodeEvent>), CollectError> {
         let filters =
             loader::PathFilters { prefixes: &config.watch_path_prefixes, suffixes: &config.watch_path_suffixes };
-        let mut loaded = loader::load(std::process::id(), &filters)?;
+        let argv_max_bytes = config.argv_max_bytes.min(palisade_collect_common::ARGV_LIMIT) as u32;
+        let mut loaded = loader::load(std::process::id(), &filters, argv_max_bytes)?;
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CollectorStats::default());
@@ -365,7 +373,7 @@ impl Reader {
                     tgid: i64::from(header.tgid),
                     ppid: i64::from(ppid),
                     uid: i64::from(header.uid),
-                    euid: i64::from(header.uid),
+                    euid: procfs.effective_uid.unwrap_or(i64::from(header.uid)),
                     gid: i64::from(header.gid),
                     comm: c_string(&header.comm),
                     executable: Some(executable),

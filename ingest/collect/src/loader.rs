@@ -17,7 +17,8 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (program, tracepoint category, tracepoint name, required). Optional ones may be absent on other
 /// architectures (x86_64 has `rename` and `unlink`, arm64 only the `*at` forms).
-const PROGRAMS: [(&str, &str, &str, bool); 42] = [
+const PROGRAMS: [(&str, &str, &str, bool); 43] = [
+    ("sys_enter_capset", "syscalls", "sys_enter_capset", true),
     ("sys_enter_fork", "syscalls", "sys_enter_fork", false),
     ("sys_enter_vfork", "syscalls", "sys_enter_vfork", false),
     ("sys_enter_write", "syscalls", "sys_enter_write", true),
@@ -157,7 +158,7 @@ fn install_path_filters(ebpf: &mut Ebpf, filters: &PathFilters<'_>) -> Result<()
     Ok(())
 }
 
-pub fn load(collector_tgid: u32, path_filters: &PathFilters<'_>) -> Result<Loaded, CollectError> {
+pub fn load(collector_tgid: u32, path_filters: &PathFilters<'_>, argv_max_bytes: u32) -> Result<Loaded, CollectError> {
     if let Some(reason) = unavailable_reason() {
         return Err(CollectError::Unavailable(reason));
     }
@@ -170,6 +171,7 @@ pub fn load(collector_tgid: u32, path_filters: &PathFilters<'_>) -> Result<Loade
         .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
         .override_global("EXEC_OLD_PID_OFFSET", &exec_old_pid, true)
+        .override_global("ARGV_MAX_BYTES", &argv_max_bytes, true)
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
     install_path_filters(&mut ebpf, path_filters)?;

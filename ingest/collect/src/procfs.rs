@@ -24,6 +24,12 @@ pub struct Snapshot {
     pub stdio: Vec<String>,
     pub tty: Option<String>,
     pub capabilities_effective: Option<i64>,
+    pub effective_uid: Option<i64>,
+}
+
+/// Effective uid: the second field of the `Uid:` line.
+pub fn parse_effective_uid(status: &str) -> Option<i64> {
+    status.lines().find_map(|line| line.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn parse_cap_eff(status: &str) -> Option<i64> {
@@ -44,8 +50,9 @@ pub fn snapshot(pid: u32) -> Snapshot {
         }
         snapshot.stdio.push(kind.to_owned());
     }
-    snapshot.capabilities_effective =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).ok().as_deref().and_then(parse_cap_eff);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    snapshot.capabilities_effective = status.as_deref().and_then(parse_cap_eff);
+    snapshot.effective_uid = status.as_deref().and_then(parse_effective_uid);
     snapshot
 }
 
@@ -67,6 +74,7 @@ mod tests {
         let status = "Name:\tbash\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
         assert_eq!(parse_cap_eff(status), Some(0x1ff_ffff_ffff));
         assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+        assert_eq!(parse_effective_uid("Uid:\t1000\t0\t0\t0\n"), Some(0));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn syscall_name(syscall: u32) -> &'static str {
         SYS_RENAMEAT => "renameat",
         SYS_LISTEN => "listen",
         SYS_ACCEPT => "accept",
+        SYS_CAPSET => "capset",
         SYS_RENAME => "rename",
         SYS_UTIMENSAT => "utimensat",
         SYS_FCHMODAT => "fchmodat",
@@ -191,6 +192,19 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
             let effective = if event.syscall == SYS_SETUID { args[0] } else { args[1] };
             let detail =
                 PrivilegeDetail { syscall: name, new_uid: id(effective), new_gid: None, new_capabilities: None };
+            (NodeEventKind::PrivilegeChange, Meaning::Privilege(detail))
+        }
+        SYS_CAPSET => {
+            // Effective sets: low 32 bits in the first struct, high 32 bits in the second.
+            let word =
+                |offset: usize| u32::from_ne_bytes(event.extra[offset..offset + 4].try_into().unwrap_or_default());
+            let effective = u64::from(word(0)) | (u64::from(word(12)) << 32);
+            let detail = PrivilegeDetail {
+                syscall: name,
+                new_uid: None,
+                new_gid: None,
+                new_capabilities: Some(effective as i64),
+            };
             (NodeEventKind::PrivilegeChange, Meaning::Privilege(detail))
         }
         SYS_SETGID | SYS_SETREGID | SYS_SETRESGID => {

@@ -141,6 +141,14 @@ fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
     let privilege = wait_for(&mut events, |e| e.kind == NodeEventKind::PrivilegeChange).expect("setuid");
     assert_eq!(privilege.privilege.as_ref().unwrap().new_uid, Some(65534));
 
+    // capset (setpriv clears the inheritable set through it).
+    run("setpriv --inh-caps=-all /bin/true");
+    let capset = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::PrivilegeChange && e.privilege.as_ref().is_some_and(|p| p.syscall == "capset")
+    })
+    .expect("capset");
+    assert!(capset.privilege.as_ref().unwrap().new_capabilities.is_some());
+
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(collector.stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed), 0);
     collector.stop();
@@ -298,5 +306,19 @@ fn drops_are_counted_when_userspace_does_not_keep_up() {
     }
     assert!(collector.stats.queue_drops.load(Relaxed) > 0, "queue drops counted");
     assert_eq!(events.len(), 8, "the queue stays bounded");
+    collector.stop();
+}
+
+/// The argv byte limit is configurable; a longer command line is cut at it and flagged.
+#[test]
+fn the_argv_limit_is_configurable() {
+    let config = CollectConfig { argv_max_bytes: 64, ..CollectConfig::default() };
+    let (collector, mut events) = Collector::start(&config, "test-node").expect("programs load");
+    Command::new("/bin/true").args(["palisade-argv-limit", &"y".repeat(200)]).status().unwrap();
+    let event = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-argv-limit")).expect("exec");
+    assert!(event.argv_truncated);
+    // Arguments and the NULs between them (the cut last argument has none).
+    let kept: usize = event.argv.iter().map(String::len).sum::<usize>() + event.argv.len() - 1;
+    assert!(kept <= 64, "{kept} bytes kept");
     collector.stop();
 }

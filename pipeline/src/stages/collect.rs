@@ -5,19 +5,42 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use palisade_collect::CollectorStats;
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
-    CollectorProgress, ComponentStarted, ComponentStopped, NodeEventPublished, QueueDepth, RecordProduced,
+    CollectorProgress, ComponentStarted, ComponentStopped, ItemDropped, NodeEventPublished, QueueDepth, RecordProduced,
 };
 use palisade_runtime::{Bus, Shutdown, TopicsConfig};
 use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
 use tokio::sync::mpsc;
 
-use super::publish_until_acked;
 use crate::PipelineError;
 
 const STAGE: &str = "collect";
+
+/// Node events in flight to the bus at once. The kernel side cannot be replayed, so events are not acknowledged
+/// one by one: up to this many sends overlap (rdkafka batches them), and beyond it the stage stops reading, the
+/// queue from the kernel reader fills, and the reader counts what it drops.
+const MAX_IN_FLIGHT: usize = 4096;
+
+async fn publish_owned(bus: Bus, topic: String, event: NodeEvent, payload: Vec<u8>) -> (NodeEventKind, bool) {
+    let key = event.partition_key();
+    let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
+    let delivered = bus.publish(outgoing).await.is_ok();
+    (event.kind, delivered)
+}
+
+fn record_outcome(kind: NodeEventKind, delivered: bool) {
+    if delivered {
+        RecordProduced { stage: STAGE, record: "NodeEvent" }.emit();
+        NodeEventPublished { kind: kind_name(kind) }.emit();
+    } else {
+        // rdkafka retried until the delivery timeout; the kernel cannot resend, so this is a counted drop.
+        ItemDropped { component: STAGE, reason: "bus_error", count: 1 }.emit();
+    }
+}
 
 pub async fn run(
     bus: Bus,
@@ -29,22 +52,19 @@ pub async fn run(
     let codec = Codec::<NodeEvent>::new()?;
     let mut reported = [0u64; 6];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut in_flight = FuturesUnordered::new();
     ComponentStarted { component: STAGE }.emit();
     loop {
         tokio::select! {
-            event = events.recv() => {
+            Some((kind, delivered)) = in_flight.next(), if !in_flight.is_empty() => record_outcome(kind, delivered),
+            event = events.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(event) = event else { break };
                 let payload = codec.encode(&event)?;
-                let key = event.partition_key();
-                let outgoing = Outgoing { topic: &topics.node_events, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
-                if !publish_until_acked(&bus, outgoing, &shutdown).await {
-                    break;
-                }
-                RecordProduced { stage: STAGE, record: "NodeEvent" }.emit();
-                NodeEventPublished { kind: kind_name(event.kind) }.emit();
+                in_flight.push(publish_owned(bus.clone(), topics.node_events.clone(), event, payload));
             }
             _ = ticker.tick() => {
                 QueueDepth { queue: "collect", depth: events.len() }.emit();
+                QueueDepth { queue: "collect_in_flight", depth: in_flight.len() }.emit();
                 let now = [
                     stats.exec_events.load(Ordering::Relaxed),
                     stats.fork_events.load(Ordering::Relaxed),
@@ -62,18 +82,17 @@ pub async fn run(
                 .emit();
             }
             _ = shutdown.wait() => {
-                // Publish what the reader already queued, then stop.
+                // Publish what the reader already queued, then wait for every send.
                 while let Ok(event) = events.try_recv() {
                     let payload = codec.encode(&event)?;
-                    let key = event.partition_key();
-                    let outgoing = Outgoing { topic: &topics.node_events, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
-                    if !publish_until_acked(&bus, outgoing, &shutdown).await {
-                        break;
-                    }
+                    in_flight.push(publish_owned(bus.clone(), topics.node_events.clone(), event, payload));
                 }
                 break;
             }
         }
+    }
+    while let Some((kind, delivered)) = in_flight.next().await {
+        record_outcome(kind, delivered);
     }
     ComponentStopped { component: STAGE }.emit();
     Ok(())
