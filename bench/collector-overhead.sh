@@ -58,11 +58,12 @@ start_auditd() {
 }
 stop_auditd() { auditctl -D >/dev/null; auditctl -e 0 >/dev/null || true; pkill -x auditd || true; sleep 0.5; }
 
+if [ "${ONLY_KAFKA:-0}" = 1 ]; then SKIP_STORMS=1; fi
 declare -A times
 for storm in exec open connect; do
   for condition in none palisade auditd; do times[$storm,$condition]=""; done
 done
-for round in $(seq 1 "$ROUNDS"); do
+for round in $( [ -n "${SKIP_STORMS:-}" ] || seq 1 "$ROUNDS"); do
   for condition in none palisade auditd; do
     case $condition in palisade) start_palisade ;; auditd) start_auditd ;; esac
     for storm in exec open connect; do
@@ -76,6 +77,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$condition" = auditd ] && stop_auditd
   done
 done
+if [ -z "${SKIP_STORMS:-}" ]; then
 echo "storm        condition   median wall (s)   vs none"
 for storm in exec open connect; do
   base=$(echo "${times[$storm,none]}" | tr ' ' '\n' | grep . | median)
@@ -86,7 +88,9 @@ for storm in exec open connect; do
   done
 done
 echo "(exec storm: $N_EXEC × /bin/true; open storm: $N_OPEN × open('/etc/passwd'); connect storm: $N_CONNECT connects)"
+fi
 
+if [ -z "${SKIP_STORMS:-}" ]; then
 echo "--- per-program cost (kernel.bpf_stats_enabled)"
 previous=$(sysctl -n kernel.bpf_stats_enabled)
 sysctl -qw kernel.bpf_stats_enabled=1
@@ -101,6 +105,7 @@ for p in json.load(sys.stdin):
 " | sort -k5 -n -r | head -25
 stop_palisade
 sysctl -qw kernel.bpf_stats_enabled="$previous"
+fi
 
 echo "--- sustained node events into Kafka"
 if [ -z "${PALISADE_TEST_KAFKA:-}" ]; then
@@ -116,7 +121,11 @@ counter() { curl -s "http://$metrics/metrics" | awk -v m="$1" '$1 == m {print $2
 published_before=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
 cpu_before=$(cpu_seconds "$collect_pid")
 start=$(date +%s.%N)
-open_storm & exec_storm & connect_storm & wait %1 %2 %3 2>/dev/null || wait
+open_storm & storm_pids=$!
+exec_storm & storm_pids="$storm_pids $!"
+connect_storm & storm_pids="$storm_pids $!"
+# shellcheck disable=SC2086
+wait $storm_pids
 sleep 2
 end=$(date +%s.%N)
 published_after=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
