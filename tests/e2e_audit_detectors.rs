@@ -31,6 +31,7 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     stack.assert_running();
 
     let api = common::apiserver();
+    let base = common::env("PALISADE_TEST_APISERVER");
     let id = stack.run.to_lowercase();
     let ns = format!("e2e-{id}");
     create(&api, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
@@ -91,7 +92,6 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         "metadata": {"name": "trace"}, "involvedObject": {"kind": "Pod", "name": "socket", "namespace": ns},
         "reason": "Test", "message": "to be deleted"}),
     );
-    let base = common::env("PALISADE_TEST_APISERVER");
     let deleted = api.delete(format!("{base}/api/v1/namespaces/{ns}/events/trace")).send().unwrap();
     assert!(deleted.status().is_success());
     for (name, port, ranges) in [
@@ -110,6 +110,29 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}),
         );
     }
+
+    // kube-hunter's active hunters, as it sends them: a probe namespace, a probe pod, a JSON-patch probe.
+    let hex = |salt: u64| format!("{:05x}", (std::process::id() as u64 * 2_654_435_761 + salt) & 0xf_ffff);
+    let (probe_ns, probe_pod) = (hex(1), hex(2));
+    create(
+        &api,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": probe_ns, "labels": {"name": probe_ns}}}),
+    );
+    create(
+        &api,
+        &pods,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": probe_pod},
+        "spec": {"containers": [{"name": probe_pod, "image": "nginx:1.7.9", "ports": [{"containerPort": 80}]}]}}),
+    );
+    let patched = api
+        .patch(format!("{base}{pods}/{probe_pod}"))
+        .header("Content-Type", "application/json-patch+json")
+        .body(r#"[{"op": "add", "path": "/hello", "value": ["world"]}]"#)
+        .send()
+        .unwrap();
+    eprintln!("kube-hunter patch probe answered {}", patched.status());
 
     // Harmless twins: must not fire.
     create(
@@ -144,13 +167,14 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         "K8S_ExposedDashboard",
         "K8S_ExposedPostgresBroadIPRange",
         "K8S_ExposedService",
+        "K8S_PenTestToolsKubeHunter",
     ]
     .into_iter()
     .collect();
     let ours = |alert: &Value| {
         alert["namespace"] == ns.as_str()
             || alert["workload"].as_str().is_some_and(|w| w.contains(&id))
-            || alert["evidence"][0].as_str().is_some_and(|e| e.contains(&id))
+            || alert["evidence"][0].as_str().is_some_and(|e| e.contains(&id) || e.contains(&format!("\"{probe_ns}\"")))
     };
     common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(60), |seen: &[Value]| {
         let types: BTreeSet<&str> = seen.iter().filter(|a| ours(a)).filter_map(|a| a["alert_type"].as_str()).collect();
@@ -179,6 +203,14 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     assert_eq!(by_type("K8S_ClusterAdminBinding")["details"]["subjects"], format!("ServiceAccount:{ns}/default"));
     assert_eq!(by_type("K8S_AdmissionController")["details"]["webhook_targets"], "https://203.0.113.10/validate");
     assert_eq!(by_type("K8S_DeleteEvents")["user"], "palisade-test-admin");
+    let hunter: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a["alert_type"] == "K8S_PenTestToolsKubeHunter")
+        .filter_map(|a| a["details"]["signature"].as_str())
+        .collect();
+    assert!(hunter.iter().any(|s| s.starts_with("probe namespace")), "{hunter:?}");
+    assert!(hunter.iter().any(|s| s.starts_with("probe pod")), "{hunter:?}");
+    assert!(hunter.iter().any(|s| s.starts_with("JSON patch")), "{hunter:?}");
 
     // Clean up the cluster-scoped objects (the namespace takes the rest).
     for path in [
@@ -188,6 +220,7 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         format!("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{id}-hook"),
         "/api/v1/namespaces/kube-system/configmaps/coredns-custom".to_owned(),
         format!("/api/v1/namespaces/{ns}"),
+        format!("/api/v1/namespaces/{probe_ns}"),
     ] {
         let _ = api.delete(format!("{base}{path}")).send();
     }

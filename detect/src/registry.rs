@@ -17,6 +17,7 @@ pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
         Box::new(detectors::exposed::ExposedRedis),
         Box::new(detectors::exposed::ExposedService),
         Box::new(detectors::exposed::ExposedPostgresBroadIpRange),
+        Box::new(detectors::kube_hunter::KubeHunter),
         Box::new(detectors::eicar::Eicar),
     ]
 }
@@ -29,7 +30,6 @@ pub const NOT_YET_IMPLEMENTED: &[&str] = &[
     "K8S_ServiceAccountRareOperation",
     "K8S_ExposedKubeflow",
     "K8S_TI_Proxy",
-    "K8S_PenTestToolsKubeHunter",
     "K8S_KubeSystemContainer",
     "K8S.NODE_NamespaceCreation",
     "K8S.NODE_HistoryFileCleared",

@@ -5,6 +5,7 @@ pub mod control_plane_config;
 pub mod delete_events;
 pub mod eicar;
 pub mod exposed;
+pub mod kube_hunter;
 pub mod malicious_image;
 pub mod pod_spec;
 pub mod privileged_container;
