@@ -3,6 +3,7 @@
 //! - a JSON patch adding `/hello: ["world"]` (its patch-permission probe, on pods and cluster roles);
 //! - a Pod whose name is five hex characters, whose only container has the same name and runs `nginx:1.7.9`;
 //! - a Namespace or ClusterRole whose name is five hex characters and (namespace) labelled `name: <same>`.
+//!
 //! Attempts count whether or not the API server allowed them. Its passive discovery (version, pods and roles
 //! listings) needs a window per identity and is not covered here.
 //! Source: kube-hunter's hunters as summarised in `shared/corpus/kube_hunter/kube_hunter_api_fingerprint.json`.
