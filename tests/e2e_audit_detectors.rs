@@ -24,6 +24,11 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     stack.set("PALISADE__AUDIT__TLS_CERT_PATH", &format!("{pki}/audit-webhook.crt"));
     stack.set("PALISADE__AUDIT__TLS_KEY_PATH", &format!("{pki}/audit-webhook.key"));
     stack.set("PALISADE__AUDIT__TOKEN_FILE", &format!("{pki}/audit-webhook.token"));
+    // The proxy list names one loopback address; the test's requests from it must raise K8S_TI_Proxy, its
+    // requests from 127.0.0.1 must not.
+    let proxy_list = stack.logs.join("proxy_ips.txt");
+    std::fs::write(&proxy_list, "# test list\n127.0.0.2/32\n").unwrap();
+    stack.set("PALISADE__DETECT__PROXY_LIST_PATH", proxy_list.to_str().unwrap());
     for stage in ["audit", "detect", "enrich", "sink"] {
         stack.spawn(&[stage]);
     }
@@ -134,6 +139,11 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         .unwrap();
     eprintln!("kube-hunter patch probe answered {}", patched.status());
 
+    // A request from an address on the proxy list.
+    let from_proxy = common::apiserver_from(Some("127.0.0.2".parse().unwrap()));
+    let listed = from_proxy.get(format!("{base}{pods}")).send().unwrap();
+    assert!(listed.status().is_success());
+
     // Harmless twins: must not fire.
     create(
         &api,
@@ -168,6 +178,7 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         "K8S_ExposedPostgresBroadIPRange",
         "K8S_ExposedService",
         "K8S_PenTestToolsKubeHunter",
+        "K8S_TI_Proxy",
     ]
     .into_iter()
     .collect();
@@ -211,6 +222,10 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     assert!(hunter.iter().any(|s| s.starts_with("probe namespace")), "{hunter:?}");
     assert!(hunter.iter().any(|s| s.starts_with("probe pod")), "{hunter:?}");
     assert!(hunter.iter().any(|s| s.starts_with("JSON patch")), "{hunter:?}");
+    for alert in alerts.iter().filter(|a| a["alert_type"] == "K8S_TI_Proxy") {
+        assert_eq!(alert["details"]["listed_source_ip"], "127.0.0.2", "only the listed address fires");
+        assert_eq!(alert["source_ip"], "127.0.0.2");
+    }
 
     // Clean up the cluster-scoped objects (the namespace takes the rest).
     for path in [

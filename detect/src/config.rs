@@ -9,13 +9,30 @@ use serde::Deserialize;
 
 use crate::meta::{Severity, lookup};
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DetectConfig {
     /// Settings per alert type ID (`K8S_PrivilegedContainer`, `K8S.NODE_EICAR`, ...). Types not listed run with
     /// their defaults.
     #[serde(default)]
     pub rules: BTreeMap<String, RuleConfig>,
+    /// Proxy/anonymiser address list for K8S_TI_Proxy (addresses or CIDRs, one per line); absent = the shipped
+    /// list. Re-read when the file changes.
+    #[serde(default)]
+    pub proxy_list_path: Option<std::path::PathBuf>,
+    /// How often the list file is checked for changes, in seconds.
+    #[serde(default = "default_proxy_list_reload_secs")]
+    pub proxy_list_reload_secs: u64,
+}
+
+const fn default_proxy_list_reload_secs() -> u64 {
+    10
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self { rules: BTreeMap::new(), proxy_list_path: None, proxy_list_reload_secs: default_proxy_list_reload_secs() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,6 +89,8 @@ pub enum DetectConfigError {
     EmptyException { rule: String, index: usize },
     #[error("detect.rules.\"{rule}\".exceptions[{index}]: `reason` is empty; say why this case is expected")]
     MissingReason { rule: String, index: usize },
+    #[error("detect list: {0}")]
+    List(String),
     #[error("detect.rules.\"{rule}\".exceptions[{index}].command_line_pattern: {error}")]
     BadPattern { rule: String, index: usize, error: String },
 }
@@ -135,7 +154,7 @@ mod tests {
             "K8S_PrivilegedContainer".to_owned(),
             RuleConfig { exceptions: vec![exception], ..RuleConfig::default() },
         );
-        DetectConfig { rules }
+        DetectConfig { rules, ..DetectConfig::default() }
     }
 
     #[test]
@@ -143,7 +162,7 @@ mod tests {
         let mut rules = BTreeMap::new();
         rules.insert("K8S_Nope".to_owned(), RuleConfig::default());
         assert_eq!(
-            DetectConfig { rules }.validate().unwrap_err(),
+            DetectConfig { rules, ..DetectConfig::default() }.validate().unwrap_err(),
             DetectConfigError::UnknownAlertType("K8S_Nope".into())
         );
     }

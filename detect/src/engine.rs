@@ -55,7 +55,8 @@ pub struct Engine {
 impl Engine {
     /// Every registered detector, configured by `config`.
     pub fn new(config: &DetectConfig) -> Result<Self, DetectConfigError> {
-        Ok(Self { detectors: registry::stateless_detectors(), rules: config.validate()? })
+        let rules = config.validate()?;
+        Ok(Self { detectors: registry::stateless_detectors(config)?, rules })
     }
 
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {

@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod config;
 pub mod detectors;
 pub mod engine;
+pub mod ip_list;
 pub mod lists;
 pub mod meta;
 pub mod registry;

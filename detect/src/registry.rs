@@ -1,10 +1,23 @@
 //! The one explicit list of implemented detectors.
 
+use std::time::Duration;
+
+use crate::config::{DetectConfig, DetectConfigError};
 use crate::detectors;
 use crate::engine::StatelessDetector;
+use crate::ip_list::{IpList, ReloadingIpList};
 
-pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
-    vec![
+/// Every implemented detector, built with what the configuration gives them (lists).
+pub fn stateless_detectors(config: &DetectConfig) -> Result<Vec<Box<dyn StatelessDetector>>, DetectConfigError> {
+    let proxy_list = match &config.proxy_list_path {
+        Some(path) => ReloadingIpList::from_file(path, Duration::from_secs(config.proxy_list_reload_secs))
+            .map_err(DetectConfigError::List)?,
+        None => ReloadingIpList::fixed(
+            IpList::parse(include_str!("../data/proxy_ips.txt")).map_err(DetectConfigError::List)?,
+        ),
+    };
+    Ok(vec![
+        Box::new(detectors::ti_proxy::TiProxy { list: proxy_list }),
         Box::new(detectors::privileged_container::PrivilegedContainer),
         Box::new(detectors::sensitive_mount::SensitiveMount),
         Box::new(detectors::malicious_image::MaliciousContainerImage),
@@ -19,7 +32,7 @@ pub fn stateless_detectors() -> Vec<Box<dyn StatelessDetector>> {
         Box::new(detectors::exposed::ExposedPostgresBroadIpRange),
         Box::new(detectors::kube_hunter::KubeHunter),
         Box::new(detectors::eicar::Eicar),
-    ]
+    ])
 }
 
 /// Catalogue alert types that have no detector yet. Kept explicit so the gap is visible and the test below fails
@@ -29,7 +42,6 @@ pub const NOT_YET_IMPLEMENTED: &[&str] = &[
     "K8S_AbnormalMiActivity",
     "K8S_ServiceAccountRareOperation",
     "K8S_ExposedKubeflow",
-    "K8S_TI_Proxy",
     "K8S_KubeSystemContainer",
     "K8S.NODE_NamespaceCreation",
     "K8S.NODE_HistoryFileCleared",
@@ -91,7 +103,8 @@ mod tests {
 
     #[test]
     fn registered_detectors_are_unique_and_every_catalogue_id_is_accounted_for() {
-        let registered: Vec<&str> = stateless_detectors().iter().map(|d| d.meta().id).collect();
+        let registered: Vec<&str> =
+            stateless_detectors(&DetectConfig::default()).unwrap().iter().map(|d| d.meta().id).collect();
         let unique: BTreeSet<&str> = registered.iter().copied().collect();
         assert_eq!(unique.len(), registered.len(), "two detectors share an ID");
         for id in &registered {

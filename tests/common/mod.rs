@@ -182,6 +182,11 @@ pub fn count_documents(index_prefix: &str, query: serde_json::Value) -> u64 {
 
 /// A client of the testbed kube-apiserver authenticated with the admin client certificate.
 pub fn apiserver() -> reqwest::blocking::Client {
+    apiserver_from(None)
+}
+
+/// The same client, connecting from a chosen local address (127.0.0.x), so audit events carry that source IP.
+pub fn apiserver_from(local: Option<std::net::IpAddr>) -> reqwest::blocking::Client {
     let pki = PathBuf::from(env("PALISADE_TEST_PKI"));
     let mut identity = std::fs::read(pki.join("admin.crt")).unwrap();
     identity.extend(std::fs::read(pki.join("admin.key")).unwrap());
@@ -189,6 +194,7 @@ pub fn apiserver() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .add_root_certificate(ca)
         .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .local_address(local)
         .build()
         .unwrap()
 }

@@ -11,3 +11,4 @@ pub mod pod_spec;
 pub mod privileged_container;
 pub mod rbac;
 pub mod sensitive_mount;
+pub mod ti_proxy;

@@ -1,0 +1,5 @@
+mod detector;
+#[cfg(test)]
+mod tests;
+
+pub use detector::TiProxy;

@@ -1,0 +1,163 @@
+//! IP address lists (addresses and CIDR ranges) read from files, re-read when the file changes.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Range {
+    network: IpAddr,
+    prefix: u8,
+}
+
+fn bits(address: IpAddr) -> (u128, u8) {
+    match address {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        IpAddr::V6(v6) => (u128::from(v6), 128),
+    }
+}
+
+impl Range {
+    fn contains(&self, address: IpAddr) -> bool {
+        let ((network, width), (candidate, candidate_width)) = (bits(self.network), bits(address));
+        if width != candidate_width {
+            return false;
+        }
+        let shift = u32::from(width - self.prefix.min(width));
+        shift >= 128 || (network >> shift) == (candidate >> shift)
+    }
+}
+
+/// A parsed list; lines that do not parse are reported, not silently taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpList {
+    ranges: Vec<Range>,
+}
+
+impl IpList {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (address, prefix) = match line.split_once('/') {
+                Some((address, prefix)) => (address, Some(prefix)),
+                None => (line, None),
+            };
+            let network: IpAddr =
+                address.parse().map_err(|_| format!("line {}: `{line}` is not an address", number + 1))?;
+            let width = bits(network).1;
+            let prefix = match prefix {
+                Some(prefix) => prefix
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= width)
+                    .ok_or_else(|| format!("line {}: `{line}` has a bad prefix length", number + 1))?,
+                None => width,
+            };
+            ranges.push(Range { network, prefix });
+        }
+        Ok(Self { ranges })
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.ranges.iter().any(|range| range.contains(address))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+}
+
+/// A list backed by a file, re-read (at most every `check_every`) when its modification time changes. A file
+/// that stops parsing keeps the last good list and logs why on stderr once per change.
+pub struct ReloadingIpList {
+    path: Option<PathBuf>,
+    check_every: Duration,
+    state: RwLock<(IpList, Option<SystemTime>, Instant)>,
+}
+
+impl ReloadingIpList {
+    pub fn from_file(path: &Path, check_every: Duration) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let list = IpList::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Self { path: Some(path.to_owned()), check_every, state: RwLock::new((list, modified, Instant::now())) })
+    }
+
+    pub fn fixed(list: IpList) -> Self {
+        Self { path: None, check_every: Duration::MAX, state: RwLock::new((list, None, Instant::now())) }
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.reload_if_changed();
+        self.state.read().map(|state| state.0.contains(address)).unwrap_or(false)
+    }
+
+    fn reload_if_changed(&self) {
+        let Some(path) = &self.path else { return };
+        let due = self.state.read().map(|s| s.2.elapsed() >= self.check_every).unwrap_or(false);
+        if !due {
+            return;
+        }
+        let Ok(mut state) = self.state.write() else { return };
+        state.2 = Instant::now();
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if modified == state.1 {
+            return;
+        }
+        state.1 = modified;
+        match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|text| IpList::parse(&text)) {
+            Ok(list) => state.0 = list,
+            Err(error) => eprintln!("palisade: keeping the previous list, {} does not load: {error}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_ranges_match_by_family() {
+        let list = IpList::parse("# comment\n198.51.100.7\n203.0.113.0/24 # a range\n2001:db8::/32\n").unwrap();
+        assert!(list.contains("198.51.100.7".parse().unwrap()));
+        assert!(!list.contains("198.51.100.8".parse().unwrap()));
+        assert!(list.contains("203.0.113.200".parse().unwrap()));
+        assert!(list.contains("2001:db8::1".parse().unwrap()));
+        assert!(!list.contains("2001:db9::1".parse().unwrap()));
+        assert!(IpList::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_their_number() {
+        assert_eq!(IpList::parse("1.2.3.4\nnot-an-ip\n").unwrap_err(), "line 2: `not-an-ip` is not an address");
+        assert!(IpList::parse("1.2.3.4/33").is_err());
+    }
+
+    #[test]
+    fn the_file_is_reloaded_when_it_changes() {
+        let path = std::env::temp_dir().join(format!("palisade-ips-{}", std::process::id()));
+        std::fs::write(&path, "10.0.0.1\n").unwrap();
+        let list = ReloadingIpList::from_file(&path, Duration::ZERO).unwrap();
+        assert!(list.contains("10.0.0.1".parse().unwrap()));
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "10.0.0.2\n").unwrap();
+        let newer = SystemTime::now() + Duration::from_secs(1);
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(newer).unwrap();
+        assert!(list.contains("10.0.0.2".parse().unwrap()), "reloaded without a restart");
+        assert!(!list.contains("10.0.0.1".parse().unwrap()));
+        std::fs::write(&path, "garbage\n").unwrap();
+        file.set_modified(newer + Duration::from_secs(1)).unwrap();
+        assert!(list.contains("10.0.0.2".parse().unwrap()), "a bad file keeps the last good list");
+        let _ = std::fs::remove_file(&path);
+    }
+}
