@@ -3,6 +3,8 @@
 //! Cluster-state context (pods, workloads, images by container id) is the next step here; fields that cannot
 //! be filled stay absent, never invented.
 
+pub mod dedup;
+
 use std::collections::BTreeMap;
 
 use palisade_detect::{DetectConfig, Severity, lookup};
@@ -15,6 +17,21 @@ pub struct EnrichConfig {
     /// Language of title, description and remediation. Only `en` is written so far.
     #[serde(default = "default_locale")]
     pub locale: String,
+    /// Alerts of one type about one entity within this many seconds (event time) fold into one alert with a
+    /// count; 0 turns deduplication off.
+    #[serde(default = "default_dedup_window_secs")]
+    pub dedup_window_secs: u64,
+    /// How often folded counts are sent again (as an update of the same alert), in seconds.
+    #[serde(default = "default_dedup_flush_secs")]
+    pub dedup_flush_secs: u64,
+}
+
+const fn default_dedup_window_secs() -> u64 {
+    60
+}
+
+const fn default_dedup_flush_secs() -> u64 {
+    5
 }
 
 fn default_locale() -> String {
@@ -23,7 +40,11 @@ fn default_locale() -> String {
 
 impl Default for EnrichConfig {
     fn default() -> Self {
-        Self { locale: default_locale() }
+        Self {
+            locale: default_locale(),
+            dedup_window_secs: default_dedup_window_secs(),
+            dedup_flush_secs: default_dedup_flush_secs(),
+        }
     }
 }
 

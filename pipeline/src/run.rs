@@ -54,6 +54,8 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         enrich_subscription,
         topics.clone(),
         enricher,
+        config.enrich.dedup_window_secs,
+        config.enrich.dedup_flush_secs,
         enrich_stop.clone(),
     ));
     let sink =
