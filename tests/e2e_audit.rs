@@ -10,12 +10,8 @@ use serde_json::json;
 
 #[test]
 fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_the_index() {
-    let pki = common::env("PALISADE_TEST_PKI");
     let mut stack = common::Stack::new("audit");
-    stack.set("PALISADE__AUDIT__LISTEN_ADDR", &common::env("PALISADE_TEST_AUDIT_WEBHOOK_ADDR"));
-    stack.set("PALISADE__AUDIT__TLS_CERT_PATH", &format!("{pki}/audit-webhook.crt"));
-    stack.set("PALISADE__AUDIT__TLS_KEY_PATH", &format!("{pki}/audit-webhook.key"));
-    stack.set("PALISADE__AUDIT__TOKEN_FILE", &format!("{pki}/audit-webhook.token"));
+    stack.with_testbed_webhook();
     for stage in ["audit", "detect", "enrich", "sink"] {
         stack.spawn(&[stage]);
     }

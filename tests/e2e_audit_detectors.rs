@@ -18,12 +18,8 @@ fn create(api: &reqwest::blocking::Client, path: &str, body: Value) {
 
 #[test]
 fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
-    let pki = common::env("PALISADE_TEST_PKI");
     let mut stack = common::Stack::new("detectors");
-    stack.set("PALISADE__AUDIT__LISTEN_ADDR", &common::env("PALISADE_TEST_AUDIT_WEBHOOK_ADDR"));
-    stack.set("PALISADE__AUDIT__TLS_CERT_PATH", &format!("{pki}/audit-webhook.crt"));
-    stack.set("PALISADE__AUDIT__TLS_KEY_PATH", &format!("{pki}/audit-webhook.key"));
-    stack.set("PALISADE__AUDIT__TOKEN_FILE", &format!("{pki}/audit-webhook.token"));
+    stack.with_testbed_webhook();
     // The proxy list names one loopback address; the test's requests from it must raise K8S_TI_Proxy, its
     // requests from 127.0.0.1 must not.
     let proxy_list = stack.logs.join("proxy_ips.txt");

@@ -72,6 +72,15 @@ impl Stack {
         format!("t.{}.{name}", self.run)
     }
 
+    /// Points `palisade audit` at the address, certificate, key and token the testbed's API server uses.
+    pub fn with_testbed_webhook(&mut self) {
+        let pki = env("PALISADE_TEST_PKI");
+        self.set("PALISADE__AUDIT__LISTEN_ADDR", &env("PALISADE_TEST_AUDIT_WEBHOOK_ADDR"));
+        self.set("PALISADE__AUDIT__TLS_CERT_PATH", &format!("{pki}/audit-webhook.crt"));
+        self.set("PALISADE__AUDIT__TLS_KEY_PATH", &format!("{pki}/audit-webhook.key"));
+        self.set("PALISADE__AUDIT__TOKEN_FILE", &format!("{pki}/audit-webhook.token"));
+    }
+
     pub fn set(&mut self, key: &str, value: &str) {
         self.envs.retain(|(k, _)| k != key);
         self.envs.push((key.into(), value.into()));
@@ -122,12 +131,8 @@ impl Drop for Stack {
     }
 }
 
-/// Waits for a JSON alert on `topic` (read_committed) that satisfies `pred`.
-pub fn wait_for_alert(
-    topic: &str,
-    timeout: Duration,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> Option<(serde_json::Value, Instant)> {
+/// A fresh consumer group reading `topic` from the start, committed records only (what a SOC consumer sees).
+fn alerts_consumer(topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
         .set("group.id", format!("e2e-reader-{}", run_id()))
@@ -138,6 +143,16 @@ pub fn wait_for_alert(
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
+/// Waits for a JSON alert on `topic` (read_committed) that satisfies `pred`.
+pub fn wait_for_alert(
+    topic: &str,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<(serde_json::Value, Instant)> {
+    let consumer = alerts_consumer(topic);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
@@ -205,16 +220,7 @@ pub fn collect_alerts(
     timeout: Duration,
     done: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("e2e-collector-{}", run_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = alerts_consumer(topic);
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     while Instant::now() < deadline && !done(&seen) {

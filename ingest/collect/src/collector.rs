@@ -361,41 +361,19 @@ impl Reader {
                 };
                 let ppid = self.table.record_exec(header.tgid, &executable, &argv);
                 let procfs = crate::procfs::snapshot(header.tgid);
-                let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
-                self.sequence += 1;
-                Some(NodeEvent {
-                    event_id: format!("{}/{}/{}/{}", self.node, self.boot_id, header.ktime_ns, self.sequence),
-                    kind: NodeEventKind::Exec,
-                    node: self.node.clone(),
-                    kernel_time_ns: header.ktime_ns as i64,
-                    timestamp_ms: (header.ktime_ns as i64 + self.boot_wall_offset_ns) / 1_000_000,
-                    pid: i64::from(header.pid),
-                    tgid: i64::from(header.tgid),
-                    ppid: i64::from(ppid),
-                    uid: i64::from(header.uid),
-                    euid: procfs.effective_uid.unwrap_or(i64::from(header.uid)),
-                    gid: i64::from(header.gid),
-                    comm: c_string(&header.comm),
-                    executable: Some(executable),
-                    argv,
-                    argv_truncated,
-                    cwd: std::fs::read_link(format!("/proc/{}/cwd", header.tgid)).ok().map(|p| p.display().to_string()),
-                    tty: procfs.tty,
-                    stdio: procfs.stdio,
-                    capabilities_effective: procfs.capabilities_effective,
-                    cgroup_id: header.cgroup_id as i64,
-                    in_container: attribution.container_id.is_some(),
-                    container_id: attribution.container_id,
-                    pod_uid: attribution.pod_uid,
-                    ancestry: self.table.ancestry(header.tgid),
-                    exit_code: None,
-                    clone_flags: None,
-                    file: None,
-                    net: None,
-                    namespace: None,
-                    signal: None,
-                    privilege: None,
-                })
+                // The table now holds the new image, so the base event carries it.
+                let mut event = self.base_event(&header, NodeEventKind::Exec);
+                event.ppid = i64::from(ppid);
+                event.euid = procfs.effective_uid.unwrap_or(event.uid);
+                event.executable = Some(executable);
+                event.argv = argv;
+                event.argv_truncated = argv_truncated;
+                event.cwd =
+                    std::fs::read_link(format!("/proc/{}/cwd", header.tgid)).ok().map(|p| p.display().to_string());
+                event.tty = procfs.tty;
+                event.stdio = procfs.stdio;
+                event.capabilities_effective = procfs.capabilities_effective;
+                Some(event)
             }
         }
     }
