@@ -201,35 +201,32 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
             return (StatusCode::BAD_REQUEST, reason).into_response();
         }
     };
+    // Encode the batch, dead-lettering events that do not map, then send the rest together: the sends overlap
+    // (the bus batches them) and the answer waits for every acknowledgement.
+    let mut encoded: Vec<(String, Vec<u8>)> = Vec::with_capacity(events.len());
     for raw in events {
-        match AuditEvent::from_k8s_json(raw, &state.cluster) {
-            Ok(event) => {
-                let payload = match state.codec.encode(&event) {
-                    Ok(payload) => payload,
-                    Err(error) => {
-                        if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await
-                        {
-                            return response;
-                        }
-                        continue;
-                    }
-                };
-                let key = event.partition_key();
-                let outgoing =
-                    Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
-                if let Err(error) = state.bus.publish(outgoing).await {
-                    tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
-                    return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
-                }
-                RecordProduced { stage: STAGE, record: "AuditEvent" }.emit();
-            }
+        let mapped = AuditEvent::from_k8s_json(raw, &state.cluster).map_err(|e| e.to_string()).and_then(|event| {
+            state.codec.encode(&event).map(|payload| (event.partition_key(), payload)).map_err(|e| e.to_string())
+        });
+        match mapped {
+            Ok(pair) => encoded.push(pair),
             // One bad event does not sink its batch: it is dead-lettered with the reason, the rest go on.
-            Err(error) => {
-                if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &error.to_string()).await {
+            Err(reason) => {
+                if let Err(response) = dead_letter(&state, raw.to_string().as_bytes(), &reason).await {
                     return response;
                 }
             }
         }
+    }
+    let sends = encoded.iter().map(|(key, payload)| {
+        state.bus.publish(Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload, headers: &[] })
+    });
+    for result in futures::future::join_all(sends).await {
+        if let Err(error) = result {
+            tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
+            return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
+        }
+        RecordProduced { stage: STAGE, record: "AuditEvent" }.emit();
     }
     StatusCode::OK.into_response()
 }
