@@ -71,6 +71,15 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     )
     .await?;
 
+    let tailers = palisade_audit::spawn_log_tailers(
+        &config.audit,
+        &bus,
+        &config.cluster,
+        &topics.audit_events,
+        &topics.dead_letter,
+        &sources_stop,
+    );
+
     let mut collector = None;
     let mut collect_task = None;
     if config.collect.enabled {
@@ -110,6 +119,11 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         task.await.ok().transpose()?;
     }
     webhook.task.await.ok();
+    for tailer in tailers {
+        if let Ok(Err(error)) = tailer.await {
+            tracing::error!(%error, "audit log tailer stopped");
+        }
+    }
     detect_stop.trigger();
     detect.await.ok().transpose()?;
     enrich_stop.trigger();

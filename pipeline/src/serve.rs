@@ -87,6 +87,7 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             stages::sink::run(bus.clone(), subscription, topics, outputs, shutdown).await?;
         }
         Stage::Audit => {
+            let shutdown_for_tailers = shutdown.clone();
             let webhook = WebhookServer::start(
                 &config.audit,
                 bus.clone(),
@@ -96,7 +97,20 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
                 shutdown,
             )
             .await?;
+            let tailers = palisade_audit::spawn_log_tailers(
+                &config.audit,
+                &bus,
+                &config.cluster,
+                &topics.audit_events,
+                &topics.dead_letter,
+                &shutdown_for_tailers,
+            );
             webhook.task.await.ok();
+            for tailer in tailers {
+                if let Ok(Err(error)) = tailer.await {
+                    tracing::error!(%error, "audit log tailer stopped");
+                }
+            }
         }
         Stage::Collect => {
             let (collector, events) = Collector::start(&config.collect, &config.node_name())?;

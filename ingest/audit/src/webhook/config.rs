@@ -31,6 +31,22 @@ pub struct AuditConfig {
     /// Seconds the API server is told to wait (Retry-After) when refused under load.
     #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u64,
+    /// Audit log files (kube-apiserver `--audit-log-path`) to tail besides the webhook; empty: none.
+    #[serde(default)]
+    pub log_paths: Vec<PathBuf>,
+    /// Where the tail positions are kept across restarts.
+    #[serde(default = "default_log_position_dir")]
+    pub log_position_dir: PathBuf,
+    /// How often the log files are checked for new lines, in milliseconds.
+    #[serde(default = "default_log_poll_interval_ms")]
+    pub log_poll_interval_ms: u64,
+}
+
+fn default_log_position_dir() -> PathBuf {
+    PathBuf::from("/var/lib/palisade/audit-log-positions")
+}
+const fn default_log_poll_interval_ms() -> u64 {
+    250
 }
 
 fn default_listen_addr() -> String {
@@ -57,6 +73,9 @@ impl Default for AuditConfig {
             body_limit_bytes: default_body_limit_bytes(),
             max_in_flight_requests: default_max_in_flight_requests(),
             retry_after_secs: default_retry_after_secs(),
+            log_paths: Vec::new(),
+            log_position_dir: default_log_position_dir(),
+            log_poll_interval_ms: default_log_poll_interval_ms(),
         }
     }
 }

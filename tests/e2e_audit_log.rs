@@ -1,0 +1,45 @@
+//! The audit log path: kube-apiserver's log backend writes the testbed's audit log, `palisade audit` tails it
+//! (no webhook involved: the webhook listens elsewhere), and a privileged Pod becomes an alert on the topic.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+#[test]
+fn a_privileged_pod_in_the_api_servers_audit_log_becomes_an_alert() {
+    let mut stack = common::Stack::new("auditlog");
+    let log = format!("{}/logs/audit.log", common::env("PALISADE_TESTBED_DIR"));
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
+    stack.set("PALISADE__AUDIT__LOG_PATHS", &format!("[\"{log}\"]"));
+    let positions = stack.logs.join("positions");
+    stack.set("PALISADE__AUDIT__LOG_POSITION_DIR", positions.to_str().unwrap());
+    for stage in ["audit", "detect", "enrich", "sink"] {
+        stack.spawn(&[stage]);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stack.assert_running();
+
+    let api = common::apiserver();
+    let base = common::env("PALISADE_TEST_APISERVER");
+    let namespace = format!("log-{}", stack.run.to_lowercase());
+    let created = api
+        .post(format!("{base}/api/v1/namespaces"))
+        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
+        .send()
+        .unwrap();
+    assert!(created.status().is_success());
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "priv"},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27", "securityContext": {"privileged": true}}]}});
+    assert!(
+        api.post(format!("{base}/api/v1/namespaces/{namespace}/pods")).json(&pod).send().unwrap().status().is_success()
+    );
+
+    let found = common::wait_for_alert(&stack.topic("alerts"), Duration::from_secs(90), |alert| {
+        alert["alert_type"] == "K8S_PrivilegedContainer" && alert["namespace"] == namespace.as_str()
+    });
+    assert!(found.is_some(), "no alert from the audit log\naudit log:\n{}", stack.log("audit"));
+    assert!(std::fs::read_dir(&positions).unwrap().count() > 0, "the tail position is saved");
+    let _ = api.delete(format!("{base}/api/v1/namespaces/{namespace}")).send();
+}
