@@ -18,6 +18,8 @@ use crate::config::{AlertsFormat, SinkConfig};
 
 const STAGE: &str = "sink";
 const DEFAULT_BATCH: usize = 500;
+/// How long a stopping sink keeps retrying an unreachable search index.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
     Ok(bus.subscribe(&[&topics.enriched], STAGE)?)
@@ -108,7 +110,15 @@ pub async fn run(
         if let Some(writer) = &outputs.opensearch {
             let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
             let retries_before = writer.retries.load(std::sync::atomic::Ordering::Relaxed);
-            let outcome = writer.write(&only_alerts).await?;
+            // The writer retries until the index answers; at shutdown it gets a grace period, then the batch is
+            // left unacknowledged (Kafka delivers it again) rather than holding the process.
+            let outcome = tokio::select! {
+                outcome = writer.write(&only_alerts) => outcome?,
+                _ = async { shutdown.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                    tracing::warn!(alerts = only_alerts.len(), "search index unreachable at shutdown; batch left unacknowledged");
+                    break 'stage;
+                }
+            };
             OutputRetried {
                 output: "opensearch",
                 count: writer.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before,
