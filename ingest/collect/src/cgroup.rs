@@ -3,7 +3,7 @@
 //! cached, so a process that already exited can still be attributed.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dashmap::DashMap;
 
@@ -109,11 +109,6 @@ impl Default for CgroupResolver {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// True when `path` is inside a directory we can stat (used by tests that build a real cgroup).
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
 
 #[cfg(test)]

@@ -319,13 +319,13 @@ impl Reader {
                 let (kind, meaning) = crate::syscalls::meaning(&event)?;
                 let mut node_event = self.base_event(&event.header, kind);
                 match meaning {
-                    Meaning::File(file_kind, mut detail) => {
-                        if file_kind == NodeEventKind::FileOpen {
+                    Meaning::File(mut detail) => {
+                        if kind == NodeEventKind::FileOpen {
                             if self.last_open.len() > 4096 {
                                 self.last_open.clear();
                             }
                             self.last_open.insert(event.header.tgid, detail.path.clone());
-                        } else if file_kind == NodeEventKind::FileUtimes && detail.path.is_empty() {
+                        } else if kind == NodeEventKind::FileUtimes && detail.path.is_empty() {
                             detail.path = self.last_open.get(&event.header.tgid).cloned().unwrap_or_default();
                         }
                         node_event.file = Some(detail);

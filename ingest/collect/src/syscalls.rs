@@ -10,7 +10,7 @@ use crate::records::c_string;
 /// What a syscall record says, before the process context is added.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Meaning {
-    File(NodeEventKind, FileDetail),
+    File(FileDetail),
     Net(NetDetail),
     Namespace(NamespaceDetail),
     Signal(SignalDetail),
@@ -50,8 +50,7 @@ pub fn syscall_name(syscall: u32) -> &'static str {
     }
 }
 
-fn file(kind: NodeEventKind, path: String) -> FileDetail {
-    let _ = kind;
+fn file(path: String) -> FileDetail {
     FileDetail {
         path,
         new_path: None,
@@ -109,46 +108,46 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
     let name = syscall_name(event.syscall).to_owned();
     Some(match event.syscall {
         SYS_OPENAT => {
-            let mut detail = file(NodeEventKind::FileOpen, path);
+            let mut detail = file(path);
             detail.flags = args[2] as i64;
             detail.mode = Some(args[3] as i64);
-            (NodeEventKind::FileOpen, Meaning::File(NodeEventKind::FileOpen, detail))
+            (NodeEventKind::FileOpen, Meaning::File(detail))
         }
         SYS_UNLINKAT | SYS_UNLINK => {
-            let mut detail = file(NodeEventKind::FileUnlink, path);
+            let mut detail = file(path);
             if event.syscall == SYS_UNLINKAT {
                 detail.flags = args[2] as i64;
             }
-            (NodeEventKind::FileUnlink, Meaning::File(NodeEventKind::FileUnlink, detail))
+            (NodeEventKind::FileUnlink, Meaning::File(detail))
         }
         SYS_RENAMEAT2 | SYS_RENAMEAT | SYS_RENAME => {
-            let mut detail = file(NodeEventKind::FileRename, path);
+            let mut detail = file(path);
             detail.new_path = Some(c_string(&event.path2));
-            (NodeEventKind::FileRename, Meaning::File(NodeEventKind::FileRename, detail))
+            (NodeEventKind::FileRename, Meaning::File(detail))
         }
         SYS_FCHMODAT => {
-            let mut detail = file(NodeEventKind::FileChmod, path);
+            let mut detail = file(path);
             detail.mode = Some(args[2] as i64);
-            (NodeEventKind::FileChmod, Meaning::File(NodeEventKind::FileChmod, detail))
+            (NodeEventKind::FileChmod, Meaning::File(detail))
         }
         SYS_FCHOWNAT => {
-            let mut detail = file(NodeEventKind::FileChown, path);
+            let mut detail = file(path);
             detail.owner_uid = id(args[2]);
             detail.owner_gid = id(args[3]);
-            (NodeEventKind::FileChown, Meaning::File(NodeEventKind::FileChown, detail))
+            (NodeEventKind::FileChown, Meaning::File(detail))
         }
         SYS_TRUNCATE => {
-            let mut detail = file(NodeEventKind::FileTruncate, path);
+            let mut detail = file(path);
             detail.flags = args[1] as i64;
-            (NodeEventKind::FileTruncate, Meaning::File(NodeEventKind::FileTruncate, detail))
+            (NodeEventKind::FileTruncate, Meaning::File(detail))
         }
         SYS_UTIMENSAT => {
-            let mut detail = file(NodeEventKind::FileUtimes, path);
+            let mut detail = file(path);
             if args[2] != 0 {
                 detail.atime_ns = timespec_ns(&event.extra[..16]);
                 detail.mtime_ns = timespec_ns(&event.extra[16..32]);
             }
-            (NodeEventKind::FileUtimes, Meaning::File(NodeEventKind::FileUtimes, detail))
+            (NodeEventKind::FileUtimes, Meaning::File(detail))
         }
         SYS_CONNECT => (NodeEventKind::NetConnect, Meaning::Net(sockaddr(&event.extra)?)),
         SYS_LISTEN => {
