@@ -12,21 +12,12 @@ use serde_json::json;
 fn privileged_pod_through_the_api_server_becomes_an_alert_on_the_topic_and_in_the_index() {
     let mut stack = common::Stack::new("audit");
     stack.with_testbed_webhook();
-    for stage in ["audit", "detect", "enrich", "sink"] {
-        stack.spawn(&[stage]);
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    stack.assert_running();
+    stack.start(&["audit", "detect", "enrich", "sink"]);
 
     let api = common::apiserver();
     let base = common::env("PALISADE_TEST_APISERVER");
     let namespace = format!("e2e-{}", stack.run.to_lowercase());
-    let created = api
-        .post(format!("{base}/api/v1/namespaces"))
-        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
-        .send()
-        .unwrap();
-    assert!(created.status().is_success(), "namespace: {}", created.text().unwrap());
+    common::create_namespace(&api, &namespace);
 
     let pod = |name: &str, privileged: bool| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

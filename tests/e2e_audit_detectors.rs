@@ -26,11 +26,7 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     std::fs::write(&proxy_list, "# test list\n127.0.0.2/32\n").unwrap();
     stack.set("PALISADE__DETECT__PROXY_LIST_PATH", proxy_list.to_str().unwrap());
     stack.set("PALISADE__ENRICH__DEDUP_FLUSH_SECS", "1");
-    for stage in ["audit", "detect", "enrich", "sink"] {
-        stack.spawn(&[stage]);
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    stack.assert_running();
+    stack.start(&["audit", "detect", "enrich", "sink"]);
 
     let api = common::apiserver();
     let base = common::env("PALISADE_TEST_APISERVER");

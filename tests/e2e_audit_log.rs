@@ -15,21 +15,12 @@ fn a_privileged_pod_in_the_api_servers_audit_log_becomes_an_alert() {
     stack.set("PALISADE__AUDIT__LOG_PATHS", &format!("[\"{log}\"]"));
     let positions = stack.logs.join("positions");
     stack.set("PALISADE__AUDIT__LOG_POSITION_DIR", positions.to_str().unwrap());
-    for stage in ["audit", "detect", "enrich", "sink"] {
-        stack.spawn(&[stage]);
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    stack.assert_running();
+    stack.start(&["audit", "detect", "enrich", "sink"]);
 
     let api = common::apiserver();
     let base = common::env("PALISADE_TEST_APISERVER");
     let namespace = format!("log-{}", stack.run.to_lowercase());
-    let created = api
-        .post(format!("{base}/api/v1/namespaces"))
-        .json(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
-        .send()
-        .unwrap();
-    assert!(created.status().is_success());
+    common::create_namespace(&api, &namespace);
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "priv"},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27", "securityContext": {"privileged": true}}]}});
     assert!(

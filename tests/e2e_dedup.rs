@@ -14,10 +14,7 @@ use serde_json::json;
 fn a_burst_of_1000_identical_detections_is_one_alert_with_count_1000() {
     let mut stack = common::Stack::new("dedup");
     stack.set("PALISADE__ENRICH__DEDUP_FLUSH_SECS", "1");
-    stack.spawn(&["enrich"]);
-    stack.spawn(&["sink"]);
-    std::thread::sleep(Duration::from_secs(3));
-    stack.assert_running();
+    stack.start(&["enrich", "sink"]);
 
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/fixtures/detection.v1.json")).unwrap();

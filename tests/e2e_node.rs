@@ -13,11 +13,7 @@ use serde_json::json;
 fn test_alert_on_this_kernel_becomes_an_eicar_alert_on_the_topic_and_in_the_index() {
     let mut stack = common::Stack::new("node");
     stack.set("PALISADE__NODE_NAME", "e2e-node");
-    for stage in ["collect", "detect", "enrich", "sink"] {
-        stack.spawn(&[stage]);
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    stack.assert_running();
+    stack.start(&["collect", "detect", "enrich", "sink"]);
 
     let started = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_palisade")).arg("test-alert").status().unwrap();

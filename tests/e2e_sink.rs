@@ -26,9 +26,7 @@ fn alert(id: &str, source_ip: &str) -> Alert {
 fn a_document_rejected_for_its_mapping_is_dead_lettered_and_the_rest_of_its_batch_is_indexed() {
     let mut stack = common::Stack::new("sink");
     stack.set("PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS", "2000");
-    stack.spawn(&["sink"]);
-    std::thread::sleep(Duration::from_secs(3));
-    stack.assert_running();
+    stack.start(&["sink"]);
 
     let ids: Vec<String> = (0..5).map(|n| format!("{}-{n}", stack.run)).collect();
     let codec = Codec::<Alert>::new().unwrap();

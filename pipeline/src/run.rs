@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use palisade_audit::WebhookServer;
+use palisade_audit::AuditSources;
 use palisade_collect::Collector;
 use palisade_detect::Engine;
 use palisade_enrich::Enricher;
@@ -61,24 +61,15 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     let sink =
         tokio::spawn(stages::sink::run(bus.clone(), sink_subscription, topics.clone(), outputs, sink_stop.clone()));
 
-    let webhook = WebhookServer::start(
-        &config.audit,
-        bus.clone(),
-        &topics.audit_events,
-        &topics.dead_letter,
-        &config.cluster,
-        sources_stop.clone(),
-    )
-    .await?;
-
-    let tailers = palisade_audit::spawn_log_tailers(
+    let audit = AuditSources::start(
         &config.audit,
         &bus,
         &config.cluster,
         &topics.audit_events,
         &topics.dead_letter,
         &sources_stop,
-    );
+    )
+    .await?;
 
     let mut collector = None;
     let mut collect_task = None;
@@ -104,7 +95,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         std::io::stderr(),
         "palisade: running (audit webhook https{}://{}{}, node collection {}, alerts to {})",
         if config.audit.tls_disabled { "-disabled" } else { "" },
-        webhook.local_addr,
+        audit.webhook.local_addr,
         palisade_audit::webhook::WEBHOOK_PATH,
         if collector.is_some() { "on" } else { "off" },
         config.sink.alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
@@ -118,12 +109,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     if let Some(task) = collect_task {
         task.await.ok().transpose()?;
     }
-    webhook.task.await.ok();
-    for tailer in tailers {
-        if let Ok(Err(error)) = tailer.await {
-            tracing::error!(%error, "audit log tailer stopped");
-        }
-    }
+    audit.finished().await;
     detect_stop.trigger();
     detect.await.ok().transpose()?;
     enrich_stop.trigger();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use palisade_audit::WebhookServer;
+use palisade_audit::AuditSources;
 use palisade_collect::Collector;
 use palisade_detect::Engine;
 use palisade_enrich::Enricher;
@@ -87,30 +87,16 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             stages::sink::run(bus.clone(), subscription, topics, outputs, shutdown).await?;
         }
         Stage::Audit => {
-            let shutdown_for_tailers = shutdown.clone();
-            let webhook = WebhookServer::start(
-                &config.audit,
-                bus.clone(),
-                &topics.audit_events,
-                &topics.dead_letter,
-                &config.cluster,
-                shutdown,
-            )
-            .await?;
-            let tailers = palisade_audit::spawn_log_tailers(
+            let audit = AuditSources::start(
                 &config.audit,
                 &bus,
                 &config.cluster,
                 &topics.audit_events,
                 &topics.dead_letter,
-                &shutdown_for_tailers,
-            );
-            webhook.task.await.ok();
-            for tailer in tailers {
-                if let Ok(Err(error)) = tailer.await {
-                    tracing::error!(%error, "audit log tailer stopped");
-                }
-            }
+                &shutdown,
+            )
+            .await?;
+            audit.finished().await;
         }
         Stage::Collect => {
             let (collector, events) = Collector::start(&config.collect, &config.node_name())?;

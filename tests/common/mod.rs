@@ -100,6 +100,15 @@ impl Stack {
         self.children.push((name, child));
     }
 
+    /// Starts `palisade <stage>` for each stage, gives them time to connect, and fails if one already exited.
+    pub fn start(&mut self, stages: &[&str]) {
+        for stage in stages {
+            self.spawn(&[stage]);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        self.assert_running();
+    }
+
     pub fn assert_running(&mut self) {
         for (name, child) in &mut self.children {
             if let Some(status) = child.try_wait().unwrap() {
@@ -193,6 +202,17 @@ pub fn count_documents(index_prefix: &str, query: serde_json::Value) -> u64 {
     let body: serde_json::Value =
         client.post(&url).json(&serde_json::json!({"query": query})).send().unwrap().json().unwrap();
     body["count"].as_u64().unwrap_or(0)
+}
+
+/// Creates a namespace through the testbed API server, failing with the server's answer.
+pub fn create_namespace(api: &reqwest::blocking::Client, name: &str) {
+    let created = api
+        .post(format!("{}/api/v1/namespaces", env("PALISADE_TEST_APISERVER")))
+        .json(&serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        .send()
+        .unwrap();
+    let status = created.status();
+    assert!(status.is_success(), "namespace {name}: {status} {}", created.text().unwrap_or_default());
 }
 
 /// A client of the testbed kube-apiserver authenticated with the admin client certificate.
