@@ -3,9 +3,11 @@
 //! Kubernetes audit JSON. Knows nothing of Kafka, HTTP or Elasticsearch.
 
 mod codec;
+mod datum;
 pub mod k8s_audit;
 mod types;
 
 pub use codec::{Codec, CodecError, Record, SchemaVersion};
+pub use datum::DatumError;
 pub use k8s_audit::{AuditParseError, split_events};
 pub use types::*;

@@ -98,12 +98,42 @@ pub struct PendingExec {
     pub argv: [u8; ARGV_BUFFER],
 }
 
+/// Bytes of the controlling terminal's name kept (`tty_struct.name`, e.g. `pts3`).
+pub const TTY_NAME_LEN: usize = 64;
+/// Slots of the loader-filled `TASK_OFFSETS` global, in this order: `task_struct.cred`, `cred.euid`,
+/// `cred.cap_effective`, `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`, `inode.i_mode`,
+/// `inode.i_rdev`, `task_struct.signal`, `signal_struct.tty`, `tty_struct.name` (byte offsets from BTF).
+pub const TASK_OFFSET_SLOTS: usize = 12;
+
+/// `TaskInfo::read`: which parts the exec program could read from the task.
+pub const TASK_READ_CRED: u32 = 1;
+pub const TASK_READ_FILES: u32 = 2;
+pub const TASK_READ_TTY: u32 = 4;
+
+/// What the exec program reads of the new image's task: effective uid and capabilities, the files behind
+/// descriptors 0-2 (inode mode and device; mode 0 with `stdio_open` clear means the descriptor is closed), and
+/// the controlling terminal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TaskInfo {
+    pub read: u32,
+    pub euid: u32,
+    pub cap_effective: u64,
+    pub stdio_rdev: [u32; 3],
+    pub stdio_mode: [u16; 3],
+    /// Bit n set: descriptor n is open.
+    pub stdio_open: u16,
+    pub tty: [u8; TTY_NAME_LEN],
+    pub reserved: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecEvent {
     pub header: EventHeader,
     pub argv_len: u32,
     pub flags: u32,
+    pub task: TaskInfo,
     pub filename: [u8; FILENAME_LEN],
     pub argv: [u8; ARGV_BUFFER],
 }
@@ -161,7 +191,8 @@ pub const COUNTER_SLOTS: u32 = 4;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<PendingExec>() == 8 + ARGV_BUFFER);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + FILENAME_LEN + ARGV_BUFFER);
+const _: () = assert!(core::mem::size_of::<TaskInfo>() == 16 + 12 + 8 + TTY_NAME_LEN + 4);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + 104 + FILENAME_LEN + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SendEvent>() == 56 + 8 + EXTRA_LEN + PAYLOAD_HEAD_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);

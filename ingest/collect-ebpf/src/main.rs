@@ -9,14 +9,16 @@ use core::ffi::c_void;
 
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::BPF_RB_NO_WAKEUP;
-use aya_ebpf::helpers::generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_user_str};
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user_str,
+};
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel_buf,
-    bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
 };
 use aya_ebpf::macros::{map, tracepoint};
 use aya_ebpf::maps::lpm_trie::Key;
-use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::TracePointContext;
 use palisade_collect_common::*;
 
@@ -34,6 +36,12 @@ static EXEC_OLD_PID_OFFSET: u32 = 16;
 /// Bytes of argv kept, at most ARGV_LIMIT (configurable: `collect.argv_max_bytes`).
 #[unsafe(no_mangle)]
 static ARGV_MAX_BYTES: u32 = ARGV_LIMIT as u32;
+/// Struct member offsets from the kernel's BTF, slots as `TASK_OFFSET_SLOTS` describes. Set by the loader.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: [u32; TASK_OFFSET_SLOTS] = [0; TASK_OFFSET_SLOTS];
+/// 1: processes the collector starts (and theirs) are excluded too, not only the collector itself.
+#[unsafe(no_mangle)]
+static EXCLUDE_DESCENDANTS: u32 = 1;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
@@ -55,6 +63,17 @@ static BOUND: LruHashMap<u64, [u8; EXTRA_LEN]> = LruHashMap::with_max_entries(40
 /// accept(2) in progress per thread: (listening fd, peer sockaddr pointer).
 #[map]
 static ACCEPTS: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(4096, 0);
+
+/// Processes descended from the collector (tgid → 1), added at fork, removed at exit.
+#[map]
+static EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+/// The last process to connect a socket, per `tgid % CONNECTOR_SLOTS`: a write by any other process returns after
+/// one array read, without the hash lookup of `CONNECTS` (writes are the most frequent syscall hooked). Two live
+/// processes whose ids are equal modulo the slot count and that both connect share a slot; the earlier one then
+/// loses the first payload of its later connections.
+#[map]
+static CONNECTORS: Array<u32> = Array::with_max_entries(CONNECTOR_SLOTS, 0);
+const CONNECTOR_SLOTS: u32 = 1 << 18;
 
 /// Filled by the collector from its configuration: watched path prefixes, and suffixes stored reversed.
 #[map]
@@ -78,7 +97,67 @@ fn count(slot: u32) {
 
 #[inline(always)]
 fn is_collector(tgid: u32) -> bool {
-    tgid == global(&COLLECTOR_TGID)
+    // SAFETY: a presence check; the value is not used.
+    tgid == global(&COLLECTOR_TGID) || unsafe { EXCLUDED.get(&tgid) }.is_some()
+}
+
+#[inline(always)]
+fn task_offset(slot: usize) -> usize {
+    // SAFETY: reading a loader-initialised global; volatile so the compiler keeps the load.
+    unsafe { core::ptr::read_volatile(&TASK_OFFSETS[slot]) as usize }
+}
+
+/// Reads a kernel pointer stored at `base + offset`.
+#[inline(always)]
+fn kernel_pointer(base: *const u8, offset: usize) -> Result<*const u8, i64> {
+    // SAFETY: the helper checks the address and fails instead of faulting.
+    let pointer: *const u8 = unsafe { bpf_probe_read_kernel(base.wrapping_add(offset) as *const *const u8) }?;
+    if pointer.is_null() { Err(0) } else { Ok(pointer) }
+}
+
+/// Effective credentials, descriptors 0-2 and the controlling terminal of the current task.
+#[inline(always)]
+fn read_task(info: &mut TaskInfo) {
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    info.read = 0;
+    info.stdio_open = 0;
+    info.tty[0] = 0;
+    if let Ok(cred) = kernel_pointer(task, task_offset(0)) {
+        // SAFETY: helper reads at BTF offsets inside the task's credentials.
+        let euid = unsafe { bpf_probe_read_kernel(cred.wrapping_add(task_offset(1)) as *const u32) };
+        let caps = unsafe { bpf_probe_read_kernel(cred.wrapping_add(task_offset(2)) as *const u64) };
+        if let (Ok(euid), Ok(caps)) = (euid, caps) {
+            info.euid = euid;
+            info.cap_effective = caps;
+            info.read |= TASK_READ_CRED;
+        }
+    }
+    let descriptors = kernel_pointer(task, task_offset(3))
+        .and_then(|files| kernel_pointer(files, task_offset(4)))
+        .and_then(|fdtable| kernel_pointer(fdtable, task_offset(5)));
+    if let Ok(descriptors) = descriptors {
+        info.read |= TASK_READ_FILES;
+        for fd in 0..3 {
+            info.stdio_mode[fd] = 0;
+            info.stdio_rdev[fd] = 0;
+            let Ok(file) = kernel_pointer(descriptors, fd * 8) else { continue };
+            info.stdio_open |= 1 << fd;
+            let Ok(inode) = kernel_pointer(file, task_offset(6)) else { continue };
+            // SAFETY: helper reads at BTF offsets inside the inode.
+            info.stdio_mode[fd] =
+                unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(7)) as *const u16) }.unwrap_or(0);
+            info.stdio_rdev[fd] =
+                unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(8)) as *const u32) }.unwrap_or(0);
+        }
+    }
+    let tty = kernel_pointer(task, task_offset(9)).and_then(|signal| kernel_pointer(signal, task_offset(10)));
+    if let Ok(tty) = tty {
+        // SAFETY: helper read of the name array inside the tty.
+        if unsafe { bpf_probe_read_kernel_str_bytes(tty.wrapping_add(task_offset(11)), &mut info.tty) }.is_ok() {
+            info.read |= TASK_READ_TTY;
+        }
+    }
 }
 
 #[inline(always)]
@@ -198,6 +277,7 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
         (*event).header = header;
         (*event).argv_len = 0;
         (*event).flags = FLAG_ARGV_MISSING;
+        read_task(&mut (*event).task);
         let filename = (ctx.as_ptr() as *const u8).add((data_loc & 0xFFFF) as usize);
         if bpf_probe_read_kernel_str_bytes(filename, &mut (*event).filename).is_err() {
             (*event).filename[0] = 0;
@@ -218,9 +298,6 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let header = header(KIND_FORK);
-    if is_collector(header.tgid) {
-        return 0;
-    }
     // SAFETY: tracepoint record read at the offset from its format.
     let Ok(child_pid) = (unsafe { ctx.read_at::<i32>(global(&FORK_CHILD_PID_OFFSET) as usize) }) else {
         return 0;
@@ -230,6 +307,12 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let _ = CLONE_FLAGS.remove(&header.pid);
     // A new thread is not a new process: nothing to report or track.
     if flags.is_some_and(|f| f & CLONE_THREAD != 0) {
+        return 0;
+    }
+    if is_collector(header.tgid) {
+        if global(&EXCLUDE_DESCENDANTS) != 0 {
+            let _ = EXCLUDED.insert(&(child_pid as u32), &1, 0);
+        }
         return 0;
     }
     let event = ForkEvent {
@@ -261,8 +344,21 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let header = header(KIND_EXIT);
     // Threads exit too; only the thread-group leader's exit ends the process.
-    if header.pid != header.tgid || is_collector(header.tgid) {
+    if header.pid != header.tgid {
         return 0;
+    }
+    if is_collector(header.tgid) {
+        let _ = EXCLUDED.remove(&header.tgid);
+        let _ = EXIT_CODES.remove(&header.tgid);
+        return 0;
+    }
+    if let Some(slot) = CONNECTORS.get_ptr_mut(header.tgid % CONNECTOR_SLOTS) {
+        // SAFETY: an array slot; single aligned load and store.
+        unsafe {
+            if core::ptr::read_volatile(slot) == header.tgid {
+                core::ptr::write_volatile(slot, 0);
+            }
+        }
     }
     // SAFETY: the value is copied out before the entry is removed.
     let code = unsafe { EXIT_CODES.get(&header.tgid) }.copied();
@@ -435,8 +531,11 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
         }
         let family = u16::from_ne_bytes([event.extra[0], event.extra[1]]);
         let internet = family == 2 || family == 10;
-        if internet {
-            let _ = CONNECTS.insert(&socket_key(event.header.tgid, event.args[0]), &event.extra, 0);
+        if internet && CONNECTS.insert(&socket_key(event.header.tgid, event.args[0]), &event.extra, 0).is_ok() {
+            if let Some(slot) = CONNECTORS.get_ptr_mut(event.header.tgid % CONNECTOR_SLOTS) {
+                // SAFETY: an array slot; a single aligned store.
+                unsafe { core::ptr::write_volatile(slot, event.header.tgid) };
+            }
         }
         internet
     });
@@ -454,6 +553,11 @@ fn socket_key(tgid: u32, fd: u64) -> u64 {
 fn first_send(fd: u64, buffer: u64, length: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    let Some(slot) = CONNECTORS.get_ptr_mut(tgid % CONNECTOR_SLOTS) else { return };
+    // SAFETY: an array slot; a single aligned load.
+    if unsafe { core::ptr::read_volatile(slot) } != tgid {
+        return;
+    }
     let key = socket_key(tgid, fd);
     // SAFETY: the value is copied out before the entry is removed.
     let Some(sockaddr) = (unsafe { CONNECTS.get(&key) }).copied() else { return };

@@ -55,6 +55,10 @@ pub struct CollectConfig {
     /// ... or end with one of these.
     #[serde(default = "default_watch_path_suffixes")]
     pub watch_path_suffixes: Vec<String>,
+    /// Leave out processes the collector starts, and their descendants, in the kernel (the collector itself is
+    /// always left out).
+    #[serde(default = "default_exclude_own_descendants")]
+    pub exclude_own_descendants: bool,
 }
 
 fn default_watch_path_prefixes() -> Vec<String> {
@@ -93,6 +97,9 @@ fn default_watch_path_suffixes() -> Vec<String> {
 const fn default_enabled() -> bool {
     true
 }
+const fn default_exclude_own_descendants() -> bool {
+    true
+}
 const fn default_argv_max_bytes() -> usize {
     palisade_collect_common::ARGV_LIMIT
 }
@@ -116,6 +123,7 @@ impl Default for CollectConfig {
             process_table_max_entries: default_process_table_max_entries(),
             watch_path_prefixes: default_watch_path_prefixes(),
             watch_path_suffixes: default_watch_path_suffixes(),
+            exclude_own_descendants: default_exclude_own_descendants(),
         }
     }
 }
@@ -158,10 +166,15 @@ impl Collector {
     /// Loads the programs and starts the reader thread. Exec events go to the returned channel; fork and exit
     /// only maintain the process table.
     pub fn start(config: &CollectConfig, node: &str) -> Result<(Self, mpsc::Receiver<NodeEvent>), CollectError> {
-        let filters =
-            loader::PathFilters { prefixes: &config.watch_path_prefixes, suffixes: &config.watch_path_suffixes };
-        let argv_max_bytes = config.argv_max_bytes.min(palisade_collect_common::ARGV_LIMIT) as u32;
-        let mut loaded = loader::load(std::process::id(), &filters, argv_max_bytes)?;
+        let mut loaded = loader::load(&loader::LoadOptions {
+            collector_tgid: std::process::id(),
+            path_filters: loader::PathFilters {
+                prefixes: &config.watch_path_prefixes,
+                suffixes: &config.watch_path_suffixes,
+            },
+            argv_max_bytes: config.argv_max_bytes.min(palisade_collect_common::ARGV_LIMIT) as u32,
+            exclude_descendants: config.exclude_own_descendants,
+        })?;
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CollectorStats::default());
@@ -343,7 +356,7 @@ impl Reader {
                 }
                 Some(node_event)
             }
-            Record::Exec { header, filename, argv, argv_truncated, argv_missing } => {
+            Record::Exec { header, task, filename, argv, argv_truncated, argv_missing } => {
                 stats.exec_events.fetch_add(1, Ordering::Relaxed);
                 let executable = if filename.starts_with('/') {
                     filename
@@ -360,19 +373,19 @@ impl Reader {
                     argv
                 };
                 let ppid = self.table.record_exec(header.tgid, &executable, &argv);
-                let procfs = crate::procfs::snapshot(header.tgid);
+                let task = crate::task::TaskView::from(&task);
                 // The table now holds the new image, so the base event carries it.
                 let mut event = self.base_event(&header, NodeEventKind::Exec);
                 event.ppid = i64::from(ppid);
-                event.euid = procfs.effective_uid.unwrap_or(event.uid);
+                event.euid = task.effective_uid.unwrap_or(event.uid);
                 event.executable = Some(executable);
                 event.argv = argv;
                 event.argv_truncated = argv_truncated;
                 event.cwd =
                     std::fs::read_link(format!("/proc/{}/cwd", header.tgid)).ok().map(|p| p.display().to_string());
-                event.tty = procfs.tty;
-                event.stdio = procfs.stdio;
-                event.capabilities_effective = procfs.capabilities_effective;
+                event.tty = task.tty;
+                event.stdio = task.stdio;
+                event.capabilities_effective = task.capabilities_effective;
                 Some(event)
             }
         }

@@ -2,12 +2,13 @@
 //! `NodeEvent`s with container attribution and process ancestry, and hands them to the pipeline through a
 //! bounded channel (a full channel drops with a counter, never blocks the kernel reader).
 
+mod btf;
 pub mod cgroup;
 mod collector;
 pub mod loader;
 pub mod process_table;
-pub mod procfs;
 mod records;
 mod syscalls;
+pub mod task;
 
 pub use collector::{CollectConfig, CollectError, Collector, CollectorStats};

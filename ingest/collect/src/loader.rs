@@ -158,23 +158,37 @@ fn install_path_filters(ebpf: &mut Ebpf, filters: &PathFilters<'_>) -> Result<()
     Ok(())
 }
 
-pub fn load(collector_tgid: u32, path_filters: &PathFilters<'_>, argv_max_bytes: u32) -> Result<Loaded, CollectError> {
+/// What the kernel side is told at load time besides the tracepoint offsets.
+pub struct LoadOptions<'a> {
+    pub collector_tgid: u32,
+    pub path_filters: PathFilters<'a>,
+    pub argv_max_bytes: u32,
+    /// Exclude the collector's child processes (and theirs), not only the collector.
+    pub exclude_descendants: bool,
+}
+
+pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
     if let Some(reason) = unavailable_reason() {
         return Err(CollectError::Unavailable(reason));
     }
+    let btf = crate::btf::Btf::from_kernel().map_err(CollectError::Unavailable)?;
+    let task_offsets = crate::btf::task_offsets(&btf)
+        .map_err(|e| CollectError::Load(format!("kernel BTF lacks a member the exec program reads: {e}")))?;
     ensure_tracefs()?;
     let fork_child = offset_of("sched", "sched_process_fork", "child_pid")?;
     let exec_filename = offset_of("sched", "sched_process_exec", "filename")?;
     let exec_old_pid = offset_of("sched", "sched_process_exec", "old_pid")?;
     let mut ebpf = EbpfLoader::new()
-        .override_global("COLLECTOR_TGID", &collector_tgid, true)
+        .override_global("COLLECTOR_TGID", &options.collector_tgid, true)
+        .override_global("TASK_OFFSETS", &task_offsets, true)
+        .override_global("EXCLUDE_DESCENDANTS", &u32::from(options.exclude_descendants), true)
         .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
         .override_global("EXEC_OLD_PID_OFFSET", &exec_old_pid, true)
-        .override_global("ARGV_MAX_BYTES", &argv_max_bytes, true)
+        .override_global("ARGV_MAX_BYTES", &options.argv_max_bytes, true)
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
-    install_path_filters(&mut ebpf, path_filters)?;
+    install_path_filters(&mut ebpf, &options.path_filters)?;
     for (name, category, tracepoint, required) in PROGRAMS {
         if !required && !Path::new(TRACEFS).join("events").join(category).join(tracepoint).exists() {
             tracing::info!(tracepoint, "tracepoint absent on this kernel; skipped");

@@ -2,17 +2,31 @@
 
 use palisade_collect_common::{
     ARGV_BUFFER, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC,
-    KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, SendEvent, SyscallEvent,
+    KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, SendEvent, SyscallEvent, TaskInfo,
 };
 
 use crate::process_table::split_nul;
 
 #[derive(Clone)]
 pub enum Record {
-    Exec { header: EventHeader, filename: String, argv: Vec<String>, argv_truncated: bool, argv_missing: bool },
-    Fork { header: EventHeader, child_pid: u32, clone_flags: Option<u64> },
+    Exec {
+        header: EventHeader,
+        task: TaskInfo,
+        filename: String,
+        argv: Vec<String>,
+        argv_truncated: bool,
+        argv_missing: bool,
+    },
+    Fork {
+        header: EventHeader,
+        child_pid: u32,
+        clone_flags: Option<u64>,
+    },
     Send(Box<SendEvent>),
-    Exit { header: EventHeader, exit_code: Option<i32> },
+    Exit {
+        header: EventHeader,
+        exit_code: Option<i32>,
+    },
     Syscall(Box<SyscallEvent>),
 }
 
@@ -37,6 +51,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             let length = (event.argv_len as usize).min(ARGV_BUFFER);
             Some(Record::Exec {
                 header,
+                task: event.task,
                 filename: c_string(&event.filename),
                 argv: split_nul(&event.argv[..length]),
                 argv_truncated: event.flags & FLAG_ARGV_TRUNCATED != 0,

@@ -8,7 +8,7 @@ use palisade_schemas::{NodeEvent, NodeEventKind};
 
 fn wait_for(
     receiver: &mut tokio::sync::mpsc::Receiver<NodeEvent>,
-    pred: impl Fn(&NodeEvent) -> bool,
+    mut pred: impl FnMut(&NodeEvent) -> bool,
 ) -> Option<NodeEvent> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -21,6 +21,12 @@ fn wait_for(
     None
 }
 
+/// The collector as configured here: the processes these tests start are children of the test process, which is
+/// the collector, so they must not be left out as its descendants (a test below checks that leaving-out).
+fn tested() -> CollectConfig {
+    CollectConfig { exclude_own_descendants: false, ..CollectConfig::default() }
+}
+
 #[test]
 fn exec_events_carry_argv_ancestry_and_host_attribution() {
     assert_eq!(
@@ -28,7 +34,7 @@ fn exec_events_carry_argv_ancestry_and_host_attribution() {
         None,
         "this test loads eBPF programs: run it as root on a kernel with BTF"
     );
-    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
 
     let status =
         Command::new("/bin/sh").args(["-c", "/bin/true palisade-smoke-a 'two words' && exit 0"]).status().unwrap();
@@ -73,7 +79,7 @@ fn run(command: &str) {
 
 #[test]
 fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
-    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
     let dir = format!("/tmp/palisade-kernel-{}", std::process::id());
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -174,7 +180,7 @@ fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod
     for dir in parents.iter().chain([&scope]) {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {dir}: {e}"));
     }
-    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
 
     // The shell moves itself into the container's cgroup, then execs the marker process there.
     run(&format!(
@@ -204,7 +210,7 @@ fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod
 /// exits carry their status.
 #[test]
 fn socket_stdio_and_exit_codes_are_reported() {
-    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accept = std::thread::spawn(move || {
@@ -226,6 +232,7 @@ fn socket_stdio_and_exit_codes_are_reported() {
         wait_for(&mut events, |e| e.kind == NodeEventKind::Exec && e.argv.iter().any(|a| a == "palisade-revshell"))
             .expect("the shell's exec");
     assert_eq!(shell.stdio, ["socket", "socket", "socket"], "{:?}", shell.stdio);
+    assert_eq!(shell.tty, None, "no controlling terminal");
 
     let status = Command::new("/bin/sh").args(["-c", "exit 7"]).status().unwrap();
     assert_eq!(status.code(), Some(7));
@@ -237,7 +244,7 @@ fn socket_stdio_and_exit_codes_are_reported() {
 /// Listening, accepting, the first bytes of a new outbound connection (a SOCKS5 greeting here), and fork flags.
 #[test]
 fn listen_accept_first_payload_and_fork_are_reported() {
-    let (collector, mut events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
     let script = r#"
 import socket, os
 server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -284,7 +291,7 @@ print(port)
 #[test]
 fn drops_are_counted_when_userspace_does_not_keep_up() {
     use std::sync::atomic::Ordering::Relaxed;
-    let (collector, events) = Collector::start(&CollectConfig::default(), "test-node").expect("programs load");
+    let (collector, events) = Collector::start(&tested(), "test-node").expect("programs load");
     collector.pause();
     // About 4.4 KB per exec record into an 8 MiB ring: 3000 execs overflow it.
     run("i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done");
@@ -297,7 +304,7 @@ fn drops_are_counted_when_userspace_does_not_keep_up() {
     drop(events);
     collector.stop();
 
-    let small = CollectConfig { queue_capacity: 8, ..CollectConfig::default() };
+    let small = CollectConfig { queue_capacity: 8, ..tested() };
     let (collector, events) = Collector::start(&small, "test-node").expect("programs load");
     run("i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -312,7 +319,7 @@ fn drops_are_counted_when_userspace_does_not_keep_up() {
 /// The argv byte limit is configurable; a longer command line is cut at it and flagged.
 #[test]
 fn the_argv_limit_is_configurable() {
-    let config = CollectConfig { argv_max_bytes: 64, ..CollectConfig::default() };
+    let config = CollectConfig { argv_max_bytes: 64, ..tested() };
     let (collector, mut events) = Collector::start(&config, "test-node").expect("programs load");
     Command::new("/bin/true").args(["palisade-argv-limit", &"y".repeat(200)]).status().unwrap();
     let event = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-argv-limit")).expect("exec");
@@ -320,5 +327,70 @@ fn the_argv_limit_is_configurable() {
     // Arguments and the NULs between them (the cut last argument has none).
     let kept: usize = event.argv.iter().map(String::len).sum::<usize>() + event.argv.len() - 1;
     assert!(kept <= 64, "{kept} bytes kept");
+    collector.stop();
+}
+
+/// Descriptor kinds, the controlling terminal, effective uid and capabilities are read in the kernel at exec, so
+/// a command that exits at once carries them too.
+#[test]
+fn short_lived_commands_carry_stdio_terminal_and_credentials() {
+    use std::process::Stdio;
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
+    let status = Command::new("/bin/true")
+        .arg("palisade-stdio-probe")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create("/tmp/palisade-stdio-probe.log").unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let event = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-stdio-probe")).expect("exec");
+    assert_eq!(event.stdio, ["null", "pipe", "file"]);
+    assert_eq!(event.euid, 0, "the tests run as root");
+    let caps = event.capabilities_effective.expect("capabilities read in the kernel");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(|hex| i64::from_str_radix(hex.trim(), 16));
+    assert_eq!(Some(caps), ours.map(Result::unwrap), "the child has this process's effective set");
+
+    // `script` gives its command a new pseudo-terminal as controlling terminal and stdio.
+    run("script -qec '/bin/true palisade-tty-probe' /dev/null > /dev/null");
+    let event = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-tty-probe")).expect("exec");
+    assert!(event.tty.as_deref().is_some_and(|t| t.starts_with("/dev/pts/")), "{:?}", event.tty);
+    assert_eq!(event.stdio, ["tty", "tty", "tty"]);
+
+    // A capability-dropping exec: setpriv clears the effective set before running the command.
+    run("setpriv --inh-caps=-all --bounding-set=-all /bin/true palisade-nocaps-probe");
+    let event = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-nocaps-probe")).expect("exec");
+    assert_eq!(event.capabilities_effective, Some(0), "root without a bounding set keeps no capability");
+    collector.stop();
+    let _ = std::fs::remove_file("/tmp/palisade-stdio-probe.log");
+}
+
+/// With `exclude_own_descendants`, what the collector starts is left out in the kernel; a process it did not
+/// start (here a shell forked before the programs were loaded) is still reported.
+#[test]
+fn the_collectors_own_descendants_are_left_out() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut outsider = Command::new("/bin/sh")
+        .args(["-c", "read go; exec /bin/true palisade-outsider"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let config = CollectConfig { exclude_own_descendants: true, ..CollectConfig::default() };
+    let (collector, mut events) = Collector::start(&config, "test-node").expect("programs load");
+    run("/bin/true palisade-descendant");
+    outsider.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert!(outsider.wait().unwrap().success());
+    let mut seen = Vec::new();
+    let outsider_exec = wait_for(&mut events, |e| {
+        seen.push(e.argv.clone());
+        e.argv.get(1).is_some_and(|a| a == "palisade-outsider")
+    });
+    assert!(outsider_exec.is_some(), "a process the collector did not start is reported");
+    assert!(
+        !seen.iter().any(|argv| argv.iter().any(|a| a == "palisade-descendant")),
+        "a child of the collector was reported"
+    );
     collector.stop();
 }

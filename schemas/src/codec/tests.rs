@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::{FileDetail, NamespaceDetail, PrivilegeDetail, ProcessRef, SignalDetail};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
@@ -88,4 +89,99 @@ fn garbage_is_a_typed_error_not_a_panic() {
     let mut truncated = audit.encode(&load_json("audit_event.v1")).unwrap();
     truncated.truncate(20);
     assert!(matches!(audit.decode(&truncated), Err(CodecError::Avro { .. })));
+}
+
+/// NodeEvents covering every union branch, empty and long arrays, extreme longs and non-ASCII text.
+fn node_event_variants() -> Vec<NodeEvent> {
+    let base: NodeEvent = load_json("node_event.v1");
+    let mut bare = base.clone();
+    bare.executable = None;
+    bare.argv.clear();
+    bare.cwd = None;
+    bare.stdio.clear();
+    bare.capabilities_effective = None;
+    bare.container_id = None;
+    bare.pod_uid = None;
+    bare.in_container = false;
+    bare.ancestry.clear();
+    bare.net = None;
+    let mut full = base.clone();
+    full.tty = Some("/dev/pts/ä3".into());
+    full.argv = (0..300).map(|i| format!("arg-{i}-ü")).collect();
+    full.argv_truncated = true;
+    full.exit_code = Some(-1);
+    full.clone_flags = Some(i64::MIN);
+    full.kernel_time_ns = i64::MAX;
+    full.pid = -7;
+    full.file = Some(FileDetail {
+        path: "/home/a/.bash_history".into(),
+        new_path: Some("/dev/null".into()),
+        flags: 0o1101,
+        mode: Some(0o600),
+        owner_uid: Some(1000),
+        owner_gid: None,
+        atime_ns: Some(1),
+        mtime_ns: Some(-63),
+    });
+    full.namespace = Some(NamespaceDetail { syscall: "unshare".into(), flags: 0x4000_0000 });
+    full.signal = Some(SignalDetail { signal: 9, target_pid: 64, target_executable: None });
+    full.privilege =
+        Some(PrivilegeDetail { syscall: "capset".into(), new_uid: None, new_gid: Some(0), new_capabilities: Some(-1) });
+    full.ancestry = (0..70)
+        .map(|i| ProcessRef { pid: i, executable: format!("/p/{i}"), argv: vec!["x".into(); i as usize % 3] })
+        .collect();
+    if let Some(net) = full.net.as_mut() {
+        net.payload_head = Some(vec![0x05, 0x01, 0x00, 0xFF]);
+        net.src_addr = None;
+    }
+    let mut variants = vec![base, bare, full];
+    for (index, kind) in crate::datum::NODE_EVENT_KINDS.iter().enumerate() {
+        let mut event = variants[index % 3].clone();
+        event.kind = *kind;
+        variants.push(event);
+    }
+    variants
+}
+
+#[test]
+fn hand_written_node_event_datum_is_byte_identical_to_apache_avro() {
+    let codec = Codec::<NodeEvent>::new().unwrap();
+    for event in node_event_variants() {
+        let generic = codec.encode_generic(&event).expect("apache-avro encodes");
+        assert_eq!(codec.encode(&event).unwrap(), generic, "{:?}: bytes differ", event.kind);
+        assert_eq!(codec.decode(&generic).expect("hand reader decodes apache-avro bytes"), event);
+        let mut datum = std::io::Cursor::new(&generic[HEADER_LEN..]);
+        let value = from_avro_datum(codec.current_schema(), &mut datum, None).expect("apache-avro reads");
+        assert_eq!(from_value::<NodeEvent>(&value).unwrap(), event, "apache-avro reads the hand-written bytes");
+    }
+}
+
+#[test]
+fn node_event_kind_order_is_the_schema_symbol_order() {
+    let codec = Codec::<NodeEvent>::new().unwrap();
+    let Schema::Record(record) = codec.current_schema() else { panic!("NodeEvent is a record") };
+    let kind = record.fields.iter().find(|field| field.name == "kind").unwrap();
+    let Schema::Enum(kind) = &kind.schema else { panic!("kind is an enum") };
+    let ours: Vec<String> = crate::datum::NODE_EVENT_KINDS
+        .iter()
+        .map(|kind| serde_json::to_value(kind).unwrap().as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kind.symbols, ours);
+}
+
+#[test]
+fn damaged_node_event_datums_are_typed_errors() {
+    let codec = Codec::<NodeEvent>::new().unwrap();
+    let bytes = codec.encode(&load_json("node_event.v1")).unwrap();
+    for cut in [HEADER_LEN, HEADER_LEN + 1, HEADER_LEN + 20, bytes.len() - 1] {
+        assert!(matches!(codec.decode(&bytes[..cut]), Err(CodecError::Datum { .. })), "cut at {cut}");
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    let error = codec.decode(&trailing).unwrap_err();
+    assert!(error.to_string().contains("trailing bytes"), "{error}");
+    let mut bad_kind = bytes.clone();
+    // event_id is 11 bytes ("node-a/1/42") after its 1-byte length; the enum index follows.
+    bad_kind[HEADER_LEN + 12] = 0x7E;
+    assert!(codec.decode(&bad_kind).unwrap_err().to_string().contains("NodeEventKind"));
 }
