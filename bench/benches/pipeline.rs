@@ -23,6 +23,9 @@ fn codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     group.throughput(Throughput::Elements(1));
     group.bench_function("NodeEvent encode", |b| b.iter(|| codec.encode(black_box(&node)).unwrap()));
+    group.bench_function("NodeEvent encode (apache-avro serde path)", |b| {
+        b.iter(|| codec.encode_generic(black_box(&node)).unwrap())
+    });
     group.bench_function("NodeEvent decode", |b| b.iter(|| codec.decode(black_box(&bytes)).unwrap()));
     let audit = corpus_audit("create_nginx_pod_privileged.json");
     let audit_codec = Codec::<AuditEvent>::new().unwrap();

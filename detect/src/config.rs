@@ -23,6 +23,13 @@ pub struct DetectConfig {
     /// How often the list file is checked for changes, in seconds.
     #[serde(default = "default_proxy_list_reload_secs")]
     pub proxy_list_reload_secs: u64,
+    /// Directory whose list files (`miner_binaries.txt`, `attack_tools.txt`, ... as shipped in `detect/data/node/`)
+    /// replace the shipped node lists of the same name; absent = the shipped lists. Re-read when a file changes.
+    #[serde(default)]
+    pub node_lists_dir: Option<std::path::PathBuf>,
+    /// How often the node list directory is checked for changes, in seconds.
+    #[serde(default = "default_proxy_list_reload_secs")]
+    pub node_lists_reload_secs: u64,
 }
 
 const fn default_proxy_list_reload_secs() -> u64 {
@@ -31,7 +38,13 @@ const fn default_proxy_list_reload_secs() -> u64 {
 
 impl Default for DetectConfig {
     fn default() -> Self {
-        Self { rules: BTreeMap::new(), proxy_list_path: None, proxy_list_reload_secs: default_proxy_list_reload_secs() }
+        Self {
+            rules: BTreeMap::new(),
+            proxy_list_path: None,
+            proxy_list_reload_secs: default_proxy_list_reload_secs(),
+            node_lists_dir: None,
+            node_lists_reload_secs: default_proxy_list_reload_secs(),
+        }
     }
 }
 

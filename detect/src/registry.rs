@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::config::{DetectConfig, DetectConfigError};
 use crate::detectors;
+use crate::detectors::node_runtime::{NodeLists, NodeRule, SharedNodeLists};
 use crate::engine::StatelessDetector;
 use crate::ip_list::{IpList, ReloadingIpList};
 
@@ -16,7 +17,12 @@ pub fn stateless_detectors(config: &DetectConfig) -> Result<Vec<Box<dyn Stateles
             IpList::parse(include_str!("../data/proxy_ips.txt")).map_err(DetectConfigError::List)?,
         ),
     };
-    Ok(vec![
+    let node_lists = match &config.node_lists_dir {
+        Some(dir) => SharedNodeLists::from_dir(dir, Duration::from_secs(config.node_lists_reload_secs))
+            .map_err(|e| DetectConfigError::List(format!("node lists in {}: {e}", dir.display())))?,
+        None => SharedNodeLists::fixed(NodeLists::shipped()),
+    };
+    let mut detectors: Vec<Box<dyn StatelessDetector>> = vec![
         Box::new(detectors::ti_proxy::TiProxy { list: proxy_list }),
         Box::new(detectors::privileged_container::PrivilegedContainer),
         Box::new(detectors::sensitive_mount::SensitiveMount),
@@ -32,7 +38,11 @@ pub fn stateless_detectors(config: &DetectConfig) -> Result<Vec<Box<dyn Stateles
         Box::new(detectors::exposed::ExposedPostgresBroadIpRange),
         Box::new(detectors::kube_hunter::KubeHunter),
         Box::new(detectors::eicar::Eicar),
-    ])
+    ];
+    for rule in NodeRule::all(&node_lists) {
+        detectors.push(Box::new(rule));
+    }
+    Ok(detectors)
 }
 
 /// Catalogue alert types that have no detector yet. Kept explicit so the gap is visible and the test below fails
@@ -43,44 +53,8 @@ pub const NOT_YET_IMPLEMENTED: &[&str] = &[
     "K8S_ServiceAccountRareOperation",
     "K8S_ExposedKubeflow",
     "K8S_KubeSystemContainer",
-    "K8S.NODE_NamespaceCreation",
-    "K8S.NODE_HistoryFileCleared",
-    "K8S.NODE_SuspectConnection",
-    "K8S.NODE_TimerServiceDisabled",
-    "K8S.NODE_CommonBot",
-    "K8S.NODE_PrivilegedExecutionInContainer",
-    "K8S.NODE_PrivilegedContainerArtifacts",
-    "K8S.NODE_SuspectDownload",
-    "K8S.NODE_SuspectDownloadArtifacts",
-    "K8S.NODE_SuspectNohup",
-    "K8S.NODE_SuspectUserAddition",
-    "K8S.NODE_DigitalCurrencyMining",
-    "K8S.NODE_ImageBuildOnNode",
-    "K8S.NODE_KnownLinuxDDoSToolkit",
-    "K8S.NODE_KnownLinuxAttackTool",
     "K8S.NODE_LinuxBackdoorArtifact",
-    "K8S.NODE_ExploitAttempt",
-    "K8S.NODE_KnownLinuxCredentialAccessTool",
-    "K8S.NODE_CryptoCoinMinerDownload",
-    "K8S.NODE_SystemLogRemoval",
-    "K8S.NODE_SuspectPasswordChange",
-    "K8S.NODE_SuspectPortForwarding",
-    "K8S.NODE_ReverseShell",
-    "K8S.NODE_CryptoCoinMinerArtifacts",
-    "K8S.NODE_SshKeyAccess",
-    "K8S.NODE_SuspectProcessTermination",
-    "K8S.NODE_ContainerSSH",
-    "K8S.NODE_TimestampTampering",
-    "K8S.NODE_KubernetesAPI",
-    "K8S.NODE_KubernetesDashboard",
-    "K8S.NODE_CryptoCoinMinerExecution",
-    "K8S.NODE_SuspectPasswordFileAccess",
-    "K8S.NODE_Webshell",
     "K8S.NODE_ReconnaissanceArtifactsBurst",
-    "K8S.NODE_DownloadAndRunCombo",
-    "K8S.NODE_KubeConfigAccess",
-    "K8S.NODE_ImdsCall",
-    "K8S.NODE_MitreCalderaTools",
 ];
 
 #[cfg(test)]

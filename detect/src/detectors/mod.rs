@@ -7,6 +7,7 @@ pub mod eicar;
 pub mod exposed;
 pub mod kube_hunter;
 pub mod malicious_image;
+pub mod node_runtime;
 pub mod pod_spec;
 pub mod privileged_container;
 pub mod rbac;

@@ -1,0 +1,727 @@
+//! The node `match` rules: one `NodeEvent` decides. Each rule is a pure function of the event and the lists,
+//! paired with its catalogue entry in `RULES`; a rule returns the details an analyst needs, or `None`.
+
+use palisade_schemas::{NodeEvent, NodeEventKind};
+
+use super::lists::{NodeLists, SharedNodeLists};
+use super::view::*;
+use crate::engine::{Event, Finding, StatelessDetector};
+use crate::meta::{AlertTypeMeta, catalogue_entry};
+
+pub type Details = Vec<(&'static str, String)>;
+type Rule = fn(&NodeEvent, &NodeLists) -> Option<Details>;
+
+/// Every node match rule, by alert type.
+pub const RULES: &[(&str, Rule)] = &[
+    ("K8S.NODE_NamespaceCreation", namespace_creation),
+    ("K8S.NODE_HistoryFileCleared", history_file_cleared),
+    ("K8S.NODE_SuspectConnection", suspect_connection),
+    ("K8S.NODE_TimerServiceDisabled", timer_service_disabled),
+    ("K8S.NODE_CommonBot", common_bot),
+    ("K8S.NODE_PrivilegedExecutionInContainer", privileged_execution_in_container),
+    ("K8S.NODE_PrivilegedContainerArtifacts", privileged_container_artifacts),
+    ("K8S.NODE_SuspectDownload", suspect_download),
+    ("K8S.NODE_SuspectDownloadArtifacts", suspect_download_artifacts),
+    ("K8S.NODE_SuspectNohup", suspect_nohup),
+    ("K8S.NODE_SuspectUserAddition", suspect_user_addition),
+    ("K8S.NODE_DigitalCurrencyMining", digital_currency_mining),
+    ("K8S.NODE_ImageBuildOnNode", image_build_on_node),
+    ("K8S.NODE_KnownLinuxDDoSToolkit", known_ddos_toolkit),
+    ("K8S.NODE_KnownLinuxAttackTool", known_attack_tool),
+    ("K8S.NODE_ExploitAttempt", exploit_attempt),
+    ("K8S.NODE_KnownLinuxCredentialAccessTool", known_credential_access_tool),
+    ("K8S.NODE_CryptoCoinMinerDownload", miner_download),
+    ("K8S.NODE_SystemLogRemoval", system_log_removal),
+    ("K8S.NODE_SuspectPasswordChange", suspect_password_change),
+    ("K8S.NODE_SuspectPortForwarding", suspect_port_forwarding),
+    ("K8S.NODE_ReverseShell", reverse_shell),
+    ("K8S.NODE_CryptoCoinMinerArtifacts", miner_in_container),
+    ("K8S.NODE_SshKeyAccess", ssh_key_access),
+    ("K8S.NODE_SuspectProcessTermination", suspect_process_termination),
+    ("K8S.NODE_ContainerSSH", container_ssh),
+    ("K8S.NODE_TimestampTampering", timestamp_tampering),
+    ("K8S.NODE_KubernetesAPI", kubernetes_api),
+    ("K8S.NODE_KubernetesDashboard", kubernetes_dashboard),
+    ("K8S.NODE_CryptoCoinMinerExecution", miner_execution),
+    ("K8S.NODE_SuspectPasswordFileAccess", password_file_access),
+    ("K8S.NODE_Webshell", webshell),
+    ("K8S.NODE_DownloadAndRunCombo", download_and_run_combo),
+    ("K8S.NODE_KubeConfigAccess", kubeconfig_access),
+    ("K8S.NODE_ImdsCall", imds_call),
+    ("K8S.NODE_MitreCalderaTools", caldera_tools),
+];
+
+/// One rule as a detector.
+pub struct NodeRule {
+    meta: &'static AlertTypeMeta,
+    rule: Rule,
+    lists: SharedNodeLists,
+}
+
+impl NodeRule {
+    pub fn all(lists: &SharedNodeLists) -> Vec<NodeRule> {
+        RULES
+            .iter()
+            .map(|(id, rule)| NodeRule { meta: catalogue_entry(id), rule: *rule, lists: lists.clone() })
+            .collect()
+    }
+}
+
+impl StatelessDetector for NodeRule {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        self.meta
+    }
+
+    fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Node(node) = event else { return Vec::new() };
+        let Some(details) = (self.rule)(node, &self.lists.current()) else { return Vec::new() };
+        let mut finding = Finding::default();
+        finding.details.insert("in_container".into(), node.in_container.to_string());
+        finding.details.extend(details.into_iter().map(|(key, value)| (key.to_owned(), value)));
+        vec![finding]
+    }
+}
+
+fn listed(list: &[String], name: &str) -> bool {
+    list.iter().any(|entry| entry == name)
+}
+
+/// The exec's name when it (or argv[0]) is on `list`.
+fn exec_listed(event: &NodeEvent, list: &[String]) -> Option<String> {
+    let name = exec(event)?;
+    let argv0 = argv0_name(event);
+    [name, argv0].into_iter().find(|candidate| listed(list, candidate))
+}
+
+fn one(key: &'static str, value: impl Into<String>) -> Option<Details> {
+    Some(vec![(key, value.into())])
+}
+
+fn file_path(event: &NodeEvent) -> Option<&str> {
+    event.file.as_ref().map(|file| file.path.as_str())
+}
+
+const O_ACCMODE: i64 = 0o3;
+const O_CREAT: i64 = 0o100;
+const O_TRUNC: i64 = 0o1000;
+
+/// An open for writing, creating or truncating.
+fn opens_for_write(event: &NodeEvent) -> bool {
+    event.kind == NodeEventKind::FileOpen
+        && event.file.as_ref().is_some_and(|f| f.flags & O_ACCMODE != 0 || f.flags & (O_CREAT | O_TRUNC) != 0)
+}
+
+/// The file is emptied or removed: truncate(2), open with O_TRUNC, unlink, or renamed over by /dev/null.
+fn wipes(event: &NodeEvent) -> bool {
+    match event.kind {
+        NodeEventKind::FileTruncate | NodeEventKind::FileUnlink => true,
+        NodeEventKind::FileOpen => event.file.as_ref().is_some_and(|f| f.flags & O_TRUNC != 0),
+        _ => false,
+    }
+}
+
+// ---- processes ------------------------------------------------------------------------------------------------
+
+fn namespace_creation(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let namespace = event.namespace.as_ref()?;
+    (event.in_container && namespace.flags != 0)
+        .then(|| vec![("syscall", namespace.syscall.clone()), ("flags", format!("{:#x}", namespace.flags))])
+}
+
+fn timer_service_disabled(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(&line, verb));
+    (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line)])
+}
+
+fn common_bot(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    if let Some(name) = exec_listed(event, &lists.bot_names) {
+        return one("bot", name);
+    }
+    let path = event.executable.as_deref()?.to_lowercase();
+    (event.kind == NodeEventKind::Exec && listed(&lists.bot_names, &path)).then(|| vec![("bot", path)])
+}
+
+/// All capabilities up to CAP_CHECKPOINT_RESTORE (40) that matter for an escape: SYS_ADMIN (21) and SYS_PTRACE (19)
+/// and SYS_MODULE (16).
+const ESCAPE_CAPABILITIES: i64 = (1 << 21) | (1 << 19) | (1 << 16);
+
+fn privileged_execution_in_container(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let runtimes = ["docker", "podman", "nerdctl", "crictl"];
+    if runtimes.contains(&name.as_str()) && has_word(&line, "exec") && line.contains("--privileged") {
+        return one("command", line);
+    }
+    // A process started into a container by the runtime (its parent is runc or a shim, not a process of the
+    // container) with the capabilities of a privileged container.
+    let caps = event.capabilities_effective?;
+    let entered = parent_name(event).is_some_and(|p| p == "runc" || p.starts_with("containerd-shim") || p == "crun");
+    (event.in_container && entered && caps & ESCAPE_CAPABILITIES == ESCAPE_CAPABILITIES)
+        .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line)])
+}
+
+fn privileged_container_artifacts(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let starts = match name.as_str() {
+        "docker" | "podman" | "nerdctl" => has_word(&line, "run") || has_word(&line, "create"),
+        "ctr" => has_word(&line, "run"),
+        _ => false,
+    };
+    (starts && line.contains("--privileged")).then(|| vec![("command", line)])
+}
+
+fn suspect_nohup(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if exec(event)? != "nohup" {
+        return None;
+    }
+    let target = event.argv.get(1)?;
+    let temp = ["/tmp/", "/var/tmp/", "/dev/shm/"].iter().any(|p| target.starts_with(p));
+    (temp && basename(target).starts_with('.')).then(|| vec![("runs", target.clone())])
+}
+
+fn suspect_user_addition(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    if !["useradd", "adduser", "usermod"].contains(&name.as_str()) {
+        return None;
+    }
+    let args: Vec<&str> = event.argv.iter().skip(1).map(String::as_str).collect();
+    let mut reasons = Vec::new();
+    for (index, arg) in args.iter().enumerate() {
+        let value = args.get(index + 1).copied().unwrap_or_default();
+        match *arg {
+            "-u" | "--uid" if value == "0" => reasons.push("uid 0"),
+            "-o" | "--non-unique" => reasons.push("non-unique uid"),
+            "-G" | "-g" | "--groups" | "--gid" | "-aG"
+                if value.split(',').any(|g| ["root", "sudo", "wheel", "admin", "docker", "0"].contains(&g)) =>
+            {
+                reasons.push("privileged group")
+            }
+            _ => {}
+        }
+    }
+    if name != "usermod" && event.in_container {
+        reasons.push("in a container");
+    }
+    (!reasons.is_empty()).then(|| vec![("why", reasons.join(", ")), ("command", command_line(event))])
+}
+
+fn digital_currency_mining(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    exec_listed(event, &lists.miner_binaries).and_then(|name| one("miner", name))
+}
+
+fn miner_in_container(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    if !event.in_container {
+        return None;
+    }
+    digital_currency_mining(event, lists).or_else(|| miner_execution(event, lists))
+}
+
+fn miner_execution(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    exec(event)?;
+    let line = command_line(event).to_lowercase();
+    if let Some(flag) = lists.miner_flags.iter().find(|flag| line.contains(flag.as_str())) {
+        return one("marker", flag.clone());
+    }
+    let pool = lists.miner_pools.iter().find(|pool| line.contains(pool.as_str()))?;
+    one("pool", pool.clone())
+}
+
+fn image_build_on_node(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let second = event.argv.get(1).map(String::as_str).unwrap_or_default();
+    let builds = match name.as_str() {
+        "docker" | "podman" | "nerdctl" => {
+            second == "build"
+                || (second == "buildx" && has_word(&line, "build"))
+                || second == "image" && has_word(&line, "build")
+        }
+        "buildah" => ["bud", "build", "from"].contains(&second),
+        "img" => second == "build",
+        "executor" | "kaniko" => line.contains("--dockerfile") || line.contains("--context"),
+        "buildctl" => second == "build",
+        _ => false,
+    };
+    builds.then(|| vec![("command", line)])
+}
+
+fn known_ddos_toolkit(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    if let Some(name) = exec_listed(event, &lists.ddos_tools) {
+        return one("toolkit file", name);
+    }
+    let path = file_path(event)?.to_lowercase();
+    let written = opens_for_write(event) || event.kind == NodeEventKind::FileRename;
+    let matches = listed(&lists.ddos_tools, &path) || listed(&lists.ddos_tools, basename(&path));
+    (written && matches).then(|| vec![("toolkit file", path)])
+}
+
+fn known_attack_tool(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    exec_listed(event, &lists.attack_tools).and_then(|name| one("tool", name))
+}
+
+fn known_credential_access_tool(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    if let Some(name) = exec_listed(event, &lists.credential_tools) {
+        return one("tool", name);
+    }
+    // Scripts run by an interpreter: `python3 laZagne.py all`, `bash mimipenguin.sh`.
+    exec(event)?;
+    let script = event.argv.get(1).map(|a| basename(a).to_lowercase())?;
+    listed(&lists.credential_tools, &script).then(|| vec![("tool", script)])
+}
+
+fn exploit_attempt(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    exec(event)?;
+    let line = command_line(event);
+    let lower = line.to_lowercase();
+    let markers = [
+        ("${jndi:", "Log4Shell (CVE-2021-44228)"),
+        ("() { :;};", "Shellshock (CVE-2014-6271)"),
+        ("() { :; };", "Shellshock (CVE-2014-6271)"),
+        ("pwnkit", "PwnKit (CVE-2021-4034)"),
+        ("dirtycow", "Dirty COW (CVE-2016-5195)"),
+        ("dirtypipe", "Dirty Pipe (CVE-2022-0847)"),
+        ("cve-2022-0185", "CVE-2022-0185"),
+        ("cve-2021-4034", "PwnKit (CVE-2021-4034)"),
+        ("cve-2019-5736", "runc escape (CVE-2019-5736)"),
+    ];
+    let (_, name) = markers.iter().find(|(marker, _)| lower.contains(marker))?;
+    Some(vec![("exploit", (*name).to_owned()), ("command", line)])
+}
+
+fn caldera_tools(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let agent_names = ["sandcat", "sandcat.go", "54ndc47", "sandcat.go-linux", "splunkd"];
+    let named = agent_names.contains(&name.as_str()) || agent_names.contains(&argv0_name(event).as_str());
+    // sandcat's own flags; `splunkd` is its default disguise, so the name alone is not enough there.
+    let flags = line.contains("-server ") && (line.contains("-group ") || line.contains("-paw "));
+    let fetch = line.contains("/file/download") && line.contains("file:sandcat");
+    ((named && (flags || name != "splunkd")) || fetch).then(|| vec![("command", line)])
+}
+
+fn container_ssh(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    (event.in_container && ["sshd", "dropbear"].contains(&name.as_str())).then(|| vec![("server", name)])
+}
+
+fn suspect_password_change(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let pre_hashed = match name.as_str() {
+        "chpasswd" | "chgpasswd" => event.argv.iter().any(|a| a == "-e" || a == "--encrypted"),
+        "usermod" => event.argv.iter().any(|a| a == "-p" || a == "--password"),
+        _ if is_shell(&name) => {
+            line.contains("openssl passwd") && (line.contains("chpasswd") || line.contains("usermod"))
+                || line.contains("chpasswd -e")
+                || line.contains("usermod -p")
+        }
+        _ => false,
+    };
+    pre_hashed.then(|| vec![("command", line)])
+}
+
+fn is_loopback_or_private(host: &str) -> bool {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        Ok(std::net::IpAddr::V6(v6)) => v6.is_loopback(),
+        Err(_) => host == "localhost",
+    }
+}
+
+/// The hosts forwarded to in `ssh -L/-R` specs (`[bind:]port:host:hostport`).
+fn ssh_forward_hosts(argv: &[String]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for (index, arg) in argv.iter().enumerate() {
+        let spec = match arg.as_str() {
+            "-L" | "-R" => argv.get(index + 1).map(String::as_str),
+            _ => arg.strip_prefix("-L").or_else(|| arg.strip_prefix("-R")).filter(|s| !s.is_empty()),
+        };
+        if let Some(spec) = spec {
+            let parts: Vec<&str> = spec.split(':').collect();
+            if parts.len() >= 3 {
+                hosts.push(parts[parts.len() - 2].to_owned());
+            }
+        }
+    }
+    hosts
+}
+
+fn suspect_port_forwarding(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let forwards = match name.as_str() {
+        "ssh" => {
+            let dynamic = event.argv.iter().any(|a| a == "-D" || a.starts_with("-D") && a.len() > 2);
+            dynamic || ssh_forward_hosts(&event.argv).iter().any(|host| !is_loopback_or_private(host))
+        }
+        "socat" => {
+            let lower = line.to_lowercase();
+            lower.contains("tcp-listen:") && lower.matches("tcp").count() >= 2 && !lower.contains("exec:")
+        }
+        "iptables" | "iptables-nft" | "iptables-legacy" | "nft" => line.contains("DNAT") || line.contains("dnat"),
+        "rinetd" | "redir" | "gost" | "frpc" | "ngrok" => true,
+        _ => false,
+    };
+    forwards.then(|| vec![("command", line)])
+}
+
+fn reverse_shell(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let line = command_line(event);
+    let socket_stdio = event.stdio.iter().take(2).any(|kind| kind == "socket");
+    if is_shell(&name) && socket_stdio {
+        return Some(vec![
+            ("why", "shell with a network socket as stdin/stdout".into()),
+            ("stdio", event.stdio.join(",")),
+        ]);
+    }
+    let lower = line.to_lowercase();
+    let one_liner = (is_shell(&name) && (lower.contains("/dev/tcp/") || lower.contains("/dev/udp/")))
+        || (["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"].contains(&name.as_str())
+            && event.argv.iter().any(|a| a == "-e" || a == "-c" || a.starts_with("--exec") || a == "--sh-exec"))
+        || (name == "socat" && (lower.contains("exec:") || lower.contains("system:")) && lower.contains("tcp"))
+        || (name.starts_with("python")
+            && lower.contains("socket")
+            && (lower.contains("dup2") || lower.contains("pty.spawn")))
+        || (name == "perl" && lower.contains("socket") && lower.contains("open(stdin"))
+        || (name.starts_with("php") && lower.contains("fsockopen"))
+        || (name == "ruby" && lower.contains("tcpsocket") && lower.contains("exec"));
+    one_liner.then(|| vec![("why", "reverse-shell one-liner".into()), ("command", line)])
+}
+
+fn suspect_process_termination(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    if let Some(signal) = &event.signal {
+        // SIGKILL, SIGTERM, SIGSTOP, SIGINT, SIGQUIT.
+        if ![9, 15, 19, 2, 3].contains(&signal.signal) {
+            return None;
+        }
+        let target = signal.target_executable.as_deref().map(|t| basename(t).to_lowercase())?;
+        return listed(&lists.security_processes, &target)
+            .then(|| vec![("target", target), ("signal", signal.signal.to_string())]);
+    }
+    let name = exec(event)?;
+    if !["pkill", "killall"].contains(&name.as_str()) {
+        return None;
+    }
+    let target = event
+        .argv
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .find(|a| listed(&lists.security_processes, &a.to_lowercase()))?;
+    Some(vec![("target", target.clone()), ("command", command_line(event))])
+}
+
+// ---- downloads ------------------------------------------------------------------------------------------------
+
+fn is_raw_ip(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
+const PASTE_SITES: [&str; 6] =
+    ["pastebin.com", "paste.ee", "transfer.sh", "hastebin.com", "ghostbin.co", "termbin.com"];
+
+fn downloader_urls(event: &NodeEvent) -> Option<(String, Vec<String>)> {
+    let name = exec(event)?;
+    if !is_downloader(&name) {
+        return None;
+    }
+    let urls = urls(event);
+    (!urls.is_empty()).then_some((name, urls))
+}
+
+fn suspect_download(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    let (_, urls) = downloader_urls(event)?;
+    let url = urls.iter().find(|url| {
+        let host = url_host(url);
+        lists.malware_sources.iter().any(|source| {
+            let (source_host, source_path) = source.split_once('/').unwrap_or((source, ""));
+            (host == source_host || host.ends_with(&format!(".{source_host}")))
+                && (source_path.is_empty() || url.contains(&format!("{source_host}/{source_path}")))
+        })
+    })?;
+    one("url", url.clone())
+}
+
+fn suspect_download_artifacts(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let (_, urls) = downloader_urls(event)?;
+    let mut reasons = Vec::new();
+    if let Some(url) = urls.iter().find(|url| {
+        let host = url_host(url);
+        is_raw_ip(host) && !is_loopback_or_private(host) && host != "169.254.169.254"
+    }) {
+        reasons.push(format!("from a raw IP address ({url})"));
+    }
+    if let Some(url) = urls.iter().find(|url| PASTE_SITES.iter().any(|site| url_host(url).ends_with(site))) {
+        reasons.push(format!("from a paste site ({url})"));
+    }
+    if let Some(target) = download_targets(&event.argv).into_iter().find(|t| is_dropper_target(t)) {
+        reasons.push(format!("to a temporary or hidden path ({target})"));
+    }
+    (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", command_line(event))])
+}
+
+fn miner_download(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    let (_, urls) = downloader_urls(event)?;
+    let url = urls.iter().find(|url| {
+        let file = basename(url.split(['?', '#']).next().unwrap_or(url));
+        lists.miner_binaries.iter().any(|miner| file.starts_with(miner.as_str()))
+            || url.contains("github.com/xmrig/")
+            || url.contains("xmrig") && (url.ends_with(".tar.gz") || url.ends_with(".zip"))
+            || file.contains("xmr") && file.ends_with(".sh")
+    })?;
+    one("url", url.clone())
+}
+
+fn download_and_run_combo(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    if !is_shell(&name) {
+        return None;
+    }
+    let line = command_line(event);
+    let downloads = DOWNLOADERS.iter().any(|tool| has_word(&line, tool));
+    if !downloads {
+        return None;
+    }
+    // `curl … | sh`, `wget -O- … | bash`
+    let piped = line.split('|').skip(1).any(|stage| {
+        let first = stage.split_whitespace().next().map(basename).unwrap_or_default();
+        is_shell(first) || SCRIPTING.contains(&first)
+    });
+    // `curl -o f … ; chmod +x f ; ./f` (or `sh f`)
+    let targets = download_targets(&event.argv);
+    let runs_target = targets.iter().any(|target| {
+        let after = line.split_once(target.as_str()).map(|(_, rest)| rest).unwrap_or_default();
+        let base = basename(target);
+        after.contains(&format!("./{base}"))
+            || after.contains(&format!(" {target}")) && after.contains("chmod")
+            || SHELLS.iter().any(|shell| after.contains(&format!("{shell} {target}")))
+    });
+    (piped || runs_target).then(|| vec![("command", line)])
+}
+
+// ---- files ----------------------------------------------------------------------------------------------------
+
+fn is_history_file(path: &str) -> bool {
+    let name = basename(path);
+    name.ends_with("_history") || name == ".history"
+}
+
+fn history_file_cleared(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if let Some(file) = &event.file {
+        let cleared = wipes(event)
+            || (event.kind == NodeEventKind::FileRename
+                && file.new_path.as_deref().is_some_and(is_history_file)
+                && file.path == "/dev/null");
+        let path = if event.kind == NodeEventKind::FileRename { file.new_path.as_deref()? } else { &file.path };
+        return (cleared && is_history_file(path)).then(|| vec![("file", path.to_owned())]);
+    }
+    let name = exec(event)?;
+    let line = command_line(event);
+    let shell_clear = is_shell(&name)
+        && (line.contains("history -c") || line.contains("unset HISTFILE") || line.contains("HISTFILE=/dev/null"));
+    let linked = name == "ln" && line.contains("/dev/null") && event.argv.iter().any(|a| is_history_file(a));
+    (shell_clear || linked).then(|| vec![("command", line)])
+}
+
+const USER_ACTIVITY_LOGS: [&str; 10] = [
+    "/var/log/wtmp",
+    "/var/log/btmp",
+    "/var/log/lastlog",
+    "/var/log/auth.log",
+    "/var/log/secure",
+    "/var/log/syslog",
+    "/var/log/messages",
+    "/var/log/audit/audit.log",
+    "/var/run/utmp",
+    "/run/utmp",
+];
+
+fn system_log_removal(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if let Some(path) = file_path(event) {
+        // Log rotation renames and recreates; only emptying or removing the live file counts.
+        return (wipes(event) && USER_ACTIVITY_LOGS.contains(&path)).then(|| vec![("file", path.to_owned())]);
+    }
+    let name = exec(event)?;
+    if !["shred", "rm", "truncate", "wipe", "srm"].contains(&name.as_str()) {
+        return None;
+    }
+    let path = event.argv.iter().skip(1).find(|a| USER_ACTIVITY_LOGS.contains(&a.as_str()))?;
+    Some(vec![("file", path.clone()), ("command", command_line(event))])
+}
+
+fn ssh_key_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    let file = event.file.as_ref()?;
+    let target = if event.kind == NodeEventKind::FileRename { file.new_path.as_deref()? } else { &file.path };
+    let keys = basename(target) == "authorized_keys" || basename(target) == "authorized_keys2";
+    let modifies = opens_for_write(event)
+        || matches!(event.kind, NodeEventKind::FileRename | NodeEventKind::FileChmod | NodeEventKind::FileTruncate);
+    // sshd and the cloud agents that provision keys are how keys normally change.
+    let provisioner = ["ssh-copy-id", "cloud-init", "google_guest_agent", "waagent", "amazon-ssm-agent"]
+        .contains(&process_name(event).as_str());
+    (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", process_name(event))])
+}
+
+const SYSTEM_PREFIXES: [&str; 8] =
+    ["/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/etc/", "/boot/", "/var/lib/kubelet/"];
+
+fn timestamp_tampering(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if event.kind == NodeEventKind::FileUtimes {
+        let file = event.file.as_ref()?;
+        // Explicit times (not "now"): what copying another file's times or backdating does.
+        let explicit = file.mtime_ns.is_some() || file.atime_ns.is_some();
+        let system = SYSTEM_PREFIXES.iter().any(|p| file.path.starts_with(p));
+        return (explicit && system).then(|| vec![("file", file.path.clone())]);
+    }
+    if exec(event)? != "touch" {
+        return None;
+    }
+    let sets_time = event.argv.iter().skip(1).any(|a| {
+        ["-r", "-t", "-d", "--reference", "--date"].iter().any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
+    });
+    sets_time.then(|| vec![("command", command_line(event))])
+}
+
+const KUBECONFIGS: [&str; 6] = [
+    "/var/lib/kubelet/kubeconfig",
+    "/etc/kubernetes/kubelet.conf",
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/bootstrap-kubelet.conf",
+    "/var/lib/kubelet/pki/kubelet-client-current.pem",
+    "/etc/kubernetes/super-admin.conf",
+];
+
+fn kubeconfig_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if event.kind != NodeEventKind::FileOpen {
+        return None;
+    }
+    let path = file_path(event)?;
+    let sensitive = KUBECONFIGS.contains(&path) || path.starts_with("/var/lib/kubelet/pki/") && path.ends_with(".pem");
+    let name = process_name(event);
+    let system = ["kubelet", "kubeadm", "kube-proxy", "k3s", "k3s-agent", "rke2", "hyperkube"].contains(&name.as_str());
+    (sensitive && !system).then(|| vec![("file", path.to_owned()), ("process", name)])
+}
+
+/// Processes that read the shadow files as part of their job.
+const SHADOW_READERS: [&str; 18] = [
+    "passwd",
+    "chpasswd",
+    "chage",
+    "useradd",
+    "usermod",
+    "userdel",
+    "unix_chkpwd",
+    "login",
+    "sshd",
+    "su",
+    "sudo",
+    "pwck",
+    "grpck",
+    "vipw",
+    "newusers",
+    "gpasswd",
+    "groupadd",
+    "cron",
+];
+
+fn password_file_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if event.kind != NodeEventKind::FileOpen {
+        return None;
+    }
+    let path = file_path(event)?;
+    let name = process_name(event);
+    let shadow = path == "/etc/shadow" || path == "/etc/gshadow";
+    (shadow && !SHADOW_READERS.contains(&name.as_str())).then(|| vec![("file", path.to_owned()), ("process", name)])
+}
+
+// ---- network --------------------------------------------------------------------------------------------------
+
+fn suspect_connection(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if event.kind == NodeEventKind::NetSend {
+        let head = event.net.as_ref()?.payload_head.as_deref()?;
+        let socks5 =
+            head.len() >= 3 && head[0] == 5 && head[1] >= 1 && head.len() >= 2 + head[1] as usize && head[1] <= 10;
+        let socks4 = head.len() >= 8 && head[0] == 4 && (head[1] == 1 || head[1] == 2);
+        let destination = event.net.as_ref().and_then(|n| n.dst_addr.clone()).unwrap_or_default();
+        return (socks5 || socks4).then(|| {
+            vec![("protocol", if socks5 { "SOCKS5" } else { "SOCKS4" }.to_owned()), ("destination", destination)]
+        });
+    }
+    let name = exec(event)?;
+    let tools = ["proxychains", "proxychains4", "microsocks", "3proxy", "dante", "sockd", "tsocks"];
+    tools.contains(&name.as_str()).then(|| vec![("tool", name)])
+}
+
+const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "fd00:ec2::254", "169.254.170.2"];
+
+fn imds_call(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if !event.in_container {
+        return None;
+    }
+    if let Some(net) = &event.net {
+        let address = net.dst_addr.as_deref()?;
+        let connects = matches!(event.kind, NodeEventKind::NetConnect | NodeEventKind::NetSend);
+        return (connects && METADATA_ADDRESSES.contains(&address)).then(|| vec![("destination", address.to_owned())]);
+    }
+    let (_, urls) = downloader_urls(event)?;
+    let url = urls.iter().find(|url| {
+        let host = url_host(url);
+        METADATA_ADDRESSES.contains(&host) || host == "metadata.google.internal"
+    })?;
+    one("url", url.clone())
+}
+
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+fn kubernetes_api(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if !event.in_container {
+        return None;
+    }
+    let name = process_name(event);
+    let interactive = is_shell(&name)
+        || is_downloader(&name)
+        || ["cat", "head", "tail", "less", "more", "base64"].contains(&name.as_str());
+    if event.kind == NodeEventKind::FileOpen {
+        let path = file_path(event)?;
+        let token = path == SERVICE_ACCOUNT_TOKEN || path == SERVICE_ACCOUNT_TOKEN.trim_start_matches("/var");
+        return (token && interactive)
+            .then(|| vec![("why", "service-account token read by a shell or tool".into()), ("process", name)]);
+    }
+    let (_, urls) = downloader_urls(event)?;
+    let url = urls.iter().find(|url| {
+        let host = url_host(url);
+        host == "kubernetes.default"
+            || host.starts_with("kubernetes.default.svc")
+            || url.contains("/api/v1/") && url.contains(":6443")
+    })?;
+    one("url", url.clone())
+}
+
+fn kubernetes_dashboard(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+    if !event.in_container {
+        return None;
+    }
+    if event.kind == NodeEventKind::NetSend {
+        let head = String::from_utf8_lossy(event.net.as_ref()?.payload_head.as_deref()?).to_lowercase();
+        return (head.contains("kubernetes-dashboard") || head.contains("/api/v1/csrftoken/login"))
+            .then(|| vec![("request", head.lines().next().unwrap_or_default().to_owned())]);
+    }
+    let (_, urls) = downloader_urls(event)?;
+    let url = urls
+        .iter()
+        .find(|url| url_host(url).starts_with("kubernetes-dashboard") || url.contains("/api/v1/csrftoken"))?;
+    one("url", url.clone())
+}
+
+fn webshell(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+    let name = exec(event)?;
+    let parent = parent_name(event)?;
+    if !listed(&lists.web_servers, &parent) {
+        return None;
+    }
+    let suspicious = is_shell(&name) || listed(&lists.recon_commands, &name) || is_downloader(&name);
+    suspicious.then(|| vec![("web server", parent), ("command", command_line(event))])
+}

@@ -1,0 +1,144 @@
+//! The node detectors' lists: data files shipped in `detect/data/node/` (each says where its entries come from),
+//! overridable file by file from a directory (`detect.node_lists_dir`, same file names), and re-read when a file
+//! there changes, without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// (file name, shipped text) for every list.
+const SHIPPED: [(&str, &str); 11] = [
+    ("miner_binaries.txt", include_str!("../../../data/node/miner_binaries.txt")),
+    ("miner_pools.txt", include_str!("../../../data/node/miner_pools.txt")),
+    ("miner_flags.txt", include_str!("../../../data/node/miner_flags.txt")),
+    ("attack_tools.txt", include_str!("../../../data/node/attack_tools.txt")),
+    ("credential_tools.txt", include_str!("../../../data/node/credential_tools.txt")),
+    ("ddos_tools.txt", include_str!("../../../data/node/ddos_tools.txt")),
+    ("bot_names.txt", include_str!("../../../data/node/bot_names.txt")),
+    ("recon_commands.txt", include_str!("../../../data/node/recon_commands.txt")),
+    ("security_processes.txt", include_str!("../../../data/node/security_processes.txt")),
+    ("malware_sources.txt", include_str!("../../../data/node/malware_sources.txt")),
+    ("web_servers.txt", include_str!("../../../data/node/web_servers.txt")),
+];
+
+fn parse(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Every list, entries lower-cased.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLists {
+    pub miner_binaries: Vec<String>,
+    pub miner_pools: Vec<String>,
+    pub miner_flags: Vec<String>,
+    pub attack_tools: Vec<String>,
+    pub credential_tools: Vec<String>,
+    pub ddos_tools: Vec<String>,
+    pub bot_names: Vec<String>,
+    pub recon_commands: Vec<String>,
+    pub security_processes: Vec<String>,
+    pub malware_sources: Vec<String>,
+    pub web_servers: Vec<String>,
+}
+
+impl NodeLists {
+    pub fn shipped() -> Self {
+        Self::from_texts(|_| None).expect("shipped lists need no files")
+    }
+
+    /// Each list from `override_text(file name)` when that gives one, else the shipped text.
+    fn from_texts(mut override_text: impl FnMut(&str) -> Option<std::io::Result<String>>) -> std::io::Result<Self> {
+        let mut lists = Vec::with_capacity(SHIPPED.len());
+        for (name, shipped) in SHIPPED {
+            lists.push(match override_text(name) {
+                Some(text) => parse(&text?),
+                None => parse(shipped),
+            });
+        }
+        let mut lists = lists.into_iter();
+        let mut next = || lists.next().unwrap_or_default();
+        Ok(Self {
+            miner_binaries: next(),
+            miner_pools: next(),
+            miner_flags: next(),
+            attack_tools: next(),
+            credential_tools: next(),
+            ddos_tools: next(),
+            bot_names: next(),
+            recon_commands: next(),
+            security_processes: next(),
+            malware_sources: next(),
+            web_servers: next(),
+        })
+    }
+
+    /// The shipped lists with every file present in `dir` taking the place of its shipped twin.
+    pub fn from_dir(dir: &Path) -> std::io::Result<Self> {
+        Self::from_texts(|name| {
+            let path = dir.join(name);
+            path.exists().then(|| std::fs::read_to_string(&path))
+        })
+    }
+}
+
+fn modification_times(dir: &Path) -> Vec<Option<SystemTime>> {
+    SHIPPED.iter().map(|(name, _)| std::fs::metadata(dir.join(name)).and_then(|m| m.modified()).ok()).collect()
+}
+
+struct Reload {
+    dir: PathBuf,
+    check_every: Duration,
+    checked: Instant,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+/// The lists every node detector shares; cheap to clone.
+#[derive(Clone)]
+pub struct SharedNodeLists {
+    current: Arc<RwLock<Arc<NodeLists>>>,
+    reload: Option<Arc<RwLock<Reload>>>,
+}
+
+impl SharedNodeLists {
+    pub fn fixed(lists: NodeLists) -> Self {
+        Self { current: Arc::new(RwLock::new(Arc::new(lists))), reload: None }
+    }
+
+    /// Lists overridden from `dir`, re-read at most every `check_every` when a file there changed (appeared,
+    /// vanished or was modified). A file that cannot be read keeps the previous lists and says why on stderr.
+    pub fn from_dir(dir: &Path, check_every: Duration) -> std::io::Result<Self> {
+        let lists = NodeLists::from_dir(dir)?;
+        let reload =
+            Reload { dir: dir.to_owned(), check_every, checked: Instant::now(), stamps: modification_times(dir) };
+        Ok(Self { current: Arc::new(RwLock::new(Arc::new(lists))), reload: Some(Arc::new(RwLock::new(reload))) })
+    }
+
+    pub fn current(&self) -> Arc<NodeLists> {
+        if let Some(reload) = &self.reload {
+            let due = reload.read().map(|r| r.checked.elapsed() >= r.check_every).unwrap_or(false);
+            if due && let Ok(mut reload) = reload.write() {
+                reload.checked = Instant::now();
+                let stamps = modification_times(&reload.dir);
+                if stamps != reload.stamps {
+                    reload.stamps = stamps;
+                    match NodeLists::from_dir(&reload.dir) {
+                        Ok(lists) => {
+                            if let Ok(mut current) = self.current.write() {
+                                *current = Arc::new(lists);
+                            }
+                        }
+                        Err(error) => eprintln!(
+                            "palisade: node lists in {} not reloaded (previous lists kept): {error}",
+                            reload.dir.display()
+                        ),
+                    }
+                }
+            }
+        }
+        self.current.read().map(|c| Arc::clone(&c)).unwrap_or_default()
+    }
+}

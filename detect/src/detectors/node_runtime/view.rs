@@ -1,0 +1,106 @@
+//! What the node rules ask of a `NodeEvent`: the executable's name, the command line, the parent, the URLs in the
+//! arguments. Names are basenames, lower-cased.
+
+use palisade_schemas::{NodeEvent, NodeEventKind};
+
+pub fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The process's name: the executable's basename, else argv[0]'s, else comm.
+pub fn process_name(event: &NodeEvent) -> String {
+    let from_path = event.executable.as_deref().map(basename).filter(|name| !name.is_empty());
+    from_path.or_else(|| event.argv.first().map(|a| basename(a))).unwrap_or(&event.comm).to_lowercase()
+}
+
+/// argv[0]'s basename: a copy of a tool under another path keeps its name there too.
+pub fn argv0_name(event: &NodeEvent) -> String {
+    event.argv.first().map(|a| basename(a).to_lowercase()).unwrap_or_default()
+}
+
+/// The parent's executable name (nearest ancestor).
+pub fn parent_name(event: &NodeEvent) -> Option<String> {
+    event.ancestry.first().map(|parent| basename(&parent.executable).to_lowercase())
+}
+
+pub fn command_line(event: &NodeEvent) -> String {
+    event.argv.join(" ")
+}
+
+pub const SHELLS: [&str; 9] = ["sh", "bash", "dash", "ash", "zsh", "ksh", "csh", "tcsh", "busybox"];
+pub const DOWNLOADERS: [&str; 4] = ["curl", "wget", "fetch", "aria2c"];
+pub const SCRIPTING: [&str; 9] = ["python", "python2", "python3", "perl", "ruby", "php", "node", "lua", "awk"];
+
+pub fn is_shell(name: &str) -> bool {
+    SHELLS.contains(&name)
+}
+
+pub fn is_downloader(name: &str) -> bool {
+    DOWNLOADERS.contains(&name)
+}
+
+/// An exec event, with its process name.
+pub fn exec(event: &NodeEvent) -> Option<String> {
+    (event.kind == NodeEventKind::Exec).then(|| process_name(event))
+}
+
+/// Arguments that are URLs (scheme://...), lower-cased.
+pub fn urls(event: &NodeEvent) -> Vec<String> {
+    event
+        .argv
+        .iter()
+        .flat_map(|arg| arg.split_whitespace())
+        .map(|word| word.trim_matches(|c| c == '"' || c == '\'').to_lowercase())
+        .filter(|word| word.contains("://"))
+        .collect()
+}
+
+/// Host of a URL, without port or credentials.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(bracketed) = host.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    host.split(':').next().unwrap_or(host)
+}
+
+/// `word` appears in `text` as a whole word (delimited by non-alphanumerics other than `-`, `_`, `.`).
+pub fn has_word(text: &str, word: &str) -> bool {
+    let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_' || c == '.'));
+    text.match_indices(word)
+        .any(|(at, _)| boundary(text[..at].chars().next_back()) && boundary(text[at + word.len()..].chars().next()))
+}
+
+/// Files a download command writes: `-o F`, `-O F`, `--output F`, `--output=F`, `--output-document=F`.
+pub fn download_targets(argv: &[String]) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut words = argv.iter().flat_map(|a| a.split_whitespace()).peekable();
+    while let Some(word) = words.next() {
+        match word {
+            "-o" | "-O" | "--output" | "--output-document" => {
+                if let Some(target) = words.peek().filter(|t| !t.starts_with('-') && !t.contains("://")) {
+                    targets.push((*target).to_owned());
+                }
+            }
+            _ => {
+                let long = word.strip_prefix("--output=").or_else(|| word.strip_prefix("--output-document="));
+                if let Some(target) = long.filter(|t| !t.is_empty()) {
+                    targets.push(target.to_owned());
+                }
+            }
+        }
+    }
+    targets
+}
+
+/// Where droppers write: a hidden name anywhere, or a temporary directory for anything but an archive, a
+/// package or a document (build scripts fetch those into /tmp all day).
+pub fn is_dropper_target(path: &str) -> bool {
+    let hidden = path.split('/').any(|part| part.starts_with('.') && part != "." && part != "..");
+    let temp = ["/tmp/", "/var/tmp/", "/dev/shm/", "/run/shm/"].iter().any(|p| path.starts_with(p));
+    let benign =
+        [".tar.gz", ".tgz", ".tar.xz", ".zip", ".deb", ".rpm", ".json", ".txt", ".gpg", ".asc", ".key", ".pem"];
+    hidden || temp && !benign.iter().any(|extension| path.ends_with(extension))
+}
