@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Collector overhead and throughput, as root. Prints figures; asserts nothing.
 #
-#   bench/collector-overhead.sh            (N_EXEC, N_OPEN, N_CONNECT, ROUNDS override the sizes)
+#   bench/collector-overhead.sh            (N_EXEC, N_OPEN, N_CONNECT, ROUNDS override the sizes; STORMS and
+#                                           CONDITIONS pick a subset, e.g. STORMS=exec CONDITIONS="none palisade")
 #
 # 1. Storms (exec, file open on a watched path, connect) with: nothing, `palisade run` (eBPF collector plus the
 #    in-process pipeline), and Linux auditd with an execve rule — median wall time of ROUNDS interleaved rounds.
@@ -17,6 +18,8 @@ N_EXEC=${N_EXEC:-3000}
 N_OPEN=${N_OPEN:-200000}
 N_CONNECT=${N_CONNECT:-20000}
 ROUNDS=${ROUNDS:-3}
+STORMS=${STORMS:-exec open connect}
+CONDITIONS=${CONDITIONS:-none palisade auditd}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 missing=""
 for tool in bpftool:bpftool auditctl:auditd; do
@@ -60,13 +63,13 @@ stop_auditd() { auditctl -D >/dev/null; auditctl -e 0 >/dev/null || true; pkill 
 
 if [ "${ONLY_KAFKA:-0}" = 1 ]; then SKIP_STORMS=1; fi
 declare -A times
-for storm in exec open connect; do
-  for condition in none palisade auditd; do times[$storm,$condition]=""; done
+for storm in $STORMS; do
+  for condition in $CONDITIONS; do times[$storm,$condition]=""; done
 done
 for round in $( [ -n "${SKIP_STORMS:-}" ] || seq 1 "$ROUNDS"); do
-  for condition in none palisade auditd; do
+  for condition in $CONDITIONS; do
     case $condition in palisade) start_palisade ;; auditd) start_auditd ;; esac
-    for storm in exec open connect; do
+    for storm in $STORMS; do
       [ "$condition" = auditd ] && [ "$storm" != exec ] && continue
       times[$storm,$condition]+="$(seconds ${storm}_storm) "
     done
@@ -79,9 +82,9 @@ for round in $( [ -n "${SKIP_STORMS:-}" ] || seq 1 "$ROUNDS"); do
 done
 if [ -z "${SKIP_STORMS:-}" ]; then
 echo "storm        condition   median wall (s)   vs none"
-for storm in exec open connect; do
+for storm in $STORMS; do
   base=$(echo "${times[$storm,none]}" | tr ' ' '\n' | grep . | median)
-  for condition in none palisade auditd; do
+  for condition in $CONDITIONS; do
     [ -n "${times[$storm,$condition]}" ] || continue
     value=$(echo "${times[$storm,$condition]}" | tr ' ' '\n' | grep . | median)
     printf '%-12s %-11s %-17s %+.1f %%\n' "$storm" "$condition" "$value" "$(echo "($value - $base) * 100 / $base" | bc -l)"

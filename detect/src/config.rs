@@ -30,6 +30,20 @@ pub struct DetectConfig {
     /// How often the node list directory is checked for changes, in seconds.
     #[serde(default = "default_proxy_list_reload_secs")]
     pub node_lists_reload_secs: u64,
+    /// Windows of the windowed node detectors (recon burst, download then run).
+    #[serde(default)]
+    pub windows: crate::windowed::WindowConfig,
+    /// File the windowed detectors' state is checkpointed to (and restored from at start); absent = not kept
+    /// across restarts.
+    #[serde(default)]
+    pub state_path: Option<std::path::PathBuf>,
+    /// How often the state is checkpointed, in seconds (and always at shutdown).
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
+}
+
+const fn default_checkpoint_secs() -> u64 {
+    5
 }
 
 const fn default_proxy_list_reload_secs() -> u64 {
@@ -44,6 +58,9 @@ impl Default for DetectConfig {
             proxy_list_reload_secs: default_proxy_list_reload_secs(),
             node_lists_dir: None,
             node_lists_reload_secs: default_proxy_list_reload_secs(),
+            windows: crate::windowed::WindowConfig::default(),
+            state_path: None,
+            checkpoint_secs: default_checkpoint_secs(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! deterministic IDs and verbatim evidence, and applies the configured exceptions.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use palisade_schemas::{AuditEvent, CloudActivity, Detection, EvidenceSource, NodeEvent, ProcessInfo};
 use sha2::{Digest, Sha256};
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
 use crate::meta::{AlertTypeMeta, Source};
 use crate::registry;
+use crate::windowed::WindowedDetector;
 
 /// One decoded input event.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +49,19 @@ pub trait StatelessDetector: Send + Sync {
     fn detect(&self, event: &Event<'_>) -> Vec<Finding>;
 }
 
+/// Node events between two expiries of the windows' state.
+const EXPIRE_EVERY_EVENTS: u64 = 4096;
+
+struct Windows {
+    detectors: Vec<Box<dyn WindowedDetector>>,
+    /// Newest node event time seen: the clock the windows expire by.
+    watermark_ms: i64,
+    since_expiry: u64,
+}
+
 pub struct Engine {
     detectors: Vec<Box<dyn StatelessDetector>>,
+    windows: Mutex<Windows>,
     rules: BTreeMap<String, CompiledRule>,
 }
 
@@ -56,7 +69,30 @@ impl Engine {
     /// Every registered detector, configured by `config`.
     pub fn new(config: &DetectConfig) -> Result<Self, DetectConfigError> {
         let rules = config.validate()?;
-        Ok(Self { detectors: registry::stateless_detectors(config)?, rules })
+        let registered = registry::detectors(config)?;
+        let windows = Windows { detectors: registered.windowed, watermark_ms: 0, since_expiry: 0 };
+        Ok(Self { detectors: registered.stateless, windows: Mutex::new(windows), rules })
+    }
+
+    /// The configured rule of an alert type, or `None` when it is disabled.
+    fn rule(&self, meta: &AlertTypeMeta) -> Option<Option<&CompiledRule>> {
+        let rule = self.rules.get(meta.id);
+        if rule.is_some_and(|rule| !rule.enabled) { None } else { Some(rule) }
+    }
+
+    fn keep(
+        out: &mut Vec<Detection>,
+        rule: Option<&CompiledRule>,
+        meta: &AlertTypeMeta,
+        event: &Event<'_>,
+        finding: Finding,
+        detected_at_ms: i64,
+    ) {
+        let detection = build_detection(meta, event, finding, detected_at_ms);
+        let excepted = rule.is_some_and(|rule| rule.exceptions.iter().any(|e| exception_matches(e, &detection)));
+        if !excepted {
+            out.push(detection);
+        }
     }
 
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
@@ -66,20 +102,58 @@ impl Engine {
             if meta.source != event.source() {
                 continue;
             }
-            let rule = self.rules.get(meta.id);
-            if rule.is_some_and(|rule| !rule.enabled) {
-                continue;
-            }
+            let Some(rule) = self.rule(meta) else { continue };
             for finding in detector.detect(event) {
-                let detection = build_detection(meta, event, finding, detected_at_ms);
-                let excepted =
-                    rule.is_some_and(|rule| rule.exceptions.iter().any(|e| exception_matches(e, &detection)));
-                if !excepted {
-                    out.push(detection);
+                Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
+            }
+        }
+        if let Event::Node(node) = event {
+            let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            windows.watermark_ms = windows.watermark_ms.max(node.timestamp_ms);
+            for detector in &mut windows.detectors {
+                let meta = detector.meta();
+                let Some(rule) = self.rule(meta) else { continue };
+                for finding in detector.observe(event) {
+                    Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
                 }
+            }
+            windows.since_expiry += 1;
+            if windows.since_expiry >= EXPIRE_EVERY_EVENTS {
+                windows.since_expiry = 0;
+                let now = windows.watermark_ms;
+                windows.detectors.iter_mut().for_each(|detector| detector.expire(now));
             }
         }
         out
+    }
+
+    /// The windowed detectors' state, by alert type, for a checkpoint.
+    pub fn window_state(&self) -> serde_json::Value {
+        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = serde_json::Map::new();
+        state.insert("watermark_ms".into(), windows.watermark_ms.into());
+        for detector in &windows.detectors {
+            state.insert(detector.meta().id.into(), detector.snapshot());
+        }
+        serde_json::Value::Object(state)
+    }
+
+    /// Restores what `window_state` returned; detectors absent from it start empty.
+    pub fn restore_window_state(&self, state: &serde_json::Value) -> Result<(), String> {
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.watermark_ms = state.get("watermark_ms").and_then(serde_json::Value::as_i64).unwrap_or_default();
+        for detector in &mut windows.detectors {
+            if let Some(saved) = state.get(detector.meta().id) {
+                detector.restore(saved).map_err(|e| format!("{}: {e}", detector.meta().id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys held by each windowed detector.
+    pub fn window_keys(&self) -> Vec<(&'static str, usize)> {
+        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.detectors.iter().map(|d| (d.meta().id, d.keys())).collect()
     }
 }
 

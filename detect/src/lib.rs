@@ -10,7 +10,9 @@ pub mod ip_list;
 pub mod lists;
 pub mod meta;
 pub mod registry;
+pub mod windowed;
 
 pub use config::{DetectConfig, Exception, RuleConfig};
 pub use engine::{Engine, Event, Finding, StatelessDetector};
 pub use meta::{AlertTypeMeta, DetectionKind, Severity, Source, lookup};
+pub use windowed::{WindowConfig, WindowedDetector};

@@ -5,11 +5,25 @@ use std::time::Duration;
 use crate::config::{DetectConfig, DetectConfigError};
 use crate::detectors;
 use crate::detectors::node_runtime::{NodeLists, NodeRule, SharedNodeLists};
+use crate::detectors::node_windows::{BackdoorArtifact, ReconBurst};
 use crate::engine::StatelessDetector;
 use crate::ip_list::{IpList, ReloadingIpList};
+use crate::windowed::WindowedDetector;
 
-/// Every implemented detector, built with what the configuration gives them (lists).
-pub fn stateless_detectors(config: &DetectConfig) -> Result<Vec<Box<dyn StatelessDetector>>, DetectConfigError> {
+/// Every implemented detector, built with what the configuration gives them (lists, windows).
+pub struct Registered {
+    pub stateless: Vec<Box<dyn StatelessDetector>>,
+    pub windowed: Vec<Box<dyn WindowedDetector>>,
+}
+
+impl Registered {
+    pub fn ids(&self) -> Vec<&'static str> {
+        let stateless = self.stateless.iter().map(|d| d.meta().id);
+        stateless.chain(self.windowed.iter().map(|d| d.meta().id)).collect()
+    }
+}
+
+pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError> {
     let proxy_list = match &config.proxy_list_path {
         Some(path) => ReloadingIpList::from_file(path, Duration::from_secs(config.proxy_list_reload_secs))
             .map_err(DetectConfigError::List)?,
@@ -42,7 +56,11 @@ pub fn stateless_detectors(config: &DetectConfig) -> Result<Vec<Box<dyn Stateles
     for rule in NodeRule::all(&node_lists) {
         detectors.push(Box::new(rule));
     }
-    Ok(detectors)
+    let windowed: Vec<Box<dyn WindowedDetector>> = vec![
+        Box::new(ReconBurst::new(config.windows, node_lists.clone())),
+        Box::new(BackdoorArtifact::new(config.windows)),
+    ];
+    Ok(Registered { stateless: detectors, windowed })
 }
 
 /// Catalogue alert types that have no detector yet. Kept explicit so the gap is visible and the test below fails
@@ -53,8 +71,6 @@ pub const NOT_YET_IMPLEMENTED: &[&str] = &[
     "K8S_ServiceAccountRareOperation",
     "K8S_ExposedKubeflow",
     "K8S_KubeSystemContainer",
-    "K8S.NODE_LinuxBackdoorArtifact",
-    "K8S.NODE_ReconnaissanceArtifactsBurst",
 ];
 
 #[cfg(test)]
@@ -77,8 +93,7 @@ mod tests {
 
     #[test]
     fn registered_detectors_are_unique_and_every_catalogue_id_is_accounted_for() {
-        let registered: Vec<&str> =
-            stateless_detectors(&DetectConfig::default()).unwrap().iter().map(|d| d.meta().id).collect();
+        let registered = detectors(&DetectConfig::default()).unwrap().ids();
         let unique: BTreeSet<&str> = registered.iter().copied().collect();
         assert_eq!(unique.len(), registered.len(), "two detectors share an ID");
         for id in &registered {

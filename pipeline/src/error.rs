@@ -34,6 +34,8 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("detector state checkpoint {path}: {reason}; delete it to start the windows empty")]
+    Checkpoint { path: String, reason: String },
     #[error("test alert: {0}")]
     TestAlert(String),
 }

@@ -47,6 +47,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         detect_subscription,
         topics.clone(),
         engine,
+        stages::detect::Checkpointing::from_config(&config.detect),
         detect_stop.clone(),
     ));
     let enrich = tokio::spawn(stages::enrich::run(

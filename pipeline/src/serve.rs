@@ -73,7 +73,8 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         Stage::Detect => {
             let subscription = stages::detect::subscribe(&bus, &topics)?;
             let engine = Arc::new(Engine::new(&config.detect)?);
-            stages::detect::run(bus.clone(), subscription, topics, engine, shutdown).await?;
+            let checkpointing = stages::detect::Checkpointing::from_config(&config.detect);
+            stages::detect::run(bus.clone(), subscription, topics, engine, checkpointing, shutdown).await?;
         }
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;

@@ -280,3 +280,30 @@ impl NodeEventPublished<'_> {
         NODE_EVENTS.with_label_values(&[self.kind]).inc();
     }
 }
+
+static CHECKPOINTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("palisade_checkpoints_total", "Detector state checkpoints written, by stage", &["stage"])
+        .expect("metric registers once")
+});
+
+static CHECKPOINT_HELD: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "palisade_checkpoint_acknowledged_inputs",
+        "Inputs acknowledged by the last checkpoint, by stage",
+        &["stage"]
+    )
+    .expect("metric registers once")
+});
+
+/// A checkpoint of windowed state was written; the inputs it covers were then acknowledged.
+pub struct CheckpointWritten<'a> {
+    pub stage: &'a str,
+    pub held: usize,
+}
+
+impl CheckpointWritten<'_> {
+    pub fn emit(self) {
+        CHECKPOINTS.with_label_values(&[self.stage]).inc();
+        CHECKPOINT_HELD.with_label_values(&[self.stage]).set(self.held as i64);
+    }
+}

@@ -8,6 +8,7 @@ pub mod exposed;
 pub mod kube_hunter;
 pub mod malicious_image;
 pub mod node_runtime;
+pub mod node_windows;
 pub mod pod_spec;
 pub mod privileged_container;
 pub mod rbac;

@@ -15,6 +15,32 @@ pub struct ProcessEntry {
     pub argv: Vec<String>,
 }
 
+/// Bytes of each ancestor's command line an event carries: enough to tell `sh -c <script>` apart, without
+/// copying a long script into every event of its descendants (measured: ancestry copies were the collector's
+/// largest cost on an open storm).
+pub const ANCESTOR_ARGV_BYTES: usize = 256;
+
+/// The first arguments of `argv`, at most `limit` bytes in all; the last one kept is cut at a character boundary.
+pub fn capped_argv(argv: &[String], limit: usize) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for arg in argv {
+        if used >= limit {
+            break;
+        }
+        let room = limit - used;
+        if arg.len() <= room {
+            kept.push(arg.clone());
+            used += arg.len() + 1;
+        } else {
+            let cut = (0..=room).rev().find(|at| arg.is_char_boundary(*at)).unwrap_or(0);
+            kept.push(arg[..cut].to_owned());
+            break;
+        }
+    }
+    kept
+}
+
 pub struct ProcessTable {
     entries: DashMap<u32, ProcessEntry>,
     exited: Mutex<VecDeque<u32>>,
@@ -99,15 +125,16 @@ impl ProcessTable {
         self.entries.get(&tgid).map(|e| e.ppid).unwrap_or(0)
     }
 
-    /// Parents of `tgid`, nearest first.
+    /// Parents of `tgid`, nearest first, each with its command line cut at `ANCESTOR_ARGV_BYTES`.
     pub fn ancestry(&self, tgid: u32) -> Vec<ProcessRef> {
         let mut chain = Vec::new();
         let mut current = self.ppid(tgid);
         while current > 0 && chain.len() < self.max_depth {
-            let Some(entry) = self.entries.get(&current).map(|e| e.clone()) else {
+            let Some(entry) = self.entries.get(&current) else {
                 break;
             };
-            chain.push(ProcessRef { pid: i64::from(current), executable: entry.executable, argv: entry.argv });
+            let argv = capped_argv(&entry.argv, ANCESTOR_ARGV_BYTES);
+            chain.push(ProcessRef { pid: i64::from(current), executable: entry.executable.clone(), argv });
             if entry.ppid == current {
                 break;
             }
@@ -164,6 +191,23 @@ mod tests {
         let chain: Vec<String> = table.ancestry(12).into_iter().map(|p| p.executable).collect();
         assert_eq!(chain, ["/bin/sh", "/usr/sbin/nginx"]);
         assert_eq!(table.ppid(12), 11);
+    }
+
+    #[test]
+    fn ancestor_command_lines_are_capped() {
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), "é".repeat(300)];
+        let capped = capped_argv(&argv, 20);
+        assert_eq!(capped[..2], ["sh", "-c"]);
+        assert_eq!(capped[2], "é".repeat(7), "cut at a character boundary within the limit");
+        assert_eq!(capped_argv(&argv[..2], 20), ["sh", "-c"]);
+        let table = ProcessTable::new(16);
+        table.record_exec(10, "/bin/sh", &argv);
+        table.record_fork(10, 11);
+        table.record_exec(11, "/bin/true", &["true".to_owned()]);
+        let ancestry = table.ancestry(11);
+        assert_eq!(ancestry[0].executable, "/bin/sh");
+        assert!(ancestry[0].argv.iter().map(String::len).sum::<usize>() <= ANCESTOR_ARGV_BYTES);
+        assert_eq!(table.command(10).unwrap().1, argv, "the process's own command line stays whole");
     }
 
     #[test]

@@ -25,11 +25,27 @@ const STAGE: &str = "collect";
 /// queue from the kernel reader fills, and the reader counts what it drops.
 const MAX_IN_FLIGHT: usize = 4096;
 
-async fn publish_owned(bus: Bus, topic: String, event: NodeEvent, payload: Vec<u8>) -> (NodeEventKind, bool) {
-    let key = event.partition_key();
+/// Sends one encoded event; the future holds only the key and bytes (the event itself is dropped before).
+async fn publish_owned(
+    bus: Bus,
+    topic: Arc<str>,
+    kind: NodeEventKind,
+    key: String,
+    payload: Vec<u8>,
+) -> (NodeEventKind, bool) {
     let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
     let delivered = bus.publish(outgoing).await.is_ok();
-    (event.kind, delivered)
+    (kind, delivered)
+}
+
+fn publish(
+    bus: &Bus,
+    topic: &Arc<str>,
+    codec: &Codec<NodeEvent>,
+    event: NodeEvent,
+) -> Result<impl std::future::Future<Output = (NodeEventKind, bool)> + use<>, PipelineError> {
+    let payload = codec.encode(&event)?;
+    Ok(publish_owned(bus.clone(), Arc::clone(topic), event.kind, event.partition_key(), payload))
 }
 
 fn record_outcome(kind: NodeEventKind, delivered: bool) {
@@ -50,6 +66,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
     let codec = Codec::<NodeEvent>::new()?;
+    let topic: Arc<str> = topics.node_events.as_str().into();
     let mut reported = [0u64; 6];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut in_flight = FuturesUnordered::new();
@@ -59,8 +76,7 @@ pub async fn run(
             Some((kind, delivered)) = in_flight.next(), if !in_flight.is_empty() => record_outcome(kind, delivered),
             event = events.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(event) = event else { break };
-                let payload = codec.encode(&event)?;
-                in_flight.push(publish_owned(bus.clone(), topics.node_events.clone(), event, payload));
+                in_flight.push(publish(&bus, &topic, &codec, event)?);
             }
             _ = ticker.tick() => {
                 QueueDepth { queue: "collect", depth: events.len() }.emit();
@@ -84,8 +100,7 @@ pub async fn run(
             _ = shutdown.wait() => {
                 // Publish what the reader already queued, then wait for every send.
                 while let Ok(event) = events.try_recv() {
-                    let payload = codec.encode(&event)?;
-                    in_flight.push(publish_owned(bus.clone(), topics.node_events.clone(), event, payload));
+                    in_flight.push(publish(&bus, &topic, &codec, event)?);
                 }
                 break;
             }

@@ -1,11 +1,15 @@
 //! The detect stage: node, audit and cloud events in, detections out.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use palisade_detect::{Engine, Event};
+use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced};
-use palisade_runtime::{Bus, Shutdown, Subscription, TopicsConfig};
+use palisade_runtime::telemetry::{
+    CheckpointWritten, ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
+};
+use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
 
 use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
@@ -17,13 +21,89 @@ pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, Pipel
     Ok(bus.subscribe(&[&topics.node_events, &topics.audit_events, &topics.cloud_activity], STAGE)?)
 }
 
+/// Where and how often the windowed detectors' state is checkpointed.
+#[derive(Debug, Clone)]
+pub struct Checkpointing {
+    pub path: PathBuf,
+    pub every: Duration,
+}
+
+impl Checkpointing {
+    pub fn from_config(config: &DetectConfig) -> Option<Self> {
+        let path = config.state_path.clone()?;
+        Some(Self { path, every: Duration::from_secs(config.checkpoint_secs.max(1)) })
+    }
+
+    fn error(&self, reason: impl ToString) -> PipelineError {
+        PipelineError::Checkpoint { path: self.path.display().to_string(), reason: reason.to_string() }
+    }
+
+    /// Restores the state a previous run saved, if there is one.
+    fn restore(&self, engine: &Engine) -> Result<(), PipelineError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(self.error(error)),
+        };
+        let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| self.error(e))?;
+        engine.restore_window_state(&state).map_err(|e| self.error(e))
+    }
+
+    /// Writes the state beside the file, then renames it over (a crash leaves the old or the new, never half).
+    fn save(&self, engine: &Engine) -> Result<(), PipelineError> {
+        let text = serde_json::to_vec(&engine.window_state()).map_err(|e| self.error(e))?;
+        let partial = self.path.with_extension("partial");
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| self.error(e))?;
+        }
+        std::fs::write(&partial, text).map_err(|e| self.error(e))?;
+        std::fs::rename(&partial, &self.path).map_err(|e| self.error(e))
+    }
+}
+
+/// With checkpointing, inputs are acknowledged only once a checkpoint holding what they did to the windows is
+/// written: after a crash, the saved state plus the redelivered inputs rebuild the windows exactly.
+struct Acks {
+    checkpointing: Option<Checkpointing>,
+    held: Vec<Delivery>,
+    last_saved: Instant,
+}
+
+impl Acks {
+    fn settle(&mut self, delivery: Delivery, engine: &Engine) -> Result<(), PipelineError> {
+        let Some(checkpointing) = &self.checkpointing else { return Ok(delivery.ack()?) };
+        self.held.push(delivery);
+        if self.last_saved.elapsed() >= checkpointing.every {
+            self.flush(engine)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, engine: &Engine) -> Result<(), PipelineError> {
+        if let Some(checkpointing) = &self.checkpointing {
+            checkpointing.save(engine)?;
+            CheckpointWritten { stage: STAGE, held: self.held.len() }.emit();
+            self.last_saved = Instant::now();
+        }
+        for delivery in self.held.drain(..) {
+            delivery.ack()?;
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(
     bus: Bus,
     mut subscription: Subscription,
     topics: TopicsConfig,
     engine: Arc<Engine>,
+    checkpointing: Option<Checkpointing>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
+    if let Some(checkpointing) = &checkpointing {
+        checkpointing.restore(&engine)?;
+    }
+    let mut acks = Acks { checkpointing, held: Vec::new(), last_saved: Instant::now() };
     let node_codec = Codec::<NodeEvent>::new()?;
     let audit_codec = Codec::<AuditEvent>::new()?;
     let cloud_codec = Codec::<CloudActivity>::new()?;
@@ -46,7 +126,7 @@ pub async fn run(
                 if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
                     break;
                 }
-                delivery.ack()?;
+                acks.settle(delivery, &engine)?;
                 continue;
             }
         };
@@ -69,8 +149,9 @@ pub async fn run(
             break;
         }
         MessageProcessed { stage: STAGE }.emit();
-        delivery.ack()?;
+        acks.settle(delivery, &engine)?;
     }
+    acks.flush(&engine)?;
     subscription.close()?;
     ComponentStopped { component: STAGE }.emit();
     Ok(())

@@ -122,9 +122,18 @@ fn wipes(event: &NodeEvent) -> bool {
 
 // ---- processes ------------------------------------------------------------------------------------------------
 
+/// The container runtime sets up a container's namespaces from inside its cgroup (runc's `runc:[1:CHILD]`, crun);
+/// that is how every container starts, not an escape.
+fn is_runtime_init(event: &NodeEvent) -> bool {
+    let name = process_name(event);
+    ["runc", "crun", "runsc", "youki"].contains(&name.as_str())
+        || name.starts_with("containerd-shim")
+        || event.comm.starts_with("runc:")
+}
+
 fn namespace_creation(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     let namespace = event.namespace.as_ref()?;
-    (event.in_container && namespace.flags != 0)
+    (event.in_container && namespace.flags != 0 && !is_runtime_init(event))
         .then(|| vec![("syscall", namespace.syscall.clone()), ("flags", format!("{:#x}", namespace.flags))])
 }
 

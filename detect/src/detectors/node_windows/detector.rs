@@ -1,0 +1,241 @@
+//! Keys: node + container id for container processes; node + parent process for host processes (the shell a
+//! session types into). State is plain maps, serialisable for checkpoints, bounded by `max_keys`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use palisade_schemas::NodeEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::detectors::node_runtime::SharedNodeLists;
+use crate::detectors::node_runtime::view::{basename, download_targets, exec, is_downloader, is_shell, urls};
+use crate::engine::{Event, Finding};
+use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::windowed::{WindowConfig, WindowedDetector};
+
+fn key(event: &NodeEvent) -> String {
+    match &event.container_id {
+        Some(container) => format!("{}/{container}", event.node),
+        None => format!("{}/host/{}", event.node, event.ppid),
+    }
+}
+
+/// Evicts the key seen longest ago when the map is full.
+fn make_room<T>(map: &mut HashMap<String, T>, max_keys: usize, last_ms: impl Fn(&T) -> i64) {
+    while map.len() >= max_keys.max(1) {
+        let Some(oldest) = map.iter().min_by_key(|(_, state)| last_ms(state)).map(|(k, _)| k.clone()) else { break };
+        map.remove(&oldest);
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ReconState {
+    /// Recon command → event time it was last seen.
+    commands: BTreeMap<String, i64>,
+    /// No second burst fires for this key before this event time.
+    quiet_until_ms: i64,
+    last_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ReconSnapshot {
+    watermark_ms: i64,
+    keys: HashMap<String, ReconState>,
+}
+
+/// K8S.NODE_ReconnaissanceArtifactsBurst: `recon_distinct_commands` different recon commands inside
+/// `recon_window_secs`, once per window.
+pub struct ReconBurst {
+    config: WindowConfig,
+    lists: SharedNodeLists,
+    state: ReconSnapshot,
+}
+
+impl ReconBurst {
+    pub fn new(config: WindowConfig, lists: SharedNodeLists) -> Self {
+        Self { config, lists, state: ReconSnapshot::default() }
+    }
+}
+
+const RECON: &AlertTypeMeta = catalogue_entry("K8S.NODE_ReconnaissanceArtifactsBurst");
+const BACKDOOR: &AlertTypeMeta = catalogue_entry("K8S.NODE_LinuxBackdoorArtifact");
+
+/// Advances the watermark; `false` when the event is later than the lateness bound allows.
+fn on_time(watermark_ms: &mut i64, event_ms: i64, lateness_secs: u64) -> bool {
+    *watermark_ms = (*watermark_ms).max(event_ms);
+    event_ms >= *watermark_ms - lateness_secs as i64 * 1000
+}
+
+impl WindowedDetector for ReconBurst {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        RECON
+    }
+
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Node(node) = event else { return Vec::new() };
+        let Some(name) = exec(node) else { return Vec::new() };
+        if !self.lists.current().recon_commands.contains(&name) {
+            return Vec::new();
+        }
+        let at = node.timestamp_ms;
+        if !on_time(&mut self.state.watermark_ms, at, self.config.lateness_secs) {
+            return Vec::new();
+        }
+        let key = key(node);
+        if !self.state.keys.contains_key(&key) {
+            make_room(&mut self.state.keys, self.config.max_keys, |s| s.last_ms);
+        }
+        let window_ms = self.config.recon_window_secs as i64 * 1000;
+        let state = self.state.keys.entry(key.clone()).or_default();
+        state.last_ms = state.last_ms.max(at);
+        state.commands.insert(name, at);
+        state.commands.retain(|_, seen| *seen > at - window_ms);
+        if state.commands.len() < self.config.recon_distinct_commands || at < state.quiet_until_ms {
+            return Vec::new();
+        }
+        let first = state.commands.values().min().copied().unwrap_or(at);
+        let commands: Vec<String> = state.commands.keys().cloned().collect();
+        state.quiet_until_ms = first + window_ms;
+        state.commands.clear();
+        let mut finding = Finding { subject: format!("{key}/{first}"), ..Finding::default() };
+        finding.details.insert("in_container".into(), node.in_container.to_string());
+        finding.details.insert("commands".into(), commands.join(","));
+        finding.details.insert("window_secs".into(), self.config.recon_window_secs.to_string());
+        finding.details.insert("key".into(), key);
+        vec![finding]
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        let horizon = now_ms - (self.config.recon_window_secs + self.config.lateness_secs) as i64 * 1000;
+        self.state.keys.retain(|_, state| state.last_ms >= horizon || state.quiet_until_ms >= now_ms);
+    }
+
+    fn snapshot(&self) -> Value {
+        serde_json::to_value(&self.state).unwrap_or_default()
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), String> {
+        self.state = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn keys(&self) -> usize {
+        self.state.keys.len()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Download {
+    at_ms: i64,
+    url: String,
+    command: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct BackdoorSnapshot {
+    watermark_ms: i64,
+    /// Key → downloaded path → the download.
+    keys: HashMap<String, BTreeMap<String, Download>>,
+}
+
+/// K8S.NODE_LinuxBackdoorArtifact: a file a downloader wrote is run later (by path, or by a shell given it),
+/// within `download_window_secs`. Keyed by node and container: paths mean something only inside one.
+pub struct BackdoorArtifact {
+    config: WindowConfig,
+    state: BackdoorSnapshot,
+}
+
+impl BackdoorArtifact {
+    pub fn new(config: WindowConfig) -> Self {
+        Self { config, state: BackdoorSnapshot::default() }
+    }
+}
+
+fn container_key(event: &NodeEvent) -> String {
+    format!("{}/{}", event.node, event.container_id.as_deref().unwrap_or("host"))
+}
+
+fn absolute(path: &str, cwd: Option<&str>) -> String {
+    match (path.starts_with('/'), cwd) {
+        (false, Some(cwd)) => format!("{}/{}", cwd.trim_end_matches('/'), path.trim_start_matches("./")),
+        _ => path.to_owned(),
+    }
+}
+
+impl WindowedDetector for BackdoorArtifact {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        BACKDOOR
+    }
+
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Node(node) = event else { return Vec::new() };
+        let Some(name) = exec(node) else { return Vec::new() };
+        let at = node.timestamp_ms;
+        if !on_time(&mut self.state.watermark_ms, at, self.config.lateness_secs) {
+            return Vec::new();
+        }
+        let key = container_key(node);
+        if is_downloader(&name) {
+            let targets = download_targets(&node.argv);
+            if targets.is_empty() {
+                return Vec::new();
+            }
+            if !self.state.keys.contains_key(&key) {
+                make_room(&mut self.state.keys, self.config.max_keys, |d| {
+                    d.values().map(|d| d.at_ms).max().unwrap_or_default()
+                });
+            }
+            let url = urls(node).into_iter().next().unwrap_or_default();
+            let downloads = self.state.keys.entry(key).or_default();
+            for target in targets {
+                let download = Download { at_ms: at, url: url.clone(), command: node.argv.join(" ") };
+                downloads.insert(absolute(&target, node.cwd.as_deref()), download);
+            }
+            return Vec::new();
+        }
+        // What runs: the executable, or the script a shell or interpreter is given.
+        let mut candidates: Vec<String> = node.executable.iter().cloned().collect();
+        if (is_shell(&name) || name.starts_with("python") || name == "perl")
+            && let Some(script) = node.argv.get(1).filter(|a| !a.starts_with('-'))
+        {
+            candidates.push(absolute(script, node.cwd.as_deref()));
+        }
+        let window_ms = self.config.download_window_secs as i64 * 1000;
+        let Some(downloads) = self.state.keys.get_mut(&key) else { return Vec::new() };
+        let Some(path) =
+            candidates.into_iter().find(|path| downloads.get(path).is_some_and(|d| at - d.at_ms <= window_ms))
+        else {
+            return Vec::new();
+        };
+        let download = downloads.remove(&path).expect("found above");
+        let mut finding = Finding { subject: format!("{key}{path}"), ..Finding::default() };
+        finding.details.insert("in_container".into(), node.in_container.to_string());
+        finding.details.insert("file".into(), path.clone());
+        finding.details.insert("downloaded_from".into(), download.url);
+        finding.details.insert("download_command".into(), download.command);
+        finding.details.insert("run_after_secs".into(), ((at - download.at_ms) / 1000).to_string());
+        finding.details.insert("run_as".into(), basename(&path).to_owned());
+        vec![finding]
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        let horizon = now_ms - (self.config.download_window_secs + self.config.lateness_secs) as i64 * 1000;
+        for downloads in self.state.keys.values_mut() {
+            downloads.retain(|_, download| download.at_ms >= horizon);
+        }
+        self.state.keys.retain(|_, downloads| !downloads.is_empty());
+    }
+
+    fn snapshot(&self) -> Value {
+        serde_json::to_value(&self.state).unwrap_or_default()
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), String> {
+        self.state = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn keys(&self) -> usize {
+        self.state.keys.len()
+    }
+}

@@ -1,0 +1,69 @@
+//! Windowed detectors: keyed state over event time, with bounded lateness. The engine feeds them events and an
+//! injected clock (the time a detection is made); their state is a serialisable snapshot, so a detector that is
+//! stopped and restored resumes its open windows.
+
+use serde_json::Value;
+
+use crate::engine::{Event, Finding};
+use crate::meta::AlertTypeMeta;
+
+pub trait WindowedDetector: Send {
+    fn meta(&self) -> &'static AlertTypeMeta;
+    /// Findings this event completes.
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding>;
+    /// Drops state that no event inside the lateness bound can extend any more.
+    fn expire(&mut self, now_ms: i64);
+    fn snapshot(&self) -> Value;
+    fn restore(&mut self, state: &Value) -> Result<(), String>;
+    /// Keys held, for the memory figures.
+    fn keys(&self) -> usize;
+}
+
+/// Window settings shared by the node windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Recon commands that make a burst.
+    #[serde(default = "default_recon_distinct")]
+    pub recon_distinct_commands: usize,
+    /// The burst's window, in seconds of event time.
+    #[serde(default = "default_recon_window_secs")]
+    pub recon_window_secs: u64,
+    /// How long a downloaded file is remembered for K8S.NODE_LinuxBackdoorArtifact, in seconds of event time.
+    #[serde(default = "default_download_window_secs")]
+    pub download_window_secs: u64,
+    /// Events older than the newest seen minus this are too late to open or extend a window.
+    #[serde(default = "default_lateness_secs")]
+    pub lateness_secs: u64,
+    /// Most keys (containers, host sessions) held per detector; the least recently seen go first.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+const fn default_recon_distinct() -> usize {
+    4
+}
+const fn default_recon_window_secs() -> u64 {
+    60
+}
+const fn default_download_window_secs() -> u64 {
+    3600
+}
+const fn default_lateness_secs() -> u64 {
+    30
+}
+const fn default_max_keys() -> usize {
+    100_000
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            recon_distinct_commands: default_recon_distinct(),
+            recon_window_secs: default_recon_window_secs(),
+            download_window_secs: default_download_window_secs(),
+            lateness_secs: default_lateness_secs(),
+            max_keys: default_max_keys(),
+        }
+    }
+}
