@@ -118,6 +118,14 @@ impl Stack {
         }
     }
 
+    /// SIGKILLs `palisade <name>` (no shutdown, no last commit) and waits for it to die.
+    pub fn kill(&mut self, name: &str) {
+        let position = self.children.iter().position(|(n, _)| n == name).expect("a child of that name");
+        let (_, mut child) = self.children.remove(position);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
     }

@@ -79,6 +79,12 @@ impl Acks {
         Ok(())
     }
 
+    /// How long until held inputs are due for a checkpoint, when some are held.
+    fn due_in(&self) -> Option<Duration> {
+        let checkpointing = self.checkpointing.as_ref()?;
+        (!self.held.is_empty()).then(|| checkpointing.every.saturating_sub(self.last_saved.elapsed()))
+    }
+
     fn flush(&mut self, engine: &Engine) -> Result<(), PipelineError> {
         if let Some(checkpointing) = &self.checkpointing {
             checkpointing.save(engine)?;
@@ -109,7 +115,19 @@ pub async fn run(
     let cloud_codec = Codec::<CloudActivity>::new()?;
     let detection_codec = Codec::<Detection>::new()?;
     ComponentStarted { component: STAGE }.emit();
-    while let Some(delivery) = next_delivery(&mut subscription, &shutdown).await {
+    loop {
+        // A quiet input must not keep held acknowledgements (and the state) unsaved: checkpoint when due.
+        let next = match acks.due_in() {
+            Some(wait) => match tokio::time::timeout(wait, next_delivery(&mut subscription, &shutdown)).await {
+                Ok(next) => next,
+                Err(_) => {
+                    acks.flush(&engine)?;
+                    continue;
+                }
+            },
+            None => next_delivery(&mut subscription, &shutdown).await,
+        };
+        let Some(delivery) = next else { break };
         let message = &delivery.message;
         let detected_at = now_ms();
         let decoded = if message.topic == topics.node_events {
