@@ -47,6 +47,17 @@ pub struct Finding {
 pub trait StatelessDetector: Send + Sync {
     fn meta(&self) -> &'static AlertTypeMeta;
     fn detect(&self, event: &Event<'_>) -> Vec<Finding>;
+
+    /// Every alert type this detector raises (a family may raise several from one look at the event).
+    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
+        vec![self.meta()]
+    }
+
+    /// Findings with the alert type each is of.
+    fn detect_all(&self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
+        let meta = self.meta();
+        self.detect(event).into_iter().map(|finding| (meta, finding)).collect()
+    }
 }
 
 /// Node events between two expiries of the windows' state.
@@ -98,12 +109,11 @@ impl Engine {
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
         let mut out = Vec::new();
         for detector in &self.detectors {
-            let meta = detector.meta();
-            if meta.source != event.source() {
+            if detector.meta().source != event.source() {
                 continue;
             }
-            let Some(rule) = self.rule(meta) else { continue };
-            for finding in detector.detect(event) {
+            for (meta, finding) in detector.detect_all(event) {
+                let Some(rule) = self.rule(meta) else { continue };
                 Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
             }
         }

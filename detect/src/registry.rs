@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::{DetectConfig, DetectConfigError};
 use crate::detectors;
-use crate::detectors::node_runtime::{NodeLists, NodeRule, SharedNodeLists};
+use crate::detectors::node_runtime::{NodeLists, NodeRules, SharedNodeLists};
 use crate::detectors::node_windows::{BackdoorArtifact, ReconBurst};
 use crate::engine::StatelessDetector;
 use crate::ip_list::{IpList, ReloadingIpList};
@@ -18,7 +18,7 @@ pub struct Registered {
 
 impl Registered {
     pub fn ids(&self) -> Vec<&'static str> {
-        let stateless = self.stateless.iter().map(|d| d.meta().id);
+        let stateless = self.stateless.iter().flat_map(|d| d.metas()).map(|meta| meta.id);
         stateless.chain(self.windowed.iter().map(|d| d.meta().id)).collect()
     }
 }
@@ -53,9 +53,7 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
         Box::new(detectors::kube_hunter::KubeHunter),
         Box::new(detectors::eicar::Eicar),
     ];
-    for rule in NodeRule::all(&node_lists) {
-        detectors.push(Box::new(rule));
-    }
+    detectors.push(Box::new(NodeRules::new(&node_lists)));
     let windowed: Vec<Box<dyn WindowedDetector>> = vec![
         Box::new(ReconBurst::new(config.windows, node_lists.clone())),
         Box::new(BackdoorArtifact::new(config.windows)),

@@ -9,7 +9,7 @@ use crate::engine::{Event, Finding, StatelessDetector};
 use crate::meta::{AlertTypeMeta, catalogue_entry};
 
 pub type Details = Vec<(&'static str, String)>;
-type Rule = fn(&NodeEvent, &NodeLists) -> Option<Details>;
+type Rule = fn(&NodeView<'_>, &NodeLists) -> Option<Details>;
 
 /// Every node match rule, by alert type.
 pub const RULES: &[(&str, Rule)] = &[
@@ -51,34 +51,44 @@ pub const RULES: &[(&str, Rule)] = &[
     ("K8S.NODE_MitreCalderaTools", caldera_tools),
 ];
 
-/// One rule as a detector.
-pub struct NodeRule {
-    meta: &'static AlertTypeMeta,
-    rule: Rule,
+/// Every rule as one detector: the event's view and the lists are taken once per event, not once per rule.
+pub struct NodeRules {
+    rules: Vec<(&'static AlertTypeMeta, Rule)>,
     lists: SharedNodeLists,
 }
 
-impl NodeRule {
-    pub fn all(lists: &SharedNodeLists) -> Vec<NodeRule> {
-        RULES
-            .iter()
-            .map(|(id, rule)| NodeRule { meta: catalogue_entry(id), rule: *rule, lists: lists.clone() })
-            .collect()
+impl NodeRules {
+    pub fn new(lists: &SharedNodeLists) -> Self {
+        Self { rules: RULES.iter().map(|(id, rule)| (catalogue_entry(id), *rule)).collect(), lists: lists.clone() }
     }
 }
 
-impl StatelessDetector for NodeRule {
+impl StatelessDetector for NodeRules {
     fn meta(&self) -> &'static AlertTypeMeta {
-        self.meta
+        self.rules[0].0
+    }
+
+    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
+        self.rules.iter().map(|(meta, _)| *meta).collect()
     }
 
     fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
+        self.detect_all(event).into_iter().map(|(_, finding)| finding).collect()
+    }
+
+    fn detect_all(&self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
         let Event::Node(node) = event else { return Vec::new() };
-        let Some(details) = (self.rule)(node, &self.lists.current()) else { return Vec::new() };
-        let mut finding = Finding::default();
-        finding.details.insert("in_container".into(), node.in_container.to_string());
-        finding.details.extend(details.into_iter().map(|(key, value)| (key.to_owned(), value)));
-        vec![finding]
+        let view = NodeView::new(node);
+        let lists = self.lists.current();
+        let mut out = Vec::new();
+        for (meta, rule) in &self.rules {
+            let Some(details) = rule(&view, &lists) else { continue };
+            let mut finding = Finding::default();
+            finding.details.insert("in_container".into(), node.in_container.to_string());
+            finding.details.extend(details.into_iter().map(|(key, value)| (key.to_owned(), value)));
+            out.push((*meta, finding));
+        }
+        out
     }
 }
 
@@ -87,10 +97,9 @@ fn listed(list: &[String], name: &str) -> bool {
 }
 
 /// The exec's name when it (or argv[0]) is on `list`.
-fn exec_listed(event: &NodeEvent, list: &[String]) -> Option<String> {
-    let name = exec(event)?;
-    let argv0 = argv0_name(event);
-    [name, argv0].into_iter().find(|candidate| listed(list, candidate))
+fn exec_listed(view: &NodeView<'_>, list: &[String]) -> Option<String> {
+    let name = view.exec()?;
+    [name, view.argv0.as_str()].into_iter().find(|candidate| listed(list, candidate)).map(str::to_owned)
 }
 
 fn one(key: &'static str, value: impl Into<String>) -> Option<Details> {
@@ -124,28 +133,30 @@ fn wipes(event: &NodeEvent) -> bool {
 
 /// The container runtime sets up a container's namespaces from inside its cgroup (runc's `runc:[1:CHILD]`, crun);
 /// that is how every container starts, not an escape.
-fn is_runtime_init(event: &NodeEvent) -> bool {
-    let name = process_name(event);
-    ["runc", "crun", "runsc", "youki"].contains(&name.as_str())
+fn is_runtime_init(view: &NodeView<'_>) -> bool {
+    let name = view.name.as_str();
+    ["runc", "crun", "runsc", "youki"].contains(&name)
         || name.starts_with("containerd-shim")
-        || event.comm.starts_with("runc:")
+        || view.event.comm.starts_with("runc:")
 }
 
-fn namespace_creation(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn namespace_creation(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     let namespace = event.namespace.as_ref()?;
-    (event.in_container && namespace.flags != 0 && !is_runtime_init(event))
+    (event.in_container && namespace.flags != 0 && !is_runtime_init(view))
         .then(|| vec![("syscall", namespace.syscall.clone()), ("flags", format!("{:#x}", namespace.flags))])
 }
 
-fn timer_service_disabled(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
+fn timer_service_disabled(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let name = view.exec()?;
+    let line = view.line.clone();
     let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(&line, verb));
     (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line)])
 }
 
-fn common_bot(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    if let Some(name) = exec_listed(event, &lists.bot_names) {
+fn common_bot(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    if let Some(name) = exec_listed(view, &lists.bot_names) {
         return one("bot", name);
     }
     let path = event.executable.as_deref()?.to_lowercase();
@@ -156,11 +167,12 @@ fn common_bot(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
 /// and SYS_MODULE (16).
 const ESCAPE_CAPABILITIES: i64 = (1 << 21) | (1 << 19) | (1 << 16);
 
-fn privileged_execution_in_container(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
+fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    let line = view.line.clone();
     let runtimes = ["docker", "podman", "nerdctl", "crictl"];
-    if runtimes.contains(&name.as_str()) && has_word(&line, "exec") && line.contains("--privileged") {
+    if runtimes.contains(&name) && has_word(&line, "exec") && line.contains("--privileged") {
         return one("command", line);
     }
     // A process started into a container by the runtime (its parent is runc or a shim, not a process of the
@@ -171,10 +183,10 @@ fn privileged_execution_in_container(event: &NodeEvent, _: &NodeLists) -> Option
         .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line)])
 }
 
-fn privileged_container_artifacts(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
-    let starts = match name.as_str() {
+fn privileged_container_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let name = view.exec()?;
+    let line = view.line.clone();
+    let starts = match name {
         "docker" | "podman" | "nerdctl" => has_word(&line, "run") || has_word(&line, "create"),
         "ctr" => has_word(&line, "run"),
         _ => false,
@@ -182,8 +194,9 @@ fn privileged_container_artifacts(event: &NodeEvent, _: &NodeLists) -> Option<De
     (starts && line.contains("--privileged")).then(|| vec![("command", line)])
 }
 
-fn suspect_nohup(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    if exec(event)? != "nohup" {
+fn suspect_nohup(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    if view.exec()? != "nohup" {
         return None;
     }
     let target = event.argv.get(1)?;
@@ -191,9 +204,10 @@ fn suspect_nohup(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     (temp && basename(target).starts_with('.')).then(|| vec![("runs", target.clone())])
 }
 
-fn suspect_user_addition(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    if !["useradd", "adduser", "usermod"].contains(&name.as_str()) {
+fn suspect_user_addition(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    if !["useradd", "adduser", "usermod"].contains(&name) {
         return None;
     }
     let args: Vec<&str> = event.argv.iter().skip(1).map(String::as_str).collect();
@@ -214,23 +228,24 @@ fn suspect_user_addition(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     if name != "usermod" && event.in_container {
         reasons.push("in a container");
     }
-    (!reasons.is_empty()).then(|| vec![("why", reasons.join(", ")), ("command", command_line(event))])
+    (!reasons.is_empty()).then(|| vec![("why", reasons.join(", ")), ("command", view.line.clone())])
 }
 
-fn digital_currency_mining(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    exec_listed(event, &lists.miner_binaries).and_then(|name| one("miner", name))
+fn digital_currency_mining(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    exec_listed(view, &lists.miner_binaries).and_then(|name| one("miner", name))
 }
 
-fn miner_in_container(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+fn miner_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if !event.in_container {
         return None;
     }
-    digital_currency_mining(event, lists).or_else(|| miner_execution(event, lists))
+    digital_currency_mining(view, lists).or_else(|| miner_execution(view, lists))
 }
 
-fn miner_execution(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    exec(event)?;
-    let line = command_line(event).to_lowercase();
+fn miner_execution(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    view.exec()?;
+    let line = view.lower_line.clone();
     if let Some(flag) = lists.miner_flags.iter().find(|flag| line.contains(flag.as_str())) {
         return one("marker", flag.clone());
     }
@@ -238,11 +253,12 @@ fn miner_execution(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
     one("pool", pool.clone())
 }
 
-fn image_build_on_node(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
+fn image_build_on_node(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    let line = view.line.clone();
     let second = event.argv.get(1).map(String::as_str).unwrap_or_default();
-    let builds = match name.as_str() {
+    let builds = match name {
         "docker" | "podman" | "nerdctl" => {
             second == "build"
                 || (second == "buildx" && has_word(&line, "build"))
@@ -257,8 +273,9 @@ fn image_build_on_node(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     builds.then(|| vec![("command", line)])
 }
 
-fn known_ddos_toolkit(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    if let Some(name) = exec_listed(event, &lists.ddos_tools) {
+fn known_ddos_toolkit(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    if let Some(name) = exec_listed(view, &lists.ddos_tools) {
         return one("toolkit file", name);
     }
     let path = file_path(event)?.to_lowercase();
@@ -267,23 +284,24 @@ fn known_ddos_toolkit(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
     (written && matches).then(|| vec![("toolkit file", path)])
 }
 
-fn known_attack_tool(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    exec_listed(event, &lists.attack_tools).and_then(|name| one("tool", name))
+fn known_attack_tool(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    exec_listed(view, &lists.attack_tools).and_then(|name| one("tool", name))
 }
 
-fn known_credential_access_tool(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    if let Some(name) = exec_listed(event, &lists.credential_tools) {
+fn known_credential_access_tool(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    if let Some(name) = exec_listed(view, &lists.credential_tools) {
         return one("tool", name);
     }
     // Scripts run by an interpreter: `python3 laZagne.py all`, `bash mimipenguin.sh`.
-    exec(event)?;
+    view.exec()?;
     let script = event.argv.get(1).map(|a| basename(a).to_lowercase())?;
     listed(&lists.credential_tools, &script).then(|| vec![("tool", script)])
 }
 
-fn exploit_attempt(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    exec(event)?;
-    let line = command_line(event);
+fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    view.exec()?;
+    let line = view.line.clone();
     let lower = line.to_lowercase();
     let markers = [
         ("${jndi:", "Log4Shell (CVE-2021-44228)"),
@@ -300,29 +318,31 @@ fn exploit_attempt(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     Some(vec![("exploit", (*name).to_owned()), ("command", line)])
 }
 
-fn caldera_tools(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
+fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let name = view.exec()?;
+    let line = view.line.clone();
     let agent_names = ["sandcat", "sandcat.go", "54ndc47", "sandcat.go-linux", "splunkd"];
-    let named = agent_names.contains(&name.as_str()) || agent_names.contains(&argv0_name(event).as_str());
+    let named = agent_names.contains(&name) || agent_names.contains(&view.argv0.as_str());
     // sandcat's own flags; `splunkd` is its default disguise, so the name alone is not enough there.
     let flags = line.contains("-server ") && (line.contains("-group ") || line.contains("-paw "));
     let fetch = line.contains("/file/download") && line.contains("file:sandcat");
     ((named && (flags || name != "splunkd")) || fetch).then(|| vec![("command", line)])
 }
 
-fn container_ssh(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    (event.in_container && ["sshd", "dropbear"].contains(&name.as_str())).then(|| vec![("server", name)])
+fn container_ssh(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    (event.in_container && ["sshd", "dropbear"].contains(&name)).then(|| vec![("server", name.to_owned())])
 }
 
-fn suspect_password_change(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
-    let pre_hashed = match name.as_str() {
+fn suspect_password_change(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    let line = view.line.clone();
+    let pre_hashed = match name {
         "chpasswd" | "chgpasswd" => event.argv.iter().any(|a| a == "-e" || a == "--encrypted"),
         "usermod" => event.argv.iter().any(|a| a == "-p" || a == "--password"),
-        _ if is_shell(&name) => {
+        _ if is_shell(name) => {
             line.contains("openssl passwd") && (line.contains("chpasswd") || line.contains("usermod"))
                 || line.contains("chpasswd -e")
                 || line.contains("usermod -p")
@@ -358,10 +378,11 @@ fn ssh_forward_hosts(argv: &[String]) -> Vec<String> {
     hosts
 }
 
-fn suspect_port_forwarding(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
-    let forwards = match name.as_str() {
+fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    let line = view.line.clone();
+    let forwards = match name {
         "ssh" => {
             let dynamic = event.argv.iter().any(|a| a == "-D" || a.starts_with("-D") && a.len() > 2);
             dynamic || ssh_forward_hosts(&event.argv).iter().any(|host| !is_loopback_or_private(host))
@@ -377,19 +398,20 @@ fn suspect_port_forwarding(event: &NodeEvent, _: &NodeLists) -> Option<Details> 
     forwards.then(|| vec![("command", line)])
 }
 
-fn reverse_shell(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    let line = command_line(event);
+fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    let line = view.line.clone();
     let socket_stdio = event.stdio.iter().take(2).any(|kind| kind == "socket");
-    if is_shell(&name) && socket_stdio {
+    if is_shell(name) && socket_stdio {
         return Some(vec![
             ("why", "shell with a network socket as stdin/stdout".into()),
             ("stdio", event.stdio.join(",")),
         ]);
     }
     let lower = line.to_lowercase();
-    let one_liner = (is_shell(&name) && (lower.contains("/dev/tcp/") || lower.contains("/dev/udp/")))
-        || (["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"].contains(&name.as_str())
+    let one_liner = (is_shell(name) && (lower.contains("/dev/tcp/") || lower.contains("/dev/udp/")))
+        || (["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"].contains(&name)
             && event.argv.iter().any(|a| a == "-e" || a == "-c" || a.starts_with("--exec") || a == "--sh-exec"))
         || (name == "socat" && (lower.contains("exec:") || lower.contains("system:")) && lower.contains("tcp"))
         || (name.starts_with("python")
@@ -401,7 +423,8 @@ fn reverse_shell(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     one_liner.then(|| vec![("why", "reverse-shell one-liner".into()), ("command", line)])
 }
 
-fn suspect_process_termination(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
+fn suspect_process_termination(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if let Some(signal) = &event.signal {
         // SIGKILL, SIGTERM, SIGSTOP, SIGINT, SIGQUIT.
         if ![9, 15, 19, 2, 3].contains(&signal.signal) {
@@ -411,8 +434,8 @@ fn suspect_process_termination(event: &NodeEvent, lists: &NodeLists) -> Option<D
         return listed(&lists.security_processes, &target)
             .then(|| vec![("target", target), ("signal", signal.signal.to_string())]);
     }
-    let name = exec(event)?;
-    if !["pkill", "killall"].contains(&name.as_str()) {
+    let name = view.exec()?;
+    if !["pkill", "killall"].contains(&name) {
         return None;
     }
     let target = event
@@ -421,7 +444,7 @@ fn suspect_process_termination(event: &NodeEvent, lists: &NodeLists) -> Option<D
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .find(|a| listed(&lists.security_processes, &a.to_lowercase()))?;
-    Some(vec![("target", target.clone()), ("command", command_line(event))])
+    Some(vec![("target", target.clone()), ("command", view.line.clone())])
 }
 
 // ---- downloads ------------------------------------------------------------------------------------------------
@@ -433,17 +456,18 @@ fn is_raw_ip(host: &str) -> bool {
 const PASTE_SITES: [&str; 6] =
     ["pastebin.com", "paste.ee", "transfer.sh", "hastebin.com", "ghostbin.co", "termbin.com"];
 
-fn downloader_urls(event: &NodeEvent) -> Option<(String, Vec<String>)> {
-    let name = exec(event)?;
-    if !is_downloader(&name) {
+fn downloader_urls(view: &NodeView<'_>) -> Option<(String, Vec<String>)> {
+    let event = view.event;
+    let name = view.exec()?;
+    if !is_downloader(name) {
         return None;
     }
     let urls = urls(event);
-    (!urls.is_empty()).then_some((name, urls))
+    (!urls.is_empty()).then(|| (name.to_owned(), urls))
 }
 
-fn suspect_download(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    let (_, urls) = downloader_urls(event)?;
+fn suspect_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
         lists.malware_sources.iter().any(|source| {
@@ -455,8 +479,9 @@ fn suspect_download(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
     one("url", url.clone())
 }
 
-fn suspect_download_artifacts(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let (_, urls) = downloader_urls(event)?;
+fn suspect_download_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let (_, urls) = downloader_urls(view)?;
     let mut reasons = Vec::new();
     if let Some(url) = urls.iter().find(|url| {
         let host = url_host(url);
@@ -470,11 +495,11 @@ fn suspect_download_artifacts(event: &NodeEvent, _: &NodeLists) -> Option<Detail
     if let Some(target) = download_targets(&event.argv).into_iter().find(|t| is_dropper_target(t)) {
         reasons.push(format!("to a temporary or hidden path ({target})"));
     }
-    (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", command_line(event))])
+    (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", view.line.clone())])
 }
 
-fn miner_download(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    let (_, urls) = downloader_urls(event)?;
+fn miner_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
         let file = basename(url.split(['?', '#']).next().unwrap_or(url));
         lists.miner_binaries.iter().any(|miner| file.starts_with(miner.as_str()))
@@ -485,12 +510,13 @@ fn miner_download(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
     one("url", url.clone())
 }
 
-fn download_and_run_combo(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
-    if !is_shell(&name) {
+fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
+    if !is_shell(name) {
         return None;
     }
-    let line = command_line(event);
+    let line = view.line.clone();
     let downloads = DOWNLOADERS.iter().any(|tool| has_word(&line, tool));
     if !downloads {
         return None;
@@ -519,7 +545,8 @@ fn is_history_file(path: &str) -> bool {
     name.ends_with("_history") || name == ".history"
 }
 
-fn history_file_cleared(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn history_file_cleared(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if let Some(file) = &event.file {
         let cleared = wipes(event)
             || (event.kind == NodeEventKind::FileRename
@@ -528,9 +555,9 @@ fn history_file_cleared(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
         let path = if event.kind == NodeEventKind::FileRename { file.new_path.as_deref()? } else { &file.path };
         return (cleared && is_history_file(path)).then(|| vec![("file", path.to_owned())]);
     }
-    let name = exec(event)?;
-    let line = command_line(event);
-    let shell_clear = is_shell(&name)
+    let name = view.exec()?;
+    let line = view.line.clone();
+    let shell_clear = is_shell(name)
         && (line.contains("history -c") || line.contains("unset HISTFILE") || line.contains("HISTFILE=/dev/null"));
     let linked = name == "ln" && line.contains("/dev/null") && event.argv.iter().any(|a| is_history_file(a));
     (shell_clear || linked).then(|| vec![("command", line)])
@@ -549,20 +576,22 @@ const USER_ACTIVITY_LOGS: [&str; 10] = [
     "/run/utmp",
 ];
 
-fn system_log_removal(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn system_log_removal(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if let Some(path) = file_path(event) {
         // Log rotation renames and recreates; only emptying or removing the live file counts.
         return (wipes(event) && USER_ACTIVITY_LOGS.contains(&path)).then(|| vec![("file", path.to_owned())]);
     }
-    let name = exec(event)?;
-    if !["shred", "rm", "truncate", "wipe", "srm"].contains(&name.as_str()) {
+    let name = view.exec()?;
+    if !["shred", "rm", "truncate", "wipe", "srm"].contains(&name) {
         return None;
     }
     let path = event.argv.iter().skip(1).find(|a| USER_ACTIVITY_LOGS.contains(&a.as_str()))?;
-    Some(vec![("file", path.clone()), ("command", command_line(event))])
+    Some(vec![("file", path.clone()), ("command", view.line.clone())])
 }
 
-fn ssh_key_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     let file = event.file.as_ref()?;
     let target = if event.kind == NodeEventKind::FileRename { file.new_path.as_deref()? } else { &file.path };
     let keys = basename(target) == "authorized_keys" || basename(target) == "authorized_keys2";
@@ -570,14 +599,15 @@ fn ssh_key_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
         || matches!(event.kind, NodeEventKind::FileRename | NodeEventKind::FileChmod | NodeEventKind::FileTruncate);
     // sshd and the cloud agents that provision keys are how keys normally change.
     let provisioner = ["ssh-copy-id", "cloud-init", "google_guest_agent", "waagent", "amazon-ssm-agent"]
-        .contains(&process_name(event).as_str());
-    (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", process_name(event))])
+        .contains(&view.name.clone().as_str());
+    (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", view.name.clone())])
 }
 
 const SYSTEM_PREFIXES: [&str; 8] =
     ["/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/etc/", "/boot/", "/var/lib/kubelet/"];
 
-fn timestamp_tampering(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn timestamp_tampering(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if event.kind == NodeEventKind::FileUtimes {
         let file = event.file.as_ref()?;
         // Explicit times (not "now"): what copying another file's times or backdating does.
@@ -585,13 +615,13 @@ fn timestamp_tampering(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
         let system = SYSTEM_PREFIXES.iter().any(|p| file.path.starts_with(p));
         return (explicit && system).then(|| vec![("file", file.path.clone())]);
     }
-    if exec(event)? != "touch" {
+    if view.exec()? != "touch" {
         return None;
     }
     let sets_time = event.argv.iter().skip(1).any(|a| {
         ["-r", "-t", "-d", "--reference", "--date"].iter().any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
     });
-    sets_time.then(|| vec![("command", command_line(event))])
+    sets_time.then(|| vec![("command", view.line.clone())])
 }
 
 const KUBECONFIGS: [&str; 6] = [
@@ -603,13 +633,14 @@ const KUBECONFIGS: [&str; 6] = [
     "/etc/kubernetes/super-admin.conf",
 ];
 
-fn kubeconfig_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn kubeconfig_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if event.kind != NodeEventKind::FileOpen {
         return None;
     }
     let path = file_path(event)?;
     let sensitive = KUBECONFIGS.contains(&path) || path.starts_with("/var/lib/kubelet/pki/") && path.ends_with(".pem");
-    let name = process_name(event);
+    let name = view.name.clone();
     let system = ["kubelet", "kubeadm", "kube-proxy", "k3s", "k3s-agent", "rke2", "hyperkube"].contains(&name.as_str());
     (sensitive && !system).then(|| vec![("file", path.to_owned()), ("process", name)])
 }
@@ -636,19 +667,21 @@ const SHADOW_READERS: [&str; 18] = [
     "cron",
 ];
 
-fn password_file_access(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn password_file_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if event.kind != NodeEventKind::FileOpen {
         return None;
     }
     let path = file_path(event)?;
-    let name = process_name(event);
+    let name = view.name.clone();
     let shadow = path == "/etc/shadow" || path == "/etc/gshadow";
     (shadow && !SHADOW_READERS.contains(&name.as_str())).then(|| vec![("file", path.to_owned()), ("process", name)])
 }
 
 // ---- network --------------------------------------------------------------------------------------------------
 
-fn suspect_connection(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn suspect_connection(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if event.kind == NodeEventKind::NetSend {
         let head = event.net.as_ref()?.payload_head.as_deref()?;
         let socks5 =
@@ -659,14 +692,15 @@ fn suspect_connection(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
             vec![("protocol", if socks5 { "SOCKS5" } else { "SOCKS4" }.to_owned()), ("destination", destination)]
         });
     }
-    let name = exec(event)?;
+    let name = view.exec()?;
     let tools = ["proxychains", "proxychains4", "microsocks", "3proxy", "dante", "sockd", "tsocks"];
-    tools.contains(&name.as_str()).then(|| vec![("tool", name)])
+    tools.contains(&name).then(|| vec![("tool", name.to_owned())])
 }
 
 const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "fd00:ec2::254", "169.254.170.2"];
 
-fn imds_call(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn imds_call(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if !event.in_container {
         return None;
     }
@@ -675,7 +709,7 @@ fn imds_call(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
         let connects = matches!(event.kind, NodeEventKind::NetConnect | NodeEventKind::NetSend);
         return (connects && METADATA_ADDRESSES.contains(&address)).then(|| vec![("destination", address.to_owned())]);
     }
-    let (_, urls) = downloader_urls(event)?;
+    let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
         METADATA_ADDRESSES.contains(&host) || host == "metadata.google.internal"
@@ -685,11 +719,12 @@ fn imds_call(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
 
 const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
-fn kubernetes_api(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn kubernetes_api(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if !event.in_container {
         return None;
     }
-    let name = process_name(event);
+    let name = view.name.clone();
     let interactive = is_shell(&name)
         || is_downloader(&name)
         || ["cat", "head", "tail", "less", "more", "base64"].contains(&name.as_str());
@@ -699,7 +734,7 @@ fn kubernetes_api(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
         return (token && interactive)
             .then(|| vec![("why", "service-account token read by a shell or tool".into()), ("process", name)]);
     }
-    let (_, urls) = downloader_urls(event)?;
+    let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
         host == "kubernetes.default"
@@ -709,7 +744,8 @@ fn kubernetes_api(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
     one("url", url.clone())
 }
 
-fn kubernetes_dashboard(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
+fn kubernetes_dashboard(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+    let event = view.event;
     if !event.in_container {
         return None;
     }
@@ -718,19 +754,20 @@ fn kubernetes_dashboard(event: &NodeEvent, _: &NodeLists) -> Option<Details> {
         return (head.contains("kubernetes-dashboard") || head.contains("/api/v1/csrftoken/login"))
             .then(|| vec![("request", head.lines().next().unwrap_or_default().to_owned())]);
     }
-    let (_, urls) = downloader_urls(event)?;
+    let (_, urls) = downloader_urls(view)?;
     let url = urls
         .iter()
         .find(|url| url_host(url).starts_with("kubernetes-dashboard") || url.contains("/api/v1/csrftoken"))?;
     one("url", url.clone())
 }
 
-fn webshell(event: &NodeEvent, lists: &NodeLists) -> Option<Details> {
-    let name = exec(event)?;
+fn webshell(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    let event = view.event;
+    let name = view.exec()?;
     let parent = parent_name(event)?;
     if !listed(&lists.web_servers, &parent) {
         return None;
     }
-    let suspicious = is_shell(&name) || listed(&lists.recon_commands, &name) || is_downloader(&name);
-    suspicious.then(|| vec![("web server", parent), ("command", command_line(event))])
+    let suspicious = is_shell(name) || listed(&lists.recon_commands, name) || is_downloader(name);
+    suspicious.then(|| vec![("web server", parent), ("command", view.line.clone())])
 }

@@ -5,7 +5,7 @@ pub mod detector;
 pub mod lists;
 pub mod view;
 
-pub use detector::{NodeRule, RULES};
+pub use detector::{NodeRules, RULES};
 pub use lists::{NodeLists, SharedNodeLists};
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use palisade_schemas::{FileDetail, NamespaceDetail, NetDetail, NodeEvent, NodeEv
 
 use super::detector::RULES;
 use super::lists::{NodeLists, SharedNodeLists};
+use super::view::NodeView;
 
 fn base(kind: NodeEventKind) -> NodeEvent {
     NodeEvent {
@@ -470,11 +471,16 @@ fn every_rule_fires_on_its_cases_and_not_on_the_look_alikes() {
     for (id, fire, quiet) in cases() {
         let (_, rule) = RULES.iter().find(|(rule_id, _)| *rule_id == id).unwrap_or_else(|| panic!("{id} has no rule"));
         for event in &fire {
-            assert!(rule(event, &lists).is_some(), "{id} must fire on {:?} {:?}", event.kind, event.argv);
+            assert!(
+                rule(&NodeView::new(event), &lists).is_some(),
+                "{id} must fire on {:?} {:?}",
+                event.kind,
+                event.argv
+            );
         }
         for event in &quiet {
             assert!(
-                rule(event, &lists).is_none(),
+                rule(&NodeView::new(event), &lists).is_none(),
                 "{id} must not fire on {:?} {:?} {:?}",
                 event.kind,
                 event.argv,

@@ -108,3 +108,25 @@ pub fn is_dropper_target(path: &str) -> bool {
         [".tar.gz", ".tgz", ".tar.xz", ".zip", ".deb", ".rpm", ".json", ".txt", ".gpg", ".asc", ".key", ".pem"];
     hidden || temp && !benign.iter().any(|extension| path.ends_with(extension))
 }
+
+/// What every rule asks of one event, computed once per event.
+pub struct NodeView<'a> {
+    pub event: &'a NodeEvent,
+    /// The process name (see `process_name`).
+    pub name: String,
+    pub argv0: String,
+    pub line: String,
+    pub lower_line: String,
+}
+
+impl<'a> NodeView<'a> {
+    pub fn new(event: &'a NodeEvent) -> Self {
+        let line = command_line(event);
+        Self { name: process_name(event), argv0: argv0_name(event), lower_line: line.to_lowercase(), line, event }
+    }
+
+    /// The process name, for an exec event.
+    pub fn exec(&self) -> Option<&str> {
+        (self.event.kind == NodeEventKind::Exec).then_some(self.name.as_str())
+    }
+}
