@@ -80,6 +80,14 @@ pub struct SinkConfig {
     /// Elasticsearch / OpenSearch output.
     #[serde(default)]
     pub opensearch: Option<OpenSearchConfig>,
+    /// With Kafka: write the alerts topic in transactions that also commit the consumed offsets, so a
+    /// `read_committed` reader sees each alert once, across sink crashes. Off: at-least-once (acknowledged sends).
+    #[serde(default = "default_true")]
+    pub exactly_once: bool,
+    /// `transactional.id` of this sink instance; absent = `palisade-sink-<hostname>` (unique per pod, stable
+    /// across its restarts, which is what fences a dead instance's open transaction).
+    #[serde(default)]
+    pub transactional_id: Option<String>,
 }
 
 const fn default_true() -> bool {
@@ -94,6 +102,8 @@ impl Default for SinkConfig {
             alerts_file: None,
             print_alerts: false,
             opensearch: None,
+            exactly_once: true,
+            transactional_id: None,
         }
     }
 }

@@ -140,6 +140,21 @@ impl Subscription {
         }
     }
 
+    /// A transactional output bound to this subscription's consumer group (Kafka only; `None` in-process, where
+    /// nothing outlives the process and acknowledgements suffice).
+    pub async fn transactional_output(
+        &self,
+        bus: &Bus,
+        transactional_id: &str,
+    ) -> Result<Option<crate::kafka::TransactionalOutput>, BusError> {
+        match (self, bus) {
+            (Subscription::Kafka(subscription), Bus::Kafka(kafka)) => {
+                Ok(Some(crate::kafka::TransactionalOutput::new(kafka.config(), transactional_id, subscription).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Commits what was acknowledged; call on shutdown after the last ack.
     pub fn close(self) -> Result<(), BusError> {
         match self {

@@ -100,6 +100,10 @@ impl KafkaBus {
         Ok(KafkaSubscription { consumer: Arc::new(consumer) })
     }
 
+    pub(crate) fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
     /// Waits until every message sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<(), BusError> {
         use rdkafka::producer::Producer as _;
@@ -163,5 +167,112 @@ impl KafkaAck {
         self.consumer
             .store_offset(&self.topic, self.partition, self.offset)
             .map_err(|source| BusError::Kafka { topic: self.topic, source })
+    }
+}
+
+/// How long a transaction call (init, send offsets, commit, abort) may take before it is an error.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Consume–transform–produce with Kafka transactions: a batch's records and the consumed offsets commit together,
+/// so a `read_committed` reader sees each record once even when the process dies mid-batch (the broker aborts
+/// the open transaction when the same `transactional.id` starts again). The subscription's own offset commits
+/// are not used: inputs settled this way are never acknowledged through `Delivery::ack`.
+pub struct TransactionalOutput {
+    producer: Arc<FutureProducer>,
+    consumer: Arc<StreamConsumer>,
+    message_timeout_ms: u32,
+}
+
+fn transaction_error(what: &str, source: rdkafka::error::KafkaError) -> BusError {
+    BusError::Kafka { topic: format!("(transaction: {what})"), source }
+}
+
+impl TransactionalOutput {
+    pub(crate) async fn new(
+        config: &KafkaConfig,
+        transactional_id: &str,
+        subscription: &KafkaSubscription,
+    ) -> Result<Self, BusError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", &config.client_id)
+            .set("transactional.id", transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", config.producer_linger_ms.to_string())
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .create()
+            .map_err(BusError::Client)?;
+        let producer = Arc::new(producer);
+        let init = Arc::clone(&producer);
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer as _;
+            init.init_transactions(TRANSACTION_TIMEOUT)
+        })
+        .await
+        .expect("transaction init does not panic")
+        .map_err(|e| transaction_error("init", e))?;
+        Ok(Self {
+            producer,
+            consumer: Arc::clone(&subscription.consumer),
+            message_timeout_ms: config.message_timeout_ms,
+        })
+    }
+
+    /// Sends `records` and commits them with the offsets after `consumed` (topic, partition, offset of each
+    /// input) in one transaction; on any failure the transaction is aborted and the error returned (the inputs
+    /// are then delivered again after a restart or rebalance, and the aborted records stay invisible).
+    pub async fn commit(&self, records: &[Outgoing<'_>], consumed: &[(String, i32, i64)]) -> Result<(), BusError> {
+        use rdkafka::producer::Producer as _;
+        let producer = Arc::clone(&self.producer);
+        tokio::task::spawn_blocking(move || producer.begin_transaction())
+            .await
+            .expect("begin does not panic")
+            .map_err(|e| transaction_error("begin", e))?;
+        let result = self.send_and_commit(records, consumed).await;
+        if result.is_err() {
+            let producer = Arc::clone(&self.producer);
+            let _ = tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_TIMEOUT)).await;
+        }
+        result
+    }
+
+    async fn send_and_commit(&self, records: &[Outgoing<'_>], consumed: &[(String, i32, i64)]) -> Result<(), BusError> {
+        use rdkafka::producer::Producer as _;
+        let timeout = Duration::from_millis(u64::from(self.message_timeout_ms));
+        let sends = records.iter().map(|outgoing| {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(outgoing.topic).payload(outgoing.payload);
+            if let Some(key) = outgoing.key {
+                record = record.key(key);
+            }
+            self.producer.send(record, timeout)
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(source, _)| transaction_error("send", source))?;
+        }
+        let mut next: std::collections::BTreeMap<(String, i32), i64> = std::collections::BTreeMap::new();
+        for (topic, partition, offset) in consumed {
+            let entry = next.entry((topic.clone(), *partition)).or_insert(offset + 1);
+            *entry = (*entry).max(offset + 1);
+        }
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            offsets
+                .add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset))
+                .map_err(|e| transaction_error("offsets", e))?;
+        }
+        let metadata = self.consumer.group_metadata().ok_or_else(|| BusError::Admin {
+            topic: "(transaction)".into(),
+            reason: "the consumer has no group metadata yet".into(),
+        })?;
+        let producer = Arc::clone(&self.producer);
+        tokio::task::spawn_blocking(move || {
+            producer.send_offsets_to_transaction(&offsets, &metadata, TRANSACTION_TIMEOUT)?;
+            producer.commit_transaction(TRANSACTION_TIMEOUT)
+        })
+        .await
+        .expect("commit does not panic")
+        .map_err(|e| transaction_error("commit", e))
     }
 }

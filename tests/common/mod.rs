@@ -50,6 +50,7 @@ impl Stack {
             ("PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(), index_prefix.clone()),
             ("PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(), "50".into()),
             ("RUST_LOG".into(), "info".into()),
+            ("PALISADE__SINK__TRANSACTIONAL_ID".into(), format!("palisade-sink-{run}")),
         ];
         for topic in [
             "node_events",

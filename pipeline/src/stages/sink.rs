@@ -31,6 +31,8 @@ pub struct Outputs {
     opensearch: Option<OpenSearchWriter>,
     file: Option<AlertsFile>,
     print: bool,
+    /// The alerts topic's `transactional.id`, when it is written exactly once.
+    transactional_id: Option<String>,
 }
 
 impl Outputs {
@@ -55,6 +57,12 @@ impl Outputs {
             opensearch,
             file,
             print: config.print_alerts,
+            transactional_id: config.exactly_once.then(|| {
+                config.transactional_id.clone().unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("palisade-sink-{}", host.trim())
+                })
+            }),
         })
     }
 }
@@ -70,6 +78,10 @@ pub async fn run(
     let (batch_max, batch_wait) = outputs.opensearch.as_ref().map_or((DEFAULT_BATCH, Duration::from_millis(50)), |w| {
         (w.config().batch_max_alerts, Duration::from_millis(w.config().batch_max_wait_ms))
     });
+    let transactions = match (&outputs.transactional_id, outputs.alerts_topic) {
+        (Some(id), Some(_)) => subscription.transactional_output(&bus, id).await?,
+        _ => None,
+    };
     ComponentStarted { component: STAGE }.emit();
     'stage: while let Some(first) = next_delivery(&mut subscription, &shutdown).await {
         let mut batch = vec![first];
@@ -80,6 +92,9 @@ pub async fn run(
                 _ => break,
             }
         }
+        // Every input of the batch, for the offsets a transaction commits.
+        let consumed: Vec<(String, i32, i64)> =
+            batch.iter().map(|d| (d.message.topic.clone(), d.message.partition, d.message.offset)).collect();
         let mut alerts: Vec<(Delivery, Alert)> = Vec::with_capacity(batch.len());
         for delivery in batch {
             match codec.decode(&delivery.message.payload) {
@@ -89,11 +104,13 @@ pub async fn run(
                     if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
                         break 'stage;
                     }
-                    delivery.ack()?;
+                    if transactions.is_none() {
+                        delivery.ack()?;
+                    }
                 }
             }
         }
-        if let Some(format) = outputs.alerts_topic {
+        if let (Some(format), None) = (outputs.alerts_topic, &transactions) {
             for (_, alert) in &alerts {
                 let payload = match format {
                     AlertsFormat::Avro => codec.encode(alert)?,
@@ -109,21 +126,34 @@ pub async fn run(
         }
         if let Some(writer) = &outputs.opensearch {
             let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
-            let retries_before = writer.retries.load(std::sync::atomic::Ordering::Relaxed);
-            // The writer retries until the index answers; at shutdown it gets a grace period, then the batch is
-            // left unacknowledged (Kafka delivers it again) rather than holding the process.
-            let outcome = tokio::select! {
-                outcome = writer.write(&only_alerts) => outcome?,
-                _ = async { shutdown.wait().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                    tracing::warn!(alerts = only_alerts.len(), "search index unreachable at shutdown; batch left unacknowledged");
-                    break 'stage;
+            let mut retries_reported = writer.retries.load(std::sync::atomic::Ordering::Relaxed);
+            let mut report_retries = || {
+                let now = writer.retries.load(std::sync::atomic::Ordering::Relaxed);
+                OutputRetried { output: "opensearch", count: now - retries_reported }.emit();
+                retries_reported = now;
+            };
+            // The writer retries until the index answers (the retries are exported every second meanwhile, so an
+            // outage shows while it lasts); at shutdown it gets a grace period, then the batch is left
+            // unacknowledged (Kafka delivers it again) rather than holding the process.
+            let write = writer.write(&only_alerts);
+            tokio::pin!(write);
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            let grace = async {
+                shutdown.wait().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await
+            };
+            tokio::pin!(grace);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut write => break outcome?,
+                    _ = ticker.tick() => report_retries(),
+                    _ = &mut grace => {
+                        tracing::warn!(alerts = only_alerts.len(), "search index unreachable at shutdown; batch left unacknowledged");
+                        break 'stage;
+                    }
                 }
             };
-            OutputRetried {
-                output: "opensearch",
-                count: writer.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before,
-            }
-            .emit();
+            report_retries();
             AlertsWritten { output: "opensearch", outcome: "indexed", count: outcome.indexed as u64 }.emit();
             for (id, reason) in &outcome.rejected {
                 let Some((delivery, _)) = alerts.iter().find(|(_, alert)| &alert.id == id) else {
@@ -135,6 +165,38 @@ pub async fn run(
                 }
             }
             AlertsWritten { output: "opensearch", outcome: "rejected", count: outcome.rejected.len() as u64 }.emit();
+        }
+        // Exactly once: the index took the batch (idempotent by alert id), now the alerts and the offsets of the
+        // whole batch commit together. A failed transaction is aborted and the batch tried again.
+        if let (Some(format), Some(transactions)) = (outputs.alerts_topic, &transactions) {
+            let payloads: Vec<Vec<u8>> = alerts
+                .iter()
+                .map(|(_, alert)| match format {
+                    AlertsFormat::Avro => codec.encode(alert),
+                    AlertsFormat::Json => Ok(serde_json::to_vec(alert).expect("alerts serialize")),
+                })
+                .collect::<Result<_, _>>()?;
+            let records: Vec<Outgoing<'_>> = alerts
+                .iter()
+                .zip(&payloads)
+                .map(|((_, alert), payload)| Outgoing {
+                    topic: &topics.alerts,
+                    key: Some(alert.id.as_bytes()),
+                    payload,
+                    headers: &[],
+                })
+                .collect();
+            let mut attempts = 0u32;
+            while let Err(error) = transactions.commit(&records, &consumed).await {
+                attempts += 1;
+                tracing::warn!(%error, attempts, "alerts transaction failed; retrying the batch");
+                OutputRetried { output: "topic", count: 1 }.emit();
+                if shutdown.is_triggered() && attempts > 3 {
+                    break 'stage;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            AlertsWritten { output: "topic", outcome: "written", count: alerts.len() as u64 }.emit();
         }
         for (_, alert) in &alerts {
             if let Some(file) = outputs.file.as_mut() {
@@ -148,7 +210,10 @@ pub async fn run(
         }
         for (delivery, _) in alerts {
             MessageProcessed { stage: STAGE }.emit();
-            delivery.ack()?;
+            // With transactions the offsets were committed in the transaction.
+            if transactions.is_none() {
+                delivery.ack()?;
+            }
         }
     }
     subscription.close()?;
