@@ -1,9 +1,13 @@
 //! The detect stage: node, audit and cloud events in, detections out.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::stream::FuturesOrdered;
 use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
@@ -19,6 +23,30 @@ const STAGE: &str = "detect";
 
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
     Ok(bus.subscribe(&[&topics.node_events, &topics.audit_events, &topics.cloud_activity], STAGE)?)
+}
+
+/// Inputs whose detections may be in flight to the bus at once (rdkafka batches the sends).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// One input's detections being sent; resolves to whether they all were, with the input to acknowledge.
+type Sending = Pin<Box<dyn Future<Output = (bool, Delivery)> + Send>>;
+
+async fn send_detections(
+    bus: Bus,
+    topic: String,
+    payloads: Vec<(String, Vec<u8>)>,
+    delivery: Delivery,
+    shutdown: Shutdown,
+) -> (bool, Delivery) {
+    for (key, payload) in &payloads {
+        let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload, headers: &[] };
+        if !publish_until_acked(&bus, outgoing, &shutdown).await {
+            return (false, delivery);
+        }
+        RecordProduced { stage: STAGE, record: "Detection" }.emit();
+    }
+    MessageProcessed { stage: STAGE }.emit();
+    (true, delivery)
 }
 
 /// Where and how often the windowed detectors' state is checkpointed.
@@ -70,12 +98,11 @@ struct Acks {
 }
 
 impl Acks {
-    fn settle(&mut self, delivery: Delivery, engine: &Engine) -> Result<(), PipelineError> {
-        let Some(checkpointing) = &self.checkpointing else { return Ok(delivery.ack()?) };
-        self.held.push(delivery);
-        if self.last_saved.elapsed() >= checkpointing.every {
-            self.flush(engine)?;
+    fn settle(&mut self, delivery: Delivery) -> Result<(), PipelineError> {
+        if self.checkpointing.is_none() {
+            return Ok(delivery.ack()?);
         }
+        self.held.push(delivery);
         Ok(())
     }
 
@@ -115,59 +142,69 @@ pub async fn run(
     let cloud_codec = Codec::<CloudActivity>::new()?;
     let detection_codec = Codec::<Detection>::new()?;
     ComponentStarted { component: STAGE }.emit();
-    loop {
-        // A quiet input must not keep held acknowledgements (and the state) unsaved: checkpoint when due.
-        let next = match acks.due_in() {
-            Some(wait) => match tokio::time::timeout(wait, next_delivery(&mut subscription, &shutdown)).await {
-                Ok(next) => next,
-                Err(_) => {
-                    acks.flush(&engine)?;
-                    continue;
+    // Inputs whose detections are being sent; they complete, and are acknowledged, in arrival order.
+    let mut in_flight: FuturesOrdered<Sending> = FuturesOrdered::new();
+    'stage: loop {
+        // The checkpoint must hold only inputs whose detections were delivered: drain the sends first.
+        if acks.due_in() == Some(Duration::ZERO) {
+            while let Some((sent, delivery)) = in_flight.next().await {
+                if !sent {
+                    break 'stage;
                 }
-            },
-            None => next_delivery(&mut subscription, &shutdown).await,
-        };
-        let Some(delivery) = next else { break };
-        let message = &delivery.message;
-        let detected_at = now_ms();
-        let decoded = if message.topic == topics.node_events {
-            node_codec.decode(&message.payload).map(|e| engine.process(&Event::Node(&e), detected_at))
-        } else if message.topic == topics.audit_events {
-            audit_codec.decode(&message.payload).map(|e| engine.process(&Event::Audit(&e), detected_at))
-        } else {
-            cloud_codec.decode(&message.payload).map(|e| engine.process(&Event::Cloud(&e), detected_at))
-        };
-        let detections = match decoded {
-            Ok(detections) => detections,
-            Err(error) => {
-                let reason = error.to_string();
-                if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
+                acks.settle(delivery)?;
+            }
+            acks.flush(&engine)?;
+        }
+        let wait = acks.due_in();
+        tokio::select! {
+            Some((sent, delivery)) = in_flight.next(), if !in_flight.is_empty() => {
+                if !sent {
                     break;
                 }
-                acks.settle(delivery, &engine)?;
-                continue;
+                acks.settle(delivery)?;
             }
-        };
-        let mut delivered = true;
-        for detection in &detections {
-            let payload = detection_codec.encode(detection)?;
-            let outgoing = Outgoing {
-                topic: &topics.detections,
-                key: Some(detection.id.as_bytes()),
-                payload: &payload,
-                headers: &[],
-            };
-            if !publish_until_acked(&bus, outgoing, &shutdown).await {
-                delivered = false;
-                break;
+            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            next = next_delivery(&mut subscription, &shutdown), if in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(delivery) = next else { break };
+                let message = &delivery.message;
+                let detected_at = now_ms();
+                let decoded = if message.topic == topics.node_events {
+                    node_codec.decode(&message.payload).map(|e| engine.process(&Event::Node(&e), detected_at))
+                } else if message.topic == topics.audit_events {
+                    audit_codec.decode(&message.payload).map(|e| engine.process(&Event::Audit(&e), detected_at))
+                } else {
+                    cloud_codec.decode(&message.payload).map(|e| engine.process(&Event::Cloud(&e), detected_at))
+                };
+                let detections = match decoded {
+                    Ok(detections) => detections,
+                    Err(error) => {
+                        let reason = error.to_string();
+                        if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
+                            break;
+                        }
+                        in_flight.push_back(Box::pin(std::future::ready((true, delivery))));
+                        continue;
+                    }
+                };
+                let mut payloads = Vec::with_capacity(detections.len());
+                for detection in &detections {
+                    payloads.push((detection.id.clone(), detection_codec.encode(detection)?));
+                }
+                in_flight.push_back(Box::pin(send_detections(
+                    bus.clone(),
+                    topics.detections.clone(),
+                    payloads,
+                    delivery,
+                    shutdown.clone(),
+                )));
             }
-            RecordProduced { stage: STAGE, record: "Detection" }.emit();
         }
-        if !delivered {
+    }
+    while let Some((sent, delivery)) = in_flight.next().await {
+        if !sent {
             break;
         }
-        MessageProcessed { stage: STAGE }.emit();
-        acks.settle(delivery, &engine)?;
+        acks.settle(delivery)?;
     }
     acks.flush(&engine)?;
     subscription.close()?;

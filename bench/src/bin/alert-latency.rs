@@ -1,0 +1,160 @@
+//! Load generator for the Kafka pipeline: produces node events that each raise one alert (the harmless test
+//! trigger, one container each, so nothing folds) at a fixed rate into `topics.node_events`, and measures, per
+//! alert, the time from the event being produced to (a) the alert on the alerts topic (`read_committed`) and
+//! (b) the alert being searchable in the index (a sample of 1 in 20). Prints figures; asserts nothing. The
+//! detect, enrich and sink stages run as their own processes (see bench/alert-latency.sh); configuration comes
+//! from the same environment they read (`PALISADE__KAFKA__BOOTSTRAP_SERVERS`, `PALISADE__TOPICS__*`,
+//! `PALISADE__SINK__OPENSEARCH__*`).
+//!
+//!   alert-latency [alerts per second] [seconds]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_pipeline::PalisadeConfig;
+use palisade_runtime::bus::Outgoing;
+use palisade_schemas::{Alert, Codec, NodeEvent};
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+fn percentile(sorted: &[i64], fraction: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
+}
+
+fn trigger(template: &NodeEvent, index: usize, run: &str) -> NodeEvent {
+    let mut event = template.clone();
+    let at = now_ms();
+    event.event_id = format!("latency/{run}/{index}");
+    event.kind = palisade_schemas::NodeEventKind::Exec;
+    event.timestamp_ms = at;
+    event.executable = Some("/tmp/palisade_alerttest_5f3c9e".into());
+    event.argv = vec!["palisade_alerttest_5f3c9e".into()];
+    event.container_id = Some(format!("{index:0>64x}"));
+    event.net = None;
+    event
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let rate: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let seconds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let config = PalisadeConfig::load(None)?;
+    let bus = palisade_pipeline::serve::build_bus(&config).await?;
+    let topics = config.topics.clone();
+    let index_prefix = config.sink.opensearch.as_ref().map(|o| o.index_prefix.clone());
+    let search_url = config.sink.opensearch.as_ref().map(|o| o.url.clone());
+    let run = format!("{:x}", now_ms());
+    let template: NodeEvent =
+        serde_json::from_str(include_str!("../../../schemas/fixtures/node_event.v1.json")).expect("fixture");
+
+    let mut alerts = bus.subscribe(&[&topics.alerts], &format!("latency-bench-{run}"))?;
+    let to_topic: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let searchable: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let total = rate * seconds;
+    let reader = {
+        let (to_topic, searchable, run) = (Arc::clone(&to_topic), Arc::clone(&searchable), run.clone());
+        let client = reqwest::Client::new();
+        tokio::spawn(async move {
+            let codec = Codec::<Alert>::new().expect("schemas");
+            let mut seen: HashMap<String, ()> = HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(seconds as u64 + 60);
+            while seen.len() < total && Instant::now() < deadline {
+                let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(5), alerts.next()).await else {
+                    continue;
+                };
+                let received = now_ms();
+                let Ok(alert) = codec.decode(&delivery.message.payload) else { continue };
+                let _ = delivery.ack();
+                let Some(index) = alert
+                    .evidence
+                    .first()
+                    .and_then(|e| e.split(&format!("latency/{run}/")).nth(1))
+                    .and_then(|rest| rest.split('"').next()?.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                if seen.insert(alert.id.clone(), ()).is_some() {
+                    continue;
+                }
+                to_topic.lock().unwrap().push(received - alert.timestamp_ms);
+                if index % 20 == 0
+                    && let (Some(url), Some(prefix)) = (&search_url, &index_prefix)
+                {
+                    let (client, url, prefix, searchable) =
+                        (client.clone(), url.clone(), prefix.clone(), Arc::clone(&searchable));
+                    let (id, produced) = (alert.id.clone(), alert.timestamp_ms);
+                    tokio::spawn(async move {
+                        let query = serde_json::json!({"query": {"ids": {"values": [id]}}});
+                        for _ in 0..400 {
+                            let response = client.post(format!("{url}/{prefix}-*/_search")).json(&query).send().await;
+                            if let Ok(response) = response
+                                && let Ok(body) = response.json::<serde_json::Value>().await
+                                && body.pointer("/hits/total/value").and_then(serde_json::Value::as_u64).unwrap_or(0)
+                                    > 0
+                            {
+                                searchable.lock().unwrap().push(now_ms() - produced);
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
+                }
+            }
+            seen.len()
+        })
+    };
+
+    let codec = Codec::<NodeEvent>::new()?;
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = rate.div_ceil(100);
+    let mut produced = 0;
+    while produced < total {
+        ticker.tick().await;
+        let mut sends = Vec::new();
+        for _ in 0..per_tick.min(total - produced) {
+            let event = trigger(&template, produced, &run);
+            let payload = codec.encode(&event)?;
+            let key = event.partition_key();
+            let (bus, topic) = (bus.clone(), topics.node_events.clone());
+            sends.push(async move {
+                bus.publish(Outgoing { topic: &topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] })
+                    .await
+            });
+            produced += 1;
+        }
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+    }
+    let production_secs = started.elapsed().as_secs_f64();
+    let received = reader.await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut topic_latency = to_topic.lock().unwrap().clone();
+    let mut search_latency = searchable.lock().unwrap().clone();
+    topic_latency.sort_unstable();
+    search_latency.sort_unstable();
+    println!("produced {produced} events in {production_secs:.1} s ({:.0}/s)", produced as f64 / production_secs);
+    println!("alerts on the topic: {received} of {produced} within {elapsed:.1} s");
+    println!(
+        "event → alert on the topic: p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&topic_latency, 0.5),
+        percentile(&topic_latency, 0.99),
+        topic_latency.last().copied().unwrap_or(-1)
+    );
+    println!(
+        "event → searchable (sample of {}): p50 {} ms, p99 {} ms",
+        search_latency.len(),
+        percentile(&search_latency, 0.5),
+        percentile(&search_latency, 0.99)
+    );
+    Ok(())
+}
