@@ -5,19 +5,14 @@
 //! Container-only alerts run inside a container built the way the collector tests build one: its own PID, mount,
 //! UTS and IPC namespaces in a kubelet/containerd-style cgroup. A benign workload first must raise nothing.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::KillOnDrop;
 
 struct Sandbox {
     dir: PathBuf,
@@ -88,32 +83,14 @@ fn types_in(alerts: &[serde_json::Value]) -> BTreeMap<String, usize> {
 }
 
 fn start_run(alerts: &Path, state: &Path) -> KillOnDrop {
-    let mut run = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(["run", "--quiet", "--alerts-file"])
-            .arg(alerts)
-            .env("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0")
-            .env("PALISADE__METRICS_LISTEN_ADDR", "127.0.0.1:0")
-            .env("PALISADE__DETECT__STATE_PATH", state)
-            // One alert per detection: counting what each scenario raised is the point here.
-            .env("PALISADE__ENRICH__DEDUP_WINDOW_SECS", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = run.0.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("palisade: running") {
-                let _ = ready_tx.send(line.clone());
-            }
-            eprintln!("run: {line}");
-        }
-    });
-    let ready = ready_rx.recv_timeout(Duration::from_secs(30)).expect("palisade run starts");
+    let state = state.display().to_string();
+    let envs = [
+        ("PALISADE__METRICS_LISTEN_ADDR", "127.0.0.1:0"),
+        ("PALISADE__DETECT__STATE_PATH", state.as_str()),
+        // One alert per detection: counting what each scenario raised is the point here.
+        ("PALISADE__ENRICH__DEDUP_WINDOW_SECS", "0"),
+    ];
+    let (run, ready) = common::start_embedded_run(alerts, &envs);
     assert!(ready.contains("node collection on"), "{ready}");
     run
 }

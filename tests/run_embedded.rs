@@ -1,18 +1,10 @@
 //! `palisade run` (embedded, in-process bus, eBPF as root): `palisade test-alert` in another process appends a
 //! K8S.NODE_EICAR alert to the alerts file. Also checks that SIGTERM drains and exits cleanly.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Kills the child if the test fails first, so no `palisade run` outlives it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 const METRICS_ADDR: &str = "127.0.0.1:19464";
 
@@ -24,30 +16,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
     let dir = tempfile::tempdir().unwrap();
     let alerts = dir.path().join("alerts.jsonl");
-    let mut run = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(["run", "--quiet", "--alerts-file"])
-            .arg(&alerts)
-            .env("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0")
-            .env("PALISADE__METRICS_LISTEN_ADDR", METRICS_ADDR)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Ready when it says so on stderr.
-    let stderr = run.0.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("palisade: running") {
-                let _ = ready_tx.send(line.clone());
-            }
-            eprintln!("run: {line}");
-        }
-    });
-    let ready = ready_rx.recv_timeout(Duration::from_secs(30)).expect("palisade run starts");
+    let (mut run, ready) = common::start_embedded_run(&alerts, &[("PALISADE__METRICS_LISTEN_ADDR", METRICS_ADDR)]);
     assert!(ready.contains("node collection on"), "{ready}");
 
     let started = Instant::now();

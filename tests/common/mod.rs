@@ -261,3 +261,42 @@ pub fn collect_alerts(
     }
     seen
 }
+
+/// Kills the child if the test fails first, so no process outlives it.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `palisade run --quiet --alerts-file <alerts>` with `envs` (the audit webhook on a free port) and waits
+/// until it says it is running; its stderr is echoed with a `run: ` prefix. Returns the child and that line.
+pub fn start_embedded_run(alerts: &std::path::Path, envs: &[(&str, &str)]) -> (KillOnDrop, String) {
+    let mut run = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["run", "--quiet", "--alerts-file"])
+            .arg(alerts)
+            .env("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = run.0.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("palisade: running") {
+                let _ = ready_tx.send(line.clone());
+            }
+            eprintln!("run: {line}");
+        }
+    });
+    let ready = ready_rx.recv_timeout(Duration::from_secs(30)).expect("palisade run starts");
+    (run, ready)
+}
