@@ -149,9 +149,9 @@ fn namespace_creation(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 
 fn timer_service_disabled(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
-    let line = view.line.clone();
-    let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(&line, verb));
-    (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line)])
+    let line = view.line.as_str();
+    let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(line, verb));
+    (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line.to_owned())])
 }
 
 fn common_bot(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
@@ -170,28 +170,28 @@ const ESCAPE_CAPABILITIES: i64 = (1 << 21) | (1 << 19) | (1 << 16);
 fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let runtimes = ["docker", "podman", "nerdctl", "crictl"];
-    if runtimes.contains(&name) && has_word(&line, "exec") && line.contains("--privileged") {
-        return one("command", line);
+    if runtimes.contains(&name) && has_word(line, "exec") && line.contains("--privileged") {
+        return one("command", line.to_owned());
     }
     // A process started into a container by the runtime (its parent is runc or a shim, not a process of the
     // container) with the capabilities of a privileged container.
     let caps = event.capabilities_effective?;
     let entered = parent_name(event).is_some_and(|p| p == "runc" || p.starts_with("containerd-shim") || p == "crun");
     (event.in_container && entered && caps & ESCAPE_CAPABILITIES == ESCAPE_CAPABILITIES)
-        .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line)])
+        .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line.to_owned())])
 }
 
 fn privileged_container_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let starts = match name {
-        "docker" | "podman" | "nerdctl" => has_word(&line, "run") || has_word(&line, "create"),
-        "ctr" => has_word(&line, "run"),
+        "docker" | "podman" | "nerdctl" => has_word(line, "run") || has_word(line, "create"),
+        "ctr" => has_word(line, "run"),
         _ => false,
     };
-    (starts && line.contains("--privileged")).then(|| vec![("command", line)])
+    (starts && line.contains("--privileged")).then(|| vec![("command", line.to_owned())])
 }
 
 fn suspect_nohup(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
@@ -245,24 +245,22 @@ fn miner_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details>
 
 fn miner_execution(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     view.exec()?;
-    let line = view.lower_line.clone();
-    if let Some(flag) = lists.miner_flags.iter().find(|flag| line.contains(flag.as_str())) {
-        return one("marker", flag.clone());
+    if let Some(flag) = lists.miner_flag_matcher.find(&view.lower_line) {
+        return one("marker", flag);
     }
-    let pool = lists.miner_pools.iter().find(|pool| line.contains(pool.as_str()))?;
-    one("pool", pool.clone())
+    one("pool", lists.miner_pool_matcher.find(&view.lower_line)?)
 }
 
 fn image_build_on_node(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let second = event.argv.get(1).map(String::as_str).unwrap_or_default();
     let builds = match name {
         "docker" | "podman" | "nerdctl" => {
             second == "build"
-                || (second == "buildx" && has_word(&line, "build"))
-                || second == "image" && has_word(&line, "build")
+                || (second == "buildx" && has_word(line, "build"))
+                || second == "image" && has_word(line, "build")
         }
         "buildah" => ["bud", "build", "from"].contains(&second),
         "img" => second == "build",
@@ -270,7 +268,7 @@ fn image_build_on_node(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         "buildctl" => second == "build",
         _ => false,
     };
-    builds.then(|| vec![("command", line)])
+    builds.then(|| vec![("command", line.to_owned())])
 }
 
 fn known_ddos_toolkit(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
@@ -301,7 +299,7 @@ fn known_credential_access_tool(view: &NodeView<'_>, lists: &NodeLists) -> Optio
 
 fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let lower = line.to_lowercase();
     let markers = [
         ("${jndi:", "Log4Shell (CVE-2021-44228)"),
@@ -315,18 +313,18 @@ fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         ("cve-2019-5736", "runc escape (CVE-2019-5736)"),
     ];
     let (_, name) = markers.iter().find(|(marker, _)| lower.contains(marker))?;
-    Some(vec![("exploit", (*name).to_owned()), ("command", line)])
+    Some(vec![("exploit", (*name).to_owned()), ("command", line.to_owned())])
 }
 
 fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let agent_names = ["sandcat", "sandcat.go", "54ndc47", "sandcat.go-linux", "splunkd"];
     let named = agent_names.contains(&name) || agent_names.contains(&view.argv0.as_str());
     // sandcat's own flags; `splunkd` is its default disguise, so the name alone is not enough there.
     let flags = line.contains("-server ") && (line.contains("-group ") || line.contains("-paw "));
     let fetch = line.contains("/file/download") && line.contains("file:sandcat");
-    ((named && (flags || name != "splunkd")) || fetch).then(|| vec![("command", line)])
+    ((named && (flags || name != "splunkd")) || fetch).then(|| vec![("command", line.to_owned())])
 }
 
 fn container_ssh(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
@@ -338,7 +336,7 @@ fn container_ssh(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 fn suspect_password_change(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let pre_hashed = match name {
         "chpasswd" | "chgpasswd" => event.argv.iter().any(|a| a == "-e" || a == "--encrypted"),
         "usermod" => event.argv.iter().any(|a| a == "-p" || a == "--password"),
@@ -349,7 +347,7 @@ fn suspect_password_change(view: &NodeView<'_>, _: &NodeLists) -> Option<Details
         }
         _ => false,
     };
-    pre_hashed.then(|| vec![("command", line)])
+    pre_hashed.then(|| vec![("command", line.to_owned())])
 }
 
 fn is_loopback_or_private(host: &str) -> bool {
@@ -381,7 +379,7 @@ fn ssh_forward_hosts(argv: &[String]) -> Vec<String> {
 fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let forwards = match name {
         "ssh" => {
             let dynamic = event.argv.iter().any(|a| a == "-D" || a.starts_with("-D") && a.len() > 2);
@@ -395,13 +393,13 @@ fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details
         "rinetd" | "redir" | "gost" | "frpc" | "ngrok" => true,
         _ => false,
     };
-    forwards.then(|| vec![("command", line)])
+    forwards.then(|| vec![("command", line.to_owned())])
 }
 
 fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let socket_stdio = event.stdio.iter().take(2).any(|kind| kind == "socket");
     if is_shell(name) && socket_stdio {
         return Some(vec![
@@ -420,7 +418,7 @@ fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         || (name == "perl" && lower.contains("socket") && lower.contains("open(stdin"))
         || (name.starts_with("php") && lower.contains("fsockopen"))
         || (name == "ruby" && lower.contains("tcpsocket") && lower.contains("exec"));
-    one_liner.then(|| vec![("why", "reverse-shell one-liner".into()), ("command", line)])
+    one_liner.then(|| vec![("why", "reverse-shell one-liner".into()), ("command", line.to_owned())])
 }
 
 fn suspect_process_termination(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
@@ -516,8 +514,8 @@ fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details>
     if !is_shell(name) {
         return None;
     }
-    let line = view.line.clone();
-    let downloads = DOWNLOADERS.iter().any(|tool| has_word(&line, tool));
+    let line = view.line.as_str();
+    let downloads = DOWNLOADERS.iter().any(|tool| has_word(line, tool));
     if !downloads {
         return None;
     }
@@ -535,7 +533,7 @@ fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details>
             || after.contains(&format!(" {target}")) && after.contains("chmod")
             || SHELLS.iter().any(|shell| after.contains(&format!("{shell} {target}")))
     });
-    (piped || runs_target).then(|| vec![("command", line)])
+    (piped || runs_target).then(|| vec![("command", line.to_owned())])
 }
 
 // ---- files ----------------------------------------------------------------------------------------------------
@@ -556,11 +554,11 @@ fn history_file_cleared(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         return (cleared && is_history_file(path)).then(|| vec![("file", path.to_owned())]);
     }
     let name = view.exec()?;
-    let line = view.line.clone();
+    let line = view.line.as_str();
     let shell_clear = is_shell(name)
         && (line.contains("history -c") || line.contains("unset HISTFILE") || line.contains("HISTFILE=/dev/null"));
     let linked = name == "ln" && line.contains("/dev/null") && event.argv.iter().any(|a| is_history_file(a));
-    (shell_clear || linked).then(|| vec![("command", line)])
+    (shell_clear || linked).then(|| vec![("command", line.to_owned())])
 }
 
 const USER_ACTIVITY_LOGS: [&str; 10] = [

@@ -29,8 +29,34 @@ fn parse(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every list, entries lower-cased.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Substring search for many patterns at once (one pass over the text, not one per pattern).
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    patterns: Vec<String>,
+    automaton: Option<aho_corasick::AhoCorasick>,
+}
+
+impl Matcher {
+    fn new(patterns: &[String]) -> Self {
+        let automaton = aho_corasick::AhoCorasick::new(patterns).ok().filter(|_| !patterns.is_empty());
+        Self { patterns: patterns.to_vec(), automaton }
+    }
+
+    /// The first pattern (in list order of the leftmost match) found in `text`.
+    pub fn find(&self, text: &str) -> Option<&str> {
+        let found = self.automaton.as_ref()?.find(text)?;
+        Some(self.patterns[found.pattern().as_usize()].as_str())
+    }
+}
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Self::new(&[])
+    }
+}
+
+/// Every list, entries lower-cased, with matchers for the lists searched inside command lines.
+#[derive(Debug, Clone, Default)]
 pub struct NodeLists {
     pub miner_binaries: Vec<String>,
     pub miner_pools: Vec<String>,
@@ -43,6 +69,9 @@ pub struct NodeLists {
     pub security_processes: Vec<String>,
     pub malware_sources: Vec<String>,
     pub web_servers: Vec<String>,
+    /// `miner_flags` and `miner_pools` as matchers over a lower-cased command line.
+    pub miner_flag_matcher: Matcher,
+    pub miner_pool_matcher: Matcher,
 }
 
 impl NodeLists {
@@ -61,7 +90,7 @@ impl NodeLists {
         }
         let mut lists = lists.into_iter();
         let mut next = || lists.next().unwrap_or_default();
-        Ok(Self {
+        let mut built = Self {
             miner_binaries: next(),
             miner_pools: next(),
             miner_flags: next(),
@@ -73,7 +102,12 @@ impl NodeLists {
             security_processes: next(),
             malware_sources: next(),
             web_servers: next(),
-        })
+            miner_flag_matcher: Matcher::default(),
+            miner_pool_matcher: Matcher::default(),
+        };
+        built.miner_flag_matcher = Matcher::new(&built.miner_flags);
+        built.miner_pool_matcher = Matcher::new(&built.miner_pools);
+        Ok(built)
     }
 
     /// The shipped lists with every file present in `dir` taking the place of its shipped twin.
