@@ -149,7 +149,7 @@ fn namespace_creation(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 
 fn timer_service_disabled(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(line, verb));
     (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line.to_owned())])
 }
@@ -170,7 +170,7 @@ const ESCAPE_CAPABILITIES: i64 = (1 << 21) | (1 << 19) | (1 << 16);
 fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let runtimes = ["docker", "podman", "nerdctl", "crictl"];
     if runtimes.contains(&name) && has_word(line, "exec") && line.contains("--privileged") {
         return one("command", line.to_owned());
@@ -185,7 +185,7 @@ fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Opti
 
 fn privileged_container_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let starts = match name {
         "docker" | "podman" | "nerdctl" => has_word(line, "run") || has_word(line, "create"),
         "ctr" => has_word(line, "run"),
@@ -228,7 +228,7 @@ fn suspect_user_addition(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> 
     if name != "usermod" && event.in_container {
         reasons.push("in a container");
     }
-    (!reasons.is_empty()).then(|| vec![("why", reasons.join(", ")), ("command", view.line.clone())])
+    (!reasons.is_empty()).then(|| vec![("why", reasons.join(", ")), ("command", view.line().to_owned())])
 }
 
 fn digital_currency_mining(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
@@ -245,16 +245,16 @@ fn miner_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details>
 
 fn miner_execution(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     view.exec()?;
-    if let Some(flag) = lists.miner_flag_matcher.find(&view.lower_line) {
+    if let Some(flag) = lists.miner_flag_matcher.find(view.lower_line()) {
         return one("marker", flag);
     }
-    one("pool", lists.miner_pool_matcher.find(&view.lower_line)?)
+    one("pool", lists.miner_pool_matcher.find(view.lower_line())?)
 }
 
 fn image_build_on_node(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let second = event.argv.get(1).map(String::as_str).unwrap_or_default();
     let builds = match name {
         "docker" | "podman" | "nerdctl" => {
@@ -299,8 +299,8 @@ fn known_credential_access_tool(view: &NodeView<'_>, lists: &NodeLists) -> Optio
 
 fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     view.exec()?;
-    let line = view.line.as_str();
-    let lower = line.to_lowercase();
+    let line = view.line();
+    let lower = view.lower_line();
     let markers = [
         ("${jndi:", "Log4Shell (CVE-2021-44228)"),
         ("() { :;};", "Shellshock (CVE-2014-6271)"),
@@ -318,7 +318,7 @@ fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 
 fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let agent_names = ["sandcat", "sandcat.go", "54ndc47", "sandcat.go-linux", "splunkd"];
     let named = agent_names.contains(&name) || agent_names.contains(&view.argv0.as_str());
     // sandcat's own flags; `splunkd` is its default disguise, so the name alone is not enough there.
@@ -336,7 +336,7 @@ fn container_ssh(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 fn suspect_password_change(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let pre_hashed = match name {
         "chpasswd" | "chgpasswd" => event.argv.iter().any(|a| a == "-e" || a == "--encrypted"),
         "usermod" => event.argv.iter().any(|a| a == "-p" || a == "--password"),
@@ -379,14 +379,14 @@ fn ssh_forward_hosts(argv: &[String]) -> Vec<String> {
 fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let forwards = match name {
         "ssh" => {
             let dynamic = event.argv.iter().any(|a| a == "-D" || a.starts_with("-D") && a.len() > 2);
             dynamic || ssh_forward_hosts(&event.argv).iter().any(|host| !is_loopback_or_private(host))
         }
         "socat" => {
-            let lower = line.to_lowercase();
+            let lower = view.lower_line();
             lower.contains("tcp-listen:") && lower.matches("tcp").count() >= 2 && !lower.contains("exec:")
         }
         "iptables" | "iptables-nft" | "iptables-legacy" | "nft" => line.contains("DNAT") || line.contains("dnat"),
@@ -399,7 +399,7 @@ fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details
 fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let socket_stdio = event.stdio.iter().take(2).any(|kind| kind == "socket");
     if is_shell(name) && socket_stdio {
         return Some(vec![
@@ -407,7 +407,7 @@ fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
             ("stdio", event.stdio.join(",")),
         ]);
     }
-    let lower = line.to_lowercase();
+    let lower = view.lower_line();
     let one_liner = (is_shell(name) && (lower.contains("/dev/tcp/") || lower.contains("/dev/udp/")))
         || (["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"].contains(&name)
             && event.argv.iter().any(|a| a == "-e" || a == "-c" || a.starts_with("--exec") || a == "--sh-exec"))
@@ -442,7 +442,7 @@ fn suspect_process_termination(view: &NodeView<'_>, lists: &NodeLists) -> Option
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .find(|a| listed(&lists.security_processes, &a.to_lowercase()))?;
-    Some(vec![("target", target.clone()), ("command", view.line.clone())])
+    Some(vec![("target", target.clone()), ("command", view.line().to_owned())])
 }
 
 // ---- downloads ------------------------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ fn suspect_download_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Deta
     if let Some(target) = download_targets(&event.argv).into_iter().find(|t| is_dropper_target(t)) {
         reasons.push(format!("to a temporary or hidden path ({target})"));
     }
-    (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", view.line.clone())])
+    (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", view.line().to_owned())])
 }
 
 fn miner_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
@@ -514,7 +514,7 @@ fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details>
     if !is_shell(name) {
         return None;
     }
-    let line = view.line.as_str();
+    let line = view.line();
     let downloads = DOWNLOADERS.iter().any(|tool| has_word(line, tool));
     if !downloads {
         return None;
@@ -554,7 +554,7 @@ fn history_file_cleared(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         return (cleared && is_history_file(path)).then(|| vec![("file", path.to_owned())]);
     }
     let name = view.exec()?;
-    let line = view.line.as_str();
+    let line = view.line();
     let shell_clear = is_shell(name)
         && (line.contains("history -c") || line.contains("unset HISTFILE") || line.contains("HISTFILE=/dev/null"));
     let linked = name == "ln" && line.contains("/dev/null") && event.argv.iter().any(|a| is_history_file(a));
@@ -585,7 +585,7 @@ fn system_log_removal(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         return None;
     }
     let path = event.argv.iter().skip(1).find(|a| USER_ACTIVITY_LOGS.contains(&a.as_str()))?;
-    Some(vec![("file", path.clone()), ("command", view.line.clone())])
+    Some(vec![("file", path.clone()), ("command", view.line().to_owned())])
 }
 
 fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
@@ -619,7 +619,7 @@ fn timestamp_tampering(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let sets_time = event.argv.iter().skip(1).any(|a| {
         ["-r", "-t", "-d", "--reference", "--date"].iter().any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
     });
-    sets_time.then(|| vec![("command", view.line.clone())])
+    sets_time.then(|| vec![("command", view.line().to_owned())])
 }
 
 const KUBECONFIGS: [&str; 6] = [
@@ -767,5 +767,5 @@ fn webshell(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
         return None;
     }
     let suspicious = is_shell(name) || listed(&lists.recon_commands, name) || is_downloader(name);
-    suspicious.then(|| vec![("web server", parent), ("command", view.line.clone())])
+    suspicious.then(|| vec![("web server", parent), ("command", view.line().to_owned())])
 }

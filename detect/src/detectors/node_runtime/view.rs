@@ -1,6 +1,8 @@
 //! What the node rules ask of a `NodeEvent`: the executable's name, the command line, the parent, the URLs in the
 //! arguments. Names are basenames, lower-cased.
 
+use std::cell::OnceCell;
+
 use palisade_schemas::{NodeEvent, NodeEventKind};
 
 pub fn basename(path: &str) -> &str {
@@ -109,24 +111,40 @@ pub fn is_dropper_target(path: &str) -> bool {
     hidden || temp && !benign.iter().any(|extension| path.ends_with(extension))
 }
 
-/// What every rule asks of one event, computed once per event.
+/// What every rule asks of one event, computed at most once per event. The command lines are made on first use:
+/// most node events are file opens and connects, whose rules never read them.
 pub struct NodeView<'a> {
     pub event: &'a NodeEvent,
     /// The process name (see `process_name`).
     pub name: String,
     pub argv0: String,
-    pub line: String,
-    pub lower_line: String,
+    line: OnceCell<String>,
+    lower_line: OnceCell<String>,
 }
 
 impl<'a> NodeView<'a> {
     pub fn new(event: &'a NodeEvent) -> Self {
-        let line = command_line(event);
-        Self { name: process_name(event), argv0: argv0_name(event), lower_line: line.to_lowercase(), line, event }
+        Self {
+            name: process_name(event),
+            argv0: argv0_name(event),
+            line: OnceCell::new(),
+            lower_line: OnceCell::new(),
+            event,
+        }
     }
 
     /// The process name, for an exec event.
     pub fn exec(&self) -> Option<&str> {
         (self.event.kind == NodeEventKind::Exec).then_some(self.name.as_str())
+    }
+
+    /// The arguments joined by spaces.
+    pub fn line(&self) -> &str {
+        self.line.get_or_init(|| command_line(self.event))
+    }
+
+    /// `line`, lower-cased.
+    pub fn lower_line(&self) -> &str {
+        self.lower_line.get_or_init(|| self.line().to_lowercase())
     }
 }
