@@ -215,9 +215,15 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         .filter_map(|a| a["details"]["signature"].as_str())
         .collect();
     assert!(hunter.iter().any(|s| s.starts_with("probe namespace")), "{hunter:?}");
-    assert!(hunter.iter().any(|s| s.starts_with("probe pod")), "{hunter:?}");
-    // The JSON-patch probe is about the same entity (type, namespace, user) within the dedup window: it folds into
-    // the probe pod's alert, which is sent again with count 2.
+    // The probe pod and the JSON-patch probe are about the same entity (type, namespace, user) within the dedup
+    // window: they fold into one alert, sent again with count 2. Which of the two is the group's first (and so gives
+    // the signature) depends on the order the API server hands its audit events over, which is not the order of the
+    // requests when it is busy: either is right, nothing else is.
+    assert!(hunter.iter().any(|s| s.starts_with("probe pod") || s.starts_with("JSON patch")), "{hunter:?}");
+    assert!(
+        hunter.iter().all(|s| ["probe namespace", "probe pod", "JSON patch"].iter().any(|p| s.starts_with(p))),
+        "{hunter:?}"
+    );
     let folded = alerts
         .iter()
         .filter(|a| a["alert_type"] == "K8S_PenTestToolsKubeHunter" && a["namespace"] == ns.as_str())
