@@ -33,6 +33,9 @@ pub struct DetectConfig {
     /// Windows of the windowed node detectors (recon burst, download then run).
     #[serde(default)]
     pub windows: crate::windowed::WindowConfig,
+    /// Learning of the baselines (service accounts, kube-system workloads, cloud identities).
+    #[serde(default)]
+    pub baselines: crate::detectors::baselines::BaselinesConfig,
     /// File the windowed detectors' state is checkpointed to (and restored from at start); absent = not kept
     /// across restarts.
     #[serde(default)]
@@ -59,6 +62,7 @@ impl Default for DetectConfig {
             node_lists_dir: None,
             node_lists_reload_secs: default_proxy_list_reload_secs(),
             windows: crate::windowed::WindowConfig::default(),
+            baselines: crate::detectors::baselines::BaselinesConfig::default(),
             state_path: None,
             checkpoint_secs: default_checkpoint_secs(),
         }

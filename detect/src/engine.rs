@@ -60,12 +60,12 @@ pub trait StatelessDetector: Send + Sync {
     }
 }
 
-/// Node events between two expiries of the windows' state.
+/// Events between two expiries of the windows' state.
 const EXPIRE_EVERY_EVENTS: u64 = 4096;
 
 struct Windows {
     detectors: Vec<Box<dyn WindowedDetector>>,
-    /// Newest node event time seen: the clock the windows expire by.
+    /// Newest event time seen: the clock the windows expire by.
     watermark_ms: i64,
     since_expiry: u64,
 }
@@ -117,22 +117,27 @@ impl Engine {
                 Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
             }
         }
-        if let Event::Node(node) = event {
-            let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            windows.watermark_ms = windows.watermark_ms.max(node.timestamp_ms);
-            for detector in &mut windows.detectors {
-                let meta = detector.meta();
+        let event_ms = match event {
+            Event::Node(node) => node.timestamp_ms,
+            Event::Audit(audit) => audit.stage_ms,
+            Event::Cloud(cloud) => cloud.timestamp_ms,
+        };
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.watermark_ms = windows.watermark_ms.max(event_ms);
+        for detector in &mut windows.detectors {
+            if detector.meta().source != event.source() {
+                continue;
+            }
+            for (meta, finding) in detector.observe_all(event) {
                 let Some(rule) = self.rule(meta) else { continue };
-                for finding in detector.observe(event) {
-                    Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
-                }
+                Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
             }
-            windows.since_expiry += 1;
-            if windows.since_expiry >= EXPIRE_EVERY_EVENTS {
-                windows.since_expiry = 0;
-                let now = windows.watermark_ms;
-                windows.detectors.iter_mut().for_each(|detector| detector.expire(now));
-            }
+        }
+        windows.since_expiry += 1;
+        if windows.since_expiry >= EXPIRE_EVERY_EVENTS {
+            windows.since_expiry = 0;
+            let now = windows.watermark_ms;
+            windows.detectors.iter_mut().for_each(|detector| detector.expire(now));
         }
         out
     }
@@ -158,6 +163,12 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Each baseline's learning state, by alert type.
+    pub fn learning_states(&self) -> Vec<(&'static str, crate::baseline::LearningState)> {
+        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.detectors.iter().filter_map(|d| d.learning().map(|state| (d.meta().id, state))).collect()
     }
 
     /// Keys held by each windowed detector.

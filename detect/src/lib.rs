@@ -2,6 +2,7 @@
 //! the engine that runs them over events. Pure: no Kafka, HTTP or Elasticsearch; the pipeline crate feeds it
 //! decoded events and publishes what it returns.
 
+pub mod baseline;
 pub mod catalogue;
 pub mod config;
 pub mod detectors;

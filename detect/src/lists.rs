@@ -3,15 +3,17 @@
 
 use std::sync::LazyLock;
 
-fn parse(text: &str) -> Vec<String> {
+/// Entries of a shipped list file: one per line, blank lines and `#` comments skipped.
+pub fn parse_list(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
 }
 
-pub static MINER_IMAGES: LazyLock<Vec<String>> =
-    LazyLock::new(|| parse(include_str!("../data/miner_images.txt")).into_iter().map(|s| s.to_lowercase()).collect());
+pub static MINER_IMAGES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    parse_list(include_str!("../data/miner_images.txt")).into_iter().map(|s| s.to_lowercase()).collect()
+});
 
 pub static SENSITIVE_HOST_PATHS: LazyLock<Vec<String>> =
-    LazyLock::new(|| parse(include_str!("../data/sensitive_host_paths.txt")));
+    LazyLock::new(|| parse_list(include_str!("../data/sensitive_host_paths.txt")));
 
 /// Repository name of an image reference without registry, tag or digest: `ghcr.io/a/xmrig:6.21@sha256:..` →
 /// `a/xmrig`.

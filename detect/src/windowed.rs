@@ -11,6 +11,22 @@ pub trait WindowedDetector: Send {
     fn meta(&self) -> &'static AlertTypeMeta;
     /// Findings this event completes.
     fn observe(&mut self, event: &Event<'_>) -> Vec<Finding>;
+
+    /// Every alert type this detector raises (a join over one table may raise several).
+    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
+        vec![self.meta()]
+    }
+
+    /// Findings with the alert type each is of. The engine checks each type's rule (enabled, exceptions) after.
+    fn observe_all(&mut self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
+        let meta = self.meta();
+        self.observe(event).into_iter().map(|finding| (meta, finding)).collect()
+    }
+
+    /// For a baseline: how many keys are learning and how many are past their learning period.
+    fn learning(&self) -> Option<crate::baseline::LearningState> {
+        None
+    }
     /// Drops state that no event inside the lateness bound can extend any more.
     fn expire(&mut self, now_ms: i64);
     fn snapshot(&self) -> Value;

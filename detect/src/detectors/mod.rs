@@ -1,6 +1,8 @@
 //! One module per alert type or family, each with its tests.
 
 pub mod audit_object;
+pub mod baselines;
+pub mod cluster_state;
 pub mod control_plane_config;
 pub mod delete_events;
 pub mod eicar;

@@ -2,6 +2,8 @@
 //! Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob), and lists its
 //! containers, init containers and ephemeral containers.
 
+use std::collections::BTreeMap;
+
 use palisade_schemas::AuditEvent;
 use serde_json::Value;
 
@@ -11,6 +13,11 @@ pub struct PodTemplate {
     /// `Kind/name` of the object that carries the template.
     pub workload: String,
     pub namespace: Option<String>,
+    /// The workload's name without what controllers add (a pod-template hash, a generated suffix, an ordinal, a
+    /// schedule time): a Deployment and its ReplicaSets and Pods share it.
+    pub base_name: String,
+    /// The labels its pods carry.
+    pub labels: BTreeMap<String, String>,
     pub spec: Value,
 }
 
@@ -85,13 +92,54 @@ pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .or_else(|| event.namespace.clone());
-    let spec = match kind {
-        "Pod" => object.get("spec"),
-        "CronJob" => object.pointer("/spec/jobTemplate/spec/template/spec"),
-        _ => object.pointer("/spec/template/spec"),
-    }?
-    .clone();
-    Some(PodTemplate { workload: format!("{kind}/{name}"), namespace, spec })
+    let (spec, labels) = match kind {
+        "Pod" => ("/spec", "/metadata/labels"),
+        "CronJob" => ("/spec/jobTemplate/spec/template/spec", "/spec/jobTemplate/spec/template/metadata/labels"),
+        _ => ("/spec/template/spec", "/spec/template/metadata/labels"),
+    };
+    let spec = object.pointer(spec)?.clone();
+    let labels: BTreeMap<String, String> = object
+        .pointer(labels)
+        .and_then(Value::as_object)
+        .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default();
+    let base_name = base_name(&object, name, &labels);
+    Some(PodTemplate { workload: format!("{kind}/{name}"), namespace, base_name, labels, spec })
+}
+
+/// `coredns-5d78c9869d-x7x2p` (with `pod-template-hash: 5d78c9869d`) → `coredns`; `kube-proxy-8xk2q` (generated)
+/// → `kube-proxy`; `etcd-0` of a StatefulSet → `etcd`; `backup-28345120` of a CronJob → `backup`.
+fn base_name(object: &Value, name: &str, labels: &BTreeMap<String, String>) -> String {
+    let generated = object.pointer("/metadata/generateName").and_then(Value::as_str).filter(|g| !g.is_empty());
+    let mut base = match generated {
+        Some(prefix) => prefix.trim_end_matches('-'),
+        None => name,
+    };
+    if let Some(hash) = labels.get("pod-template-hash") {
+        base = base.strip_suffix(hash.as_str()).and_then(|b| b.strip_suffix('-')).unwrap_or(base);
+    }
+    let owner_kinds: Vec<&str> = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|owners| owners.iter().filter_map(|o| o.get("kind").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    let numbered = owner_kinds.iter().any(|k| matches!(*k, "StatefulSet" | "CronJob" | "Job"));
+    if numbered
+        && let Some((head, tail)) = base.rsplit_once('-')
+        && !tail.is_empty()
+        && tail.bytes().all(|b| b.is_ascii_digit())
+    {
+        base = head;
+    }
+    // A Job's pod: the Job's name may itself be a CronJob's `name-<schedule time>`.
+    if owner_kinds.contains(&"Job")
+        && let Some((head, tail)) = base.rsplit_once('-')
+        && tail.len() >= 8
+        && tail.bytes().all(|b| b.is_ascii_digit())
+    {
+        base = head;
+    }
+    base.to_owned()
 }
 
 impl PodTemplate {

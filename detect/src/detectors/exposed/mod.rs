@@ -1,6 +1,6 @@
 //! Services of type LoadBalancer that put a sensitive application on the internet. These decide from the
-//! Service alone (name, labels, selector, ports); the join with the pods it selects (cluster state) is the part
-//! of the catalogue's `join` kind still to come, as are K8S_ExposedKubeflow and K8S_ExposedPostgresTrustAuth.
+//! Service alone (name, labels, selector, ports); the joins with the pods it selects (K8S_ExposedKubeflow,
+//! K8S_ExposedPostgresTrustAuth) are in `cluster_state`.
 
 mod detector;
 #[cfg(test)]

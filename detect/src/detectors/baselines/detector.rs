@@ -1,0 +1,283 @@
+use std::sync::LazyLock;
+
+use palisade_schemas::AuditEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::baseline::{BaselineConfig, LearningState, Profiles, Verdict};
+use crate::detectors::pod_spec::changed_pod_template;
+use crate::engine::{Event, Finding};
+use crate::lists::{image_repository, parse_list};
+use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::windowed::WindowedDetector;
+
+const SA_RARE: &AlertTypeMeta = catalogue_entry("K8S_ServiceAccountRareOperation");
+const KUBE_SYSTEM: &AlertTypeMeta = catalogue_entry("K8S_KubeSystemContainer");
+const ABNORMAL_MI: &AlertTypeMeta = catalogue_entry("K8S_AbnormalMiActivity");
+
+static SHIPPED_KUBE_SYSTEM_WORKLOADS: LazyLock<Vec<String>> =
+    LazyLock::new(|| parse_list(include_str!("../../../data/kube_system_workloads.txt")));
+
+/// Settings of the three baselines.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselinesConfig {
+    /// K8S_ServiceAccountRareOperation: learning per service account.
+    #[serde(default)]
+    pub service_accounts: BaselineConfig,
+    /// K8S_KubeSystemContainer: learning of kube-system's workloads, per cluster.
+    #[serde(default)]
+    pub kube_system: BaselineConfig,
+    /// Workload base names (trailing `*` for a prefix) allowed in kube-system besides the shipped list.
+    #[serde(default)]
+    pub kube_system_allow: Vec<String>,
+    /// K8S_AbnormalMiActivity: learning per cloud identity.
+    #[serde(default)]
+    pub cloud_identities: BaselineConfig,
+    /// Cloud identity types that cluster add-ons use, as the cloud reader names them; other identities (people,
+    /// plain roles) are not profiled.
+    #[serde(default = "default_identity_types")]
+    pub cloud_identity_types: Vec<String>,
+}
+
+fn default_identity_types() -> Vec<String> {
+    ["ManagedIdentity", "WebIdentity", "PodIdentity"].map(str::to_owned).to_vec()
+}
+
+impl Default for BaselinesConfig {
+    fn default() -> Self {
+        Self {
+            service_accounts: BaselineConfig::default(),
+            kube_system: BaselineConfig::default(),
+            kube_system_allow: Vec::new(),
+            cloud_identities: BaselineConfig::default(),
+            cloud_identity_types: default_identity_types(),
+        }
+    }
+}
+
+fn new_operation_details(finding: &mut Finding, learned_since_ms: i64, known_operations: usize) {
+    finding.details.insert("learned_since_ms".into(), learned_since_ms.to_string());
+    finding.details.insert("known_operations".into(), known_operations.to_string());
+}
+
+/// `get core/pods own-namespace`, `list rbac.authorization.k8s.io/clusterroles cluster`,
+/// `create core/pods/exec other-namespace`: what a service account did, without the object's name.
+pub fn service_account_operation(event: &AuditEvent, own_namespace: &str) -> Option<String> {
+    let resource = event.resource.as_deref()?;
+    let group = event.api_group.as_deref().filter(|g| !g.is_empty()).unwrap_or("core");
+    let subresource = event.subresource.as_deref().map(|s| format!("/{s}")).unwrap_or_default();
+    let scope = match event.namespace.as_deref() {
+        None => "cluster",
+        Some(namespace) if namespace == own_namespace => "own-namespace",
+        Some(_) => "other-namespace",
+    };
+    Some(format!("{} {group}/{resource}{subresource} {scope}", event.verb))
+}
+
+/// K8S_ServiceAccountRareOperation: a service account's operation (verb, resource, subresource, namespace scope)
+/// it did not perform during its learning period. Requests are counted whether or not they were allowed: a
+/// forbidden attempt is as telling as a successful one.
+pub struct ServiceAccountRareOperation {
+    profiles: Profiles,
+}
+
+impl ServiceAccountRareOperation {
+    pub fn new(config: BaselineConfig) -> Self {
+        Self { profiles: Profiles::new(config) }
+    }
+}
+
+impl WindowedDetector for ServiceAccountRareOperation {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        SA_RARE
+    }
+
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Audit(audit) = event else { return Vec::new() };
+        if audit.stage != "ResponseComplete" {
+            return Vec::new();
+        }
+        let Some(account) = audit.username.strip_prefix("system:serviceaccount:") else { return Vec::new() };
+        let own_namespace = account.split(':').next().unwrap_or_default();
+        let Some(operation) = service_account_operation(audit, own_namespace) else { return Vec::new() };
+        let key = format!("{}/{account}", audit.cluster);
+        let Verdict::New { learned_since_ms, known_operations } =
+            self.profiles.observe(&key, &operation, audit.stage_ms)
+        else {
+            return Vec::new();
+        };
+        let mut finding = Finding { subject: operation.clone(), ..Finding::default() };
+        finding.details.insert("service_account".into(), account.to_owned());
+        finding.details.insert("operation".into(), operation);
+        if let Some(code) = audit.response_code {
+            finding.details.insert("response_code".into(), code.to_string());
+        }
+        new_operation_details(&mut finding, learned_since_ms, known_operations);
+        vec![finding]
+    }
+
+    fn expire(&mut self, _now_ms: i64) {}
+
+    fn snapshot(&self) -> Value {
+        self.profiles.snapshot()
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), String> {
+        self.profiles.restore(state)
+    }
+
+    fn keys(&self) -> usize {
+        self.profiles.keys()
+    }
+
+    fn learning(&self) -> Option<LearningState> {
+        Some(self.profiles.learning_state())
+    }
+}
+
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// K8S_KubeSystemContainer: a container of a kube-system workload that is neither on the allow-list nor among
+/// the workloads learned there. A container is its workload's base name, its name and its image repository, so a
+/// version upgrade is not new but a known name running another image is.
+pub struct KubeSystemContainer {
+    profiles: Profiles,
+    allow: Vec<String>,
+}
+
+impl KubeSystemContainer {
+    pub fn new(config: &BaselinesConfig) -> Self {
+        let mut allow = SHIPPED_KUBE_SYSTEM_WORKLOADS.clone();
+        allow.extend(config.kube_system_allow.iter().cloned());
+        Self { profiles: Profiles::new(config.kube_system), allow }
+    }
+}
+
+impl WindowedDetector for KubeSystemContainer {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        KUBE_SYSTEM
+    }
+
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Audit(audit) = event else { return Vec::new() };
+        if audit.namespace.as_deref() != Some("kube-system") {
+            return Vec::new();
+        }
+        let Some(template) = changed_pod_template(audit) else { return Vec::new() };
+        let allowed = self.allow.iter().any(|pattern| glob_matches(pattern, &template.base_name));
+        let key = format!("{}/kube-system", audit.cluster);
+        let mut findings = Vec::new();
+        for container in template.containers() {
+            let repository = container.image.map(image_repository).unwrap_or("?");
+            let operation = format!("{}/{}@{repository}", template.base_name, container.name);
+            let verdict = self.profiles.observe(&key, &operation, audit.stage_ms);
+            let Verdict::New { learned_since_ms, known_operations } = verdict else { continue };
+            if allowed {
+                continue;
+            }
+            let mut finding = Finding {
+                subject: format!("{}/{}", template.workload, container.name),
+                namespace: Some("kube-system".into()),
+                workload: Some(template.workload.clone()),
+                image: container.image.map(str::to_owned),
+                ..Finding::default()
+            };
+            finding.details.insert("container".into(), container.name.to_owned());
+            finding.details.insert("container_list".into(), container.list.to_owned());
+            finding.details.insert("base_workload".into(), template.base_name.clone());
+            new_operation_details(&mut finding, learned_since_ms, known_operations);
+            findings.push(finding);
+        }
+        findings
+    }
+
+    fn expire(&mut self, _now_ms: i64) {}
+
+    fn snapshot(&self) -> Value {
+        self.profiles.snapshot()
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), String> {
+        self.profiles.restore(state)
+    }
+
+    fn keys(&self) -> usize {
+        self.profiles.keys()
+    }
+
+    fn learning(&self) -> Option<LearningState> {
+        Some(self.profiles.learning_state())
+    }
+}
+
+/// K8S_AbnormalMiActivity: a cloud identity of a type add-ons use (managed identity, web-identity or pod-identity
+/// role) performs a cloud operation it did not perform during its learning period.
+pub struct AbnormalMiActivity {
+    profiles: Profiles,
+    identity_types: Vec<String>,
+}
+
+impl AbnormalMiActivity {
+    pub fn new(config: &BaselinesConfig) -> Self {
+        let identity_types = config.cloud_identity_types.iter().map(|t| t.to_lowercase()).collect();
+        Self { profiles: Profiles::new(config.cloud_identities), identity_types }
+    }
+}
+
+impl WindowedDetector for AbnormalMiActivity {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        ABNORMAL_MI
+    }
+
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Cloud(cloud) = event else { return Vec::new() };
+        let Some(identity_type) = cloud.identity_type.as_deref() else { return Vec::new() };
+        if !self.identity_types.contains(&identity_type.to_lowercase()) {
+            return Vec::new();
+        }
+        let key = format!("{}/{}", cloud.provider, cloud.identity);
+        let operation = cloud.operation.to_lowercase();
+        let Verdict::New { learned_since_ms, known_operations } =
+            self.profiles.observe(&key, &operation, cloud.timestamp_ms)
+        else {
+            return Vec::new();
+        };
+        let mut finding = Finding { subject: operation, ..Finding::default() };
+        finding.details.insert("provider".into(), cloud.provider.clone());
+        finding.details.insert("identity".into(), cloud.identity.clone());
+        finding.details.insert("identity_type".into(), identity_type.to_owned());
+        finding.details.insert("operation".into(), cloud.operation.clone());
+        if let Some(resource) = &cloud.resource {
+            finding.details.insert("resource".into(), resource.clone());
+        }
+        if let Some(result) = &cloud.result {
+            finding.details.insert("result".into(), result.clone());
+        }
+        new_operation_details(&mut finding, learned_since_ms, known_operations);
+        vec![finding]
+    }
+
+    fn expire(&mut self, _now_ms: i64) {}
+
+    fn snapshot(&self) -> Value {
+        self.profiles.snapshot()
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), String> {
+        self.profiles.restore(state)
+    }
+
+    fn keys(&self) -> usize {
+        self.profiles.keys()
+    }
+
+    fn learning(&self) -> Option<LearningState> {
+        Some(self.profiles.learning_state())
+    }
+}

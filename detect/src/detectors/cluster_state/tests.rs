@@ -1,0 +1,146 @@
+use palisade_schemas::AuditEvent;
+use serde_json::{Value, json};
+
+use super::ClusterJoins;
+use super::detector::hba_trusts_network;
+use crate::engine::Event;
+use crate::windowed::WindowedDetector;
+
+fn event(verb: &str, resource: &str, namespace: Option<&str>, name: &str, object: Option<Value>, n: u32) -> AuditEvent {
+    let mut event = json!({"kind": "Event", "auditID": format!("a{n}"), "stage": "ResponseComplete", "verb": verb,
+        "requestURI": "/api", "user": {"username": "dev"},
+        "objectRef": {"resource": resource, "name": name}, "responseStatus": {"code": 201},
+        "stageTimestamp": format!("2026-11-27T10:00:{:02}Z", n % 60)});
+    if let Some(namespace) = namespace {
+        event["objectRef"]["namespace"] = json!(namespace);
+    }
+    if resource == "deployments" {
+        event["objectRef"]["apiGroup"] = json!("apps");
+    }
+    if let Some(object) = object {
+        event["requestObject"] = object;
+    }
+    AuditEvent::from_k8s_json(&event, "c").unwrap()
+}
+
+fn service(namespace: &str, name: &str, kind: &str, port: i64, selector: Value, n: u32) -> AuditEvent {
+    let object = json!({"kind": "Service", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"type": kind, "ports": [{"port": port}], "selector": selector}});
+    event("create", "services", Some(namespace), name, Some(object), n)
+}
+
+fn postgres(namespace: &str, name: &str, env: Value, volumes: Value, n: u32) -> AuditEvent {
+    let object = json!({"kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"template": {"metadata": {"labels": {"app": name}},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16", "env": env}], "volumes": volumes}}}});
+    event("create", "deployments", Some(namespace), name, Some(object), n)
+}
+
+fn fired(joins: &mut ClusterJoins, event: &AuditEvent) -> Vec<(&'static str, String)> {
+    joins
+        .observe_all(&Event::Audit(event))
+        .into_iter()
+        .map(|(meta, f)| (meta.id, f.details["reason"].clone()))
+        .collect()
+}
+
+fn fired_types(joins: &mut ClusterJoins, event: &AuditEvent) -> Vec<&'static str> {
+    joins.observe_all(&Event::Audit(event)).into_iter().map(|(meta, _)| meta.id).collect()
+}
+
+const TRUST_ENV: &str = "POSTGRES_HOST_AUTH_METHOD";
+
+#[test]
+fn postgres_trust_fires_on_whichever_of_service_and_pods_comes_second() {
+    // Pods first, then the Service.
+    let mut joins = ClusterJoins::new();
+    let env = json!([{"name": TRUST_ENV, "value": "trust"}]);
+    assert!(fired(&mut joins, &postgres("db", "pg", env.clone(), json!([]), 1)).is_empty());
+    let found = fired(&mut joins, &service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 2));
+    assert_eq!(found, vec![("K8S_ExposedPostgresTrustAuth", format!("{TRUST_ENV}=trust in the pod template"))]);
+    // Once: another change to the same pods does not fire again.
+    assert!(fired(&mut joins, &postgres("db", "pg", env.clone(), json!([]), 3)).is_empty());
+
+    // The Service first, then the pods.
+    let mut joins = ClusterJoins::new();
+    assert!(fired(&mut joins, &service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 1)).is_empty());
+    assert_eq!(fired(&mut joins, &postgres("db", "pg", env, json!([]), 2)).len(), 1);
+}
+
+#[test]
+fn postgres_look_alikes_do_not_fire() {
+    let mut joins = ClusterJoins::new();
+    let trust = json!([{"name": TRUST_ENV, "value": "trust"}]);
+    let password = json!([{"name": TRUST_ENV, "value": "scram-sha-256"}]);
+    fired(&mut joins, &postgres("db", "pg", trust.clone(), json!([]), 1));
+    fired(&mut joins, &postgres("db", "safe", password, json!([]), 2));
+    // Internal only; selects other pods; another namespace; a password-protected database.
+    assert!(fired(&mut joins, &service("db", "internal", "ClusterIP", 5432, json!({"app": "pg"}), 3)).is_empty());
+    assert!(fired(&mut joins, &service("db", "web", "LoadBalancer", 80, json!({"app": "web"}), 4)).is_empty());
+    assert!(fired(&mut joins, &service("other", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 5)).is_empty());
+    assert!(fired(&mut joins, &service("db", "safe", "LoadBalancer", 5432, json!({"app": "safe"}), 6)).is_empty());
+}
+
+#[test]
+fn trust_from_a_configmap_fires_when_the_configmap_arrives_last() {
+    let mut joins = ClusterJoins::new();
+    let volumes = json!([{"name": "hba", "configMap": {"name": "pg-hba"}}]);
+    fired(&mut joins, &postgres("db", "pg", json!([]), volumes, 1));
+    assert!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 2)).is_empty());
+    let hba = json!({"kind": "ConfigMap", "metadata": {"name": "pg-hba"},
+        "data": {"pg_hba.conf": "local all all peer\nhost all all 0.0.0.0/0 trust\n"}});
+    let found = fired(&mut joins, &event("create", "configmaps", Some("db"), "pg-hba", Some(hba), 3));
+    assert_eq!(found.len(), 1);
+    assert!(found[0].1.contains("ConfigMap pg-hba"), "{found:?}");
+    // The exposure goes away with the Service, and a new one fires again.
+    fired(&mut joins, &event("delete", "services", Some("db"), "pg", None, 4));
+    assert_eq!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 5)).len(), 1);
+}
+
+#[test]
+fn pg_hba_lines() {
+    assert!(hba_trusts_network("host all all 0.0.0.0/0 trust"));
+    assert!(hba_trusts_network("hostssl all all 10.0.0.0 255.0.0.0 trust"));
+    assert!(!hba_trusts_network("local all all trust"), "a local socket is not the network");
+    assert!(!hba_trusts_network("host all all 0.0.0.0/0 scram-sha-256"));
+    assert!(!hba_trusts_network("# host all all 0.0.0.0/0 trust"));
+}
+
+fn gateway(kind: &str, n: u32) -> AuditEvent {
+    let object = json!({"kind": "Service", "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system",
+        "labels": {"app": "istio-ingressgateway", "istio": "ingressgateway"}},
+        "spec": {"type": kind, "ports": [{"port": 80}, {"port": 443}], "selector": {"istio": "ingressgateway"}}});
+    event("create", "services", Some("istio-system"), "istio-ingressgateway", Some(object), n)
+}
+
+fn namespace(name: &str, n: u32) -> AuditEvent {
+    event("create", "namespaces", None, name, Some(json!({"kind": "Namespace", "metadata": {"name": name}})), n)
+}
+
+#[test]
+fn kubeflow_fires_when_the_gateway_is_public_in_a_cluster_that_runs_it() {
+    let mut joins = ClusterJoins::new();
+    assert!(fired_types(&mut joins, &gateway("LoadBalancer", 1)).is_empty(), "no Kubeflow yet");
+    assert!(fired_types(&mut joins, &namespace("shop", 2)).is_empty());
+    assert_eq!(fired_types(&mut joins, &namespace("kubeflow", 3)), vec!["K8S_ExposedKubeflow"]);
+    assert!(fired_types(&mut joins, &gateway("LoadBalancer", 4)).is_empty(), "once");
+
+    // Kubeflow first (a pipeline workload), then the gateway; a ClusterIP gateway is the look-alike.
+    let mut joins = ClusterJoins::new();
+    let pipeline = json!({"kind": "Deployment", "metadata": {"name": "ml-pipeline", "namespace": "ml"},
+        "spec": {"template": {"metadata": {"labels": {"app": "ml-pipeline"}},
+        "spec": {"containers": [{"name": "api", "image": "gcr.io/ml-pipeline/api-server:2.0.5"}]}}}});
+    fired_types(&mut joins, &event("create", "deployments", Some("ml"), "ml-pipeline", Some(pipeline), 1));
+    assert!(fired_types(&mut joins, &gateway("ClusterIP", 2)).is_empty());
+    assert_eq!(fired_types(&mut joins, &gateway("LoadBalancer", 3)), vec!["K8S_ExposedKubeflow"]);
+}
+
+#[test]
+fn the_table_survives_a_snapshot_and_restore() {
+    let mut joins = ClusterJoins::new();
+    fired(&mut joins, &postgres("db", "pg", json!([{"name": TRUST_ENV, "value": "trust"}]), json!([]), 1));
+    let mut restored = ClusterJoins::new();
+    restored.restore(&joins.snapshot()).unwrap();
+    assert_eq!(restored.keys(), 1);
+    assert_eq!(fired(&mut restored, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 2)).len(), 1);
+}
