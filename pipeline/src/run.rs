@@ -62,15 +62,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     let sink =
         tokio::spawn(stages::sink::run(bus.clone(), sink_subscription, topics.clone(), outputs, sink_stop.clone()));
 
-    let audit = AuditSources::start(
-        &config.audit,
-        &bus,
-        &config.cluster,
-        &topics.audit_events,
-        &topics.dead_letter,
-        &sources_stop,
-    )
-    .await?;
+    let audit = AuditSources::start(&config.audit, &bus, &config.cluster, &topics, &sources_stop).await?;
 
     let mut collector = None;
     let mut collect_task = None;

@@ -1,6 +1,6 @@
 //! `palisade scan`: detection over recorded events, offline. Input files are JSON lines (`-` is standard
-//! input): audit lines hold an `audit.k8s.io` Event or EventList, node and cloud lines hold `NodeEvent` and
-//! `CloudActivity` records in their JSON form. A bad line is reported with its number and skipped.
+//! input): audit lines hold an `audit.k8s.io` Event or EventList, node lines hold `NodeEvent` in its JSON form, cloud
+//! lines a `CloudActivity` in its JSON form or CloudTrail / Azure activity log records. A bad line is reported with its number and skipped.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -78,9 +78,18 @@ pub fn scan(
                     report.events += 1;
                     engine.process(&Event::Node(&event), detected_at)
                 }),
-                Kind::Cloud => serde_json::from_str::<CloudActivity>(&line).map_err(|e| e.to_string()).map(|event| {
-                    report.events += 1;
-                    engine.process(&Event::Cloud(&event), detected_at)
+                // Palisade's own CloudActivity JSON, or CloudTrail / Azure activity log records.
+                Kind::Cloud => serde_json::from_str::<Value>(&line).map_err(|e| e.to_string()).and_then(|document| {
+                    let records = match serde_json::from_value::<CloudActivity>(document.clone()) {
+                        Ok(record) => vec![record],
+                        Err(_) => CloudActivity::from_cloud_json(&document).map_err(|e| e.to_string())?,
+                    };
+                    let mut detections = Vec::new();
+                    for record in &records {
+                        report.events += 1;
+                        detections.extend(engine.process(&Event::Cloud(record), detected_at));
+                    }
+                    Ok(detections)
                 }),
             };
             match detections {

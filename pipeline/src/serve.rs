@@ -88,15 +88,7 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             stages::sink::run(bus.clone(), subscription, topics, outputs, shutdown).await?;
         }
         Stage::Audit => {
-            let audit = AuditSources::start(
-                &config.audit,
-                &bus,
-                &config.cluster,
-                &topics.audit_events,
-                &topics.dead_letter,
-                &shutdown,
-            )
-            .await?;
+            let audit = AuditSources::start(&config.audit, &bus, &config.cluster, &topics, &shutdown).await?;
             audit.finished().await;
         }
         Stage::Collect => {

@@ -295,6 +295,30 @@ static CHECKPOINT_HELD: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+static BASELINE_KEYS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "palisade_baseline_keys",
+        "Keys (service accounts, clusters, cloud identities) a baseline holds, by alert type and state (learning: \
+         inside their learning period; active: past it, new operations alert)",
+        &["alert_type", "state"]
+    )
+    .expect("metric registers once")
+});
+
+/// A baseline's learning state: how many of its keys are still learning and how many are active.
+pub struct BaselineLearning<'a> {
+    pub alert_type: &'a str,
+    pub learning: usize,
+    pub active: usize,
+}
+
+impl BaselineLearning<'_> {
+    pub fn emit(self) {
+        BASELINE_KEYS.with_label_values(&[self.alert_type, "learning"]).set(self.learning as i64);
+        BASELINE_KEYS.with_label_values(&[self.alert_type, "active"]).set(self.active as i64);
+    }
+}
+
 /// A checkpoint of windowed state was written; the inputs it covers were then acknowledged.
 pub struct CheckpointWritten<'a> {
     pub stage: &'a str,

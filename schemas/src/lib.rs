@@ -2,11 +2,13 @@
 //! types that mirror them, the codec (Avro single-object encoding) every stage uses, and the mapping from
 //! Kubernetes audit JSON. Knows nothing of Kafka, HTTP or Elasticsearch.
 
+pub mod cloud_json;
 mod codec;
 mod datum;
 pub mod k8s_audit;
 mod types;
 
+pub use cloud_json::CloudParseError;
 pub use codec::{Codec, CodecError, Record, SchemaVersion};
 pub use datum::DatumError;
 pub use k8s_audit::{AuditParseError, split_events};

@@ -14,24 +14,26 @@ pub struct AuditSources {
 }
 
 impl AuditSources {
-    /// Starts the webhook and the tailers; both stop when `shutdown` fires.
+    /// Starts the webhook and the tailers (audit logs, cloud activity files); all stop when `shutdown` fires.
     pub async fn start(
         config: &AuditConfig,
         bus: &palisade_runtime::Bus,
         cluster: &str,
-        topic: &str,
-        dead_letter_topic: &str,
+        topics: &palisade_runtime::TopicsConfig,
         shutdown: &palisade_runtime::Shutdown,
     ) -> Result<Self, AuditError> {
+        let (audit_topic, dead_letter) = (&topics.audit_events, &topics.dead_letter);
         let webhook =
-            WebhookServer::start(config, bus.clone(), topic, dead_letter_topic, cluster, shutdown.clone()).await?;
+            WebhookServer::start(config, bus.clone(), audit_topic, dead_letter, cluster, shutdown.clone()).await?;
         let poll = std::time::Duration::from_millis(config.log_poll_interval_ms.max(1));
-        let tailers = config
-            .log_paths
-            .iter()
-            .map(|path| {
-                let tailer =
-                    logfile::Tailer::new(path, &config.log_position_dir, cluster, topic, dead_letter_topic, poll);
+        let audit_files = config.log_paths.iter().map(|path| (path, audit_topic, logfile::LineFormat::Audit));
+        let cloud_files =
+            config.cloud_log_paths.iter().map(|path| (path, &topics.cloud_activity, logfile::LineFormat::Cloud));
+        let tailers = audit_files
+            .chain(cloud_files)
+            .map(|(path, topic, format)| {
+                let position_dir = &config.log_position_dir;
+                let tailer = logfile::Tailer::new(path, position_dir, cluster, topic, dead_letter, poll, format);
                 tokio::spawn(tailer.run(bus.clone(), shutdown.clone()))
             })
             .collect();

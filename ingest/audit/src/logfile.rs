@@ -1,4 +1,5 @@
-//! Tails audit log files written by kube-apiserver's log backend (`--audit-log-path`), one JSON event per line.
+//! Tails audit log files written by kube-apiserver's log backend (`--audit-log-path`), one JSON event per line,
+//! and cloud activity files (CloudTrail or Azure activity log records as JSON lines, `CloudActivity` out).
 //! The position (inode and byte offset of the last line the bus acknowledged) is saved in `position_dir`, so a
 //! restart resumes where it stopped: nothing is sent twice after a clean stop, and nothing is skipped. Rotation
 //! (rename, then a new file) is followed: the open handle of the old file is read to its end first, and a file
@@ -13,7 +14,7 @@ use std::time::Duration;
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::RecordProduced;
 use palisade_runtime::{Bus, Message, Shutdown};
-use palisade_schemas::{AuditEvent, Codec};
+use palisade_schemas::{AuditEvent, CloudActivity, Codec};
 
 const STAGE: &str = "audit-log";
 
@@ -40,8 +41,53 @@ pub struct Position {
     pub offset: u64,
 }
 
+/// What the lines of a tailed file hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// An `audit.k8s.io` Event per line → `AuditEvent`.
+    Audit,
+    /// A CloudTrail or Azure activity record (or a document of them) per line → `CloudActivity`.
+    Cloud,
+}
+
+/// The codecs a tailer encodes with.
+struct Codecs {
+    audit: Codec<AuditEvent>,
+    cloud: Codec<CloudActivity>,
+}
+
+impl Codecs {
+    /// The records one line carries, as (key, payload), with the record type's name; or why it is refused.
+    fn encode(
+        &self,
+        format: LineFormat,
+        line: &[u8],
+        cluster: &str,
+    ) -> Result<(Vec<(String, Vec<u8>)>, &'static str), String> {
+        let value = serde_json::from_slice::<serde_json::Value>(line).map_err(|e| format!("not JSON: {e}"))?;
+        match format {
+            LineFormat::Audit => {
+                let event = AuditEvent::from_k8s_json(&value, cluster).map_err(|e| e.to_string())?;
+                let payload = self.audit.encode(&event).map_err(|e| e.to_string())?;
+                Ok((vec![(event.partition_key(), payload)], "AuditEvent"))
+            }
+            LineFormat::Cloud => {
+                let records = CloudActivity::from_cloud_json(&value).map_err(|e| e.to_string())?;
+                let encoded = records
+                    .iter()
+                    .map(|r| {
+                        Ok((format!("{}/{}", r.provider, r.identity), self.cloud.encode(r).map_err(|e| e.to_string())?))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok((encoded, "CloudActivity"))
+            }
+        }
+    }
+}
+
 pub struct Tailer {
     path: PathBuf,
+    format: LineFormat,
     position_file: PathBuf,
     cluster: String,
     topic: String,
@@ -57,11 +103,13 @@ impl Tailer {
         topic: &str,
         dead_letter_topic: &str,
         poll: Duration,
+        format: LineFormat,
     ) -> Self {
         let name: String =
             path.display().to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         Self {
             path: path.to_owned(),
+            format,
             position_file: position_dir.join(format!("{name}.pos")),
             cluster: cluster.to_owned(),
             topic: topic.to_owned(),
@@ -101,7 +149,7 @@ impl Tailer {
 
     /// Runs until shutdown, then saves the position of the last acknowledged line.
     pub async fn run(self, bus: Bus, shutdown: Shutdown) -> Result<(), TailError> {
-        let codec = Codec::<AuditEvent>::new()?;
+        let codec = Codecs { audit: Codec::<AuditEvent>::new()?, cloud: Codec::<CloudActivity>::new()? };
         let saved = self.load_position();
         // Resume in the file we were reading, wherever rotation put it; else start the current file.
         let (mut file, mut position) = match self.find_by_inode(saved.inode).filter(|_| saved.inode != 0) {
@@ -168,31 +216,22 @@ impl Tailer {
         }
     }
 
-    /// Publishes one line (or dead-letters it); false when the bus did not take it.
-    async fn forward(&self, bus: &Bus, codec: &Codec<AuditEvent>, line: &[u8], position: Position) -> bool {
+    /// Publishes one line's records (or dead-letters the line); false when the bus did not take them all (the line
+    /// is then sent again: a record of a multi-record line may go twice, never none).
+    async fn forward(&self, bus: &Bus, codecs: &Codecs, line: &[u8], position: Position) -> bool {
         if line.iter().all(u8::is_ascii_whitespace) {
             return true;
         }
-        let parsed = serde_json::from_slice::<serde_json::Value>(line)
-            .map_err(|e| format!("not JSON: {e}"))
-            .and_then(|value| AuditEvent::from_k8s_json(&value, &self.cluster).map_err(|e| e.to_string()))
-            .and_then(|event| {
-                codec.encode(&event).map(|payload| (event.partition_key(), payload)).map_err(|e| e.to_string())
-            });
-        match parsed {
-            Ok((key, payload)) => {
-                let sent = bus
-                    .publish(Outgoing {
-                        topic: &self.topic,
-                        key: Some(key.as_bytes()),
-                        payload: &payload,
-                        headers: &[],
-                    })
-                    .await;
-                if sent.is_ok() {
-                    RecordProduced { stage: STAGE, record: "AuditEvent" }.emit();
+        match codecs.encode(self.format, line, &self.cluster) {
+            Ok((records, record)) => {
+                for (key, payload) in &records {
+                    let outgoing = Outgoing { topic: &self.topic, key: Some(key.as_bytes()), payload, headers: &[] };
+                    if bus.publish(outgoing).await.is_err() {
+                        return false;
+                    }
+                    RecordProduced { stage: STAGE, record }.emit();
                 }
-                sent.is_ok()
+                true
             }
             Err(reason) => {
                 let original = Message {
@@ -244,8 +283,15 @@ mod tests {
     }
 
     async fn start(dir: &Path, bus: &Bus) -> (Shutdown, tokio::task::JoinHandle<Result<(), TailError>>) {
-        let tailer =
-            Tailer::new(&dir.join("audit.log"), &dir.join("positions"), "c", "audit", "dlq", Duration::from_millis(20));
+        let tailer = Tailer::new(
+            &dir.join("audit.log"),
+            &dir.join("positions"),
+            "c",
+            "audit",
+            "dlq",
+            Duration::from_millis(20),
+            LineFormat::Audit,
+        );
         let shutdown = Shutdown::new();
         (shutdown.clone(), tokio::spawn(tailer.run(bus.clone(), shutdown)))
     }
@@ -283,6 +329,47 @@ mod tests {
         let bad = tokio::time::timeout(Duration::from_secs(5), dead.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(bad.message.payload, b"{not json");
         stop.trigger();
+        task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn cloud_files_carry_cloudtrail_and_azure_records_and_dead_letter_the_rest() {
+        let dir = std::env::temp_dir().join(format!("palisade-tail-cloud-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cloud.jsonl");
+        let bus = Bus::in_process();
+        let mut records = bus.subscribe(&["cloud"], "t").unwrap();
+        let mut dead = bus.subscribe(&["dlq"], "t").unwrap();
+        let trail = r#"{"Records":[{"eventID":"t1","eventTime":"2026-11-27T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::1:assumed-role/r/s","principalId":"A:s","sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::1:role/r"},"webIdFederationData":{"federatedProvider":"oidc"}}}},{"eventID":"t2","eventTime":"2026-11-27T10:00:01Z","eventSource":"s3.amazonaws.com","eventName":"PutObject","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/bob"}}]}"#;
+        let azure = r#"{"time":"2026-11-27T10:00:02Z","operationName":"MICROSOFT.COMPUTE/DISKS/WRITE","correlationId":"c","identity":{"claims":{"xms_mirid":"/x","oid":"mi-1"}}}"#;
+        std::fs::write(&path, format!("{trail}\n{{\"kind\":\"nothing\"}}\n{azure}\n")).unwrap();
+        let tailer = Tailer::new(
+            &path,
+            &dir.join("positions"),
+            "c",
+            "cloud",
+            "dlq",
+            Duration::from_millis(20),
+            LineFormat::Cloud,
+        );
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(tailer.run(bus.clone(), shutdown.clone()));
+        let codec = Codec::<CloudActivity>::new().unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let delivery =
+                tokio::time::timeout(Duration::from_secs(5), records.next()).await.unwrap().unwrap().unwrap();
+            let record = codec.decode(&delivery.message.payload).unwrap();
+            got.push((record.id, record.identity_type.unwrap_or_default(), record.operation));
+        }
+        assert_eq!(got[0], ("t1".into(), "WebIdentity".into(), "s3:GetObject".into()));
+        assert_eq!(got[1], ("t2".into(), "IAMUser".into(), "s3:PutObject".into()));
+        assert_eq!((got[2].1.as_str(), got[2].2.as_str()), ("ManagedIdentity", "MICROSOFT.COMPUTE/DISKS/WRITE"));
+        let bad = tokio::time::timeout(Duration::from_secs(5), dead.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(bad.message.payload, br#"{"kind":"nothing"}"#);
+        shutdown.trigger();
         task.await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -11,7 +11,7 @@ use futures::stream::FuturesOrdered;
 use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
-    CheckpointWritten, ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
+    BaselineLearning, CheckpointWritten, ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
 };
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
@@ -27,6 +27,15 @@ pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, Pipel
 
 /// Inputs whose detections may be in flight to the bus at once (rdkafka batches the sends).
 const MAX_IN_FLIGHT: usize = 1024;
+
+/// How often the baselines' learning state goes to `/metrics`.
+const LEARNING_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+fn report_learning(engine: &Engine) {
+    for (alert_type, state) in engine.learning_states() {
+        BaselineLearning { alert_type, learning: state.learning, active: state.active }.emit();
+    }
+}
 
 /// One input's detections being sent; resolves to whether they all were, with the input to acknowledge.
 type Sending = Pin<Box<dyn Future<Output = (bool, Delivery)> + Send>>;
@@ -144,6 +153,8 @@ pub async fn run(
     ComponentStarted { component: STAGE }.emit();
     // Inputs whose detections are being sent; they complete, and are acknowledged, in arrival order.
     let mut in_flight: FuturesOrdered<Sending> = FuturesOrdered::new();
+    let mut learning_report = tokio::time::interval(LEARNING_REPORT_EVERY);
+    learning_report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'stage: loop {
         // The checkpoint must hold only inputs whose detections were delivered: drain the sends first.
         if acks.due_in() == Some(Duration::ZERO) {
@@ -164,6 +175,7 @@ pub async fn run(
                 acks.settle(delivery)?;
             }
             _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            _ = learning_report.tick() => report_learning(&engine),
             next = next_delivery(&mut subscription, &shutdown), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(delivery) = next else { break };
                 let message = &delivery.message;
@@ -207,6 +219,7 @@ pub async fn run(
         acks.settle(delivery)?;
     }
     acks.flush(&engine)?;
+    report_learning(&engine);
     subscription.close()?;
     ComponentStopped { component: STAGE }.emit();
     Ok(())

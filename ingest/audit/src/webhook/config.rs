@@ -34,6 +34,10 @@ pub struct AuditConfig {
     /// Audit log files (kube-apiserver `--audit-log-path`) to tail besides the webhook; empty: none.
     #[serde(default)]
     pub log_paths: Vec<PathBuf>,
+    /// Cloud activity files to tail (AWS CloudTrail or Azure activity log records as JSON lines, e.g. what a
+    /// log shipper writes from the trail's bucket or the activity log's Event Hub) into `palisade.cloud.activity`.
+    #[serde(default)]
+    pub cloud_log_paths: Vec<PathBuf>,
     /// Where the tail positions are kept across restarts.
     #[serde(default = "default_log_position_dir")]
     pub log_position_dir: PathBuf,
@@ -74,6 +78,7 @@ impl Default for AuditConfig {
             max_in_flight_requests: default_max_in_flight_requests(),
             retry_after_secs: default_retry_after_secs(),
             log_paths: Vec::new(),
+            cloud_log_paths: Vec::new(),
             log_position_dir: default_log_position_dir(),
             log_poll_interval_ms: default_log_poll_interval_ms(),
         }
