@@ -50,6 +50,9 @@ pub enum LineFormat {
     Cloud,
 }
 
+/// The records of one line as (key, payload), and the record type's name.
+type Encoded = (Vec<(String, Vec<u8>)>, &'static str);
+
 /// The codecs a tailer encodes with.
 struct Codecs {
     audit: Codec<AuditEvent>,
@@ -58,12 +61,7 @@ struct Codecs {
 
 impl Codecs {
     /// The records one line carries, as (key, payload), with the record type's name; or why it is refused.
-    fn encode(
-        &self,
-        format: LineFormat,
-        line: &[u8],
-        cluster: &str,
-    ) -> Result<(Vec<(String, Vec<u8>)>, &'static str), String> {
+    fn encode(&self, format: LineFormat, line: &[u8], cluster: &str) -> Result<Encoded, String> {
         let value = serde_json::from_slice::<serde_json::Value>(line).map_err(|e| format!("not JSON: {e}"))?;
         match format {
             LineFormat::Audit => {
