@@ -2,7 +2,8 @@
 //! Kafka: a service account, kube-system and an add-on's managed identity learn for 10 s of event time, the
 //! detector is SIGKILLed and restarted in the middle of that (state from its checkpoint), and after learning only
 //! the operations never seen raise alerts. The joins fire on the second of their two objects, and their
-//! look-alikes raise nothing.
+//! look-alikes raise nothing. kube-hunter's passive discovery (its listings from a Python client) is here too: it
+//! is the one K8S_PenTestToolsKubeHunter pattern without objects of its own.
 
 mod common;
 
@@ -186,6 +187,22 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
         "2026-12-02T10:00:32Z",
     ));
 
+    // kube-hunter's passive hunters, with the python-requests agent it sends; then kubectl doing the same.
+    let passive = [
+        "/api",
+        "/api/v1/namespaces",
+        "/api/v1/pods",
+        "/apis/rbac.authorization.k8s.io/v1/roles",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    ];
+    for agent in ["python-requests/2.31.0", "kubectl/v1.31.0 (linux/amd64) kubernetes/abc"] {
+        let client = common::apiserver_as_agent(agent);
+        for path in passive {
+            let status = client.get(format!("{base}{path}")).send().unwrap().status();
+            assert!(status.is_success(), "GET {path}: {status}");
+        }
+    }
+
     let ours = |alert: &Value| {
         alert["namespace"] == ns.as_str()
             || alert["workload"].as_str().is_some_and(|w| w.contains(&id))
@@ -198,11 +215,19 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
         "K8S_ExposedPostgresTrustAuth",
         "K8S_ExposedKubeflow",
     ];
+    let hunter = |alert: &Value| {
+        alert["alert_type"] == "K8S_PenTestToolsKubeHunter"
+            && alert["details"]["signature"].as_str().is_some_and(|s| s.starts_with("passive discovery"))
+    };
     common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(60), |seen: &[Value]| {
-        expected.iter().all(|t| seen.iter().any(|a| ours(a) && a["alert_type"] == *t))
+        expected.iter().all(|t| seen.iter().any(|a| ours(a) && a["alert_type"] == *t)) && seen.iter().any(hunter)
     });
     std::thread::sleep(Duration::from_secs(3));
-    let alerts: Vec<Value> = common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(3), |_| false)
+    let everything = common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(3), |_| false);
+    let passive_alerts: Vec<&Value> = everything.iter().filter(|a| hunter(a)).collect();
+    assert_eq!(passive_alerts.len(), 1, "python-requests fires, kubectl does not: {passive_alerts:#?}");
+    assert_eq!(passive_alerts[0]["details"]["user_agent"], "python-requests/2.31.0");
+    let alerts: Vec<Value> = everything
         .into_iter()
         .filter(|a| ours(a) && expected.contains(&a["alert_type"].as_str().unwrap_or_default()))
         .collect();

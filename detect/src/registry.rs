@@ -52,7 +52,6 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
         Box::new(detectors::exposed::ExposedRedis),
         Box::new(detectors::exposed::ExposedService),
         Box::new(detectors::exposed::ExposedPostgresBroadIpRange),
-        Box::new(detectors::kube_hunter::KubeHunter),
         Box::new(detectors::eicar::Eicar),
     ];
     detectors.push(Box::new(NodeRules::new(&node_lists)));
@@ -63,6 +62,7 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
         Box::new(KubeSystemContainer::new(&config.baselines)),
         Box::new(AbnormalMiActivity::new(&config.baselines)),
         Box::new(ClusterJoins::new()),
+        Box::new(detectors::kube_hunter::KubeHunter::new(config.windows)),
     ];
     Ok(Registered { stateless: detectors, windowed })
 }

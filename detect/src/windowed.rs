@@ -35,7 +35,7 @@ pub trait WindowedDetector: Send {
     fn keys(&self) -> usize;
 }
 
-/// Window settings shared by the node windows.
+/// Window settings of the windowed match detectors (node windows, kube-hunter's discovery pattern).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
@@ -48,6 +48,12 @@ pub struct WindowConfig {
     /// How long a downloaded file is remembered for K8S.NODE_LinuxBackdoorArtifact, in seconds of event time.
     #[serde(default = "default_download_window_secs")]
     pub download_window_secs: u64,
+    /// Distinct kube-hunter discovery calls (of five) from one Python client that make its passive pattern.
+    #[serde(default = "default_discovery_distinct")]
+    pub discovery_distinct_calls: usize,
+    /// The discovery pattern's window, in seconds of event time.
+    #[serde(default = "default_discovery_window_secs")]
+    pub discovery_window_secs: u64,
     /// Events older than the newest seen minus this are too late to open or extend a window.
     #[serde(default = "default_lateness_secs")]
     pub lateness_secs: u64,
@@ -65,6 +71,12 @@ const fn default_recon_window_secs() -> u64 {
 const fn default_download_window_secs() -> u64 {
     3600
 }
+const fn default_discovery_distinct() -> usize {
+    4
+}
+const fn default_discovery_window_secs() -> u64 {
+    60
+}
 const fn default_lateness_secs() -> u64 {
     30
 }
@@ -78,6 +90,8 @@ impl Default for WindowConfig {
             recon_distinct_commands: default_recon_distinct(),
             recon_window_secs: default_recon_window_secs(),
             download_window_secs: default_download_window_secs(),
+            discovery_distinct_calls: default_discovery_distinct(),
+            discovery_window_secs: default_discovery_window_secs(),
             lateness_secs: default_lateness_secs(),
             max_keys: default_max_keys(),
         }

@@ -231,6 +231,15 @@ pub fn apiserver() -> reqwest::blocking::Client {
 
 /// The same client, connecting from a chosen local address (127.0.0.x), so audit events carry that source IP.
 pub fn apiserver_from(local: Option<std::net::IpAddr>) -> reqwest::blocking::Client {
+    apiserver_client(local, None)
+}
+
+/// The admin client sending a chosen User-Agent (what another tool would send).
+pub fn apiserver_as_agent(agent: &str) -> reqwest::blocking::Client {
+    apiserver_client(None, Some(agent))
+}
+
+fn apiserver_client(local: Option<std::net::IpAddr>, agent: Option<&str>) -> reqwest::blocking::Client {
     let pki = PathBuf::from(env("PALISADE_TEST_PKI"));
     let mut identity = std::fs::read(pki.join("admin.crt")).unwrap();
     identity.extend(std::fs::read(pki.join("admin.key")).unwrap());
@@ -239,6 +248,7 @@ pub fn apiserver_from(local: Option<std::net::IpAddr>) -> reqwest::blocking::Cli
         .add_root_certificate(ca)
         .identity(reqwest::Identity::from_pem(&identity).unwrap())
         .local_address(local)
+        .user_agent(agent.unwrap_or(concat!("palisade-tests/", env!("CARGO_PKG_VERSION"))))
         .build()
         .unwrap()
 }

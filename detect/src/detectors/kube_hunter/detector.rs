@@ -4,18 +4,73 @@
 //! - a Pod whose name is five hex characters, whose only container has the same name and runs `nginx:1.7.9`;
 //! - a Namespace or ClusterRole whose name is five hex characters and (namespace) labelled `name: <same>`.
 //!
-//! Attempts count whether or not the API server allowed them. Its passive discovery (version, pods and roles
-//! listings) needs a window per identity and is not covered here.
+//! Attempts count whether or not the API server allowed them. Its passive discovery is a window per identity (user
+//! and source address): `discovery_distinct_calls` of kube-hunter's five discovery calls (API discovery `/api` or
+//! `/version`, and cluster-wide lists of namespaces, pods, roles and cluster roles) within
+//! `discovery_window_secs`, from a Python HTTP client (`python-requests/…` or the kubernetes Python client's
+//! `OpenAPI-Generator/…/python`). Neither the agent nor the listings alone fire: operators list pods all day, and
+//! Python scripts are everywhere.
 //! Source: kube-hunter's hunters as summarised in `shared/corpus/kube_hunter/kube_hunter_api_fingerprint.json`.
 
+use std::collections::{BTreeMap, HashMap};
+
+use palisade_schemas::AuditEvent;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{Event, Finding, StatelessDetector};
+use crate::engine::{Event, Finding};
 use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::windowed::{WindowConfig, WindowedDetector};
 
 const META: &AlertTypeMeta = catalogue_entry("K8S_PenTestToolsKubeHunter");
 
-pub struct KubeHunter;
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Discovery {
+    /// Discovery call → event time it was last seen.
+    calls: BTreeMap<String, i64>,
+    quiet_until_ms: i64,
+    last_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    watermark_ms: i64,
+    identities: HashMap<String, Discovery>,
+}
+
+/// Active-hunter signatures (one event each) and the passive discovery window.
+pub struct KubeHunter {
+    config: WindowConfig,
+    state: State,
+}
+
+impl KubeHunter {
+    pub fn new(config: WindowConfig) -> Self {
+        Self { config, state: State::default() }
+    }
+}
+
+/// Which of kube-hunter's discovery calls this request is, if any.
+fn discovery_call(audit: &AuditEvent) -> Option<&'static str> {
+    let path = audit.request_uri.split('?').next().unwrap_or_default();
+    match (audit.verb.as_str(), path) {
+        ("get", "/api" | "/version") => return Some("api discovery"),
+        ("list", "/api/v1/namespaces") => return Some("list namespaces"),
+        ("list", "/api/v1/pods") => return Some("list pods"),
+        ("list", "/apis/rbac.authorization.k8s.io/v1/roles") => return Some("list roles"),
+        ("list", "/apis/rbac.authorization.k8s.io/v1/clusterroles") => return Some("list clusterroles"),
+        _ => {}
+    }
+    // Pods listed namespace by namespace count as the pods listing.
+    (audit.verb == "list" && audit.resource.as_deref() == Some("pods") && audit.subresource.is_none())
+        .then_some("list pods")
+}
+
+fn python_client(audit: &AuditEvent) -> bool {
+    audit.user_agent.as_deref().is_some_and(|agent| {
+        agent.starts_with("python-requests/") || (agent.starts_with("OpenAPI-Generator/") && agent.ends_with("/python"))
+    })
+}
 
 fn short_hex_name(name: &str) -> bool {
     name.len() == 5 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
@@ -60,27 +115,82 @@ fn signature(verb: &str, resource: &str, body: &Value) -> Option<&'static str> {
     }
 }
 
-impl StatelessDetector for KubeHunter {
-    fn meta(&self) -> &'static AlertTypeMeta {
-        META
-    }
-
-    fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
-        let Event::Audit(audit) = event else { return Vec::new() };
-        if audit.stage != "ResponseComplete" {
-            return Vec::new();
-        }
-        let Some(resource) = audit.resource.as_deref() else { return Vec::new() };
-        let Some(body) = audit.request_object.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) else {
-            return Vec::new();
-        };
-        let Some(reason) = signature(&audit.verb, resource, &body) else { return Vec::new() };
+impl KubeHunter {
+    fn active(audit: &AuditEvent) -> Option<Finding> {
+        let resource = audit.resource.as_deref()?;
+        let body = audit.request_object.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok())?;
+        let reason = signature(&audit.verb, resource, &body)?;
         let mut finding = Finding::default();
         finding.details.insert("signature".into(), reason.to_owned());
         finding.details.insert("user_agent".into(), audit.user_agent.clone().unwrap_or_default());
         if let Some(code) = audit.response_code {
             finding.details.insert("response_code".into(), code.to_string());
         }
-        vec![finding]
+        Some(finding)
+    }
+
+    fn passive(&mut self, audit: &AuditEvent) -> Option<Finding> {
+        let call = discovery_call(audit)?;
+        if !python_client(audit) {
+            return None;
+        }
+        let at = audit.stage_ms;
+        self.state.watermark_ms = self.state.watermark_ms.max(at);
+        if at < self.state.watermark_ms - self.config.lateness_secs as i64 * 1000 {
+            return None;
+        }
+        let key = format!("{}|{}", audit.username, audit.source_ips.first().map(String::as_str).unwrap_or("?"));
+        if !self.state.identities.contains_key(&key) && self.state.identities.len() >= self.config.max_keys.max(1) {
+            let oldest = self.state.identities.iter().min_by_key(|(_, d)| d.last_ms).map(|(k, _)| k.clone())?;
+            self.state.identities.remove(&oldest);
+        }
+        let window_ms = self.config.discovery_window_secs as i64 * 1000;
+        let discovery = self.state.identities.entry(key).or_default();
+        discovery.last_ms = discovery.last_ms.max(at);
+        discovery.calls.insert(call.to_owned(), at);
+        discovery.calls.retain(|_, seen| *seen > at - window_ms);
+        if discovery.calls.len() < self.config.discovery_distinct_calls || at < discovery.quiet_until_ms {
+            return None;
+        }
+        let first = discovery.calls.values().min().copied().unwrap_or(at);
+        let calls: Vec<String> = std::mem::take(&mut discovery.calls).into_keys().collect();
+        discovery.quiet_until_ms = first + window_ms;
+        let mut finding = Finding { subject: format!("passive/{first}"), ..Finding::default() };
+        finding.details.insert("signature".into(), format!("passive discovery: {}", calls.join(", ")));
+        finding.details.insert("user_agent".into(), audit.user_agent.clone().unwrap_or_default());
+        finding.details.insert("window_secs".into(), self.config.discovery_window_secs.to_string());
+        Some(finding)
+    }
+}
+
+impl WindowedDetector for KubeHunter {
+    fn meta(&self) -> &'static AlertTypeMeta {
+        META
+    }
+
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
+        let Event::Audit(audit) = event else { return Vec::new() };
+        if audit.stage != "ResponseComplete" {
+            return Vec::new();
+        }
+        Self::active(audit).into_iter().chain(self.passive(audit)).collect()
+    }
+
+    fn expire(&mut self, now_ms: i64) {
+        let horizon = now_ms - (self.config.discovery_window_secs + self.config.lateness_secs) as i64 * 1000;
+        self.state.identities.retain(|_, d| d.last_ms >= horizon || d.quiet_until_ms >= now_ms);
+    }
+
+    fn snapshot(&self) -> Value {
+        serde_json::to_value(&self.state).unwrap_or_default()
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), String> {
+        self.state = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn keys(&self) -> usize {
+        self.state.identities.len()
     }
 }

@@ -22,6 +22,10 @@ pub struct AuditConfig {
     /// kubeconfig). Absent: no authentication, logged as a warning at start-up.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// CA (PEM) whose client certificates authenticate the API server (the `client-certificate` of its webhook
+    /// kubeconfig). With a token file as well, either credential is enough. TLS only.
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
     /// Largest request body accepted, in bytes; larger batches get 413.
     #[serde(default = "default_body_limit_bytes")]
     pub body_limit_bytes: usize,
@@ -74,6 +78,7 @@ impl Default for AuditConfig {
             tls_key_path: None,
             tls_disabled: false,
             token_file: None,
+            client_ca_path: None,
             body_limit_bytes: default_body_limit_bytes(),
             max_in_flight_requests: default_max_in_flight_requests(),
             retry_after_secs: default_retry_after_secs(),

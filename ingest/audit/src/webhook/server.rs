@@ -52,6 +52,8 @@ struct AppState {
     dead_letter_topic: String,
     cluster: String,
     token: Option<String>,
+    /// Client certificates from the configured CA authenticate too.
+    client_certificates: bool,
     in_flight: Semaphore,
     retry_after: HeaderValue,
 }
@@ -80,11 +82,14 @@ impl WebhookServer {
                     .trim()
                     .to_owned(),
             ),
-            None => {
-                tracing::warn!("audit webhook accepts unauthenticated requests: set audit.token_file");
-                None
-            }
+            None => None,
         };
+        let client_certificates = config.client_ca_path.is_some() && !config.tls_disabled;
+        if token.is_none() && !client_certificates {
+            tracing::warn!(
+                "audit webhook accepts unauthenticated requests: set audit.token_file or audit.client_ca_path"
+            );
+        }
         let state = Arc::new(AppState {
             bus,
             codec: Codec::new()?,
@@ -92,6 +97,7 @@ impl WebhookServer {
             dead_letter_topic: dead_letter_topic.to_owned(),
             cluster: cluster.to_owned(),
             token,
+            client_certificates,
             in_flight: Semaphore::new(config.max_in_flight_requests.max(1)),
             retry_after: HeaderValue::from(config.retry_after_secs),
         });
@@ -104,13 +110,19 @@ impl WebhookServer {
         let tls_config = if config.tls_disabled {
             None
         } else {
-            Some(tls::server_config(config.tls_cert_path.as_deref(), config.tls_key_path.as_deref())?)
+            Some(tls::server_config(
+                config.tls_cert_path.as_deref(),
+                config.tls_key_path.as_deref(),
+                config.client_ca_path.as_deref(),
+            )?)
         };
         let task = tokio::spawn(async move {
             ComponentStarted { component: STAGE }.emit();
             let result = match tls_config {
                 Some(tls_config) => {
-                    axum_server::bind_rustls(addr, axum_server::tls_rustls::RustlsConfig::from_config(tls_config))
+                    let tls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+                    axum_server::bind(addr)
+                        .acceptor(tls::ClientCertAcceptor::new(tls_config))
                         .handle(serve_handle)
                         .serve(app.into_make_service())
                         .await
@@ -141,9 +153,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(expected) = &state.token else {
+/// A valid client certificate (when configured) or the bearer token (when configured); anything when neither is.
+fn authorized(state: &AppState, headers: &HeaderMap, certificate: Option<tls::ClientCertificate>) -> bool {
+    if state.client_certificates && certificate.is_some_and(|c| c.0) {
         return true;
+    }
+    let Some(expected) = &state.token else {
+        return !state.client_certificates;
     };
     headers
         .get(header::AUTHORIZATION)
@@ -174,9 +190,15 @@ async fn dead_letter(state: &AppState, payload: &[u8], reason: &str) -> Result<(
         .map_err(|_| retry_later(StatusCode::SERVICE_UNAVAILABLE, state, "dead-letter topic unavailable"))
 }
 
-async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+async fn receive(
+    State(state): State<Arc<AppState>>,
+    certificate: Option<axum::Extension<tls::ClientCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers, certificate.map(|c| c.0)) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong credentials (bearer token or client certificate)")
+            .into_response();
     }
     let Ok(_permit) = state.in_flight.try_acquire() else {
         return retry_later(StatusCode::TOO_MANY_REQUESTS, &state, "too many batches in flight");

@@ -91,3 +91,66 @@ async fn status_codes_for_bad_requests() {
     assert_eq!(http.post(&url).bearer_auth("s3cret").body(pod).send().await.unwrap().status(), 400);
     fixture.shutdown.trigger();
 }
+
+/// A CA and a client certificate it signed, as PEM files in a fresh directory: (dir, CA path, client identity PEM).
+fn client_pki(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("palisade-client-pki-{name}-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(vec!["kube-apiserver".into()]).unwrap();
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+    let ca_path = dir.join("ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let identity = format!("{}{}", client.pem(), client_key.serialize_pem()).into_bytes();
+    (dir, ca_path, identity)
+}
+
+fn client_with(identity: &[u8]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(identity).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_certificates_from_the_configured_ca_authenticate() {
+    let (dir, ca_path, identity) = client_pki("ours");
+    let (other_dir, _, stranger) = client_pki("theirs");
+    for with_token in [false, true] {
+        let token_path = dir.join("token");
+        std::fs::write(&token_path, "s3cret\n").unwrap();
+        let config = AuditConfig {
+            listen_addr: "127.0.0.1:0".into(),
+            client_ca_path: Some(ca_path.clone()),
+            token_file: with_token.then(|| token_path.clone()),
+            ..AuditConfig::default()
+        };
+        let bus = Bus::in_process();
+        let shutdown = Shutdown::new();
+        let server = WebhookServer::start(&config, bus.clone(), "audit", "dlq", "c1", shutdown.clone()).await.unwrap();
+        let url = format!("https://{}{WEBHOOK_PATH}", server.local_addr);
+        let _events = bus.subscribe(&["audit"], "t").unwrap();
+        let _dead = bus.subscribe(&["dlq"], "t").unwrap();
+
+        let signed = client_with(&identity).post(&url).body(BATCH).send().await.unwrap();
+        assert_eq!(signed.status(), 200, "a certificate from the CA is enough (token configured: {with_token})");
+        let bare = client().post(&url).body(BATCH).send().await.unwrap();
+        assert_eq!(bare.status(), 401, "no certificate, no token");
+        let token = client().post(&url).bearer_auth("s3cret").body(BATCH).send().await.unwrap();
+        assert_eq!(token.status(), if with_token { 200 } else { 401 }, "the token counts only when configured");
+        assert!(
+            client_with(&stranger).post(&url).body(BATCH).send().await.is_err(),
+            "a certificate from another CA ends the handshake"
+        );
+        shutdown.trigger();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(other_dir);
+}

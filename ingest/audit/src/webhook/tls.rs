@@ -13,7 +13,13 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, AuditError> {
         .map_err(|source| AuditError::Tls { path: path.display().to_string(), reason: source.to_string() })
 }
 
-pub fn server_config(cert_path: Option<&Path>, key_path: Option<&Path>) -> Result<Arc<ServerConfig>, AuditError> {
+/// The server's TLS settings. With `client_ca`, a client may present a certificate signed by that CA (checked in
+/// the handshake; a bad one ends it); presenting none is allowed here, and the request is then judged by its token.
+pub fn server_config(
+    cert_path: Option<&Path>,
+    key_path: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, AuditError> {
     let (certs, key) = match (cert_path, key_path) {
         (Some(cert_path), Some(key_path)) => {
             let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut read_pem(cert_path)?.as_slice())
@@ -45,11 +51,66 @@ pub fn server_config(cert_path: Option<&Path>, key_path: Option<&Path>) -> Resul
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| AuditError::Tls { path: "<rustls>".into(), reason: e.to_string() })?
-        .with_no_client_auth()
+        .map_err(|e| AuditError::Tls { path: "<rustls>".into(), reason: e.to_string() })?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let tls_error = |reason: String| AuditError::Tls { path: path.display().to_string(), reason };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut read_pem(path)?.as_slice()) {
+                roots.add(cert.map_err(|e| tls_error(e.to_string()))?).map_err(|e| tls_error(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(tls_error("no CA certificate in the file".into()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| AuditError::Tls { path: "<certificate>".into(), reason: e.to_string() })?;
     Ok(Arc::new(config))
+}
+
+/// Whether the connection's client presented a certificate (verified against `audit.client_ca_path` in the
+/// handshake), put on every request of the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertificate(pub bool);
+
+/// The rustls acceptor, plus the `ClientCertificate` extension on the connection's service.
+#[derive(Clone)]
+pub struct ClientCertAcceptor {
+    inner: axum_server::tls_rustls::RustlsAcceptor,
+}
+
+impl ClientCertAcceptor {
+    pub fn new(config: axum_server::tls_rustls::RustlsConfig) -> Self {
+        Self { inner: axum_server::tls_rustls::RustlsAcceptor::new(config) }
+    }
+}
+
+impl<I, S> axum_server::accept::Accept<I, S> for ClientCertAcceptor
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<I>;
+    type Service = axum::middleware::AddExtension<S, ClientCertificate>;
+    type Future = futures::future::BoxFuture<'static, std::io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let accepting = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = accepting.await?;
+            let presented = stream.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty());
+            let service = tower_layer::Layer::layer(&axum::Extension(ClientCertificate(presented)), service);
+            Ok((stream, service))
+        })
+    }
 }
