@@ -10,6 +10,7 @@ use palisade_pipeline::run::RunOptions;
 use palisade_pipeline::scan::ScanInputs;
 use palisade_pipeline::serve::Stage;
 use palisade_runtime::Shutdown;
+use palisade_runtime::kafka::RangeBound;
 
 #[derive(Debug, Parser)]
 #[command(name = "palisade", version, about = "Kubernetes and container threat detection over Kafka")]
@@ -56,6 +57,32 @@ enum Command {
         /// Write alerts here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Re-run a range of an input topic through a candidate configuration and print how its alerts differ from
+    /// the production configuration's (new, gone, changed severity). Writes nothing to Kafka. Exit code: 0 when
+    /// nothing differs, 1 when something does.
+    Replay {
+        /// The topic: the node events, audit events or cloud activity topic of the production configuration.
+        #[arg(long)]
+        topic: String,
+        /// Candidate configuration (TOML); its detect and enrich sections are what is tried.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// First offset, on every partition (default: the first kept).
+        #[arg(long, conflicts_with = "from_time")]
+        from_offset: Option<i64>,
+        /// Offset to stop before, on every partition (default: the end when the replay starts).
+        #[arg(long, conflicts_with = "to_time")]
+        to_offset: Option<i64>,
+        /// First record time, RFC 3339 (e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        from_time: Option<String>,
+        /// Last record time, RFC 3339.
+        #[arg(long)]
+        to_time: Option<String>,
+        /// Print the diff as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// List the alert types.
     Catalogue {
@@ -113,6 +140,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(if report.bad_lines > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
+        Command::Replay { topic, candidate, from_offset, to_offset, from_time, to_time, json } => {
+            let production = load()?;
+            let candidate_config = PalisadeConfig::load(Some(&candidate)).context("candidate configuration")?;
+            let time = |text: Option<String>| -> anyhow::Result<Option<RangeBound>> {
+                text.map(|t| {
+                    palisade_schemas::k8s_audit::parse_rfc3339_ms(&t)
+                        .map(RangeBound::TimeMs)
+                        .with_context(|| format!("{t} is not an RFC 3339 time"))
+                })
+                .transpose()
+            };
+            let range = palisade_pipeline::replay::ReplayRange {
+                topic,
+                from: from_offset.map(RangeBound::Offset).or(time(from_time)?),
+                to: to_offset.map(RangeBound::Offset).or(time(to_time)?),
+            };
+            let report = replay_with_progress(&production, &candidate_config, &range)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.changed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
         Command::Run { alerts_file, quiet } => {
             let config = load()?;
             palisade_runtime::telemetry::init_logging(config.log_json);
@@ -142,4 +193,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A progress bar with rate and time left on a terminal; a plain line every five seconds otherwise.
+fn replay_with_progress(
+    production: &PalisadeConfig,
+    candidate: &PalisadeConfig,
+    range: &palisade_pipeline::replay::ReplayRange,
+) -> anyhow::Result<palisade_pipeline::replay::ReplayReport> {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::hidden();
+    if terminal {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec}, {eta} left")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut last_line = started;
+    let report = palisade_pipeline::replay::replay(production, candidate, range, |read, total| {
+        if terminal {
+            bar.set_length(total);
+            bar.set_position(read);
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) || read == total {
+            last_line = std::time::Instant::now();
+            let rate = read as f64 / started.elapsed().as_secs_f64().max(0.001);
+            eprintln!("palisade replay: {read}/{total} events, {rate:.0}/s");
+        }
+    })?;
+    bar.finish_and_clear();
+    Ok(report)
 }

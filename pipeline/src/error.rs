@@ -36,6 +36,8 @@ pub enum PipelineError {
     },
     #[error("detector state checkpoint {path}: {reason}; delete it to start the windows empty")]
     Checkpoint { path: String, reason: String },
+    #[error("replay: {reason}")]
+    Replay { reason: String },
     #[error("test alert: {0}")]
     TestAlert(String),
 }

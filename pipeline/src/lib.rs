@@ -5,6 +5,7 @@
 
 pub mod config;
 mod error;
+pub mod replay;
 pub mod run;
 pub mod scan;
 pub mod serve;

@@ -276,3 +276,125 @@ impl TransactionalOutput {
         .map_err(|e| transaction_error("commit", e))
     }
 }
+
+/// Where a topic range starts or ends: an offset (the same on every partition) or an event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeBound {
+    Offset(i64),
+    TimeMs(i64),
+}
+
+/// Reads one topic from `from` (default: each partition's first offset) to `to` (default: the end as it is when
+/// the read starts; an offset bound is exclusive, a time bound inclusive), with its own consumer outside any
+/// group: nothing is committed and no running stage is disturbed. `each` gets every message with the count read
+/// and the count in range so far.
+pub fn read_range(
+    config: &KafkaConfig,
+    topic: &str,
+    from: Option<RangeBound>,
+    to: Option<RangeBound>,
+    mut each: impl FnMut(Message, u64, u64),
+) -> Result<u64, BusError> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("client.id", format!("{}-replay", config.client_id))
+        .set("group.id", format!("{}-replay-unused", config.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .map_err(BusError::Client)?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        return Err(BusError::Admin { topic: topic.to_owned(), reason: "the topic does not exist".into() });
+    }
+    // Time bounds become offsets through the broker's time index.
+    let offsets_for = |time_ms: i64| -> Result<Vec<Option<i64>>, BusError> {
+        let mut query = TopicPartitionList::new();
+        for &partition in &partitions {
+            query.add_partition_offset(topic, partition, Offset::Offset(time_ms)).map_err(kafka)?;
+        }
+        let found = consumer.offsets_for_times(query, timeout).map_err(kafka)?;
+        Ok(partitions
+            .iter()
+            .map(|&p| match found.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(offset)) => Some(offset),
+                _ => None,
+            })
+            .collect())
+    };
+    let from_times = match from {
+        Some(RangeBound::TimeMs(ms)) => Some(offsets_for(ms)?),
+        _ => None,
+    };
+    let mut ranges = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for (index, &partition) in partitions.iter().enumerate() {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
+        let start = match (from, &from_times) {
+            (Some(RangeBound::Offset(offset)), _) => offset.clamp(low, high),
+            (Some(RangeBound::TimeMs(_)), Some(found)) => found[index].unwrap_or(high).clamp(low, high),
+            _ => low,
+        };
+        let end = match to {
+            Some(RangeBound::Offset(offset)) => offset.clamp(start, high),
+            _ => high,
+        };
+        if start < end {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(start)).map_err(kafka)?;
+            ranges.push((partition, start, end));
+        }
+    }
+    let total: u64 = ranges.iter().map(|(_, start, end)| (end - start) as u64).sum();
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    consumer.assign(&assignment).map_err(kafka)?;
+    let mut open: std::collections::HashMap<i32, i64> = ranges.iter().map(|(p, _, end)| (*p, *end)).collect();
+    let mut read = 0;
+    let mut idle_since = std::time::Instant::now();
+    while !open.is_empty() {
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            if idle_since.elapsed() > Duration::from_secs(30) {
+                let reason = format!("no message for 30 s with {} partition(s) short of their end", open.len());
+                return Err(BusError::Admin { topic: topic.to_owned(), reason });
+            }
+            continue;
+        };
+        idle_since = std::time::Instant::now();
+        let message = result.map_err(kafka)?;
+        let partition = message.partition();
+        let Some(&end) = open.get(&partition) else { continue };
+        if message.offset() >= end {
+            open.remove(&partition);
+            continue;
+        }
+        if message.offset() + 1 >= end {
+            open.remove(&partition);
+        }
+        let timestamp_ms = message.timestamp().to_millis();
+        if let (Some(RangeBound::TimeMs(until)), Some(at)) = (to, timestamp_ms)
+            && at > until
+        {
+            open.remove(&partition);
+            continue;
+        }
+        read += 1;
+        let owned = Message {
+            topic: topic.to_owned(),
+            partition,
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers: Vec::new(),
+            timestamp_ms,
+        };
+        each(owned, read, total);
+    }
+    Ok(read)
+}
