@@ -15,6 +15,17 @@ const POSTGRES_TRUST: &AlertTypeMeta = catalogue_entry("K8S_ExposedPostgresTrust
 const KUBEFLOW: &AlertTypeMeta = catalogue_entry("K8S_ExposedKubeflow");
 
 const POSTGRES_PORT: i64 = 5432;
+
+/// Annotations (and values) that make a cloud provider's load balancer internal: AKS, EKS (legacy and AWS Load
+/// Balancer Controller), GKE (both forms), OCI.
+const INTERNAL_LOAD_BALANCER: [(&str, &str); 6] = [
+    ("service.beta.kubernetes.io/azure-load-balancer-internal", "true"),
+    ("service.beta.kubernetes.io/aws-load-balancer-internal", "true"),
+    ("service.beta.kubernetes.io/aws-load-balancer-scheme", "internal"),
+    ("networking.gke.io/load-balancer-type", "Internal"),
+    ("cloud.google.com/load-balancer-type", "Internal"),
+    ("service.beta.kubernetes.io/oci-load-balancer-internal", "true"),
+];
 const AUTH_METHOD_VARIABLE: &str = "POSTGRES_HOST_AUTH_METHOD";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +135,12 @@ fn service_record(audit: &AuditEvent, service: &Value) -> ServiceRecord {
         ports.extend(port.get("port").and_then(Value::as_i64));
         ports.extend(port.get("targetPort").and_then(Value::as_i64));
     }
-    let load_balancer = service.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+    let annotations = string_map(service.pointer("/metadata/annotations"));
+    let internal = INTERNAL_LOAD_BALANCER
+        .iter()
+        .any(|(key, value)| annotations.get(*key).is_some_and(|v| v.eq_ignore_ascii_case(value)));
+    // An internal load balancer (a cloud annotation keeps it inside the network) exposes nothing to the internet.
+    let load_balancer = service.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer") && !internal;
     ServiceRecord { name, load_balancer, selector, ports, identity, audit_id: audit.audit_id.clone() }
 }
 

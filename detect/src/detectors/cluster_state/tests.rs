@@ -144,3 +144,15 @@ fn the_table_survives_a_snapshot_and_restore() {
     assert_eq!(restored.keys(), 1);
     assert_eq!(fired(&mut restored, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 2)).len(), 1);
 }
+
+#[test]
+fn an_internal_load_balancer_exposes_nothing() {
+    let mut joins = ClusterJoins::new();
+    fired(&mut joins, &postgres("db", "pg", json!([{"name": TRUST_ENV, "value": "trust"}]), json!([]), 1));
+    let object = json!({"kind": "Service", "metadata": {"name": "pg", "namespace": "db",
+        "annotations": {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 5432}], "selector": {"app": "pg"}}});
+    assert!(fired(&mut joins, &event("create", "services", Some("db"), "pg", Some(object), 2)).is_empty());
+    // The same Service without the annotation is public.
+    assert_eq!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 3)).len(), 1);
+}
