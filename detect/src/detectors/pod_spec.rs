@@ -2,7 +2,10 @@
 //! Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob), and lists its
 //! containers, init containers and ephemeral containers.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use palisade_schemas::AuditEvent;
 use serde_json::Value;
@@ -33,8 +36,36 @@ pub struct Container<'a> {
 
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
-/// The pod template an event creates or changes, if any. Failed and dry-run requests create nothing.
-pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
+thread_local! {
+    /// The last event's pod template, by a hash of what it was read from: the engine runs every detector over one
+    /// event in turn, and five of them read its pod template (a 2-8 KB parse each time without this).
+    static LAST_TEMPLATE: RefCell<Option<(u64, Option<Rc<PodTemplate>>)>> = const { RefCell::new(None) };
+}
+
+fn template_key(event: &AuditEvent) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&event.audit_id, &event.stage, &event.verb, &event.resource, &event.subresource, &event.namespace)
+        .hash(&mut hasher);
+    (&event.name, event.response_code, &event.request_uri, &event.request_object, &event.response_object)
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The pod template an event creates or changes, if any. Failed and dry-run requests create nothing. The same
+/// event asked again (by the next detector) gets the template already read.
+pub fn changed_pod_template(event: &AuditEvent) -> Option<Rc<PodTemplate>> {
+    let key = template_key(event);
+    if let Some(cached) =
+        LAST_TEMPLATE.with_borrow(|last| last.as_ref().filter(|(k, _)| *k == key).map(|(_, t)| t.clone()))
+    {
+        return cached;
+    }
+    let template = read_pod_template(event).map(Rc::new);
+    LAST_TEMPLATE.set(Some((key, template.clone())));
+    template
+}
+
+fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
     if !matches!(event.verb.as_str(), "create" | "update" | "patch") || event.stage != "ResponseComplete" {
         return None;
     }
@@ -66,7 +97,7 @@ pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
     } else {
         event.response_object.as_deref()
     }?;
-    let object: Value = serde_json::from_str(text).ok()?;
+    let mut object: Value = serde_json::from_str(text).ok()?;
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or(match resource {
         "pods" => "Pod",
         "deployments" => "Deployment",
@@ -77,33 +108,35 @@ pub fn changed_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
         "jobs" => "Job",
         _ => "CronJob",
     });
-    // A created object gets its final name (generateName) in the response.
-    let response: Option<Value> = event.response_object.as_deref().and_then(|t| serde_json::from_str(t).ok());
-    let name = response
-        .as_ref()
-        .and_then(|r| r.pointer("/metadata/name"))
-        .or_else(|| object.pointer("/metadata/name"))
-        .and_then(Value::as_str)
-        .or(event.name.as_deref())
-        .or_else(|| object.pointer("/metadata/generateName").and_then(Value::as_str))
-        .unwrap_or("?");
+    let kind = kind.to_owned();
+    // A created object named by generateName gets its final name in the response; only then is the response
+    // parsed a second time (these bodies are kilobytes, and several detectors read each event).
+    let own_name = object.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned);
+    let name = own_name
+        .or_else(|| {
+            let response: Value = serde_json::from_str(event.response_object.as_deref()?).ok()?;
+            response.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned)
+        })
+        .or_else(|| event.name.clone())
+        .or_else(|| object.pointer("/metadata/generateName").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned());
     let namespace = object
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_owned)
         .or_else(|| event.namespace.clone());
-    let (spec, labels) = match kind {
+    let (spec, labels) = match kind.as_str() {
         "Pod" => ("/spec", "/metadata/labels"),
         "CronJob" => ("/spec/jobTemplate/spec/template/spec", "/spec/jobTemplate/spec/template/metadata/labels"),
         _ => ("/spec/template/spec", "/spec/template/metadata/labels"),
     };
-    let spec = object.pointer(spec)?.clone();
     let labels: BTreeMap<String, String> = object
         .pointer(labels)
         .and_then(Value::as_object)
         .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
         .unwrap_or_default();
-    let base_name = base_name(&object, name, &labels);
+    let base_name = base_name(&object, &name, &labels);
+    let spec = object.pointer_mut(spec)?.take();
     Some(PodTemplate { workload: format!("{kind}/{name}"), namespace, base_name, labels, spec })
 }
 

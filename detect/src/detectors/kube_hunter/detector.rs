@@ -118,6 +118,12 @@ fn signature(verb: &str, resource: &str, body: &Value) -> Option<&'static str> {
 impl KubeHunter {
     fn active(audit: &AuditEvent) -> Option<Finding> {
         let resource = audit.resource.as_deref()?;
+        // Only these requests can carry a signature; the body is parsed for them alone.
+        let candidate = audit.verb == "patch"
+            || (audit.verb == "create" && matches!(resource, "pods" | "namespaces" | "clusterroles"));
+        if !candidate {
+            return None;
+        }
         let body = audit.request_object.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok())?;
         let reason = signature(&audit.verb, resource, &body)?;
         let mut finding = Finding::default();
