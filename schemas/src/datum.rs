@@ -3,8 +3,11 @@
 //! which caps a collector at ~40k events/s per core; these write and read the same bytes directly, for the
 //! current schema only. The codec tests check byte equality with apache-avro on many records.
 
+use std::collections::BTreeMap;
+
 use crate::types::{
-    FileDetail, NamespaceDetail, NetDetail, NodeEvent, NodeEventKind, PrivilegeDetail, ProcessRef, SignalDetail,
+    AuditEvent, FileDetail, NamespaceDetail, NetDetail, NodeEvent, NodeEventKind, PrivilegeDetail, ProcessRef,
+    SignalDetail,
 };
 
 /// Appends Avro binary values to a buffer.
@@ -166,6 +169,11 @@ impl<'a> DatumReader<'a> {
                 items.push(read(self)?);
             }
         }
+    }
+
+    /// A map of strings in any number of blocks, as an array of key-value pairs is.
+    pub(crate) fn string_map(&mut self) -> Result<BTreeMap<String, String>, DatumError> {
+        Ok(self.array(|r| Ok((r.string()?, r.string()?)))?.into_iter().collect())
     }
 }
 
@@ -343,6 +351,40 @@ pub(crate) fn read_node_event(bytes: &[u8]) -> Result<NodeEvent, DatumError> {
                 new_capabilities: r.optional(DatumReader::long)?,
             })
         })?,
+    };
+    r.finish()?;
+    Ok(event)
+}
+
+/// Reads an `AuditEvent` datum of the current schema (the detector decodes every audit event; apache-avro's
+/// generic path took 9-10 µs of a 16 µs budget per event).
+pub(crate) fn read_audit_event(bytes: &[u8]) -> Result<AuditEvent, DatumError> {
+    let mut r = DatumReader::new(bytes);
+    let event = AuditEvent {
+        audit_id: r.string()?,
+        cluster: r.string()?,
+        stage: r.string()?,
+        level: r.string()?,
+        verb: r.string()?,
+        request_uri: r.string()?,
+        username: r.string()?,
+        user_groups: read_strings(&mut r)?,
+        impersonated_user: r.optional(DatumReader::string)?,
+        source_ips: read_strings(&mut r)?,
+        user_agent: r.optional(DatumReader::string)?,
+        resource: r.optional(DatumReader::string)?,
+        subresource: r.optional(DatumReader::string)?,
+        namespace: r.optional(DatumReader::string)?,
+        name: r.optional(DatumReader::string)?,
+        api_group: r.optional(DatumReader::string)?,
+        api_version: r.optional(DatumReader::string)?,
+        response_code: r.optional(DatumReader::long)?,
+        request_object: r.optional(DatumReader::string)?,
+        response_object: r.optional(DatumReader::string)?,
+        request_received_ms: r.long()?,
+        stage_ms: r.long()?,
+        annotations: r.string_map()?,
+        raw: r.string()?,
     };
     r.finish()?;
     Ok(event)

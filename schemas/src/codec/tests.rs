@@ -88,7 +88,46 @@ fn garbage_is_a_typed_error_not_a_panic() {
     let audit = Codec::<AuditEvent>::new().unwrap();
     let mut truncated = audit.encode(&load_json("audit_event.v1")).unwrap();
     truncated.truncate(20);
-    assert!(matches!(audit.decode(&truncated), Err(CodecError::Avro { .. })));
+    assert!(matches!(audit.decode(&truncated), Err(CodecError::Datum { .. })));
+}
+
+#[test]
+fn hand_read_audit_events_equal_what_apache_avro_wrote() {
+    let codec = Codec::<AuditEvent>::new().unwrap();
+    let base: AuditEvent = load_json("audit_event.v1");
+    let mut bare = base.clone();
+    bare.user_groups.clear();
+    bare.impersonated_user = None;
+    bare.source_ips.clear();
+    bare.user_agent = None;
+    bare.resource = None;
+    bare.subresource = None;
+    bare.namespace = None;
+    bare.name = None;
+    bare.api_group = None;
+    bare.api_version = None;
+    bare.response_code = None;
+    bare.request_object = None;
+    bare.response_object = None;
+    bare.annotations.clear();
+    let mut full = base.clone();
+    full.impersonated_user = Some("system:serviceaccount:ä:b".into());
+    full.user_groups = (0..200).map(|i| format!("group-{i}")).collect();
+    full.response_code = Some(-1);
+    full.stage_ms = i64::MAX;
+    full.request_received_ms = i64::MIN;
+    full.request_object = Some("x".repeat(70_000));
+    full.annotations = (0..40).map(|i| (format!("k{i}/ü"), format!("v{i}"))).collect();
+    for event in [base, bare, full] {
+        let bytes = codec.encode(&event).unwrap();
+        assert_eq!(codec.decode(&bytes).unwrap(), event);
+        let mut datum = std::io::Cursor::new(&bytes[HEADER_LEN..]);
+        let value = from_avro_datum(codec.current_schema(), &mut datum, None).expect("apache-avro reads");
+        assert_eq!(from_value::<AuditEvent>(&value).unwrap(), event, "both readers agree");
+        for cut in [HEADER_LEN + 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(matches!(codec.decode(&bytes[..cut]), Err(CodecError::Datum { .. })), "cut at {cut}");
+        }
+    }
 }
 
 /// NodeEvents covering every union branch, empty and long arrays, extreme longs and non-ASCII text.
