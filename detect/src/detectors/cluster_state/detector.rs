@@ -414,11 +414,10 @@ impl WindowedDetector for ClusterJoins {
         let namespaces: Vec<String> = match change {
             Change::Namespace(namespace) => vec![namespace],
             Change::Cluster => {
-                let mut all: BTreeSet<String> =
-                    tables.services.keys().filter_map(|k| k.split('/').next()).map(str::to_owned).collect();
-                all.extend(audit.namespace.clone());
                 out.extend(tables.kubeflow_findings(audit).into_iter().map(|f| (KUBEFLOW, f)));
-                all.into_iter().collect()
+                // A Postgres exposure lives in one namespace: the changed object's (a namespace's own name).
+                let own = (audit.resource.as_deref() == Some("namespaces")).then(|| audit.name.clone()).flatten();
+                audit.namespace.clone().or(own).into_iter().collect()
             }
         };
         for namespace in namespaces {
