@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
 use crate::meta::{AlertTypeMeta, Source};
 use crate::registry;
-use crate::windowed::WindowedDetector;
+use crate::windowed::{PodContext, WindowedDetector};
 
 /// One decoded input event.
 #[derive(Debug, Clone, Copy)]
@@ -95,11 +95,18 @@ impl Engine {
         out: &mut Vec<Detection>,
         rule: Option<&CompiledRule>,
         meta: &AlertTypeMeta,
-        event: &Event<'_>,
+        (event, context): (&Event<'_>, Option<&PodContext>),
         finding: Finding,
         detected_at_ms: i64,
     ) {
-        let detection = build_detection(meta, event, finding, detected_at_ms);
+        let mut detection = build_detection(meta, event, finding, detected_at_ms);
+        // A node alert gets the pod its event ran in, before exceptions (by namespace, workload, image) apply.
+        if let Some(context) = context {
+            detection.namespace = detection.namespace.or_else(|| Some(context.namespace.clone()));
+            detection.pod = detection.pod.or_else(|| Some(context.pod.clone()));
+            detection.workload = detection.workload.or_else(|| Some(context.workload.clone()));
+            detection.image = detection.image.or_else(|| context.image.clone());
+        }
         let excepted = rule.is_some_and(|rule| rule.exceptions.iter().any(|e| exception_matches(e, &detection)));
         if !excepted {
             out.push(detection);
@@ -108,13 +115,21 @@ impl Engine {
 
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
         let mut out = Vec::new();
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let context = match event {
+            Event::Node(NodeEvent { pod_uid: Some(uid), .. }) => {
+                windows.detectors.iter().find_map(|detector| detector.pod_context(uid))
+            }
+            _ => None,
+        };
+        let with = (event, context.as_ref());
         for detector in &self.detectors {
             if detector.meta().source != event.source() {
                 continue;
             }
             for (meta, finding) in detector.detect_all(event) {
                 let Some(rule) = self.rule(meta) else { continue };
-                Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
+                Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
             }
         }
         let event_ms = match event {
@@ -122,7 +137,6 @@ impl Engine {
             Event::Audit(audit) => audit.stage_ms,
             Event::Cloud(cloud) => cloud.timestamp_ms,
         };
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         windows.watermark_ms = windows.watermark_ms.max(event_ms);
         for detector in &mut windows.detectors {
             if detector.meta().source != event.source() {
@@ -130,7 +144,7 @@ impl Engine {
             }
             for (meta, finding) in detector.observe_all(event) {
                 let Some(rule) = self.rule(meta) else { continue };
-                Self::keep(&mut out, rule, meta, event, finding, detected_at_ms);
+                Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
             }
         }
         windows.since_expiry += 1;

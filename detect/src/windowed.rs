@@ -23,6 +23,11 @@ pub trait WindowedDetector: Send {
         self.observe(event).into_iter().map(|finding| (meta, finding)).collect()
     }
 
+    /// The pod a node event's pod UID names, when this detector keeps a table of pods (the cluster-state join).
+    fn pod_context(&self, _pod_uid: &str) -> Option<PodContext> {
+        None
+    }
+
     /// For a baseline: how many keys are learning and how many are past their learning period.
     fn learning(&self) -> Option<crate::baseline::LearningState> {
         None
@@ -33,6 +38,17 @@ pub trait WindowedDetector: Send {
     fn restore(&mut self, state: &Value) -> Result<(), String>;
     /// Keys held, for the memory figures.
     fn keys(&self) -> usize;
+}
+
+/// Where a pod runs in the cluster, for node alerts (their events carry only the pod UID, from the cgroup path).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct PodContext {
+    pub namespace: String,
+    pub pod: String,
+    /// `Kind/name` of the pod's controller (its first owner reference), else `Pod/<name>`.
+    pub workload: String,
+    /// The image, when the pod has one container (a node event does not say which container it came from).
+    pub image: Option<String>,
 }
 
 /// Window settings of the windowed match detectors (node windows, kube-hunter's discovery pattern).

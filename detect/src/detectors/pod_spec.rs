@@ -21,6 +21,10 @@ pub struct PodTemplate {
     pub base_name: String,
     /// The labels its pods carry.
     pub labels: BTreeMap<String, String>,
+    /// The object's UID, when the event holds the stored object (a create's response, an update's).
+    pub uid: Option<String>,
+    /// `Kind/name` of its first owner reference (a Pod's ReplicaSet, a Job's CronJob).
+    pub owner: Option<String>,
     pub spec: Value,
 }
 
@@ -91,9 +95,11 @@ fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
     if !workload_resource {
         return None;
     }
-    // A patch body may be partial; the response holds the whole object. A create body is the whole object.
+    // The response holds the object as stored (a patch body may be partial; a create's response adds the name a
+    // generateName got, the UID and defaults); a create's request body is the whole object too, when the policy
+    // logged no response.
     let text = if event.verb == "create" {
-        event.request_object.as_deref().or(event.response_object.as_deref())
+        event.response_object.as_deref().or(event.request_object.as_deref())
     } else {
         event.response_object.as_deref()
     }?;
@@ -136,8 +142,12 @@ fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
         .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
         .unwrap_or_default();
     let base_name = base_name(&object, &name, &labels);
+    let uid = object.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned);
+    let owner = object
+        .pointer("/metadata/ownerReferences/0")
+        .and_then(|o| Some(format!("{}/{}", o.get("kind")?.as_str()?, o.get("name")?.as_str()?)));
     let spec = object.pointer_mut(spec)?.take();
-    Some(PodTemplate { workload: format!("{kind}/{name}"), namespace, base_name, labels, spec })
+    Some(PodTemplate { workload: format!("{kind}/{name}"), namespace, base_name, labels, uid, owner, spec })
 }
 
 /// `coredns-5d78c9869d-x7x2p` (with `pod-template-hash: 5d78c9869d`) → `coredns`; `kube-proxy-8xk2q` (generated)

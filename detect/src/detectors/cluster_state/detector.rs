@@ -9,7 +9,7 @@ use crate::detectors::pod_spec::{PodTemplate, changed_pod_template};
 use crate::engine::{Event, Finding};
 use crate::lists::image_repository;
 use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::WindowedDetector;
+use crate::windowed::{PodContext, WindowedDetector};
 
 const POSTGRES_TRUST: &AlertTypeMeta = catalogue_entry("K8S_ExposedPostgresTrustAuth");
 const KUBEFLOW: &AlertTypeMeta = catalogue_entry("K8S_ExposedKubeflow");
@@ -73,6 +73,12 @@ struct Tables {
     namespaces: BTreeSet<String>,
     /// Joins that fired and still hold: `postgres/namespace/service`, `kubeflow/namespace/service`.
     fired: BTreeSet<String>,
+    /// Pods by UID, for node alerts' Kubernetes context (absent from checkpoints written before it existed).
+    #[serde(default)]
+    pods: HashMap<String, PodContext>,
+    /// `namespace/name` → UID, for pod deletes (their events name the pod, not its UID).
+    #[serde(default)]
+    pod_uids: HashMap<String, String>,
 }
 
 /// What an audit event changed in the tables, for the joins to look again at.
@@ -229,6 +235,11 @@ impl Tables {
                 }
                 _ => {
                     let kind = workload_kind(resource)?;
+                    if kind == "Pod"
+                        && let Some(uid) = self.pod_uids.remove(&format!("{namespace}/{name}"))
+                    {
+                        self.pods.remove(&uid);
+                    }
                     let removed = self.workloads.remove(&format!("{namespace}/{kind}/{name}"));
                     removed.map(|w| if w.kubeflow { Change::Cluster } else { Change::Namespace(namespace) })
                 }
@@ -264,6 +275,20 @@ impl Tables {
                 let template = changed_pod_template(audit)?;
                 let namespace = template.namespace.clone().unwrap_or(namespace);
                 let record = workload_record(audit, &template);
+                if let (Some(pod), Some(uid)) = (record.workload.strip_prefix("Pod/"), &template.uid) {
+                    let containers = template.containers();
+                    let context = PodContext {
+                        namespace: namespace.clone(),
+                        pod: pod.to_owned(),
+                        workload: template.owner.clone().unwrap_or_else(|| record.workload.clone()),
+                        image: match containers.as_slice() {
+                            [only] => only.image.map(str::to_owned),
+                            _ => None,
+                        },
+                    };
+                    self.pod_uids.insert(format!("{namespace}/{pod}"), uid.clone());
+                    self.pods.insert(uid.clone(), context);
+                }
                 let kubeflow = record.kubeflow;
                 self.workloads.insert(format!("{namespace}/{}", record.workload), record);
                 Some(if kubeflow { Change::Cluster } else { Change::Namespace(namespace) })
@@ -427,6 +452,10 @@ impl WindowedDetector for ClusterJoins {
     }
 
     fn expire(&mut self, _now_ms: i64) {}
+
+    fn pod_context(&self, pod_uid: &str) -> Option<PodContext> {
+        self.clusters.values().find_map(|tables| tables.pods.get(pod_uid).cloned())
+    }
 
     fn snapshot(&self) -> Value {
         serde_json::to_value(&self.clusters).unwrap_or_default()

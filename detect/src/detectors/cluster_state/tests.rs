@@ -156,3 +156,48 @@ fn an_internal_load_balancer_exposes_nothing() {
     // The same Service without the annotation is public.
     assert_eq!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 3)).len(), 1);
 }
+
+fn trigger_on_pod(pod_uid: Option<&str>) -> palisade_schemas::NodeEvent {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/node_event.v1.json"))
+        .unwrap();
+    let mut event: palisade_schemas::NodeEvent = serde_json::from_str(&text).unwrap();
+    let name = crate::detectors::eicar::TEST_TRIGGER_NAME;
+    event.kind = palisade_schemas::NodeEventKind::Exec;
+    event.executable = Some(format!("/tmp/{name}"));
+    event.argv = vec![name.to_owned()];
+    event.pod_uid = pod_uid.map(str::to_owned);
+    event
+}
+
+#[test]
+fn node_alerts_get_the_pod_their_event_ran_in_before_exceptions_apply() {
+    use crate::config::{DetectConfig, Exception, RuleConfig};
+    use crate::engine::Engine;
+
+    // The create's response holds the UID the API server gave the pod.
+    let pod = json!({"kind": "Pod", "metadata": {"name": "web-5d78c-x7x2p", "namespace": "shop", "uid": "u-1",
+        "ownerReferences": [{"kind": "ReplicaSet", "name": "web-5d78c"}]},
+        "spec": {"containers": [{"name": "app", "image": "shop/web:1.2"}]}});
+    let mut create = event("create", "pods", Some("shop"), "", Some(pod.clone()), 1);
+    create.response_object = Some(pod.to_string());
+    let engine = Engine::new(&DetectConfig::default()).unwrap();
+    engine.process(&Event::Audit(&create), 0);
+    let alerts = engine.process(&Event::Node(&trigger_on_pod(Some("u-1"))), 0);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].namespace.as_deref(), Some("shop"));
+    assert_eq!(alerts[0].pod.as_deref(), Some("web-5d78c-x7x2p"));
+    assert_eq!(alerts[0].workload.as_deref(), Some("ReplicaSet/web-5d78c"));
+    assert_eq!(alerts[0].image.as_deref(), Some("shop/web:1.2"));
+    // Another pod's event gets no context.
+    assert_eq!(engine.process(&Event::Node(&trigger_on_pod(Some("u-2"))), 0)[0].namespace, None);
+
+    // A namespace exception now applies to node alerts; after the pod is deleted the context is gone.
+    let mut config = DetectConfig::default();
+    let exception = Exception { namespace: Some("shop".into()), reason: "test".into(), ..Exception::default() };
+    config.rules.insert("K8S.NODE_EICAR".into(), RuleConfig { exceptions: vec![exception], ..RuleConfig::default() });
+    let engine = Engine::new(&config).unwrap();
+    engine.process(&Event::Audit(&create), 0);
+    assert!(engine.process(&Event::Node(&trigger_on_pod(Some("u-1"))), 0).is_empty(), "excepted by namespace");
+    engine.process(&Event::Audit(&event("delete", "pods", Some("shop"), "web-5d78c-x7x2p", None, 2)), 0);
+    assert_eq!(engine.process(&Event::Node(&trigger_on_pod(Some("u-1"))), 0).len(), 1, "deleted pod: no context");
+}
