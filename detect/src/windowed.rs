@@ -2,6 +2,8 @@
 //! injected clock (the time a detection is made); their state is a serialisable snapshot, so a detector that is
 //! stopped and restored resumes its open windows.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use crate::engine::{Event, Finding};
@@ -112,4 +114,18 @@ impl Default for WindowConfig {
             max_keys: default_max_keys(),
         }
     }
+}
+
+/// Evicts the key seen longest ago when the map is full.
+pub(crate) fn make_room<T>(map: &mut HashMap<String, T>, max_keys: usize, last_ms: impl Fn(&T) -> i64) {
+    while map.len() >= max_keys.max(1) {
+        let Some(oldest) = map.iter().min_by_key(|(_, state)| last_ms(state)).map(|(k, _)| k.clone()) else { break };
+        map.remove(&oldest);
+    }
+}
+
+/// Advances the watermark; `false` when the event is later than the lateness bound allows.
+pub(crate) fn on_time(watermark_ms: &mut i64, event_ms: i64, lateness_secs: u64) -> bool {
+    *watermark_ms = (*watermark_ms).max(event_ms);
+    event_ms >= *watermark_ms - lateness_secs as i64 * 1000
 }

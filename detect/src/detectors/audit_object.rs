@@ -52,3 +52,11 @@ pub fn name_of(event: &AuditEvent, object: Option<&Value>) -> String {
 pub fn strings(value: Option<&Value>) -> Vec<&str> {
     value.and_then(Value::as_array).map(|items| items.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
 }
+
+/// A JSON object of strings (labels, annotations, a selector, a ConfigMap's data); other values are left out.
+pub fn string_map(value: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default()
+}

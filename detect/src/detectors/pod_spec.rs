@@ -10,6 +10,8 @@ use std::rc::Rc;
 use palisade_schemas::AuditEvent;
 use serde_json::Value;
 
+use crate::detectors::audit_object::string_map;
+
 /// A pod template found in an audit event.
 #[derive(Debug, Clone)]
 pub struct PodTemplate {
@@ -55,6 +57,21 @@ fn template_key(event: &AuditEvent) -> u64 {
     hasher.finish()
 }
 
+/// The kind a workload resource holds (`deployments` → `Deployment`); `None` for other resources.
+pub fn workload_kind(resource: &str) -> Option<&'static str> {
+    Some(match resource {
+        "pods" => "Pod",
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "daemonsets" => "DaemonSet",
+        "replicasets" => "ReplicaSet",
+        "replicationcontrollers" => "ReplicationController",
+        "jobs" => "Job",
+        "cronjobs" => "CronJob",
+        _ => return None,
+    })
+}
+
 /// The pod template an event creates or changes, if any. Failed and dry-run requests create nothing. The same
 /// event asked again (by the next detector) gets the template already read.
 pub fn changed_pod_template(event: &AuditEvent) -> Option<Rc<PodTemplate>> {
@@ -78,20 +95,8 @@ fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
     }
     let resource = event.resource.as_deref()?;
     let subresource = event.subresource.as_deref();
-    let workload_resource = matches!(
-        (resource, subresource),
-        ("pods", None | Some("ephemeralcontainers"))
-            | (
-                "deployments"
-                    | "statefulsets"
-                    | "daemonsets"
-                    | "replicasets"
-                    | "replicationcontrollers"
-                    | "jobs"
-                    | "cronjobs",
-                None
-            )
-    );
+    let workload_resource = workload_kind(resource).is_some()
+        && (subresource.is_none() || (resource == "pods" && subresource == Some("ephemeralcontainers")));
     if !workload_resource {
         return None;
     }
@@ -104,17 +109,8 @@ fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
         event.response_object.as_deref()
     }?;
     let mut object: Value = serde_json::from_str(text).ok()?;
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or(match resource {
-        "pods" => "Pod",
-        "deployments" => "Deployment",
-        "statefulsets" => "StatefulSet",
-        "daemonsets" => "DaemonSet",
-        "replicasets" => "ReplicaSet",
-        "replicationcontrollers" => "ReplicationController",
-        "jobs" => "Job",
-        _ => "CronJob",
-    });
-    let kind = kind.to_owned();
+    // Only workload resources get here, so the resource always names a kind.
+    let kind = object.get("kind").and_then(Value::as_str).or(workload_kind(resource))?.to_owned();
     // A created object named by generateName gets its final name in the response; only then is the response
     // parsed a second time (these bodies are kilobytes, and several detectors read each event).
     let own_name = object.pointer("/metadata/name").and_then(Value::as_str).map(str::to_owned);
@@ -136,11 +132,7 @@ fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
         "CronJob" => ("/spec/jobTemplate/spec/template/spec", "/spec/jobTemplate/spec/template/metadata/labels"),
         _ => ("/spec/template/spec", "/spec/template/metadata/labels"),
     };
-    let labels: BTreeMap<String, String> = object
-        .pointer(labels)
-        .and_then(Value::as_object)
-        .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
-        .unwrap_or_default();
+    let labels = string_map(object.pointer(labels));
     let base_name = base_name(&object, &name, &labels);
     let uid = object.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned);
     let owner = object

@@ -4,8 +4,8 @@ use palisade_schemas::AuditEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::detectors::audit_object::{name_of, object};
-use crate::detectors::pod_spec::{PodTemplate, changed_pod_template};
+use crate::detectors::audit_object::{name_of, object, string_map};
+use crate::detectors::pod_spec::{PodTemplate, changed_pod_template, workload_kind};
 use crate::engine::{Event, Finding};
 use crate::lists::image_repository;
 use crate::meta::{AlertTypeMeta, catalogue_entry};
@@ -107,27 +107,6 @@ fn completed(audit: &AuditEvent, verbs: &[&str]) -> bool {
         && audit.response_code.is_none_or(|code| code < 300)
         && !audit.request_uri.contains("dryRun=")
         && audit.subresource.is_none()
-}
-
-fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
-    value
-        .and_then(Value::as_object)
-        .map(|map| map.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
-        .unwrap_or_default()
-}
-
-fn workload_kind(resource: &str) -> Option<&'static str> {
-    Some(match resource {
-        "pods" => "Pod",
-        "deployments" => "Deployment",
-        "statefulsets" => "StatefulSet",
-        "daemonsets" => "DaemonSet",
-        "replicasets" => "ReplicaSet",
-        "replicationcontrollers" => "ReplicationController",
-        "jobs" => "Job",
-        "cronjobs" => "CronJob",
-        _ => return None,
-    })
 }
 
 fn service_record(audit: &AuditEvent, service: &Value) -> ServiceRecord {

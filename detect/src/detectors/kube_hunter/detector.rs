@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::engine::{Event, Finding};
 use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::{WindowConfig, WindowedDetector};
+use crate::windowed::{WindowConfig, WindowedDetector, make_room, on_time};
 
 const META: &AlertTypeMeta = catalogue_entry("K8S_PenTestToolsKubeHunter");
 
@@ -141,14 +141,12 @@ impl KubeHunter {
             return None;
         }
         let at = audit.stage_ms;
-        self.state.watermark_ms = self.state.watermark_ms.max(at);
-        if at < self.state.watermark_ms - self.config.lateness_secs as i64 * 1000 {
+        if !on_time(&mut self.state.watermark_ms, at, self.config.lateness_secs) {
             return None;
         }
         let key = format!("{}|{}", audit.username, audit.source_ips.first().map(String::as_str).unwrap_or("?"));
-        if !self.state.identities.contains_key(&key) && self.state.identities.len() >= self.config.max_keys.max(1) {
-            let oldest = self.state.identities.iter().min_by_key(|(_, d)| d.last_ms).map(|(k, _)| k.clone())?;
-            self.state.identities.remove(&oldest);
+        if !self.state.identities.contains_key(&key) {
+            make_room(&mut self.state.identities, self.config.max_keys, |d| d.last_ms);
         }
         let window_ms = self.config.discovery_window_secs as i64 * 1000;
         let discovery = self.state.identities.entry(key).or_default();

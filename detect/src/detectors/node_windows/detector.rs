@@ -11,20 +11,12 @@ use crate::detectors::node_runtime::SharedNodeLists;
 use crate::detectors::node_runtime::view::{basename, download_targets, exec, is_downloader, is_shell, urls};
 use crate::engine::{Event, Finding};
 use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::{WindowConfig, WindowedDetector};
+use crate::windowed::{WindowConfig, WindowedDetector, make_room, on_time};
 
 fn key(event: &NodeEvent) -> String {
     match &event.container_id {
         Some(container) => format!("{}/{container}", event.node),
         None => format!("{}/host/{}", event.node, event.ppid),
-    }
-}
-
-/// Evicts the key seen longest ago when the map is full.
-fn make_room<T>(map: &mut HashMap<String, T>, max_keys: usize, last_ms: impl Fn(&T) -> i64) {
-    while map.len() >= max_keys.max(1) {
-        let Some(oldest) = map.iter().min_by_key(|(_, state)| last_ms(state)).map(|(k, _)| k.clone()) else { break };
-        map.remove(&oldest);
     }
 }
 
@@ -59,12 +51,6 @@ impl ReconBurst {
 
 const RECON: &AlertTypeMeta = catalogue_entry("K8S.NODE_ReconnaissanceArtifactsBurst");
 const BACKDOOR: &AlertTypeMeta = catalogue_entry("K8S.NODE_LinuxBackdoorArtifact");
-
-/// Advances the watermark; `false` when the event is later than the lateness bound allows.
-fn on_time(watermark_ms: &mut i64, event_ms: i64, lateness_secs: u64) -> bool {
-    *watermark_ms = (*watermark_ms).max(event_ms);
-    event_ms >= *watermark_ms - lateness_secs as i64 * 1000
-}
 
 impl WindowedDetector for ReconBurst {
     fn meta(&self) -> &'static AlertTypeMeta {
