@@ -59,10 +59,12 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Re-run a range of an input topic through a candidate configuration and print how its alerts differ from
-    /// the production configuration's (new, gone, changed severity). Writes nothing to Kafka. Exit code: 0 when
-    /// nothing differs, 1 when something does.
+    /// the production configuration's (new, gone, suppressed, changed severity); or, given the alerts topic,
+    /// preview the candidate's suppression rules against the alerts already raised. Writes nothing to Kafka.
+    /// Exit code: 0 when nothing differs, 1 when something does.
     Replay {
-        /// The topic: the node events, audit events or cloud activity topic of the production configuration.
+        /// The topic: the node events, audit events, cloud activity or alerts topic of the production
+        /// configuration.
         #[arg(long)]
         topic: String,
         /// Candidate configuration (TOML); its detect and enrich sections are what is tried.
@@ -135,8 +137,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = palisade_pipeline::scan::scan(&config, &inputs, &mut output, &mut std::io::stderr())?;
             eprintln!(
-                "palisade: scanned {} events, {} alerts, {} bad lines",
-                report.events, report.alerts, report.bad_lines
+                "palisade: scanned {} events, {} alerts ({} suppressed, not written), {} bad lines",
+                report.events, report.alerts, report.suppressed, report.bad_lines
             );
             Ok(if report.bad_lines > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }

@@ -1,7 +1,8 @@
 //! `palisade replay` on real Kafka: audit events on a topic, replayed through a candidate configuration with one
 //! added exception and one changed severity, must give exactly that diff — one K8S_PrivilegedContainer alert
 //! gone, one K8S_ExposedRedis alert re-rated, nothing else — and the production configuration against itself
-//! must give none. Nothing is written to Kafka by the replay.
+//! must give none; a candidate suppression rule shows its alert as suppressed. Nothing is written to Kafka by the
+//! replay.
 
 mod common;
 
@@ -111,6 +112,19 @@ fn one_configuration_change_gives_exactly_its_diff() {
     let (_, text) = replay(&production_path, &topic, &candidate_path, &["--from-offset", "1"]);
     assert!(text.starts_with("replayed 3 events"), "{text}");
     assert!(text.contains("severity Medium → High") || text.contains("→ High"), "{text}");
+    // A candidate suppression: the re-run raises the alert, and the rule holds it back.
+    let suppressing = format!(
+        "{production}\n[[enrich.suppressions]]\nname = \"cache-lb\"\nalert_type = \"K8S_ExposedRedis\"\n\
+         namespace = \"team-a\"\nreason = \"known cache load balancer\"\nexpires = \"2099-01-01T00:00:00Z\"\n"
+    );
+    let suppressing_path = dir.path().join("suppressing.toml");
+    std::fs::write(&suppressing_path, &suppressing).unwrap();
+    let (code, out) = replay(&production_path, &topic, &suppressing_path, &["--json"]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 1, "{report:#}");
+    let diff = |t: &str, field: &str| report["by_type"][t][field].as_u64().unwrap_or(0);
+    assert_eq!((diff("K8S_ExposedRedis", "suppressed"), diff("K8S_ExposedRedis", "gone")), (1, 0), "{report:#}");
+    assert_eq!(diff("K8S_PrivilegedContainer", "unchanged"), 2, "{report:#}");
     // Production against itself: no difference, exit 0.
     let (code, text) = replay(&production_path, &topic, &production_path, &[]);
     assert_eq!(code, 0, "{text}");

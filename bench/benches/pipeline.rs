@@ -38,7 +38,7 @@ fn codecs(c: &mut Criterion) {
 
 fn detection(c: &mut Criterion) {
     let engine = Engine::new(&DetectConfig::default()).unwrap();
-    let enricher = Enricher::new("bench", &EnrichConfig::default(), &DetectConfig::default());
+    let enricher = Enricher::new("bench", &EnrichConfig::default(), &DetectConfig::default()).expect("default config");
     let firing = corpus_audit("create_nginx_pod_privileged.json");
     let quiet = corpus_audit("create_configmap.json");
     let mut group = c.benchmark_group("detect");

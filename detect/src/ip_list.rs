@@ -1,4 +1,4 @@
-//! IP address lists (addresses and CIDR ranges) read from files, re-read when the file changes.
+//! IP address lists (addresses and CIDR ranges) read from files, and any list re-read when its file changes.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,17 @@ impl IpList {
         self.ranges.iter().any(|range| range.contains(address))
     }
 
+    /// The first entry that holds `address`, written as it is listed (`a.b.c.d` or `network/prefix`).
+    pub fn matching(&self, address: IpAddr) -> Option<String> {
+        self.ranges.iter().find(|range| range.contains(address)).map(|range| {
+            if range.prefix == bits(range.network).1 {
+                range.network.to_string()
+            } else {
+                format!("{}/{}", range.network, range.prefix)
+            }
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.ranges.len()
     }
@@ -76,29 +87,44 @@ impl IpList {
     }
 }
 
-/// A list backed by a file, re-read (at most every `check_every`) when its modification time changes. A file
-/// that stops parsing keeps the last good list and logs why on stderr once per change.
-pub struct ReloadingIpList {
-    path: Option<PathBuf>,
-    check_every: Duration,
-    state: RwLock<(IpList, Option<SystemTime>, Instant)>,
+/// A list that can be read from a file's text.
+pub trait ListText: Sized {
+    fn parse(text: &str) -> Result<Self, String>;
 }
 
-impl ReloadingIpList {
+impl ListText for IpList {
+    fn parse(text: &str) -> Result<Self, String> {
+        IpList::parse(text)
+    }
+}
+
+/// A list backed by a file, re-read (at most every `check_every`) when its modification time changes. A file
+/// that stops parsing keeps the last good list and logs why on stderr once per change.
+pub struct Reloading<L> {
+    path: Option<PathBuf>,
+    check_every: Duration,
+    state: RwLock<(L, Option<SystemTime>, Instant)>,
+}
+
+/// The IP list the proxy and threat-intelligence lookups use.
+pub type ReloadingIpList = Reloading<IpList>;
+
+impl<L: ListText> Reloading<L> {
     pub fn from_file(path: &Path, check_every: Duration) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let list = IpList::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let list = L::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(Self { path: Some(path.to_owned()), check_every, state: RwLock::new((list, modified, Instant::now())) })
     }
 
-    pub fn fixed(list: IpList) -> Self {
+    pub fn fixed(list: L) -> Self {
         Self { path: None, check_every: Duration::MAX, state: RwLock::new((list, None, Instant::now())) }
     }
 
-    pub fn contains(&self, address: IpAddr) -> bool {
+    /// Runs `read` on the current list (re-read first if the file changed); `None` if the lock was poisoned.
+    pub fn with<T>(&self, read: impl FnOnce(&L) -> T) -> Option<T> {
         self.reload_if_changed();
-        self.state.read().map(|state| state.0.contains(address)).unwrap_or(false)
+        self.state.read().ok().map(|state| read(&state.0))
     }
 
     fn reload_if_changed(&self) {
@@ -114,10 +140,16 @@ impl ReloadingIpList {
             return;
         }
         state.1 = modified;
-        match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|text| IpList::parse(&text)) {
+        match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|text| L::parse(&text)) {
             Ok(list) => state.0 = list,
             Err(error) => eprintln!("palisade: keeping the previous list, {} does not load: {error}", path.display()),
         }
+    }
+}
+
+impl Reloading<IpList> {
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.with(|list| list.contains(address)).unwrap_or(false)
     }
 }
 
@@ -134,6 +166,9 @@ mod tests {
         assert!(list.contains("2001:db8::1".parse().unwrap()));
         assert!(!list.contains("2001:db9::1".parse().unwrap()));
         assert!(IpList::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert_eq!(list.matching("203.0.113.9".parse().unwrap()).as_deref(), Some("203.0.113.0/24"));
+        assert_eq!(list.matching("198.51.100.7".parse().unwrap()).as_deref(), Some("198.51.100.7"));
+        assert_eq!(list.matching("192.0.2.1".parse().unwrap()), None);
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! Enrichment: turns a `Detection` into the `Alert` the SOC reads, adding the catalogue's title, severity,
-//! tactics and ATT&CK techniques, the configured severity override, the cluster name and a remediation hint.
-//! Cluster-state context (pods, workloads, images by container id) is the next step here; fields that cannot
-//! be filled stay absent, never invented.
+//! tactics and ATT&CK techniques, the configured severity override, the cluster name, a remediation hint and
+//! threat-intelligence verdicts, and decides whether a suppression rule holds it back. Kubernetes context of
+//! node alerts comes from the detect stage's cluster-state table; fields that cannot be filled stay absent,
+//! never invented, and are listed in `unknown_fields`.
 
 pub mod dedup;
+pub mod suppression;
+pub mod threat_intel;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use palisade_detect::{DetectConfig, Severity, lookup};
 use palisade_schemas::{Alert, Detection};
 use serde::Deserialize;
+
+use crate::suppression::{SuppressionRule, Suppressions};
+use crate::threat_intel::{ThreatIntel, ThreatIntelList};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +31,22 @@ pub struct EnrichConfig {
     /// How often folded counts are sent again (as an update of the same alert), in seconds.
     #[serde(default = "default_dedup_flush_secs")]
     pub dedup_flush_secs: u64,
+    /// Threat-intelligence list files (`[[enrich.threat_intel]]`).
+    #[serde(default)]
+    pub threat_intel: Vec<ThreatIntelList>,
+    /// Suppression rules in the configuration (`[[enrich.suppressions]]`).
+    #[serde(default)]
+    pub suppressions: Vec<SuppressionRule>,
+    /// A TOML file of `[[suppression]]` rules, re-read when it changes (no restart needed).
+    #[serde(default)]
+    pub suppressions_path: Option<PathBuf>,
+    /// How often the suppression file's modification time is checked, in seconds.
+    #[serde(default = "default_suppressions_reload_secs")]
+    pub suppressions_reload_secs: u64,
+}
+
+const fn default_suppressions_reload_secs() -> u64 {
+    10
 }
 
 const fn default_dedup_window_secs() -> u64 {
@@ -44,14 +67,40 @@ impl Default for EnrichConfig {
             locale: default_locale(),
             dedup_window_secs: default_dedup_window_secs(),
             dedup_flush_secs: default_dedup_flush_secs(),
+            threat_intel: Vec::new(),
+            suppressions: Vec::new(),
+            suppressions_path: None,
+            suppressions_reload_secs: default_suppressions_reload_secs(),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichConfigError {
+    #[error("enrich.threat_intel: {0}")]
+    ThreatIntel(String),
+    #[error("{0}")]
+    Suppression(String),
 }
 
 pub struct Enricher {
     cluster: String,
     locale: String,
     severity_overrides: BTreeMap<String, Severity>,
+    threat_intel: ThreatIntel,
+    suppressions: Suppressions,
+}
+
+/// The Kubernetes context a node alert from a container should have; those it lacks are listed as unknown.
+fn unknown_fields(alert: &Alert) -> Vec<String> {
+    if alert.in_container != Some(true) {
+        return Vec::new();
+    }
+    [("namespace", &alert.namespace), ("pod", &alert.pod), ("workload", &alert.workload), ("image", &alert.image)]
+        .into_iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.to_owned())
+        .collect()
 }
 
 const DEFAULT_REMEDIATION: &str = "Review the evidence. If the activity is expected, add an exception for this alert \
@@ -71,11 +120,23 @@ fn remediation(alert_type: &str) -> &'static str {
 }
 
 impl Enricher {
-    pub fn new(cluster: &str, config: &EnrichConfig, detect: &DetectConfig) -> Self {
+    pub fn new(cluster: &str, config: &EnrichConfig, detect: &DetectConfig) -> Result<Self, EnrichConfigError> {
         let severity_overrides =
             detect.rules.iter().filter_map(|(id, rule)| rule.severity.map(|s| (id.clone(), s))).collect();
         let locale = if config.locale.is_empty() { default_locale() } else { config.locale.clone() };
-        Self { cluster: cluster.to_owned(), locale, severity_overrides }
+        let threat_intel = ThreatIntel::load(&config.threat_intel).map_err(EnrichConfigError::ThreatIntel)?;
+        let suppressions = Suppressions::load(
+            &config.suppressions,
+            config.suppressions_path.as_deref(),
+            config.suppressions_reload_secs,
+        )
+        .map_err(EnrichConfigError::Suppression)?;
+        Ok(Self { cluster: cluster.to_owned(), locale, severity_overrides, threat_intel, suppressions })
+    }
+
+    /// The name of the suppression rule that holds `alert` back at wall-clock time `now_ms`, if any.
+    pub fn suppressed_by(&self, alert: &Alert, now_ms: i64) -> Option<String> {
+        self.suppressions.suppressed_by(alert, now_ms)
     }
 
     pub fn enrich(&self, detection: Detection) -> Alert {
@@ -86,7 +147,7 @@ impl Enricher {
             .copied()
             .or(meta.map(|m| m.severity))
             .unwrap_or(Severity::Medium);
-        Alert {
+        let mut alert = Alert {
             title: meta.map_or_else(|| detection.alert_type.clone(), |m| m.title.to_owned()),
             severity: severity.as_str().to_owned(),
             tactics: meta.map(|m| m.tactics.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
@@ -115,7 +176,12 @@ impl Enricher {
             source_ip: detection.source_ip,
             evidence: detection.evidence,
             details: detection.details,
-        }
+            threat_intel: Vec::new(),
+            unknown_fields: Vec::new(),
+        };
+        alert.threat_intel = self.threat_intel.verdicts(&alert);
+        alert.unknown_fields = unknown_fields(&alert);
+        alert
     }
 }
 
@@ -138,6 +204,7 @@ mod tests {
     #[test]
     fn catalogue_words_and_attack_are_added() {
         let alert = Enricher::new("prod", &EnrichConfig::default(), &DetectConfig::default())
+            .unwrap()
             .enrich(detection("K8S_PrivilegedContainer"));
         assert_eq!(alert.title, "Privileged container created");
         assert_eq!(alert.severity, "Informational");
@@ -155,8 +222,23 @@ mod tests {
             "K8S_PrivilegedContainer".into(),
             RuleConfig { severity: Some(Severity::High), ..RuleConfig::default() },
         );
-        let alert =
-            Enricher::new("prod", &EnrichConfig::default(), &detect).enrich(detection("K8S_PrivilegedContainer"));
+        let alert = Enricher::new("prod", &EnrichConfig::default(), &detect)
+            .unwrap()
+            .enrich(detection("K8S_PrivilegedContainer"));
         assert_eq!(alert.severity, "High");
+    }
+
+    #[test]
+    fn a_container_alert_without_pod_context_lists_what_is_unknown() {
+        let enricher = Enricher::new("prod", &EnrichConfig::default(), &DetectConfig::default()).unwrap();
+        let mut node = detection("K8S.NODE_ReverseShell");
+        node.in_container = Some(true);
+        node.namespace = None;
+        node.pod = None;
+        node.workload = None;
+        node.image = None;
+        assert_eq!(enricher.enrich(node.clone()).unknown_fields, ["namespace", "pod", "workload", "image"]);
+        node.in_container = Some(false);
+        assert!(enricher.enrich(node).unknown_fields.is_empty(), "a host process has no pod to know");
     }
 }

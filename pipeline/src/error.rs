@@ -7,6 +7,8 @@ pub enum PipelineError {
     #[error(transparent)]
     DetectConfig(#[from] palisade_detect::config::DetectConfigError),
     #[error(transparent)]
+    EnrichConfig(#[from] palisade_enrich::EnrichConfigError),
+    #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
     Codec(#[from] palisade_schemas::CodecError),

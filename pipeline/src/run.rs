@@ -33,7 +33,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
     let engine = Arc::new(Engine::new(&config.detect)?);
-    let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
+    let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect)?);
     let outputs = Outputs::build(&config.sink).await?;
 
     // Subscribe every stage before any source can publish.

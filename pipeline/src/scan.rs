@@ -25,6 +25,8 @@ pub struct ScanInputs {
 pub struct ScanReport {
     pub events: usize,
     pub alerts: usize,
+    /// Alerts a suppression rule held back (not written).
+    pub suppressed: usize,
     pub bad_lines: usize,
 }
 
@@ -52,7 +54,7 @@ pub fn scan(
     errors: &mut dyn Write,
 ) -> Result<ScanReport, PipelineError> {
     let engine = Engine::new(&config.detect)?;
-    let enricher = Enricher::new(&config.cluster, &config.enrich, &config.detect);
+    let enricher = Enricher::new(&config.cluster, &config.enrich, &config.detect)?;
     let mut report = ScanReport::default();
     for (kind, path) in [(Kind::Audit, &inputs.audit), (Kind::Node, &inputs.node), (Kind::Cloud, &inputs.cloud)] {
         let Some(path) = path else { continue };
@@ -96,6 +98,10 @@ pub fn scan(
                 Ok(detections) => {
                     for detection in detections {
                         let alert = enricher.enrich(detection);
+                        if enricher.suppressed_by(&alert, detected_at).is_some() {
+                            report.suppressed += 1;
+                            continue;
+                        }
                         let output_error = |source| PipelineError::Input { path: "<output>".into(), source };
                         serde_json::to_writer(&mut *out, &alert).map_err(|e| output_error(std::io::Error::from(e)))?;
                         writeln!(out).map_err(output_error)?;

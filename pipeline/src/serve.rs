@@ -78,7 +78,7 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         }
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;
-            let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect));
+            let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect)?);
             let (window, flush) = (config.enrich.dedup_window_secs, config.enrich.dedup_flush_secs);
             stages::enrich::run(bus.clone(), subscription, topics, enricher, window, flush, shutdown).await?;
         }

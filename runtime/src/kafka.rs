@@ -305,6 +305,10 @@ pub fn read_range(
         .set("group.id", format!("{}-replay-unused", config.group_prefix))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // A transactional topic (the alerts topic) ends in commit markers, which are never delivered: the end of
+        // a partition is known from the EOF event, and only committed records are read.
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
         .create()
         .map_err(BusError::Client)?;
     let timeout = Duration::from_secs(10);
@@ -367,7 +371,13 @@ pub fn read_range(
             continue;
         };
         idle_since = std::time::Instant::now();
-        let message = result.map_err(kafka)?;
+        let message = match result {
+            Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                open.remove(&partition);
+                continue;
+            }
+            other => other.map_err(kafka)?,
+        };
         let partition = message.partition();
         let Some(&end) = open.get(&partition) else { continue };
         if message.offset() >= end {

@@ -319,6 +319,28 @@ impl BaselineLearning<'_> {
     }
 }
 
+static SUPPRESSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_alerts_suppressed_total",
+        "Alerts a suppression rule held back, by alert type and rule",
+        &["alert_type", "suppression"]
+    )
+    .expect("metric registers once")
+});
+
+/// A suppression rule held an alert back: it is not sent, and counted here.
+pub struct AlertSuppressed<'a> {
+    pub alert_type: &'a str,
+    pub suppression: &'a str,
+}
+
+impl AlertSuppressed<'_> {
+    pub fn emit(self) {
+        tracing::debug!(alert_type = self.alert_type, suppression = self.suppression, "alert suppressed");
+        SUPPRESSED.with_label_values(&[self.alert_type, self.suppression]).inc();
+    }
+}
+
 /// A checkpoint of windowed state was written; the inputs it covers were then acknowledged.
 pub struct CheckpointWritten<'a> {
     pub stage: &'a str,

@@ -259,6 +259,28 @@ pub struct Alert {
     pub first_seen_ms: Option<i64>,
     #[serde(default)]
     pub last_seen_ms: Option<i64>,
+    /// Threat-intelligence verdicts for the alert's IPs and domains (schema v3).
+    #[serde(default)]
+    pub threat_intel: Vec<ThreatIntelMatch>,
+    /// Kubernetes context fields that apply but could not be resolved (schema v3).
+    #[serde(default)]
+    pub unknown_fields: Vec<String>,
+}
+
+/// An indicator of the alert found on a threat-intelligence list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreatIntelMatch {
+    pub indicator: String,
+    /// `ip` or `domain`.
+    pub kind: String,
+    /// `malicious` or `suspicious`.
+    pub verdict: String,
+    /// The list's configured name.
+    pub list: String,
+    /// The entry that matched: the address, a CIDR range, or a parent domain.
+    pub matched: String,
+    /// Where the indicator was found: `source_ip`, `details.<key>`, `process.args`, `evidence`.
+    pub field: String,
 }
 
 fn default_locale() -> String {

@@ -30,6 +30,28 @@ pub fn index_name(prefix: &str, alert: &Alert) -> String {
     format!("{prefix}-{year:04}.{month:02}.{day:02}")
 }
 
+/// The day (days since 1970-01-01) a daily index `<prefix>-YYYY.MM.DD` holds; `None` for any other name.
+pub fn index_day(prefix: &str, index: &str) -> Option<i64> {
+    let date = index.strip_prefix(prefix)?.strip_prefix('-')?;
+    let mut parts = date.split('.');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || year.len() != 4 || month.len() != 2 || day.len() != 2 {
+        return None;
+    }
+    let (year, month, day): (i64, i64, i64) = (year.parse().ok()?, month.parse().ok()?, day.parse().ok()?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Inverse of civil_from_days (Howard Hinnant's days_from_civil).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (civil_from_days(days) == (if month <= 2 { year + 1 } else { year }, month, day)).then_some(days)
+}
+
 /// ECS severity number: 73 high, 47 medium, 21 low, 0 informational (Elastic's risk-score bands).
 fn severity_number(severity: &str) -> i64 {
     match severity {
@@ -126,7 +148,35 @@ pub fn document(alert: &Alert) -> Value {
     if let Some(ip) = &alert.source_ip {
         object.insert("source".into(), json!({"ip": ip}));
     }
+    if !alert.threat_intel.is_empty() {
+        object["threat"]["enrichments"] = alert.threat_intel.iter().map(enrichment).collect();
+        object["palisade"]["threat_intel"] = json!(alert.threat_intel);
+    }
+    if !alert.unknown_fields.is_empty() {
+        object["palisade"]["unknown_fields"] = json!(alert.unknown_fields);
+    }
     doc
+}
+
+/// One `threat.enrichments` entry (ECS 8: the indicator, and what in the alert matched it).
+fn enrichment(verdict: &palisade_schemas::ThreatIntelMatch) -> Value {
+    let mut indicator = json!({
+        "provider": verdict.list,
+        "confidence": if verdict.verdict == "malicious" { "High" } else { "Medium" },
+        "description": format!("{} on list {} (entry {})", verdict.verdict, verdict.list, verdict.matched),
+    });
+    if verdict.kind == "ip" {
+        let v6 = verdict.indicator.contains(':');
+        indicator["type"] = json!(if v6 { "ipv6-addr" } else { "ipv4-addr" });
+        indicator["ip"] = json!(verdict.indicator);
+    } else {
+        indicator["type"] = json!("domain-name");
+        indicator["url"] = json!({"domain": verdict.indicator});
+    }
+    json!({
+        "indicator": indicator,
+        "matched": {"atomic": verdict.indicator, "field": verdict.field, "type": "indicator_match_rule"},
+    })
 }
 
 /// The index template the product ships: ECS keyword/date/ip types; evidence stored, not indexed.
@@ -147,7 +197,12 @@ pub fn index_template(prefix: &str) -> Value {
                         "module": keyword, "dataset": keyword}},
                     "rule": {"properties": {"id": keyword, "name": keyword, "description": {"type": "text"}, "ruleset": keyword}},
                     "threat": {"properties": {"framework": keyword,
-                        "tactic": {"properties": {"name": keyword}}, "technique": {"properties": {"id": keyword}}}},
+                        "tactic": {"properties": {"name": keyword}}, "technique": {"properties": {"id": keyword}},
+                        "enrichments": {"type": "nested", "properties": {
+                            "indicator": {"properties": {"type": keyword, "ip": {"type": "ip"}, "provider": keyword,
+                                "confidence": keyword, "description": {"type": "text"},
+                                "url": {"properties": {"domain": keyword}}}},
+                            "matched": {"properties": {"atomic": keyword, "field": keyword, "type": keyword}}}}}},
                     "orchestrator": {"properties": {"type": keyword, "namespace": keyword,
                         "cluster": {"properties": {"name": keyword}},
                         "resource": {"properties": {"type": keyword, "name": keyword}}}},
@@ -162,7 +217,9 @@ pub fn index_template(prefix: &str) -> Value {
                     "palisade": {"properties": {
                         "alert_type": keyword, "severity": keyword, "source": keyword, "in_container": {"type": "boolean"},
                         "workload": keyword, "remediation": {"type": "text", "index": false}, "locale": keyword,
-                        "count": {"type": "long"}, "parent_chain": keyword,
+                        "count": {"type": "long"}, "parent_chain": keyword, "unknown_fields": keyword,
+                        "threat_intel": {"properties": {"indicator": keyword, "kind": keyword, "verdict": keyword,
+                            "list": keyword, "matched": keyword, "field": keyword}},
                         "evidence": {"type": "text", "index": false},
                         "details": {"type": "object", "enabled": false}}}
                 }
@@ -177,7 +234,7 @@ mod tests {
 
     fn alert() -> Alert {
         let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v2.json")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v3.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -186,6 +243,26 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn daily_index_names_give_their_day_back() {
+        let mut alert = alert();
+        for ms in [0, 951_782_400_000, 1_764_000_000_123, 4_102_444_800_000] {
+            alert.timestamp_ms = ms;
+            let name = index_name("palisade-alerts", &alert);
+            assert_eq!(index_day("palisade-alerts", &name), Some(ms.div_euclid(86_400_000)), "{name}");
+        }
+        for other in [
+            "palisade-alerts-2025.02.30",
+            "palisade-alerts-2025.1.01",
+            "palisade-alerts",
+            "other-2025.01.01",
+            "palisade-alerts-2025.01.01-restored",
+            "palisade-alertsx-2025.01.01",
+        ] {
+            assert_eq!(index_day("palisade-alerts", other), None, "{other}");
+        }
     }
 
     #[test]
@@ -201,5 +278,27 @@ mod tests {
         assert_eq!(doc["source"]["ip"], "127.0.0.1");
         assert_eq!(doc["process"]["parent"]["executable"], "/sbin/init");
         assert_eq!(index_name("palisade-alerts", &alert), "palisade-alerts-2025.11.24");
+    }
+
+    #[test]
+    fn threat_intel_verdicts_become_ecs_enrichments() {
+        let mut alert = alert();
+        let doc = document(&alert);
+        let enrichment = &doc["threat"]["enrichments"][0];
+        assert_eq!(enrichment["indicator"]["type"], "ipv4-addr");
+        assert_eq!(enrichment["indicator"]["ip"], "203.0.113.9");
+        assert_eq!(enrichment["indicator"]["provider"], "feodo");
+        assert_eq!(enrichment["indicator"]["confidence"], "High");
+        assert_eq!(enrichment["matched"]["field"], "source_ip");
+        assert_eq!(doc["palisade"]["threat_intel"][0]["verdict"], "malicious");
+        assert_eq!(doc["palisade"]["unknown_fields"], json!(["workload"]));
+        alert.threat_intel[0].kind = "domain".into();
+        alert.threat_intel[0].indicator = "pool.minexmr.com".into();
+        alert.threat_intel[0].verdict = "suspicious".into();
+        let doc = document(&alert);
+        assert_eq!(doc["threat"]["enrichments"][0]["indicator"]["url"]["domain"], "pool.minexmr.com");
+        assert_eq!(doc["threat"]["enrichments"][0]["indicator"]["confidence"], "Medium");
+        alert.threat_intel.clear();
+        assert!(document(&alert)["threat"].get("enrichments").is_none());
     }
 }

@@ -11,11 +11,13 @@ use futures::stream::FuturesOrdered;
 use palisade_enrich::Enricher;
 use palisade_enrich::dedup::Deduplicator;
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced};
+use palisade_runtime::telemetry::{
+    AlertSuppressed, ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
+};
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec, Detection};
 
-use super::{dead_letter_until_acked, next_delivery, publish_until_acked};
+use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
 
 const STAGE: &str = "enrich";
@@ -96,7 +98,15 @@ pub async fn run(
                     }
                 };
                 MessageProcessed { stage: STAGE }.emit();
-                let alert = dedup.observe(enricher.enrich(detection));
+                let alert = enricher.enrich(detection);
+                // A suppressed alert is not sent (nor folded): its delivery is settled like a sent one's.
+                let alert = match enricher.suppressed_by(&alert, now_ms()) {
+                    Some(rule) => {
+                        AlertSuppressed { alert_type: &alert.alert_type, suppression: &rule }.emit();
+                        None
+                    }
+                    None => dedup.observe(alert),
+                };
                 if dedup.enabled() {
                     if alert.is_some() {
                         in_flight.push_back(send(alert, Vec::new())?);

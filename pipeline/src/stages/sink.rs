@@ -12,7 +12,7 @@ use palisade_schemas::{Alert, Codec};
 use palisade_sink::OpenSearchWriter;
 use palisade_sink::file::{AlertsFile, human_line};
 
-use super::{dead_letter_until_acked, next_delivery, publish_until_acked};
+use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
 use crate::config::{AlertsFormat, SinkConfig};
 
@@ -20,6 +20,8 @@ const STAGE: &str = "sink";
 const DEFAULT_BATCH: usize = 500;
 /// How long a stopping sink keeps retrying an unreachable search index.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often daily indices past their retention are looked for.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
     Ok(bus.subscribe(&[&topics.enriched], STAGE)?)
@@ -41,6 +43,9 @@ impl Outputs {
             Some(opensearch) => {
                 let writer = OpenSearchWriter::new(opensearch)?;
                 writer.prepare().await?;
+                if opensearch.retention_days > 0 {
+                    tokio::spawn(retention(OpenSearchWriter::new(opensearch)?));
+                }
                 Some(writer)
             }
             None => None,
@@ -64,6 +69,18 @@ impl Outputs {
                 })
             }),
         })
+    }
+}
+
+/// Deletes daily indices past their retention: now, then every hour, for as long as the process runs. A failure
+/// is logged and tried again at the next hour; it never stops the sink.
+async fn retention(writer: OpenSearchWriter) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        every.tick().await;
+        if let Err(error) = writer.apply_retention(now_ms()).await {
+            tracing::warn!(%error, "index retention failed; trying again in an hour");
+        }
     }
 }
 

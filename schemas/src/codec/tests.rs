@@ -54,7 +54,7 @@ fn detection_matches_golden_and_round_trips() {
 
 #[test]
 fn alert_matches_golden_and_round_trips() {
-    check_current::<Alert>("alert.v2");
+    check_current::<Alert>("alert.v3");
 }
 
 #[test]
@@ -72,10 +72,23 @@ fn current_alert_reader_decodes_records_written_by_v1() {
 }
 
 #[test]
+fn current_alert_reader_decodes_records_written_by_v2() {
+    let codec = Codec::<Alert>::new().unwrap();
+    let written_by_v2: Alert = load_json("alert.v2");
+    let v2_bytes = codec.encode_version(&written_by_v2, "v2").unwrap();
+    assert_eq!(v2_bytes, golden_bytes("alert.v2", &v2_bytes), "v2 writer output changed");
+    let decoded = codec.decode(&v2_bytes).expect("current reader decodes v2");
+    assert!(decoded.threat_intel.is_empty() && decoded.unknown_fields.is_empty(), "v3 defaults filled");
+    assert_eq!(decoded.count, written_by_v2.count);
+    assert_eq!(decoded.locale, written_by_v2.locale);
+}
+
+#[test]
 fn every_version_has_a_distinct_fingerprint() {
     let codec = Codec::<Alert>::new().unwrap();
     assert_ne!(codec.versions[0].1, codec.versions[1].1);
-    assert_eq!(codec.current_version(), "v2");
+    assert_ne!(codec.versions[1].1, codec.versions[2].1);
+    assert_eq!(codec.current_version(), "v3");
 }
 
 #[test]

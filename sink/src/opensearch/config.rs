@@ -7,9 +7,12 @@ use serde::Deserialize;
 pub struct OpenSearchConfig {
     /// Base URL of Elasticsearch or OpenSearch, e.g. `https://search.example:9200`.
     pub url: String,
-    /// Indices are `<index_prefix>-YYYY.MM.DD` (UTC day of the alert's first evidence).
+    /// Indices are `<index_prefix>-YYYY.MM.DD` (UTC day of the alert's first evidence): a new index each day.
     #[serde(default = "default_index_prefix")]
     pub index_prefix: String,
+    /// Daily indices older than this many days are deleted (at start-up, then hourly); 0 keeps them all.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
     /// Basic-auth user; the password comes from `password_file` or `PALISADE_OPENSEARCH_PASSWORD`.
     #[serde(default)]
     pub username: Option<String>,
@@ -42,6 +45,9 @@ pub struct OpenSearchConfig {
 fn default_index_prefix() -> String {
     "palisade-alerts".to_owned()
 }
+const fn default_retention_days() -> u32 {
+    90
+}
 const fn default_batch_max_alerts() -> usize {
     500
 }
@@ -63,6 +69,7 @@ impl OpenSearchConfig {
         Self {
             url: url.to_owned(),
             index_prefix: default_index_prefix(),
+            retention_days: default_retention_days(),
             username: None,
             password_file: None,
             api_key_file: None,

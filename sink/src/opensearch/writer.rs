@@ -30,6 +30,8 @@ pub enum OpenSearchError {
     Unhealthy { url: String, reason: String },
     #[error("installing the index template failed: {0}")]
     Template(String),
+    #[error("index retention: {0}")]
+    Retention(String),
 }
 
 /// Result of writing a batch.
@@ -135,6 +137,46 @@ impl OpenSearchWriter {
             )));
         }
         Ok(())
+    }
+
+    /// Deletes the daily indices older than `retention_days` (as of `now_ms`); returns their names. Only names
+    /// of the form `<prefix>-YYYY.MM.DD` are considered, so nothing else matching the pattern is touched.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<Vec<String>, OpenSearchError> {
+        let retention = i64::from(self.config.retention_days);
+        if retention == 0 {
+            return Ok(Vec::new());
+        }
+        let failed = |reason: String| OpenSearchError::Retention(reason);
+        let prefix = &self.config.index_prefix;
+        let response = self
+            .request(reqwest::Method::GET, &format!("/_cat/indices/{prefix}-*?format=json&h=index"))?
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(failed(format!("listing indices: HTTP {}", response.status())));
+        }
+        let listed: Vec<Value> = response.json().await.map_err(|e| failed(e.to_string()))?;
+        let today = now_ms.div_euclid(86_400_000);
+        let mut expired: Vec<String> = listed
+            .iter()
+            .filter_map(|entry| entry.get("index").and_then(Value::as_str))
+            .filter(|name| ecs::index_day(prefix, name).is_some_and(|day| day < today - retention))
+            .map(str::to_owned)
+            .collect();
+        expired.sort();
+        for name in &expired {
+            let response = self
+                .request(reqwest::Method::DELETE, &format!("/{name}"))?
+                .send()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(failed(format!("deleting {name}: HTTP {}", response.status())));
+            }
+            tracing::info!(index = %name, retention_days = retention, "deleted an alerts index past its retention");
+        }
+        Ok(expired)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
