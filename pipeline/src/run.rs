@@ -39,7 +39,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     // Subscribe every stage before any source can publish.
     let detect_subscription = stages::detect::subscribe(&bus, &topics)?;
     let enrich_subscription = stages::enrich::subscribe(&bus, &topics)?;
-    let sink_subscription = stages::sink::subscribe(&bus, &topics)?;
+    let sink_loops = stages::sink::subscribe(&bus, &topics, outputs)?;
     let (detect_stop, enrich_stop, sink_stop, sources_stop) =
         (Shutdown::new(), Shutdown::new(), Shutdown::new(), Shutdown::new());
     let detect = tokio::spawn(stages::detect::run(
@@ -59,8 +59,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         config.enrich.dedup_flush_secs,
         enrich_stop.clone(),
     ));
-    let sink =
-        tokio::spawn(stages::sink::run(bus.clone(), sink_subscription, topics.clone(), outputs, sink_stop.clone()));
+    let sink = tokio::spawn(stages::sink::run(bus.clone(), sink_loops, topics.clone(), sink_stop.clone()));
 
     let audit = AuditSources::start(&config.audit, &bus, &config.cluster, &topics, &sources_stop).await?;
 

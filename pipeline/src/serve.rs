@@ -84,8 +84,8 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         }
         Stage::Sink => {
             let outputs = Outputs::build(&config.sink).await?;
-            let subscription = stages::sink::subscribe(&bus, &topics)?;
-            stages::sink::run(bus.clone(), subscription, topics, outputs, shutdown).await?;
+            let loops = stages::sink::subscribe(&bus, &topics, outputs)?;
+            stages::sink::run(bus.clone(), loops, topics, shutdown).await?;
         }
         Stage::Audit => {
             let audit = AuditSources::start(&config.audit, &bus, &config.cluster, &topics, &shutdown).await?;

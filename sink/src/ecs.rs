@@ -24,9 +24,11 @@ pub fn rfc3339(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
 }
 
-/// Daily index: `<prefix>-YYYY.MM.DD` of the alert's first evidence time.
+/// Daily index: `<prefix>-YYYY.MM.DD` of the day the alert was raised (`detected_at`), so retention counts from
+/// when the SOC got the alert, not from its evidence (a replayed or delayed event is not deleted on arrival).
+/// Deduplication's updates keep the first alert's `detected_at`, so they land in the same index.
 pub fn index_name(prefix: &str, alert: &Alert) -> String {
-    let (year, month, day) = civil_from_days(alert.timestamp_ms.div_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(alert.detected_at_ms.div_euclid(86_400_000));
     format!("{prefix}-{year:04}.{month:02}.{day:02}")
 }
 
@@ -249,7 +251,7 @@ mod tests {
     fn daily_index_names_give_their_day_back() {
         let mut alert = alert();
         for ms in [0, 951_782_400_000, 1_764_000_000_123, 4_102_444_800_000] {
-            alert.timestamp_ms = ms;
+            alert.detected_at_ms = ms;
             let name = index_name("palisade-alerts", &alert);
             assert_eq!(index_day("palisade-alerts", &name), Some(ms.div_euclid(86_400_000)), "{name}");
         }

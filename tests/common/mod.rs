@@ -49,6 +49,8 @@ impl Stack {
             ("PALISADE__SINK__OPENSEARCH__URL".into(), env("PALISADE_TEST_OPENSEARCH")),
             ("PALISADE__SINK__OPENSEARCH__INDEX_PREFIX".into(), index_prefix.clone()),
             ("PALISADE__SINK__OPENSEARCH__BATCH_MAX_WAIT_MS".into(), "50".into()),
+            // The fixtures' alerts were raised in 2025: a retention would delete their indices at a restart.
+            ("PALISADE__SINK__OPENSEARCH__RETENTION_DAYS".into(), "0".into()),
             ("RUST_LOG".into(), "info".into()),
             ("PALISADE__SINK__TRANSACTIONAL_ID".into(), format!("palisade-sink-{run}")),
         ];

@@ -1,6 +1,9 @@
 //! The sink stage: enriched alerts in; the alerts topic, the search index, the alerts file and the terminal out.
-//! A batch is acknowledged only after every output took it; a document the index refuses for its content goes to
-//! the dead-letter topic with the reason, and the rest of its batch is still indexed.
+//! The alerts topic (with the file and the terminal) and the search index are two loops, each with its own
+//! consumer group (`sink` and `sink-index`), so neither waits for the other: the topic is not held up by a slow or
+//! absent index, and the index commits its offsets only after its bulk is acknowledged. Within a loop a batch is
+//! acknowledged only after its outputs took it; a document the index refuses for its content goes to the
+//! dead-letter topic with the reason, and the rest of its batch is still indexed.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -23,8 +26,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often daily indices past their retention are looked for.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
-    Ok(bus.subscribe(&[&topics.enriched], STAGE)?)
+/// Consumer group of the index loop when it runs beside the topic loop.
+const INDEX_GROUP: &str = "sink-index";
+
+/// The sink's loops, each with its subscription and the outputs it writes.
+pub struct SinkLoops(Vec<(Subscription, Outputs)>);
+
+/// Subscribes the sink's loops: one for the alerts topic, file and terminal, one for the search index (one loop
+/// when only one kind of output is configured).
+pub fn subscribe(bus: &Bus, topics: &TopicsConfig, outputs: Outputs) -> Result<SinkLoops, PipelineError> {
+    let (main, index) = outputs.split();
+    let mut loops = vec![(bus.subscribe(&[&topics.enriched], STAGE)?, main)];
+    if let Some(index) = index {
+        loops.push((bus.subscribe(&[&topics.enriched], INDEX_GROUP)?, index));
+    }
+    Ok(SinkLoops(loops))
 }
 
 /// The outputs, built (and checked: index health, template, file) before the stage starts.
@@ -35,6 +51,8 @@ pub struct Outputs {
     print: bool,
     /// The alerts topic's `transactional.id`, when it is written exactly once.
     transactional_id: Option<String>,
+    /// Whether this loop dead-letters inputs that do not decode (only one loop does, so each goes there once).
+    dead_letters_undecodable: bool,
 }
 
 impl Outputs {
@@ -68,7 +86,25 @@ impl Outputs {
                     format!("palisade-sink-{}", host.trim())
                 })
             }),
+            dead_letters_undecodable: true,
         })
+    }
+
+    /// The index as an output of its own, when there are other outputs beside it.
+    fn split(mut self) -> (Self, Option<Self>) {
+        let others = self.alerts_topic.is_some() || self.file.is_some() || self.print;
+        if !others || self.opensearch.is_none() {
+            return (self, None);
+        }
+        let index = Self {
+            alerts_topic: None,
+            opensearch: self.opensearch.take(),
+            file: None,
+            print: false,
+            transactional_id: None,
+            dead_letters_undecodable: false,
+        };
+        (self, Some(index))
     }
 }
 
@@ -84,7 +120,19 @@ async fn retention(writer: OpenSearchWriter) {
     }
 }
 
-pub async fn run(
+/// Runs every loop until shutdown; the first error stops the stage.
+pub async fn run(bus: Bus, loops: SinkLoops, topics: TopicsConfig, shutdown: Shutdown) -> Result<(), PipelineError> {
+    ComponentStarted { component: STAGE }.emit();
+    let running = loops
+        .0
+        .into_iter()
+        .map(|(subscription, outputs)| run_loop(bus.clone(), subscription, topics.clone(), outputs, shutdown.clone()));
+    let result = futures::future::try_join_all(running).await.map(|_| ());
+    ComponentStopped { component: STAGE }.emit();
+    result
+}
+
+async fn run_loop(
     bus: Bus,
     mut subscription: Subscription,
     topics: TopicsConfig,
@@ -99,7 +147,6 @@ pub async fn run(
         (Some(id), Some(_)) => subscription.transactional_output(&bus, id).await?,
         _ => None,
     };
-    ComponentStarted { component: STAGE }.emit();
     'stage: while let Some(first) = next_delivery(&mut subscription, &shutdown).await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + batch_wait;
@@ -118,7 +165,10 @@ pub async fn run(
                 Ok(alert) => alerts.push((delivery, alert)),
                 Err(error) => {
                     let reason = error.to_string();
-                    if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
+                    if outputs.dead_letters_undecodable
+                        && !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown)
+                            .await
+                    {
                         break 'stage;
                     }
                     if transactions.is_none() {
@@ -234,6 +284,5 @@ pub async fn run(
         }
     }
     subscription.close()?;
-    ComponentStopped { component: STAGE }.emit();
     Ok(())
 }

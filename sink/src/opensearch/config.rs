@@ -7,10 +7,11 @@ use serde::Deserialize;
 pub struct OpenSearchConfig {
     /// Base URL of Elasticsearch or OpenSearch, e.g. `https://search.example:9200`.
     pub url: String,
-    /// Indices are `<index_prefix>-YYYY.MM.DD` (UTC day of the alert's first evidence): a new index each day.
+    /// Indices are `<index_prefix>-YYYY.MM.DD` (UTC day the alert was raised): a new index each day.
     #[serde(default = "default_index_prefix")]
     pub index_prefix: String,
     /// Daily indices older than this many days are deleted (at start-up, then hourly); 0 keeps them all.
+    /// Only names of the form `<index_prefix>-YYYY.MM.DD` are considered.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     /// Basic-auth user; the password comes from `password_file` or `PALISADE_OPENSEARCH_PASSWORD`.
