@@ -605,9 +605,13 @@ pub fn render(json: bool) -> String {
     let mut out = String::new();
     for meta in CATALOGUE {
         if json {
+            let texts = crate::texts::texts(meta.id);
             let line = serde_json::json!({
                 "id": meta.id, "title": meta.title, "severity": meta.severity.as_str(), "tactics": meta.tactics,
                 "techniques": meta.techniques, "source": meta.source, "kind": meta.kind, "description": meta.description,
+                "remediation": texts.map(|t| &t.remediation),
+                "title_ar": texts.map(|t| &t.title_ar), "description_ar": texts.map(|t| &t.description_ar),
+                "remediation_ar": texts.map(|t| &t.remediation_ar),
                 "implemented": !crate::registry::NOT_YET_IMPLEMENTED.contains(&meta.id),
             });
             out.push_str(&line.to_string());

@@ -11,6 +11,7 @@ pub mod ip_list;
 pub mod lists;
 pub mod meta;
 pub mod registry;
+pub mod texts;
 pub mod windowed;
 
 pub use config::{DetectConfig, Exception, RuleConfig};

@@ -11,6 +11,7 @@ pub mod threat_intel;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use palisade_detect::texts::{LOCALES, localized};
 use palisade_detect::{DetectConfig, Severity, lookup};
 use palisade_schemas::{Alert, Detection};
 use serde::Deserialize;
@@ -21,7 +22,7 @@ use crate::threat_intel::{ThreatIntel, ThreatIntelList};
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichConfig {
-    /// Language of title, description and remediation. Only `en` is written so far.
+    /// Language of title, description and remediation: `en` or `ar`.
     #[serde(default = "default_locale")]
     pub locale: String,
     /// Alerts of one type about one entity within this many seconds (event time) fold into one alert with a
@@ -81,6 +82,8 @@ pub enum EnrichConfigError {
     ThreatIntel(String),
     #[error("{0}")]
     Suppression(String),
+    #[error("enrich.locale = {0:?}: alerts are written in \"en\" or \"ar\"")]
+    Locale(String),
 }
 
 pub struct Enricher {
@@ -103,27 +106,19 @@ fn unknown_fields(alert: &Alert) -> Vec<String> {
         .collect()
 }
 
+/// For a detection whose type the catalogue does not know (a newer detect than this enrich).
 const DEFAULT_REMEDIATION: &str = "Review the evidence. If the activity is expected, add an exception for this alert \
 type (namespace, workload, image, user, process path or command-line pattern, with a reason) in the detect \
 configuration; otherwise isolate the workload and investigate.";
-
-fn remediation(alert_type: &str) -> &'static str {
-    match alert_type {
-        "K8S_PrivilegedContainer" => {
-            "Remove securityContext.privileged from the workload unless it truly needs full host access; prefer the \
-             specific capabilities it needs, and enforce the Pod Security Standards (baseline or restricted) on the \
-             namespace."
-        }
-        "K8S.NODE_EICAR" => "Nothing to fix: this is Palisade's harmless test alert, proving the pipeline end to end.",
-        _ => DEFAULT_REMEDIATION,
-    }
-}
 
 impl Enricher {
     pub fn new(cluster: &str, config: &EnrichConfig, detect: &DetectConfig) -> Result<Self, EnrichConfigError> {
         let severity_overrides =
             detect.rules.iter().filter_map(|(id, rule)| rule.severity.map(|s| (id.clone(), s))).collect();
         let locale = if config.locale.is_empty() { default_locale() } else { config.locale.clone() };
+        if !LOCALES.contains(&locale.as_str()) {
+            return Err(EnrichConfigError::Locale(locale));
+        }
         let threat_intel = ThreatIntel::load(&config.threat_intel).map_err(EnrichConfigError::ThreatIntel)?;
         let suppressions = Suppressions::load(
             &config.suppressions,
@@ -147,13 +142,14 @@ impl Enricher {
             .copied()
             .or(meta.map(|m| m.severity))
             .unwrap_or(Severity::Medium);
+        let texts = localized(&detection.alert_type, &self.locale);
         let mut alert = Alert {
-            title: meta.map_or_else(|| detection.alert_type.clone(), |m| m.title.to_owned()),
+            title: texts.map_or_else(|| detection.alert_type.clone(), |t| t.title.to_owned()),
             severity: severity.as_str().to_owned(),
             tactics: meta.map(|m| m.tactics.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
             techniques: meta.map(|m| m.techniques.iter().map(|t| (*t).to_owned()).collect()).unwrap_or_default(),
-            description: meta.map(|m| m.description.to_owned()).unwrap_or_default(),
-            remediation: remediation(&detection.alert_type).to_owned(),
+            description: texts.map(|t| t.description.to_owned()).unwrap_or_default(),
+            remediation: texts.map_or(DEFAULT_REMEDIATION, |t| t.remediation).to_owned(),
             locale: self.locale.clone(),
             count: 1,
             first_seen_ms: Some(detection.timestamp_ms),
@@ -226,6 +222,26 @@ mod tests {
             .unwrap()
             .enrich(detection("K8S_PrivilegedContainer"));
         assert_eq!(alert.severity, "High");
+    }
+
+    #[test]
+    fn the_arabic_locale_writes_arabic_texts_and_others_are_refused() {
+        let config = EnrichConfig { locale: "ar".into(), ..EnrichConfig::default() };
+        let alert =
+            Enricher::new("prod", &config, &DetectConfig::default()).unwrap().enrich(detection("K8S_DeleteEvents"));
+        assert_eq!(alert.locale, "ar");
+        assert_eq!(alert.title, "حذف أحداث Kubernetes");
+        assert!(alert.description.contains("أحداث") && alert.remediation.contains("الأحداث"));
+        assert_eq!(alert.tactics, ["Defense Evasion"], "tactics stay ATT&CK names");
+        let english = Enricher::new("prod", &EnrichConfig::default(), &DetectConfig::default())
+            .unwrap()
+            .enrich(detection("K8S_DeleteEvents"));
+        assert!(english.remediation.starts_with("Find who deleted the events"));
+        let french = EnrichConfig { locale: "fr".into(), ..EnrichConfig::default() };
+        assert!(matches!(
+            Enricher::new("prod", &french, &DetectConfig::default()),
+            Err(EnrichConfigError::Locale(l)) if l == "fr"
+        ));
     }
 
     #[test]
