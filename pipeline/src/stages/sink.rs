@@ -21,6 +21,8 @@ use crate::config::{AlertsFormat, SinkConfig};
 
 const STAGE: &str = "sink";
 const DEFAULT_BATCH: usize = 500;
+/// How long the topic loop waits for more alerts before it commits a transaction (each batch is one).
+const TOPIC_BATCH_WAIT: Duration = Duration::from_millis(20);
 /// How long a stopping sink keeps retrying an unreachable search index.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often daily indices past their retention are looked for.
@@ -140,7 +142,7 @@ async fn run_loop(
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
     let codec = Codec::<Alert>::new()?;
-    let (batch_max, batch_wait) = outputs.opensearch.as_ref().map_or((DEFAULT_BATCH, Duration::from_millis(50)), |w| {
+    let (batch_max, batch_wait) = outputs.opensearch.as_ref().map_or((DEFAULT_BATCH, TOPIC_BATCH_WAIT), |w| {
         (w.config().batch_max_alerts, Duration::from_millis(w.config().batch_max_wait_ms))
     });
     let transactions = match (&outputs.transactional_id, outputs.alerts_topic) {
