@@ -142,7 +142,7 @@ impl Engine {
             if detector.meta().source != event.source() {
                 continue;
             }
-            for (meta, finding) in detector.observe_all(event) {
+            for (meta, finding) in detector.observe_in(event, context.as_ref()) {
                 let Some(rule) = self.rule(meta) else { continue };
                 Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
             }

@@ -25,6 +25,16 @@ pub trait WindowedDetector: Send {
         self.observe(event).into_iter().map(|finding| (meta, finding)).collect()
     }
 
+    /// Findings, given the pod the event ran in when the engine knows it (node events of a pod the cluster-state
+    /// table holds). Detectors keyed by workload use it; the others ignore it.
+    fn observe_in(
+        &mut self,
+        event: &Event<'_>,
+        _context: Option<&PodContext>,
+    ) -> Vec<(&'static AlertTypeMeta, Finding)> {
+        self.observe_all(event)
+    }
+
     /// The pod a node event's pod UID names, when this detector keeps a table of pods (the cluster-state join).
     fn pod_context(&self, _pod_uid: &str) -> Option<PodContext> {
         None

@@ -62,6 +62,19 @@ pub struct BaselinesConfig {
     /// plain roles) are not profiled.
     #[serde(default = "default_identity_types")]
     pub cloud_identity_types: Vec<String>,
+    /// K8S.NODE_KubernetesAPI's baseline: learning per workload of the processes that reach the API server.
+    #[serde(default)]
+    pub kubernetes_api: BaselineConfig,
+    /// Where containers reach the API server: `address:port` (the `kubernetes` Service's ClusterIP) or `:port`
+    /// (any address on that port).
+    #[serde(default = "default_api_server_addresses")]
+    pub api_server_addresses: Vec<String>,
+}
+
+/// The `kubernetes` Service's ClusterIP in kubeadm (10.96.0.1), EKS (10.100.0.1, 172.20.0.1) and AKS
+/// (10.0.0.1) defaults, and the API server's own port.
+fn default_api_server_addresses() -> Vec<String> {
+    ["10.96.0.1:443", "10.100.0.1:443", "172.20.0.1:443", "10.0.0.1:443", ":6443"].map(str::to_owned).to_vec()
 }
 
 fn default_identity_types() -> Vec<String> {
@@ -76,6 +89,8 @@ impl Default for BaselinesConfig {
             kube_system_allow: Vec::new(),
             cloud_identities: BaselineConfig::default(),
             cloud_identity_types: default_identity_types(),
+            kubernetes_api: BaselineConfig::default(),
+            api_server_addresses: default_api_server_addresses(),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Baselines over audit and cloud activity: K8S_ServiceAccountRareOperation (a service account's operations),
 //! K8S_KubeSystemContainer (the workloads that run in kube-system, plus an allow-list) and K8S_AbnormalMiActivity
-//! (a cluster add-on's cloud identity's operations). Each learns per key for a period of event time
-//! (`crate::baseline`), and its profiles are part of the detect stage's checkpoint.
+//! (a cluster add-on's cloud identity's operations), and over node events the baseline half of
+//! K8S.NODE_KubernetesAPI (the processes of each workload that reach the API server). Each learns per key for a
+//! period of event time (`crate::baseline`), and its profiles are part of the detect stage's checkpoint.
 
 mod detector;
+mod kubernetes_api;
 #[cfg(test)]
 mod tests;
 
 pub use detector::{AbnormalMiActivity, BaselinesConfig, KubeSystemContainer, ServiceAccountRareOperation};
+pub use kubernetes_api::KubernetesApiBaseline;

@@ -201,3 +201,47 @@ fn node_alerts_get_the_pod_their_event_ran_in_before_exceptions_apply() {
     engine.process(&Event::Audit(&event("delete", "pods", Some("shop"), "web-5d78c-x7x2p", None, 2)), 0);
     assert_eq!(engine.process(&Event::Node(&trigger_on_pod(Some("u-1"))), 0).len(), 1, "deleted pod: no context");
 }
+
+#[test]
+fn the_kubernetes_api_baseline_learns_per_workload_through_the_engine() {
+    use crate::baseline::BaselineConfig;
+    use crate::config::DetectConfig;
+    use crate::engine::Engine;
+
+    let pod = json!({"kind": "Pod", "metadata": {"name": "op-7c9-abcde", "namespace": "ops", "uid": "u-op",
+        "ownerReferences": [{"kind": "ReplicaSet", "name": "op-7c9"}]},
+        "spec": {"containers": [{"name": "manager", "image": "ops/operator:2"}]}});
+    let mut create = event("create", "pods", Some("ops"), "", Some(pod.clone()), 1);
+    create.response_object = Some(pod.to_string());
+    let mut config = DetectConfig::default();
+    config.baselines.kubernetes_api = BaselineConfig { learning_secs: 60, ..BaselineConfig::default() };
+    let engine = Engine::new(&config).unwrap();
+    engine.process(&Event::Audit(&create), 0);
+    let connect = |executable: &str, at_ms: i64| {
+        let mut event = trigger_on_pod(Some("u-op"));
+        event.kind = palisade_schemas::NodeEventKind::NetConnect;
+        event.executable = Some(executable.to_owned());
+        event.argv = vec![executable.to_owned()];
+        event.in_container = true;
+        event.timestamp_ms = at_ms;
+        event.net = Some(palisade_schemas::NetDetail {
+            family: "inet".into(),
+            protocol: "tcp".into(),
+            src_addr: None,
+            src_port: None,
+            dst_addr: Some("10.96.0.1".into()),
+            dst_port: Some(443),
+            payload_head: None,
+        });
+        engine.process(&Event::Node(&event), at_ms)
+    };
+    let api = |alerts: Vec<palisade_schemas::Detection>| {
+        alerts.into_iter().filter(|a| a.alert_type == "K8S.NODE_KubernetesAPI").collect::<Vec<_>>()
+    };
+    assert!(api(connect("/manager", 1_000)).is_empty(), "learning");
+    assert!(api(connect("/manager", 120_000)).is_empty(), "known");
+    let fired = api(connect("/usr/bin/python3", 121_000));
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].workload.as_deref(), Some("ReplicaSet/op-7c9"));
+    assert_eq!(fired[0].details["process"], "/usr/bin/python3");
+}
