@@ -11,30 +11,6 @@ use crate::lists::{image_repository, parse_list};
 use crate::meta::{AlertTypeMeta, catalogue_entry};
 use crate::windowed::WindowedDetector;
 
-/// The `WindowedDetector` methods every baseline implements the same way: its state is its `profiles`, which
-/// learning bounds by size, not time, so nothing expires.
-macro_rules! profile_state {
-    () => {
-        fn expire(&mut self, _now_ms: i64) {}
-
-        fn snapshot(&self) -> Value {
-            self.profiles.snapshot()
-        }
-
-        fn restore(&mut self, state: &Value) -> Result<(), String> {
-            self.profiles.restore(state)
-        }
-
-        fn keys(&self) -> usize {
-            self.profiles.keys()
-        }
-
-        fn learning(&self) -> Option<LearningState> {
-            Some(self.profiles.learning_state())
-        }
-    };
-}
-
 const SA_RARE: &AlertTypeMeta = catalogue_entry("K8S_ServiceAccountRareOperation");
 const KUBE_SYSTEM: &AlertTypeMeta = catalogue_entry("K8S_KubeSystemContainer");
 const ABNORMAL_MI: &AlertTypeMeta = catalogue_entry("K8S_AbnormalMiActivity");

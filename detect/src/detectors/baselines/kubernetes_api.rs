@@ -90,23 +90,7 @@ impl WindowedDetector for KubernetesApiBaseline {
         vec![(KUBERNETES_API, finding)]
     }
 
-    fn expire(&mut self, _now_ms: i64) {}
-
-    fn snapshot(&self) -> Value {
-        self.profiles.snapshot()
-    }
-
-    fn restore(&mut self, state: &Value) -> Result<(), String> {
-        self.profiles.restore(state)
-    }
-
-    fn keys(&self) -> usize {
-        self.profiles.keys()
-    }
-
-    fn learning(&self) -> Option<LearningState> {
-        Some(self.profiles.learning_state())
-    }
+    profile_state!();
 }
 
 #[cfg(test)]

@@ -4,6 +4,30 @@
 //! K8S.NODE_KubernetesAPI (the processes of each workload that reach the API server). Each learns per key for a
 //! period of event time (`crate::baseline`), and its profiles are part of the detect stage's checkpoint.
 
+// The `WindowedDetector` methods every baseline implements the same way: its state is its `profiles`, which
+// learning bounds by size, not time, so nothing expires.
+macro_rules! profile_state {
+    () => {
+        fn expire(&mut self, _now_ms: i64) {}
+
+        fn snapshot(&self) -> Value {
+            self.profiles.snapshot()
+        }
+
+        fn restore(&mut self, state: &Value) -> Result<(), String> {
+            self.profiles.restore(state)
+        }
+
+        fn keys(&self) -> usize {
+            self.profiles.keys()
+        }
+
+        fn learning(&self) -> Option<LearningState> {
+            Some(self.profiles.learning_state())
+        }
+    };
+}
+
 mod detector;
 mod kubernetes_api;
 #[cfg(test)]
