@@ -34,11 +34,17 @@ fn objects() -> Vec<Value> {
     out
 }
 
+const RBAC: &str = "rbac.authorization.k8s.io";
+
 /// The collection path and resource name of a kind.
 fn collection(object: &Value) -> (String, &'static str, &'static str) {
     let namespace = object["metadata"]["namespace"].as_str().unwrap_or("palisade");
     let (prefix, resource, group) = match object["kind"].as_str().unwrap() {
         "Namespace" => return ("/api/v1/namespaces".into(), "namespaces", ""),
+        "ClusterRole" => return ("/apis/rbac.authorization.k8s.io/v1/clusterroles".into(), "clusterroles", RBAC),
+        "ClusterRoleBinding" => {
+            return ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(), "clusterrolebindings", RBAC);
+        }
         "ServiceAccount" => ("/api/v1", "serviceaccounts", ""),
         "ConfigMap" => ("/api/v1", "configmaps", ""),
         "Service" => ("/api/v1", "services", ""),

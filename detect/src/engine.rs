@@ -192,7 +192,8 @@ impl Engine {
     }
 }
 
-fn exception_matches(compiled: &CompiledException, detection: &Detection) -> bool {
+/// Whether a rule's exception covers the detection (every field it names matches).
+pub fn exception_matches(compiled: &CompiledException, detection: &Detection) -> bool {
     let exception = &compiled.exception;
     let exact = |wanted: &Option<String>, actual: &Option<String>| match wanted {
         None => true,
@@ -252,6 +253,7 @@ fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, de
         source_ip: None,
         evidence: Vec::new(),
         details: finding.details,
+        pod_uid: None,
     };
     let event_id = match event {
         Event::Audit(audit) => {
@@ -269,6 +271,7 @@ fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, de
             detection.timestamp_ms = node.timestamp_ms;
             detection.node = Some(node.node.clone());
             detection.container_id = node.container_id.clone();
+            detection.pod_uid = node.pod_uid.clone();
             detection.in_container = Some(node.in_container);
             detection.process = Some(ProcessInfo {
                 pid: node.tgid,

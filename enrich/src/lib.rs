@@ -1,16 +1,20 @@
 //! Enrichment: turns a `Detection` into the `Alert` the SOC reads, adding the catalogue's title, severity,
 //! tactics and ATT&CK techniques, the configured severity override, the cluster name, a remediation hint and
 //! threat-intelligence verdicts, and decides whether a suppression rule holds it back. Kubernetes context of
-//! node alerts comes from the detect stage's cluster-state table; fields that cannot be filled stay absent,
-//! never invented, and are listed in `unknown_fields`.
+//! node alerts comes from the detect stage's cluster-state table and, where configured, from enrich's own
+//! list/watch of the API server's pods (`kubernetes`); fields that cannot be filled stay absent, never
+//! invented, and are listed in `unknown_fields`.
 
 pub mod dedup;
+pub mod kubernetes;
 pub mod suppression;
 pub mod threat_intel;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use palisade_detect::config::CompiledException;
+use palisade_detect::engine::exception_matches;
 use palisade_detect::texts::{LOCALES, localized};
 use palisade_detect::{DetectConfig, Severity, lookup};
 use palisade_schemas::{Alert, Detection};
@@ -44,6 +48,10 @@ pub struct EnrichConfig {
     /// How often the suppression file's modification time is checked, in seconds.
     #[serde(default = "default_suppressions_reload_secs")]
     pub suppressions_reload_secs: u64,
+    /// List/watch of the API server's pods (`[enrich.kubernetes]`), for node alerts whose pod detect did not
+    /// know; unset: no lookups, such alerts are sent with the missing fields marked unknown.
+    #[serde(default)]
+    pub kubernetes: Option<crate::kubernetes::KubernetesConfig>,
 }
 
 const fn default_suppressions_reload_secs() -> u64 {
@@ -72,6 +80,7 @@ impl Default for EnrichConfig {
             suppressions: Vec::new(),
             suppressions_path: None,
             suppressions_reload_secs: default_suppressions_reload_secs(),
+            kubernetes: None,
         }
     }
 }
@@ -84,6 +93,8 @@ pub enum EnrichConfigError {
     Suppression(String),
     #[error("enrich.locale = {0:?}: alerts are written in \"en\" or \"ar\"")]
     Locale(String),
+    #[error("{0}")]
+    Detect(#[from] palisade_detect::config::DetectConfigError),
 }
 
 pub struct Enricher {
@@ -92,6 +103,9 @@ pub struct Enricher {
     severity_overrides: BTreeMap<String, Severity>,
     threat_intel: ThreatIntel,
     suppressions: Suppressions,
+    /// The detect rules' exceptions, for alerts whose pod context only enrich found (detect applied them to what
+    /// it knew).
+    exceptions: BTreeMap<String, Vec<CompiledException>>,
 }
 
 /// The Kubernetes context a node alert from a container should have; those it lacks are listed as unknown.
@@ -126,7 +140,24 @@ impl Enricher {
             config.suppressions_reload_secs,
         )
         .map_err(EnrichConfigError::Suppression)?;
-        Ok(Self { cluster: cluster.to_owned(), locale, severity_overrides, threat_intel, suppressions })
+        let exceptions = detect
+            .validate()?
+            .into_iter()
+            .filter(|(_, rule)| !rule.exceptions.is_empty())
+            .map(|(id, rule)| (id, rule.exceptions))
+            .collect();
+        Ok(Self { cluster: cluster.to_owned(), locale, severity_overrides, threat_intel, suppressions, exceptions })
+    }
+
+    /// The reason of the detect exception that covers `detection`, if one does. Detect applies exceptions before
+    /// its detections leave it; this is for a detection enrich has since completed with pod context, so that an
+    /// exception by namespace, workload or image still holds.
+    pub fn excepted_by(&self, detection: &Detection) -> Option<&str> {
+        self.exceptions
+            .get(&detection.alert_type)?
+            .iter()
+            .find(|exception| exception_matches(exception, detection))
+            .map(|exception| exception.exception.reason.as_str())
     }
 
     /// The name of the suppression rule that holds `alert` back at wall-clock time `now_ms`, if any.
@@ -242,6 +273,28 @@ mod tests {
             Enricher::new("prod", &french, &DetectConfig::default()),
             Err(EnrichConfigError::Locale(l)) if l == "fr"
         ));
+    }
+
+    #[test]
+    fn a_detect_exception_covers_a_detection_once_enrich_knows_its_namespace() {
+        let mut detect = DetectConfig::default();
+        let exception = palisade_detect::Exception {
+            namespace: Some("ci".into()),
+            reason: "build agents open shells".into(),
+            ..palisade_detect::Exception::default()
+        };
+        detect.rules.insert(
+            "K8S.NODE_ReverseShell".into(),
+            RuleConfig { exceptions: vec![exception], ..RuleConfig::default() },
+        );
+        let enricher = Enricher::new("prod", &EnrichConfig::default(), &detect).unwrap();
+        let mut node = detection("K8S.NODE_ReverseShell");
+        node.namespace = None;
+        assert_eq!(enricher.excepted_by(&node), None);
+        node.namespace = Some("ci".into());
+        assert_eq!(enricher.excepted_by(&node), Some("build agents open shells"));
+        node.alert_type = "K8S.NODE_Webshell".into();
+        assert_eq!(enricher.excepted_by(&node), None, "the exception is of one alert type");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub enum PipelineError {
     #[error(transparent)]
     EnrichConfig(#[from] palisade_enrich::EnrichConfigError),
     #[error(transparent)]
+    PodWatch(#[from] palisade_enrich::kubernetes::WatchError),
+    #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
     Codec(#[from] palisade_schemas::CodecError),

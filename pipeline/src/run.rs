@@ -50,6 +50,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         stages::detect::Checkpointing::from_config(&config.detect),
         detect_stop.clone(),
     ));
+    let (pod_lookup, pod_watch) = stages::enrich::start_pod_lookup(&config.enrich)?.unzip();
     let enrich = tokio::spawn(stages::enrich::run(
         bus.clone(),
         enrich_subscription,
@@ -57,6 +58,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         enricher,
         config.enrich.dedup_window_secs,
         config.enrich.dedup_flush_secs,
+        pod_lookup,
         enrich_stop.clone(),
     ));
     let sink = tokio::spawn(stages::sink::run(bus.clone(), sink_loops, topics.clone(), sink_stop.clone()));
@@ -106,6 +108,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     detect.await.ok().transpose()?;
     enrich_stop.trigger();
     enrich.await.ok().transpose()?;
+    drop(pod_watch);
     sink_stop.trigger();
     sink.await.ok().transpose()?;
     if let palisade_runtime::Bus::Kafka(kafka) = &bus {

@@ -80,7 +80,8 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             let subscription = stages::enrich::subscribe(&bus, &topics)?;
             let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect)?);
             let (window, flush) = (config.enrich.dedup_window_secs, config.enrich.dedup_flush_secs);
-            stages::enrich::run(bus.clone(), subscription, topics, enricher, window, flush, shutdown).await?;
+            let (lookup, _watch) = stages::enrich::start_pod_lookup(&config.enrich)?.unzip();
+            stages::enrich::run(bus.clone(), subscription, topics, enricher, window, flush, lookup, shutdown).await?;
         }
         Stage::Sink => {
             let outputs = Outputs::build(&config.sink).await?;

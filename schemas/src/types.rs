@@ -222,6 +222,9 @@ pub struct Detection {
     pub source_ip: Option<String>,
     pub evidence: Vec<String>,
     pub details: BTreeMap<String, String>,
+    /// UID of the pod the evidence ran in (v2): enrich looks the pod up by it when detect did not know it.
+    #[serde(default)]
+    pub pod_uid: Option<String>,
 }
 
 /// What the SOC reads: a detection plus the catalogue's words and the enrichment.

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
+use tokio::sync::oneshot;
 
-use palisade_enrich::Enricher;
 use palisade_enrich::dedup::Deduplicator;
+use palisade_enrich::kubernetes::{ClusterView, lacks_context, watch_pods};
+use palisade_enrich::{EnrichConfig, Enricher};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
-    AlertSuppressed, ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
+    AlertSuppressed, ComponentStarted, ComponentStopped, ContextLookup, ContextWaiting, MessageProcessed,
+    RecordProduced,
 };
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec, Detection};
@@ -21,8 +24,11 @@ use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked}
 use crate::PipelineError;
 
 const STAGE: &str = "enrich";
-/// Alerts in flight to the bus at once (rdkafka batches the sends).
-const MAX_IN_FLIGHT: usize = 1024;
+/// Sends queued at once, in order (rdkafka batches them). Completed ones stay queued behind an alert that waits
+/// for its pod context, so this also bounds the alerts that pass while one waits: 8192, about 8 s at 1k/s.
+const MAX_IN_FLIGHT: usize = 8192;
+/// How often waiting alerts look for their pod again.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// One alert being sent (or none), with the deliveries it settles once it and every earlier send completed.
 type Sending = Pin<Box<dyn Future<Output = (bool, Vec<Delivery>)> + Send>>;
@@ -31,6 +37,90 @@ pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, Pipel
     Ok(bus.subscribe(&[&topics.detections], STAGE)?)
 }
 
+/// Pod lookups for container alerts that arrive without their pod context.
+pub struct PodLookup {
+    pub view: Arc<ClusterView>,
+    /// Longest wait for the pod to appear; 0: look up once, never wait.
+    pub wait: Duration,
+    pub max_waiting: usize,
+}
+
+/// Stops the pod watch when dropped.
+pub struct PodWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the list/watch of the API server's pods when `enrich.kubernetes` is set (its addresses and credential
+/// files are checked first, so a bad one fails the start-up).
+pub fn start_pod_lookup(config: &EnrichConfig) -> Result<Option<(PodLookup, PodWatch)>, PipelineError> {
+    let Some(kubernetes) = &config.kubernetes else { return Ok(None) };
+    palisade_enrich::kubernetes::check(kubernetes)?;
+    let view = Arc::new(ClusterView::new());
+    let (watched, watch_config) = (Arc::clone(&view), kubernetes.clone());
+    let task = tokio::spawn(async move {
+        if let Err(error) = watch_pods(watch_config, watched).await {
+            tracing::error!(%error, "pod watch stopped");
+        }
+    });
+    let lookup = PodLookup { view, wait: kubernetes.context_wait(), max_waiting: kubernetes.max_waiting };
+    Ok(Some((lookup, PodWatch(task))))
+}
+
+/// An alert waiting for its pod context. Its place in the ordered sends is taken when it arrives (so the
+/// deliveries after it are acknowledged only after it), and `release` hands that place its send.
+struct Waiting {
+    deadline: tokio::time::Instant,
+    detection: Detection,
+    settles: Vec<Delivery>,
+    release: oneshot::Sender<Sending>,
+}
+
+/// The alert to send for a detection, if any: catalogue words and verdicts added, and none when a detect
+/// exception (on context enrich found) or a suppression rule holds it back or when dedup folds it.
+fn prepare(enricher: &Enricher, dedup: &mut Deduplicator, detection: Detection, completed: bool) -> Option<Alert> {
+    if completed && let Some(reason) = enricher.excepted_by(&detection) {
+        AlertSuppressed { alert_type: &detection.alert_type, suppression: "detect exception" }.emit();
+        tracing::debug!(alert_type = detection.alert_type, reason, "excepted once its pod was known");
+        return None;
+    }
+    let alert = enricher.enrich(detection);
+    match enricher.suppressed_by(&alert, now_ms()) {
+        Some(rule) => {
+            AlertSuppressed { alert_type: &alert.alert_type, suppression: &rule }.emit();
+            None
+        }
+        None => dedup.observe(alert),
+    }
+}
+
+/// Takes from the waiting room each alert whose pod is now known, or whose wait is over (all of them when
+/// `all`), with whether its context was completed.
+fn due(waiting: &mut Vec<Waiting>, view: &ClusterView, all: bool) -> Vec<(Waiting, bool)> {
+    let now = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    let mut index = 0;
+    while index < waiting.len() {
+        let entry = &mut waiting[index];
+        let found = view.fill(&mut entry.detection);
+        let complete = found && !lacks_context(&entry.detection);
+        if complete || all || entry.deadline <= now {
+            ContextLookup { outcome: if complete { "waited" } else { "unknown" } }.emit();
+            out.push((waiting.swap_remove(index), found));
+        } else {
+            index += 1;
+        }
+    }
+    if !out.is_empty() {
+        ContextWaiting { waiting: waiting.len() }.emit();
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     bus: Bus,
     mut subscription: Subscription,
@@ -38,6 +128,7 @@ pub async fn run(
     enricher: Arc<Enricher>,
     dedup_window_secs: u64,
     dedup_flush_secs: u64,
+    lookup: Option<PodLookup>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
     let detection_codec = Codec::<Detection>::new()?;
@@ -48,8 +139,11 @@ pub async fn run(
     // settles, and sends complete in the order they were started.
     let mut held: Vec<Delivery> = Vec::new();
     let mut in_flight: FuturesOrdered<Sending> = FuturesOrdered::new();
+    let mut waiting: Vec<Waiting> = Vec::new();
     let mut flush = tokio::time::interval(Duration::from_secs(dedup_flush_secs.max(1)));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ComponentStarted { component: STAGE }.emit();
     let send = |alert: Option<Alert>, settles: Vec<Delivery>| -> Result<Sending, PipelineError> {
         let Some(alert) = alert else { return Ok(Box::pin(std::future::ready((true, settles)))) };
@@ -80,9 +174,17 @@ pub async fn run(
                 }
                 in_flight.push_back(send(None, std::mem::take(&mut held))?);
             }
+            _ = recheck.tick(), if !waiting.is_empty() => {
+                let Some(lookup) = &lookup else { continue };
+                for (entry, found) in due(&mut waiting, &lookup.view, false) {
+                    let alert = prepare(&enricher, &mut dedup, entry.detection, found);
+                    // The receiver is gone only if the stage is stopping; the delivery then stays unacknowledged.
+                    let _ = entry.release.send(send(alert, entry.settles)?);
+                }
+            }
             next = next_delivery(&mut subscription, &shutdown), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(delivery) = next else { break };
-                let detection = match detection_codec.decode(&delivery.message.payload) {
+                let mut detection = match detection_codec.decode(&delivery.message.payload) {
                     Ok(detection) => detection,
                     Err(error) => {
                         let reason = error.to_string();
@@ -98,27 +200,49 @@ pub async fn run(
                     }
                 };
                 MessageProcessed { stage: STAGE }.emit();
-                let alert = enricher.enrich(detection);
-                // A suppressed alert is not sent (nor folded): its delivery is settled like a sent one's.
-                let alert = match enricher.suppressed_by(&alert, now_ms()) {
-                    Some(rule) => {
-                        AlertSuppressed { alert_type: &alert.alert_type, suppression: &rule }.emit();
-                        None
-                    }
-                    None => dedup.observe(alert),
-                };
-                if dedup.enabled() {
-                    if alert.is_some() {
-                        in_flight.push_back(send(alert, Vec::new())?);
-                    }
+                let settles = if dedup.enabled() {
                     held.push(delivery);
+                    Vec::new()
                 } else {
-                    in_flight.push_back(send(alert, vec![delivery])?);
+                    vec![delivery]
+                };
+                let mut completed = false;
+                if let Some(lookup) = &lookup && lacks_context(&detection) {
+                    completed = lookup.view.fill(&mut detection);
+                    if completed && !lacks_context(&detection) {
+                        ContextLookup { outcome: "table" }.emit();
+                    } else if !lookup.wait.is_zero() && lookup.view.synced() && waiting.len() < lookup.max_waiting {
+                        let (release, released) = oneshot::channel::<Sending>();
+                        in_flight.push_back(Box::pin(async move {
+                            match released.await {
+                                Ok(sending) => sending.await,
+                                Err(_) => (false, Vec::new()),
+                            }
+                        }));
+                        let deadline = tokio::time::Instant::now() + lookup.wait;
+                        waiting.push(Waiting { deadline, detection, settles, release });
+                        ContextWaiting { waiting: waiting.len() }.emit();
+                        continue;
+                    } else {
+                        ContextLookup { outcome: "not_waited" }.emit();
+                    }
+                }
+                let alert = prepare(&enricher, &mut dedup, detection, completed);
+                // A suppressed or folded alert is not sent: its delivery is settled like a sent one's.
+                if alert.is_some() || !settles.is_empty() {
+                    in_flight.push_back(send(alert, settles)?);
                 }
             }
         }
     }
-    // Send what was folded since the last flush, then acknowledge what every completed send settles.
+    // Release what still waits (with what is known), send what was folded since the last flush, then acknowledge
+    // what every completed send settles.
+    if let Some(lookup) = &lookup {
+        for (entry, found) in due(&mut waiting, &lookup.view, true) {
+            let alert = prepare(&enricher, &mut dedup, entry.detection, found);
+            let _ = entry.release.send(send(alert, entry.settles)?);
+        }
+    }
     for update in dedup.flush() {
         in_flight.push_back(send(Some(update), Vec::new())?);
     }

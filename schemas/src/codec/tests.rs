@@ -49,7 +49,18 @@ fn cloud_activity_matches_golden_and_round_trips() {
 
 #[test]
 fn detection_matches_golden_and_round_trips() {
-    check_current::<Detection>("detection.v1");
+    check_current::<Detection>("detection.v2");
+}
+
+#[test]
+fn current_detection_reader_decodes_records_written_by_v1() {
+    let codec = Codec::<Detection>::new().unwrap();
+    let written_by_v1: Detection = load_json("detection.v1");
+    let v1_bytes = codec.encode_version(&written_by_v1, "v1").unwrap();
+    assert_eq!(v1_bytes, golden_bytes("detection.v1", &v1_bytes), "v1 writer output changed");
+    let decoded = codec.decode(&v1_bytes).expect("current reader decodes v1");
+    assert_eq!(decoded, written_by_v1, "v1 had no pod UID, and none is invented");
+    assert_eq!(codec.current_version(), "v2");
 }
 
 #[test]

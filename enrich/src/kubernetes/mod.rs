@@ -1,0 +1,268 @@
+//! Pod context from the API server: a table of the cluster's pods, filled by a list and kept current by a watch
+//! (`watch.rs`), that enrich reads to complete node alerts whose pod detect did not know (a pod that predates
+//! Palisade, or whose create audit event has not arrived yet). Lookups are by pod UID (from the collector's
+//! cgroup path) and by container ID (from the pod's container statuses).
+
+mod watch;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use palisade_schemas::Detection;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use watch::{WatchError, check, watch_pods};
+
+/// Default paths of a pod's service-account credentials (used when `api_server` is not set).
+const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+
+/// `[enrich.kubernetes]`: where to list and watch pods, and how long an alert may wait for its pod.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// API server URL. Unset: in-cluster (`KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, with the pod's
+    /// service-account token and CA as defaults for the two paths below).
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// File holding a bearer token; read again at every (re)connect, so a rotated token is picked up.
+    #[serde(default)]
+    pub token_path: Option<PathBuf>,
+    /// PEM CA that signed the API server's certificate.
+    #[serde(default)]
+    pub ca_path: Option<PathBuf>,
+    /// PEM client certificate and key, for client-certificate authentication instead of a token.
+    #[serde(default)]
+    pub client_cert_path: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_path: Option<PathBuf>,
+    /// Longest time a container alert waits for its pod to appear in the table, in milliseconds; it is then
+    /// sent with the missing fields marked unknown. 0 sends at once. Other alerts are not held up meanwhile.
+    #[serde(default = "default_context_wait_ms")]
+    pub context_wait_ms: u64,
+    /// Most alerts waiting at once; an alert that finds the room full is sent at once (counted).
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
+    /// Pods per page of the initial list.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// The server ends each watch after this many seconds; it is then resumed from the last resource version.
+    #[serde(default = "default_watch_timeout_secs")]
+    pub watch_timeout_secs: u64,
+}
+
+const fn default_context_wait_ms() -> u64 {
+    2000
+}
+const fn default_max_waiting() -> usize {
+    10_000
+}
+const fn default_page_size() -> u32 {
+    500
+}
+const fn default_watch_timeout_secs() -> u64 {
+    300
+}
+
+impl KubernetesConfig {
+    pub fn context_wait(&self) -> Duration {
+        Duration::from_millis(self.context_wait_ms)
+    }
+
+    /// The API server address and the credential paths, with the in-cluster defaults filled in.
+    fn resolved(&self) -> Result<(String, Option<PathBuf>, Option<PathBuf>), WatchError> {
+        if let Some(url) = &self.api_server {
+            return Ok((url.trim_end_matches('/').to_owned(), self.token_path.clone(), self.ca_path.clone()));
+        }
+        let (Ok(host), Ok(port)) = (std::env::var("KUBERNETES_SERVICE_HOST"), std::env::var("KUBERNETES_SERVICE_PORT"))
+        else {
+            return Err(WatchError::Config(
+                "enrich.kubernetes.api_server is not set and this is not a pod (no KUBERNETES_SERVICE_HOST/PORT)"
+                    .into(),
+            ));
+        };
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let token = self.token_path.clone().or_else(|| Some(PathBuf::from(IN_CLUSTER_TOKEN)));
+        let ca = self.ca_path.clone().or_else(|| Some(PathBuf::from(IN_CLUSTER_CA)));
+        Ok((format!("https://{host}:{port}"), token, ca))
+    }
+}
+
+/// What enrich knows of one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// `Kind/name` of the pod's first owner reference, else `Pod/<name>` (the form detect uses).
+    pub workload: String,
+    /// The image of each started container, by container ID (without the `containerd://` scheme).
+    pub containers: Vec<(String, String)>,
+    /// The image, when the pod has one container.
+    pub single_image: Option<String>,
+}
+
+/// Reads a pod object as the API server returns it; `None` if it has no UID, name or namespace.
+pub fn pod_record(pod: &Value) -> Option<PodRecord> {
+    let text = |pointer: &str| pod.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    let uid = text("/metadata/uid")?;
+    let name = text("/metadata/name")?;
+    let namespace = text("/metadata/namespace")?;
+    let workload = pod
+        .pointer("/metadata/ownerReferences/0")
+        .and_then(|owner| Some(format!("{}/{}", owner.get("kind")?.as_str()?, owner.get("name")?.as_str()?)))
+        .unwrap_or_else(|| format!("Pod/{name}"));
+    let mut images: HashMap<&str, &str> = HashMap::new();
+    let mut regular = 0;
+    for (list, counts) in [("containers", true), ("initContainers", false), ("ephemeralContainers", false)] {
+        for container in pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten() {
+            if let (Some(name), Some(image)) =
+                (container.get("name").and_then(Value::as_str), container.get("image").and_then(Value::as_str))
+            {
+                images.insert(name, image);
+                regular += usize::from(counts);
+            }
+        }
+    }
+    let single_image = match pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::as_slice) {
+        Some([only]) if regular == 1 => only.get("image").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    let mut containers = Vec::new();
+    for list in ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"] {
+        for status in pod.pointer(&format!("/status/{list}")).and_then(Value::as_array).into_iter().flatten() {
+            let Some(id) = status.get("containerID").and_then(Value::as_str).map(container_id) else { continue };
+            let name = status.get("name").and_then(Value::as_str).unwrap_or_default();
+            // The image the pod asked for, as written (the status holds the resolved one, often a digest).
+            let image =
+                images.get(name).copied().or_else(|| status.get("image").and_then(Value::as_str)).unwrap_or_default();
+            if !id.is_empty() {
+                containers.push((id.to_owned(), image.to_owned()));
+            }
+        }
+    }
+    Some(PodRecord { uid, namespace, name, workload, containers, single_image })
+}
+
+/// A container ID without its runtime scheme (`containerd://…`, `cri-o://…`, `docker://…`), as collectors
+/// read it from the cgroup path.
+fn container_id(id: &str) -> &str {
+    id.split_once("://").map_or(id, |(_, rest)| rest)
+}
+
+#[derive(Default)]
+struct Tables {
+    pods: HashMap<String, PodRecord>,
+    /// Container ID → pod UID.
+    containers: HashMap<String, String>,
+}
+
+impl Tables {
+    fn insert(&mut self, pod: PodRecord) {
+        self.remove(&pod.uid);
+        for (id, _) in &pod.containers {
+            self.containers.insert(id.clone(), pod.uid.clone());
+        }
+        self.pods.insert(pod.uid.clone(), pod);
+    }
+
+    fn remove(&mut self, uid: &str) {
+        if let Some(old) = self.pods.remove(uid) {
+            for (id, _) in &old.containers {
+                self.containers.remove(id);
+            }
+        }
+    }
+}
+
+/// The pod table, shared between the watch task (writer) and the enrich stage (reader).
+pub struct ClusterView {
+    tables: RwLock<Tables>,
+    synced: AtomicBool,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClusterView {
+    pub fn new() -> Self {
+        Self { tables: RwLock::default(), synced: AtomicBool::new(false) }
+    }
+
+    /// True while the table follows the API server (listed, and the watch is connected): only then can waiting
+    /// for a pod help.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn pods(&self) -> usize {
+        self.tables.read().unwrap_or_else(|poisoned| poisoned.into_inner()).pods.len()
+    }
+
+    pub(crate) fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Release);
+    }
+
+    /// Replaces the whole table (after a list).
+    pub fn replace(&self, pods: Vec<PodRecord>) {
+        let mut tables = Tables::default();
+        for pod in pods {
+            tables.insert(pod);
+        }
+        *self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = tables;
+    }
+
+    pub fn upsert(&self, pod: PodRecord) {
+        self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(pod);
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.tables.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(uid);
+    }
+
+    /// Fills the detection's missing namespace, pod, workload and image from the pod it ran in (by pod UID, else
+    /// by container ID). Returns whether the pod was found.
+    pub fn fill(&self, detection: &mut Detection) -> bool {
+        let tables = self.tables.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let by_container = || {
+            let id = detection.container_id.as_deref()?;
+            tables.pods.get(tables.containers.get(id)?)
+        };
+        let Some(pod) = detection.pod_uid.as_deref().and_then(|uid| tables.pods.get(uid)).or_else(by_container) else {
+            return false;
+        };
+        let image = detection
+            .container_id
+            .as_deref()
+            .and_then(|id| pod.containers.iter().find(|(c, _)| c == id))
+            .map(|(_, image)| image.clone())
+            .filter(|image| !image.is_empty())
+            .or_else(|| pod.single_image.clone());
+        detection.namespace.get_or_insert_with(|| pod.namespace.clone());
+        detection.pod.get_or_insert_with(|| pod.name.clone());
+        detection.workload.get_or_insert_with(|| pod.workload.clone());
+        if detection.image.is_none() {
+            detection.image = image;
+        }
+        true
+    }
+}
+
+/// Whether a detection is a container alert that lacks pod context (what enrich looks up, or waits for).
+pub fn lacks_context(detection: &Detection) -> bool {
+    detection.in_container == Some(true)
+        && (detection.namespace.is_none()
+            || detection.pod.is_none()
+            || detection.workload.is_none()
+            || detection.image.is_none())
+}
+
+#[cfg(test)]
+mod tests;
