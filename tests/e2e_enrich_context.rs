@@ -57,7 +57,8 @@ fn create_started_pod(
     containers: &[(&str, &str, &str)],
 ) -> String {
     let server = common::env("PALISADE_TEST_APISERVER");
-    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "team": "shop"}},
         "spec": {"containers": containers.iter().map(|(c, image, _)| json!({"name": c, "image": image}))
             .collect::<Vec<_>>()}});
     if let Some(owner) = owner {
@@ -252,6 +253,7 @@ fn enrich_completes_node_alerts_from_the_watched_pods_and_waits_a_bounded_time()
     assert_eq!(known.pod.as_deref(), Some("web-7d4b9-x2x"));
     assert_eq!(known.workload.as_deref(), Some("ReplicaSet/web-7d4b9"));
     assert_eq!(known.image.as_deref(), Some("envoy:1.30"));
+    assert_eq!(known.pod_labels.get("team").map(String::as_str), Some("shop"), "{:?}", known.pod_labels);
     assert!(known.unknown_fields.is_empty(), "{:?}", known.unknown_fields);
 
     assert!(!alerts.contains_key(&id("excepted")), "a detect exception by namespace applies to enrich's context");

@@ -106,6 +106,9 @@ impl Engine {
             detection.pod = detection.pod.or_else(|| Some(context.pod.clone()));
             detection.workload = detection.workload.or_else(|| Some(context.workload.clone()));
             detection.image = detection.image.or_else(|| context.image.clone());
+            if detection.pod_labels.is_empty() {
+                detection.pod_labels.clone_from(&context.labels);
+            }
         }
         let excepted = rule.is_some_and(|rule| rule.exceptions.iter().any(|e| exception_matches(e, &detection)));
         if !excepted {
@@ -254,6 +257,7 @@ fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, de
         evidence: Vec::new(),
         details: finding.details,
         pod_uid: None,
+        pod_labels: BTreeMap::new(),
     };
     let event_id = match event {
         Event::Audit(audit) => {

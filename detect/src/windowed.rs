@@ -61,6 +61,9 @@ pub struct PodContext {
     pub workload: String,
     /// The image, when the pod has one container (a node event does not say which container it came from).
     pub image: Option<String>,
+    /// The pod's labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Window settings of the windowed match detectors (node windows, kube-hunter's discovery pattern).

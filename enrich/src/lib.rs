@@ -205,6 +205,7 @@ impl Enricher {
             details: detection.details,
             threat_intel: Vec::new(),
             unknown_fields: Vec::new(),
+            pod_labels: detection.pod_labels,
         };
         alert.threat_intel = self.threat_intel.verdicts(&alert);
         alert.unknown_fields = unknown_fields(&alert);

@@ -236,7 +236,7 @@ mod tests {
 
     fn alert() -> Alert {
         let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v3.json")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v4.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 

@@ -55,7 +55,7 @@ fn default_cluster() -> String {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertsFormat {
-    /// Avro single-object encoding (schemas/avro/alert.v2.avsc).
+    /// Avro single-object encoding (the newest schemas/avro/alert.vN.avsc).
     #[default]
     Avro,
     /// One JSON object per message.

@@ -103,7 +103,7 @@ record!(NodeEvent, "NodeEvent", ["v1" => "node_event.v1.avsc"], by hand: datum::
 record!(AuditEvent, "AuditEvent", ["v1" => "audit_event.v1.avsc"], read by hand: datum::read_audit_event);
 record!(CloudActivity, "CloudActivity", ["v1" => "cloud_activity.v1.avsc"]);
 record!(Detection, "Detection", ["v1" => "detection.v1.avsc", "v2" => "detection.v2.avsc"]);
-record!(Alert, "Alert", ["v1" => "alert.v1.avsc", "v2" => "alert.v2.avsc", "v3" => "alert.v3.avsc"]);
+record!(Alert, "Alert", ["v1" => "alert.v1.avsc", "v2" => "alert.v2.avsc", "v3" => "alert.v3.avsc", "v4" => "alert.v4.avsc"]);
 
 /// Encoder and decoder for one record type. Build once, share freely.
 #[derive(Debug, Clone)]

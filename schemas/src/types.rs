@@ -225,6 +225,9 @@ pub struct Detection {
     /// UID of the pod the evidence ran in (v2): enrich looks the pod up by it when detect did not know it.
     #[serde(default)]
     pub pod_uid: Option<String>,
+    /// Labels of that pod, as far as detect knew them (v2).
+    #[serde(default)]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// What the SOC reads: a detection plus the catalogue's words and the enrichment.
@@ -268,6 +271,9 @@ pub struct Alert {
     /// Kubernetes context fields that apply but could not be resolved (schema v3).
     #[serde(default)]
     pub unknown_fields: Vec<String>,
+    /// Labels of the pod a node alert's process ran in (schema v4).
+    #[serde(default)]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// An indicator of the alert found on a threat-intelligence list.

@@ -111,7 +111,12 @@ pub fn document(alert: &Alert) -> Value {
         orchestrator.insert("namespace".into(), json!(namespace));
     }
     if let Some(pod) = &alert.pod {
-        orchestrator.insert("resource".into(), json!({"type": "pod", "name": pod}));
+        let mut resource = json!({"type": "pod", "name": pod});
+        if !alert.pod_labels.is_empty() {
+            let labels: Vec<String> = alert.pod_labels.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            resource["label"] = json!(labels);
+        }
+        orchestrator.insert("resource".into(), resource);
     } else if let Some(workload) = &alert.workload {
         let (kind, name) = workload.split_once('/').unwrap_or(("", workload));
         orchestrator.insert("resource".into(), json!({"type": kind.to_ascii_lowercase(), "name": name}));
@@ -207,7 +212,7 @@ pub fn index_template(prefix: &str) -> Value {
                             "matched": {"properties": {"atomic": keyword, "field": keyword, "type": keyword}}}}}},
                     "orchestrator": {"properties": {"type": keyword, "namespace": keyword,
                         "cluster": {"properties": {"name": keyword}},
-                        "resource": {"properties": {"type": keyword, "name": keyword}}}},
+                        "resource": {"properties": {"type": keyword, "name": keyword, "label": keyword}}}},
                     "container": {"properties": {"id": keyword, "image": {"properties": {"name": keyword}}}},
                     "host": {"properties": {"name": keyword, "hostname": keyword}},
                     "process": {"properties": {"pid": {"type": "long"}, "executable": keyword, "name": keyword,
@@ -236,7 +241,7 @@ mod tests {
 
     fn alert() -> Alert {
         let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v3.json")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/alert.v4.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -276,6 +281,7 @@ mod tests {
         assert_eq!(doc["threat"]["technique"]["id"], json!(["T1610", "T1611"]));
         assert_eq!(doc["orchestrator"]["namespace"], "default");
         assert_eq!(doc["orchestrator"]["resource"]["name"], "priv");
+        assert_eq!(doc["orchestrator"]["resource"]["label"], json!(["app.kubernetes.io/name:web", "tier:frontend"]));
         assert_eq!(doc["container"]["image"]["name"], "nginx:1.27");
         assert_eq!(doc["source"]["ip"], "127.0.0.1");
         assert_eq!(doc["process"]["parent"]["executable"], "/sbin/init");

@@ -5,7 +5,7 @@
 
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,6 +104,7 @@ pub struct PodRecord {
     pub containers: Vec<(String, String)>,
     /// The image, when the pod has one container.
     pub single_image: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Reads a pod object as the API server returns it; `None` if it has no UID, name or namespace.
@@ -145,7 +146,12 @@ pub fn pod_record(pod: &Value) -> Option<PodRecord> {
             }
         }
     }
-    Some(PodRecord { uid, namespace, name, workload, containers, single_image })
+    let labels = pod
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| labels.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default();
+    Some(PodRecord { uid, namespace, name, workload, containers, single_image, labels })
 }
 
 /// A container ID without its runtime scheme (`containerd://…`, `cri-o://…`, `docker://…`), as collectors
@@ -250,6 +256,9 @@ impl ClusterView {
         detection.workload.get_or_insert_with(|| pod.workload.clone());
         if detection.image.is_none() {
             detection.image = image;
+        }
+        if detection.pod_labels.is_empty() {
+            detection.pod_labels.clone_from(&pod.labels);
         }
         true
     }

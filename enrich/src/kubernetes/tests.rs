@@ -10,7 +10,7 @@ fn detection() -> Detection {
 
 fn pod(uid: &str, containers: serde_json::Value, statuses: serde_json::Value) -> serde_json::Value {
     json!({
-        "metadata": {"uid": uid, "name": "web-7d4b9-x2x", "namespace": "shop",
+        "metadata": {"uid": uid, "name": "web-7d4b9-x2x", "namespace": "shop", "labels": {"app": "web", "n": 1},
                      "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d4b9", "controller": true}]},
         "spec": {"containers": containers},
         "status": {"containerStatuses": statuses}
@@ -27,6 +27,7 @@ fn a_pod_object_gives_its_workload_and_each_started_containers_image() {
     ))
     .unwrap();
     assert_eq!(record.workload, "ReplicaSet/web-7d4b9");
+    assert_eq!(record.labels, BTreeMap::from([("app".to_owned(), "web".to_owned())]), "a non-string value is no label");
     assert_eq!(record.containers, [("aaa".to_owned(), "shop/web:1.2".to_owned())], "not started: no ID yet");
     assert_eq!(record.single_image, None, "two containers: the pod alone does not say which image");
     let bare = json!({"metadata": {"uid": "u2", "name": "debug", "namespace": "default"},
@@ -57,6 +58,7 @@ fn a_detection_is_completed_by_pod_uid_or_by_container_id_and_known_fields_are_k
     assert_eq!(by_uid.pod.as_deref(), Some("web-7d4b9-x2x"));
     assert_eq!(by_uid.workload.as_deref(), Some("ReplicaSet/web-7d4b9"));
     assert_eq!(by_uid.image.as_deref(), Some("envoy:1.30"), "the image of the container the event ran in");
+    assert_eq!(by_uid.pod_labels.get("app").map(String::as_str), Some("web"));
     assert!(!lacks_context(&by_uid));
 
     let mut by_container = detection();

@@ -126,7 +126,7 @@ mod tests {
             namespace: "shop".into(),
             pod: format!("{workload}-1"),
             workload: format!("Deployment/{workload}"),
-            image: None,
+            ..PodContext::default()
         }
     }
 

@@ -264,6 +264,7 @@ impl Tables {
                             [only] => only.image.map(str::to_owned),
                             _ => None,
                         },
+                        labels: template.labels.clone(),
                     };
                     self.pod_uids.insert(format!("{namespace}/{pod}"), uid.clone());
                     self.pods.insert(uid.clone(), context);

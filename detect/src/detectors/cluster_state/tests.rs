@@ -176,7 +176,7 @@ fn node_alerts_get_the_pod_their_event_ran_in_before_exceptions_apply() {
 
     // The create's response holds the UID the API server gave the pod.
     let pod = json!({"kind": "Pod", "metadata": {"name": "web-5d78c-x7x2p", "namespace": "shop", "uid": "u-1",
-        "ownerReferences": [{"kind": "ReplicaSet", "name": "web-5d78c"}]},
+        "labels": {"app": "web"}, "ownerReferences": [{"kind": "ReplicaSet", "name": "web-5d78c"}]},
         "spec": {"containers": [{"name": "app", "image": "shop/web:1.2"}]}});
     let mut create = event("create", "pods", Some("shop"), "", Some(pod.clone()), 1);
     create.response_object = Some(pod.to_string());
@@ -188,6 +188,7 @@ fn node_alerts_get_the_pod_their_event_ran_in_before_exceptions_apply() {
     assert_eq!(alerts[0].pod.as_deref(), Some("web-5d78c-x7x2p"));
     assert_eq!(alerts[0].workload.as_deref(), Some("ReplicaSet/web-5d78c"));
     assert_eq!(alerts[0].image.as_deref(), Some("shop/web:1.2"));
+    assert_eq!(alerts[0].pod_labels.get("app").map(String::as_str), Some("web"));
     // Another pod's event gets no context.
     assert_eq!(engine.process(&Event::Node(&trigger_on_pod(Some("u-2"))), 0)[0].namespace, None);
 
