@@ -8,66 +8,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::KillOnDrop;
-
-struct Sandbox {
-    dir: PathBuf,
-    cgroup_dirs: Vec<String>,
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        for dir in self.cgroup_dirs.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-fn sh(script: &str) {
-    let status = Command::new("/bin/sh").args(["-c", script]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(status.is_ok(), "{script}");
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let dir = PathBuf::from(format!("/tmp/palisade-scenarios-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        std::fs::create_dir_all(dir.join("home/.ssh")).unwrap();
-        Self { dir, cgroup_dirs: Vec::new() }
-    }
-
-    /// A harmless program with a tool's name: a copy of `original`.
-    fn stand_in(&self, name: &str, original: &str) -> String {
-        let target = self.dir.join("bin").join(name);
-        std::fs::copy(original, &target).unwrap();
-        target.display().to_string()
-    }
-
-    /// A kubelet/containerd-style cgroup for one container; returns its `cgroup.procs`.
-    fn container_cgroup(&mut self) -> String {
-        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|p| Path::new(p).join("cgroup.procs").exists())
-            .expect("a cgroup v2 hierarchy");
-        let container_id = format!("{:0>64x}", u64::from(std::process::id()) * 104_729 + 0x5ce);
-        let pod = "kubepods-besteffort-pod7a1c2e3f_4444_5555_6666_777788889999.slice";
-        self.cgroup_dirs = vec![
-            format!("{root}/kubepods.slice"),
-            format!("{root}/kubepods.slice/kubepods-besteffort.slice"),
-            format!("{root}/kubepods.slice/kubepods-besteffort.slice/{pod}"),
-            format!("{root}/kubepods.slice/kubepods-besteffort.slice/{pod}/cri-containerd-{container_id}.scope"),
-        ];
-        for dir in &self.cgroup_dirs {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        format!("{}/cgroup.procs", self.cgroup_dirs[3])
-    }
-}
+use common::{KillOnDrop, Sandbox, sh};
 
 fn alerts(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -118,7 +63,7 @@ fn http_server(dir: &Path) -> (KillOnDrop, u16) {
 #[test]
 fn node_alert_types_fire_from_real_processes_and_a_benign_workload_raises_none() {
     let mut sandbox = Sandbox::new();
-    let procs = sandbox.container_cgroup();
+    let procs = sandbox.container_cgroup("7a1c2e3f-4444-5555-6666-777788889999");
     let work = tempfile::tempdir().unwrap();
     let alerts_path = work.path().join("alerts.jsonl");
     let run = start_run(&alerts_path, &work.path().join("detect-state.json"));

@@ -312,3 +312,60 @@ pub fn start_embedded_run(alerts: &std::path::Path, envs: &[(&str, &str)]) -> (K
     let ready = ready_rx.recv_timeout(Duration::from_secs(30)).expect("palisade run starts");
     (run, ready)
 }
+
+/// A directory of stand-in programs and, once made, a kubelet-style container cgroup; both removed on drop.
+pub struct Sandbox {
+    pub dir: PathBuf,
+    cgroup_dirs: Vec<String>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for dir in self.cgroup_dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Runs a shell script; its output is discarded (what it does is what the tests look at).
+pub fn sh(script: &str) {
+    let status = Command::new("/bin/sh").args(["-c", script]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(status.is_ok(), "{script}");
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = PathBuf::from(format!("/tmp/palisade-scenarios-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("home/.ssh")).unwrap();
+        Self { dir, cgroup_dirs: Vec::new() }
+    }
+
+    /// A harmless program with a tool's name: a copy of `original`.
+    pub fn stand_in(&self, name: &str, original: &str) -> String {
+        let target = self.dir.join("bin").join(name);
+        std::fs::copy(original, &target).unwrap();
+        target.display().to_string()
+    }
+
+    /// A kubelet/containerd-style cgroup for one container of the pod with this UID; returns its `cgroup.procs`.
+    pub fn container_cgroup(&mut self, pod_uid: &str) -> String {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+            .expect("a cgroup v2 hierarchy");
+        let container_id = format!("{:0>64x}", u64::from(std::process::id()) * 104_729 + 0x5ce);
+        let pod = format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_"));
+        self.cgroup_dirs = vec![
+            format!("{root}/kubepods.slice"),
+            format!("{root}/kubepods.slice/kubepods-besteffort.slice"),
+            format!("{root}/kubepods.slice/kubepods-besteffort.slice/{pod}"),
+            format!("{root}/kubepods.slice/kubepods-besteffort.slice/{pod}/cri-containerd-{container_id}.scope"),
+        ];
+        for dir in &self.cgroup_dirs {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        format!("{}/cgroup.procs", self.cgroup_dirs[3])
+    }
+}
