@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::config::{DetectConfig, DetectConfigError};
 use crate::detectors;
 use crate::detectors::baselines::{
-    AbnormalMiActivity, KubeSystemContainer, KubernetesApiBaseline, ServiceAccountRareOperation,
+    AbnormalMiActivity, DestinationBaseline, KubeSystemContainer, ServiceAccountRareOperation, ShadowReaderBaseline,
 };
 use crate::detectors::cluster_state::ClusterJoins;
 use crate::detectors::node_runtime::{NodeLists, NodeRules, SharedNodeLists};
@@ -65,7 +65,9 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
         Box::new(AbnormalMiActivity::new(&config.baselines)),
         Box::new(ClusterJoins::new()),
         Box::new(detectors::kube_hunter::KubeHunter::new(config.windows)),
-        Box::new(KubernetesApiBaseline::new(&config.baselines).map_err(DetectConfigError::List)?),
+        Box::new(DestinationBaseline::kubernetes_api(&config.baselines).map_err(DetectConfigError::List)?),
+        Box::new(DestinationBaseline::metadata_service(&config.baselines)),
+        Box::new(ShadowReaderBaseline::new(&config.baselines)),
     ];
     Ok(Registered { stateless: detectors, windowed })
 }
@@ -96,10 +98,12 @@ mod tests {
     fn registered_detectors_are_unique_and_every_catalogue_id_is_accounted_for() {
         let registered = detectors(&DetectConfig::default()).unwrap().ids();
         let unique: BTreeSet<&str> = registered.iter().copied().collect();
-        // The one type the catalogue calls match/baseline has a node rule and a learned baseline.
-        let shared = registered.iter().filter(|id| **id == "K8S.NODE_KubernetesAPI").count();
-        assert_eq!(shared, 2, "K8S.NODE_KubernetesAPI: its match rule and its baseline");
-        assert_eq!(unique.len(), registered.len() - 1, "two detectors share an ID");
+        // Three node types have a rule and a learned baseline ("unusual for that workload").
+        for id in ["K8S.NODE_KubernetesAPI", "K8S.NODE_ImdsCall", "K8S.NODE_SuspectPasswordFileAccess"] {
+            let shared = registered.iter().filter(|registered| **registered == id).count();
+            assert_eq!(shared, 2, "{id}: its match rule and its baseline");
+        }
+        assert_eq!(unique.len(), registered.len() - 3, "no other detectors share an ID");
         for id in &registered {
             assert!(!NOT_YET_IMPLEMENTED.contains(id), "{id} is implemented; remove it from NOT_YET_IMPLEMENTED");
         }

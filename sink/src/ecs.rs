@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(doc["threat"]["technique"]["id"], json!(["T1610", "T1611"]));
         assert_eq!(doc["orchestrator"]["namespace"], "default");
         assert_eq!(doc["orchestrator"]["resource"]["name"], "priv");
-        assert_eq!(doc["orchestrator"]["resource"]["label"], json!(["app.kubernetes.io/name:web", "tier:frontend"]));
+        assert_eq!(doc["orchestrator"]["resource"]["label"], json!(["app.kubernetes.io/name:web"]));
         assert_eq!(doc["container"]["image"]["name"], "nginx:1.27");
         assert_eq!(doc["source"]["ip"], "127.0.0.1");
         assert_eq!(doc["process"]["parent"]["executable"], "/sbin/init");

@@ -45,6 +45,13 @@ pub struct BaselinesConfig {
     /// (any address on that port).
     #[serde(default = "default_api_server_addresses")]
     pub api_server_addresses: Vec<String>,
+    /// K8S.NODE_ImdsCall's baseline: learning per workload of the processes that reach the metadata service.
+    #[serde(default)]
+    pub metadata_service: BaselineConfig,
+    /// K8S.NODE_SuspectPasswordFileAccess's baseline: learning per workload (per node for host processes) of the
+    /// processes that read /etc/shadow or /etc/gshadow.
+    #[serde(default)]
+    pub shadow_readers: BaselineConfig,
 }
 
 /// The `kubernetes` Service's ClusterIP in kubeadm (10.96.0.1), EKS (10.100.0.1, 172.20.0.1) and AKS
@@ -67,6 +74,8 @@ impl Default for BaselinesConfig {
             cloud_identity_types: default_identity_types(),
             kubernetes_api: BaselineConfig::default(),
             api_server_addresses: default_api_server_addresses(),
+            metadata_service: BaselineConfig::default(),
+            shadow_readers: BaselineConfig::default(),
         }
     }
 }

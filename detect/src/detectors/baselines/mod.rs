@@ -1,7 +1,8 @@
 //! Baselines over audit and cloud activity: K8S_ServiceAccountRareOperation (a service account's operations),
 //! K8S_KubeSystemContainer (the workloads that run in kube-system, plus an allow-list) and K8S_AbnormalMiActivity
-//! (a cluster add-on's cloud identity's operations), and over node events the baseline half of
-//! K8S.NODE_KubernetesAPI (the processes of each workload that reach the API server). Each learns per key for a
+//! (a cluster add-on's cloud identity's operations), and over node events the baseline halves of
+//! K8S.NODE_KubernetesAPI and K8S.NODE_ImdsCall (the processes of each workload that reach the API server, the
+//! metadata service) and K8S.NODE_SuspectPasswordFileAccess (the processes that read the shadow files). Each learns per key for a
 //! period of event time (`crate::baseline`), and its profiles are part of the detect stage's checkpoint.
 
 // The `WindowedDetector` methods every baseline implements the same way: its state is its `profiles`, which
@@ -29,9 +30,9 @@ macro_rules! profile_state {
 }
 
 mod detector;
-mod kubernetes_api;
+mod node_processes;
 #[cfg(test)]
 mod tests;
 
 pub use detector::{AbnormalMiActivity, BaselinesConfig, KubeSystemContainer, ServiceAccountRareOperation};
-pub use kubernetes_api::KubernetesApiBaseline;
+pub use node_processes::{DestinationBaseline, ShadowReaderBaseline};

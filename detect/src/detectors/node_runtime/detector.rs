@@ -643,8 +643,8 @@ fn kubeconfig_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     (sensitive && !system).then(|| vec![("file", path.to_owned()), ("process", name)])
 }
 
-/// Processes that read the shadow files as part of their job.
-const SHADOW_READERS: [&str; 18] = [
+/// Processes that read the shadow files as part of their job (never reported; the baseline half skips them too).
+pub const SHADOW_READERS: [&str; 18] = [
     "passwd",
     "chpasswd",
     "chage",
@@ -673,8 +673,47 @@ fn password_file_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let path = file_path(event)?;
     let name = view.name.clone();
     let shadow = path == "/etc/shadow" || path == "/etc/gshadow";
-    (shadow && !SHADOW_READERS.contains(&name.as_str())).then(|| vec![("file", path.to_owned()), ("process", name)])
+    // The match half: a shell, a file or text tool, a script interpreter or a cracking tool reading it. Any other
+    // process new to the node or workload is the baseline half's (`baselines::ShadowReaderBaseline`).
+    let interactive = is_shell(&name) || is_downloader(&name) || SHADOW_TOOLS.contains(&name.as_str());
+    (shadow && interactive && !SHADOW_READERS.contains(&name.as_str()))
+        .then(|| vec![("file", path.to_owned()), ("process", name)])
 }
+
+/// Tools that read a file for a person or a script, and password crackers.
+const SHADOW_TOOLS: [&str; 31] = [
+    "cat",
+    "head",
+    "tail",
+    "less",
+    "more",
+    "base64",
+    "strings",
+    "grep",
+    "egrep",
+    "fgrep",
+    "awk",
+    "gawk",
+    "mawk",
+    "sed",
+    "dd",
+    "cp",
+    "tar",
+    "xxd",
+    "od",
+    "hexdump",
+    "vi",
+    "vim",
+    "nano",
+    "python",
+    "python3",
+    "perl",
+    "ruby",
+    "john",
+    "unshadow",
+    "hashcat",
+    "mimipenguin",
+];
 
 // ---- network --------------------------------------------------------------------------------------------------
 
@@ -697,6 +736,25 @@ fn suspect_connection(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 
 const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "fd00:ec2::254", "169.254.170.2"];
 
+/// Paths of the metadata services that hand out credentials: AWS role credentials (IMDS and the ECS task
+/// endpoint), GCP service-account tokens and identities, Azure managed-identity tokens.
+const CREDENTIAL_PATHS: [&str; 5] = [
+    "/latest/meta-data/iam/security-credentials",
+    "/latest/meta-data/identity-credentials",
+    "/v2/credentials",
+    "/computeMetadata/v1/instance/service-accounts",
+    "/metadata/identity/oauth2/token",
+];
+
+/// Compared without case: downloaders' URLs reach the rules lower-cased.
+fn credential_path(path: &str) -> bool {
+    let path = path.to_ascii_lowercase();
+    CREDENTIAL_PATHS.iter().any(|prefix| path.starts_with(&prefix.to_ascii_lowercase()))
+}
+
+/// The match half: a container asks the metadata service for an identity token, seen in the first bytes of the
+/// request it sends or in a downloader's URL. Other contacts are the baseline half's
+/// (`baselines::DestinationBaseline::metadata_service`).
 fn imds_call(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if !event.in_container {
@@ -704,13 +762,21 @@ fn imds_call(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     }
     if let Some(net) = &event.net {
         let address = net.dst_addr.as_deref()?;
-        let connects = matches!(event.kind, NodeEventKind::NetConnect | NodeEventKind::NetSend);
-        return (connects && METADATA_ADDRESSES.contains(&address)).then(|| vec![("destination", address.to_owned())]);
+        if event.kind != NodeEventKind::NetSend || !METADATA_ADDRESSES.contains(&address) {
+            return None;
+        }
+        let head = String::from_utf8_lossy(net.payload_head.as_deref()?);
+        let request = head.lines().next()?;
+        let path = request.split_once(' ').and_then(|(_, rest)| rest.split([' ', '?']).next())?;
+        return credential_path(path)
+            .then(|| vec![("destination", address.to_owned()), ("request", request.to_owned())]);
     }
     let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
-        METADATA_ADDRESSES.contains(&host) || host == "metadata.google.internal"
+        let metadata = METADATA_ADDRESSES.contains(&host) || host == "metadata.google.internal";
+        let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        metadata && path.find('/').is_some_and(|slash| credential_path(&path[slash..]))
     })?;
     one("url", url.clone())
 }

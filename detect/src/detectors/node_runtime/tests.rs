@@ -404,7 +404,12 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         (
             "K8S.NODE_SuspectPasswordFileAccess",
             vec![file(FileOpen, "cat", "/etc/shadow", 0), file(FileOpen, "python3", "/etc/gshadow", 0)],
-            vec![file(FileOpen, "unix_chkpwd", "/etc/shadow", 0), file(FileOpen, "cat", "/etc/passwd", 0)],
+            // A daemon of its own reading it is the baseline half's (learned per node or workload).
+            vec![
+                file(FileOpen, "unix_chkpwd", "/etc/shadow", 0),
+                file(FileOpen, "cat", "/etc/passwd", 0),
+                file(FileOpen, "backup-agent", "/etc/shadow", 0),
+            ],
         ),
         (
             "K8S.NODE_Webshell",
@@ -442,12 +447,25 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         (
             "K8S.NODE_ImdsCall",
             vec![
-                contained(net(NetConnect, "curl", "169.254.169.254", 80, None)),
                 contained(exec("curl -s http://169.254.169.254/latest/meta-data/iam/security-credentials")),
-                contained(exec("curl -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/")),
+                contained(exec(
+                    "curl -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token",
+                )),
+                contained(net(
+                    NetSend,
+                    "python3",
+                    "169.254.169.254",
+                    80,
+                    Some(b"GET /metadata/identity/oauth2/token?api-version=2018-02-01 HTTP/1.1\r\n"),
+                )),
             ],
+            // Other contacts (a bare connect, the instance's own metadata, an IMDSv2 session token) are the
+            // baseline half's; a host process and another address are not this alert's.
             vec![
-                net(NetConnect, "curl", "169.254.169.254", 80, None),
+                contained(net(NetConnect, "curl", "169.254.169.254", 80, None)),
+                contained(exec("curl -s http://169.254.169.254/latest/meta-data/instance-id")),
+                contained(net(NetSend, "python3", "169.254.169.254", 80, Some(b"PUT /latest/api/token HTTP/1.1\r\n"))),
+                exec("curl -s http://169.254.169.254/latest/meta-data/iam/security-credentials"),
                 contained(net(NetConnect, "curl", "10.0.0.1", 80, None)),
             ],
         ),

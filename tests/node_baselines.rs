@@ -1,9 +1,10 @@
-//! K8S.NODE_KubernetesAPI's baseline half from real processes, as root: `palisade run` listens where the testbed
-//! API server's audit webhook points, so the pod this test creates there reaches detect's cluster-state table
-//! through a real audit event. Processes then run inside a container of that pod (own namespaces, a kubelet-style
-//! cgroup with the pod's UID, as the collector tests build one) and connect to the API server: the process the
-//! workload used while learning stays quiet afterwards, a new one after the learning period raises one alert
-//! with the pod's namespace and workload, and its second connection raises none.
+//! The node baselines from real processes, as root: `palisade run` listens where the testbed API server's audit
+//! webhook points, so the pod this test creates there reaches detect's cluster-state table through a real audit
+//! event. Processes then run inside a container of that pod (own namespaces, a kubelet-style cgroup with the
+//! pod's UID, as the collector tests build one) and connect to the API server (K8S.NODE_KubernetesAPI) and to
+//! the cloud metadata address (K8S.NODE_ImdsCall), and processes on the host read /etc/shadow
+//! (K8S.NODE_SuspectPasswordFileAccess, keyed by node): for each, the process used while learning stays quiet
+//! afterwards, a new one after the learning period raises one alert, and its second time raises none.
 
 mod common;
 
@@ -15,17 +16,20 @@ use serde_json::{Value, json};
 
 const LEARNING_SECS: u64 = 4;
 
-fn api_alerts(path: &Path) -> Vec<Value> {
+const BASELINE_TYPES: [&str; 3] = ["K8S.NODE_KubernetesAPI", "K8S.NODE_ImdsCall", "K8S.NODE_SuspectPasswordFileAccess"];
+
+/// The alerts of the three baseline types in the alerts file.
+fn baseline_alerts(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|alert| alert["alert_type"] == "K8S.NODE_KubernetesAPI")
+        .filter(|alert| BASELINE_TYPES.iter().any(|t| alert["alert_type"] == *t))
         .collect()
 }
 
 #[test]
-fn a_process_new_to_its_workload_reaching_the_api_server_alerts_once_after_learning() {
+fn a_process_new_to_its_workload_or_node_alerts_once_after_learning() {
     let server = common::env("PALISADE_TEST_APISERVER");
     let api_address = server.trim_start_matches("https://").to_owned();
     let pki = common::env("PALISADE_TEST_PKI");
@@ -35,7 +39,9 @@ fn a_process_new_to_its_workload_reaching_the_api_server_alerts_once_after_learn
         &config,
         format!(
             "[detect.baselines]\napi_server_addresses = [\"{api_address}\"]\n\
-             [detect.baselines.kubernetes_api]\nlearning_secs = {LEARNING_SECS}\n"
+             [detect.baselines.kubernetes_api]\nlearning_secs = {LEARNING_SECS}\n\
+             [detect.baselines.metadata_service]\nlearning_secs = {LEARNING_SECS}\n\
+             [detect.baselines.shadow_readers]\nlearning_secs = {LEARNING_SECS}\n"
         ),
     )
     .unwrap();
@@ -75,27 +81,51 @@ fn a_process_new_to_its_workload_reaching_the_api_server_alerts_once_after_learn
     let procs = sandbox.container_cgroup(&uid);
     let manager = sandbox.stand_in("manager", "/usr/bin/curl");
     let intruder = sandbox.stand_in("intruder", "/usr/bin/curl");
-    let in_container = |program: &str| {
+    let backup_agent = sandbox.stand_in("backup-agent", "/bin/cat");
+    let report_tool = sandbox.stand_in("report-tool", "/bin/cat");
+    let in_container = |program: &str, url: &str| {
         sh(&format!(
             "echo $$ > {procs} && exec unshare --pid --fork --mount --uts --ipc --mount-proc \
-             {program} -sk -m 2 -o /dev/null {server}/healthz"
+             {program} -sk -m 1 -o /dev/null {url}"
         ));
     };
-    // Learning: the workload's own process reaches the API server.
-    in_container(&manager);
+    let api_url = format!("{server}/healthz");
+    let imds_url = "http://169.254.169.254/latest/meta-data/instance-id";
+    let read_shadow = |program: &str| sh(&format!("{program} /etc/shadow > /dev/null"));
+    // Learning: the workload's own process reaches the API server and the metadata service; a backup agent on
+    // the host reads the shadow file.
+    in_container(&manager, &api_url);
+    in_container(&manager, imds_url);
+    read_shadow(&backup_agent);
     std::thread::sleep(Duration::from_secs(LEARNING_SECS + 2));
-    in_container(&manager);
-    in_container(&intruder);
-    in_container(&intruder);
+    for _ in 0..2 {
+        in_container(&manager, &api_url);
+        in_container(&intruder, &api_url);
+        in_container(&manager, imds_url);
+        in_container(&intruder, imds_url);
+        read_shadow(&backup_agent);
+        read_shadow(&report_tool);
+    }
 
     let deadline = Instant::now() + Duration::from_secs(15);
-    while api_alerts(&alerts).is_empty() && Instant::now() < deadline {
+    while baseline_alerts(&alerts).len() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let raised = api_alerts(&alerts);
-    assert_eq!(raised.len(), 1, "one alert, for the new process only: {raised:#?}");
-    let alert = &raised[0];
+    let raised = baseline_alerts(&alerts);
+    let of = |alert_type: &str| -> Vec<&Value> { raised.iter().filter(|a| a["alert_type"] == alert_type).collect() };
+    for alert_type in BASELINE_TYPES {
+        assert_eq!(of(alert_type).len(), 1, "{alert_type}: one alert, for the new process only: {raised:#?}");
+    }
+    let imds = of("K8S.NODE_ImdsCall")[0];
+    assert_eq!(imds["process"]["executable"], intruder.as_str());
+    assert_eq!(imds["details"]["destination"], "169.254.169.254:80");
+    assert_eq!(imds["workload"], "ReplicaSet/operator-5f7d9");
+    let shadow = of("K8S.NODE_SuspectPasswordFileAccess")[0];
+    assert_eq!(shadow["process"]["executable"], report_tool.as_str());
+    assert_eq!(shadow["details"]["file"], "/etc/shadow");
+    assert_eq!(shadow["in_container"], false);
+    let alert = of("K8S.NODE_KubernetesAPI")[0];
     assert_eq!(alert["process"]["executable"], intruder.as_str());
     assert_eq!(alert["details"]["destination"], api_address.as_str());
     assert_eq!(alert["namespace"], namespace.as_str());
