@@ -14,7 +14,7 @@ cargo build --release --locked -p palisade -p palisade-bench --bin palisade --bi
 run=tp$(date +%s)
 export PALISADE__KAFKA__BOOTSTRAP_SERVERS=$PALISADE_TEST_KAFKA PALISADE__KAFKA__GROUP_PREFIX=palisade-$run
 export PALISADE__SINK__OPENSEARCH__URL=$PALISADE_TEST_OPENSEARCH PALISADE__SINK__OPENSEARCH__INDEX_PREFIX=palisade-$run
-export PALISADE__SINK__TRANSACTIONAL_ID=palisade-sink-$run
+export PALISADE__SINK__TRANSACTIONAL_ID=palisade-sink-$run PALISADE__SINK__OPENSEARCH__RETENTION_DAYS=0
 for topic in node_events audit_events cloud_activity detections enriched alerts dead_letter cluster_state; do
   export "PALISADE__TOPICS__${topic^^}=$run.$topic"
 done
