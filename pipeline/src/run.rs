@@ -56,9 +56,11 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         enrich_subscription,
         topics.clone(),
         enricher,
-        config.enrich.dedup_window_secs,
-        config.enrich.dedup_flush_secs,
-        pod_lookup,
+        stages::enrich::EnrichSettings {
+            dedup_window_secs: config.enrich.dedup_window_secs,
+            dedup_flush_secs: config.enrich.dedup_flush_secs,
+            lookup: pod_lookup,
+        },
         enrich_stop.clone(),
     ));
     let sink = tokio::spawn(stages::sink::run(bus.clone(), sink_loops, topics.clone(), sink_stop.clone()));

@@ -79,9 +79,13 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;
             let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect)?);
-            let (window, flush) = (config.enrich.dedup_window_secs, config.enrich.dedup_flush_secs);
             let (lookup, _watch) = stages::enrich::start_pod_lookup(&config.enrich)?.unzip();
-            stages::enrich::run(bus.clone(), subscription, topics, enricher, window, flush, lookup, shutdown).await?;
+            let settings = stages::enrich::EnrichSettings {
+                dedup_window_secs: config.enrich.dedup_window_secs,
+                dedup_flush_secs: config.enrich.dedup_flush_secs,
+                lookup,
+            };
+            stages::enrich::run(bus.clone(), subscription, topics, enricher, settings, shutdown).await?;
         }
         Stage::Sink => {
             let outputs = Outputs::build(&config.sink).await?;

@@ -1,3 +1,6 @@
+use std::collections::BTreeMap;
+
+use palisade_schemas::Detection;
 use serde_json::json;
 
 use super::*;

@@ -37,6 +37,15 @@ pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, Pipel
     Ok(bus.subscribe(&[&topics.detections], STAGE)?)
 }
 
+/// How the stage folds and completes alerts.
+pub struct EnrichSettings {
+    /// Deduplication window and flush period, in seconds (`enrich.dedup_window_secs`, `dedup_flush_secs`).
+    pub dedup_window_secs: u64,
+    pub dedup_flush_secs: u64,
+    /// Pod lookups, when `enrich.kubernetes` is set.
+    pub lookup: Option<PodLookup>,
+}
+
 /// Pod lookups for container alerts that arrive without their pod context.
 pub struct PodLookup {
     pub view: Arc<ClusterView>,
@@ -120,17 +129,15 @@ fn due(waiting: &mut Vec<Waiting>, view: &ClusterView, all: bool) -> Vec<(Waitin
     out
 }
 
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     bus: Bus,
     mut subscription: Subscription,
     topics: TopicsConfig,
     enricher: Arc<Enricher>,
-    dedup_window_secs: u64,
-    dedup_flush_secs: u64,
-    lookup: Option<PodLookup>,
+    settings: EnrichSettings,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
+    let EnrichSettings { dedup_window_secs, dedup_flush_secs, lookup } = settings;
     let detection_codec = Codec::<Detection>::new()?;
     let alert_codec = Codec::<Alert>::new()?;
     let mut dedup = Deduplicator::new(dedup_window_secs);
