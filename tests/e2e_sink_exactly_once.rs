@@ -1,6 +1,7 @@
 //! Exactly once on the alerts topic: `palisade sink` is SIGKILLed in the middle of a stream of 10 000 alerts and
-//! restarted. A `read_committed` reader of the alerts topic sees every alert exactly once, and the index holds
-//! exactly 10 000 documents. Real Kafka (transactions) and real OpenSearch.
+//! restarted. A `read_committed` reader of the alerts topic sees every alert exactly once, so does a reader of the
+//! OCSF topic written in the same transactions (each as one Detection Finding), and the index holds exactly
+//! 10 000 documents. Real Kafka (transactions) and real OpenSearch.
 
 mod common;
 
@@ -18,6 +19,8 @@ const ALERTS: usize = 10_000;
 fn a_sink_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut stack = common::Stack::new("exactly-once");
     stack.set("PALISADE__SINK__OPENSEARCH__BATCH_MAX_ALERTS", "200");
+    let ocsf_topic = stack.topic("alerts_ocsf");
+    stack.set("PALISADE__SINK__OCSF_TOPIC", &ocsf_topic);
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/fixtures/alert.v2.json")).unwrap();
     let template: Alert = serde_json::from_str(&text).unwrap();
     let codec = Codec::<Alert>::new().unwrap();
@@ -63,6 +66,12 @@ fn a_sink_killed_mid_stream_loses_and_duplicates_nothing() {
     let ids: BTreeSet<String> = all_again.iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), ALERTS, "every alert on the topic (first read {}):\n{}", all.len(), stack.log("sink"));
     assert_eq!(all_again.len(), ALERTS, "no alert twice for a read_committed reader");
+    let findings = common::collect_alerts(&ocsf_topic, Duration::from_secs(15), |seen| seen.len() > ALERTS);
+    let finding_ids: BTreeSet<String> =
+        findings.iter().map(|f| f["finding_info"]["uid"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(finding_ids, ids, "the OCSF topic holds the same alerts");
+    assert_eq!(findings.len(), ALERTS, "each once");
+    assert!(findings.iter().all(|f| f["class_uid"] == 2004 && f["metadata"]["version"] == "1.4.0"));
 
     let namespace = format!("eo-{}", stack.run.to_lowercase());
     let query = json!({"term": {"orchestrator.namespace": namespace}});

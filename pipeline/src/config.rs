@@ -88,6 +88,10 @@ pub struct SinkConfig {
     /// across its restarts, which is what fences a dead instance's open transaction).
     #[serde(default)]
     pub transactional_id: Option<String>,
+    /// Also write each alert as OCSF 1.4 Detection Finding JSON (class 2004) to this topic, keyed by alert id and
+    /// in the same transaction as the alerts topic (so exactly once too). Unset: no OCSF topic.
+    #[serde(default)]
+    pub ocsf_topic: Option<String>,
 }
 
 const fn default_true() -> bool {
@@ -104,6 +108,7 @@ impl Default for SinkConfig {
             opensearch: None,
             exactly_once: true,
             transactional_id: None,
+            ocsf_topic: None,
         }
     }
 }

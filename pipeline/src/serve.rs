@@ -41,7 +41,9 @@ pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
         Some(kafka) => {
             let bus = KafkaBus::new(kafka)?;
             if kafka.create_topics {
-                bus.ensure_topics(&config.topics.all()).await?;
+                let mut topics = config.topics.all().to_vec();
+                topics.extend(config.sink.ocsf_topic.as_deref());
+                bus.ensure_topics(&topics).await?;
             }
             Ok(Bus::Kafka(Arc::new(bus)))
         }

@@ -48,6 +48,8 @@ pub fn subscribe(bus: &Bus, topics: &TopicsConfig, outputs: Outputs) -> Result<S
 /// The outputs, built (and checked: index health, template, file) before the stage starts.
 pub struct Outputs {
     alerts_topic: Option<AlertsFormat>,
+    /// The OCSF topic, written beside the alerts topic.
+    ocsf_topic: Option<String>,
     opensearch: Option<OpenSearchWriter>,
     file: Option<AlertsFile>,
     print: bool,
@@ -79,6 +81,7 @@ impl Outputs {
         };
         Ok(Self {
             alerts_topic: config.alerts_topic.then_some(config.alerts_format),
+            ocsf_topic: config.alerts_topic.then(|| config.ocsf_topic.clone()).flatten(),
             opensearch,
             file,
             print: config.print_alerts,
@@ -100,6 +103,7 @@ impl Outputs {
         }
         let index = Self {
             alerts_topic: None,
+            ocsf_topic: None,
             opensearch: self.opensearch.take(),
             file: None,
             print: false,
@@ -132,6 +136,26 @@ pub async fn run(bus: Bus, loops: SinkLoops, topics: TopicsConfig, shutdown: Shu
     let result = futures::future::try_join_all(running).await.map(|_| ());
     ComponentStopped { component: STAGE }.emit();
     result
+}
+
+/// The records one alert makes on the topics: the alerts topic in its format, and the OCSF topic when set.
+fn topic_records<'a>(
+    codec: &Codec<Alert>,
+    format: AlertsFormat,
+    ocsf_topic: Option<&'a str>,
+    topics: &'a TopicsConfig,
+    alert: &Alert,
+) -> Result<Vec<(&'a str, Vec<u8>)>, PipelineError> {
+    let payload = match format {
+        AlertsFormat::Avro => codec.encode(alert)?,
+        AlertsFormat::Json => serde_json::to_vec(alert).expect("alerts serialize"),
+    };
+    let mut records = vec![(topics.alerts.as_str(), payload)];
+    if let Some(topic) = ocsf_topic {
+        let finding = palisade_sink::ocsf::detection_finding(alert);
+        records.push((topic, serde_json::to_vec(&finding).expect("findings serialize")));
+    }
+    Ok(records)
 }
 
 async fn run_loop(
@@ -181,14 +205,11 @@ async fn run_loop(
         }
         if let (Some(format), None) = (outputs.alerts_topic, &transactions) {
             for (_, alert) in &alerts {
-                let payload = match format {
-                    AlertsFormat::Avro => codec.encode(alert)?,
-                    AlertsFormat::Json => serde_json::to_vec(alert).expect("alerts serialize"),
-                };
-                let outgoing =
-                    Outgoing { topic: &topics.alerts, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
-                if !publish_until_acked(&bus, outgoing, &shutdown).await {
-                    break 'stage;
+                for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
+                    let outgoing = Outgoing { topic, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
+                    if !publish_until_acked(&bus, outgoing, &shutdown).await {
+                        break 'stage;
+                    }
                 }
             }
             AlertsWritten { output: "topic", outcome: "written", count: alerts.len() as u64 }.emit();
@@ -238,22 +259,15 @@ async fn run_loop(
         // Exactly once: the index took the batch (idempotent by alert id), now the alerts and the offsets of the
         // whole batch commit together. A failed transaction is aborted and the batch tried again.
         if let (Some(format), Some(transactions)) = (outputs.alerts_topic, &transactions) {
-            let payloads: Vec<Vec<u8>> = alerts
+            let mut payloads: Vec<(&str, &str, Vec<u8>)> = Vec::with_capacity(alerts.len());
+            for (_, alert) in &alerts {
+                for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
+                    payloads.push((topic, alert.id.as_str(), payload));
+                }
+            }
+            let records: Vec<Outgoing<'_>> = payloads
                 .iter()
-                .map(|(_, alert)| match format {
-                    AlertsFormat::Avro => codec.encode(alert),
-                    AlertsFormat::Json => Ok(serde_json::to_vec(alert).expect("alerts serialize")),
-                })
-                .collect::<Result<_, _>>()?;
-            let records: Vec<Outgoing<'_>> = alerts
-                .iter()
-                .zip(&payloads)
-                .map(|((_, alert), payload)| Outgoing {
-                    topic: &topics.alerts,
-                    key: Some(alert.id.as_bytes()),
-                    payload,
-                    headers: &[],
-                })
+                .map(|(topic, id, payload)| Outgoing { topic, key: Some(id.as_bytes()), payload, headers: &[] })
                 .collect();
             let mut attempts = 0u32;
             while let Err(error) = transactions.commit(&records, &consumed).await {
