@@ -92,6 +92,9 @@ pub struct SinkConfig {
     /// in the same transaction as the alerts topic (so exactly once too). Unset: no OCSF topic.
     #[serde(default)]
     pub ocsf_topic: Option<String>,
+    /// Webhook output (`[sink.webhook]`): batches POSTed as JSON, with its own consumer group.
+    #[serde(default)]
+    pub webhook: Option<palisade_sink::WebhookConfig>,
 }
 
 const fn default_true() -> bool {
@@ -109,6 +112,7 @@ impl Default for SinkConfig {
             exactly_once: true,
             transactional_id: None,
             ocsf_topic: None,
+            webhook: None,
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum PipelineError {
     Collect(#[from] palisade_collect::CollectError),
     #[error(transparent)]
     OpenSearch(#[from] palisade_sink::OpenSearchError),
+    #[error(transparent)]
+    Webhook(#[from] palisade_sink::WebhookError),
     #[error("alerts file {path}: {source}")]
     AlertsFile {
         path: String,

@@ -7,5 +7,7 @@ pub mod ecs;
 pub mod file;
 pub mod ocsf;
 pub mod opensearch;
+pub mod webhook;
 
 pub use opensearch::{BulkOutcome, OpenSearchConfig, OpenSearchError, OpenSearchWriter};
+pub use webhook::{WebhookConfig, WebhookError, WebhookWriter};

@@ -1,7 +1,7 @@
-//! The sink stage: enriched alerts in; the alerts topic, the search index, the alerts file and the terminal out.
-//! The alerts topic (with the file and the terminal) and the search index are two loops, each with its own
-//! consumer group (`sink` and `sink-index`), so neither waits for the other: the topic is not held up by a slow or
-//! absent index, and the index commits its offsets only after its bulk is acknowledged. Within a loop a batch is
+//! The sink stage: enriched alerts in; the alerts topic, the search index, the webhook, the alerts file and the
+//! terminal out. The alerts topic (with the file and the terminal), the search index and the webhook are separate
+//! loops, each with its own consumer group (`sink`, `sink-index`, `sink-webhook`), so none waits for another: the
+//! topic is not held up by a slow or absent index, and each commits its offsets only after its output took them. Within a loop a batch is
 //! acknowledged only after its outputs took it; a document the index refuses for its content goes to the
 //! dead-letter topic with the reason, and the rest of its batch is still indexed.
 
@@ -12,8 +12,9 @@ use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{AlertsWritten, ComponentStarted, ComponentStopped, MessageProcessed, OutputRetried};
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec};
-use palisade_sink::OpenSearchWriter;
 use palisade_sink::file::{AlertsFile, human_line};
+use palisade_sink::webhook::Delivered;
+use palisade_sink::{OpenSearchWriter, WebhookWriter};
 
 use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
@@ -28,8 +29,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often daily indices past their retention are looked for.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// Consumer group of the index loop when it runs beside the topic loop.
+/// Consumer groups of the index and webhook loops when they run beside the topic loop.
 const INDEX_GROUP: &str = "sink-index";
+const WEBHOOK_GROUP: &str = "sink-webhook";
 
 /// The sink's loops, each with its subscription and the outputs it writes.
 pub struct SinkLoops(Vec<(Subscription, Outputs)>);
@@ -37,10 +39,13 @@ pub struct SinkLoops(Vec<(Subscription, Outputs)>);
 /// Subscribes the sink's loops: one for the alerts topic, file and terminal, one for the search index (one loop
 /// when only one kind of output is configured).
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig, outputs: Outputs) -> Result<SinkLoops, PipelineError> {
-    let (main, index) = outputs.split();
+    let (main, index, webhook) = outputs.split();
     let mut loops = vec![(bus.subscribe(&[&topics.enriched], STAGE)?, main)];
     if let Some(index) = index {
         loops.push((bus.subscribe(&[&topics.enriched], INDEX_GROUP)?, index));
+    }
+    if let Some(webhook) = webhook {
+        loops.push((bus.subscribe(&[&topics.enriched], WEBHOOK_GROUP)?, webhook));
     }
     Ok(SinkLoops(loops))
 }
@@ -51,6 +56,7 @@ pub struct Outputs {
     /// The OCSF topic, written beside the alerts topic.
     ocsf_topic: Option<String>,
     opensearch: Option<OpenSearchWriter>,
+    webhook: Option<WebhookWriter>,
     file: Option<AlertsFile>,
     print: bool,
     /// The alerts topic's `transactional.id`, when it is written exactly once.
@@ -72,6 +78,7 @@ impl Outputs {
             }
             None => None,
         };
+        let webhook = config.webhook.as_ref().map(WebhookWriter::new).transpose()?;
         let file = match &config.alerts_file {
             Some(path) => Some(
                 AlertsFile::open(path)
@@ -83,6 +90,7 @@ impl Outputs {
             alerts_topic: config.alerts_topic.then_some(config.alerts_format),
             ocsf_topic: config.alerts_topic.then(|| config.ocsf_topic.clone()).flatten(),
             opensearch,
+            webhook,
             file,
             print: config.print_alerts,
             transactional_id: config.exactly_once.then(|| {
@@ -95,22 +103,32 @@ impl Outputs {
         })
     }
 
-    /// The index as an output of its own, when there are other outputs beside it.
-    fn split(mut self) -> (Self, Option<Self>) {
-        let others = self.alerts_topic.is_some() || self.file.is_some() || self.print;
-        if !others || self.opensearch.is_none() {
-            return (self, None);
-        }
-        let index = Self {
+    /// An output by itself, for a loop of its own.
+    fn alone(opensearch: Option<OpenSearchWriter>, webhook: Option<WebhookWriter>) -> Self {
+        Self {
             alerts_topic: None,
             ocsf_topic: None,
-            opensearch: self.opensearch.take(),
+            opensearch,
+            webhook,
             file: None,
             print: false,
             transactional_id: None,
             dead_letters_undecodable: false,
+        }
+    }
+
+    /// The index and the webhook as outputs of their own loops, when there are other outputs beside them.
+    fn split(mut self) -> (Self, Option<Self>, Option<Self>) {
+        let others = self.alerts_topic.is_some() || self.file.is_some() || self.print;
+        let webhook = match (&self.webhook, others || self.opensearch.is_some()) {
+            (Some(_), true) => Some(Self::alone(None, self.webhook.take())),
+            _ => None,
         };
-        (self, Some(index))
+        if !others || self.opensearch.is_none() {
+            return (self, None, webhook);
+        }
+        let index = Self::alone(self.opensearch.take(), None);
+        (self, Some(index), webhook)
     }
 }
 
@@ -136,6 +154,42 @@ pub async fn run(bus: Bus, loops: SinkLoops, topics: TopicsConfig, shutdown: Shu
     let result = futures::future::try_join_all(running).await.map(|_| ());
     ComponentStopped { component: STAGE }.emit();
     result
+}
+
+/// Waits for an output that retries until it is done (its retries exported every second meanwhile, so an outage
+/// shows while it lasts). At shutdown it gets a grace period; then `None`: the batch is left unacknowledged (Kafka
+/// delivers it again) rather than holding the process.
+async fn until_done<T>(
+    work: impl std::future::Future<Output = T>,
+    retries: &std::sync::atomic::AtomicU64,
+    output: &'static str,
+    shutdown: &Shutdown,
+) -> Option<T> {
+    let mut reported = retries.load(std::sync::atomic::Ordering::Relaxed);
+    let mut report = || {
+        let now = retries.load(std::sync::atomic::Ordering::Relaxed);
+        OutputRetried { output, count: now - reported }.emit();
+        reported = now;
+    };
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let grace = async {
+        shutdown.wait().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await
+    };
+    tokio::pin!(grace);
+    let done = loop {
+        tokio::select! {
+            done = &mut work => break Some(done),
+            _ = ticker.tick() => report(),
+            _ = &mut grace => {
+                tracing::warn!(output, "output unreachable at shutdown; batch left unacknowledged");
+                break None;
+            }
+        }
+    };
+    report();
+    done
 }
 
 /// The records one alert makes on the topics: the alerts topic in its format, and the OCSF topic when set.
@@ -166,9 +220,11 @@ async fn run_loop(
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
     let codec = Codec::<Alert>::new()?;
-    let (batch_max, batch_wait) = outputs.opensearch.as_ref().map_or((DEFAULT_BATCH, TOPIC_BATCH_WAIT), |w| {
-        (w.config().batch_max_alerts, Duration::from_millis(w.config().batch_max_wait_ms))
-    });
+    let (batch_max, batch_wait) = match (&outputs.opensearch, &outputs.webhook) {
+        (Some(w), _) => (w.config().batch_max_alerts, Duration::from_millis(w.config().batch_max_wait_ms)),
+        (None, Some(w)) => (w.config().batch_max_alerts, Duration::from_millis(w.config().batch_max_wait_ms)),
+        (None, None) => (DEFAULT_BATCH, TOPIC_BATCH_WAIT),
+    };
     let transactions = match (&outputs.transactional_id, outputs.alerts_topic) {
         (Some(id), Some(_)) => subscription.transactional_output(&bus, id).await?,
         _ => None,
@@ -216,34 +272,9 @@ async fn run_loop(
         }
         if let Some(writer) = &outputs.opensearch {
             let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
-            let mut retries_reported = writer.retries.load(std::sync::atomic::Ordering::Relaxed);
-            let mut report_retries = || {
-                let now = writer.retries.load(std::sync::atomic::Ordering::Relaxed);
-                OutputRetried { output: "opensearch", count: now - retries_reported }.emit();
-                retries_reported = now;
-            };
-            // The writer retries until the index answers (the retries are exported every second meanwhile, so an
-            // outage shows while it lasts); at shutdown it gets a grace period, then the batch is left
-            // unacknowledged (Kafka delivers it again) rather than holding the process.
             let write = writer.write(&only_alerts);
-            tokio::pin!(write);
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
-            let grace = async {
-                shutdown.wait().await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await
-            };
-            tokio::pin!(grace);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut write => break outcome?,
-                    _ = ticker.tick() => report_retries(),
-                    _ = &mut grace => {
-                        tracing::warn!(alerts = only_alerts.len(), "search index unreachable at shutdown; batch left unacknowledged");
-                        break 'stage;
-                    }
-                }
-            };
-            report_retries();
+            let Some(outcome) = until_done(write, &writer.retries, "opensearch", &shutdown).await else { break 'stage };
+            let outcome = outcome?;
             AlertsWritten { output: "opensearch", outcome: "indexed", count: outcome.indexed as u64 }.emit();
             for (id, reason) in &outcome.rejected {
                 let Some((delivery, _)) = alerts.iter().find(|(_, alert)| &alert.id == id) else {
@@ -255,6 +286,28 @@ async fn run_loop(
                 }
             }
             AlertsWritten { output: "opensearch", outcome: "rejected", count: outcome.rejected.len() as u64 }.emit();
+        }
+        if let Some(writer) = &outputs.webhook {
+            let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
+            let send = writer.send(&only_alerts);
+            let Some(outcome) = until_done(send, &writer.retries, "webhook", &shutdown).await else { break 'stage };
+            match outcome {
+                Delivered::Accepted => {
+                    AlertsWritten { output: "webhook", outcome: "delivered", count: alerts.len() as u64 }.emit();
+                }
+                // The endpoint refused the batch for what it holds: retrying would not help, so each alert goes to
+                // the dead-letter topic with the endpoint's answer, and the stream moves on.
+                Delivered::Refused(reason) => {
+                    for (delivery, _) in &alerts {
+                        if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, delivery, &reason, &shutdown)
+                            .await
+                        {
+                            break 'stage;
+                        }
+                    }
+                    AlertsWritten { output: "webhook", outcome: "refused", count: alerts.len() as u64 }.emit();
+                }
+            }
         }
         // Exactly once: the index took the batch (idempotent by alert id), now the alerts and the offsets of the
         // whole batch commit together. A failed transaction is aborted and the batch tried again.
