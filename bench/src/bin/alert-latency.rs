@@ -1,9 +1,9 @@
 //! Load generator for the Kafka pipeline: produces node events that each raise one alert (the harmless test
 //! trigger, one container each, so nothing folds) at a fixed rate into `topics.node_events`, and measures, per
 //! alert, the time from the event being produced to (a) the alert on the alerts topic (`read_committed`) and
-//! (b) the alert being searchable in the index (a sample of 1 in 10, found by one poller). Prints figures; asserts nothing. The
-//! detect, enrich and sink stages run as their own processes (see bench/alert-latency.sh); configuration comes
-//! from the same environment they read (`PALISADE__KAFKA__BOOTSTRAP_SERVERS`, `PALISADE__TOPICS__*`,
+//! (b) the alert being searchable in the index (a sample of 1 in 10, found by one poller). Prints figures;
+//! asserts nothing. The detect, enrich and sink stages run as their own processes (see bench/alert-latency.sh);
+//! configuration comes from the same environment they read (`PALISADE__KAFKA__BOOTSTRAP_SERVERS`, `PALISADE__TOPICS__*`,
 //! `PALISADE__SINK__OPENSEARCH__*`).
 //!
 //!   alert-latency [alerts per second] [seconds]

@@ -1,9 +1,10 @@
 //! The sink stage: enriched alerts in; the alerts topic, the search index, the webhook, the alerts file and the
 //! terminal out. The alerts topic (with the file and the terminal), the search index and the webhook are separate
 //! loops, each with its own consumer group (`sink`, `sink-index`, `sink-webhook`), so none waits for another: the
-//! topic is not held up by a slow or absent index, and each commits its offsets only after its output took them. Within a loop a batch is
-//! acknowledged only after its outputs took it; a document the index refuses for its content goes to the
-//! dead-letter topic with the reason, and the rest of its batch is still indexed.
+//! topic is not held up by a slow or absent index, and each commits its offsets only after its output took them.
+//! Within a loop a batch is acknowledged only after its outputs took it; a document the index refuses for its
+//! content goes to the dead-letter topic with the reason, and the rest of its batch is still indexed; so does a
+//! batch the webhook refuses.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -36,8 +37,8 @@ const WEBHOOK_GROUP: &str = "sink-webhook";
 /// The sink's loops, each with its subscription and the outputs it writes.
 pub struct SinkLoops(Vec<(Subscription, Outputs)>);
 
-/// Subscribes the sink's loops: one for the alerts topic, file and terminal, one for the search index (one loop
-/// when only one kind of output is configured).
+/// Subscribes the sink's loops: one for the alerts topic, file and terminal, one for the search index and one for
+/// the webhook (fewer when fewer kinds of output are configured).
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig, outputs: Outputs) -> Result<SinkLoops, PipelineError> {
     let (main, index, webhook) = outputs.split();
     let mut loops = vec![(bus.subscribe(&[&topics.enriched], STAGE)?, main)];
