@@ -5,6 +5,7 @@
 
 pub mod ecs;
 pub mod file;
+mod http;
 pub mod ocsf;
 pub mod opensearch;
 pub mod webhook;

@@ -11,7 +11,7 @@ use palisade_schemas::Alert;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use crate::ocsf;
+use crate::{http, ocsf};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -112,9 +112,8 @@ impl WebhookWriter {
             .timeout(Duration::from_secs(config.request_timeout_secs))
             .user_agent(concat!("palisade-sink/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_cert_path {
-            let pem = std::fs::read(path).map_err(|e| WebhookError::Config(format!("CA {}: {e}", path.display())))?;
-            let certificate = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| WebhookError::Config(format!("CA {}: {e}", path.display())))?;
+            let certificate = http::root_certificate(path)
+                .map_err(|reason| WebhookError::Config(format!("CA {}: {reason}", path.display())))?;
             builder = builder.add_root_certificate(certificate);
         }
         let client = builder.build().map_err(|e| WebhookError::Config(e.to_string()))?;
@@ -137,8 +136,7 @@ impl WebhookWriter {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let ms = self.config.retry_initial_backoff_ms.saturating_mul(1 << attempt.min(16));
-        Duration::from_millis(ms.min(self.config.retry_max_backoff_ms))
+        http::backoff(self.config.retry_initial_backoff_ms, self.config.retry_max_backoff_ms, attempt)
     }
 
     /// POSTs the batch until the endpoint accepts or refuses it.

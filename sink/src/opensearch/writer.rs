@@ -11,7 +11,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use super::config::OpenSearchConfig;
-use crate::ecs;
+use crate::{ecs, http};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenSearchError {
@@ -75,10 +75,8 @@ impl OpenSearchWriter {
             .default_headers(headers)
             .timeout(Duration::from_secs(config.request_timeout_secs));
         if let Some(path) = &config.ca_cert_path {
-            let pem = std::fs::read(path)
-                .map_err(|e| OpenSearchError::Ca { path: path.display().to_string(), reason: e.to_string() })?;
-            let certificate = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| OpenSearchError::Ca { path: path.display().to_string(), reason: e.to_string() })?;
+            let certificate = http::root_certificate(path)
+                .map_err(|reason| OpenSearchError::Ca { path: path.display().to_string(), reason })?;
             builder = builder.add_root_certificate(certificate);
         }
         let client = builder.build().map_err(|e| OpenSearchError::Client(e.to_string()))?;
@@ -180,8 +178,7 @@ impl OpenSearchWriter {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let ms = self.config.retry_initial_backoff_ms.saturating_mul(1 << attempt.min(16));
-        Duration::from_millis(ms.min(self.config.retry_max_backoff_ms))
+        http::backoff(self.config.retry_initial_backoff_ms, self.config.retry_max_backoff_ms, attempt)
     }
 
     /// Writes `alerts`; returns once every alert is indexed or rejected for its content.
