@@ -9,7 +9,7 @@ mod watch;
 
 pub use config::KubernetesConfig;
 pub use table::{ClusterView, PodRecord, lacks_context, pod_record};
-pub use watch::{WatchError, check, watch_pods};
+pub use watch::{PodWatcher, WatchError};
 
 #[cfg(test)]
 mod tests;

@@ -195,53 +195,63 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// Checks the configuration (addresses, credential files) without connecting, so a start-up fails clearly.
-pub fn check(config: &KubernetesConfig) -> Result<(), WatchError> {
-    Api::new(config).map(|_| ())
+/// Follows the API server's pods: built (and so checked: addresses, credential files) at start-up, so a bad
+/// configuration fails it clearly, then run for as long as the stage runs.
+pub struct PodWatcher {
+    api: Api,
+    page_size: u32,
+    watch_timeout_secs: u64,
 }
 
-/// Keeps `view` equal to the API server's pods until the task is dropped: list, then watch, resumed or relisted
-/// as needed; failures back off and are counted, and meanwhile the view says it is not synced.
-pub async fn watch_pods(config: KubernetesConfig, view: Arc<ClusterView>) -> Result<(), WatchError> {
-    let api = Api::new(&config)?;
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let (pods, mut version) = match api.list(config.page_size).await {
-            Ok(listed) => listed,
-            Err(error) => {
-                view.set_synced(false);
-                PodWatchState { pods: view.pods(), synced: false }.emit();
-                PodWatchRestarted { reason: "error", error: Some(&error.to_string()) }.emit();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        view.replace(pods);
-        tracing::info!(pods = view.pods(), "pod list loaded; watching");
+impl PodWatcher {
+    pub fn new(config: &KubernetesConfig) -> Result<Self, WatchError> {
+        Ok(Self { api: Api::new(config)?, page_size: config.page_size, watch_timeout_secs: config.watch_timeout_secs })
+    }
+
+    /// Keeps `view` equal to the API server's pods until the task is dropped: list, then watch, resumed or
+    /// relisted as needed; failures back off and are counted, and meanwhile the view says it is not synced.
+    pub async fn run(self, view: Arc<ClusterView>) {
+        let mut backoff = FIRST_BACKOFF;
         loop {
-            match api.watch(&view, version.clone(), config.watch_timeout_secs).await {
-                Ok(last) => {
-                    backoff = FIRST_BACKOFF;
-                    version = last;
-                    PodWatchRestarted { reason: "closed", error: None }.emit();
-                }
-                Err(WatchError::Expired) => {
-                    PodWatchRestarted { reason: "expired", error: None }.emit();
-                    break;
-                }
+            let (pods, mut version) = match self.api.list(self.page_size).await {
+                Ok(listed) => listed,
                 Err(error) => {
-                    view.set_synced(false);
-                    PodWatchState { pods: view.pods(), synced: false }.emit();
-                    PodWatchRestarted { reason: "error", error: Some(&error.to_string()) }.emit();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    // Events may have been missed while disconnected: relist.
-                    break;
+                    failed(&view, &error, &mut backoff).await;
+                    continue;
+                }
+            };
+            view.replace(pods);
+            tracing::info!(pods = view.pods(), "pod list loaded; watching");
+            loop {
+                match self.api.watch(&view, version.clone(), self.watch_timeout_secs).await {
+                    Ok(last) => {
+                        backoff = FIRST_BACKOFF;
+                        version = last;
+                        PodWatchRestarted { reason: "closed", error: None }.emit();
+                    }
+                    Err(WatchError::Expired) => {
+                        PodWatchRestarted { reason: "expired", error: None }.emit();
+                        break;
+                    }
+                    Err(error) => {
+                        failed(&view, &error, &mut backoff).await;
+                        // Events may have been missed while disconnected: relist.
+                        break;
+                    }
                 }
             }
         }
     }
+}
+
+/// After a failed list or watch: the view is not synced any more, the failure is counted, and the next attempt
+/// waits `backoff`, which doubles up to `MAX_BACKOFF`.
+async fn failed(view: &ClusterView, error: &WatchError, backoff: &mut Duration) {
+    view.set_synced(false);
+    PodWatchState { pods: view.pods(), synced: false }.emit();
+    PodWatchRestarted { reason: "error", error: Some(&error.to_string()) }.emit();
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
 #[cfg(test)]
@@ -289,8 +299,10 @@ mod tests {
             page_size: 1,
             watch_timeout_secs: 1,
         };
-        assert!(matches!(check(&config), Err(WatchError::Config(m)) if m.contains("go together")));
+        assert!(matches!(PodWatcher::new(&config), Err(WatchError::Config(m)) if m.contains("go together")));
         let config = KubernetesConfig { client_cert_path: None, token_path: Some("/nonexistent".into()), ..config };
-        assert!(matches!(check(&config), Err(WatchError::Config(m)) if m.contains("token file /nonexistent")));
+        assert!(
+            matches!(PodWatcher::new(&config), Err(WatchError::Config(m)) if m.contains("token file /nonexistent"))
+        );
     }
 }

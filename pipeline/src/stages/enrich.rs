@@ -10,7 +10,7 @@ use futures::stream::FuturesOrdered;
 use tokio::sync::oneshot;
 
 use palisade_enrich::dedup::Deduplicator;
-use palisade_enrich::kubernetes::{ClusterView, lacks_context, watch_pods};
+use palisade_enrich::kubernetes::{ClusterView, PodWatcher, lacks_context};
 use palisade_enrich::{EnrichConfig, Enricher};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
@@ -67,14 +67,9 @@ impl Drop for PodWatch {
 /// files are checked first, so a bad one fails the start-up).
 pub fn start_pod_lookup(config: &EnrichConfig) -> Result<Option<(PodLookup, PodWatch)>, PipelineError> {
     let Some(kubernetes) = &config.kubernetes else { return Ok(None) };
-    palisade_enrich::kubernetes::check(kubernetes)?;
+    let watcher = PodWatcher::new(kubernetes)?;
     let view = Arc::new(ClusterView::new());
-    let (watched, watch_config) = (Arc::clone(&view), kubernetes.clone());
-    let task = tokio::spawn(async move {
-        if let Err(error) = watch_pods(watch_config, watched).await {
-            tracing::error!(%error, "pod watch stopped");
-        }
-    });
+    let task = tokio::spawn(watcher.run(Arc::clone(&view)));
     let lookup = PodLookup { view, wait: kubernetes.context_wait(), max_waiting: kubernetes.max_waiting };
     Ok(Some((lookup, PodWatch(task))))
 }
