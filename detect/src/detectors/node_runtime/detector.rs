@@ -737,19 +737,19 @@ fn suspect_connection(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "fd00:ec2::254", "169.254.170.2"];
 
 /// Paths of the metadata services that hand out credentials: AWS role credentials (IMDS and the ECS task
-/// endpoint), GCP service-account tokens and identities, Azure managed-identity tokens.
+/// endpoint), GCP service-account tokens and identities (`/computeMetadata/…`), Azure managed-identity tokens.
+/// Written lower-case: they are compared without case, since downloaders' URLs reach the rules lower-cased.
 const CREDENTIAL_PATHS: [&str; 5] = [
     "/latest/meta-data/iam/security-credentials",
     "/latest/meta-data/identity-credentials",
     "/v2/credentials",
-    "/computeMetadata/v1/instance/service-accounts",
+    "/computemetadata/v1/instance/service-accounts",
     "/metadata/identity/oauth2/token",
 ];
 
-/// Compared without case: downloaders' URLs reach the rules lower-cased.
 fn credential_path(path: &str) -> bool {
     let path = path.to_ascii_lowercase();
-    CREDENTIAL_PATHS.iter().any(|prefix| path.starts_with(&prefix.to_ascii_lowercase()))
+    CREDENTIAL_PATHS.iter().any(|prefix| path.starts_with(prefix))
 }
 
 /// The match half: a container asks the metadata service for an identity token, seen in the first bytes of the
