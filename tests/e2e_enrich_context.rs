@@ -17,7 +17,6 @@ use palisade_schemas::{Alert, Codec, Detection};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 
 const METRICS: &str = "127.0.0.1:19476";
@@ -209,15 +208,8 @@ fn enrich_completes_node_alerts_from_the_watched_pods_and_waits_a_bounded_time()
         stack.log("enrich")
     );
 
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA")).create().unwrap();
-    let codec = Codec::<Detection>::new().unwrap();
-    let topic = stack.topic("detections");
-    let send = |detection: &Detection| {
-        let payload = codec.encode(detection).unwrap();
-        producer.send(BaseRecord::to(&topic).key("one").payload(&payload)).map_err(|(e, _)| e).unwrap();
-        producer.flush(Duration::from_secs(10)).unwrap();
-    };
+    let sender = common::DetectionSender::new(&stack.topic("detections"));
+    let send = |detection: &Detection| sender.send(detection);
     let id = |name: &str| format!("{run}-{name}");
     // Known pod, found by its UID; the image is that of the container the event ran in.
     send(&detection(&id("known"), "K8S.NODE_SuspectDownload", Some(&web), &container(2)));

@@ -14,9 +14,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use palisade_schemas::{Codec, Detection};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use palisade_schemas::Detection;
 use serde_json::{Value, json};
 
 const METRICS: &str = "127.0.0.1:19478";
@@ -98,16 +96,9 @@ fn verdicts_suppressions_preview_and_retention_on_the_real_services() {
     assert!(!exists(&old), "the 2020 index outlived a 30-day retention:\n{}", stack.log("sink"));
     assert!(exists(&current) && exists(&lookalike), "retention deleted more than the expired index");
 
-    let producer: BaseProducer =
-        ClientConfig::new().set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA")).create().unwrap();
-    let codec = Codec::<Detection>::new().unwrap();
-    let topic = stack.topic("detections");
     // One key: one partition, so the alerts come out in the order the detections went in.
-    let send = |detection: &Detection| {
-        let payload = codec.encode(detection).unwrap();
-        producer.send(BaseRecord::to(&topic).key("one").payload(&payload)).map_err(|(e, _)| e).unwrap();
-        producer.flush(Duration::from_secs(10)).unwrap();
-    };
+    let sender = common::DetectionSender::new(&stack.topic("detections"));
+    let send = |detection: &Detection| sender.send(detection);
     let run = &stack.run;
     let mut listed_ip = detection(&format!("{run}-ip"), "K8S_ExposedService", Some("team-a"));
     listed_ip.source_ip = Some("203.0.113.9".into());

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use palisade_schemas::{Alert, Codec};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
 
@@ -40,26 +38,10 @@ fn a_document_rejected_for_its_mapping_is_dead_lettered_and_the_rest_of_its_batc
     producer.flush(Duration::from_secs(10)).unwrap();
 
     // The dead-letter topic holds the refused alert, with the reason.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("e2e-dlq-{}", common::run_id()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&stack.topic("dead_letter")]).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut dead = None;
-    while dead.is_none() && std::time::Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let reason = message
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "palisade.error").and_then(|h| h.value.map(<[u8]>::to_vec)))
-                .unwrap_or_default();
-            let decoded = codec.decode(message.payload().unwrap()).unwrap();
-            dead = Some((decoded.id, String::from_utf8_lossy(&reason).into_owned()));
-        }
-    }
-    let (dead_id, reason) = dead.unwrap_or_else(|| panic!("nothing dead-lettered\nsink log:\n{}", stack.log("sink")));
+    let dead = common::read_dead_letters(&stack.topic("dead_letter"), 1, Duration::from_secs(60));
+    let (payload, reason) =
+        dead.into_iter().next().unwrap_or_else(|| panic!("nothing dead-lettered\nsink log:\n{}", stack.log("sink")));
+    let dead_id = codec.decode(&payload).unwrap().id;
     assert_eq!(dead_id, ids[2]);
     assert!(reason.contains("mapper_parsing_exception") || reason.contains("HTTP 400"), "{reason}");
 

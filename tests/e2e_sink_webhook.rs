@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use palisade_schemas::{Alert, Codec};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 
@@ -125,25 +123,11 @@ fn the_webhook_is_retried_until_it_takes_every_alert_and_a_refused_batch_is_dead
     *answers.lock().unwrap() = vec![400];
     let refused: Vec<String> = (0..3).map(|n| format!("{}-r{n}", stack.run)).collect();
     send(&refused);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("e2e-dlq-{}", common::run_id()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&stack.topic("dead_letter")]).unwrap();
-    let mut dead: Vec<(String, String)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while dead.len() < refused.len() && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-            let reason = message
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "palisade.error").and_then(|h| h.value.map(<[u8]>::to_vec)))
-                .unwrap_or_default();
-            let id = codec.decode(message.payload().unwrap()).unwrap().id;
-            dead.push((id, String::from_utf8_lossy(&reason).into_owned()));
-        }
-    }
+    let dead: Vec<(String, String)> =
+        common::read_dead_letters(&stack.topic("dead_letter"), refused.len(), Duration::from_secs(30))
+            .into_iter()
+            .map(|(payload, reason)| (codec.decode(&payload).unwrap().id, reason))
+            .collect();
     let dead_ids: BTreeSet<String> = dead.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(
         dead_ids,

@@ -255,6 +255,54 @@ fn apiserver_client(local: Option<std::net::IpAddr>, agent: Option<&str>) -> req
         .unwrap()
 }
 
+/// Sends detections to a detections topic, Avro-encoded and all with one key: one partition, so the alerts come
+/// out in the order the detections went in. Each send waits for the broker.
+pub struct DetectionSender {
+    producer: rdkafka::producer::BaseProducer,
+    codec: palisade_schemas::Codec<palisade_schemas::Detection>,
+    topic: String,
+}
+
+impl DetectionSender {
+    pub fn new(topic: &str) -> Self {
+        let producer = ClientConfig::new().set("bootstrap.servers", env("PALISADE_TEST_KAFKA")).create().unwrap();
+        Self { producer, codec: palisade_schemas::Codec::new().unwrap(), topic: topic.to_owned() }
+    }
+
+    pub fn send(&self, detection: &palisade_schemas::Detection) {
+        use rdkafka::producer::{BaseRecord, Producer};
+        let payload = self.codec.encode(detection).unwrap();
+        self.producer.send(BaseRecord::to(&self.topic).key("one").payload(&payload)).map_err(|(e, _)| e).unwrap();
+        self.producer.flush(Duration::from_secs(10)).unwrap();
+    }
+}
+
+/// Reads the dead-letter `topic` from the start until `count` records or the time runs out: each record's payload
+/// (the input as it came) and its `palisade.error` header (the reason).
+pub fn read_dead_letters(topic: &str, count: usize, timeout: Duration) -> Vec<(Vec<u8>, String)> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("e2e-dlq-{}", run_id()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut dead = Vec::new();
+    while dead.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let reason = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "palisade.error").and_then(|h| h.value.map(<[u8]>::to_vec)))
+                .unwrap_or_default();
+            let payload = message.payload().unwrap_or_default().to_vec();
+            dead.push((payload, String::from_utf8_lossy(&reason).into_owned()));
+        }
+    }
+    dead
+}
+
 /// Reads JSON alerts from `topic` (read_committed, from the start) until `done` says enough or time runs out.
 pub fn collect_alerts(
     topic: &str,
