@@ -168,7 +168,7 @@ static COLLECTOR: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "palisade_collect_events_total",
         "Node collector records by what happened to them: exec/fork/exit seen, kernel_drop (ring buffer full), \
-         capture_failure (argv capture map full), queue_drop (publisher queue full)",
+         capture_failure (argv unreadable in the kernel, read from /proc instead), queue_drop (publisher queue full)",
         &["what"]
     )
     .expect("metric registers once")

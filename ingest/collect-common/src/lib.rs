@@ -3,13 +3,10 @@
 //! record follows.
 #![no_std]
 
-/// Bytes of argv the kernel side keeps (arguments NUL-separated). Longer command lines are cut and flagged.
+/// Bytes of argv the kernel side keeps (arguments NUL-separated, as the new image's `mm->arg_start..arg_end`
+/// holds them). Longer command lines are cut and flagged. A power of two: the read length is masked with
+/// `ARGV_LIMIT * 2 - 1` so the verifier sees it bounded.
 pub const ARGV_LIMIT: usize = 2048;
-/// Size of the argv buffer: twice the limit, so a bounded offset plus a bounded read always fits (the verifier
-/// needs to see that).
-pub const ARGV_BUFFER: usize = 2 * ARGV_LIMIT;
-/// Most arguments read from one execve.
-pub const MAX_ARGS: usize = 64;
 pub const FILENAME_LEN: usize = 256;
 pub const COMM_LEN: usize = 16;
 
@@ -67,9 +64,10 @@ pub const EXTRA_LEN: usize = 32;
 pub const MAX_PATH_FILTERS: u32 = 64;
 pub const PATH_FILTER_LEN: usize = 64;
 
-/// `ExecEvent::flags`: argv was longer than `ARGV_LIMIT` or had more than `MAX_ARGS` arguments.
+/// `ExecEvent::flags`: argv was longer than the configured limit and was cut there.
 pub const FLAG_ARGV_TRUNCATED: u32 = 1;
-/// `ExecEvent::flags`: the execve entry was not seen (collector started mid-exec); argv is empty.
+/// `ExecEvent::flags`: the new image's argument area could not be read in the kernel; argv is empty (the collector
+/// reads `/proc/<pid>/cmdline` instead).
 pub const FLAG_ARGV_MISSING: u32 = 2;
 
 #[repr(C)]
@@ -89,21 +87,13 @@ pub struct EventHeader {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Argument capture between `sys_enter_execve` and `sched_process_exec`, keyed by thread id.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingExec {
-    pub argv_len: u32,
-    pub flags: u32,
-    pub argv: [u8; ARGV_BUFFER],
-}
-
 /// Bytes of the controlling terminal's name kept (`tty_struct.name`, e.g. `pts3`).
 pub const TTY_NAME_LEN: usize = 64;
 /// Slots of the loader-filled `TASK_OFFSETS` global, in this order: `task_struct.cred`, `cred.euid`,
 /// `cred.cap_effective`, `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`, `inode.i_mode`,
-/// `inode.i_rdev`, `task_struct.signal`, `signal_struct.tty`, `tty_struct.name` (byte offsets from BTF).
-pub const TASK_OFFSET_SLOTS: usize = 12;
+/// `inode.i_rdev`, `task_struct.signal`, `signal_struct.tty`, `tty_struct.name`, `task_struct.mm`,
+/// `mm_struct.arg_start`, `mm_struct.arg_end`, `task_struct.exit_code` (byte offsets from BTF).
+pub const TASK_OFFSET_SLOTS: usize = 16;
 
 /// `TaskInfo::read`: which parts the exec program could read from the task.
 pub const TASK_READ_CRED: u32 = 1;
@@ -135,7 +125,7 @@ pub struct ExecEvent {
     pub flags: u32,
     pub task: TaskInfo,
     pub filename: [u8; FILENAME_LEN],
-    pub argv: [u8; ARGV_BUFFER],
+    pub argv: [u8; ARGV_LIMIT],
 }
 
 #[repr(C)]
@@ -165,7 +155,7 @@ pub const KIND_SEND: u32 = 5;
 #[derive(Clone, Copy, Debug)]
 pub struct ExitEvent {
     pub header: EventHeader,
-    /// The status passed to exit_group, when the process exited that way (not killed by a signal).
+    /// The exit status (0-255), when the process exited by itself (not killed by a signal).
     pub exit_code: i32,
     pub has_exit_code: u32,
 }
@@ -186,13 +176,13 @@ pub struct SyscallEvent {
 
 /// Which per-CPU counter of `COUNTERS` counts what.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
-pub const COUNTER_PENDING_INSERT_FAILURES: u32 = 1;
+/// Exec events whose argument area could not be read in the kernel (the collector falls back to `/proc`).
+pub const COUNTER_ARGV_READ_FAILURES: u32 = 1;
 pub const COUNTER_SLOTS: u32 = 4;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
-const _: () = assert!(core::mem::size_of::<PendingExec>() == 8 + ARGV_BUFFER);
 const _: () = assert!(core::mem::size_of::<TaskInfo>() == 16 + 12 + 8 + TTY_NAME_LEN + 4);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + 104 + FILENAME_LEN + ARGV_BUFFER);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + 104 + FILENAME_LEN + ARGV_LIMIT);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SendEvent>() == 56 + 8 + EXTRA_LEN + PAYLOAD_HEAD_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);

@@ -1,7 +1,10 @@
 //! Palisade's kernel programs. Tracepoints only (fentry, LSM and kprobes are unavailable on the target
-//! kernels): execve entry captures argv from user memory, `sched_process_exec` emits the exec with the resolved
-//! filename, fork and exit keep the collector's process table. Records go to one ring buffer without wakeups;
-//! the collector polls it. The collector's own process is excluded here, in the kernel.
+//! kernels): `sched_process_exec` emits the exec with the resolved filename and the new image's argv (read from
+//! its `mm->arg_start..arg_end`), fork and exit keep the collector's process table. Syscall records are built in
+//! a per-CPU scratch record and copied to the ring buffer only when they pass the filters, so the common case (an
+//! open of an unwatched path, a clone without new namespaces) never touches the ring buffer. Records go to one
+//! ring buffer without wakeups; the collector polls it. The collector's own process is excluded here, in the
+//! kernel.
 #![no_std]
 #![no_main]
 
@@ -14,7 +17,7 @@ use aya_ebpf::helpers::generated::{
 };
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
 };
 use aya_ebpf::macros::{map, tracepoint};
 use aya_ebpf::maps::lpm_trie::Key;
@@ -31,8 +34,6 @@ static COLLECTOR_TGID: u32 = 0;
 static FORK_CHILD_PID_OFFSET: u32 = 20;
 #[unsafe(no_mangle)]
 static EXEC_FILENAME_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static EXEC_OLD_PID_OFFSET: u32 = 16;
 /// Bytes of argv kept, at most ARGV_LIMIT (configurable: `collect.argv_max_bytes`).
 #[unsafe(no_mangle)]
 static ARGV_MAX_BYTES: u32 = ARGV_LIMIT as u32;
@@ -45,10 +46,9 @@ static EXCLUDE_DESCENDANTS: u32 = 1;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+/// Where a syscall record is built before the filters decide; only a kept one is copied to `EVENTS`.
 #[map]
-static PENDING: HashMap<u32, PendingExec> = HashMap::with_max_entries(4096, 0);
-#[map]
-static SCRATCH: PerCpuArray<PendingExec> = PerCpuArray::with_max_entries(1, 0);
+static SYSCALL_SCRATCH: PerCpuArray<SyscallEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 /// Clone flags of the last clone/fork syscall entry of each thread, for `sched_process_fork`.
@@ -178,79 +178,6 @@ fn header(kind: u32) -> EventHeader {
     }
 }
 
-fn capture_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_collector((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    let tid = pid_tgid as u32;
-    // SAFETY: reading the tracepoint record at an offset from its format.
-    let argv: *const *const u8 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
-    // SAFETY: the per-CPU scratch slot belongs to this program invocation.
-    let scratch = unsafe { &mut *scratch };
-    scratch.flags = 0;
-    let limit = (global(&ARGV_MAX_BYTES) as usize).min(ARGV_LIMIT);
-    let mut offset: usize = 0;
-    for index in 0..MAX_ARGS {
-        // SAFETY: user pointer read through the helper, which fails instead of faulting.
-        let arg: *const u8 = match unsafe { bpf_probe_read_user(argv.add(index)) } {
-            Ok(arg) => arg,
-            Err(_) => break,
-        };
-        if arg.is_null() {
-            break;
-        }
-        if offset >= limit || index == MAX_ARGS - 1 {
-            scratch.flags |= FLAG_ARGV_TRUNCATED;
-            break;
-        }
-        // SAFETY: offset < ARGV_LIMIT and the read is at most ARGV_LIMIT bytes into a 2 * ARGV_LIMIT buffer.
-        let read = unsafe {
-            let destination = scratch.argv.as_mut_ptr().add(offset & (ARGV_LIMIT - 1));
-            bpf_probe_read_user_str(destination as *mut c_void, ARGV_LIMIT as u32, arg as *const c_void)
-        };
-        if read <= 0 {
-            break;
-        }
-        offset += read as usize;
-    }
-    if offset > limit {
-        offset = limit;
-        scratch.flags |= FLAG_ARGV_TRUNCATED;
-    }
-    scratch.argv_len = offset as u32;
-    if PENDING.insert(&tid, scratch, 0).is_err() {
-        count(COUNTER_PENDING_INSERT_FAILURES);
-    }
-    Ok(())
-}
-
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    let _ = capture_argv(&ctx, 24);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    let _ = capture_argv(&ctx, 32);
-    0
-}
-
-/// A failed execve leaves its capture behind; a successful one was consumed by `sched_process_exec`.
-#[tracepoint]
-pub fn sys_exit_execve(_ctx: TracePointContext) -> u32 {
-    let _ = PENDING.remove(&(bpf_get_current_pid_tgid() as u32));
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_execveat(_ctx: TracePointContext) -> u32 {
-    let _ = PENDING.remove(&(bpf_get_current_pid_tgid() as u32));
-    0
-}
-
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let _ = emit_exec(&ctx);
@@ -262,9 +189,7 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if is_collector(header.tgid) {
         return Ok(());
     }
-    // The capture is keyed by the thread that called execve, which de_thread may have renamed.
-    // SAFETY: tracepoint record reads at offsets from its format.
-    let old_pid: i32 = unsafe { ctx.read_at(global(&EXEC_OLD_PID_OFFSET) as usize) }.map_err(i64::from)?;
+    // SAFETY: tracepoint record read at the offset from its format.
     let data_loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFFSET) as usize) }.map_err(i64::from)?;
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count(COUNTER_RINGBUF_DROPS);
@@ -272,27 +197,70 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at a reserved ring-buffer record of the right size; every field read by userspace
-    // is written below (argv only up to argv_len, which is set last).
+    // is written below (argv only up to argv_len).
     unsafe {
         (*event).header = header;
-        (*event).argv_len = 0;
-        (*event).flags = FLAG_ARGV_MISSING;
         read_task(&mut (*event).task);
         let filename = (ctx.as_ptr() as *const u8).add((data_loc & 0xFFFF) as usize);
         if bpf_probe_read_kernel_str_bytes(filename, &mut (*event).filename).is_err() {
             (*event).filename[0] = 0;
         }
-        let key = old_pid as u32;
-        if let Some(pending) = PENDING.get_ptr(&key) {
-            if bpf_probe_read_kernel_buf((*pending).argv.as_ptr(), &mut (*event).argv).is_ok() {
-                (*event).argv_len = (*pending).argv_len;
-                (*event).flags = (*pending).flags;
-            }
-            let _ = PENDING.remove(&key);
-        }
+        read_argv(&mut *event);
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     Ok(())
+}
+
+/// The new image's arguments, NUL-separated as execve laid them out at `mm->arg_start..arg_end` (for a `#!`
+/// script: the interpreter, its argument, the script path, then the script's arguments — what `/proc/<pid>/cmdline`
+/// shows). At most `ARGV_MAX_BYTES`; a longer area is cut and flagged.
+#[inline(always)]
+fn read_argv(event: &mut ExecEvent) {
+    event.argv_len = 0;
+    event.flags = FLAG_ARGV_MISSING;
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let Ok(mm) = kernel_pointer(task, task_offset(12)) else {
+        count(COUNTER_ARGV_READ_FAILURES);
+        return;
+    };
+    // SAFETY: helper reads at BTF offsets inside the task's mm.
+    let start = unsafe { bpf_probe_read_kernel(mm.wrapping_add(task_offset(13)) as *const u64) };
+    let end = unsafe { bpf_probe_read_kernel(mm.wrapping_add(task_offset(14)) as *const u64) };
+    let (Ok(start), Ok(end)) = (start, end) else {
+        count(COUNTER_ARGV_READ_FAILURES);
+        return;
+    };
+    if end <= start {
+        count(COUNTER_ARGV_READ_FAILURES);
+        return;
+    }
+    let limit = (global(&ARGV_MAX_BYTES) as u64).min(ARGV_LIMIT as u64);
+    let mut flags = 0;
+    let mut length = end - start;
+    if length > limit {
+        length = limit;
+        flags |= FLAG_ARGV_TRUNCATED;
+    }
+    let size = length as u32;
+    if size == 0 || size > ARGV_LIMIT as u32 {
+        return;
+    }
+    // SAFETY: user memory of the current task read through the helper, at most ARGV_LIMIT bytes into a buffer
+    // that size (the bound is checked just above, where the verifier sees it).
+    let read = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            event.argv.as_mut_ptr() as *mut c_void,
+            size,
+            start as *const c_void,
+        )
+    };
+    if read != 0 {
+        count(COUNTER_ARGV_READ_FAILURES);
+        return;
+    }
+    event.argv_len = size;
+    event.flags = flags;
 }
 
 #[tracepoint]
@@ -327,29 +295,16 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// exit_group's status, keyed by process, for `sched_process_exit` to report.
-#[map]
-static EXIT_CODES: HashMap<u32, i32> = HashMap::with_max_entries(8192, 0);
-
-#[tracepoint]
-pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: tracepoint record read; exit_group's only argument.
-    let code = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
-    let _ = EXIT_CODES.insert(&tgid, &code, 0);
-    0
-}
-
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
-    let header = header(KIND_EXIT);
+    let pid_tgid = bpf_get_current_pid_tgid();
     // Threads exit too; only the thread-group leader's exit ends the process.
-    if header.pid != header.tgid {
+    if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
         return 0;
     }
+    let header = header(KIND_EXIT);
     if is_collector(header.tgid) {
         let _ = EXCLUDED.remove(&header.tgid);
-        let _ = EXIT_CODES.remove(&header.tgid);
         return 0;
     }
     if let Some(slot) = CONNECTORS.get_ptr_mut(header.tgid % CONNECTOR_SLOTS) {
@@ -360,10 +315,17 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
             }
         }
     }
-    // SAFETY: the value is copied out before the entry is removed.
-    let code = unsafe { EXIT_CODES.get(&header.tgid) }.copied();
-    let _ = EXIT_CODES.remove(&header.tgid);
-    let event = ExitEvent { header, exit_code: code.unwrap_or(0), has_exit_code: u32::from(code.is_some()) };
+    // do_exit has stored the wait status in `task_struct.exit_code`: the status in bits 8-15 after exit(2) or
+    // exit_group(2), the signal number in bits 0-6 when a signal killed the process.
+    // SAFETY: the helper has no preconditions; the read is at a BTF offset inside the current task.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let status = unsafe { bpf_probe_read_kernel(task.wrapping_add(task_offset(15)) as *const i32) }.unwrap_or(-1);
+    let exited = status >= 0 && status & 0x7f == 0;
+    let event = ExitEvent {
+        header,
+        exit_code: if exited { (status >> 8) & 0xff } else { 0 },
+        has_exit_code: u32::from(exited),
+    };
     if EVENTS.output::<ExitEvent>(&event, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
     }
@@ -428,8 +390,9 @@ struct Paths {
 
 const NO_PATHS: Paths = Paths { first: None, second: None };
 
-/// Reserves a record, fills header, arguments and paths; `keep` decides (with the record filled) whether it is
-/// submitted or discarded.
+/// Builds the record in the per-CPU scratch slot (ids, arguments, paths); the path filters and then `keep`
+/// (which sees the record, with only `pid` and `tgid` of its header set) decide whether it is completed and
+/// copied to the ring buffer. A record that is not kept costs no ring-buffer space or lock.
 #[inline(always)]
 fn emit_syscall(
     ctx: &TracePointContext,
@@ -438,18 +401,18 @@ fn emit_syscall(
     paths: Paths,
     keep: impl FnOnce(&mut SyscallEvent) -> bool,
 ) {
-    let header = header(KIND_SYSCALL);
-    if is_collector(header.tgid) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if is_collector(tgid) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<SyscallEvent>(0) else {
-        count(COUNTER_RINGBUF_DROPS);
-        return;
-    };
-    // SAFETY: `event` points at a reserved record of the right size; the fields userspace reads are written
-    // below (paths are NUL-terminated by the read helpers or set empty).
-    let event = unsafe { &mut *entry.as_mut_ptr() };
-    event.header = header;
+    let Some(event) = SYSCALL_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: the per-CPU scratch slot belongs to this program invocation (tracepoint programs do not nest on a
+    // CPU); the fields userspace reads are written below (paths are NUL-terminated by the read helpers or set
+    // empty) before it is copied out.
+    let event = unsafe { &mut *event };
+    event.header.pid = pid_tgid as u32;
+    event.header.tgid = tgid;
     event.syscall = syscall;
     event.reserved = 0;
     for index in 0..6 {
@@ -457,6 +420,7 @@ fn emit_syscall(
     }
     event.path[0] = 0;
     event.path2[0] = 0;
+    event.extra = [0; EXTRA_LEN];
     let mut matched = paths.first.is_none() && paths.second.is_none();
     if let Some(first) = paths.first {
         let length = read_user_path(event.args[first.min(5)], &mut event.path);
@@ -466,10 +430,12 @@ fn emit_syscall(
         let length = read_user_path(event.args[second.min(5)], &mut event.path2);
         matched |= path_matches(&event.path2, length);
     }
-    if matched && keep(event) {
-        entry.submit(BPF_RB_NO_WAKEUP as u64);
-    } else {
-        entry.discard(BPF_RB_NO_WAKEUP as u64);
+    if !(matched && keep(event)) {
+        return;
+    }
+    event.header = header(KIND_SYSCALL);
+    if EVENTS.output::<SyscallEvent>(event, BPF_RB_NO_WAKEUP as u64).is_err() {
+        count(COUNTER_RINGBUF_DROPS);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Struct member offsets from the kernel's BTF (`/sys/kernel/btf/vmlinux`). Rust eBPF has no CO-RE, so the exec
-//! program reads `task_struct` and its neighbours (credentials, open files, controlling terminal) at offsets the
-//! loader looks up here at start-up and passes as globals.
+//! program reads `task_struct` and its neighbours (credentials, open files, controlling terminal, the argument
+//! area of the new image, the exit status) at offsets the loader looks up here at start-up and passes as globals.
 
 use std::collections::HashMap;
 
@@ -183,7 +183,7 @@ impl Btf {
 }
 
 /// The offsets the exec program needs, in the order of the kernel side's `TASK_OFFSETS` global.
-pub const TASK_MEMBERS: [(&str, &str); 12] = [
+pub const TASK_MEMBERS: [(&str, &str); palisade_collect_common::TASK_OFFSET_SLOTS] = [
     ("task_struct", "cred"),
     ("cred", "euid"),
     ("cred", "cap_effective"),
@@ -196,10 +196,14 @@ pub const TASK_MEMBERS: [(&str, &str); 12] = [
     ("task_struct", "signal"),
     ("signal_struct", "tty"),
     ("tty_struct", "name"),
+    ("task_struct", "mm"),
+    ("mm_struct", "arg_start"),
+    ("mm_struct", "arg_end"),
+    ("task_struct", "exit_code"),
 ];
 
-pub fn task_offsets(btf: &Btf) -> Result<[u32; 12], BtfError> {
-    let mut offsets = [0u32; 12];
+pub fn task_offsets(btf: &Btf) -> Result<[u32; palisade_collect_common::TASK_OFFSET_SLOTS], BtfError> {
+    let mut offsets = [0u32; palisade_collect_common::TASK_OFFSET_SLOTS];
     for (slot, (structure, member)) in offsets.iter_mut().zip(TASK_MEMBERS) {
         *slot = btf.member_offset(structure, member)?;
     }
@@ -255,6 +259,7 @@ mod tests {
         let offsets = task_offsets(&btf).expect("all members present");
         assert!(offsets[0] > 0, "task_struct.cred is not the first member");
         // Only inode.i_mode opens its struct.
-        assert!(offsets.iter().filter(|o| **o > 0).count() >= 11, "{offsets:?}");
+        assert!(offsets.iter().filter(|o| **o > 0).count() >= offsets.len() - 1, "{offsets:?}");
+        assert_eq!(offsets[14] - offsets[13], 8, "mm_struct.arg_end follows arg_start");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_collect_common::{COUNTER_PENDING_INSERT_FAILURES, COUNTER_RINGBUF_DROPS};
+use palisade_collect_common::{COUNTER_ARGV_READ_FAILURES, COUNTER_RINGBUF_DROPS};
 use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -138,7 +138,7 @@ pub struct CollectorStats {
     pub syscall_events: AtomicU64,
     /// Events the kernel could not put in the ring buffer (it was full).
     pub kernel_drops: AtomicU64,
-    /// execve argument captures the kernel could not store.
+    /// Exec events whose arguments the kernel could not read (then read from `/proc/<pid>/cmdline`).
     pub kernel_capture_failures: AtomicU64,
     /// Events dropped because the queue to the publisher was full.
     pub queue_drops: AtomicU64,
@@ -208,7 +208,7 @@ impl Collector {
                     }
                     for (slot, counter) in [
                         (COUNTER_RINGBUF_DROPS, &thread_stats.kernel_drops),
-                        (COUNTER_PENDING_INSERT_FAILURES, &thread_stats.kernel_capture_failures),
+                        (COUNTER_ARGV_READ_FAILURES, &thread_stats.kernel_capture_failures),
                     ] {
                         if let Ok(values) = loaded.counters.get(&slot, 0) {
                             counter.store(values.iter().sum(), Ordering::Relaxed);

@@ -17,7 +17,7 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (program, tracepoint category, tracepoint name, required). Optional ones may be absent on other
 /// architectures (x86_64 has `rename` and `unlink`, arm64 only the `*at` forms).
-const PROGRAMS: [(&str, &str, &str, bool); 43] = [
+const PROGRAMS: [(&str, &str, &str, bool); 38] = [
     ("sys_enter_capset", "syscalls", "sys_enter_capset", true),
     ("sys_enter_fork", "syscalls", "sys_enter_fork", false),
     ("sys_enter_vfork", "syscalls", "sys_enter_vfork", false),
@@ -29,11 +29,6 @@ const PROGRAMS: [(&str, &str, &str, bool); 43] = [
     ("sys_enter_accept", "syscalls", "sys_enter_accept", false),
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4", true),
     ("sys_exit_accept", "syscalls", "sys_exit_accept", false),
-    ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group", true),
-    ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
-    ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
-    ("sys_exit_execve", "syscalls", "sys_exit_execve", true),
-    ("sys_exit_execveat", "syscalls", "sys_exit_execveat", true),
     ("sched_process_exec", "sched", "sched_process_exec", true),
     ("sched_process_fork", "sched", "sched_process_fork", true),
     ("sched_process_exit", "sched", "sched_process_exit", true),
@@ -177,14 +172,12 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
     ensure_tracefs()?;
     let fork_child = offset_of("sched", "sched_process_fork", "child_pid")?;
     let exec_filename = offset_of("sched", "sched_process_exec", "filename")?;
-    let exec_old_pid = offset_of("sched", "sched_process_exec", "old_pid")?;
     let mut ebpf = EbpfLoader::new()
         .override_global("COLLECTOR_TGID", &options.collector_tgid, true)
         .override_global("TASK_OFFSETS", &task_offsets, true)
         .override_global("EXCLUDE_DESCENDANTS", &u32::from(options.exclude_descendants), true)
         .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
-        .override_global("EXEC_OLD_PID_OFFSET", &exec_old_pid, true)
         .override_global("ARGV_MAX_BYTES", &options.argv_max_bytes, true)
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;

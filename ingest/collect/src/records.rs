@@ -1,7 +1,7 @@
 //! Decoding of ring-buffer records into owned values.
 
 use palisade_collect_common::{
-    ARGV_BUFFER, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC,
+    ARGV_LIMIT, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC,
     KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, SendEvent, SyscallEvent, TaskInfo,
 };
 
@@ -48,7 +48,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
     match header.kind {
         KIND_EXEC => {
             let event: ExecEvent = read(bytes)?;
-            let length = (event.argv_len as usize).min(ARGV_BUFFER);
+            let length = (event.argv_len as usize).min(ARGV_LIMIT);
             Some(Record::Exec {
                 header,
                 task: event.task,

@@ -238,6 +238,37 @@ fn socket_stdio_and_exit_codes_are_reported() {
     assert_eq!(status.code(), Some(7));
     let exit = wait_for(&mut events, |e| e.kind == NodeEventKind::Exit && e.exit_code == Some(7)).expect("exit 7");
     assert!(exit.tgid > 0);
+
+    // A process killed by a signal did not exit by itself: no exit code (not a made-up 0).
+    let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let pid = child.id();
+    child.kill().unwrap();
+    let _ = child.wait();
+    let killed = wait_for(&mut events, |e| e.kind == NodeEventKind::Exit && e.tgid == i64::from(pid)).expect("exit");
+    assert_eq!(killed.exit_code, None, "killed by SIGKILL");
+    collector.stop();
+}
+
+/// A `#!` script's exec names the script and carries the argv the kernel built for its interpreter, as
+/// `/proc/<pid>/cmdline` shows it: interpreter, script path, then the script's own arguments.
+#[test]
+fn a_script_exec_carries_its_interpreters_argv() {
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
+    let dir = std::env::temp_dir().join(format!("palisade-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("palisade-script.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(Command::new(&script).arg("palisade-script-arg").status().unwrap().success());
+    let event = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::Exec && e.argv.iter().any(|a| a == "palisade-script-arg")
+    })
+    .expect("the script's exec");
+    let path = script.display().to_string();
+    assert_eq!(event.executable.as_deref(), Some(path.as_str()));
+    assert_eq!(event.argv, ["/bin/sh", path.as_str(), "palisade-script-arg"]);
+    std::fs::remove_dir_all(&dir).unwrap();
     collector.stop();
 }
 
@@ -293,8 +324,8 @@ fn drops_are_counted_when_userspace_does_not_keep_up() {
     use std::sync::atomic::Ordering::Relaxed;
     let (collector, events) = Collector::start(&tested(), "test-node").expect("programs load");
     collector.pause();
-    // About 4.4 KB per exec record into an 8 MiB ring: 3000 execs overflow it.
-    run("i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done");
+    // About 2.4 KB per exec record (plus fork and exit) into an 8 MiB ring: 5000 execs overflow it.
+    run("i=0; while [ $i -lt 5000 ]; do /bin/true; i=$((i+1)); done");
     collector.resume();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while collector.stats.kernel_drops.load(Relaxed) == 0 && std::time::Instant::now() < deadline {
