@@ -261,10 +261,9 @@ fn a_script_exec_carries_its_interpreters_argv() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(Command::new(&script).arg("palisade-script-arg").status().unwrap().success());
-    let event = wait_for(&mut events, |e| {
-        e.kind == NodeEventKind::Exec && e.argv.iter().any(|a| a == "palisade-script-arg")
-    })
-    .expect("the script's exec");
+    let event =
+        wait_for(&mut events, |e| e.kind == NodeEventKind::Exec && e.argv.iter().any(|a| a == "palisade-script-arg"))
+            .expect("the script's exec");
     let path = script.display().to_string();
     assert_eq!(event.executable.as_deref(), Some(path.as_str()));
     assert_eq!(event.argv, ["/bin/sh", path.as_str(), "palisade-script-arg"]);
