@@ -276,6 +276,11 @@ fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, de
             detection.node = Some(node.node.clone());
             detection.container_id = node.container_id.clone();
             detection.pod_uid = node.pod_uid.clone();
+            // What the node's CRI runtime said of the container; the exact container's image, so it goes before
+            // the cluster-state table's (which knows the image of one-container pods only).
+            detection.namespace = detection.namespace.or_else(|| node.pod_namespace.clone());
+            detection.pod = detection.pod.or_else(|| node.pod_name.clone());
+            detection.image = detection.image.or_else(|| node.image.clone());
             detection.in_container = Some(node.in_container);
             detection.process = Some(ProcessInfo {
                 pid: node.tgid,

@@ -81,6 +81,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
                     topics.clone(),
                     events,
                     Arc::clone(&started.stats),
+                    config.collect.cri_resolver(),
                     sources_stop.clone(),
                 )));
                 collector = Some(started);

@@ -101,7 +101,8 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         Stage::Collect => {
             let (collector, events) = Collector::start(&config.collect, &config.node_name())?;
             let stats = Arc::clone(&collector.stats);
-            let result = stages::collect::run(bus.clone(), topics, events, stats, shutdown).await;
+            let result =
+                stages::collect::run(bus.clone(), topics, events, stats, config.collect.cri_resolver(), shutdown).await;
             tokio::task::spawn_blocking(move || collector.stop()).await.ok();
             result?;
         }

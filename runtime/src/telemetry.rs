@@ -260,6 +260,26 @@ static NODE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+static CRI_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_collect_cri_lookups_total",
+        "Calls to the node's CRI runtime for a container's name, image and pod, by outcome (found, not_found, failed)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// One call to the CRI runtime (answers from the collector's cache are not counted).
+pub struct CriLookup<'a> {
+    pub outcome: &'a str,
+}
+
+impl CriLookup<'_> {
+    pub fn emit(self) {
+        CRI_LOOKUPS.with_label_values(&[self.outcome]).inc();
+    }
+}
+
 pub struct QueueDepth<'a> {
     pub queue: &'a str,
     pub depth: usize,

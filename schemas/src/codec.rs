@@ -98,7 +98,7 @@ macro_rules! record {
     };
 }
 
-record!(NodeEvent, "NodeEvent", ["v1" => "node_event.v1.avsc"], by hand: datum::write_node_event, datum::read_node_event);
+record!(NodeEvent, "NodeEvent", ["v1" => "node_event.v1.avsc", "v2" => "node_event.v2.avsc"], by hand: datum::write_node_event, datum::read_node_event);
 // Written by apache-avro (its map order is its own), read by hand.
 record!(AuditEvent, "AuditEvent", ["v1" => "audit_event.v1.avsc"], read by hand: datum::read_audit_event);
 record!(CloudActivity, "CloudActivity", ["v1" => "cloud_activity.v1.avsc"]);

@@ -232,6 +232,9 @@ pub(crate) fn write_node_event(event: &NodeEvent, out: &mut Vec<u8>) {
     w.long(event.cgroup_id);
     w.optional(event.container_id.as_deref(), write_str);
     w.optional(event.pod_uid.as_deref(), write_str);
+    for value in [&event.container_name, &event.image, &event.pod_name, &event.pod_namespace] {
+        w.optional(value.as_deref(), write_str);
+    }
     w.boolean(event.in_container);
     w.array(&event.ancestry, |w, process| {
         w.long(process.pid);
@@ -308,6 +311,10 @@ pub(crate) fn read_node_event(bytes: &[u8]) -> Result<NodeEvent, DatumError> {
         cgroup_id: r.long()?,
         container_id: r.optional(DatumReader::string)?,
         pod_uid: r.optional(DatumReader::string)?,
+        container_name: r.optional(DatumReader::string)?,
+        image: r.optional(DatumReader::string)?,
+        pod_name: r.optional(DatumReader::string)?,
+        pod_namespace: r.optional(DatumReader::string)?,
         in_container: r.boolean()?,
         ancestry: r.array(|r| Ok(ProcessRef { pid: r.long()?, executable: r.string()?, argv: read_strings(r)? }))?,
         exit_code: r.optional(DatumReader::long)?,

@@ -104,6 +104,18 @@ pub struct NodeEvent {
     pub cgroup_id: i64,
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// The container's name, from the node's CRI runtime (schema v2; absent when no CRI socket was reachable).
+    #[serde(default)]
+    pub container_name: Option<String>,
+    /// The container's image as the CRI runtime names it (schema v2).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The pod's name from the container's CRI labels (schema v2).
+    #[serde(default)]
+    pub pod_name: Option<String>,
+    /// The pod's namespace from the container's CRI labels (schema v2).
+    #[serde(default)]
+    pub pod_namespace: Option<String>,
     pub in_container: bool,
     pub ancestry: Vec<ProcessRef>,
     pub exit_code: Option<i64>,

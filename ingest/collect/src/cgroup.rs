@@ -42,24 +42,41 @@ pub fn parse_cgroup_path(path: &str) -> Attribution {
 /// Attribution from `/proc/<pid>/cgroup` content: the v2 line (`0::/...`) first, else any v1 line naming a
 /// container.
 pub fn parse_proc_cgroup(content: &str) -> Attribution {
-    let mut best = Attribution::default();
-    for line in content.lines() {
-        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
-        let attribution = parse_cgroup_path(path);
-        if attribution.container_id.is_some() {
-            return attribution;
-        }
-        if best.pod_uid.is_none() {
-            best = attribution;
-        }
-    }
-    best
+    let (unified, legacy) = split_proc_cgroup(content);
+    if unified.container_id.is_some() { unified } else { legacy.unwrap_or(unified) }
 }
 
-/// Resolves cgroup ids to attributions, caching the answers.
+/// (attribution of the v2 line, attribution of the first v1 line naming a container).
+fn split_proc_cgroup(content: &str) -> (Attribution, Option<Attribution>) {
+    let mut unified = Attribution::default();
+    let mut legacy = None;
+    for line in content.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (hierarchy, path) = (parts.next().unwrap_or_default(), parts.nth(1).unwrap_or_default());
+        let attribution = parse_cgroup_path(path);
+        if hierarchy == "0" {
+            unified = attribution;
+        } else if legacy.is_none() && attribution.container_id.is_some() {
+            legacy = Some(attribution);
+        }
+    }
+    (unified, legacy)
+}
+
+/// Most entries of each cache; a full cache is emptied (each container or process is then resolved once more).
+const CACHE_MAX_ENTRIES: usize = 65_536;
+
+/// Resolves cgroup ids to attributions, caching the answers. A v2 cgroup that names a container answers for
+/// every process in it. Any other answer is kept per process (and its v2 cgroup), because on cgroup v1 and
+/// hybrid hosts with the cgroupfs driver a container's processes share a v2 cgroup with host processes and only
+/// their v1 cgroups name the container.
 pub struct CgroupResolver {
     root: Option<PathBuf>,
-    cache: DashMap<u64, Attribution>,
+    /// v2 cgroup id → what its path says; authoritative when it names a container, else only the answer for a
+    /// process that is gone before its `/proc` entry was read.
+    by_cgroup: DashMap<u64, Attribution>,
+    /// process → (the v2 cgroup id it was resolved in, its attribution); forgotten at the process's exit.
+    by_process: DashMap<u32, (u64, Attribution)>,
 }
 
 impl CgroupResolver {
@@ -69,21 +86,51 @@ impl CgroupResolver {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.join("cgroup.procs").exists());
-        Self { root, cache: DashMap::new() }
+        Self { root, by_cgroup: DashMap::new(), by_process: DashMap::new() }
     }
 
     /// Attribution for a process: from its `/proc` entry while it lives, else from the cgroup id.
     pub fn attribute(&self, pid: u32, cgroup_id: u64) -> Attribution {
-        if let Some(cached) = self.cache.get(&cgroup_id) {
-            return cached.clone();
+        self.attribute_with(pid, cgroup_id, |pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+    }
+
+    fn attribute_with(&self, pid: u32, cgroup_id: u64, read_proc: impl FnOnce(u32) -> Option<String>) -> Attribution {
+        if let Some(known) = self.by_process.get(&pid)
+            && known.0 == cgroup_id
+        {
+            return known.1.clone();
         }
-        let attribution = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .map(|content| parse_proc_cgroup(&content))
-            .ok()
-            .or_else(|| self.find_by_id(cgroup_id).map(|p| parse_cgroup_path(&p)))
-            .unwrap_or_default();
-        self.cache.insert(cgroup_id, attribution.clone());
+        let cached = self.by_cgroup.get(&cgroup_id).map(|entry| entry.clone());
+        if let Some(attribution) = &cached
+            && attribution.container_id.is_some()
+        {
+            return attribution.clone();
+        }
+        let Some(content) = read_proc(pid) else {
+            // The process is gone: its v2 cgroup is all there is to go by.
+            if let Some(attribution) = cached {
+                return attribution;
+            }
+            let attribution = self.find_by_id(cgroup_id).map(|p| parse_cgroup_path(&p)).unwrap_or_default();
+            remember(&self.by_cgroup, cgroup_id, attribution.clone());
+            return attribution;
+        };
+        let (unified, legacy) = split_proc_cgroup(&content);
+        if unified.container_id.is_some() {
+            remember(&self.by_cgroup, cgroup_id, unified.clone());
+            return unified;
+        }
+        let attribution = legacy.unwrap_or_else(|| unified.clone());
+        remember(&self.by_process, pid, (cgroup_id, attribution.clone()));
+        if cached.is_none() {
+            remember(&self.by_cgroup, cgroup_id, unified);
+        }
         attribution
+    }
+
+    /// Drops what is kept of an exited process.
+    pub fn forget(&self, pid: u32) {
+        self.by_process.remove(&pid);
     }
 
     fn find_by_id(&self, cgroup_id: u64) -> Option<String> {
@@ -103,6 +150,13 @@ impl CgroupResolver {
         }
         None
     }
+}
+
+fn remember<K: std::hash::Hash + Eq, V>(cache: &DashMap<K, V>, key: K, value: V) {
+    if cache.len() >= CACHE_MAX_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, value);
 }
 
 impl Default for CgroupResolver {
@@ -142,6 +196,35 @@ mod tests {
         assert_eq!(parse_cgroup_path("/user.slice/user-0.slice/session-1.scope"), Attribution::default());
         assert_eq!(parse_cgroup_path("/system.slice/kubelet.service"), Attribution::default());
         assert_eq!(parse_proc_cgroup("0::/\n"), Attribution::default());
+    }
+
+    /// On a hybrid host with the cgroupfs driver a container's processes share the root v2 cgroup (id 1) with host
+    /// processes: a host process seen first must not make the container's processes host processes, nor the
+    /// other way round.
+    #[test]
+    fn containers_known_only_by_v1_cgroups_are_answered_per_process() {
+        let resolver = CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new() };
+        let host = "4:memory:/user.slice\n0::/\n".to_owned();
+        let container = format!("4:memory:/kubepods/besteffort/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}\n0::/\n");
+        assert_eq!(resolver.attribute_with(10, 1, |_| Some(host.clone())), Attribution::default());
+        let inside = resolver.attribute_with(20, 1, |_| Some(container.clone()));
+        assert_eq!(inside.container_id.as_deref(), Some(ID));
+        assert_eq!(inside.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
+        // Later events of the container process come from the per-process cache, without /proc.
+        assert_eq!(resolver.attribute_with(20, 1, |_| None).container_id.as_deref(), Some(ID));
+        // The host process keeps its own answer; a new host process reads its own /proc entry.
+        assert_eq!(resolver.attribute_with(10, 1, |_| None), Attribution::default());
+        assert_eq!(resolver.attribute_with(11, 1, |_| Some(host.clone())), Attribution::default());
+        assert_eq!(resolver.attribute_with(21, 1, |_| Some(container.clone())).container_id.as_deref(), Some(ID));
+        resolver.forget(20);
+        assert!(resolver.by_process.get(&20).is_none());
+        // A process that moved to another v2 cgroup (as runc moves its init) is resolved again.
+        let moved = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
+        assert_eq!(resolver.attribute_with(10, 5, |_| Some(moved.clone())).container_id.as_deref(), Some(ID));
+        // A container with its own v2 cgroup is cached by that id, even for a process already gone.
+        let v2 = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
+        assert_eq!(resolver.attribute_with(30, 77, |_| Some(v2)).container_id.as_deref(), Some(ID));
+        assert_eq!(resolver.attribute_with(31, 77, |_| None).container_id.as_deref(), Some(ID));
     }
 
     #[test]

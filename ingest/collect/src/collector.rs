@@ -59,6 +59,21 @@ pub struct CollectConfig {
     /// always left out).
     #[serde(default = "default_exclude_own_descendants")]
     pub exclude_own_descendants: bool,
+    /// Ask the node's CRI runtime for each container's name, image and pod (one call per container, cached).
+    #[serde(default = "default_cri_enabled")]
+    pub cri_enabled: bool,
+    /// The CRI runtime's socket. Unset: the first of `/run/containerd/containerd.sock`, `/run/crio/crio.sock`,
+    /// `/run/k3s/containerd/containerd.sock`, `/run/cri-dockerd.sock`, `/var/run/cri-dockerd.sock` that exists;
+    /// none existing is normal (logged once) and events carry what the cgroup path gives.
+    #[serde(default)]
+    pub cri_socket: Option<String>,
+    /// Longest wait for one CRI answer, in milliseconds; the event then goes out without the CRI fields, and
+    /// that container is asked again after 30 s.
+    #[serde(default = "default_cri_timeout_ms")]
+    pub cri_timeout_ms: u64,
+    /// Containers whose CRI answers are kept.
+    #[serde(default = "default_cri_cache_max_entries")]
+    pub cri_cache_max_entries: usize,
 }
 
 fn default_watch_path_prefixes() -> Vec<String> {
@@ -100,6 +115,15 @@ const fn default_enabled() -> bool {
 const fn default_exclude_own_descendants() -> bool {
     true
 }
+const fn default_cri_enabled() -> bool {
+    true
+}
+const fn default_cri_timeout_ms() -> u64 {
+    500
+}
+const fn default_cri_cache_max_entries() -> usize {
+    8192
+}
 const fn default_argv_max_bytes() -> usize {
     palisade_collect_common::ARGV_LIMIT
 }
@@ -124,7 +148,41 @@ impl Default for CollectConfig {
             watch_path_prefixes: default_watch_path_prefixes(),
             watch_path_suffixes: default_watch_path_suffixes(),
             exclude_own_descendants: default_exclude_own_descendants(),
+            cri_enabled: default_cri_enabled(),
+            cri_socket: None,
+            cri_timeout_ms: default_cri_timeout_ms(),
+            cri_cache_max_entries: default_cri_cache_max_entries(),
         }
+    }
+}
+
+impl CollectConfig {
+    /// The CRI resolver this configuration asks for, if a runtime socket is there. A missing socket is normal
+    /// (a node without a CRI runtime, or the socket not mounted into the collector's pod): said once, here.
+    pub fn cri_resolver(&self) -> Option<crate::cri::CriResolver> {
+        if !self.cri_enabled {
+            return None;
+        }
+        let socket = match &self.cri_socket {
+            Some(path) if std::path::Path::new(path).exists() => std::path::PathBuf::from(path),
+            Some(path) => {
+                tracing::warn!(socket = %path, "collect.cri_socket does not exist; container names and images are off");
+                return None;
+            }
+            None => match crate::cri::find_socket(&crate::cri::DEFAULT_SOCKETS) {
+                Some(path) => path,
+                None => {
+                    tracing::info!("no CRI runtime socket found; node events carry container and pod IDs only");
+                    return None;
+                }
+            },
+        };
+        tracing::info!(socket = %socket.display(), "container names and images from the CRI runtime");
+        Some(crate::cri::CriResolver::new(
+            crate::cri::CriClient::new(socket),
+            Duration::from_millis(self.cri_timeout_ms.max(1)),
+            self.cri_cache_max_entries,
+        ))
     }
 }
 
@@ -284,6 +342,10 @@ impl Reader {
             in_container: attribution.container_id.is_some(),
             container_id: attribution.container_id,
             pod_uid: attribution.pod_uid,
+            container_name: None,
+            image: None,
+            pod_name: None,
+            pod_namespace: None,
             ancestry: self.table.ancestry(header.tgid),
             exit_code: None,
             clone_flags: None,
@@ -324,6 +386,7 @@ impl Reader {
                 let mut event = self.base_event(&header, NodeEventKind::Exit);
                 event.exit_code = exit_code.map(i64::from);
                 self.table.record_exit(header.tgid);
+                self.cgroups.forget(header.tgid);
                 self.last_open.remove(&header.tgid);
                 Some(event)
             }

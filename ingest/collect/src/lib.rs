@@ -5,6 +5,7 @@
 mod btf;
 pub mod cgroup;
 mod collector;
+pub mod cri;
 pub mod loader;
 pub mod process_table;
 mod records;

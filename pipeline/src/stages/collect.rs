@@ -8,9 +8,11 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use palisade_collect::CollectorStats;
+use palisade_collect::cri::{CriResolver, Lookup};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
-    CollectorProgress, ComponentStarted, ComponentStopped, ItemDropped, NodeEventPublished, QueueDepth, RecordProduced,
+    CollectorProgress, ComponentStarted, ComponentStopped, CriLookup, ItemDropped, NodeEventPublished, QueueDepth,
+    RecordProduced,
 };
 use palisade_runtime::{Bus, Shutdown, TopicsConfig};
 use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
@@ -58,11 +60,23 @@ fn record_outcome(kind: NodeEventKind, delivered: bool) {
     }
 }
 
+/// Adds the CRI runtime's container name, image and pod to a container's event (one call per container).
+async fn with_cri(cri: &mut Option<CriResolver>, mut event: NodeEvent) -> NodeEvent {
+    if let Some(resolver) = cri
+        && let Some(lookup) = resolver.fill(&mut event).await
+        && lookup != Lookup::Cached
+    {
+        CriLookup { outcome: lookup.name() }.emit();
+    }
+    event
+}
+
 pub async fn run(
     bus: Bus,
     topics: TopicsConfig,
     mut events: mpsc::Receiver<NodeEvent>,
     stats: Arc<CollectorStats>,
+    mut cri: Option<CriResolver>,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
     let codec = Codec::<NodeEvent>::new()?;
@@ -76,6 +90,7 @@ pub async fn run(
             Some((kind, delivered)) = in_flight.next(), if !in_flight.is_empty() => record_outcome(kind, delivered),
             event = events.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(event) = event else { break };
+                let event = with_cri(&mut cri, event).await;
                 in_flight.push(publish(&bus, &topic, &codec, event)?);
             }
             _ = ticker.tick() => {
@@ -100,6 +115,7 @@ pub async fn run(
             _ = shutdown.wait() => {
                 // Publish what the reader already queued, then wait for every send.
                 while let Ok(event) = events.try_recv() {
+                    let event = with_cri(&mut cri, event).await;
                     in_flight.push(publish(&bus, &topic, &codec, event)?);
                 }
                 break;

@@ -34,7 +34,18 @@ fn check_current<T: Record + PartialEq + std::fmt::Debug>(stem: &str) {
 
 #[test]
 fn node_event_matches_golden_and_round_trips() {
-    check_current::<NodeEvent>("node_event.v1");
+    check_current::<NodeEvent>("node_event.v2");
+}
+
+#[test]
+fn current_node_event_reader_decodes_records_written_by_v1() {
+    let codec = Codec::<NodeEvent>::new().unwrap();
+    let written_by_v1: NodeEvent = load_json("node_event.v1");
+    let v1_bytes = codec.encode_version(&written_by_v1, "v1").unwrap();
+    assert_eq!(v1_bytes, golden_bytes("node_event.v1", &v1_bytes), "v1 writer output changed");
+    let decoded = codec.decode(&v1_bytes).expect("current reader decodes v1");
+    assert_eq!(decoded, written_by_v1, "v1 had no CRI fields, and none are invented");
+    assert_eq!(codec.current_version(), "v2");
 }
 
 #[test]
@@ -170,7 +181,7 @@ fn hand_read_audit_events_equal_what_apache_avro_wrote() {
 
 /// NodeEvents covering every union branch, empty and long arrays, extreme longs and non-ASCII text.
 fn node_event_variants() -> Vec<NodeEvent> {
-    let base: NodeEvent = load_json("node_event.v1");
+    let base: NodeEvent = load_json("node_event.v2");
     let mut bare = base.clone();
     bare.executable = None;
     bare.argv.clear();
@@ -179,6 +190,10 @@ fn node_event_variants() -> Vec<NodeEvent> {
     bare.capabilities_effective = None;
     bare.container_id = None;
     bare.pod_uid = None;
+    bare.container_name = None;
+    bare.image = None;
+    bare.pod_name = None;
+    bare.pod_namespace = None;
     bare.in_container = false;
     bare.ancestry.clear();
     bare.net = None;
@@ -249,7 +264,7 @@ fn node_event_kind_order_is_the_schema_symbol_order() {
 #[test]
 fn damaged_node_event_datums_are_typed_errors() {
     let codec = Codec::<NodeEvent>::new().unwrap();
-    let bytes = codec.encode(&load_json("node_event.v1")).unwrap();
+    let bytes = codec.encode(&load_json("node_event.v2")).unwrap();
     for cut in [HEADER_LEN, HEADER_LEN + 1, HEADER_LEN + 20, bytes.len() - 1] {
         assert!(matches!(codec.decode(&bytes[..cut]), Err(CodecError::Datum { .. })), "cut at {cut}");
     }

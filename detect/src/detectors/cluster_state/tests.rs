@@ -204,6 +204,45 @@ fn node_alerts_get_the_pod_their_event_ran_in_before_exceptions_apply() {
 }
 
 #[test]
+fn node_alerts_take_the_cri_runtimes_pod_and_image_when_the_table_has_not_seen_the_pod() {
+    use crate::config::{DetectConfig, Exception, RuleConfig};
+    use crate::engine::Engine;
+
+    let mut from_cri = trigger_on_pod(Some("u-unseen"));
+    from_cri.pod_namespace = Some("batch".into());
+    from_cri.pod_name = Some("report-28711".into());
+    from_cri.image = Some("registry.example/batch/report:7".into());
+    from_cri.container_name = Some("report".into());
+    let engine = Engine::new(&DetectConfig::default()).unwrap();
+    let alerts = engine.process(&Event::Node(&from_cri), 0);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].namespace.as_deref(), Some("batch"));
+    assert_eq!(alerts[0].pod.as_deref(), Some("report-28711"));
+    assert_eq!(alerts[0].image.as_deref(), Some("registry.example/batch/report:7"));
+    assert_eq!(alerts[0].workload, None, "the CRI labels do not name the controller");
+
+    // The container's own image wins over the table's pod image; the table still gives the workload.
+    let pod = json!({"kind": "Pod", "metadata": {"name": "report-28711", "namespace": "batch", "uid": "u-unseen",
+        "ownerReferences": [{"kind": "Job", "name": "report"}]},
+        "spec": {"containers": [{"name": "report", "image": "batch/report:6"}]}});
+    let mut create = event("create", "pods", Some("batch"), "", Some(pod.clone()), 1);
+    create.response_object = Some(pod.to_string());
+    engine.process(&Event::Audit(&create), 0);
+    let alerts = engine.process(&Event::Node(&from_cri), 0);
+    assert_eq!(alerts[0].image.as_deref(), Some("registry.example/batch/report:7"));
+    assert_eq!(alerts[0].workload.as_deref(), Some("Job/report"));
+
+    // Exceptions by namespace apply to what the CRI runtime said.
+    let mut config = DetectConfig::default();
+    let exception = Exception { namespace: Some("batch".into()), reason: "test".into(), ..Exception::default() };
+    config.rules.insert("K8S.NODE_EICAR".into(), RuleConfig { exceptions: vec![exception], ..RuleConfig::default() });
+    let engine = Engine::new(&config).unwrap();
+    assert!(engine.process(&Event::Node(&from_cri), 0).is_empty(), "excepted by the CRI namespace");
+    from_cri.pod_namespace = Some("other".into());
+    assert_eq!(engine.process(&Event::Node(&from_cri), 0).len(), 1, "another namespace is not excepted");
+}
+
+#[test]
 fn the_kubernetes_api_baseline_learns_per_workload_through_the_engine() {
     use crate::baseline::BaselineConfig;
     use crate::config::DetectConfig;
