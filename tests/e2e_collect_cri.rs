@@ -129,7 +129,11 @@ fn a_containerd_pods_process_carries_its_container_name_image_and_pod_from_the_c
     assert_eq!(exec.pod_name.as_deref(), Some(pod_name.as_str()));
     assert_eq!(exec.pod_namespace.as_deref(), Some("shop"));
     assert_eq!(exec.node, "e2e-cri-node");
-    assert_eq!(exec.ancestry.first().map(|parent| parent.executable.as_str()), Some("/bin/sh"), "the shell that ran it");
+    assert_eq!(
+        exec.ancestry.first().map(|parent| parent.executable.as_str()),
+        Some("/bin/sh"),
+        "the shell that ran it"
+    );
 
     let (alert, _) = common::wait_for_alert(&stack.topic("alerts"), Duration::from_secs(60), |alert| {
         alert["alert_type"] == "K8S.NODE_EICAR" && alert["container_id"] == container_id.as_str()
