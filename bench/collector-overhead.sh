@@ -9,6 +9,8 @@
 # 2. Per-program cost from kernel.bpf_stats_enabled (restored afterwards), via bpftool.
 # 3. Sustained node events/s from `palisade collect` into the testbed's Kafka, with drops and collector CPU
 #    (needs `scripts/testbed up`; skipped with a message otherwise).
+# 4. The same at paced rates (RATES, default "25000 50000" opens/s for PACED_SECS=10 s, from bench's open-storm,
+#    which costs only the syscalls): events published per second, drops, and the collector's CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PALISADE_CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
@@ -27,7 +29,9 @@ for tool in bpftool:bpftool auditctl:auditd; do
 done
 [ -z "$missing" ] || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
 cargo build --release --locked -p palisade >/dev/null 2>&1
+cargo build --release --locked -p palisade-bench --bin open-storm >/dev/null 2>&1
 palisade=$CARGO_TARGET_DIR/release/palisade
+open_storm_paced=$CARGO_TARGET_DIR/release/open-storm
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -140,3 +144,28 @@ events=$((published_after - published_before))
 elapsed=$(echo "$end - $start" | bc)
 echo "published $events node events in ${elapsed}s = $(echo "$events / $elapsed" | bc) events/s;" \
      "kernel drops ${kernel_drops:-0}, queue drops ${queue_drops:-0}; collector CPU $(echo "$cpu_after - $cpu_before" | bc)s"
+
+echo "--- paced open storms into Kafka"
+for rate in ${RATES:-25000 50000}; do
+  PALISADE__KAFKA__BOOTSTRAP_SERVERS=$PALISADE_TEST_KAFKA PALISADE__TOPICS__NODE_EVENTS=bench.node.events.$$.$rate \
+    PALISADE__METRICS_LISTEN_ADDR=$metrics PALISADE__NODE_NAME=bench "$palisade" collect 2>"$work/collect-$rate.log" &
+  collect_pid=$!
+  sleep 3
+  published_before=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
+  cpu_before=$(cpu_seconds "$collect_pid")
+  start=$(date +%s.%N)
+  offered=$("$open_storm_paced" "$rate" "${PACED_SECS:-10}")
+  sleep 2
+  end=$(date +%s.%N)
+  published_after=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
+  cpu_after=$(cpu_seconds "$collect_pid")
+  kernel_drops=$(counter 'palisade_collect_events_total{what="kernel_drop"}')
+  queue_drops=$(counter 'palisade_collect_events_total{what="queue_drop"}')
+  bus_drops=$(counter 'palisade_dropped_total{component="collect",reason="bus_error"}')
+  kill -TERM "$collect_pid"; wait "$collect_pid" || true
+  events=$((published_after - published_before))
+  echo "asked $rate/s: $offered; published $events node events (open storm + background) in" \
+       "$(echo "$end - $start" | bc)s incl. 2 s drain; kernel drops ${kernel_drops:-0}, queue drops ${queue_drops:-0}," \
+       "send failures ${bus_drops:-0}; collector CPU $(echo "$cpu_after - $cpu_before" | bc)s" \
+       "= $(echo "($cpu_after - $cpu_before) * 1000000 / ($events + 1)" | bc) µs/event"
+done

@@ -263,7 +263,7 @@ static NODE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 static CRI_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "palisade_collect_cri_lookups_total",
-        "Calls to the node's CRI runtime for a container's name, image and pod, by outcome (found, not_found, failed)",
+        "Calls to the node's CRI runtime for a container's name, image and pod, by outcome (found, not_found, failed; skipped: not asked during the back-off after a failure)",
         &["outcome"]
     )
     .expect("metric registers once")

@@ -129,6 +129,11 @@ impl Stack {
         child.wait().unwrap();
     }
 
+    /// The process id of `palisade <name>`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, child)| child.id()).expect("a child of that name")
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default()
     }

@@ -42,25 +42,25 @@ pub fn parse_cgroup_path(path: &str) -> Attribution {
 /// Attribution from `/proc/<pid>/cgroup` content: the v2 line (`0::/...`) first, else any v1 line naming a
 /// container.
 pub fn parse_proc_cgroup(content: &str) -> Attribution {
-    let (unified, legacy) = split_proc_cgroup(content);
+    let (_, unified, legacy) = split_proc_cgroup(content);
     if unified.container_id.is_some() { unified } else { legacy.unwrap_or(unified) }
 }
 
-/// (attribution of the v2 line, attribution of the first v1 line naming a container).
-fn split_proc_cgroup(content: &str) -> (Attribution, Option<Attribution>) {
-    let mut unified = Attribution::default();
+/// (the v2 path, its attribution, the attribution of the first v1 line naming a container).
+fn split_proc_cgroup(content: &str) -> (&str, Attribution, Option<Attribution>) {
+    let mut unified = ("", Attribution::default());
     let mut legacy = None;
     for line in content.lines() {
         let mut parts = line.splitn(3, ':');
         let (hierarchy, path) = (parts.next().unwrap_or_default(), parts.nth(1).unwrap_or_default());
         let attribution = parse_cgroup_path(path);
         if hierarchy == "0" {
-            unified = attribution;
+            unified = (path, attribution);
         } else if legacy.is_none() && attribution.container_id.is_some() {
             legacy = Some(attribution);
         }
     }
-    (unified, legacy)
+    (unified.0, unified.1, legacy)
 }
 
 /// Most entries of each cache; a full cache is emptied (each container or process is then resolved once more).
@@ -91,10 +91,25 @@ impl CgroupResolver {
 
     /// Attribution for a process: from its `/proc` entry while it lives, else from the cgroup id.
     pub fn attribute(&self, pid: u32, cgroup_id: u64) -> Attribution {
-        self.attribute_with(pid, cgroup_id, |pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+        self.attribute_with(
+            pid,
+            cgroup_id,
+            |pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok(),
+            |path| {
+                let root = self.root.as_ref()?;
+                std::fs::metadata(root.join(path.trim_start_matches('/'))).ok().map(|m| m.ino())
+            },
+        )
     }
 
-    fn attribute_with(&self, pid: u32, cgroup_id: u64, read_proc: impl FnOnce(u32) -> Option<String>) -> Attribution {
+    /// `read_proc` gives a process's `/proc/<pid>/cgroup`, `inode_of` the id of a v2 cgroup path (`None`: unknown).
+    fn attribute_with(
+        &self,
+        pid: u32,
+        cgroup_id: u64,
+        read_proc: impl FnOnce(u32) -> Option<String>,
+        inode_of: impl FnOnce(&str) -> Option<u64>,
+    ) -> Attribution {
         if let Some(known) = self.by_process.get(&pid)
             && known.0 == cgroup_id
         {
@@ -106,8 +121,13 @@ impl CgroupResolver {
         {
             return attribution.clone();
         }
-        let Some(content) = read_proc(pid) else {
-            // The process is gone: its v2 cgroup is all there is to go by.
+        let content = read_proc(pid);
+        let parts = content.as_deref().map(split_proc_cgroup);
+        // `/proc` is read after the event: a process that moved since (a shell that puts itself into a container's
+        // cgroup, then execs) shows where it is now, not where the event happened. Only the cgroup id says that.
+        let moved = parts.as_ref().is_some_and(|(path, ..)| inode_of(path).is_some_and(|inode| inode != cgroup_id));
+        let Some((_, unified, legacy)) = parts.filter(|_| !moved) else {
+            // Gone, or moved: the event's v2 cgroup is all there is to go by.
             if let Some(attribution) = cached {
                 return attribution;
             }
@@ -115,7 +135,6 @@ impl CgroupResolver {
             remember(&self.by_cgroup, cgroup_id, attribution.clone());
             return attribution;
         };
-        let (unified, legacy) = split_proc_cgroup(&content);
         if unified.container_id.is_some() {
             remember(&self.by_cgroup, cgroup_id, unified.clone());
             return unified;
@@ -204,27 +223,56 @@ mod tests {
     #[test]
     fn containers_known_only_by_v1_cgroups_are_answered_per_process() {
         let resolver = CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new() };
+        // v2 cgroup ids: the root is 1, the container scope 77 (5 is where process 10 moved).
+        let inode = |path: &str| match path {
+            "/" => Some(1),
+            p if p.starts_with("/kubepods.slice/") => Some(if p.contains("moved") { 5 } else { 77 }),
+            _ => None,
+        };
         let host = "4:memory:/user.slice\n0::/\n".to_owned();
         let container = format!("4:memory:/kubepods/besteffort/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}\n0::/\n");
-        assert_eq!(resolver.attribute_with(10, 1, |_| Some(host.clone())), Attribution::default());
-        let inside = resolver.attribute_with(20, 1, |_| Some(container.clone()));
+        assert_eq!(resolver.attribute_with(10, 1, |_| Some(host.clone()), inode), Attribution::default());
+        let inside = resolver.attribute_with(20, 1, |_| Some(container.clone()), inode);
         assert_eq!(inside.container_id.as_deref(), Some(ID));
         assert_eq!(inside.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
         // Later events of the container process come from the per-process cache, without /proc.
-        assert_eq!(resolver.attribute_with(20, 1, |_| None).container_id.as_deref(), Some(ID));
+        assert_eq!(resolver.attribute_with(20, 1, |_| None, inode).container_id.as_deref(), Some(ID));
         // The host process keeps its own answer; a new host process reads its own /proc entry.
-        assert_eq!(resolver.attribute_with(10, 1, |_| None), Attribution::default());
-        assert_eq!(resolver.attribute_with(11, 1, |_| Some(host.clone())), Attribution::default());
-        assert_eq!(resolver.attribute_with(21, 1, |_| Some(container.clone())).container_id.as_deref(), Some(ID));
+        assert_eq!(resolver.attribute_with(10, 1, |_| None, inode), Attribution::default());
+        assert_eq!(resolver.attribute_with(11, 1, |_| Some(host.clone()), inode), Attribution::default());
+        assert_eq!(
+            resolver.attribute_with(21, 1, |_| Some(container.clone()), inode).container_id.as_deref(),
+            Some(ID)
+        );
         resolver.forget(20);
         assert!(resolver.by_process.get(&20).is_none());
         // A process that moved to another v2 cgroup (as runc moves its init) is resolved again.
-        let moved = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
-        assert_eq!(resolver.attribute_with(10, 5, |_| Some(moved.clone())).container_id.as_deref(), Some(ID));
+        let moved = format!("0::/kubepods.slice/moved/cri-containerd-{ID}.scope\n");
+        assert_eq!(resolver.attribute_with(10, 5, |_| Some(moved.clone()), inode).container_id.as_deref(), Some(ID));
         // A container with its own v2 cgroup is cached by that id, even for a process already gone.
         let v2 = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
-        assert_eq!(resolver.attribute_with(30, 77, |_| Some(v2)).container_id.as_deref(), Some(ID));
-        assert_eq!(resolver.attribute_with(31, 77, |_| None).container_id.as_deref(), Some(ID));
+        assert_eq!(resolver.attribute_with(30, 77, |_| Some(v2), inode).container_id.as_deref(), Some(ID));
+        assert_eq!(resolver.attribute_with(31, 77, |_| None, inode).container_id.as_deref(), Some(ID));
+    }
+
+    /// A shell that moves itself into a container's cgroup and then execs: its earlier event (in the host's root
+    /// cgroup) is read from `/proc` only after the move. That answer must not be taken for the root cgroup.
+    #[test]
+    fn a_process_that_moved_after_its_event_does_not_make_the_old_cgroup_a_container() {
+        let resolver = CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new() };
+        let inode = |path: &str| if path == "/" { Some(1) } else { Some(405) };
+        let now_in_container = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
+        // The event happened in cgroup 1; by the time /proc is read the process is in 405.
+        assert_eq!(resolver.attribute_with(40, 1, |_| Some(now_in_container.clone()), inode), Attribution::default());
+        assert_eq!(
+            resolver.attribute_with(41, 1, |_| Some("0::/\n".into()), inode),
+            Attribution::default(),
+            "the root cgroup still means the host"
+        );
+        assert_eq!(
+            resolver.attribute_with(40, 405, |_| Some(now_in_container.clone()), inode).container_id.as_deref(),
+            Some(ID)
+        );
     }
 
     #[test]

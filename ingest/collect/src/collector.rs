@@ -67,8 +67,9 @@ pub struct CollectConfig {
     /// none existing is normal (logged once) and events carry what the cgroup path gives.
     #[serde(default)]
     pub cri_socket: Option<String>,
-    /// Longest wait for one CRI answer, in milliseconds; the event then goes out without the CRI fields, and
-    /// that container is asked again after 30 s.
+    /// Longest wait for one CRI answer, in milliseconds. A call that fails or times out sends its event without
+    /// the CRI fields and leaves the runtime alone for a back-off (2 s, doubling to 60 s); a container the
+    /// runtime does not know is asked again after 30 s.
     #[serde(default = "default_cri_timeout_ms")]
     pub cri_timeout_ms: u64,
     /// Containers whose CRI answers are kept.

@@ -340,6 +340,9 @@ pub enum Lookup {
     /// The runtime does not know the container (a runc container not made through the CRI, say).
     NotFound,
     Failed,
+    /// Not asked: the runtime failed a moment ago and is left alone for a back-off period, so a runtime that
+    /// hangs costs one timeout per period, not one per new container.
+    Skipped,
 }
 
 impl Lookup {
@@ -349,15 +352,20 @@ impl Lookup {
             Self::Found => "found",
             Self::NotFound => "not_found",
             Self::Failed => "failed",
+            Self::Skipped => "skipped",
         }
     }
 }
 
 enum Cached {
     Found(Arc<CriContainer>),
-    /// Not known, or the call failed, at this instant; asked again after `retry_after`.
+    /// Not known to the runtime at this instant; asked again after `retry_after`.
     Missing(Instant),
 }
+
+/// Back-off after a failed call: the first pause, and the longest (doubling in between).
+const FIRST_PAUSE: Duration = Duration::from_secs(2);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 
 /// Fills node events' CRI fields, one runtime call per container (answers cached; bounded).
 pub struct CriResolver {
@@ -368,6 +376,9 @@ pub struct CriResolver {
     cache: HashMap<String, Cached>,
     /// Whether the last call failed, so a failure is logged when it starts, not on every event.
     failing: bool,
+    /// While failing: no call before this instant, and the pause the next failure starts.
+    paused_until: Option<Instant>,
+    next_pause: Duration,
 }
 
 impl CriResolver {
@@ -379,6 +390,8 @@ impl CriResolver {
             max_entries: max_entries.max(1),
             cache: HashMap::new(),
             failing: false,
+            paused_until: None,
+            next_pause: FIRST_PAUSE,
         }
     }
 
@@ -393,34 +406,37 @@ impl CriResolver {
         let (container, lookup) = match self.cache.get(container_id) {
             Some(Cached::Found(container)) => (Some(Arc::clone(container)), Lookup::Cached),
             Some(Cached::Missing(at)) if at.elapsed() < self.retry_after => (None, Lookup::Cached),
+            _ if self.paused_until.is_some_and(|until| Instant::now() < until) => (None, Lookup::Skipped),
             _ => {
                 let container_id = container_id.to_owned();
                 let answer = tokio::time::timeout(self.timeout, self.client.container_status(&container_id)).await;
-                let (entry, lookup) = match answer {
-                    Ok(Ok(Some(container))) => (Cached::Found(Arc::new(container)), Lookup::Found),
-                    Ok(Ok(None)) => (Cached::Missing(Instant::now()), Lookup::NotFound),
-                    Ok(Err(error)) => {
-                        self.log_failure(&error.to_string());
-                        (Cached::Missing(Instant::now()), Lookup::Failed)
-                    }
+                let entry = match answer {
+                    Ok(Ok(Some(container))) => Ok(Cached::Found(Arc::new(container))),
+                    Ok(Ok(None)) => Ok(Cached::Missing(Instant::now())),
+                    Ok(Err(error)) => Err(error.to_string()),
                     Err(_) => {
                         // A call cut off mid-stream leaves the connection unusable; open a new one next time.
                         self.client.connection = None;
-                        self.log_failure(&format!("no answer within {} ms", self.timeout.as_millis()));
-                        (Cached::Missing(Instant::now()), Lookup::Failed)
+                        Err(format!("no answer within {} ms", self.timeout.as_millis()))
                     }
                 };
-                if lookup != Lookup::Failed && self.failing {
-                    self.failing = false;
-                    tracing::info!(socket = %self.socket().display(), "the CRI runtime answers again");
+                match entry {
+                    Ok(entry) => {
+                        self.answered();
+                        let (container, lookup) = match &entry {
+                            Cached::Found(container) => (Some(Arc::clone(container)), Lookup::Found),
+                            Cached::Missing(_) => (None, Lookup::NotFound),
+                        };
+                        self.make_room();
+                        self.cache.insert(container_id, entry);
+                        (container, lookup)
+                    }
+                    // Not cached: once the runtime answers again, this container is asked at its next event.
+                    Err(reason) => {
+                        self.failed(&reason);
+                        (None, Lookup::Failed)
+                    }
                 }
-                self.make_room();
-                let container = match &entry {
-                    Cached::Found(container) => Some(Arc::clone(container)),
-                    Cached::Missing(_) => None,
-                };
-                self.cache.insert(container_id, entry);
-                (container, lookup)
             }
         };
         if let Some(container) = container {
@@ -435,7 +451,7 @@ impl CriResolver {
         Some(lookup)
     }
 
-    fn log_failure(&mut self, reason: &str) {
+    fn failed(&mut self, reason: &str) {
         if !self.failing {
             self.failing = true;
             tracing::warn!(
@@ -444,6 +460,17 @@ impl CriResolver {
                 "CRI lookups fail; node events go out without container names and images until it answers"
             );
         }
+        self.paused_until = Some(Instant::now() + self.next_pause);
+        self.next_pause = (self.next_pause * 2).min(LONGEST_PAUSE);
+    }
+
+    fn answered(&mut self) {
+        if self.failing {
+            self.failing = false;
+            tracing::info!(socket = %self.socket().display(), "the CRI runtime answers again");
+        }
+        self.paused_until = None;
+        self.next_pause = FIRST_PAUSE;
     }
 
     /// Keeps the cache within its bound: expired misses go first, then everything (containers seen again are
@@ -556,8 +583,14 @@ mod tests {
         let mut event: NodeEvent =
             serde_json::from_str(include_str!("../../../schemas/fixtures/node_event.v1.json")).expect("fixture");
         assert_eq!(resolver.fill(&mut event).await, Some(Lookup::Failed));
-        assert_eq!(resolver.fill(&mut event).await, Some(Lookup::Cached), "not asked again at once");
+        assert_eq!(resolver.fill(&mut event).await, Some(Lookup::Skipped), "not asked again during the pause");
+        event.container_id = Some("another".into());
+        assert_eq!(resolver.fill(&mut event).await, Some(Lookup::Skipped), "nor for another container");
         assert_eq!(event.container_name, None);
+        assert_eq!(resolver.next_pause, FIRST_PAUSE * 2, "the next pause is longer");
+        resolver.paused_until = Some(Instant::now());
+        assert_eq!(resolver.fill(&mut event).await, Some(Lookup::Failed), "asked again after the pause");
+        assert!(resolver.cache.is_empty(), "failures are not cached as answers");
         event.container_id = None;
         assert_eq!(resolver.fill(&mut event).await, None, "host events are not looked up");
         let error = CriClient::new("/nonexistent/palisade-cri.sock").container_status("x").await.unwrap_err();
