@@ -4,9 +4,12 @@
 #   bench/collector-overhead.sh            (N_EXEC, N_OPEN, N_CONNECT, ROUNDS override the sizes; STORMS and
 #                                           CONDITIONS pick a subset, e.g. STORMS=exec CONDITIONS="none palisade")
 #
-# 1. Storms (exec, file open on a watched path, connect) with: nothing, `palisade run` (eBPF collector plus the
-#    in-process pipeline), and Linux auditd with an execve rule — median wall time of ROUNDS interleaved rounds.
-# 2. Per-program cost from kernel.bpf_stats_enabled (restored afterwards), via bpftool.
+# 1. Storms (exec, file open on a watched path, connect) with: nothing, `palisade collect` (the node agent alone,
+#    publishing to the testbed's Kafka; only when PALISADE_TEST_KAFKA is set), `palisade run` (the collector plus
+#    the whole in-process pipeline), and Linux auditd with an execve rule — median wall time of ROUNDS interleaved
+#    rounds.
+# 2. Per-program cost from kernel.bpf_stats_enabled (restored afterwards), via bpftool; and the cost of a syscall
+#    no program hooks (getppid), with and without the collector loaded.
 # 3. Sustained node events/s from `palisade collect` into the testbed's Kafka, with drops and collector CPU
 #    (needs `scripts/testbed up`; skipped with a message otherwise).
 # 4. The same at paced rates (RATES, default "25000 50000" opens/s for PACED_SECS=10 s, from bench's open-storm,
@@ -21,7 +24,7 @@ N_OPEN=${N_OPEN:-200000}
 N_CONNECT=${N_CONNECT:-20000}
 ROUNDS=${ROUNDS:-3}
 STORMS=${STORMS:-exec open connect}
-CONDITIONS=${CONDITIONS:-none palisade auditd}
+CONDITIONS=${CONDITIONS:-none ${PALISADE_TEST_KAFKA:+collect} palisade auditd}
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 missing=""
 for tool in bpftool:bpftool auditctl:auditd; do
@@ -29,9 +32,10 @@ for tool in bpftool:bpftool auditctl:auditd; do
 done
 [ -z "$missing" ] || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null; }
 cargo build --release --locked -p palisade >/dev/null 2>&1
-cargo build --release --locked -p palisade-bench --bin open-storm >/dev/null 2>&1
+cargo build --release --locked -p palisade-bench --bin open-storm --bin syscall-cost >/dev/null 2>&1
 palisade=$CARGO_TARGET_DIR/release/palisade
 open_storm_paced=$CARGO_TARGET_DIR/release/open-storm
+syscall_cost=$CARGO_TARGET_DIR/release/syscall-cost
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -54,6 +58,14 @@ start_palisade() {
   until grep -q "palisade: running" "$work/run.log" 2>/dev/null; do sleep 0.2; done
 }
 stop_palisade() { kill -TERM "$palisade_pid"; wait "$palisade_pid" || true; }
+metrics=127.0.0.1:19465
+start_collect() { # topic
+  PALISADE__KAFKA__BOOTSTRAP_SERVERS=$PALISADE_TEST_KAFKA PALISADE__TOPICS__NODE_EVENTS=$1 \
+    PALISADE__METRICS_LISTEN_ADDR=$metrics PALISADE__NODE_NAME=bench "$palisade" collect 2>"$work/collect.log" &
+  collect_pid=$!
+  sleep 3
+}
+stop_collect() { kill -TERM "$collect_pid"; wait "$collect_pid" || true; }
 start_auditd() {
   systemctl stop auditd >/dev/null 2>&1 || true
   auditd -s disable >/dev/null 2>&1 || true
@@ -72,14 +84,20 @@ for storm in $STORMS; do
 done
 for round in $( [ -n "${SKIP_STORMS:-}" ] || seq 1 "$ROUNDS"); do
   for condition in $CONDITIONS; do
-    case $condition in palisade) start_palisade ;; auditd) start_auditd ;; esac
+    case $condition in
+      palisade) start_palisade ;; collect) start_collect "bench.node.events.$$.storms" ;; auditd) start_auditd ;;
+    esac
     for storm in $STORMS; do
       [ "$condition" = auditd ] && [ "$storm" != exec ] && continue
       times[$storm,$condition]+="$(seconds ${storm}_storm) "
     done
     if [ "$condition" = palisade ]; then
-      collector_cpu=$(cpu_seconds "$palisade_pid"); stop_palisade
-      echo "round $round: palisade run used ${collector_cpu}s CPU over the three storms" >&2
+      echo "round $round: palisade run used $(cpu_seconds "$palisade_pid")s CPU over the storms" >&2
+      stop_palisade
+    fi
+    if [ "$condition" = collect ]; then
+      echo "round $round: palisade collect used $(cpu_seconds "$collect_pid")s CPU over the storms" >&2
+      stop_collect
     fi
     [ "$condition" = auditd ] && stop_auditd
   done
@@ -112,60 +130,51 @@ for p in json.load(sys.stdin):
 " | sort -k5 -n -r | head -25
 stop_palisade
 sysctl -qw kernel.bpf_stats_enabled="$previous"
+echo "--- an unhooked syscall (getppid), ns per call: without / with the collector's programs attached"
+for round in $(seq 1 "$ROUNDS"); do
+  without=$("$syscall_cost")
+  start_palisade
+  with=$("$syscall_cost")
+  stop_palisade
+  echo "round $round: $without / $with"
+done
 fi
+
+counter() { curl -s "http://$metrics/metrics" | awk -v m="$1" '$1 == m {v = $2} END {print v + 0}'; }
+published() { curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}'; }
+# `palisade collect` into Kafka while COMMAND... runs, then 2 s to drain: events published, drops, CPU.
+into_kafka() { # label command...
+  local label=$1; shift
+  start_collect "bench.node.events.$$.$label"
+  local published_before cpu_before start end events cpu
+  published_before=$(published); cpu_before=$(cpu_seconds "$collect_pid"); start=$(date +%s.%N)
+  "$@"
+  sleep 2
+  end=$(date +%s.%N)
+  events=$(( $(published) - published_before ))
+  cpu=$(echo "$(cpu_seconds "$collect_pid") - $cpu_before" | bc)
+  echo "$label: published $events node events in $(echo "$end - $start" | bc)s (incl. 2 s drain) =" \
+       "$(echo "$events / ($end - $start)" | bc) events/s; kernel drops $(counter 'palisade_collect_events_total{what="kernel_drop"}')," \
+       "queue drops $(counter 'palisade_collect_events_total{what="queue_drop"}'), send failures" \
+       "$(counter 'palisade_dropped_total{component="collect",reason="bus_error"}'); collector CPU ${cpu}s =" \
+       "$(echo "$cpu * 1000000 / ($events + 1)" | bc) µs/event"
+  stop_collect
+}
+three_storms() {
+  open_storm & local pids=$!
+  exec_storm & pids="$pids $!"
+  connect_storm & pids="$pids $!"
+  # shellcheck disable=SC2086
+  wait $pids
+}
 
 echo "--- sustained node events into Kafka"
 if [ -z "${PALISADE_TEST_KAFKA:-}" ]; then
   echo "skipped: PALISADE_TEST_KAFKA unset (eval \"\$(scripts/testbed env)\" after scripts/testbed up)"
   exit 0
 fi
-metrics=127.0.0.1:19465
-PALISADE__KAFKA__BOOTSTRAP_SERVERS=$PALISADE_TEST_KAFKA PALISADE__TOPICS__NODE_EVENTS=bench.node.events.$$ \
-  PALISADE__METRICS_LISTEN_ADDR=$metrics PALISADE__NODE_NAME=bench "$palisade" collect 2>"$work/collect.log" &
-collect_pid=$!
-sleep 3
-counter() { curl -s "http://$metrics/metrics" | awk -v m="$1" '$1 == m {print $2}' | head -1; }
-published_before=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
-cpu_before=$(cpu_seconds "$collect_pid")
-start=$(date +%s.%N)
-open_storm & storm_pids=$!
-exec_storm & storm_pids="$storm_pids $!"
-connect_storm & storm_pids="$storm_pids $!"
-# shellcheck disable=SC2086
-wait $storm_pids
-sleep 2
-end=$(date +%s.%N)
-published_after=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
-cpu_after=$(cpu_seconds "$collect_pid")
-kernel_drops=$(counter 'palisade_collect_events_total{what="kernel_drop"}')
-queue_drops=$(counter 'palisade_collect_events_total{what="queue_drop"}')
-kill -TERM "$collect_pid"; wait "$collect_pid" || true
-events=$((published_after - published_before))
-elapsed=$(echo "$end - $start" | bc)
-echo "published $events node events in ${elapsed}s = $(echo "$events / $elapsed" | bc) events/s;" \
-     "kernel drops ${kernel_drops:-0}, queue drops ${queue_drops:-0}; collector CPU $(echo "$cpu_after - $cpu_before" | bc)s"
-
+into_kafka three-storms three_storms
 echo "--- paced open storms into Kafka"
 for rate in ${RATES:-25000 50000}; do
-  PALISADE__KAFKA__BOOTSTRAP_SERVERS=$PALISADE_TEST_KAFKA PALISADE__TOPICS__NODE_EVENTS=bench.node.events.$$.$rate \
-    PALISADE__METRICS_LISTEN_ADDR=$metrics PALISADE__NODE_NAME=bench "$palisade" collect 2>"$work/collect-$rate.log" &
-  collect_pid=$!
-  sleep 3
-  published_before=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
-  cpu_before=$(cpu_seconds "$collect_pid")
-  start=$(date +%s.%N)
-  offered=$("$open_storm_paced" "$rate" "${PACED_SECS:-10}")
-  sleep 2
-  end=$(date +%s.%N)
-  published_after=$(curl -s "http://$metrics/metrics" | awk '/^palisade_collect_published_total/ {s += $2} END {print s + 0}')
-  cpu_after=$(cpu_seconds "$collect_pid")
-  kernel_drops=$(counter 'palisade_collect_events_total{what="kernel_drop"}')
-  queue_drops=$(counter 'palisade_collect_events_total{what="queue_drop"}')
-  bus_drops=$(counter 'palisade_dropped_total{component="collect",reason="bus_error"}')
-  kill -TERM "$collect_pid"; wait "$collect_pid" || true
-  events=$((published_after - published_before))
-  echo "asked $rate/s: $offered; published $events node events (open storm + background) in" \
-       "$(echo "$end - $start" | bc)s incl. 2 s drain; kernel drops ${kernel_drops:-0}, queue drops ${queue_drops:-0}," \
-       "send failures ${bus_drops:-0}; collector CPU $(echo "$cpu_after - $cpu_before" | bc)s" \
-       "= $(echo "($cpu_after - $cpu_before) * 1000000 / ($events + 1)" | bc) µs/event"
+  into_kafka "paced-$rate" "$open_storm_paced" "$rate" "${PACED_SECS:-10}"
 done

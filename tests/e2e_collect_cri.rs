@@ -8,12 +8,9 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use palisade_schemas::NodeEventKind;
 use serde_json::json;
 
 /// Runs crictl against the testbed's containerd; its stdout, trimmed.
@@ -39,29 +36,6 @@ impl Drop for Pod {
             .args(["rmp", "--force", &self.0])
             .output();
     }
-}
-
-/// Waits for a NodeEvent on `topic` that satisfies `pred`.
-fn wait_for_node_event(topic: &str, timeout: Duration, pred: impl Fn(&NodeEvent) -> bool) -> Option<NodeEvent> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("e2e-node-events-{}", common::run_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let codec = Codec::<NodeEvent>::new().unwrap();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let event = codec.decode(message.payload().unwrap_or_default()).expect("node events are Avro NodeEvents");
-        if pred(&event) {
-            return Some(event);
-        }
-    }
-    None
 }
 
 /// Where `palisade collect` serves its metrics in this test.
@@ -116,7 +90,7 @@ fn a_containerd_pods_process_carries_its_container_name_image_and_pod_from_the_c
     crictl(&["start", &container_id]);
 
     // The trigger's exec, as published: attributed by runc's cgroups, completed from the CRI.
-    let exec = wait_for_node_event(&stack.topic("node_events"), Duration::from_secs(60), |event| {
+    let exec = common::wait_for_node_event(&stack.topic("node_events"), Duration::from_secs(60), |event| {
         event.kind == NodeEventKind::Exec
             && event.executable.as_deref().is_some_and(|executable| executable.ends_with(trigger))
     })

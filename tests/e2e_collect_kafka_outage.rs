@@ -8,11 +8,6 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use palisade_schemas::{Codec, NodeEvent};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-
 const METRICS: &str = "127.0.0.1:19480";
 
 fn testbed(args: &[&str]) {
@@ -36,25 +31,8 @@ fn drops() -> (f64, f64) {
 
 /// Whether an exec with `marker` as its first argument reaches the node-events topic within `timeout`.
 fn marker_arrives(topic: &str, marker: &str, timeout: Duration) -> bool {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("e2e-outage-{}", common::run_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let codec = Codec::<NodeEvent>::new().unwrap();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let Ok(event) = codec.decode(message.payload().unwrap_or_default()) else { continue };
-        if event.argv.get(1).is_some_and(|argument| argument == marker) {
-            return true;
-        }
-    }
-    false
+    common::wait_for_node_event(topic, timeout, |event| event.argv.get(1).is_some_and(|argument| argument == marker))
+        .is_some()
 }
 
 #[test]

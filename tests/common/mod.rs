@@ -171,6 +171,33 @@ fn alerts_consumer(topic: &str) -> BaseConsumer {
     consumer
 }
 
+/// Waits for a NodeEvent (Avro) on `topic`, read from its start by a fresh group, that satisfies `pred`.
+pub fn wait_for_node_event(
+    topic: &str,
+    timeout: Duration,
+    pred: impl Fn(&palisade_schemas::NodeEvent) -> bool,
+) -> Option<palisade_schemas::NodeEvent> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("e2e-node-events-{}", run_id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let codec = palisade_schemas::Codec::<palisade_schemas::NodeEvent>::new().unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let event = codec.decode(message.payload().unwrap_or_default()).expect("node events are Avro NodeEvents");
+        if pred(&event) {
+            return Some(event);
+        }
+    }
+    None
+}
+
 /// Waits for a JSON alert on `topic` (read_committed) that satisfies `pred`.
 pub fn wait_for_alert(
     topic: &str,

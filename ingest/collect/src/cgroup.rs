@@ -77,6 +77,9 @@ pub struct CgroupResolver {
     by_cgroup: DashMap<u64, Attribution>,
     /// process → (the v2 cgroup id it was resolved in, its attribution); forgotten at the process's exit.
     by_process: DashMap<u32, (u64, Attribution)>,
+    /// cgroup v2 only (no v1 hierarchies): the v2 cgroup is the whole answer, so every answer is kept by id and
+    /// a process in a known cgroup costs no `/proc` read.
+    unified_only: bool,
 }
 
 impl CgroupResolver {
@@ -86,7 +89,8 @@ impl CgroupResolver {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.join("cgroup.procs").exists());
-        Self { root, by_cgroup: DashMap::new(), by_process: DashMap::new() }
+        let unified_only = root.as_deref() == Some(std::path::Path::new("/sys/fs/cgroup"));
+        Self { root, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only }
     }
 
     /// Attribution for a process: from its `/proc` entry while it lives, else from the cgroup id.
@@ -117,7 +121,7 @@ impl CgroupResolver {
         }
         let cached = self.by_cgroup.get(&cgroup_id).map(|entry| entry.clone());
         if let Some(attribution) = &cached
-            && attribution.container_id.is_some()
+            && (attribution.container_id.is_some() || self.unified_only)
         {
             return attribution.clone();
         }
@@ -222,7 +226,8 @@ mod tests {
     /// other way round.
     #[test]
     fn containers_known_only_by_v1_cgroups_are_answered_per_process() {
-        let resolver = CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new() };
+        let resolver =
+            CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only: false };
         // v2 cgroup ids: the root is 1, the container scope 77 (5 is where process 10 moved).
         let inode = |path: &str| match path {
             "/" => Some(1),
@@ -259,7 +264,8 @@ mod tests {
     /// cgroup) is read from `/proc` only after the move. That answer must not be taken for the root cgroup.
     #[test]
     fn a_process_that_moved_after_its_event_does_not_make_the_old_cgroup_a_container() {
-        let resolver = CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new() };
+        let resolver =
+            CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only: false };
         let inode = |path: &str| if path == "/" { Some(1) } else { Some(405) };
         let now_in_container = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
         // The event happened in cgroup 1; by the time /proc is read the process is in 405.
@@ -273,6 +279,16 @@ mod tests {
             resolver.attribute_with(40, 405, |_| Some(now_in_container.clone()), inode).container_id.as_deref(),
             Some(ID)
         );
+    }
+
+    #[test]
+    fn on_a_unified_only_host_a_known_cgroup_answers_without_proc() {
+        let resolver =
+            CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only: true };
+        let inode = |_: &str| Some(9);
+        assert_eq!(resolver.attribute_with(50, 9, |_| Some("0::/user.slice\n".into()), inode), Attribution::default());
+        let unread = resolver.attribute_with(51, 9, |_| panic!("no /proc read for a known cgroup"), inode);
+        assert_eq!(unread, Attribution::default());
     }
 
     #[test]
