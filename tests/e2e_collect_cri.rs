@@ -89,6 +89,17 @@ fn a_containerd_pods_process_carries_its_container_name_image_and_pod_from_the_c
     assert_eq!(container_id.len(), 64, "a container id: {container_id}");
     crictl(&["start", &container_id]);
 
+    // The client itself against the same runtime: the container as the CRI describes it, and an unknown id.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut client = palisade_collect::cri::CriClient::new(common::env("PALISADE_TEST_CRI_SOCKET"));
+    let described = runtime.block_on(client.container_status(&container_id)).expect("the runtime answers");
+    let described = described.expect("the runtime knows the container it created");
+    assert_eq!(described.name.as_deref(), Some("web"));
+    assert_eq!(described.image.as_deref(), Some(image.as_str()));
+    assert_eq!(described.pod_uid.as_deref(), Some(pod_uid.as_str()));
+    let unknown = runtime.block_on(client.container_status(&"0".repeat(64))).expect("the runtime answers");
+    assert_eq!(unknown, None, "NotFound is an answer, not an error");
+
     // The trigger's exec, as published: attributed by runc's cgroups, completed from the CRI.
     let exec = common::wait_for_node_event(&stack.topic("node_events"), Duration::from_secs(60), |event| {
         event.kind == NodeEventKind::Exec
