@@ -13,14 +13,16 @@ use std::time::Duration;
 use palisade_schemas::NodeEventKind;
 use serde_json::json;
 
+/// crictl pointed at the testbed's containerd.
+fn crictl_command(args: &[&str]) -> Command {
+    let mut command = Command::new(common::env("PALISADE_TEST_CRICTL"));
+    command.arg("--runtime-endpoint").arg(format!("unix://{}", common::env("PALISADE_TEST_CRI_SOCKET"))).args(args);
+    command
+}
+
 /// Runs crictl against the testbed's containerd; its stdout, trimmed.
 fn crictl(args: &[&str]) -> String {
-    let output = Command::new(common::env("PALISADE_TEST_CRICTL"))
-        .arg("--runtime-endpoint")
-        .arg(format!("unix://{}", common::env("PALISADE_TEST_CRI_SOCKET")))
-        .args(args)
-        .output()
-        .expect("crictl runs");
+    let output = crictl_command(args).output().expect("crictl runs");
     assert!(output.status.success(), "crictl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
@@ -30,11 +32,7 @@ struct Pod(String);
 
 impl Drop for Pod {
     fn drop(&mut self) {
-        let _ = Command::new(common::env("PALISADE_TEST_CRICTL"))
-            .arg("--runtime-endpoint")
-            .arg(format!("unix://{}", common::env("PALISADE_TEST_CRI_SOCKET")))
-            .args(["rmp", "--force", &self.0])
-            .output();
+        let _ = crictl_command(&["rmp", "--force", &self.0]).output();
     }
 }
 

@@ -157,7 +157,7 @@ impl Drop for Stack {
 }
 
 /// A fresh consumer group reading `topic` from the start, committed records only (what a SOC consumer sees).
-fn alerts_consumer(topic: &str) -> BaseConsumer {
+fn committed_reader(topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
         .set("group.id", format!("e2e-reader-{}", run_id()))
@@ -177,15 +177,7 @@ pub fn wait_for_node_event(
     timeout: Duration,
     pred: impl Fn(&palisade_schemas::NodeEvent) -> bool,
 ) -> Option<palisade_schemas::NodeEvent> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("e2e-node-events-{}", run_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = committed_reader(topic);
     let codec = palisade_schemas::Codec::<palisade_schemas::NodeEvent>::new().unwrap();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -204,7 +196,7 @@ pub fn wait_for_alert(
     timeout: Duration,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> Option<(serde_json::Value, Instant)> {
-    let consumer = alerts_consumer(topic);
+    let consumer = committed_reader(topic);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
@@ -341,7 +333,7 @@ pub fn collect_alerts(
     timeout: Duration,
     done: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let consumer = alerts_consumer(topic);
+    let consumer = committed_reader(topic);
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     while Instant::now() < deadline && !done(&seen) {

@@ -39,14 +39,8 @@ pub fn parse_cgroup_path(path: &str) -> Attribution {
     attribution
 }
 
-/// Attribution from `/proc/<pid>/cgroup` content: the v2 line (`0::/...`) first, else any v1 line naming a
-/// container.
-pub fn parse_proc_cgroup(content: &str) -> Attribution {
-    let (_, unified, legacy) = split_proc_cgroup(content);
-    if unified.container_id.is_some() { unified } else { legacy.unwrap_or(unified) }
-}
-
-/// (the v2 path, its attribution, the attribution of the first v1 line naming a container).
+/// `/proc/<pid>/cgroup` content as (the v2 path, its attribution, the attribution of the first v1 line naming a
+/// container). The v2 line wins when it names a container, else a v1 line naming one (see `attribute_with`).
 fn split_proc_cgroup(content: &str) -> (&str, Attribution, Option<Attribution>) {
     let mut unified = ("", Attribution::default());
     let mut legacy = None;
@@ -192,6 +186,11 @@ impl Default for CgroupResolver {
 mod tests {
     use super::*;
 
+    /// A resolver with empty caches and no cgroup mount (tests give `/proc` contents and inodes themselves).
+    fn resolver(unified_only: bool) -> CgroupResolver {
+        CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only }
+    }
+
     const ID: &str = "3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
 
     #[test]
@@ -218,7 +217,10 @@ mod tests {
     fn host_processes_have_no_container() {
         assert_eq!(parse_cgroup_path("/user.slice/user-0.slice/session-1.scope"), Attribution::default());
         assert_eq!(parse_cgroup_path("/system.slice/kubelet.service"), Attribution::default());
-        assert_eq!(parse_proc_cgroup("0::/\n"), Attribution::default());
+        assert_eq!(
+            resolver(false).attribute_with(1, 1, |_| Some("0::/\n".into()), |_| Some(1)),
+            Attribution::default()
+        );
     }
 
     /// On a hybrid host with the cgroupfs driver a container's processes share the root v2 cgroup (id 1) with host
@@ -226,8 +228,7 @@ mod tests {
     /// other way round.
     #[test]
     fn containers_known_only_by_v1_cgroups_are_answered_per_process() {
-        let resolver =
-            CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only: false };
+        let resolver = resolver(false);
         // v2 cgroup ids: the root is 1, the container scope 77 (5 is where process 10 moved).
         let inode = |path: &str| match path {
             "/" => Some(1),
@@ -264,8 +265,7 @@ mod tests {
     /// cgroup) is read from `/proc` only after the move. That answer must not be taken for the root cgroup.
     #[test]
     fn a_process_that_moved_after_its_event_does_not_make_the_old_cgroup_a_container() {
-        let resolver =
-            CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only: false };
+        let resolver = resolver(false);
         let inode = |path: &str| if path == "/" { Some(1) } else { Some(405) };
         let now_in_container = format!("0::/kubepods.slice/cri-containerd-{ID}.scope\n");
         // The event happened in cgroup 1; by the time /proc is read the process is in 405.
@@ -283,8 +283,7 @@ mod tests {
 
     #[test]
     fn on_a_unified_only_host_a_known_cgroup_answers_without_proc() {
-        let resolver =
-            CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only: true };
+        let resolver = resolver(true);
         let inode = |_: &str| Some(9);
         assert_eq!(resolver.attribute_with(50, 9, |_| Some("0::/user.slice\n".into()), inode), Attribution::default());
         let unread = resolver.attribute_with(51, 9, |_| panic!("no /proc read for a known cgroup"), inode);
@@ -294,6 +293,7 @@ mod tests {
     #[test]
     fn proc_cgroup_v1_lines_are_searched() {
         let content = format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n0::/\n");
-        assert_eq!(parse_proc_cgroup(&content).container_id.as_deref(), Some(ID));
+        let attribution = resolver(false).attribute_with(1, 1, |_| Some(content), |_| Some(1));
+        assert_eq!(attribution.container_id.as_deref(), Some(ID));
     }
 }
