@@ -36,28 +36,49 @@ fn string(value: &Value, pointer: &str) -> Option<String> {
     value.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Parses RFC 3339 (`2024-05-01T10:00:00.123456Z`, offsets allowed) into Unix milliseconds.
+/// Parses RFC 3339 (`2024-05-01T10:00:00.123456Z`, offsets allowed) into Unix milliseconds. Anything else,
+/// including non-ASCII text and out-of-range fields, is `None`: these strings come from the people Palisade watches.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
-    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' || bytes[16] != b':' {
+    // Every slice below is by byte offset: only ASCII makes each offset a character boundary.
+    if !text.is_ascii()
+        || bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+        || bytes[13] != b':'
+        || bytes[16] != b':'
+    {
         return None;
     }
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = text.get(range)?;
+        digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse().ok())?
+    };
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
     let mut rest = &text[19..];
     let mut millis = 0;
     if let Some(fraction) = rest.strip_prefix('.') {
         let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
         let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
         millis = padded.parse::<i64>().ok()?;
         rest = &fraction[digits..];
     }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 => {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+    let offset_minutes = match rest.as_bytes() {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (number(text.len() - 5..text.len() - 3)?, number(text.len() - 2..text.len())?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            (if *sign == b'-' { -1 } else { 1 }) * (hours * 60 + minutes)
         }
         _ => return None,
     };
@@ -72,7 +93,49 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     Some(((days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60) * 1000) + millis)
 }
 
+/// One `%XX`/`+` decoding of a query component as Go's `url.QueryUnescape` does it; `None` where Go refuses it.
+fn query_unescape(component: &str) -> Option<String> {
+    let bytes = component.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' => {
+                let hex = component.get(index + 1..index + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok().filter(|_| hex.bytes().all(|b| b.is_ascii_hexdigit()))?);
+                index += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                index += 1;
+            }
+            other => {
+                out.push(other);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The values of query parameter `name` in a request URI, read the way the API server (Go's `url.ParseQuery`)
+/// reads them: pairs split on `&`, a pair holding `;` or a bad escape ignored, keys and values unescaped and
+/// compared exactly. A substring search would take `?xdryRun=1` (ignored by the API server) for a dry run.
+pub fn query_values<'a>(request_uri: &'a str, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    let query = request_uri.split_once('?').map_or("", |(_, query)| query);
+    query.split('&').filter(|pair| !pair.is_empty() && !pair.contains(';')).filter_map(move |pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (query_unescape(key)? == name).then(|| query_unescape(value))?
+    })
+}
+
 impl AuditEvent {
+    /// True when the API server ran the request as a dry run (`dryRun=All`): it stored nothing. Any other
+    /// `dryRun` value is refused by the API server, so its event has an error status anyway.
+    pub fn is_dry_run(&self) -> bool {
+        query_values(&self.request_uri, "dryRun").any(|value| value == "All")
+    }
+
     /// Builds an `AuditEvent` from one audit Event object; `cluster` names the cluster it came from.
     pub fn from_k8s_json(event: &Value, cluster: &str) -> Result<Self, AuditParseError> {
         let audit_id = string(event, "/auditID").ok_or(AuditParseError::Missing("auditID"))?;
@@ -139,6 +202,62 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2024-05-01T10:00:00.123456Z"), Some(1_714_557_600_123));
         assert_eq!(parse_rfc3339_ms("2024-05-01T12:00:00.5+02:00"), Some(1_714_557_600_500));
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("2024-05-01T12:00:00-01:30"), Some(1_714_570_200_000));
+    }
+
+    #[test]
+    fn hostile_timestamps_are_refused_without_panicking() {
+        // Each of these once panicked (a slice inside a multibyte character) or parsed as a wrong time.
+        for text in [
+            "2026-12-01T10:00:00\u{20ac}000",
+            "2026-12-01T10:00:00.\u{20ac}",
+            "2026-12-01T10:00:00+\u{e9}:00",
+            "2026-12-01T10:00:00+0\u{e9}:0",
+            "2026-\u{e9}1-01T10:00:00Z",
+            "2026-13-01T10:00:00Z",
+            "2026-12-01T25:00:00Z",
+            "2026-12-01T10:00:00+-1:00",
+            "2026-12-01T10:00:00.Z",
+            "+026-12-01T10:00:00Z",
+            "2026-12-01T10:00:00+99:00",
+            "2026-12-01X10:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn dry_run_is_read_as_the_api_server_reads_it() {
+        let event = |uri: &str| AuditEvent { request_uri: uri.to_owned(), ..sample_event() };
+        for uri in [
+            "/api/v1/namespaces/default/pods?dryRun=All",
+            "/api/v1/namespaces/default/pods?fieldManager=kubectl&dryRun=All",
+            "/api/v1/namespaces/default/pods?dry%52un=All",
+            "/api/v1/namespaces/default/pods?dryRun=%41ll&dryRun=All",
+        ] {
+            assert!(event(uri).is_dry_run(), "{uri}");
+        }
+        for uri in [
+            "/api/v1/namespaces/default/pods",
+            "/api/v1/namespaces/default/pods?xdryRun=1",
+            "/api/v1/namespaces/default/pods?xdryRun=All",
+            "/api/v1/namespaces/default/pods?dryrun=All",
+            "/api/v1/namespaces/default/pods?dryRun=All;x=1",
+            "/api/v1/namespaces/default/pods?dryRun=%zzAll",
+            "/api/v1/namespaces/default/pods?fieldManager=dryRun=All",
+            "/api/v1/namespaces/default/pods/dryRun=All",
+            "/api/v1/namespaces/default/pods?dryRun=",
+        ] {
+            assert!(!event(uri).is_dry_run(), "{uri}");
+        }
+    }
+
+    fn sample_event() -> AuditEvent {
+        let json: Value = serde_json::from_str(
+            r#"{"kind":"Event","auditID":"a","verb":"create","stageTimestamp":"2024-05-01T10:00:00Z"}"#,
+        )
+        .unwrap();
+        AuditEvent::from_k8s_json(&json, "c").unwrap()
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub fn succeeded(event: &AuditEvent, verbs: &[&str], group: &str, resources: &[&
     event.stage == "ResponseComplete"
         && verbs.contains(&event.verb.as_str())
         && event.response_code.is_none_or(|code| code < 300)
-        && !event.request_uri.contains("dryRun=")
+        && !event.is_dry_run()
         && event.api_group.as_deref().unwrap_or("") == group
         && event.subresource.is_none()
         && event.resource.as_deref().is_some_and(|r| resources.contains(&r))

@@ -90,7 +90,7 @@ fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
     if !matches!(event.verb.as_str(), "create" | "update" | "patch") || event.stage != "ResponseComplete" {
         return None;
     }
-    if event.response_code.is_some_and(|code| code >= 300) || event.request_uri.contains("dryRun=") {
+    if event.response_code.is_some_and(|code| code >= 300) || event.is_dry_run() {
         return None;
     }
     let resource = event.resource.as_deref()?;

@@ -105,7 +105,7 @@ fn completed(audit: &AuditEvent, verbs: &[&str]) -> bool {
     audit.stage == "ResponseComplete"
         && verbs.contains(&audit.verb.as_str())
         && audit.response_code.is_none_or(|code| code < 300)
-        && !audit.request_uri.contains("dryRun=")
+        && !audit.is_dry_run()
         && audit.subresource.is_none()
 }
 
