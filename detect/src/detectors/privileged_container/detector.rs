@@ -1,5 +1,7 @@
-//! K8S_PrivilegedContainer: a workload of any kind is created or changed with a container whose
-//! `securityContext.privileged` is true (containers, init containers and ephemeral containers alike).
+//! K8S_PrivilegedContainer: a workload of any kind is created or changed with a container that is privileged or
+//! as good as privileged (containers, init containers and ephemeral containers alike): `securityContext.privileged`
+//! true, every capability added, `SYS_MODULE` (loads code into the host kernel), or `SYS_ADMIN`/`SYS_PTRACE`
+//! in a pod that shares the host's PID namespace (enter or inject into host processes).
 
 use serde_json::Value;
 
@@ -23,11 +25,12 @@ impl StatelessDetector for PrivilegedContainer {
         let Some(template) = changed_pod_template(audit) else {
             return Vec::new();
         };
+        let host_pid = template.spec.get("hostPID").and_then(Value::as_bool) == Some(true);
         template
             .containers()
             .into_iter()
-            .filter(|c| c.value.pointer("/securityContext/privileged").and_then(Value::as_bool) == Some(true))
-            .map(|container| {
+            .filter_map(|container| Some((privilege(container.value, host_pid)?, container)))
+            .map(|(reason, container)| {
                 let mut finding = Finding {
                     subject: format!("{}/{}", container.list, container.name),
                     namespace: template.namespace.clone(),
@@ -39,8 +42,41 @@ impl StatelessDetector for PrivilegedContainer {
                 finding.details.insert("container".into(), container.name.to_owned());
                 finding.details.insert("container_list".into(), container.list.to_owned());
                 finding.details.insert("verb".into(), audit.verb.clone());
+                finding.details.insert("reason".into(), reason);
                 finding
             })
             .collect()
     }
+}
+
+/// A capability as the container runtimes read it: any case, with or without `CAP_`.
+fn capability_name(raw: &str) -> String {
+    let upper = raw.trim().to_ascii_uppercase();
+    upper.strip_prefix("CAP_").map(str::to_owned).unwrap_or(upper)
+}
+
+/// Why a container is privileged or as good as privileged; `None` when it is not.
+fn privilege(container: &Value, host_pid: bool) -> Option<String> {
+    let context = container.get("securityContext")?;
+    if context.get("privileged").and_then(Value::as_bool) == Some(true) {
+        return Some("privileged".to_owned());
+    }
+    let list = |name: &str| -> Vec<String> {
+        context
+            .pointer(&format!("/capabilities/{name}"))
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(Value::as_str).map(capability_name).collect())
+            .unwrap_or_default()
+    };
+    let (added, dropped) = (list("add"), list("drop"));
+    // The runtimes apply add ALL, then drop ALL, then the named capabilities.
+    if added.iter().any(|c| c == "ALL") && !dropped.iter().any(|c| c == "ALL") {
+        return Some("capabilities.add ALL".to_owned());
+    }
+    let has = |wanted: &str| added.iter().any(|c| c == wanted);
+    if has("SYS_MODULE") {
+        return Some("capabilities.add SYS_MODULE".to_owned());
+    }
+    let host_reach: Vec<&str> = ["SYS_ADMIN", "SYS_PTRACE"].into_iter().filter(|c| has(c)).collect();
+    (host_pid && !host_reach.is_empty()).then(|| format!("capabilities.add {} with hostPID", host_reach.join(",")))
 }

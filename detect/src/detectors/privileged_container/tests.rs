@@ -117,3 +117,46 @@ fn falco_trace_corpus_privileged_fires_and_unprivileged_does_not() {
     assert!(fire(&load("create_nginx_pod_unprivileged.json")).is_empty());
     assert!(fire(&load("create_nginx_pod_hostnetwork.json")).is_empty());
 }
+
+fn with_capabilities(add: Value, drop: Value) -> Value {
+    json!({"name": "c", "image": "alpine:3.20", "securityContext": {"capabilities": {"add": add, "drop": drop}}})
+}
+
+#[test]
+fn capabilities_that_equal_privileged_fire() {
+    let host_pid = |container: Value| {
+        let mut object = pod(vec![container]);
+        object["spec"]["hostPID"] = json!(true);
+        object
+    };
+    for (object, reason) in [
+        (pod(vec![with_capabilities(json!(["ALL"]), json!([]))]), "capabilities.add ALL"),
+        (pod(vec![with_capabilities(json!(["all"]), json!(["NET_RAW"]))]), "capabilities.add ALL"),
+        (pod(vec![with_capabilities(json!(["CAP_SYS_MODULE"]), json!(["ALL"]))]), "capabilities.add SYS_MODULE"),
+        (host_pid(with_capabilities(json!(["SYS_ADMIN"]), json!([]))), "capabilities.add SYS_ADMIN with hostPID"),
+        (
+            host_pid(with_capabilities(json!(["sys_ptrace"]), json!(["ALL"]))),
+            "capabilities.add SYS_PTRACE with hostPID",
+        ),
+    ] {
+        let findings = fire(&audit("create", "pods", None, object.clone(), None));
+        assert_eq!(findings.len(), 1, "{object}");
+        assert_eq!(findings[0].details["reason"], reason);
+    }
+    let findings = fire(&audit("create", "pods", None, pod(vec![container("c", Some(true))]), None));
+    assert_eq!(findings[0].details["reason"], "privileged");
+}
+
+#[test]
+fn ordinary_capabilities_do_not_fire() {
+    for object in [
+        pod(vec![with_capabilities(json!(["NET_BIND_SERVICE"]), json!(["ALL"]))]),
+        // SYS_ADMIN alone stays in the container's own PID namespace: not the host's processes.
+        pod(vec![with_capabilities(json!(["SYS_ADMIN"]), json!([]))]),
+        // Added then dropped wholesale: the runtime grants nothing.
+        pod(vec![with_capabilities(json!(["ALL"]), json!(["ALL"]))]),
+        pod(vec![with_capabilities(json!(["NET_ADMIN", "NET_RAW"]), json!([]))]),
+    ] {
+        assert!(fire(&audit("create", "pods", None, object.clone(), None)).is_empty(), "{object}");
+    }
+}
