@@ -98,3 +98,84 @@ fn falco_traces_fire_for_the_risky_roles_and_binding() {
     assert_eq!(ClusterAdminBinding.detect(&Event::Audit(&load("attach_cluster_admin_role.json"))).len(), 1);
     assert!(ClusterAdminBinding.detect(&Event::Audit(&load("create_clusterrolebinding.json"))).is_empty());
 }
+
+#[test]
+fn cluster_wide_bindings_to_admin_and_edit_fire_and_namespaced_ones_do_not() {
+    for role in ["admin", "edit"] {
+        let findings =
+            ClusterAdminBinding.detect(&Event::Audit(&change("alice", "create", "clusterrolebindings", binding(role))));
+        assert_eq!(findings.len(), 1, "{role}");
+        assert_eq!(findings[0].details["role"], role);
+    }
+    let mut namespaced = binding("admin");
+    namespaced["kind"] = json!("RoleBinding");
+    let team_admin = change("alice", "create", "rolebindings", namespaced);
+    assert!(ClusterAdminBinding.detect(&Event::Audit(&team_admin)).is_empty(), "a namespace's own admin");
+}
+
+#[test]
+fn subresource_wildcards_grant_what_they_name() {
+    for (rules, reason) in [
+        (json!([{"apiGroups": [""], "resources": ["*/exec"], "verbs": ["create"]}]), "exec or attach"),
+        (json!([{"apiGroups": [""], "resources": ["pods/*"], "verbs": ["get"]}]), "exec or attach"),
+        (json!([{"apiGroups": [""], "resources": ["*/attach"], "verbs": ["create"]}]), "exec or attach"),
+        (json!([{"apiGroups": [""], "resources": ["*/proxy"], "verbs": ["get"]}]), "nodes/proxy"),
+        (json!([{"apiGroups": [""], "resources": ["nodes/*"], "verbs": ["get"]}]), "nodes/proxy"),
+    ] {
+        let findings =
+            HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", role(rules.clone()))));
+        assert_eq!(findings.len(), 1, "{rules}");
+        assert!(findings[0].details["reasons"].contains(reason), "{rules}: {}", findings[0].details["reasons"]);
+    }
+    let log_reader = role(json!([{"apiGroups": [""], "resources": ["pods/log", "pods"], "verbs": ["get", "list"]}]));
+    assert!(
+        HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", log_reader))).is_empty()
+    );
+    let status_writer = role(json!([{"apiGroups": [""], "resources": ["*/status"], "verbs": ["update", "patch"]}]));
+    assert!(
+        HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", status_writer))).is_empty()
+    );
+}
+
+fn aggregated(selectors: Value) -> Value {
+    json!({"kind": "ClusterRole", "metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": selectors},
+           "rules": []})
+}
+
+#[test]
+fn aggregation_of_administrative_roles_fires_at_creation() {
+    for selectors in [
+        json!([{"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}}]),
+        json!([{"matchExpressions": [{"key": "kubernetes.io/bootstrapping", "operator": "Exists"}]}]),
+        json!([{}]),
+        json!([{"matchLabels": {}}]),
+    ] {
+        let created = change("alice", "create", "clusterroles", aggregated(selectors.clone()));
+        let findings = HighPrivilegesRole.detect(&Event::Audit(&created));
+        assert_eq!(findings.len(), 1, "{selectors}");
+        assert!(findings[0].details["reasons"].starts_with("aggregates"), "{}", findings[0].details["reasons"]);
+    }
+    let monitoring = aggregated(json!([{"matchLabels": {"example.com/aggregate-to-monitoring": "true"}}]));
+    assert!(
+        HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", monitoring))).is_empty()
+    );
+}
+
+#[test]
+fn the_aggregation_controllers_fill_is_judged_by_the_rules_it_copied() {
+    let controller = "system:serviceaccount:kube-system:clusterrole-aggregation-controller";
+    let mut filled = aggregated(json!([{"matchLabels": {"example.com/aggregate-to-ops": "true"}}]));
+    filled["rules"] = json!([{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]);
+    let findings =
+        HighPrivilegesRole.detect(&Event::Audit(&change(controller, "patch", "clusterroles", filled.clone())));
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].details["reasons"], "filled in by role aggregation: exec or attach into pods");
+    assert_eq!(findings[0].workload.as_deref(), Some("ClusterRole/agg"));
+    // The built-in admin role filled the same way is the platform's own.
+    filled["metadata"]["name"] = json!("admin");
+    assert!(HighPrivilegesRole.detect(&Event::Audit(&change(controller, "patch", "clusterroles", filled))).is_empty());
+    // A harmless fill stays quiet.
+    let mut reader = aggregated(json!([{"matchLabels": {"example.com/aggregate-to-ops": "true"}}]));
+    reader["rules"] = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+    assert!(HighPrivilegesRole.detect(&Event::Audit(&change(controller, "patch", "clusterroles", reader))).is_empty());
+}
