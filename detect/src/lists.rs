@@ -31,6 +31,54 @@ pub fn image_repository(image: &str) -> &str {
     }
 }
 
+/// An image reference's full name without tag or digest, with Docker Hub's implicit parts written out:
+/// `nginx:1.27` → `docker.io/library/nginx`, `calico/node:v3` → `docker.io/calico/node`,
+/// `registry.k8s.io/kube-proxy:v1.31@sha256:..` → `registry.k8s.io/kube-proxy`. The registry is kept: the same
+/// repository path under another registry is another image.
+pub fn image_name(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    let without_tag = match without_digest[last_slash..].find(':') {
+        Some(colon) => &without_digest[..last_slash + colon],
+        None => without_digest,
+    };
+    let name = without_tag.to_ascii_lowercase();
+    match name.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            name.replacen("index.docker.io/", "docker.io/", 1)
+        }
+        Some(_) => format!("docker.io/{name}"),
+        None => format!("docker.io/library/{name}"),
+    }
+}
+
+/// Glob match: `**` matches any text, `*` any text without `/`, everything else itself. Dynamic programming over
+/// (pattern, text) positions, so the time is bounded by their product whatever the stars.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
+    // matched[t]: the pattern read so far matches text[..t].
+    let mut matched = vec![false; text.len() + 1];
+    matched[0] = true;
+    let mut p = 0;
+    while p < pattern.len() {
+        let mut next = vec![false; text.len() + 1];
+        if pattern[p] == b'*' {
+            let crosses = pattern.get(p + 1) == Some(&b'*');
+            for t in 0..=text.len() {
+                next[t] = matched[t] || (t > 0 && next[t - 1] && (crosses || text[t - 1] != b'/'));
+            }
+            p += if crosses { 2 } else { 1 };
+        } else {
+            for t in 1..=text.len() {
+                next[t] = matched[t - 1] && text[t - 1] == pattern[p];
+            }
+            p += 1;
+        }
+        matched = next;
+    }
+    matched[text.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +90,37 @@ mod tests {
         assert_eq!(image_repository("ghcr.io/evil/xmrig:6.21@sha256:abcd"), "evil/xmrig");
         assert_eq!(image_repository("registry.local:5000/xmrig"), "xmrig");
         assert_eq!(image_repository("nginx@sha256:abcd"), "nginx");
+    }
+
+    #[test]
+    fn image_names_keep_the_registry() {
+        assert_eq!(image_name("nginx:1.27"), "docker.io/library/nginx");
+        assert_eq!(image_name("calico/node:v3.28"), "docker.io/calico/node");
+        assert_eq!(image_name("registry.k8s.io/kube-proxy:v1.31.0@sha256:ab"), "registry.k8s.io/kube-proxy");
+        assert_eq!(image_name("localhost:5000/kube-proxy"), "localhost:5000/kube-proxy");
+        assert_eq!(image_name("index.docker.io/calico/node"), "docker.io/calico/node");
+        assert_eq!(image_name("Quay.io/Cilium/cilium:v1"), "quay.io/cilium/cilium");
+    }
+
+    #[test]
+    fn globs_keep_single_stars_inside_one_path_component() {
+        assert!(glob_matches("etcd-*", "etcd-node-1"));
+        assert!(glob_matches("registry.k8s.io/kube-proxy", "registry.k8s.io/kube-proxy"));
+        assert!(!glob_matches("registry.k8s.io/kube-proxy", "registry.k8s.io/kube-proxy-evil"));
+        assert!(glob_matches(
+            "602401143452.dkr.ecr.*.amazonaws.com/eks/*",
+            "602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/coredns"
+        ));
+        assert!(!glob_matches(
+            "602401143452.dkr.ecr.*.amazonaws.com/eks/*",
+            "602401143452.dkr.ecr.evil.io/x.amazonaws.com/eks/coredns"
+        ));
+        assert!(!glob_matches("gke.gcr.io/*", "gke.gcr.io/evil/miner"));
+        assert!(glob_matches("mcr.microsoft.com/**", "mcr.microsoft.com/oss/kubernetes/kube-proxy"));
+        assert!(!glob_matches("mcr.microsoft.com/**", "mcr.microsoft.com.evil.io/kube-proxy"));
+        assert!(glob_matches("*", "anything-at-all"));
+        assert!(!glob_matches("a*b", "a/b"));
+        assert!(glob_matches("a*b*c", "axxbyyc"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::baseline::{BaselineConfig, LearningState, Profiles, Verdict};
 use crate::detectors::pod_spec::changed_pod_template;
 use crate::engine::{Event, Finding};
-use crate::lists::{image_repository, parse_list};
+use crate::lists::{glob_matches, image_name, parse_list};
 use crate::meta::{AlertTypeMeta, catalogue_entry};
 use crate::windowed::WindowedDetector;
 
@@ -15,8 +15,46 @@ const SA_RARE: &AlertTypeMeta = catalogue_entry("K8S_ServiceAccountRareOperation
 const KUBE_SYSTEM: &AlertTypeMeta = catalogue_entry("K8S_KubeSystemContainer");
 const ABNORMAL_MI: &AlertTypeMeta = catalogue_entry("K8S_AbnormalMiActivity");
 
-static SHIPPED_KUBE_SYSTEM_WORKLOADS: LazyLock<Vec<String>> =
-    LazyLock::new(|| parse_list(include_str!("../../../data/kube_system_workloads.txt")));
+static SHIPPED_KUBE_SYSTEM_WORKLOADS: LazyLock<Vec<KubeSystemAllowed>> =
+    LazyLock::new(|| parse_kube_system_allow(&parse_list(include_str!("../../../data/kube_system_workloads.txt"))));
+
+/// One allow-list entry: a workload base-name pattern and the image patterns its containers may run (`None`: any
+/// image, only for configured entries that name no image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSystemAllowed {
+    pub workload: String,
+    pub images: Option<Vec<String>>,
+}
+
+/// Reads allow-list lines (`name image-pattern... | @set`), expanding `@set` definitions (`@set = patterns...`)
+/// met on earlier lines. An unknown `@set` expands to nothing, so it allows no image.
+pub fn parse_kube_system_allow(lines: &[String]) -> Vec<KubeSystemAllowed> {
+    let mut sets: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let mut entries = Vec::new();
+    for line in lines {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        let rest: Vec<&str> = words.collect();
+        if first.starts_with('@') && rest.first() == Some(&"=") {
+            let expanded = expand(&rest[1..], &sets);
+            sets.insert(first.to_owned(), expanded);
+            continue;
+        }
+        let images = (!rest.is_empty()).then(|| expand(&rest, &sets));
+        entries.push(KubeSystemAllowed { workload: first.to_owned(), images });
+    }
+    entries
+}
+
+fn expand(words: &[&str], sets: &std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
+    words
+        .iter()
+        .flat_map(|word| match word.strip_prefix('@') {
+            Some(_) => sets.get(*word).cloned().unwrap_or_default(),
+            None => vec![word.to_ascii_lowercase()],
+        })
+        .collect()
+}
 
 /// Settings of the three baselines.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -28,7 +66,9 @@ pub struct BaselinesConfig {
     /// K8S_KubeSystemContainer: learning of kube-system's workloads, per cluster.
     #[serde(default)]
     pub kube_system: BaselineConfig,
-    /// Workload base names (trailing `*` for a prefix) allowed in kube-system besides the shipped list.
+    /// Workloads allowed in kube-system besides the shipped list: `name image...` as in
+    /// `detect/data/kube_system_workloads.txt` (`*` in names; `*`/`**` and the shipped `@sets` in images). A name
+    /// alone allows any image under that name, which lets anyone who can name a workload hide there.
     #[serde(default)]
     pub kube_system_allow: Vec<String>,
     /// K8S_AbnormalMiActivity: learning per cloud identity.
@@ -144,26 +184,31 @@ impl WindowedDetector for ServiceAccountRareOperation {
     profile_state!();
 }
 
-fn glob_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => name == pattern,
-    }
-}
-
 /// K8S_KubeSystemContainer: a container of a kube-system workload that is neither on the allow-list nor among
-/// the workloads learned there. A container is its workload's base name, its name and its image repository, so a
-/// version upgrade is not new but a known name running another image is.
+/// the workloads learned there. A container is its workload's base name, its name and its image (registry and
+/// repository), so a version upgrade is not new but a known name running another image, from another registry
+/// included, is. The allow-list binds each name to the images expected for it.
 pub struct KubeSystemContainer {
     profiles: Profiles,
-    allow: Vec<String>,
+    allow: Vec<KubeSystemAllowed>,
 }
 
 impl KubeSystemContainer {
     pub fn new(config: &BaselinesConfig) -> Self {
         let mut allow = SHIPPED_KUBE_SYSTEM_WORKLOADS.clone();
-        allow.extend(config.kube_system_allow.iter().cloned());
+        // Configured lines may use the shipped @sets: read them after the shipped definitions.
+        let mut lines = parse_list(include_str!("../../../data/kube_system_workloads.txt"));
+        lines.retain(|line| line.starts_with('@'));
+        lines.extend(config.kube_system_allow.iter().cloned());
+        allow.extend(parse_kube_system_allow(&lines));
         Self { profiles: Profiles::new(config.kube_system), allow }
+    }
+
+    fn allowed(&self, base_name: &str, image: &str) -> bool {
+        self.allow.iter().any(|entry| {
+            glob_matches(&entry.workload, base_name)
+                && entry.images.as_ref().is_none_or(|images| images.iter().any(|p| glob_matches(p, image)))
+        })
     }
 }
 
@@ -178,15 +223,14 @@ impl WindowedDetector for KubeSystemContainer {
             return Vec::new();
         }
         let Some(template) = changed_pod_template(audit) else { return Vec::new() };
-        let allowed = self.allow.iter().any(|pattern| glob_matches(pattern, &template.base_name));
         let key = format!("{}/kube-system", audit.cluster);
         let mut findings = Vec::new();
         for container in template.containers() {
-            let repository = container.image.map(image_repository).unwrap_or("?");
-            let operation = format!("{}/{}@{repository}", template.base_name, container.name);
+            let image = container.image.map(image_name).unwrap_or_else(|| "?".to_owned());
+            let operation = format!("{}/{}@{image}", template.base_name, container.name);
             let verdict = self.profiles.observe(&key, &operation, audit.stage_ms);
             let Verdict::New { learned_since_ms, known_operations } = verdict else { continue };
-            if allowed {
+            if self.allowed(&template.base_name, &image) {
                 continue;
             }
             let mut finding = Finding {

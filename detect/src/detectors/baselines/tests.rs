@@ -143,7 +143,7 @@ fn a_new_kube_system_workload_fires_after_learning_and_known_ones_do_not() {
 fn configured_allow_entries_extend_the_shipped_list() {
     let config = BaselinesConfig {
         kube_system: BaselineConfig { learning_secs: 0, ..LEARN },
-        kube_system_allow: vec!["corp-*".into()],
+        kube_system_allow: vec!["corp-* docker.io/corp/*".into(), "legacy-*".into(), "aks-extra @aks".into()],
         ..BaselinesConfig::default()
     };
     let mut detector = KubeSystemContainer::new(&config);
@@ -151,6 +151,58 @@ fn configured_allow_entries_extend_the_shipped_list() {
         observe(&mut detector, &create("deployments", 10, deployment("corp-logger", "log", "corp/log:1"))).is_empty()
     );
     assert_eq!(observe(&mut detector, &create("deployments", 11, deployment("logger", "log", "corp/log:1"))).len(), 1);
+    // The configured name runs another registry's image: not allowed.
+    let moved = deployment("corp-logger", "log", "evil.io/corp/log:1");
+    assert_eq!(observe(&mut detector, &create("deployments", 12, moved)).len(), 1);
+    // A name alone allows any image; a shipped @set is usable in configuration.
+    assert!(observe(&mut detector, &create("deployments", 13, deployment("legacy-x", "x", "any/x:1"))).is_empty());
+    let aks = deployment("aks-extra", "x", "mcr.microsoft.com/oss/x:1");
+    assert!(observe(&mut detector, &create("deployments", 14, aks)).is_empty());
+    let not_aks = deployment("aks-extra", "x", "docker.io/oss/x:1");
+    assert_eq!(observe(&mut detector, &create("deployments", 15, not_aks)).len(), 1);
+}
+
+#[test]
+fn a_listed_kube_system_workload_moved_to_another_image_fires() {
+    let config =
+        BaselinesConfig { kube_system: BaselineConfig { learning_secs: 0, ..LEARN }, ..BaselinesConfig::default() };
+    let mut detector = KubeSystemContainer::new(&config);
+    let proxy = |image: &str| {
+        pod("kube-proxy-8xk2q", Some("kube-proxy-"), json!({"k8s-app": "kube-proxy"}), "kube-proxy", image)
+    };
+    for (at, image) in [
+        (1, "registry.k8s.io/kube-proxy:v1.31.0"),
+        (2, "602401143452.dkr.ecr.us-west-2.amazonaws.com/eks/kube-proxy:v1.31.0-eksbuild.2"),
+        (3, "mcr.microsoft.com/oss/kubernetes/kube-proxy:v1.31.1"),
+        (4, "gke.gcr.io/kube-proxy-amd64:v1.31.1-gke.1"),
+    ] {
+        assert!(observe(&mut detector, &create("pods", at, proxy(image))).is_empty(), "{image}");
+    }
+    for (at, image) in [
+        (5, "evil.io/kube-proxy:v1.31.0"),
+        (6, "docker.io/kube-proxy:v1.31.0"),
+        (7, "registry.k8s.io.evil.io/kube-proxy:v1"),
+        (8, "111122223333.dkr.ecr.us-west-2.amazonaws.com/eks/kube-proxy:v1"),
+    ] {
+        let found = observe(&mut detector, &create("pods", at, proxy(image)));
+        assert_eq!(found.len(), 1, "{image}");
+        assert_eq!(found[0].image.as_deref(), Some(image));
+    }
+    let coredns = deployment("coredns", "coredns", "attacker/coredns:1.11.1");
+    assert_eq!(observe(&mut detector, &create("deployments", 9, coredns)).len(), 1);
+}
+
+#[test]
+fn every_shipped_allow_entry_names_its_images() {
+    let shipped = super::detector::parse_kube_system_allow(&crate::lists::parse_list(include_str!(
+        "../../../data/kube_system_workloads.txt"
+    )));
+    assert!(shipped.len() > 40);
+    for entry in shipped {
+        let images = entry.images.unwrap_or_default();
+        assert!(!images.is_empty(), "{} allows no image or any image", entry.workload);
+        assert!(images.iter().all(|i| i.contains('/') && !i.starts_with('*')), "{}: {images:?}", entry.workload);
+    }
 }
 
 fn cloud(identity: &str, kind: &str, operation: &str, at_ms: i64) -> CloudActivity {
