@@ -42,6 +42,12 @@ pub enum PipelineError {
     },
     #[error("detector state checkpoint {path}: {reason}; delete it to start the windows empty")]
     Checkpoint { path: String, reason: String },
+    #[error("cannot write the generated audit webhook token to {path}: {source}; set audit.token_file")]
+    WebhookToken {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("replay: {reason}")]
     Replay { reason: String },
     #[error("test alert: {0}")]

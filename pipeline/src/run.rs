@@ -26,7 +26,43 @@ pub struct RunOptions {
     pub print_alerts: bool,
 }
 
+/// `palisade run` with no webhook credential configured: a random token in a new private directory (0700, a name
+/// nobody could have created first), so the webhook is never open by accident. The path is printed; the token is
+/// not.
+fn generate_webhook_token() -> Result<PathBuf, PipelineError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let mut random = [0u8; 32];
+    let failed =
+        |path: &std::path::Path, source| PipelineError::WebhookToken { path: path.display().to_string(), source };
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(|e| failed(std::path::Path::new("/dev/urandom"), e))?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("palisade-run-{}", &hex[..16]));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| failed(&dir, e))?;
+    let path = dir.join("webhook-token");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| failed(&path, e))?;
+    file.write_all(&hex.as_bytes()[16..]).map_err(|e| failed(&path, e))?;
+    Ok(path)
+}
+
 pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shutdown) -> Result<(), PipelineError> {
+    let audit = &config.audit;
+    if audit.token_file.is_none() && audit.client_ca_path.is_none() && !audit.allow_unauthenticated {
+        let path = generate_webhook_token()?;
+        let _ = writeln!(
+            std::io::stderr(),
+            "palisade: the audit webhook's bearer token is in {} (set audit.token_file to choose it)",
+            path.display()
+        );
+        config.audit.token_file = Some(path);
+    }
     config.sink.alerts_file = Some(options.alerts_file);
     config.sink.print_alerts = options.print_alerts;
     let topics = config.topics.clone();

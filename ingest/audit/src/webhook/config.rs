@@ -19,13 +19,31 @@ pub struct AuditConfig {
     #[serde(default)]
     pub tls_disabled: bool,
     /// File holding the bearer token the API server presents (the `token`/`tokenFile` of its webhook
-    /// kubeconfig). Absent: no authentication, logged as a warning at start-up.
+    /// kubeconfig). An empty file is refused at start-up.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// CA (PEM) whose client certificates authenticate the API server (the `client-certificate` of its webhook
-    /// kubeconfig). With a token file as well, either credential is enough. TLS only.
+    /// kubeconfig). With a token file as well, either credential is enough. TLS only: refused with `tls_disabled`.
     #[serde(default)]
     pub client_ca_path: Option<PathBuf>,
+    /// Serve without any credential (no token file, no client CA). Off by default: the webhook then refuses to
+    /// start, since anyone who reaches it could forge audit events or flood it.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// A client must send its request line and headers within this time, in milliseconds; an idle keep-alive
+    /// connection is closed after it too.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// An authenticated request's body must arrive within this time, in milliseconds (408 otherwise).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Connections open at once; further connections are closed at once and counted
+    /// (`palisade_items_dropped_total{component="audit-webhook"}`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Accept HTTP/2 (the API server speaks HTTP/1.1 to webhooks; off, an HTTP/2 connection is closed).
+    #[serde(default)]
+    pub http2_enabled: bool,
     /// Largest request body accepted, in bytes; larger batches get 413.
     #[serde(default = "default_body_limit_bytes")]
     pub body_limit_bytes: usize,
@@ -57,6 +75,16 @@ const fn default_log_poll_interval_ms() -> u64 {
     250
 }
 
+const fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+const fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+const fn default_max_connections() -> usize {
+    256
+}
+
 fn default_listen_addr() -> String {
     "127.0.0.1:8443".to_owned()
 }
@@ -79,6 +107,11 @@ impl Default for AuditConfig {
             tls_disabled: false,
             token_file: None,
             client_ca_path: None,
+            allow_unauthenticated: false,
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_connections: default_max_connections(),
+            http2_enabled: false,
             body_limit_bytes: default_body_limit_bytes(),
             max_in_flight_requests: default_max_in_flight_requests(),
             retry_after_secs: default_retry_after_secs(),

@@ -1,7 +1,9 @@
 //! The webhook endpoint. Status codes: 200 after the bus acknowledged every event of the batch; 401 without the
-//! configured bearer token; 413 above the body limit; 400 for a body that is not audit JSON (the body goes to the
+//! configured bearer token or client certificate, answered before any of the body is read; 413 above the body
+//! limit; 408 when the body does not arrive in time; 400 for a body that is not audit JSON (the body goes to the
 //! dead-letter topic with the reason); 429 when too many batches are in flight and 503 when the bus refuses,
-//! both with Retry-After so the API server retries instead of losing the batch.
+//! both with Retry-After so the API server retries instead of losing the batch. Connections are capped and timed
+//! before HTTP sees them (`connection.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::BodyExt;
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, RecordProduced};
 use palisade_runtime::{Bus, Message, Shutdown};
@@ -22,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::config::AuditConfig;
+use super::connection::GuardedAcceptor;
 use super::tls;
 
 pub const WEBHOOK_PATH: &str = "/audit/webhook";
@@ -39,6 +42,21 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "audit.token_file {path} is empty: an empty token would let `Authorization: Bearer ` in; write the token the \
+         API server presents into it"
+    )]
+    EmptyToken { path: PathBuf },
+    #[error(
+        "the audit webhook has no credential: set audit.token_file, or audit.client_ca_path with TLS, or set \
+         audit.allow_unauthenticated = true to accept anyone who reaches {addr}"
+    )]
+    NoCredential { addr: String },
+    #[error(
+        "audit.client_ca_path is set but audit.tls_disabled is true: client certificates need TLS, so nothing would \
+         be checked; enable TLS or remove client_ca_path"
+    )]
+    ClientCaWithoutTls,
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
     #[error("schema codec: {0}")]
@@ -56,6 +74,23 @@ struct AppState {
     client_certificates: bool,
     in_flight: Semaphore,
     retry_after: HeaderValue,
+    body_limit_bytes: usize,
+    body_timeout: Duration,
+}
+
+/// Refuses the configurations that would let anyone in: an empty token, a client CA without TLS, and no
+/// credential at all unless explicitly allowed. `token` is the token file's trimmed content, when there is one.
+pub fn check_credentials(config: &AuditConfig, token: Option<&str>) -> Result<(), AuditError> {
+    if let (Some(path), Some("")) = (&config.token_file, token) {
+        return Err(AuditError::EmptyToken { path: path.clone() });
+    }
+    if config.client_ca_path.is_some() && config.tls_disabled {
+        return Err(AuditError::ClientCaWithoutTls);
+    }
+    if token.is_none() && config.client_ca_path.is_none() && !config.allow_unauthenticated {
+        return Err(AuditError::NoCredential { addr: config.listen_addr.clone() });
+    }
+    Ok(())
 }
 
 pub struct WebhookServer {
@@ -84,11 +119,10 @@ impl WebhookServer {
             ),
             None => None,
         };
-        let client_certificates = config.client_ca_path.is_some() && !config.tls_disabled;
+        check_credentials(config, token.as_deref())?;
+        let client_certificates = config.client_ca_path.is_some();
         if token.is_none() && !client_certificates {
-            tracing::warn!(
-                "audit webhook accepts unauthenticated requests: set audit.token_file or audit.client_ca_path"
-            );
+            tracing::warn!("audit webhook accepts unauthenticated requests (audit.allow_unauthenticated = true)");
         }
         let state = Arc::new(AppState {
             bus,
@@ -100,11 +134,10 @@ impl WebhookServer {
             client_certificates,
             in_flight: Semaphore::new(config.max_in_flight_requests.max(1)),
             retry_after: HeaderValue::from(config.retry_after_secs),
+            body_limit_bytes: config.body_limit_bytes,
+            body_timeout: Duration::from_millis(config.body_timeout_ms.max(1)),
         });
-        let app = Router::new()
-            .route(WEBHOOK_PATH, post(receive))
-            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-            .with_state(state);
+        let app = Router::new().route(WEBHOOK_PATH, post(receive)).with_state(state);
         let handle = axum_server::Handle::new();
         let serve_handle = handle.clone();
         let tls_config = if config.tls_disabled {
@@ -114,20 +147,33 @@ impl WebhookServer {
                 config.tls_cert_path.as_deref(),
                 config.tls_key_path.as_deref(),
                 config.client_ca_path.as_deref(),
+                config.http2_enabled,
             )?)
         };
+        let header_timeout = Duration::from_millis(config.header_timeout_ms.max(1));
+        let (max_connections, http2_enabled) = (config.max_connections, config.http2_enabled);
+        let mut server = axum_server::bind(addr);
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(64 * 1024);
         let task = tokio::spawn(async move {
             ComponentStarted { component: STAGE }.emit();
+            let server = server.handle(serve_handle);
             let result = match tls_config {
                 Some(tls_config) => {
                     let tls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
-                    axum_server::bind(addr)
-                        .acceptor(tls::ClientCertAcceptor::new(tls_config))
-                        .handle(serve_handle)
-                        .serve(app.into_make_service())
-                        .await
+                    let tls = tls::ClientCertAcceptor::new(tls_config);
+                    let acceptor = GuardedAcceptor::new(tls, max_connections, header_timeout, http2_enabled);
+                    server.acceptor(acceptor).serve(app.into_make_service()).await
                 }
-                None => axum_server::bind(addr).handle(serve_handle).serve(app.into_make_service()).await,
+                None => {
+                    let plain = axum_server::accept::DefaultAcceptor::new();
+                    let acceptor = GuardedAcceptor::new(plain, max_connections, header_timeout, http2_enabled);
+                    server.acceptor(acceptor).serve(app.into_make_service()).await
+                }
             };
             if let Err(error) = result {
                 tracing::error!(%error, "audit webhook stopped with an error");
@@ -190,18 +236,41 @@ async fn dead_letter(state: &AppState, payload: &[u8], reason: &str) -> Result<(
         .map_err(|_| retry_later(StatusCode::SERVICE_UNAVAILABLE, state, "dead-letter topic unavailable"))
 }
 
+/// The body, read only after the request was authenticated and admitted: bounded in size and in time.
+async fn read_body(state: &AppState, headers: &HeaderMap, body: axum::body::Body) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        let reason = format!("body over audit.body_limit_bytes ({} bytes)", state.body_limit_bytes);
+        (StatusCode::PAYLOAD_TOO_LARGE, reason).into_response()
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.body_limit_bytes as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, state.body_limit_bytes);
+    match tokio::time::timeout(state.body_timeout, limited.collect()).await {
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body not received within audit.body_timeout_ms").into_response()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) => Err((StatusCode::BAD_REQUEST, format!("body could not be read: {error}")).into_response()),
+        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+    }
+}
+
 async fn receive(
     State(state): State<Arc<AppState>>,
     certificate: Option<axum::Extension<tls::ClientCertificate>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    if !authorized(&state, &headers, certificate.map(|c| c.0)) {
+    let (parts, body) = request.into_parts();
+    if !authorized(&state, &parts.headers, certificate.map(|c| c.0)) {
         return (StatusCode::UNAUTHORIZED, "missing or wrong credentials (bearer token or client certificate)")
             .into_response();
     }
     let Ok(_permit) = state.in_flight.try_acquire() else {
         return retry_later(StatusCode::TOO_MANY_REQUESTS, &state, "too many batches in flight");
+    };
+    let body = match read_body(&state, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let document: Value = match serde_json::from_slice(&body) {
         Ok(document) => document,

@@ -154,3 +154,144 @@ async fn client_certificates_from_the_configured_ca_authenticate() {
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(other_dir);
 }
+
+#[test]
+fn configurations_that_would_let_anyone_in_are_refused() {
+    use super::check_credentials;
+    let empty = std::env::temp_dir().join(format!("palisade-empty-token-{}-{}", std::process::id(), rand_suffix()));
+    let empty_config = AuditConfig { token_file: Some(empty.clone()), ..AuditConfig::default() };
+    let error = check_credentials(&empty_config, Some("")).unwrap_err().to_string();
+    assert!(error.contains("is empty"), "{error}");
+    let no_tls = AuditConfig { tls_disabled: true, client_ca_path: Some("/ca.crt".into()), ..AuditConfig::default() };
+    let error = check_credentials(&no_tls, None).unwrap_err().to_string();
+    assert!(error.contains("client certificates need TLS"), "{error}");
+    let error = check_credentials(&AuditConfig::default(), None).unwrap_err().to_string();
+    assert!(error.contains("no credential") && error.contains("allow_unauthenticated"), "{error}");
+    let open = AuditConfig { allow_unauthenticated: true, ..AuditConfig::default() };
+    assert!(check_credentials(&open, None).is_ok(), "explicitly open");
+    assert!(check_credentials(&AuditConfig::default(), Some("s3cret")).is_ok());
+}
+
+#[tokio::test]
+async fn an_empty_token_file_stops_the_start() {
+    let path = std::env::temp_dir().join(format!("palisade-blank-token-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::write(&path, " \n").unwrap();
+    let config =
+        AuditConfig { listen_addr: "127.0.0.1:0".into(), token_file: Some(path.clone()), ..AuditConfig::default() };
+    let started = WebhookServer::start(&config, Bus::in_process(), "audit", "dlq", "c1", Shutdown::new()).await;
+    let _ = std::fs::remove_file(&path);
+    assert!(matches!(started, Err(super::AuditError::EmptyToken { .. })));
+}
+
+/// A plain-HTTP webhook with short limits, for the connection-level attacks.
+async fn start_guarded(max_connections: usize) -> Fixture {
+    let path = std::env::temp_dir().join(format!("palisade-token-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::write(&path, "s3cret\n").unwrap();
+    let config = AuditConfig {
+        listen_addr: "127.0.0.1:0".into(),
+        tls_disabled: true,
+        token_file: Some(path.clone()),
+        header_timeout_ms: 300,
+        body_timeout_ms: 300,
+        max_connections,
+        ..AuditConfig::default()
+    };
+    let bus = Bus::in_process();
+    let shutdown = Shutdown::new();
+    let server = WebhookServer::start(&config, bus.clone(), "audit", "dlq", "c1", shutdown.clone()).await.unwrap();
+    Fixture { server, bus, shutdown, token: tempfile_token::Token(path) }
+}
+
+/// What the server sends until it closes the connection; the deadline only bounds a server that never does.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server did not close the connection; it sent {:?}", String::from_utf8_lossy(&answer));
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_refused_before_their_body_is_read() {
+    use tokio::io::AsyncWriteExt;
+    let fixture = start_guarded(16).await;
+    let mut stream = tokio::net::TcpStream::connect(fixture.server.local_addr).await.unwrap();
+    // 15 MiB announced, none of it sent: the answer must come without waiting for it.
+    let head = format!("POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 15728640\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    fixture.shutdown.trigger();
+}
+
+#[tokio::test]
+async fn slow_headers_idle_connections_and_slow_bodies_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let fixture = start_guarded(16).await;
+    let addr = fixture.server.local_addr;
+    // Headers dribbled and never finished.
+    let mut dribble = tokio::net::TcpStream::connect(addr).await.unwrap();
+    dribble.write_all(format!("POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\n").as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut dribble).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A connection that never says anything.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut silent).await, "");
+    // An authenticated request whose body stops coming.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 1000\r\n\r\n{{\"kind\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    fixture.shutdown.trigger();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_and_http2_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let fixture = start_guarded(2).await;
+    let addr = fixture.server.local_addr;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"POST").await.unwrap();
+        held.push(stream);
+    }
+    // The two held connections may not have been accepted yet when the third arrives: wait for the refusal of a
+    // third one, with a deadline, rather than for a fixed time.
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut extra).await, "", "a third connection is closed at once");
+    drop(held);
+    // Once the server has seen those close, HTTP/1.1 is served again (the client keeps one connection).
+    let _events = fixture.bus.subscribe(&["audit"], "t").unwrap();
+    let _dead = fixture.bus.subscribe(&["dlq"], "t").unwrap();
+    let url = format!("http://{addr}{WEBHOOK_PATH}");
+    let http1 = client();
+    let mut answered = None;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while answered.is_none() && tokio::time::Instant::now() < deadline {
+        answered = http1.post(&url).bearer_auth("s3cret").body(BATCH).send().await.ok().map(|r| r.status().as_u16());
+    }
+    assert_eq!(answered, Some(200), "HTTP/1.1 once the held connections are gone");
+    // One slot is left: an HTTP/2 prior-knowledge connection gets it and is closed for speaking HTTP/2.
+    let h2_refusals = || {
+        palisade_runtime::metrics::render()
+            .lines()
+            .find(|l| l.contains("audit-webhook") && l.contains("HTTP/2 not enabled"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = h2_refusals();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Until the server has seen the held connections close, a refusal may be the cap's: try until it is HTTP/2's.
+    while h2_refusals() == before && tokio::time::Instant::now() < deadline {
+        // What an HTTP/2 prior-knowledge client sends first: the preface, then its SETTINGS frame.
+        let mut h2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+        assert_eq!(read_until_closed(&mut h2).await, "", "HTTP/2 gets no answer");
+    }
+    assert!(h2_refusals() > before, "refused for speaking HTTP/2, not only for the cap");
+    fixture.shutdown.trigger();
+}

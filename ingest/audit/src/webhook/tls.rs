@@ -19,6 +19,7 @@ pub fn server_config(
     cert_path: Option<&Path>,
     key_path: Option<&Path>,
     client_ca: Option<&Path>,
+    http2_enabled: bool,
 ) -> Result<Arc<ServerConfig>, AuditError> {
     let (certs, key) = match (cert_path, key_path) {
         (Some(cert_path), Some(key_path)) => {
@@ -72,9 +73,12 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| AuditError::Tls { path: "<certificate>".into(), reason: e.to_string() })?;
+    // Offer only what is served: a client that wants h2 by ALPN gets HTTP/1.1 unless HTTP/2 is enabled.
+    config.alpn_protocols =
+        if http2_enabled { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(Arc::new(config))
 }
 
