@@ -138,6 +138,15 @@ impl AuditEvent {
 
     /// Builds an `AuditEvent` from one audit Event object; `cluster` names the cluster it came from.
     pub fn from_k8s_json(event: &Value, cluster: &str) -> Result<Self, AuditParseError> {
+        // An event over the bound is mapped from a shrunk copy (long strings cut, shape kept) and says so.
+        let mut shrunk = None;
+        let mut truncated_from = None;
+        if event.to_string().len() > crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES {
+            let mut copy = event.clone();
+            truncated_from = crate::bounds::shrink_json(&mut copy, crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES);
+            shrunk = Some(copy);
+        }
+        let event = shrunk.as_ref().unwrap_or(event);
         let audit_id = string(event, "/auditID").ok_or(AuditParseError::Missing("auditID"))?;
         let verb = string(event, "/verb").ok_or(AuditParseError::Missing("verb"))?;
         let time = |field: &'static str| -> Result<Option<i64>, AuditParseError> {
@@ -158,11 +167,14 @@ impl AuditEvent {
                 .unwrap_or_default()
         };
         let object_json = |field: &str| event.get(field).filter(|v| !v.is_null()).map(Value::to_string);
-        let annotations: BTreeMap<String, String> = event
+        let mut annotations: BTreeMap<String, String> = event
             .get("annotations")
             .and_then(Value::as_object)
             .map(|map| map.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
             .unwrap_or_default();
+        if let Some(bytes) = truncated_from {
+            annotations.insert(crate::bounds::TRUNCATED_FROM_BYTES.to_owned(), bytes.to_string());
+        }
         Ok(AuditEvent {
             audit_id,
             cluster: cluster.to_owned(),
@@ -250,6 +262,24 @@ mod tests {
         ] {
             assert!(!event(uri).is_dry_run(), "{uri}");
         }
+    }
+
+    #[test]
+    fn an_oversized_event_is_shrunk_kept_valid_and_flagged() {
+        let data = "d".repeat(300 * 1024);
+        let json = serde_json::json!({"kind": "Event", "auditID": "big", "verb": "create", "stage": "ResponseComplete",
+            "stageTimestamp": "2024-05-01T10:00:00Z", "objectRef": {"resource": "configmaps", "namespace": "kube-system"},
+            "requestObject": {"kind": "ConfigMap", "metadata": {"name": "dashboards"}, "data": {"big.json": data}},
+            "responseObject": {"kind": "ConfigMap", "metadata": {"name": "dashboards"}, "data": {"big.json": data}}});
+        let original = json.to_string().len();
+        let event = AuditEvent::from_k8s_json(&json, "c").unwrap();
+        assert_eq!(event.annotations[crate::bounds::TRUNCATED_FROM_BYTES], original.to_string());
+        assert!(event.raw.len() <= crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES);
+        let request: Value = serde_json::from_str(event.request_object.as_deref().unwrap()).unwrap();
+        assert_eq!(request["metadata"]["name"], "dashboards", "detectors still read the object");
+        assert_eq!(event.audit_id, "big");
+        let encoded = crate::Codec::<AuditEvent>::new().unwrap().encode(&event).unwrap();
+        assert!(encoded.len() < 512 * 1024, "{} bytes encoded", encoded.len());
     }
 
     fn sample_event() -> AuditEvent {

@@ -2,6 +2,7 @@
 //! types that mirror them, the codec (Avro single-object encoding) every stage uses, and the mapping from
 //! Kubernetes audit JSON. Knows nothing of Kafka, HTTP or Elasticsearch.
 
+pub mod bounds;
 pub mod cloud_json;
 mod codec;
 mod datum;

@@ -190,6 +190,25 @@ pub fn wait_for_node_event(
     None
 }
 
+/// Waits for an AuditEvent (Avro) on `topic`, read from its start by a fresh group, that satisfies `pred`.
+pub fn wait_for_audit_event(
+    topic: &str,
+    timeout: Duration,
+    pred: impl Fn(&palisade_schemas::AuditEvent) -> bool,
+) -> Option<palisade_schemas::AuditEvent> {
+    let consumer = committed_reader(topic);
+    let codec = palisade_schemas::Codec::<palisade_schemas::AuditEvent>::new().unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let event = codec.decode(message.payload().unwrap_or_default()).expect("audit events are Avro AuditEvents");
+        if pred(&event) {
+            return Some(event);
+        }
+    }
+    None
+}
+
 /// Waits for a JSON alert on `topic` (read_committed) that satisfies `pred`.
 pub fn wait_for_alert(
     topic: &str,
