@@ -22,6 +22,8 @@ pub const HEADER_STAGE: &str = "palisade.stage";
 pub const HEADER_SOURCE_TOPIC: &str = "palisade.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "palisade.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "palisade.source.offset";
+/// Set on a dead letter whose payload was cut to fit the record bound: the payload's size before.
+pub const HEADER_TRUNCATED_FROM_BYTES: &str = "palisade.truncated-from-bytes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -37,6 +39,11 @@ pub enum BusError {
     Admin { topic: String, reason: String },
     #[error("the in-process bus is closed")]
     Closed,
+    #[error(
+        "record of {bytes} bytes for `{topic}` is over the {limit}-byte bound (kafka.max_message_bytes); it is never \
+         retried"
+    )]
+    TooLarge { topic: String, bytes: usize, limit: usize },
 }
 
 /// A message as a stage sees it, whatever the backend.
@@ -77,11 +84,26 @@ impl Bus {
         Bus::InProcess(Arc::new(InProcessBus::default()))
     }
 
-    /// Publishes and waits until the backend acknowledged the message (Kafka: acks=all from the broker).
+    /// The largest record the bus takes (key, value and headers); the in-process bus keeps Kafka's default
+    /// bound so that `palisade run` meets the same limit as the deployed stages.
+    pub fn max_message_bytes(&self) -> usize {
+        match self {
+            Bus::InProcess(_) => crate::config::DEFAULT_MAX_MESSAGE_BYTES,
+            Bus::Kafka(bus) => bus.config().max_message_bytes,
+        }
+    }
+
+    /// Publishes and waits until the backend acknowledged the message (Kafka: acks=all from the broker). A record
+    /// over the bound is refused at once with `TooLarge`, a permanent error.
     pub async fn publish(&self, outgoing: Outgoing<'_>) -> Result<(), BusError> {
-        let result = match self {
-            Bus::InProcess(bus) => bus.publish(outgoing).await,
-            Bus::Kafka(bus) => bus.publish(outgoing).await,
+        let (bytes, limit) = (crate::kafka::outgoing_bytes(&outgoing), self.max_message_bytes());
+        let result = if bytes > limit {
+            Err(BusError::TooLarge { topic: outgoing.topic.to_owned(), bytes, limit })
+        } else {
+            match self {
+                Bus::InProcess(bus) => bus.publish(outgoing).await,
+                Bus::Kafka(bus) => bus.publish(outgoing).await,
+            }
         };
         telemetry::MessagePublished { topic: outgoing.topic, ok: result.is_ok() }.emit();
         result
@@ -105,6 +127,7 @@ impl Bus {
     ) -> Result<(), BusError> {
         let partition = original.partition.to_string();
         let offset = original.offset.to_string();
+        let original_bytes = original.payload.len().to_string();
         let mut headers: Vec<(&str, &[u8])> = vec![
             (HEADER_ERROR, reason.as_bytes()),
             (HEADER_STAGE, stage.as_bytes()),
@@ -113,14 +136,24 @@ impl Bus {
             (HEADER_SOURCE_OFFSET, offset.as_bytes()),
         ];
         headers.extend(original.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        // A payload too large for the bus (often the very reason it is here) goes as its head, marked as cut.
+        let room = self.max_message_bytes().saturating_sub(
+            crate::kafka::outgoing_bytes(&Outgoing {
+                topic: dead_letter_topic,
+                key: original.key.as_deref(),
+                payload: &[],
+                headers: &headers,
+            }) + 256,
+        );
+        let payload = if original.payload.len() > room {
+            headers.push((HEADER_TRUNCATED_FROM_BYTES, original_bytes.as_bytes()));
+            &original.payload[..room]
+        } else {
+            &original.payload[..]
+        };
         telemetry::MessageDeadLettered { stage, topic: &original.topic, reason }.emit();
-        self.publish(Outgoing {
-            topic: dead_letter_topic,
-            key: original.key.as_deref(),
-            payload: &original.payload,
-            headers: &headers,
-        })
-        .await
+        self.publish(Outgoing { topic: dead_letter_topic, key: original.key.as_deref(), payload, headers: &headers })
+            .await
     }
 }
 
@@ -176,6 +209,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A message that came from no subscription (a record a stage built and could not send): nothing to
+    /// acknowledge.
+    pub fn unacknowledged(message: Message) -> Self {
+        Self { message, ack: AckToken::None }
+    }
+
     /// Marks the message processed; its offset becomes committable.
     pub fn ack(self) -> Result<(), BusError> {
         match self.ack {
@@ -251,6 +290,31 @@ mod tests {
         }
         let other = second.next().await.unwrap().unwrap();
         assert_eq!(other.message.header("h"), Some(&b"v"[..]));
+    }
+
+    #[tokio::test]
+    async fn records_over_the_bound_are_refused_and_dead_letters_are_cut_to_fit() {
+        let bus = Bus::in_process();
+        let mut out = bus.subscribe(&["out"], "x").unwrap();
+        let mut dead = bus.subscribe(&["dlq"], "x").unwrap();
+        let big = vec![b'x'; crate::config::DEFAULT_MAX_MESSAGE_BYTES + 1];
+        let refused = bus.publish(Outgoing { topic: "out", key: None, payload: &big, headers: &[] }).await;
+        assert!(matches!(refused, Err(BusError::TooLarge { bytes, .. }) if bytes == big.len()), "{refused:?}");
+        bus.publish(Outgoing { topic: "out", key: None, payload: b"small", headers: &[] }).await.unwrap();
+        assert_eq!(out.next().await.unwrap().unwrap().message.payload, b"small", "the big one was never sent");
+        let original = Message {
+            topic: "in".into(),
+            partition: 0,
+            offset: 1,
+            key: Some(b"k".to_vec()),
+            payload: big.clone(),
+            headers: vec![],
+            timestamp_ms: None,
+        };
+        bus.dead_letter("dlq", "audit", &original, "too large").await.unwrap();
+        let got = dead.next().await.unwrap().unwrap().message;
+        assert!(got.payload.len() < big.len() && big.starts_with(&got.payload));
+        assert_eq!(got.header(HEADER_TRUNCATED_FROM_BYTES), Some(big.len().to_string().as_bytes()));
     }
 
     #[tokio::test]

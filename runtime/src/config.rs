@@ -107,6 +107,18 @@ pub struct KafkaConfig {
     /// Time to wait for a delivery acknowledgement before the send is reported as failed, in milliseconds.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u32,
+    /// Largest record this process sends, in bytes (key, value and headers): the producer's `message.max.bytes`
+    /// and the `max.message.bytes` of topics it creates. A larger record is refused at once, never retried: the
+    /// stage dead-letters a truncated copy with the reason. Keep it at or below the brokers' `message.max.bytes`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// Kafka's broker default (`message.max.bytes` 1048588) less room for the record batch overhead.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+const fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
 }
 
 fn default_group_prefix() -> String {

@@ -18,6 +18,31 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::bus::{AckToken, BusError, Delivery, Message, Outgoing};
 use crate::config::KafkaConfig;
 
+/// The producer's `message.max.bytes`: the configured record bound plus room for librdkafka's own framing, so
+/// the bound the bus checks before sending is the one that decides.
+fn producer_message_max_bytes(config: &KafkaConfig) -> String {
+    (config.max_message_bytes + 1024).to_string()
+}
+
+/// What a record weighs against the bound: key, value and headers.
+pub(crate) fn outgoing_bytes(outgoing: &Outgoing<'_>) -> usize {
+    outgoing.payload.len()
+        + outgoing.key.map_or(0, <[u8]>::len)
+        + outgoing.headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>()
+}
+
+impl BusError {
+    /// A send failure, with the broker's or client's size refusal made a permanent `TooLarge`.
+    fn from_send(topic: &str, bytes: usize, config: &KafkaConfig, source: rdkafka::error::KafkaError) -> Self {
+        match source.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+                BusError::TooLarge { topic: topic.to_owned(), bytes, limit: config.max_message_bytes }
+            }
+            _ => BusError::Kafka { topic: topic.to_owned(), source },
+        }
+    }
+}
+
 pub struct KafkaBus {
     config: KafkaConfig,
     producer: FutureProducer,
@@ -33,6 +58,7 @@ impl KafkaBus {
             .set("compression.type", "lz4")
             .set("linger.ms", config.producer_linger_ms.to_string())
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("message.max.bytes", producer_message_max_bytes(config))
             .create()
             .map_err(BusError::Client)?;
         Ok(Self { config: config.clone(), producer })
@@ -44,10 +70,12 @@ impl KafkaBus {
             .set("bootstrap.servers", &self.config.bootstrap_servers)
             .create()
             .map_err(BusError::Client)?;
+        let topic_max_message_bytes = producer_message_max_bytes(&self.config);
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| {
                 NewTopic::new(t, self.config.topic_partitions, TopicReplication::Fixed(self.config.topic_replication))
+                    .set("max.message.bytes", &topic_max_message_bytes)
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -80,7 +108,7 @@ impl KafkaBus {
             .send(record, Duration::from_millis(u64::from(self.config.message_timeout_ms)))
             .await
             .map(|_| ())
-            .map_err(|(source, _)| BusError::Kafka { topic: outgoing.topic.to_owned(), source })
+            .map_err(|(source, _)| BusError::from_send(outgoing.topic, outgoing_bytes(&outgoing), &self.config, source))
     }
 
     pub(crate) fn subscribe(&self, topics: &[&str], group: &str) -> Result<KafkaSubscription, BusError> {
@@ -181,6 +209,7 @@ pub struct TransactionalOutput {
     producer: Arc<FutureProducer>,
     consumer: Arc<StreamConsumer>,
     message_timeout_ms: u32,
+    max_message_bytes: usize,
 }
 
 fn transaction_error(what: &str, source: rdkafka::error::KafkaError) -> BusError {
@@ -202,6 +231,7 @@ impl TransactionalOutput {
             .set("compression.type", "lz4")
             .set("linger.ms", config.producer_linger_ms.to_string())
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("message.max.bytes", producer_message_max_bytes(config))
             .create()
             .map_err(BusError::Client)?;
         let producer = Arc::new(producer);
@@ -217,6 +247,7 @@ impl TransactionalOutput {
             producer,
             consumer: Arc::clone(&subscription.consumer),
             message_timeout_ms: config.message_timeout_ms,
+            max_message_bytes: config.max_message_bytes,
         })
     }
 
@@ -248,8 +279,17 @@ impl TransactionalOutput {
             }
             self.producer.send(record, timeout)
         });
-        for result in futures::future::join_all(sends).await {
-            result.map_err(|(source, _)| transaction_error("send", source))?;
+        for (result, outgoing) in futures::future::join_all(sends).await.into_iter().zip(records) {
+            result.map_err(|(source, _)| match source.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
+                    BusError::TooLarge {
+                        topic: outgoing.topic.to_owned(),
+                        bytes: outgoing_bytes(outgoing),
+                        limit: self.max_message_bytes,
+                    }
+                }
+                _ => transaction_error("send", source),
+            })?;
         }
         let mut next: std::collections::BTreeMap<(String, i32), i64> = std::collections::BTreeMap::new();
         for (topic, partition, offset) in consumed {

@@ -8,6 +8,10 @@ use palisade_runtime::kafka::KafkaBus;
 use palisade_runtime::{Bus, KafkaConfig, Subscription};
 
 fn bus(group_prefix: &str) -> (Bus, KafkaBus) {
+    bus_with(group_prefix, &[])
+}
+
+fn bus_with(group_prefix: &str, extra: &[(&str, &str)]) -> (Bus, KafkaBus) {
     let servers = std::env::var("PALISADE_TEST_KAFKA")
         .expect("PALISADE_TEST_KAFKA is not set: run `scripts/testbed up` and `eval \"$(scripts/testbed env)\"`");
     let config: KafkaConfig = palisade_runtime::config::load::<KafkaConfig>(
@@ -16,7 +20,10 @@ fn bus(group_prefix: &str) -> (Bus, KafkaBus) {
             ("PALISADE__BOOTSTRAP_SERVERS".to_owned(), servers),
             ("PALISADE__GROUP_PREFIX".to_owned(), group_prefix.to_owned()),
             ("PALISADE__TOPIC_PARTITIONS".to_owned(), "1".to_owned()),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|(k, v)| (format!("PALISADE__{k}"), v.to_string())))
+        .collect::<Vec<_>>(),
     )
     .unwrap();
     (Bus::Kafka(std::sync::Arc::new(KafkaBus::new(&config).unwrap())), KafkaBus::new(&config).unwrap())
@@ -87,4 +94,30 @@ async fn dead_letters_keep_the_payload_and_carry_the_reason_in_headers() {
     assert_eq!(got.header(HEADER_STAGE), Some(&b"detect"[..]));
     assert_eq!(got.header(HEADER_SOURCE_TOPIC), Some(source.as_bytes()));
     assert_eq!(got.header(HEADER_SOURCE_OFFSET), Some(&b"0"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_the_broker_refuses_for_its_size_is_a_permanent_too_large_error() {
+    use palisade_runtime::BusError;
+    let topic = unique("size");
+    // Created with a small bound, written through a client that allows more: the broker is the one to refuse.
+    let (small_bus, small) = bus_with(&unique("group"), &[("MAX_MESSAGE_BYTES", "2000")]);
+    small.ensure_topics(&[&topic]).await.unwrap();
+    let (large, _) = bus_with(&unique("group"), &[("MAX_MESSAGE_BYTES", "200000")]);
+    // Incompressible bytes (the producer compresses with lz4).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let payload: Vec<u8> = (0..50_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let refused = large.publish(Outgoing { topic: &topic, key: None, payload: &payload, headers: &[] }).await;
+    assert!(matches!(refused, Err(BusError::TooLarge { .. })), "{refused:?}");
+    // The client's own bound refuses before sending.
+    let refused = small_bus.publish(Outgoing { topic: &topic, key: None, payload: &payload, headers: &[] }).await;
+    assert!(matches!(refused, Err(BusError::TooLarge { limit: 2000, .. })), "{refused:?}");
+    large.publish(Outgoing { topic: &topic, key: None, payload: b"small", headers: &[] }).await.unwrap();
 }

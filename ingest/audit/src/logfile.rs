@@ -224,25 +224,38 @@ impl Tailer {
             Ok((records, record)) => {
                 for (key, payload) in &records {
                     let outgoing = Outgoing { topic: &self.topic, key: Some(key.as_bytes()), payload, headers: &[] };
-                    if bus.publish(outgoing).await.is_err() {
-                        return false;
+                    match bus.publish(outgoing).await {
+                        Ok(()) => RecordProduced { stage: STAGE, record }.emit(),
+                        // Never retried: the line goes to the dead-letter topic (cut to fit) with the reason.
+                        Err(error @ palisade_runtime::BusError::TooLarge { .. }) => {
+                            let original = self.line_message(line, position);
+                            let reason = error.to_string();
+                            if bus.dead_letter(&self.dead_letter_topic, STAGE, &original, &reason).await.is_err() {
+                                return false;
+                            }
+                        }
+                        Err(_) => return false,
                     }
-                    RecordProduced { stage: STAGE, record }.emit();
                 }
                 true
             }
             Err(reason) => {
-                let original = Message {
-                    topic: format!("file:{}", self.path.display()),
-                    partition: -1,
-                    offset: position.offset as i64,
-                    key: None,
-                    payload: line.to_vec(),
-                    headers: vec![],
-                    timestamp_ms: None,
-                };
+                let original = self.line_message(line, position);
                 bus.dead_letter(&self.dead_letter_topic, STAGE, &original, &reason).await.is_ok()
             }
+        }
+    }
+
+    /// A line as the dead-letter topic keeps it: its file and offset name where it came from.
+    fn line_message(&self, line: &[u8], position: Position) -> Message {
+        Message {
+            topic: format!("file:{}", self.path.display()),
+            partition: -1,
+            offset: position.offset as i64,
+            key: None,
+            payload: line.to_vec(),
+            headers: vec![],
+            timestamp_ms: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use palisade_runtime::telemetry::{
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
 
-use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
+use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
 
 const STAGE: &str = "detect";
@@ -42,14 +42,15 @@ type Sending = Pin<Box<dyn Future<Output = (bool, Delivery)> + Send>>;
 
 async fn send_detections(
     bus: Bus,
-    topic: String,
+    (topic, dead_letter_topic): (String, String),
     payloads: Vec<(String, Vec<u8>)>,
     delivery: Delivery,
     shutdown: Shutdown,
 ) -> (bool, Delivery) {
+    let dead_letters = DeadLetters { topic: &dead_letter_topic, stage: STAGE };
     for (key, payload) in &payloads {
         let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload, headers: &[] };
-        if !publish_until_acked(&bus, outgoing, &shutdown).await {
+        if !publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await {
             return (false, delivery);
         }
         RecordProduced { stage: STAGE, record: "Detection" }.emit();
@@ -204,7 +205,7 @@ pub async fn run(
                 }
                 in_flight.push_back(Box::pin(send_detections(
                     bus.clone(),
-                    topics.detections.clone(),
+                    (topics.detections.clone(), topics.dead_letter.clone()),
                     payloads,
                     delivery,
                     shutdown.clone(),

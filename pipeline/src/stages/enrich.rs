@@ -20,7 +20,7 @@ use palisade_runtime::telemetry::{
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec, Detection};
 
-use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
+use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
 
 const STAGE: &str = "enrich";
@@ -151,9 +151,11 @@ pub async fn run(
         let Some(alert) = alert else { return Ok(Box::pin(std::future::ready((true, settles)))) };
         let payload = alert_codec.encode(&alert)?;
         let (bus, topic, shutdown) = (bus.clone(), topics.enriched.clone(), shutdown.clone());
+        let dead_letter_topic = topics.dead_letter.clone();
         Ok(Box::pin(async move {
             let outgoing = Outgoing { topic: &topic, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
-            let sent = publish_until_acked(&bus, outgoing, &shutdown).await;
+            let dead_letters = DeadLetters { topic: &dead_letter_topic, stage: STAGE };
+            let sent = publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await;
             if sent {
                 RecordProduced { stage: STAGE, record: "Alert" }.emit();
             }

@@ -8,7 +8,7 @@ pub mod sink;
 use std::time::Duration;
 
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::{Bus, Delivery, Shutdown, Subscription};
+use palisade_runtime::{Bus, BusError, Delivery, Message, Shutdown, Subscription};
 
 /// How long a stopping stage waits for more input before it considers its queue drained.
 const DRAIN_IDLE: Duration = Duration::from_millis(300);
@@ -40,13 +40,49 @@ pub(crate) async fn next_delivery(subscription: &mut Subscription, shutdown: &Sh
     }
 }
 
-/// Publishes until the bus acknowledges. Returns false only if shutdown came first; the input is then left
-/// unacknowledged and will be delivered again.
-pub(crate) async fn publish_until_acked(bus: &Bus, outgoing: Outgoing<'_>, shutdown: &Shutdown) -> bool {
+/// Where a stage's refused records go: its dead-letter topic, under its name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeadLetters<'a> {
+    pub topic: &'a str,
+    pub stage: &'a str,
+}
+
+/// Publishes until the bus acknowledges. A record over the bus's size bound is never retried: a truncated copy
+/// goes to the dead-letter topic with the reason and the record counts as handled, so it cannot hold up the ones
+/// behind it. Returns false only if shutdown came first; the input is then left unacknowledged and will be
+/// delivered again.
+pub(crate) async fn publish_until_acked(
+    bus: &Bus,
+    outgoing: Outgoing<'_>,
+    dead_letters: DeadLetters<'_>,
+    shutdown: &Shutdown,
+) -> bool {
     let mut attempts = 0u32;
     loop {
         match bus.publish(outgoing).await {
             Ok(()) => return true,
+            Err(error @ BusError::TooLarge { .. }) => {
+                let refused = Message {
+                    topic: outgoing.topic.to_owned(),
+                    partition: -1,
+                    offset: -1,
+                    key: outgoing.key.map(<[u8]>::to_vec),
+                    payload: outgoing.payload.to_vec(),
+                    headers: outgoing.headers.iter().map(|(n, v)| ((*n).to_owned(), v.to_vec())).collect(),
+                    timestamp_ms: Some(now_ms()),
+                };
+                let delivery = Delivery::unacknowledged(refused);
+                let reason = error.to_string();
+                return dead_letter_until_acked(
+                    bus,
+                    dead_letters.topic,
+                    dead_letters.stage,
+                    &delivery,
+                    &reason,
+                    shutdown,
+                )
+                .await;
+            }
             Err(error) => {
                 attempts += 1;
                 tracing::warn!(%error, topic = outgoing.topic, attempts, "publish failed; retrying");

@@ -17,7 +17,7 @@ use palisade_sink::file::{AlertsFile, human_line};
 use palisade_sink::webhook::Delivered;
 use palisade_sink::{OpenSearchWriter, WebhookWriter};
 
-use super::{dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
+use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
 use crate::config::{AlertsFormat, SinkConfig};
 
@@ -264,7 +264,8 @@ async fn run_loop(
             for (_, alert) in &alerts {
                 for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
                     let outgoing = Outgoing { topic, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
-                    if !publish_until_acked(&bus, outgoing, &shutdown).await {
+                    let dead_letters = DeadLetters { topic: &topics.dead_letter, stage: STAGE };
+                    if !publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await {
                         break 'stage;
                     }
                 }
@@ -314,8 +315,23 @@ async fn run_loop(
         // whole batch commit together. A failed transaction is aborted and the batch tried again.
         if let (Some(format), Some(transactions)) = (outputs.alerts_topic, &transactions) {
             let mut payloads: Vec<(&str, &str, Vec<u8>)> = Vec::with_capacity(alerts.len());
-            for (_, alert) in &alerts {
+            for (delivery, alert) in &alerts {
                 for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
+                    // One record over the bound would fail every attempt of the whole transaction: it leaves the
+                    // batch for the dead-letter topic instead.
+                    if payload.len() + alert.id.len() > bus.max_message_bytes() {
+                        let reason = format!(
+                            "{topic} record of {} bytes is over the {}-byte bound (kafka.max_message_bytes)",
+                            payload.len() + alert.id.len(),
+                            bus.max_message_bytes()
+                        );
+                        if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, delivery, &reason, &shutdown)
+                            .await
+                        {
+                            break 'stage;
+                        }
+                        continue;
+                    }
                     payloads.push((topic, alert.id.as_str(), payload));
                 }
             }

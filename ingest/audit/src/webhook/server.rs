@@ -312,12 +312,21 @@ async fn receive(
     let sends = encoded.iter().map(|(key, payload)| {
         state.bus.publish(Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload, headers: &[] })
     });
-    for result in futures::future::join_all(sends).await {
-        if let Err(error) = result {
-            tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
-            return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
+    for (result, (_, payload)) in futures::future::join_all(sends).await.into_iter().zip(&encoded) {
+        match result {
+            Ok(()) => RecordProduced { stage: STAGE, record: "AuditEvent" }.emit(),
+            // Too large for the bus even after the event was shrunk: retrying would refuse the whole batch for
+            // ever, so this one is dead-lettered (cut to fit) and the rest of the batch stands.
+            Err(error @ palisade_runtime::BusError::TooLarge { .. }) => {
+                if let Err(response) = dead_letter(&state, payload, &error.to_string()).await {
+                    return response;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
+                return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
+            }
         }
-        RecordProduced { stage: STAGE, record: "AuditEvent" }.emit();
     }
     StatusCode::OK.into_response()
 }
