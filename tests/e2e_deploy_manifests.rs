@@ -122,7 +122,10 @@ fn manifests_pass_a_server_side_dry_run_and_raise_no_palisade_alert() {
     let without_exceptions = raised(&DetectConfig::default(), &objects);
     assert_eq!(
         without_exceptions,
-        BTreeSet::from(["K8S_SensitiveMount DaemonSet/palisade-collect".to_owned()]),
-        "only the collector's host mounts alert, which the shipped exception covers"
+        BTreeSet::from([
+            "K8S_PrivilegedContainer DaemonSet/palisade-collect".to_owned(),
+            "K8S_SensitiveMount DaemonSet/palisade-collect".to_owned()
+        ]),
+        "only the collector's host mounts and host reach alert, which the shipped exceptions cover"
     );
 }
