@@ -58,30 +58,57 @@ pub fn scan(
     let mut report = ScanReport::default();
     for (kind, path) in [(Kind::Audit, &inputs.audit), (Kind::Node, &inputs.node), (Kind::Cloud, &inputs.cloud)] {
         let Some(path) = path else { continue };
-        let reader = open(path)?;
-        for (index, line) in reader.lines().enumerate() {
-            let line = line.map_err(|source| PipelineError::Input { path: path.display().to_string(), source })?;
+        let mut reader = open(path)?;
+        let mut index = 0;
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            let read = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(|source| PipelineError::Input { path: path.display().to_string(), source })?;
+            if read == 0 {
+                break;
+            }
+            index += 1;
+            // A line that is not UTF-8 is a bad line like any other: reported, skipped, the rest scanned.
+            let line = match std::str::from_utf8(&buffer) {
+                Ok(line) => line.trim_end_matches(['\n', '\r']),
+                Err(error) => {
+                    report.bad_lines += 1;
+                    let _ = writeln!(errors, "{}:{index}: not UTF-8 ({error})", path.display());
+                    continue;
+                }
+            };
             if line.trim().is_empty() {
                 continue;
             }
             let detected_at = now_ms();
-            let detections = match kind {
-                Kind::Audit => serde_json::from_str::<Value>(&line).map_err(|e| e.to_string()).and_then(|document| {
+            // The detections of the line's good events, and why its other events (if any) were not read: one bad
+            // item of an EventList does not cost the others their alerts.
+            let mut item_errors: Vec<String> = Vec::new();
+            let detections: Result<Vec<_>, String> = match kind {
+                Kind::Audit => serde_json::from_str::<Value>(line).map_err(|e| e.to_string()).and_then(|document| {
                     let events = split_events(&document).map_err(|e| e.to_string())?;
+                    let several = events.len() > 1;
                     let mut detections = Vec::new();
-                    for raw in events {
-                        let event = AuditEvent::from_k8s_json(raw, &config.cluster).map_err(|e| e.to_string())?;
-                        report.events += 1;
-                        detections.extend(engine.process(&Event::Audit(&event), detected_at));
+                    for (item, raw) in events.into_iter().enumerate() {
+                        match AuditEvent::from_k8s_json(raw, &config.cluster) {
+                            Ok(event) => {
+                                report.events += 1;
+                                detections.extend(engine.process(&Event::Audit(&event), detected_at));
+                            }
+                            Err(error) if several => item_errors.push(format!("item {item}: {error}")),
+                            Err(error) => return Err(error.to_string()),
+                        }
                     }
                     Ok(detections)
                 }),
-                Kind::Node => serde_json::from_str::<NodeEvent>(&line).map_err(|e| e.to_string()).map(|event| {
+                Kind::Node => serde_json::from_str::<NodeEvent>(line).map_err(|e| e.to_string()).map(|event| {
                     report.events += 1;
                     engine.process(&Event::Node(&event), detected_at)
                 }),
                 // Palisade's own CloudActivity JSON, or CloudTrail / Azure activity log records.
-                Kind::Cloud => serde_json::from_str::<Value>(&line).map_err(|e| e.to_string()).and_then(|document| {
+                Kind::Cloud => serde_json::from_str::<Value>(line).map_err(|e| e.to_string()).and_then(|document| {
                     let records = match serde_json::from_value::<CloudActivity>(document.clone()) {
                         Ok(record) => vec![record],
                         Err(_) => CloudActivity::from_cloud_json(&document).map_err(|e| e.to_string())?,
@@ -94,6 +121,10 @@ pub fn scan(
                     Ok(detections)
                 }),
             };
+            if !item_errors.is_empty() {
+                report.bad_lines += 1;
+                let _ = writeln!(errors, "{}:{index}: {}", path.display(), item_errors.join("; "));
+            }
             match detections {
                 Ok(detections) => {
                     for detection in detections {
@@ -110,7 +141,7 @@ pub fn scan(
                 }
                 Err(reason) => {
                     report.bad_lines += 1;
-                    let _ = writeln!(errors, "{}:{}: {reason}", path.display(), index + 1);
+                    let _ = writeln!(errors, "{}:{index}: {reason}", path.display());
                 }
             }
         }
@@ -146,6 +177,37 @@ mod tests {
         let (report, alerts, _) = scan_file(&corpus("create_nginx_pod_unprivileged.json"));
         assert_eq!((report.events, report.alerts), (1, 0));
         assert!(alerts.is_empty());
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_reported_and_the_rest_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bytes.jsonl");
+        let good = std::fs::read_to_string(corpus("create_nginx_pod_privileged.json")).unwrap();
+        let mut bytes = b"{\"kind\":\"Event\",\"verb\":\"\xff\xfe\"}\n".to_vec();
+        bytes.extend_from_slice(good.trim().as_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let (report, alerts, errors) = scan_file(&path);
+        assert_eq!((report.bad_lines, report.alerts), (1, 1), "{errors}");
+        assert!(errors.contains("bytes.jsonl:1: not UTF-8"), "{errors}");
+        assert_eq!(alerts[0]["alert_type"], "K8S_PrivilegedContainer");
+    }
+
+    #[test]
+    fn one_bad_item_of_an_event_list_keeps_the_others_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("list.jsonl");
+        let good: Value =
+            serde_json::from_str(&std::fs::read_to_string(corpus("create_nginx_pod_privileged.json")).unwrap())
+                .unwrap();
+        let bad = serde_json::json!({"kind": "Event", "auditID": "x", "verb": "get",
+            "stageTimestamp": "2026-12-01T10:00:00\u{20ac}000"});
+        let list = serde_json::json!({"kind": "EventList", "items": [bad, good]});
+        std::fs::write(&path, list.to_string()).unwrap();
+        let (report, alerts, errors) = scan_file(&path);
+        assert_eq!((report.bad_lines, report.alerts, report.events), (1, 1, 1), "{errors}");
+        assert!(errors.contains("list.jsonl:1: item 0: audit event has an unparsable timestamp"), "{errors}");
+        assert_eq!(alerts[0]["alert_type"], "K8S_PrivilegedContainer");
     }
 
     #[test]

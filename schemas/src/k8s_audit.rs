@@ -17,14 +17,19 @@ pub enum AuditParseError {
     Missing(&'static str),
     #[error("audit event has an unparsable timestamp in `{field}`: {value}")]
     Timestamp { field: &'static str, value: String },
+    #[error("EventList without an `items` array")]
+    ListWithoutItems,
 }
 
 /// Splits a JSON document into the audit events it carries (an `EventList` or one `Event`).
 pub fn split_events(document: &Value) -> Result<Vec<&Value>, AuditParseError> {
     match document.get("kind").and_then(Value::as_str) {
-        Some("EventList") => {
-            Ok(document.get("items").and_then(Value::as_array).map(|i| i.iter().collect()).unwrap_or_default())
-        }
+        // An EventList whose items are missing or not an array carried nothing readable: an error, not an empty
+        // success (the webhook would answer 200 to a batch it dropped).
+        Some("EventList") => match document.get("items") {
+            Some(Value::Array(items)) => Ok(items.iter().collect()),
+            _ => Err(AuditParseError::ListWithoutItems),
+        },
         Some("Event") => Ok(vec![document]),
         // Some forwarders strip `kind`; an object with auditID and verb is an event.
         None if document.get("auditID").is_some() && document.get("verb").is_some() => Ok(vec![document]),
@@ -316,6 +321,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(split_events(&list).unwrap().len(), 2);
+        for list in
+            [r#"{"kind":"EventList"}"#, r#"{"kind":"EventList","items":null}"#, r#"{"kind":"EventList","items":{}}"#]
+        {
+            let list: Value = serde_json::from_str(list).unwrap();
+            assert_eq!(split_events(&list).unwrap_err(), AuditParseError::ListWithoutItems, "{list}");
+        }
+        let empty: Value = serde_json::from_str(r#"{"kind":"EventList","items":[]}"#).unwrap();
+        assert!(split_events(&empty).unwrap().is_empty());
         let other: Value = serde_json::from_str(r#"{"kind":"Pod"}"#).unwrap();
         assert_eq!(split_events(&other).unwrap_err(), AuditParseError::NotAnEvent("Pod".into()));
         let no_verb: Value =

@@ -89,6 +89,9 @@ async fn status_codes_for_bad_requests() {
     assert!(String::from_utf8_lossy(dead_lettered.header(HEADER_ERROR).unwrap()).starts_with("body is not JSON"));
     let pod = r#"{"kind":"Pod"}"#;
     assert_eq!(http.post(&url).bearer_auth("s3cret").body(pod).send().await.unwrap().status(), 400);
+    let no_items = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1"}"#;
+    let response = http.post(&url).bearer_auth("s3cret").body(no_items).send().await.unwrap();
+    assert_eq!(response.status(), 400, "a list that carries nothing is not a success");
     fixture.shutdown.trigger();
 }
 
