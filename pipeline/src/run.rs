@@ -4,6 +4,7 @@
 //! before the next one stops, so nothing accepted is lost.
 
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,25 +31,18 @@ pub struct RunOptions {
 /// nobody could have created first), so the webhook is never open by accident. The path is printed; the token is
 /// not.
 fn generate_webhook_token() -> Result<PathBuf, PipelineError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let mut random = [0u8; 32];
     let failed =
         |path: &std::path::Path, source| PipelineError::WebhookToken { path: path.display().to_string(), source };
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut random))
-        .map_err(|e| failed(std::path::Path::new("/dev/urandom"), e))?;
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!("palisade-run-{}", &hex[..16]));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| failed(&dir, e))?;
+    let dir = crate::private_dir::create("palisade-run").map_err(|e| failed(&std::env::temp_dir(), e))?;
     let path = dir.join("webhook-token");
-    let mut file = std::fs::OpenOptions::new()
+    let token = crate::private_dir::random_hex(32).map_err(|e| failed(std::path::Path::new("/dev/urandom"), e))?;
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
+        .and_then(|mut file| file.write_all(token.as_bytes()))
         .map_err(|e| failed(&path, e))?;
-    file.write_all(&hex.as_bytes()[16..]).map_err(|e| failed(&path, e))?;
     Ok(path)
 }
 

@@ -15,8 +15,11 @@ pub fn fire() -> Result<PathBuf, PipelineError> {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .ok_or_else(|| PipelineError::TestAlert("neither /bin/true nor /usr/bin/true exists".into()))?;
-    let dir = std::env::temp_dir().join(format!("palisade-test-alert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| PipelineError::TestAlert(format!("{}: {e}", dir.display())))?;
+    // A fresh private directory: a predictable one under /tmp would let a local user put their binary where root
+    // runs the trigger.
+    let dir = crate::private_dir::create("palisade-test-alert").map_err(|e| {
+        PipelineError::TestAlert(format!("a private directory under {}: {e}", std::env::temp_dir().display()))
+    })?;
     let trigger = dir.join(TEST_TRIGGER_NAME);
     std::fs::copy(&source, &trigger).map_err(|e| PipelineError::TestAlert(format!("{}: {e}", trigger.display())))?;
     let status = Command::new(&trigger)
