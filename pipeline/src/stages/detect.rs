@@ -11,7 +11,8 @@ use futures::stream::FuturesOrdered;
 use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
-    BaselineLearning, CheckpointWritten, ComponentStarted, ComponentStopped, MessageProcessed, RecordProduced,
+    BaselineLearning, CheckpointWritten, ComponentStarted, ComponentStopped, ItemDropped, MessageProcessed,
+    RecordProduced,
 };
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
@@ -64,38 +65,61 @@ async fn send_detections(
 pub struct Checkpointing {
     pub path: PathBuf,
     pub every: Duration,
+    /// The detectors' configuration, to try a checkpoint on a scratch engine before the real one takes it.
+    config: DetectConfig,
 }
 
 impl Checkpointing {
     pub fn from_config(config: &DetectConfig) -> Option<Self> {
         let path = config.state_path.clone()?;
-        Some(Self { path, every: Duration::from_secs(config.checkpoint_secs.max(1)) })
+        Some(Self { path, every: Duration::from_secs(config.checkpoint_secs.max(1)), config: config.clone() })
     }
 
     fn error(&self, reason: impl ToString) -> PipelineError {
         PipelineError::Checkpoint { path: self.path.display().to_string(), reason: reason.to_string() }
     }
 
-    /// Restores the state a previous run saved, if there is one.
-    fn restore(&self, engine: &Engine) -> Result<(), PipelineError> {
-        let text = match std::fs::read_to_string(&self.path) {
+    /// Restores the state a previous run saved, if there is one. A checkpoint that cannot be read back (damaged,
+    /// or from an incompatible build) is moved aside as `<path>.corrupt-<unix ms>` with an error log and counted,
+    /// and detect starts with empty windows: a bad file must not keep detection down. Returns where it went.
+    fn restore(&self, engine: &Engine) -> Result<Option<PathBuf>, PipelineError> {
+        let text = match std::fs::read(&self.path) {
             Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(self.error(error)),
         };
-        let state: serde_json::Value = serde_json::from_str(&text).map_err(|e| self.error(e))?;
-        engine.restore_window_state(&state).map_err(|e| self.error(e))
+        // Tried on a scratch engine first: a checkpoint that fails half-way must not leave half its state behind.
+        let scratch = Engine::new(&self.config)?;
+        let state = serde_json::from_slice::<serde_json::Value>(&text).map_err(|e| e.to_string()).and_then(|state| {
+            scratch.restore_window_state(&state).map_err(|e| e.to_string())?;
+            Ok(state)
+        });
+        let reason = match state {
+            Ok(state) => return engine.restore_window_state(&state).map(|()| None).map_err(|e| self.error(e)),
+            Err(reason) => reason,
+        };
+        let aside = self.path.with_extension(format!("corrupt-{}", now_ms()));
+        std::fs::rename(&self.path, &aside).map_err(|e| self.error(e))?;
+        tracing::error!(
+            path = %self.path.display(), moved_to = %aside.display(), %reason,
+            "detector state checkpoint unreadable; moved aside, starting with empty windows"
+        );
+        ItemDropped { component: STAGE, reason: "checkpoint unreadable", count: 1 }.emit();
+        Ok(Some(aside))
     }
 
-    /// Writes the state beside the file, then renames it over (a crash leaves the old or the new, never half).
+    /// Writes the state beside the file, flushes it to disk, then renames it over and flushes the directory: a
+    /// crash or power loss leaves the old or the new, never half of one.
     fn save(&self, engine: &Engine) -> Result<(), PipelineError> {
+        use std::io::Write as _;
         let text = serde_json::to_vec(&engine.window_state()).map_err(|e| self.error(e))?;
         let partial = self.path.with_extension("partial");
-        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| self.error(e))?;
-        }
-        std::fs::write(&partial, text).map_err(|e| self.error(e))?;
-        std::fs::rename(&partial, &self.path).map_err(|e| self.error(e))
+        let parent = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| self.error(e))?;
+        let mut file = std::fs::File::create(&partial).map_err(|e| self.error(e))?;
+        file.write_all(&text).and_then(|()| file.sync_all()).map_err(|e| self.error(e))?;
+        std::fs::rename(&partial, &self.path).map_err(|e| self.error(e))?;
+        std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|e| self.error(e))
     }
 }
 
@@ -213,15 +237,64 @@ pub async fn run(
             }
         }
     }
+    let mut all_sent = true;
     while let Some((sent, delivery)) = in_flight.next().await {
         if !sent {
+            all_sent = false;
             break;
         }
         acks.settle(delivery)?;
     }
-    acks.flush(&engine)?;
+    if all_sent {
+        acks.flush(&engine)?;
+    } else {
+        // The windows hold what an input whose detections were not sent did to them: saving them would make its
+        // redelivery count twice, or find its window already closed. The last checkpoint and the redelivery of
+        // every input not acknowledged rebuild them.
+        tracing::warn!(held = acks.held.len(), "detections not all sent at shutdown; checkpoint not saved");
+    }
     report_learning(&engine);
     subscription.close()?;
     ComponentStopped { component: STAGE }.emit();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpointing(dir: &std::path::Path) -> Checkpointing {
+        let config = DetectConfig { state_path: Some(dir.join("state.json")), ..DetectConfig::default() };
+        Checkpointing::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn a_saved_checkpoint_restores_and_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpointing = checkpointing(dir.path());
+        let engine = Engine::new(&DetectConfig::default()).unwrap();
+        checkpointing.save(&engine).unwrap();
+        assert!(!checkpointing.path.with_extension("partial").exists());
+        assert_eq!(checkpointing.restore(&engine).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unreadable_checkpoint_is_moved_aside_and_detect_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpointing = checkpointing(dir.path());
+        let engine = Engine::new(&DetectConfig::default()).unwrap();
+        for damaged in [
+            &b"{\"watermark_ms\": 12, \"K8S.NODE_Rec"[..],
+            b"\xff\xfe",
+            b"{\"K8S.NODE_ReconnaissanceArtifactsBurst\": 5}",
+        ] {
+            std::fs::write(&checkpointing.path, damaged).unwrap();
+            let aside = checkpointing.restore(&engine).unwrap().expect("moved aside");
+            assert_eq!(std::fs::read(&aside).unwrap(), damaged, "kept for a look");
+            assert!(!checkpointing.path.exists());
+            // The next checkpoint is written where the damaged one was.
+            checkpointing.save(&engine).unwrap();
+            assert_eq!(checkpointing.restore(&engine).unwrap(), None);
+        }
+    }
 }
