@@ -243,6 +243,9 @@ async fn run_loop(
         let consumed: Vec<(String, i32, i64)> =
             batch.iter().map(|d| (d.message.topic.clone(), d.message.partition, d.message.offset)).collect();
         let mut alerts: Vec<(Delivery, Alert)> = Vec::with_capacity(batch.len());
+        // Acknowledged with the rest of the batch, never before: acknowledging a later offset first would commit
+        // past the good records before it that are not written yet.
+        let mut undecodable: Vec<Delivery> = Vec::new();
         for delivery in batch {
             match codec.decode(&delivery.message.payload) {
                 Ok(alert) => alerts.push((delivery, alert)),
@@ -254,9 +257,7 @@ async fn run_loop(
                     {
                         break 'stage;
                     }
-                    if transactions.is_none() {
-                        delivery.ack()?;
-                    }
+                    undecodable.push(delivery);
                 }
             }
         }
@@ -361,10 +362,23 @@ async fn run_loop(
                 let _ = writeln!(std::io::stdout().lock(), "{}", human_line(alert));
             }
         }
+        let mut settled: Vec<Delivery> = Vec::with_capacity(alerts.len() + undecodable.len());
         for (delivery, _) in alerts {
             MessageProcessed { stage: STAGE }.emit();
-            // With transactions the offsets were committed in the transaction.
-            if transactions.is_none() {
+            settled.push(delivery);
+        }
+        settled.extend(undecodable);
+        // In arrival order (offset order per partition), now that everything before each is written.
+        settled.sort_by(|a, b| {
+            (&a.message.topic, a.message.partition, a.message.offset).cmp(&(
+                &b.message.topic,
+                b.message.partition,
+                b.message.offset,
+            ))
+        });
+        // With transactions the offsets were committed in the transaction.
+        if transactions.is_none() {
+            for delivery in settled {
                 delivery.ack()?;
             }
         }
