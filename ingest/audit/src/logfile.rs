@@ -6,7 +6,7 @@
 //! rotated while the tailer was down is found again by its inode in the same directory.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +83,12 @@ impl Codecs {
     }
 }
 
+/// Bytes read from a file per pass: a backlog of gigabytes is worked through a slice at a time, not loaded.
+const READ_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Longest line kept while waiting for its end; a longer one is forwarded as it stands (and dead-lettered, being
+/// incomplete JSON), then the rest of it up to its newline likewise, so memory stays bounded.
+const MAX_PENDING_LINE_BYTES: usize = 16 * 1024 * 1024;
+
 pub struct Tailer {
     path: PathBuf,
     format: LineFormat,
@@ -130,8 +136,13 @@ impl Tailer {
         if let Some(dir) = self.position_file.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
+        // Flushed to disk before the rename: after a power loss the position is the old one or the new one, and
+        // never ahead of what was acknowledged.
         let temporary = self.position_file.with_extension("tmp");
-        std::fs::write(&temporary, format!("{} {}\n", position.inode, position.offset)).map_err(io(&temporary))?;
+        let mut file = File::create(&temporary).map_err(io(&temporary))?;
+        file.write_all(format!("{} {}\n", position.inode, position.offset).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(io(&temporary))?;
         std::fs::rename(&temporary, &self.position_file).map_err(io(&self.position_file))
     }
 
@@ -160,6 +171,7 @@ impl Tailer {
         };
         let mut pending = Vec::new();
         loop {
+            let mut more_waiting = false;
             if file.is_none() {
                 match File::open(&self.path) {
                     Ok(opened) => {
@@ -179,33 +191,64 @@ impl Tailer {
                     pending.clear();
                 }
                 let mut chunk = Vec::new();
-                current.read_to_end(&mut chunk).map_err(io(&self.path))?;
-                let read_nothing = chunk.is_empty();
+                let read =
+                    Read::by_ref(current).take(READ_CHUNK_BYTES).read_to_end(&mut chunk).map_err(io(&self.path))?;
+                more_waiting = read as u64 == READ_CHUNK_BYTES;
                 pending.extend_from_slice(&chunk);
                 let mut consumed = 0;
+                let mut refused = false;
                 while let Some(end) = pending[consumed..].iter().position(|b| *b == b'\n') {
                     let line = &pending[consumed..consumed + end];
                     if !self.forward(&bus, &codec, line, position).await {
                         // The bus refused: keep the line, retry on the next poll.
+                        refused = true;
                         break;
                     }
                     consumed += end + 1;
                     position.offset += (end + 1) as u64;
                 }
+                // A line with no end in sight: forwarded as it stands rather than held without bound.
+                if !refused && pending.len() - consumed > MAX_PENDING_LINE_BYTES {
+                    let line = &pending[consumed..];
+                    if self.forward(&bus, &codec, line, position).await {
+                        position.offset += line.len() as u64;
+                        consumed = pending.len();
+                    } else {
+                        refused = true;
+                    }
+                }
                 pending.drain(..consumed);
+                // Rotated: the path now names another file. Switch once a read of the old handle finds nothing
+                // more (the writer may still have flushed into it just after the rename). A last line the writer
+                // never finished in the old file is forwarded as it stands: it will get no end now.
+                let rotated = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != position.inode);
+                if rotated && read == 0 && !refused && !pending.is_empty() {
+                    if self.forward(&bus, &codec, &pending, position).await {
+                        position.offset += pending.len() as u64;
+                        consumed += pending.len();
+                        pending.clear();
+                    } else {
+                        refused = true;
+                    }
+                }
                 if consumed > 0 {
                     self.save_position(position)?;
                 }
-                // Rotated: the path now names another file. Switch once a read of the old handle finds nothing
-                // more (the writer may still have flushed into it just after the rename).
-                let rotated = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != position.inode);
-                if rotated && pending.is_empty() && read_nothing {
+                if rotated && read == 0 && pending.is_empty() {
                     file = None;
                     continue;
+                }
+                if refused {
+                    more_waiting = false;
                 }
             }
             if shutdown.is_triggered() {
                 return self.save_position(position);
+            }
+            if more_waiting {
+                // A backlog: the next slice at once, still giving other tasks their turn.
+                tokio::task::yield_now().await;
+                continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}
@@ -339,6 +382,48 @@ mod tests {
         assert_eq!(receive(&mut events, 2).await, ["h", "i"]);
         let bad = tokio::time::timeout(Duration::from_secs(5), dead.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(bad.message.payload, b"{not json");
+        stop.trigger();
+        task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_old_file_ending_mid_line_does_not_stop_the_switch_to_the_new_one() {
+        let dir = std::env::temp_dir().join(format!("palisade-tail-midline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.log");
+        let bus = Bus::in_process();
+        let mut events = bus.subscribe(&["audit"], "t").unwrap();
+        let mut dead = bus.subscribe(&["dlq"], "t").unwrap();
+        append(&log, &["a"]);
+        // The writer died mid-line, then the log was rotated and a new writer started.
+        std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"{\"kind\":\"Ev").unwrap();
+        let (stop, task) = start(&dir, &bus).await;
+        assert_eq!(receive(&mut events, 1).await, ["a"]);
+        std::fs::rename(&log, dir.join("audit.log.1")).unwrap();
+        append(&log, &["b", "c"]);
+        assert_eq!(receive(&mut events, 2).await, ["b", "c"], "the new file is followed");
+        let cut = tokio::time::timeout(Duration::from_secs(5), dead.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(cut.message.payload, b"{\"kind\":\"Ev", "the unfinished line is dead-lettered, not lost");
+        stop.trigger();
+        task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_larger_than_one_read_arrives_whole_and_in_order() {
+        let dir = std::env::temp_dir().join(format!("palisade-tail-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.log");
+        let ids: Vec<String> = (0..15_000).map(|i| format!("id-{i}")).collect();
+        append(&log, &ids.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(std::fs::metadata(&log).unwrap().len() > 2 * READ_CHUNK_BYTES, "several reads");
+        let bus = Bus::in_process();
+        let mut events = bus.subscribe(&["audit"], "t").unwrap();
+        let (stop, task) = start(&dir, &bus).await;
+        assert_eq!(receive(&mut events, ids.len()).await, ids);
         stop.trigger();
         task.await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
