@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod health;
 pub mod kafka;
 pub mod metrics;
 pub mod shutdown;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus::{Encoder, TextEncoder};
 
@@ -18,11 +19,19 @@ pub fn render() -> String {
     String::from_utf8(buffer).unwrap_or_default()
 }
 
+/// 200 while every component does its work, 503 once one has been failing past the grace period; the body has a
+/// line per component either way.
+async fn healthz() -> (StatusCode, String) {
+    let (healthy, text) = crate::health::report(std::time::Instant::now(), crate::health::STUCK_AFTER);
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, if text.is_empty() { "ok\n".to_owned() } else { text })
+}
+
 /// Binds `addr` and serves until shutdown. Returns the bound address (port 0 picks one).
 pub async fn serve(addr: SocketAddr, shutdown: Shutdown) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new().route("/metrics", get(|| async { render() })).route("/healthz", get(|| async { "ok" }));
+    let app = Router::new().route("/metrics", get(|| async { render() })).route("/healthz", get(healthz));
     tokio::spawn(async move {
         let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await;
         if let Err(error) = result {

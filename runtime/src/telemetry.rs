@@ -149,6 +149,7 @@ pub struct ComponentStarted<'a> {
 impl ComponentStarted<'_> {
     pub fn emit(self) {
         COMPONENT_UP.with_label_values(&[self.component]).set(1);
+        crate::health::started(self.component);
         tracing::info!(component = self.component, "started");
     }
 }
@@ -160,6 +161,7 @@ pub struct ComponentStopped<'a> {
 impl ComponentStopped<'_> {
     pub fn emit(self) {
         COMPONENT_UP.with_label_values(&[self.component]).set(0);
+        crate::health::stopped(self.component);
         tracing::info!(component = self.component, "stopped");
     }
 }

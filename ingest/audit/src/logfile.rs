@@ -268,7 +268,10 @@ impl Tailer {
                 for (key, payload) in &records {
                     let outgoing = Outgoing { topic: &self.topic, key: Some(key.as_bytes()), payload, headers: &[] };
                     match bus.publish(outgoing).await {
-                        Ok(()) => RecordProduced { stage: STAGE, record }.emit(),
+                        Ok(()) => {
+                            palisade_runtime::health::succeeded(STAGE);
+                            RecordProduced { stage: STAGE, record }.emit();
+                        }
                         // Never retried: the line goes to the dead-letter topic (cut to fit) with the reason.
                         Err(error @ palisade_runtime::BusError::TooLarge { .. }) => {
                             let original = self.line_message(line, position);
@@ -277,7 +280,10 @@ impl Tailer {
                                 return false;
                             }
                         }
-                        Err(_) => return false,
+                        Err(error) => {
+                            palisade_runtime::health::failing(STAGE, &format!("the bus refuses log lines: {error}"));
+                            return false;
+                        }
                     }
                 }
                 true

@@ -60,7 +60,12 @@ pub(crate) async fn publish_until_acked(
     let mut attempts = 0u32;
     loop {
         match bus.publish(outgoing).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                if attempts > 0 {
+                    palisade_runtime::health::succeeded(dead_letters.stage);
+                }
+                return true;
+            }
             Err(error @ BusError::TooLarge { .. }) => {
                 let refused = Message {
                     topic: outgoing.topic.to_owned(),
@@ -85,6 +90,10 @@ pub(crate) async fn publish_until_acked(
             }
             Err(error) => {
                 attempts += 1;
+                palisade_runtime::health::failing(
+                    dead_letters.stage,
+                    &format!("publish to {} failed: {error}", outgoing.topic),
+                );
                 tracing::warn!(%error, topic = outgoing.topic, attempts, "publish failed; retrying");
                 if shutdown.is_triggered() && attempts > 3 {
                     return false;
@@ -107,9 +116,15 @@ pub(crate) async fn dead_letter_until_acked(
     let mut attempts = 0u32;
     loop {
         match bus.dead_letter(topic, stage, &delivery.message, reason).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                if attempts > 0 {
+                    palisade_runtime::health::succeeded(stage);
+                }
+                return true;
+            }
             Err(error) => {
                 attempts += 1;
+                palisade_runtime::health::failing(stage, &format!("dead-letter publish failed: {error}"));
                 tracing::warn!(%error, attempts, "dead-letter publish failed; retrying");
                 if shutdown.is_triggered() && attempts > 3 {
                     return false;

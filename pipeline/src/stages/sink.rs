@@ -169,6 +169,9 @@ async fn until_done<T>(
     let mut reported = retries.load(std::sync::atomic::Ordering::Relaxed);
     let mut report = || {
         let now = retries.load(std::sync::atomic::Ordering::Relaxed);
+        if now > reported {
+            palisade_runtime::health::failing(STAGE, &format!("{output} unreachable, retrying"));
+        }
         OutputRetried { output, count: now - reported }.emit();
         reported = now;
     };
@@ -181,7 +184,10 @@ async fn until_done<T>(
     tokio::pin!(grace);
     let done = loop {
         tokio::select! {
-            done = &mut work => break Some(done),
+            done = &mut work => {
+                palisade_runtime::health::succeeded(STAGE);
+                break Some(done)
+            }
             _ = ticker.tick() => report(),
             _ = &mut grace => {
                 tracing::warn!(output, "output unreachable at shutdown; batch left unacknowledged");
@@ -342,6 +348,7 @@ async fn run_loop(
                 .collect();
             let mut attempts = 0u32;
             while let Err(error) = transactions.commit(&records, &consumed).await {
+                palisade_runtime::health::failing(STAGE, &format!("alerts transaction failed: {error}"));
                 attempts += 1;
                 tracing::warn!(%error, attempts, "alerts transaction failed; retrying the batch");
                 OutputRetried { output: "topic", count: 1 }.emit();

@@ -323,10 +323,12 @@ async fn receive(
                 }
             }
             Err(error) => {
+                palisade_runtime::health::failing(STAGE, &format!("the bus refuses audit batches: {error}"));
                 tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
                 return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
             }
         }
     }
+    palisade_runtime::health::succeeded(STAGE);
     StatusCode::OK.into_response()
 }
