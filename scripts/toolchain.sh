@@ -7,6 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 HOST_TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$here/rust-toolchain.toml")
 BPF_TOOLCHAIN=${BPF_TOOLCHAIN:-nightly-2026-05-20}
 BPF_LINKER_VERSION=0.13.0
+CARGO_FUZZ_VERSION=0.13.2
 CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
 TOOLS=$CACHE/tools
 mkdir -p "$TOOLS/bin"
@@ -43,4 +44,9 @@ if ! { [ -x "$TOOLS/bin/bpf-linker" ] && "$TOOLS/bin/bpf-linker" --version | gre
   LLVM_PREFIX="$llvm_prefix" cargo +"$HOST_TOOLCHAIN" install bpf-linker --version "$BPF_LINKER_VERSION" --locked \
     --force --no-default-features --features "llvm-$llvm_major" --root "$TOOLS"
 fi
-echo "host=$HOST_TOOLCHAIN bpf=$BPF_TOOLCHAIN bpf-linker=$("$TOOLS/bin/bpf-linker" --version)"
+# cargo-fuzz drives the fuzz targets (scripts/fuzz) with the same pinned nightly.
+if ! { [ -x "$TOOLS/bin/cargo-fuzz" ] && "$TOOLS/bin/cargo-fuzz" --version | grep -q "$CARGO_FUZZ_VERSION"; }; then
+  cargo +"$HOST_TOOLCHAIN" install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --force --root "$TOOLS"
+fi
+echo "host=$HOST_TOOLCHAIN bpf=$BPF_TOOLCHAIN bpf-linker=$("$TOOLS/bin/bpf-linker" --version)" \
+  "cargo-fuzz=$("$TOOLS/bin/cargo-fuzz" --version)"

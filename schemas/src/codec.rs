@@ -105,6 +105,15 @@ record!(CloudActivity, "CloudActivity", ["v1" => "cloud_activity.v1.avsc"]);
 record!(Detection, "Detection", ["v1" => "detection.v1.avsc", "v2" => "detection.v2.avsc"]);
 record!(Alert, "Alert", ["v1" => "alert.v1.avsc", "v2" => "alert.v2.avsc", "v3" => "alert.v3.avsc", "v4" => "alert.v4.avsc"]);
 
+/// The single-object headers (magic and fingerprint) of every shipped version of every record type, for fuzzing
+/// the readers behind each of them.
+pub fn version_headers() -> Vec<Vec<u8>> {
+    fn of<T: Record>() -> Vec<Vec<u8>> {
+        Codec::<T>::new().map(|codec| codec.versions.iter().map(|(_, f, _)| header(f)).collect()).unwrap_or_default()
+    }
+    [of::<NodeEvent>(), of::<AuditEvent>(), of::<CloudActivity>(), of::<Detection>(), of::<Alert>()].concat()
+}
+
 /// Encoder and decoder for one record type. Build once, share freely.
 #[derive(Debug, Clone)]
 pub struct Codec<T: Record> {
@@ -114,6 +123,9 @@ pub struct Codec<T: Record> {
 
 impl<T: Record> Codec<T> {
     pub fn new() -> Result<Self, CodecError> {
+        // Older versions are read by apache-avro, which allocates what a length prefix says up to this bound
+        // (512 MB by default): no record on a topic is near it, so a damaged one must not be either.
+        apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
         let mut versions = Vec::with_capacity(T::SCHEMAS.len());
         for schema_version in T::SCHEMAS {
             let schema = Schema::parse_str(schema_version.json).map_err(|source| CodecError::BadSchema {
@@ -190,6 +202,9 @@ impl<T: Record> Codec<T> {
         from_value::<T>(&value).map_err(avro)
     }
 }
+
+/// The most apache-avro allocates for one value it reads: the bus's record bound is 1 MB.
+const MAX_AVRO_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
 
 fn fingerprint_of(schema: &Schema) -> [u8; 8] {
     let digest = schema.fingerprint::<Rabin>();

@@ -10,7 +10,7 @@ pub mod k8s_audit;
 mod types;
 
 pub use cloud_json::CloudParseError;
-pub use codec::{Codec, CodecError, Record, SchemaVersion};
+pub use codec::{Codec, CodecError, Record, SchemaVersion, version_headers};
 pub use datum::DatumError;
 pub use k8s_audit::{AuditParseError, split_events};
 pub use types::*;

@@ -177,6 +177,14 @@ fn grpc_frame(message: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// A whole answer body as the client reads it: the gRPC frame, then the ContainerStatus message in it.
+pub(crate) fn decode_answer(body: &[u8]) {
+    if let Ok(message) = read_grpc_frame(body) {
+        let _ = decode_container_status_response(&message);
+    }
+    let _ = decode_container_status_response(body);
+}
+
 fn read_grpc_frame(body: &[u8]) -> Result<Vec<u8>, String> {
     let Some((&compressed, rest)) = body.split_first() else { return Err("an empty answer".into()) };
     if compressed != 0 {

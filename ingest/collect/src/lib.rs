@@ -12,4 +12,18 @@ mod records;
 mod syscalls;
 pub mod task;
 
+/// Entry points for the fuzz targets (`fuzz/`): the parsers of bytes from the kernel and the CRI runtime.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a ring-buffer record as the collector does.
+    pub fn ring_record(bytes: &[u8]) {
+        let _ = crate::records::decode(bytes);
+    }
+
+    /// Reads a gRPC ContainerStatus answer as the CRI client does.
+    pub fn cri_answer(bytes: &[u8]) {
+        crate::cri::decode_answer(bytes);
+    }
+}
+
 pub use collector::{CollectConfig, CollectError, Collector, CollectorStats};
