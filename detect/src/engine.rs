@@ -188,6 +188,12 @@ impl Engine {
         windows.detectors.iter().filter_map(|d| d.learning().map(|state| (d.meta().id, state))).collect()
     }
 
+    /// Events each windowed detector ignored as late, since it started (or was restored).
+    pub fn late_events(&self) -> Vec<(&'static str, u64)> {
+        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.detectors.iter().map(|d| (d.meta().id, d.late_events())).filter(|(_, late)| *late > 0).collect()
+    }
+
     /// Keys held by each windowed detector.
     pub fn window_keys(&self) -> Vec<(&'static str, usize)> {
         let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -50,6 +50,11 @@ pub trait WindowedDetector: Send {
     fn restore(&mut self, state: &Value) -> Result<(), String>;
     /// Keys held, for the memory figures.
     fn keys(&self) -> usize;
+
+    /// Events ignored so far for arriving later than the lateness bound allows.
+    fn late_events(&self) -> u64 {
+        0
+    }
 }
 
 /// Where a pod runs in the cluster, for node alerts (their events carry only the pod UID, from the cgroup path).

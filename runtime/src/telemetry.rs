@@ -341,6 +341,35 @@ impl BaselineLearning<'_> {
     }
 }
 
+static LATE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_detect_late_events_total",
+        "Events a windowed detector ignored for arriving later than detect.windows.lateness_secs behind the newest \
+         event of their node (or cluster), by alert type",
+        &["alert_type"]
+    )
+    .expect("metric registers once")
+});
+
+/// How many events a windowed detector has ignored as late so far; the counter follows that total.
+pub struct WindowLateEvents<'a> {
+    pub alert_type: &'a str,
+    pub total: u64,
+}
+
+impl WindowLateEvents<'_> {
+    pub fn emit(self) {
+        let counter = LATE_EVENTS.with_label_values(&[self.alert_type]);
+        let reported = counter.get();
+        if self.total > reported {
+            if reported == 0 {
+                tracing::warn!(alert_type = self.alert_type, "windowed detector ignores late events");
+            }
+            counter.inc_by(self.total - reported);
+        }
+    }
+}
+
 static SUPPRESSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "palisade_alerts_suppressed_total",

@@ -12,7 +12,7 @@ use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::telemetry::{
     BaselineLearning, CheckpointWritten, ComponentStarted, ComponentStopped, ItemDropped, MessageProcessed,
-    RecordProduced,
+    RecordProduced, WindowLateEvents,
 };
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
@@ -35,6 +35,9 @@ const LEARNING_REPORT_EVERY: Duration = Duration::from_secs(5);
 fn report_learning(engine: &Engine) {
     for (alert_type, state) in engine.learning_states() {
         BaselineLearning { alert_type, learning: state.learning, active: state.active }.emit();
+    }
+    for (alert_type, total) in engine.late_events() {
+        WindowLateEvents { alert_type, total }.emit();
     }
 }
 

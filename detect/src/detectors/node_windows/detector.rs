@@ -1,5 +1,8 @@
 //! Keys: node + container id for container processes; node + parent process for host processes (the shell a
-//! session types into). State is plain maps, serialisable for checkpoints, bounded by `max_keys`.
+//! session types into). State is plain maps, serialisable for checkpoints, bounded by `max_keys`. Event time is
+//! each node's own: a watermark per node decides lateness and expiry, so one node whose clock runs ahead cannot
+//! make every other node's events late (they would be ignored) or expire their open windows. Late events are
+//! counted.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,9 +32,40 @@ struct ReconState {
     last_ms: i64,
 }
 
+/// Each node's newest event time, and how many events came later than the lateness bound behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeClocks {
+    #[serde(default)]
+    watermarks: HashMap<String, i64>,
+    #[serde(default)]
+    late_events: u64,
+}
+
+impl NodeClocks {
+    /// Advances `node`'s watermark; false (and counted) when the event is too late for it.
+    fn on_time(&mut self, node: &str, at_ms: i64, config: &WindowConfig) -> bool {
+        if !self.watermarks.contains_key(node) {
+            make_room(&mut self.watermarks, config.max_keys, |watermark| *watermark);
+        }
+        let watermark = self.watermarks.entry(node.to_owned()).or_insert(i64::MIN);
+        let on_time = on_time(watermark, at_ms, config.lateness_secs);
+        if !on_time {
+            self.late_events += 1;
+        }
+        on_time
+    }
+
+    /// The event time to expire `key`'s state by: its node's watermark, never beyond the engine's.
+    fn now_for(&self, key: &str, engine_now_ms: i64) -> i64 {
+        let node = key.split('/').next().unwrap_or_default();
+        self.watermarks.get(node).copied().unwrap_or(engine_now_ms).min(engine_now_ms)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct ReconSnapshot {
-    watermark_ms: i64,
+    #[serde(default, flatten)]
+    clocks: NodeClocks,
     keys: HashMap<String, ReconState>,
 }
 
@@ -64,7 +98,7 @@ impl WindowedDetector for ReconBurst {
             return Vec::new();
         }
         let at = node.timestamp_ms;
-        if !on_time(&mut self.state.watermark_ms, at, self.config.lateness_secs) {
+        if !self.state.clocks.on_time(&node.node, at, &self.config) {
             return Vec::new();
         }
         let key = key(node);
@@ -92,8 +126,16 @@ impl WindowedDetector for ReconBurst {
     }
 
     fn expire(&mut self, now_ms: i64) {
-        let horizon = now_ms - (self.config.recon_window_secs + self.config.lateness_secs) as i64 * 1000;
-        self.state.keys.retain(|_, state| state.last_ms >= horizon || state.quiet_until_ms >= now_ms);
+        let span = (self.config.recon_window_secs + self.config.lateness_secs) as i64 * 1000;
+        let clocks = &self.state.clocks;
+        self.state.keys.retain(|key, state| {
+            let now = clocks.now_for(key, now_ms);
+            state.last_ms >= now - span || state.quiet_until_ms >= now
+        });
+    }
+
+    fn late_events(&self) -> u64 {
+        self.state.clocks.late_events
     }
 
     fn snapshot(&self) -> Value {
@@ -119,7 +161,8 @@ struct Download {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct BackdoorSnapshot {
-    watermark_ms: i64,
+    #[serde(default, flatten)]
+    clocks: NodeClocks,
     /// Key → downloaded path → the download.
     keys: HashMap<String, BTreeMap<String, Download>>,
 }
@@ -157,7 +200,7 @@ impl WindowedDetector for BackdoorArtifact {
         let Event::Node(node) = event else { return Vec::new() };
         let Some(name) = exec(node) else { return Vec::new() };
         let at = node.timestamp_ms;
-        if !on_time(&mut self.state.watermark_ms, at, self.config.lateness_secs) {
+        if !self.state.clocks.on_time(&node.node, at, &self.config) {
             return Vec::new();
         }
         let key = container_key(node);
@@ -205,11 +248,17 @@ impl WindowedDetector for BackdoorArtifact {
     }
 
     fn expire(&mut self, now_ms: i64) {
-        let horizon = now_ms - (self.config.download_window_secs + self.config.lateness_secs) as i64 * 1000;
-        for downloads in self.state.keys.values_mut() {
+        let span = (self.config.download_window_secs + self.config.lateness_secs) as i64 * 1000;
+        let clocks = &self.state.clocks;
+        for (key, downloads) in self.state.keys.iter_mut() {
+            let horizon = clocks.now_for(key, now_ms) - span;
             downloads.retain(|_, download| download.at_ms >= horizon);
         }
         self.state.keys.retain(|_, downloads| !downloads.is_empty());
+    }
+
+    fn late_events(&self) -> u64 {
+        self.state.clocks.late_events
     }
 
     fn snapshot(&self) -> Value {

