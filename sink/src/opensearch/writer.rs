@@ -1,6 +1,8 @@
 //! `_bulk` writer with retries: transport errors, 429 and 5xx are retried with exponential backoff until they
 //! succeed; items rejected for their content (mapping errors and other 4xx) are returned to the caller, which
-//! dead-letters them. Every item ends either indexed or rejected with a reason.
+//! dead-letters them. A request the node refuses as too large (413, over its `http.max_content_length`) is split
+//! in halves, never retried as it is; one alert that is too large alone is rejected. Every item ends either
+//! indexed or rejected with a reason.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,9 +186,13 @@ impl OpenSearchWriter {
     /// Writes `alerts`; returns once every alert is indexed or rejected for its content.
     pub async fn write(&self, alerts: &[Alert]) -> Result<BulkOutcome, OpenSearchError> {
         let mut outcome = BulkOutcome::default();
-        let mut pending: Vec<&Alert> = alerts.iter().collect();
+        // Requests still to make, the next at the end: a batch split for its size goes on in order.
+        let mut chunks: Vec<Vec<&Alert>> = vec![alerts.iter().collect()];
         let mut attempt = 0u32;
-        while !pending.is_empty() {
+        while let Some(pending) = chunks.pop() {
+            if pending.is_empty() {
+                continue;
+            }
             let mut body = Vec::with_capacity(pending.len() * 2048);
             for alert in &pending {
                 let action = serde_json::json!({"index": {"_index": ecs::index_name(&self.config.index_prefix, alert), "_id": alert.id}});
@@ -195,6 +201,7 @@ impl OpenSearchWriter {
                 serde_json::to_writer(&mut body, &ecs::document(alert)).expect("JSON to memory");
                 body.push(b'\n');
             }
+            let body_bytes = body.len();
             let sent = self
                 .request(reqwest::Method::POST, "/_bulk")?
                 .header(CONTENT_TYPE, "application/x-ndjson")
@@ -202,15 +209,36 @@ impl OpenSearchWriter {
                 .send()
                 .await;
             let response = match sent {
+                Ok(response) if response.status() == reqwest::StatusCode::PAYLOAD_TOO_LARGE => {
+                    // The same request would be refused for ever: halve it, or give up on the one alert.
+                    if let [alert] = pending[..] {
+                        let reason = format!(
+                            "HTTP 413: its document ({body_bytes} bytes) is over the node's http.max_content_length"
+                        );
+                        outcome.rejected.push((alert.id.clone(), reason));
+                    } else {
+                        tracing::warn!(
+                            alerts = pending.len(),
+                            bytes = body_bytes,
+                            "bulk request too large; splitting it"
+                        );
+                        let (first, second) = pending.split_at(pending.len() / 2);
+                        chunks.push(second.to_vec());
+                        chunks.push(first.to_vec());
+                    }
+                    continue;
+                }
                 Ok(response) if response.status().is_success() => response,
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "bulk request refused; retrying");
                     self.retry_wait(&mut attempt).await;
+                    chunks.push(pending);
                     continue;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "bulk request failed; retrying");
                     self.retry_wait(&mut attempt).await;
+                    chunks.push(pending);
                     continue;
                 }
             };
@@ -219,6 +247,7 @@ impl OpenSearchWriter {
                 Err(error) => {
                     tracing::warn!(%error, "unreadable bulk response; retrying the batch");
                     self.retry_wait(&mut attempt).await;
+                    chunks.push(pending);
                     continue;
                 }
             };
@@ -230,6 +259,7 @@ impl OpenSearchWriter {
                     "bulk response item count differs; retrying"
                 );
                 self.retry_wait(&mut attempt).await;
+                chunks.push(pending);
                 continue;
             }
             let mut retry = Vec::new();
@@ -250,9 +280,9 @@ impl OpenSearchWriter {
                     }
                 }
             }
-            pending = retry;
-            if !pending.is_empty() {
+            if !retry.is_empty() {
                 self.retry_wait(&mut attempt).await;
+                chunks.push(retry);
             }
         }
         Ok(outcome)
