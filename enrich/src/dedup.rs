@@ -7,10 +7,13 @@
 use std::collections::HashMap;
 
 use palisade_schemas::Alert;
+use palisade_schemas::bounds::{MAX_ALERT_EVIDENCE_BYTES, fit_text};
 use sha2::{Digest, Sha256};
 
 /// Evidence events kept per group (the first ones); the count says how many there were.
 const EVIDENCE_KEPT: usize = 5;
+/// Evidence folded in only while at least this much of the group's evidence budget is left.
+const EVIDENCE_MIN_ROOM_BYTES: usize = 4096;
 
 struct Group {
     alert: Alert,
@@ -62,8 +65,15 @@ impl Deduplicator {
             folded.count += 1;
             folded.first_seen_ms = folded.first_seen_ms.min(Some(alert.timestamp_ms)).or(Some(alert.timestamp_ms));
             folded.last_seen_ms = folded.last_seen_ms.max(Some(alert.timestamp_ms));
-            if folded.evidence.len() < EVIDENCE_KEPT {
-                folded.evidence.extend(alert.evidence.into_iter().take(EVIDENCE_KEPT - folded.evidence.len()));
+            // Within MAX_ALERT_EVIDENCE_BYTES in all: five large events (a ConfigMap logged at RequestResponse)
+            // would make an alert too large for the bus, and it would be dead-lettered instead of updated.
+            for piece in alert.evidence {
+                let used: usize = folded.evidence.iter().map(String::len).sum();
+                let room = MAX_ALERT_EVIDENCE_BYTES.saturating_sub(used);
+                if folded.evidence.len() >= EVIDENCE_KEPT || room < EVIDENCE_MIN_ROOM_BYTES {
+                    break;
+                }
+                folded.evidence.push(fit_text(piece, room));
             }
             group.dirty = true;
             return None;
@@ -126,6 +136,32 @@ mod tests {
         assert_eq!(updates[0].first_seen_ms, Some(1_000));
         assert_eq!(updates[0].last_seen_ms, Some(1_000 + 999 * 10));
         assert!(updates[0].evidence.len() <= EVIDENCE_KEPT);
+    }
+
+    #[test]
+    fn folded_evidence_stays_within_the_budget_and_the_alert_fits_the_bus() {
+        let mut dedup = Deduplicator::new(600);
+        let event = |n: usize| {
+            serde_json::json!({"kind": "Event", "auditID": format!("a{n}"),
+            "requestObject": {"data": {"big": "d".repeat(190_000)}}})
+            .to_string()
+        };
+        for n in 0..8 {
+            let mut one = alert("K8S_CoreDnsModification", "kube-system", 1_000 + n as i64);
+            one.evidence = vec![event(n)];
+            dedup.observe(one);
+        }
+        let updates = dedup.flush();
+        let folded = &updates[0];
+        assert_eq!(folded.count, 8);
+        let total: usize = folded.evidence.iter().map(String::len).sum();
+        assert!(total <= MAX_ALERT_EVIDENCE_BYTES, "{total}");
+        assert!(folded.evidence.len() >= 2, "a second event still fits, shrunk");
+        for piece in &folded.evidence {
+            serde_json::from_str::<serde_json::Value>(piece).expect("shrunk evidence is still JSON");
+        }
+        let encoded = palisade_schemas::Codec::<Alert>::new().unwrap().encode(folded).unwrap();
+        assert!(encoded.len() < 1_000_000, "{} bytes", encoded.len());
         assert!(dedup.flush().is_empty(), "nothing changed since");
     }
 

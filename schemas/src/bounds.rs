@@ -11,6 +11,10 @@ pub const MAX_AUDIT_EVENT_JSON_BYTES: usize = 192 * 1024;
 /// Annotation set on an audit event that was shrunk: the size in bytes of the event as it arrived.
 pub const TRUNCATED_FROM_BYTES: &str = "palisade.io/truncated-from-bytes";
 
+/// The most evidence text one alert carries in all: an alert folds up to five evidence events, each up to an audit
+/// event's bound, and the record must stay well inside Kafka's 1 MB.
+pub const MAX_ALERT_EVIDENCE_BYTES: usize = 384 * 1024;
+
 /// Strings are never cut below this many bytes.
 const MIN_STRING_BYTES: usize = 256;
 
@@ -75,11 +79,37 @@ pub fn shrink_json(value: &mut Value, max_bytes: usize) -> Option<usize> {
     Some(original)
 }
 
+/// `text` within `max_bytes`: as it is when it fits; shrunk with `shrink_json` when it is JSON (evidence events
+/// are), so it stays readable; otherwise cut on a character boundary with a marker.
+pub fn fit_text(text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(mut value) => {
+            shrink_json(&mut value, max_bytes);
+            value.to_string()
+        }
+        Err(_) => cut(&text, max_bytes.saturating_sub(40)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn evidence_is_fitted_as_json_or_cut_as_text() {
+        let event = json!({"kind": "Event", "requestObject": {"data": "z".repeat(50_000)}}).to_string();
+        let fitted = fit_text(event, 4096);
+        assert!(fitted.len() <= 4096);
+        assert_eq!(serde_json::from_str::<Value>(&fitted).unwrap()["kind"], "Event");
+        let plain = fit_text("p".repeat(10_000), 1000);
+        assert!(plain.len() <= 1000 && plain.ends_with("bytes]"), "{plain}");
+        assert_eq!(fit_text("short".into(), 1000), "short");
+    }
 
     #[test]
     fn small_values_are_left_alone() {
