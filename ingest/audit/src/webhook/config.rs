@@ -38,7 +38,7 @@ pub struct AuditConfig {
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
     /// Connections open at once; further connections are closed at once and counted
-    /// (`palisade_items_dropped_total{component="audit-webhook"}`).
+    /// (`palisade_dropped_total{component="audit-webhook"}`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Accept HTTP/2 (the API server speaks HTTP/1.1 to webhooks; off, an HTTP/2 connection is closed).
