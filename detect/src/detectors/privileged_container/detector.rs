@@ -1,7 +1,8 @@
 //! K8S_PrivilegedContainer: a workload of any kind is created or changed with a container that is privileged or
 //! as good as privileged (containers, init containers and ephemeral containers alike): `securityContext.privileged`
-//! true, every capability added, `SYS_MODULE` (loads code into the host kernel), or `SYS_ADMIN`/`SYS_PTRACE`
-//! in a pod that shares the host's PID namespace (enter or inject into host processes).
+//! true, every capability added, `SYS_MODULE` (loads code into the host kernel), `DAC_READ_SEARCH` (reads any host
+//! file by handle, the "shocker" escape), or `SYS_ADMIN`/`SYS_PTRACE` in a pod that shares the host's PID namespace
+//! (enter or inject into host processes).
 
 use serde_json::Value;
 
@@ -49,10 +50,17 @@ impl StatelessDetector for PrivilegedContainer {
     }
 }
 
-/// A capability as the container runtimes read it: any case, with or without `CAP_`.
+/// An added capability, read generously (any case, with or without `CAP_`, surrounding spaces): reading more adds
+/// as dangerous than a runtime would only errs towards an alert.
 fn capability_name(raw: &str) -> String {
     let upper = raw.trim().to_ascii_uppercase();
     upper.strip_prefix("CAP_").map(str::to_owned).unwrap_or(upper)
+}
+
+/// Whether a drop entry is the runtimes' wholesale `ALL`, read strictly as containerd reads it (case-insensitive,
+/// nothing else): `CAP_ALL` or ` ALL` drop nothing there, so they must not cancel an added `ALL` here.
+fn drops_all(raw: &str) -> bool {
+    raw.eq_ignore_ascii_case("ALL")
 }
 
 /// Why a container is privileged or as good as privileged; `None` when it is not.
@@ -68,14 +76,20 @@ fn privilege(container: &Value, host_pid: bool) -> Option<String> {
             .map(|items| items.iter().filter_map(Value::as_str).map(capability_name).collect())
             .unwrap_or_default()
     };
-    let (added, dropped) = (list("add"), list("drop"));
+    let added = list("add");
+    let drops_everything = context
+        .pointer("/capabilities/drop")
+        .and_then(Value::as_array)
+        .is_some_and(|items| items.iter().filter_map(Value::as_str).any(drops_all));
     // The runtimes apply add ALL, then drop ALL, then the named capabilities.
-    if added.iter().any(|c| c == "ALL") && !dropped.iter().any(|c| c == "ALL") {
+    if added.iter().any(|c| c == "ALL") && !drops_everything {
         return Some("capabilities.add ALL".to_owned());
     }
     let has = |wanted: &str| added.iter().any(|c| c == wanted);
-    if has("SYS_MODULE") {
-        return Some("capabilities.add SYS_MODULE".to_owned());
+    for alone in ["SYS_MODULE", "DAC_READ_SEARCH"] {
+        if has(alone) {
+            return Some(format!("capabilities.add {alone}"));
+        }
     }
     let host_reach: Vec<&str> = ["SYS_ADMIN", "SYS_PTRACE"].into_iter().filter(|c| has(c)).collect();
     (host_pid && !host_reach.is_empty()).then(|| format!("capabilities.add {} with hostPID", host_reach.join(",")))

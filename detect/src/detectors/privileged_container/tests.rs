@@ -133,6 +133,10 @@ fn capabilities_that_equal_privileged_fire() {
         (pod(vec![with_capabilities(json!(["ALL"]), json!([]))]), "capabilities.add ALL"),
         (pod(vec![with_capabilities(json!(["all"]), json!(["NET_RAW"]))]), "capabilities.add ALL"),
         (pod(vec![with_capabilities(json!(["CAP_SYS_MODULE"]), json!(["ALL"]))]), "capabilities.add SYS_MODULE"),
+        (pod(vec![with_capabilities(json!(["DAC_READ_SEARCH"]), json!(["ALL"]))]), "capabilities.add DAC_READ_SEARCH"),
+        // containerd drops everything only for a literal ALL: these drop nothing there.
+        (pod(vec![with_capabilities(json!(["ALL"]), json!(["CAP_ALL"]))]), "capabilities.add ALL"),
+        (pod(vec![with_capabilities(json!(["ALL"]), json!([" ALL"]))]), "capabilities.add ALL"),
         (host_pid(with_capabilities(json!(["SYS_ADMIN"]), json!([]))), "capabilities.add SYS_ADMIN with hostPID"),
         (
             host_pid(with_capabilities(json!(["sys_ptrace"]), json!(["ALL"]))),
@@ -155,6 +159,7 @@ fn ordinary_capabilities_do_not_fire() {
         pod(vec![with_capabilities(json!(["SYS_ADMIN"]), json!([]))]),
         // Added then dropped wholesale: the runtime grants nothing.
         pod(vec![with_capabilities(json!(["ALL"]), json!(["ALL"]))]),
+        pod(vec![with_capabilities(json!(["all"]), json!(["all"]))]),
         pod(vec![with_capabilities(json!(["NET_ADMIN", "NET_RAW"]), json!([]))]),
     ] {
         assert!(fire(&audit("create", "pods", None, object.clone(), None)).is_empty(), "{object}");
