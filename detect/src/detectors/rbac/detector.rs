@@ -2,8 +2,8 @@
 //! changed, or a ClusterRoleBinding to the built-in `admin` or `edit` roles (namespace administration in every
 //! namespace: secrets, exec, workloads). K8S_HighPrivilegesRole: a Role or ClusterRole is created or changed so that
 //! it grants wildcard verbs or resources, reads secrets, escalate/bind/impersonate, nodes/proxy, or exec/attach into
-//! pods (subresource wildcards such as `*/exec` and `pods/*` included), or aggregates the rules of the built-in
-//! administrative roles. Changes by the platform itself (API server bootstrap policy) are not reported; the role
+//! pods (subresource wildcards such as `*/exec` included), ephemeral containers, service-account tokens, or
+//! aggregates the rules of the built-in administrative roles (or of nearly every role). Changes by the platform itself (API server bootstrap policy) are not reported; the role
 //! aggregation controller's fill of a role that is not built in is, since that is how an aggregated role gets power.
 
 use serde_json::Value;
@@ -77,15 +77,14 @@ const AGGREGATION_CONTROLLER: &str = "system:serviceaccount:kube-system:clusterr
 pub struct HighPrivilegesRole;
 
 /// Whether a rule's `resources` grant `resource/subresource` (`subresource` empty for the resource itself), the way
-/// the RBAC authorizer matches: exact, `*`, or for a subresource also `*/sub` and `resource/*`.
+/// the RBAC authorizer matches (`ResourceMatches`): `*`, the exact name, or for a subresource `*/sub`. (`pods/*` is
+/// not a wildcard there: it grants nothing.)
 fn grants(resources: &[&str], resource: &str, subresource: &str) -> bool {
     resources.iter().any(|granted| {
         *granted == "*"
             || (subresource.is_empty() && *granted == resource)
             || (!subresource.is_empty()
-                && (granted.split_once('/') == Some((resource, subresource))
-                    || *granted == format!("*/{subresource}")
-                    || *granted == format!("{resource}/*")))
+                && (granted.split_once('/') == Some((resource, subresource)) || *granted == format!("*/{subresource}")))
     })
 }
 
@@ -102,6 +101,18 @@ fn aggregation_reasons(role: &Value) -> Vec<String> {
         if labels.is_none_or(|l| l.is_empty()) && expressions.is_none_or(|e| e.is_empty()) {
             reasons.push("aggregates every ClusterRole (empty selector)".to_owned());
             continue;
+        }
+        // A role lacking a label (or not holding one value of it) matches DoesNotExist and NotIn: such an
+        // expression selects nearly every ClusterRole, cluster-admin among them.
+        let broad = expressions
+            .into_iter()
+            .flatten()
+            .find(|e| matches!(e.get("operator").and_then(Value::as_str), Some("DoesNotExist" | "NotIn")));
+        if let Some(expression) = broad {
+            reasons.push(format!(
+                "aggregates every ClusterRole without label {}",
+                expression.get("key").and_then(Value::as_str).unwrap_or("?")
+            ));
         }
         let keys = labels
             .into_iter()
@@ -144,6 +155,13 @@ pub fn high_privilege_reasons(role: &Value, cluster_scoped: bool) -> Vec<String>
         }
         if (allows("pods", "exec") || allows("pods", "attach")) && any(&verbs, &["create", "get", "*"]) {
             reasons.push("exec or attach into pods".into());
+        }
+        // An ephemeral container runs what its author wants in a running pod: exec by another name.
+        if allows("pods", "ephemeralcontainers") && any(&verbs, &["patch", "update", "*"]) {
+            reasons.push("ephemeral containers in running pods".into());
+        }
+        if allows("serviceaccounts", "token") && any(&verbs, &["create", "*"]) {
+            reasons.push("mints service-account tokens".into());
         }
     }
     if cluster_scoped {

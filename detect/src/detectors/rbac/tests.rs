@@ -117,10 +117,10 @@ fn cluster_wide_bindings_to_admin_and_edit_fire_and_namespaced_ones_do_not() {
 fn subresource_wildcards_grant_what_they_name() {
     for (rules, reason) in [
         (json!([{"apiGroups": [""], "resources": ["*/exec"], "verbs": ["create"]}]), "exec or attach"),
-        (json!([{"apiGroups": [""], "resources": ["pods/*"], "verbs": ["get"]}]), "exec or attach"),
+        (json!([{"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]}]), "ephemeral"),
+        (json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]), "tokens"),
         (json!([{"apiGroups": [""], "resources": ["*/attach"], "verbs": ["create"]}]), "exec or attach"),
         (json!([{"apiGroups": [""], "resources": ["*/proxy"], "verbs": ["get"]}]), "nodes/proxy"),
-        (json!([{"apiGroups": [""], "resources": ["nodes/*"], "verbs": ["get"]}]), "nodes/proxy"),
     ] {
         let findings =
             HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", role(rules.clone()))));
@@ -131,6 +131,17 @@ fn subresource_wildcards_grant_what_they_name() {
     assert!(
         HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", log_reader))).is_empty()
     );
+    // `pods/*` and `nodes/*` are no wildcards to the RBAC authorizer: they grant nothing.
+    for rules in [
+        json!([{"apiGroups": [""], "resources": ["pods/*"], "verbs": ["get", "create"]}]),
+        json!([{"apiGroups": [""], "resources": ["nodes/*"], "verbs": ["get"]}]),
+    ] {
+        let role = role(rules.clone());
+        assert!(
+            HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", role))).is_empty(),
+            "{rules}"
+        );
+    }
     let status_writer = role(json!([{"apiGroups": [""], "resources": ["*/status"], "verbs": ["update", "patch"]}]));
     assert!(
         HighPrivilegesRole.detect(&Event::Audit(&change("alice", "create", "clusterroles", status_writer))).is_empty()
@@ -149,6 +160,8 @@ fn aggregation_of_administrative_roles_fires_at_creation() {
         json!([{"matchExpressions": [{"key": "kubernetes.io/bootstrapping", "operator": "Exists"}]}]),
         json!([{}]),
         json!([{"matchLabels": {}}]),
+        json!([{"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}]),
+        json!([{"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}]),
     ] {
         let created = change("alice", "create", "clusterroles", aggregated(selectors.clone()));
         let findings = HighPrivilegesRole.detect(&Event::Audit(&created));
