@@ -42,13 +42,23 @@ pub fn image_name(image: &str) -> String {
         Some(colon) => &without_digest[..last_slash + colon],
         None => without_digest,
     };
-    let name = without_tag.to_ascii_lowercase();
-    match name.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            name.replacen("index.docker.io/", "docker.io/", 1)
+    // The first component names a registry the way the runtimes' reference parser decides it: a dot, a port, or
+    // `localhost`, or (before any lower-casing) an upper-case letter: `Calico/node` is pulled from host `Calico`.
+    match without_tag.split_once('/') {
+        Some((first, _))
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            let name = without_tag.to_ascii_lowercase();
+            match name.strip_prefix("index.docker.io/") {
+                Some(rest) => format!("docker.io/{rest}"),
+                None => name,
+            }
         }
-        Some(_) => format!("docker.io/{name}"),
-        None => format!("docker.io/library/{name}"),
+        Some(_) => format!("docker.io/{}", without_tag.to_ascii_lowercase()),
+        None => format!("docker.io/library/{}", without_tag.to_ascii_lowercase()),
     }
 }
 
@@ -100,6 +110,9 @@ mod tests {
         assert_eq!(image_name("localhost:5000/kube-proxy"), "localhost:5000/kube-proxy");
         assert_eq!(image_name("index.docker.io/calico/node"), "docker.io/calico/node");
         assert_eq!(image_name("Quay.io/Cilium/cilium:v1"), "quay.io/cilium/cilium");
+        // An upper-case first component is a registry host to the runtimes, not a Docker Hub namespace.
+        assert_eq!(image_name("Calico/node:v3"), "calico/node");
+        assert_eq!(image_name("evil.io/index.docker.io/calico/node"), "evil.io/index.docker.io/calico/node");
     }
 
     #[test]
