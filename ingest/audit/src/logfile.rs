@@ -190,10 +190,18 @@ impl Tailer {
                     position.offset = 0;
                     pending.clear();
                 }
+                // While a whole line the bus refused is still held, read nothing more: memory would grow by a
+                // slice a poll for as long as the bus is away.
                 let mut chunk = Vec::new();
-                let read =
-                    Read::by_ref(current).take(READ_CHUNK_BYTES).read_to_end(&mut chunk).map_err(io(&self.path))?;
-                more_waiting = read as u64 == READ_CHUNK_BYTES;
+                let read = if pending.contains(&b'\n') {
+                    None
+                } else {
+                    let read =
+                        Read::by_ref(current).take(READ_CHUNK_BYTES).read_to_end(&mut chunk).map_err(io(&self.path))?;
+                    Some(read)
+                };
+                more_waiting = read == Some(READ_CHUNK_BYTES as usize);
+                let read_nothing = read == Some(0);
                 pending.extend_from_slice(&chunk);
                 let mut consumed = 0;
                 let mut refused = false;
@@ -222,7 +230,7 @@ impl Tailer {
                 // more (the writer may still have flushed into it just after the rename). A last line the writer
                 // never finished in the old file is forwarded as it stands: it will get no end now.
                 let rotated = std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != position.inode);
-                if rotated && read == 0 && !refused && !pending.is_empty() {
+                if rotated && read_nothing && !refused && !pending.is_empty() {
                     if self.forward(&bus, &codec, &pending, position).await {
                         position.offset += pending.len() as u64;
                         consumed += pending.len();
@@ -234,7 +242,7 @@ impl Tailer {
                 if consumed > 0 {
                     self.save_position(position)?;
                 }
-                if rotated && read == 0 && pending.is_empty() {
+                if rotated && read_nothing && pending.is_empty() {
                     file = None;
                     continue;
                 }
