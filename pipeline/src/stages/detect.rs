@@ -183,11 +183,15 @@ pub async fn run(
     let mut in_flight: FuturesOrdered<Sending> = FuturesOrdered::new();
     let mut learning_report = tokio::time::interval(LEARNING_REPORT_EVERY);
     learning_report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // False once an input could not be settled (its detections or its dead letter not sent, at shutdown): nothing
+    // after it may be acknowledged or checkpointed, or its offset would be committed past it.
+    let mut all_sent = true;
     'stage: loop {
         // The checkpoint must hold only inputs whose detections were delivered: drain the sends first.
         if acks.due_in() == Some(Duration::ZERO) {
             while let Some((sent, delivery)) = in_flight.next().await {
                 if !sent {
+                    all_sent = false;
                     break 'stage;
                 }
                 acks.settle(delivery)?;
@@ -198,6 +202,7 @@ pub async fn run(
         tokio::select! {
             Some((sent, delivery)) = in_flight.next(), if !in_flight.is_empty() => {
                 if !sent {
+                    all_sent = false;
                     break;
                 }
                 acks.settle(delivery)?;
@@ -220,6 +225,7 @@ pub async fn run(
                     Err(error) => {
                         let reason = error.to_string();
                         if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, &delivery, &reason, &shutdown).await {
+                            all_sent = false;
                             break;
                         }
                         in_flight.push_back(Box::pin(std::future::ready((true, delivery))));
@@ -240,8 +246,7 @@ pub async fn run(
             }
         }
     }
-    let mut all_sent = true;
-    while let Some((sent, delivery)) = in_flight.next().await {
+    while all_sent && let Some((sent, delivery)) = in_flight.next().await {
         if !sent {
             all_sent = false;
             break;
