@@ -41,6 +41,9 @@ pub struct AuditConfig {
     /// (`palisade_dropped_total{component="audit-webhook"}`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections open at once from one source address, so one peer cannot take every slot from the API server.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
     /// Accept HTTP/2 (the API server speaks HTTP/1.1 to webhooks; off, an HTTP/2 connection is closed).
     #[serde(default)]
     pub http2_enabled: bool,
@@ -84,6 +87,9 @@ const fn default_body_timeout_ms() -> u64 {
 const fn default_max_connections() -> usize {
     256
 }
+const fn default_max_connections_per_source() -> usize {
+    32
+}
 
 fn default_listen_addr() -> String {
     "127.0.0.1:8443".to_owned()
@@ -111,6 +117,7 @@ impl Default for AuditConfig {
             header_timeout_ms: default_header_timeout_ms(),
             body_timeout_ms: default_body_timeout_ms(),
             max_connections: default_max_connections(),
+            max_connections_per_source: default_max_connections_per_source(),
             http2_enabled: false,
             body_limit_bytes: default_body_limit_bytes(),
             max_in_flight_requests: default_max_in_flight_requests(),

@@ -17,14 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, RecordProduced};
+use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, ItemDropped, RecordProduced};
 use palisade_runtime::{Bus, Message, Shutdown};
 use palisade_schemas::{AuditEvent, Codec, split_events};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::config::AuditConfig;
-use super::connection::GuardedAcceptor;
+use super::connection::{GuardedAcceptor, Limits};
 use super::tls;
 
 pub const WEBHOOK_PATH: &str = "/audit/webhook";
@@ -151,7 +151,12 @@ impl WebhookServer {
             )?)
         };
         let header_timeout = Duration::from_millis(config.header_timeout_ms.max(1));
-        let (max_connections, http2_enabled) = (config.max_connections, config.http2_enabled);
+        let limits = Limits {
+            max_connections: config.max_connections,
+            max_connections_per_source: config.max_connections_per_source,
+            first_bytes_timeout: header_timeout,
+            http2_enabled: config.http2_enabled,
+        };
         let mut server = axum_server::bind(addr);
         server
             .http_builder()
@@ -166,12 +171,12 @@ impl WebhookServer {
                 Some(tls_config) => {
                     let tls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
                     let tls = tls::ClientCertAcceptor::new(tls_config);
-                    let acceptor = GuardedAcceptor::new(tls, max_connections, header_timeout, http2_enabled);
+                    let acceptor = GuardedAcceptor::new(tls, limits);
                     server.acceptor(acceptor).serve(app.into_make_service()).await
                 }
                 None => {
                     let plain = axum_server::accept::DefaultAcceptor::new();
-                    let acceptor = GuardedAcceptor::new(plain, max_connections, header_timeout, http2_enabled);
+                    let acceptor = GuardedAcceptor::new(plain, limits);
                     server.acceptor(acceptor).serve(app.into_make_service()).await
                 }
             };
@@ -239,8 +244,11 @@ async fn dead_letter(state: &AppState, payload: &[u8], reason: &str) -> Result<(
 /// The body, read only after the request was authenticated and admitted: bounded in size and in time.
 async fn read_body(state: &AppState, headers: &HeaderMap, body: axum::body::Body) -> Result<Vec<u8>, Response> {
     let too_large = || {
+        // The API server does not retry a 413: the batch is lost. Counted, so it can be alerted on.
+        ItemDropped { component: "audit-webhook", reason: "batch over the body limit", count: 1 }.emit();
         let reason = format!("body over audit.body_limit_bytes ({} bytes)", state.body_limit_bytes);
-        (StatusCode::PAYLOAD_TOO_LARGE, reason).into_response()
+        (StatusCode::PAYLOAD_TOO_LARGE, [(header::CONNECTION, HeaderValue::from_static("close"))], reason)
+            .into_response()
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > state.body_limit_bytes as u64) {
@@ -248,7 +256,12 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: axum::body::Body
     }
     let limited = http_body_util::Limited::new(body, state.body_limit_bytes);
     match tokio::time::timeout(state.body_timeout, limited.collect()).await {
-        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body not received within audit.body_timeout_ms").into_response()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, HeaderValue::from_static("close"))],
+            "body not received within audit.body_timeout_ms",
+        )
+            .into_response()),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(error)) => Err((StatusCode::BAD_REQUEST, format!("body could not be read: {error}")).into_response()),
         Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
@@ -262,7 +275,12 @@ async fn receive(
 ) -> Response {
     let (parts, body) = request.into_parts();
     if !authorized(&state, &parts.headers, certificate.map(|c| c.0)) {
-        return (StatusCode::UNAUTHORIZED, "missing or wrong credentials (bearer token or client certificate)")
+        // Closed after the answer: a peer without credentials may not keep a connection slot by asking again.
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONNECTION, HeaderValue::from_static("close"))],
+            "missing or wrong credentials (bearer token or client certificate)",
+        )
             .into_response();
     }
     let Ok(_permit) = state.in_flight.try_acquire() else {

@@ -224,6 +224,12 @@ async fn unauthenticated_requests_are_refused_before_their_body_is_read() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Nor may it keep the connection (and its slot) by asking again and again: closed after the answer.
+    let mut again = tokio::net::TcpStream::connect(fixture.server.local_addr).await.unwrap();
+    let head = format!("POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    again.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut again).await;
+    assert!(answer.starts_with("HTTP/1.1 401") && answer.to_lowercase().contains("connection: close"), "{answer}");
     fixture.shutdown.trigger();
 }
 
