@@ -45,10 +45,26 @@ fn cap_strings(value: &mut Value, cap: usize) {
     }
 }
 
+fn cap_arrays(value: &mut Value, length: usize) {
+    match value {
+        Value::Array(items) => {
+            items.truncate(length);
+            items.iter_mut().for_each(|item| cap_arrays(item, length));
+        }
+        Value::Object(map) => map.values_mut().for_each(|item| cap_arrays(item, length)),
+        _ => {}
+    }
+}
+
+/// Array lengths tried, longest first, when cutting strings is not enough.
+const ARRAY_CAPS: [usize; 10] = [4096, 1024, 256, 64, 32, 16, 8, 4, 2, 1];
+
 /// Makes `value`'s JSON text at most `max_bytes` long, if it is longer: first by cutting its longest string values
-/// to one common length (the shape, keys and short values stay, so detectors still read it); if that is not
-/// enough (a huge array of small items), by replacing it with `{"palisade.truncated": true, "head": "..."}` holding
-/// the start of its text. Returns the original length when it shrank the value.
+/// to one common length (the shape, keys and short values stay, so detectors still read it); then, if that is not
+/// enough (thousands of small items: env variables, subjects, resource names), by cutting every array to the
+/// longest common length that fits, so short lists (containers, rules) keep their items; only as a last resort by
+/// replacing it with `{"palisade.truncated": true, "head": "..."}` holding the start of its text. Returns the
+/// original length when it shrank the value.
 pub fn shrink_json(value: &mut Value, max_bytes: usize) -> Option<usize> {
     let original = value.to_string().len();
     if original <= max_bytes {
@@ -70,6 +86,16 @@ pub fn shrink_json(value: &mut Value, max_bytes: usize) -> Option<usize> {
             if fits(middle) { low = middle } else { high = middle - 1 }
         }
         cap_strings(value, low);
+    }
+    if value.to_string().len() > max_bytes {
+        for cap in ARRAY_CAPS {
+            let mut candidate = value.clone();
+            cap_arrays(&mut candidate, cap);
+            if candidate.to_string().len() <= max_bytes {
+                *value = candidate;
+                break;
+            }
+        }
     }
     if value.to_string().len() > max_bytes {
         let text = value.to_string();
@@ -142,10 +168,23 @@ mod tests {
     }
 
     #[test]
-    fn many_small_items_fall_back_to_the_head_of_the_text() {
-        let mut value = json!({"items": (0..100_000).collect::<Vec<u32>>()});
-        assert!(shrink_json(&mut value, 4096).is_some());
-        assert_eq!(value["palisade.truncated"], true);
-        assert!(value.to_string().len() <= 4096);
+    fn long_lists_are_cut_before_short_ones() {
+        // A privileged pod padded with thousands of environment variables: the container and its flag stay.
+        let env: Vec<Value> = (0..5_000).map(|i| json!({"name": format!("V{i}"), "value": "x"})).collect();
+        let mut value = json!({"kind": "Pod", "spec": {"containers": [
+            {"name": "a", "image": "busybox", "env": env},
+            {"name": "b", "image": "busybox", "securityContext": {"privileged": true}}]}});
+        assert!(shrink_json(&mut value, 16 * 1024).is_some());
+        assert!(value.to_string().len() <= 16 * 1024);
+        assert_eq!(value["spec"]["containers"][1]["securityContext"]["privileged"], true);
+        assert!(value["spec"]["containers"][0]["env"].as_array().unwrap().len() < 5_000);
+    }
+
+    #[test]
+    fn what_cannot_be_shaped_falls_back_to_the_head_of_the_text() {
+        let deep = (0..120).fold(json!("x"), |inner, _| json!({"k": [inner, "y".repeat(300)]}));
+        let mut value = json!({"deep": deep});
+        assert!(shrink_json(&mut value, 1024).is_some());
+        assert!(value.to_string().len() <= 1024);
     }
 }
