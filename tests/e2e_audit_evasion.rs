@@ -78,6 +78,20 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
     let kube_system_pods = "/api/v1/namespaces/kube-system/pods";
     let moved = create(&api, kube_system_pods, kube_proxy("evil.example/kube-proxy:v1.36.3"));
     let moved_name = moved["metadata"]["name"].as_str().unwrap().to_owned();
+    // A delete takes its options from its body and ignores the query then: `?dryRun=All` with a body deletes.
+    let events = format!("/api/v1/namespaces/{ns}/events");
+    let event = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+        "involvedObject": {"kind": "Pod", "name": "xdry", "namespace": ns}, "reason": "Test", "message": "evidence"})
+    };
+    let delete = |name: &str, query: &str, body: Value| {
+        let answer = api.delete(format!("{base}{events}/{name}{query}")).json(&body).send().unwrap();
+        assert!(answer.status().is_success(), "DELETE {name}: {}", answer.status());
+        api.get(format!("{base}{events}/{name}")).send().unwrap().status().as_u16()
+    };
+    create(&api, &events, event("wiped"));
+    let options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
+    assert_eq!(delete("wiped", "?dryRun=All", options), 404, "the API server deleted it for real");
 
     // Look-alikes: none may fire.
     create(&api, &format!("{pods}?dryRun=All"), pod("dry-priv", json!({"containers": [privileged]})));
@@ -92,6 +106,9 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
         "subjects": [{"kind": "User", "name": "team-lead"}]}),
     );
+    create(&api, &events, event("kept"));
+    let dry_options = json!({"apiVersion": "v1", "kind": "DeleteOptions", "dryRun": ["All"]});
+    assert_eq!(delete("kept", "", dry_options), 200, "a dry run by its body deletes nothing");
     let upstream = create(&api, kube_system_pods, kube_proxy("registry.k8s.io/kube-proxy:v1.36.3"));
     let upstream_name = upstream["metadata"]["name"].as_str().unwrap().to_owned();
 
@@ -104,6 +121,7 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
         ("K8S_HighPrivilegesRole", format!("ClusterRole/{id}-agg")),
         ("K8S_ClusterAdminBinding", format!("ClusterRoleBinding/{id}-edit-everywhere")),
         ("K8S_KubeSystemContainer", format!("Pod/{moved_name}")),
+        ("K8S_DeleteEvents", "event/wiped".to_owned()),
     ]
     .into_iter()
     .collect();
@@ -113,11 +131,13 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
                 .as_str()
                 .is_some_and(|w| w.contains(&id) || w.ends_with(&moved_name) || w.ends_with(&upstream_name))
     };
+    // K8S_DeleteEvents names no workload: the deleted event is in its details.
     let key = |alert: &Value| {
-        (
-            alert["alert_type"].as_str().unwrap_or_default().to_owned(),
-            alert["workload"].as_str().unwrap_or_default().to_owned(),
-        )
+        let alert_type = alert["alert_type"].as_str().unwrap_or_default().to_owned();
+        if alert_type == "K8S_DeleteEvents" {
+            return (alert_type, format!("event/{}", alert["details"]["event"].as_str().unwrap_or("?")));
+        }
+        (alert_type, alert["workload"].as_str().unwrap_or_default().to_owned())
     };
     let seen_all = |alerts: &[Value]| {
         let seen: BTreeSet<(String, String)> = alerts.iter().filter(|a| ours(a)).map(key).collect();
@@ -134,7 +154,8 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
     let missing: Vec<_> = expected.iter().filter(|(t, w)| !seen.contains(&(t.to_string(), w.clone()))).collect();
     assert!(missing.is_empty(), "missing {missing:?}; got {seen:?}\naudit log:\n{}", stack.log("audit"));
     for (alert_type, workload) in &seen {
-        let look_alike = ["Pod/dry-priv", "Pod/caps-bind", "RoleBinding/team-admin"].contains(&workload.as_str())
+        let look_alike = ["Pod/dry-priv", "Pod/caps-bind", "RoleBinding/team-admin", "event/kept"]
+            .contains(&workload.as_str())
             || workload.ends_with("-log-reader")
             || workload.ends_with(&upstream_name);
         assert!(!look_alike, "a look-alike raised {alert_type}: {workload}");

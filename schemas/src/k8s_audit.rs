@@ -134,22 +134,85 @@ pub fn query_values<'a>(request_uri: &'a str, name: &'a str) -> impl Iterator<It
     })
 }
 
+/// Top-level fields of an audit event kept whole when it is shrunk.
+const ENVELOPE: [&str; 12] = [
+    "kind",
+    "apiVersion",
+    "level",
+    "auditID",
+    "stage",
+    "requestURI",
+    "verb",
+    "objectRef",
+    "responseStatus",
+    "requestReceivedTimestamp",
+    "stageTimestamp",
+    "sourceIPs",
+];
+
+/// A copy of an oversized event within the bound: the request and response objects share what the envelope
+/// leaves, and any other bulky field (annotations, user extras) is shrunk too.
+fn shrink_event(event: &Value) -> Value {
+    use crate::bounds::{MAX_AUDIT_EVENT_JSON_BYTES, shrink_json};
+    let mut copy = event.clone();
+    let Some(fields) = copy.as_object_mut() else { return copy };
+    let objects = ["requestObject", "responseObject"];
+    let rest: usize = fields
+        .iter()
+        .filter(|(key, _)| !objects.contains(&key.as_str()))
+        .map(|(key, value)| key.len() + value.to_string().len() + 4)
+        .sum();
+    // Fields outside the envelope and the objects get a small share each when the rest alone is too big.
+    if rest > MAX_AUDIT_EVENT_JSON_BYTES / 4 {
+        for (key, value) in fields.iter_mut() {
+            if !ENVELOPE.contains(&key.as_str()) && !objects.contains(&key.as_str()) {
+                shrink_json(value, 4096);
+            }
+        }
+    }
+    let rest: usize = fields
+        .iter()
+        .filter(|(key, _)| !objects.contains(&key.as_str()))
+        .map(|(key, value)| key.len() + value.to_string().len() + 4)
+        .sum();
+    // The two objects' keys and separators take a few bytes beside them.
+    let share = MAX_AUDIT_EVENT_JSON_BYTES.saturating_sub(rest + 64) / 2;
+    for key in objects {
+        if let Some(object) = fields.get_mut(key) {
+            shrink_json(object, share.max(1024));
+        }
+    }
+    copy
+}
+
 impl AuditEvent {
     /// True when the API server ran the request as a dry run (`dryRun=All`): it stored nothing. Any other
-    /// `dryRun` value is refused by the API server, so its event has an error status anyway.
+    /// `dryRun` value is refused by the API server, so its event has an error status anyway. A delete with a body
+    /// takes its options (dryRun among them) from the body and ignores the query, so when the event holds the
+    /// delete's options (the audit policy logs deletes at Request level) they decide: `?dryRun=All` with a body
+    /// `{}` deletes for real.
     pub fn is_dry_run(&self) -> bool {
+        if matches!(self.verb.as_str(), "delete" | "deletecollection")
+            && let Some(options) = self.request_object.as_deref()
+        {
+            return serde_json::from_str::<Value>(options).ok().is_some_and(|options| {
+                options.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All"))
+            });
+        }
         query_values(&self.request_uri, "dryRun").any(|value| value == "All")
     }
 
     /// Builds an `AuditEvent` from one audit Event object; `cluster` names the cluster it came from.
     pub fn from_k8s_json(event: &Value, cluster: &str) -> Result<Self, AuditParseError> {
-        // An event over the bound is mapped from a shrunk copy (long strings cut, shape kept) and says so.
+        // An event over the bound is mapped from a shrunk copy and says so. Only its objects and other bulky
+        // fields are shrunk (long strings cut, long lists shortened, shape kept); the envelope detectors and the
+        // dead-letter path need (ID, verb, user, object reference, URI, status, times) is never touched.
         let mut shrunk = None;
         let mut truncated_from = None;
-        if event.to_string().len() > crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES {
-            let mut copy = event.clone();
-            truncated_from = crate::bounds::shrink_json(&mut copy, crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES);
-            shrunk = Some(copy);
+        let original = event.to_string().len();
+        if original > crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES {
+            shrunk = Some(shrink_event(event));
+            truncated_from = Some(original);
         }
         let event = shrunk.as_ref().unwrap_or(event);
         let audit_id = string(event, "/auditID").ok_or(AuditParseError::Missing("auditID"))?;
@@ -285,6 +348,39 @@ mod tests {
         assert_eq!(event.audit_id, "big");
         let encoded = crate::Codec::<AuditEvent>::new().unwrap().encode(&event).unwrap();
         assert!(encoded.len() < 512 * 1024, "{} bytes encoded", encoded.len());
+    }
+
+    #[test]
+    fn an_event_of_many_small_items_keeps_its_envelope_and_its_privileged_container() {
+        let env: Vec<Value> =
+            (0..12_000).map(|i| serde_json::json!({"name": format!("V{i:05}"), "value": "x"})).collect();
+        let pod = serde_json::json!({"kind": "Pod", "metadata": {"name": "padded"}, "spec": {"containers": [
+            {"name": "c", "image": "busybox", "env": env, "securityContext": {"privileged": true}}]}});
+        let json = serde_json::json!({"kind": "Event", "auditID": "padded-1", "verb": "create", "stage": "ResponseComplete",
+            "requestURI": "/api/v1/namespaces/default/pods", "user": {"username": "mallory"},
+            "stageTimestamp": "2024-05-01T10:00:00Z", "objectRef": {"resource": "pods", "namespace": "default"},
+            "requestObject": pod, "responseObject": pod});
+        assert!(json.to_string().len() > crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES);
+        let event = AuditEvent::from_k8s_json(&json, "c").expect("the envelope survives");
+        assert_eq!((event.audit_id.as_str(), event.username.as_str()), ("padded-1", "mallory"));
+        assert!(event.raw.len() <= crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES);
+        let request: Value = serde_json::from_str(event.request_object.as_deref().unwrap()).unwrap();
+        assert_eq!(request["spec"]["containers"][0]["securityContext"]["privileged"], true);
+    }
+
+    #[test]
+    fn a_delete_is_a_dry_run_by_its_options_when_the_event_holds_them() {
+        let delete = |uri: &str, options: Option<&str>| AuditEvent {
+            verb: "delete".into(),
+            request_uri: uri.to_owned(),
+            request_object: options.map(str::to_owned),
+            ..sample_event()
+        };
+        let uri = "/api/v1/namespaces/x/events/e?dryRun=All";
+        assert!(!delete(uri, Some(r#"{"kind":"DeleteOptions"}"#)).is_dry_run(), "the body decides: a real delete");
+        assert!(delete("/api/v1/namespaces/x/events/e", Some(r#"{"dryRun":["All"]}"#)).is_dry_run());
+        assert!(delete(uri, None).is_dry_run(), "no options logged: the query decides");
+        assert!(!delete("/api/v1/namespaces/x/events/e", None).is_dry_run());
     }
 
     fn sample_event() -> AuditEvent {
