@@ -183,13 +183,19 @@ fn a_listed_kube_system_workload_moved_to_another_image_fires() {
         (6, "docker.io/kube-proxy:v1.31.0"),
         (7, "registry.k8s.io.evil.io/kube-proxy:v1"),
         (8, "111122223333.dkr.ecr.us-west-2.amazonaws.com/eks/kube-proxy:v1"),
+        // The add-on registries also serve general-purpose images, which must not pass under an add-on's name.
+        (9, "registry.k8s.io/e2e-test-images/agnhost:2.52"),
+        (10, "mcr.microsoft.com/azure-cli:2.67.0"),
     ] {
         let found = observe(&mut detector, &create("pods", at, proxy(image)));
         assert_eq!(found.len(), 1, "{image}");
         assert_eq!(found[0].image.as_deref(), Some(image));
     }
     let coredns = deployment("coredns", "coredns", "attacker/coredns:1.11.1");
-    assert_eq!(observe(&mut detector, &create("deployments", 9, coredns)).len(), 1);
+    assert_eq!(observe(&mut detector, &create("deployments", 11, coredns)).len(), 1);
+    let metrics =
+        deployment("metrics-server", "metrics-server", "registry.k8s.io/metrics-server/metrics-server:v0.7.2");
+    assert!(observe(&mut detector, &create("deployments", 12, metrics)).is_empty());
 }
 
 #[test]
