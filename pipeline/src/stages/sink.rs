@@ -347,7 +347,23 @@ async fn run_loop(
                 .map(|(topic, id, payload)| Outgoing { topic, key: Some(id.as_bytes()), payload, headers: &[] })
                 .collect();
             let mut attempts = 0u32;
+            let mut records = records;
             while let Err(error) = transactions.commit(&records, &consumed).await {
+                // The broker refuses a record for its size (its topic's max.message.bytes is below
+                // kafka.max_message_bytes): that never changes, so the batch's alerts are dead-lettered with the
+                // reason and only the offsets are committed, instead of retrying the batch for ever.
+                if let palisade_runtime::BusError::TooLarge { .. } = error {
+                    let reason = format!("alerts transaction refused: {error}");
+                    for (delivery, _) in &alerts {
+                        if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, delivery, &reason, &shutdown)
+                            .await
+                        {
+                            break 'stage;
+                        }
+                    }
+                    records.clear();
+                    continue;
+                }
                 palisade_runtime::health::failing(STAGE, &format!("alerts transaction failed: {error}"));
                 attempts += 1;
                 tracing::warn!(%error, attempts, "alerts transaction failed; retrying the batch");
