@@ -26,6 +26,11 @@ pub struct AuditConfig {
     /// kubeconfig). With a token file as well, either credential is enough. TLS only: refused with `tls_disabled`.
     #[serde(default)]
     pub client_ca_path: Option<PathBuf>,
+    /// Names a client certificate must carry to authenticate, matched exactly against its subject common name and
+    /// its DNS alternative names (e.g. `["kube-apiserver"]`); empty: any certificate `client_ca_path` signed, which
+    /// with a cluster CA means every kubelet and every certificate the cluster issued.
+    #[serde(default)]
+    pub client_certificate_names: Vec<String>,
     /// Serve without any credential (no token file, no client CA). Off by default: the webhook then refuses to
     /// start, since anyone who reaches it could forge audit events or flood it.
     #[serde(default)]
@@ -113,6 +118,7 @@ impl Default for AuditConfig {
             tls_disabled: false,
             token_file: None,
             client_ca_path: None,
+            client_certificate_names: Vec::new(),
             allow_unauthenticated: false,
             header_timeout_ms: default_header_timeout_ms(),
             body_timeout_ms: default_body_timeout_ms(),

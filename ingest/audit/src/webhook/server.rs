@@ -57,6 +57,11 @@ pub enum AuditError {
          be checked; enable TLS or remove client_ca_path"
     )]
     ClientCaWithoutTls,
+    #[error(
+        "audit.client_certificate_names is set without audit.client_ca_path: no client certificate is asked for, so \
+         the names would pin nothing; set client_ca_path or remove the names"
+    )]
+    NamesWithoutClientCa,
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: String, reason: String },
     #[error("schema codec: {0}")]
@@ -86,6 +91,9 @@ pub fn check_credentials(config: &AuditConfig, token: Option<&str>) -> Result<()
     }
     if config.client_ca_path.is_some() && config.tls_disabled {
         return Err(AuditError::ClientCaWithoutTls);
+    }
+    if !config.client_certificate_names.is_empty() && config.client_ca_path.is_none() {
+        return Err(AuditError::NamesWithoutClientCa);
     }
     if token.is_none() && config.client_ca_path.is_none() && !config.allow_unauthenticated {
         return Err(AuditError::NoCredential { addr: config.listen_addr.clone() });
@@ -151,6 +159,10 @@ impl WebhookServer {
             )?)
         };
         let header_timeout = Duration::from_millis(config.header_timeout_ms.max(1));
+        let client_certificate_names = config.client_certificate_names.clone();
+        if !client_certificate_names.is_empty() {
+            tracing::info!(names = ?client_certificate_names, "client certificates must carry one of these names");
+        }
         let limits = Limits {
             max_connections: config.max_connections,
             max_connections_per_source: config.max_connections_per_source,
@@ -170,7 +182,7 @@ impl WebhookServer {
             let result = match tls_config {
                 Some(tls_config) => {
                     let tls_config = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
-                    let tls = tls::ClientCertAcceptor::new(tls_config);
+                    let tls = tls::ClientCertAcceptor::new(tls_config, &client_certificate_names);
                     let acceptor = GuardedAcceptor::new(tls, limits);
                     server.acceptor(acceptor).serve(app.into_make_service()).await
                 }

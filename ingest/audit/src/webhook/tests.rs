@@ -304,3 +304,50 @@ async fn connections_beyond_the_cap_are_closed_and_http2_is_refused() {
     assert!(h2_refusals() > before, "refused for speaking HTTP/2, not only for the cap");
     fixture.shutdown.trigger();
 }
+
+#[tokio::test]
+async fn pinned_names_admit_only_the_named_client_certificate() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let dir = std::env::temp_dir().join(format!("palisade-pinned-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_path = dir.join("ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    // Two certificates from the same CA: the API server's (a common name only, as kubeadm issues them) and a
+    // kubelet's.
+    let issue = |common_name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        params.distinguished_name = name;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes()
+    };
+    let (apiserver, kubelet) = (issue("kube-apiserver"), issue("system:node:worker-1"));
+    let config = AuditConfig {
+        listen_addr: "127.0.0.1:0".into(),
+        client_ca_path: Some(ca_path.clone()),
+        client_certificate_names: vec!["kube-apiserver".into()],
+        ..AuditConfig::default()
+    };
+    let bus = Bus::in_process();
+    let shutdown = Shutdown::new();
+    let server = WebhookServer::start(&config, bus.clone(), "audit", "dlq", "c1", shutdown.clone()).await.unwrap();
+    let url = format!("https://{}{WEBHOOK_PATH}", server.local_addr);
+    let _events = bus.subscribe(&["audit"], "t").unwrap();
+    let _dead = bus.subscribe(&["dlq"], "t").unwrap();
+    assert_eq!(client_with(&apiserver).post(&url).body(BATCH).send().await.unwrap().status(), 200);
+    assert_eq!(client_with(&kubelet).post(&url).body(BATCH).send().await.unwrap().status(), 401, "another name");
+    shutdown.trigger();
+    let names_alone = AuditConfig { client_certificate_names: vec!["x".into()], token_file: None, ..config };
+    let error = super::check_credentials(&AuditConfig { client_ca_path: None, ..names_alone }, None).unwrap_err();
+    assert!(error.to_string().contains("client_certificate_names is set without"), "{error}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -83,7 +83,8 @@ pub fn server_config(
 }
 
 /// Whether the connection's client presented a certificate (verified against `audit.client_ca_path` in the
-/// handshake), put on every request of the connection.
+/// handshake) that is acceptable (its name among `audit.client_certificate_names`, when those are set), put on every
+/// request of the connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientCertificate(pub bool);
 
@@ -91,12 +92,35 @@ pub struct ClientCertificate(pub bool);
 #[derive(Clone)]
 pub struct ClientCertAcceptor {
     inner: axum_server::tls_rustls::RustlsAcceptor,
+    /// Names a client certificate must carry (subject common name or DNS alternative name); empty: any.
+    allowed_names: std::sync::Arc<Vec<String>>,
 }
 
 impl ClientCertAcceptor {
-    pub fn new(config: axum_server::tls_rustls::RustlsConfig) -> Self {
-        Self { inner: axum_server::tls_rustls::RustlsAcceptor::new(config) }
+    pub fn new(config: axum_server::tls_rustls::RustlsConfig, allowed_names: &[String]) -> Self {
+        Self {
+            inner: axum_server::tls_rustls::RustlsAcceptor::new(config),
+            allowed_names: std::sync::Arc::new(allowed_names.to_vec()),
+        }
     }
+}
+
+/// The subject common names and DNS alternative names of a DER certificate; empty when it does not parse.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let mut names: Vec<String> = certificate
+        .subject()
+        .iter_common_name()
+        .filter_map(|attribute| attribute.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(alternatives)) = certificate.subject_alternative_name() {
+        for name in &alternatives.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push((*dns).to_owned());
+            }
+        }
+    }
+    names
 }
 
 impl<I, S> axum_server::accept::Accept<I, S> for ClientCertAcceptor
@@ -110,9 +134,15 @@ where
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let accepting = self.inner.accept(stream, service);
+        let allowed_names = self.allowed_names.clone();
         Box::pin(async move {
             let (stream, service) = accepting.await?;
-            let presented = stream.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty());
+            let leaf = stream.get_ref().1.peer_certificates().and_then(|certs| certs.first());
+            let presented = match (leaf, allowed_names.is_empty()) {
+                (None, _) => false,
+                (Some(_), true) => true,
+                (Some(leaf), false) => certificate_names(leaf).iter().any(|name| allowed_names.contains(name)),
+            };
             let service = tower_layer::Layer::layer(&axum::Extension(ClientCertificate(presented)), service);
             Ok((stream, service))
         })
