@@ -207,12 +207,15 @@ impl AuditEvent {
         // An event over the bound is mapped from a shrunk copy and says so. Only its objects and other bulky
         // fields are shrunk (long strings cut, long lists shortened, shape kept); the envelope detectors and the
         // dead-letter path need (ID, verb, user, object reference, URI, status, times) is never touched.
+        // The event's text is made once: it is the record's `raw`, unless the event had to be shrunk.
+        let mut raw = event.to_string();
         let mut shrunk = None;
         let mut truncated_from = None;
-        let original = event.to_string().len();
-        if original > crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES {
-            shrunk = Some(shrink_event(event));
-            truncated_from = Some(original);
+        if raw.len() > crate::bounds::MAX_AUDIT_EVENT_JSON_BYTES {
+            let copy = shrink_event(event);
+            truncated_from = Some(raw.len());
+            raw = copy.to_string();
+            shrunk = Some(copy);
         }
         let event = shrunk.as_ref().unwrap_or(event);
         let audit_id = string(event, "/auditID").ok_or(AuditParseError::Missing("auditID"))?;
@@ -267,7 +270,7 @@ impl AuditEvent {
             request_received_ms: received.unwrap_or(stage_ms),
             stage_ms,
             annotations,
-            raw: event.to_string(),
+            raw,
         })
     }
 }
