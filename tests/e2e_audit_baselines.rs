@@ -14,25 +14,16 @@ use serde_json::{Value, json};
 
 const LEARNING_SECS: u64 = 10;
 
-fn post(api: &reqwest::blocking::Client, path: &str, body: Value) -> Value {
-    let base = common::env("PALISADE_TEST_APISERVER");
-    let response = api.post(format!("{base}{path}")).json(&body).send().unwrap();
-    let status = response.status();
-    let text = response.text().unwrap();
-    assert!(status.is_success(), "POST {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 /// A client that authenticates as a service account, with a token from the TokenRequest API.
 fn service_account_client(api: &reqwest::blocking::Client, ns: &str, name: &str) -> reqwest::blocking::Client {
-    post(
+    common::create_object(
         api,
         &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
     );
     let request =
         json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}});
-    let answer = post(api, &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"), request);
+    let answer = common::create_object(api, &format!("/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"), request);
     let token = answer["status"]["token"].as_str().expect("a token").to_owned();
     let pki = std::path::PathBuf::from(common::env("PALISADE_TEST_PKI"));
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.crt")).unwrap()).unwrap();
@@ -112,7 +103,11 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
     let worker = service_account_client(&api, &ns, "worker");
     sa_get(&worker, &format!("/api/v1/namespaces/{ns}/pods"));
     let agent = json!({"name": "agent", "image": "corp/agent:1.0"});
-    post(&api, kube_system, deployment(&format!("{id}-agent"), json!({"app": format!("{id}-agent")}), agent.clone()));
+    common::create_object(
+        &api,
+        kube_system,
+        deployment(&format!("{id}-agent"), json!({"app": format!("{id}-agent")}), agent.clone()),
+    );
     append(azure_record(
         &format!("{id}-1"),
         &mi,
@@ -134,14 +129,18 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
     let trust =
         json!({"name": "db", "image": "postgres:16", "env": [{"name": "POSTGRES_HOST_AUTH_METHOD", "value": "trust"}]});
     let password = json!({"name": "db", "image": "postgres:16", "env": [{"name": "POSTGRES_HOST_AUTH_METHOD", "value": "scram-sha-256"}]});
-    post(&api, &deployments, deployment("pg", json!({"app": "pg"}), trust));
-    post(&api, &services, service("pg-public", "LoadBalancer", 5432, json!({"app": "pg"})));
-    post(&api, &deployments, deployment("pg-safe", json!({"app": "pg-safe"}), password));
-    post(&api, &services, service("pg-safe", "LoadBalancer", 5432, json!({"app": "pg-safe"})));
-    post(&api, &services, service("istio-ingressgateway", "LoadBalancer", 443, json!({"istio": "ingressgateway"})));
+    common::create_object(&api, &deployments, deployment("pg", json!({"app": "pg"}), trust));
+    common::create_object(&api, &services, service("pg-public", "LoadBalancer", 5432, json!({"app": "pg"})));
+    common::create_object(&api, &deployments, deployment("pg-safe", json!({"app": "pg-safe"}), password));
+    common::create_object(&api, &services, service("pg-safe", "LoadBalancer", 5432, json!({"app": "pg-safe"})));
+    common::create_object(
+        &api,
+        &services,
+        service("istio-ingressgateway", "LoadBalancer", 443, json!({"istio": "ingressgateway"})),
+    );
     let pipeline = json!({"name": "api", "image": "gcr.io/ml-pipeline/api-server:2.0.5"});
-    post(&api, &deployments, deployment("ml-pipeline", json!({"app": "ml-pipeline"}), pipeline));
-    post(
+    common::create_object(&api, &deployments, deployment("ml-pipeline", json!({"app": "ml-pipeline"}), pipeline));
+    common::create_object(
         &api,
         &services,
         service("istio-ingressgateway-internal", "ClusterIP", 443, json!({"istio": "ingressgateway"})),
@@ -159,8 +158,12 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
         .unwrap();
     assert!(replace.status().is_success(), "{}", replace.status());
     let extra = json!({"name": "metrics", "image": "evil/xmrig:latest"});
-    post(&api, kube_system, deployment(&format!("{id}-extra"), json!({"app": format!("{id}-extra")}), extra.clone()));
-    post(
+    common::create_object(
+        &api,
+        kube_system,
+        deployment(&format!("{id}-extra"), json!({"app": format!("{id}-extra")}), extra.clone()),
+    );
+    common::create_object(
         &api,
         kube_system,
         deployment(&format!("{id}-allowed-logger"), json!({"app": format!("{id}-allowed")}), extra),

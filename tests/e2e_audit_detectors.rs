@@ -9,13 +9,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-fn create(api: &reqwest::blocking::Client, path: &str, body: Value) {
-    let base = common::env("PALISADE_TEST_APISERVER");
-    let response = api.post(format!("{base}{path}")).json(&body).send().unwrap();
-    let status = response.status();
-    assert!(status.is_success(), "POST {path}: {status} {}", response.text().unwrap());
-}
-
 #[test]
 fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     let mut stack = common::Stack::new("detectors");
@@ -32,26 +25,30 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     let base = common::env("PALISADE_TEST_APISERVER");
     let id = stack.run.to_lowercase();
     let ns = format!("e2e-{id}");
-    create(&api, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    common::create_object(
+        &api,
+        "/api/v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    );
     let pods = format!("/api/v1/namespaces/{ns}/pods");
     let services = format!("/api/v1/namespaces/{ns}/services");
     let container = json!({"name": "app", "image": "busybox:1.36"});
 
     // Should fire.
-    create(
+    common::create_object(
         &api,
         &pods,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "socket"},
         "spec": {"containers": [container], "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]}}),
     );
-    create(
+    common::create_object(
         &api,
         &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "miner"}, "spec": {"selector": {"matchLabels": {"app": "miner"}},
         "template": {"metadata": {"labels": {"app": "miner"}}, "spec": {"containers": [{"name": "m", "image": "metal3d/xmrig:latest"}]}}}}),
     );
-    create(
+    common::create_object(
         &api,
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
         json!({"apiVersion": "rbac.authorization.k8s.io/v1",
@@ -59,14 +56,14 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
         "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]}),
     );
-    create(
+    common::create_object(
         &api,
         "/apis/rbac.authorization.k8s.io/v1/clusterroles",
         json!({"apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole", "metadata": {"name": format!("{id}-everything")},
         "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
     );
-    create(
+    common::create_object(
         &api,
         "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
         json!({
@@ -79,13 +76,13 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     );
     // A fixed name: remove what an interrupted earlier run may have left.
     let _ = api.delete(format!("{base}/api/v1/namespaces/kube-system/configmaps/coredns-custom")).send();
-    create(
+    common::create_object(
         &api,
         "/api/v1/namespaces/kube-system/configmaps",
         json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "coredns-custom"}, "data": {"evil.server": format!("{id}.example:53 {{ forward . 198.51.100.9 }}")}}),
     );
-    create(
+    common::create_object(
         &api,
         &format!("/api/v1/namespaces/{ns}/events"),
         json!({"apiVersion": "v1", "kind": "Event",
@@ -104,7 +101,7 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
         if !ranges.is_null() {
             spec["loadBalancerSourceRanges"] = ranges;
         }
-        create(
+        common::create_object(
             &api,
             &services,
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}),
@@ -114,13 +111,13 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     // kube-hunter's active hunters, as it sends them: a probe namespace, a probe pod, a JSON-patch probe.
     let hex = |salt: u64| format!("{:05x}", (std::process::id() as u64 * 2_654_435_761 + salt) & 0xf_ffff);
     let (probe_ns, probe_pod) = (hex(1), hex(2));
-    create(
+    common::create_object(
         &api,
         "/api/v1/namespaces",
         json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": probe_ns, "labels": {"name": probe_ns}}}),
     );
-    create(
+    common::create_object(
         &api,
         &pods,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": probe_pod},
@@ -140,20 +137,20 @@ fn objects_created_through_the_api_server_raise_the_expected_alert_types() {
     assert!(listed.status().is_success());
 
     // Harmless twins: must not fire.
-    create(
+    common::create_object(
         &api,
         &pods,
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "data"},
         "spec": {"containers": [container], "volumes": [{"name": "d", "hostPath": {"path": "/srv/data"}}]}}),
     );
-    create(
+    common::create_object(
         &api,
         "/apis/rbac.authorization.k8s.io/v1/clusterroles",
         json!({"apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole", "metadata": {"name": format!("{id}-reader")},
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
     );
-    create(
+    common::create_object(
         &api,
         &services,
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "internal-cache"},

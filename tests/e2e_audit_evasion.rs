@@ -8,16 +8,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-/// POSTs `body` and returns the stored object the API server answers with.
-fn create(api: &reqwest::blocking::Client, path: &str, body: Value) -> Value {
-    let base = common::env("PALISADE_TEST_APISERVER");
-    let response = api.post(format!("{base}{path}")).json(&body).send().unwrap();
-    let status = response.status();
-    let text = response.text().unwrap();
-    assert!(status.is_success(), "POST {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 fn pod(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
 }
@@ -52,17 +42,21 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
         |add: Value| json!({"name": "c", "image": "busybox:1.36", "securityContext": {"capabilities": {"add": add}}});
 
     // Evasions: each must fire.
-    create(&api, &format!("{pods}?xdryRun=1"), pod("xdry", json!({"containers": [privileged]})));
-    create(&api, &pods, pod("caps-all", json!({"containers": [caps(json!(["ALL"]))]})));
-    create(&api, &pods, pod("caps-sysadmin", json!({"hostPID": true, "containers": [caps(json!(["SYS_ADMIN"]))]})));
+    common::create_object(&api, &format!("{pods}?xdryRun=1"), pod("xdry", json!({"containers": [privileged]})));
+    common::create_object(&api, &pods, pod("caps-all", json!({"containers": [caps(json!(["ALL"]))]})));
+    common::create_object(
+        &api,
+        &pods,
+        pod("caps-sysadmin", json!({"hostPID": true, "containers": [caps(json!(["SYS_ADMIN"]))]})),
+    );
     let exec_rule = json!({"rules": [{"apiGroups": [""], "resources": ["*/exec"], "verbs": ["create"]}]});
-    create(&api, roles, cluster_role(&format!("{id}-exec-any"), exec_rule));
+    common::create_object(&api, roles, cluster_role(&format!("{id}-exec-any"), exec_rule));
     let proxy_rule = json!({"rules": [{"apiGroups": [""], "resources": ["*/proxy"], "verbs": ["get"]}]});
-    create(&api, roles, cluster_role(&format!("{id}-proxy-any"), proxy_rule));
+    common::create_object(&api, roles, cluster_role(&format!("{id}-proxy-any"), proxy_rule));
     let aggregation = json!({"aggregationRule": {"clusterRoleSelectors": [
         {"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-admin": "true"}}]}});
-    create(&api, roles, cluster_role(&format!("{id}-agg"), aggregation));
-    create(
+    common::create_object(&api, roles, cluster_role(&format!("{id}-agg"), aggregation));
+    common::create_object(
         &api,
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -76,7 +70,7 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
         "spec": {"containers": [{"name": "kube-proxy", "image": image}]}})
     };
     let kube_system_pods = "/api/v1/namespaces/kube-system/pods";
-    let moved = create(&api, kube_system_pods, kube_proxy("evil.example/kube-proxy:v1.36.3"));
+    let moved = common::create_object(&api, kube_system_pods, kube_proxy("evil.example/kube-proxy:v1.36.3"));
     let moved_name = moved["metadata"]["name"].as_str().unwrap().to_owned();
     // A delete takes its options from its body and ignores the query then: `?dryRun=All` with a body deletes.
     let events = format!("/api/v1/namespaces/{ns}/events");
@@ -89,16 +83,16 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
         assert!(answer.status().is_success(), "DELETE {name}: {}", answer.status());
         api.get(format!("{base}{events}/{name}")).send().unwrap().status().as_u16()
     };
-    create(&api, &events, event("wiped"));
+    common::create_object(&api, &events, event("wiped"));
     let options = json!({"apiVersion": "v1", "kind": "DeleteOptions"});
     assert_eq!(delete("wiped", "?dryRun=All", options), 404, "the API server deleted it for real");
 
     // Look-alikes: none may fire.
-    create(&api, &format!("{pods}?dryRun=All"), pod("dry-priv", json!({"containers": [privileged]})));
-    create(&api, &pods, pod("caps-bind", json!({"containers": [caps(json!(["NET_BIND_SERVICE"]))]})));
+    common::create_object(&api, &format!("{pods}?dryRun=All"), pod("dry-priv", json!({"containers": [privileged]})));
+    common::create_object(&api, &pods, pod("caps-bind", json!({"containers": [caps(json!(["NET_BIND_SERVICE"]))]})));
     let log_rule = json!({"rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]});
-    create(&api, roles, cluster_role(&format!("{id}-log-reader"), log_rule));
-    create(
+    common::create_object(&api, roles, cluster_role(&format!("{id}-log-reader"), log_rule));
+    common::create_object(
         &api,
         &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -106,10 +100,10 @@ fn control_plane_evasions_raise_their_alerts_and_look_alikes_do_not() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
         "subjects": [{"kind": "User", "name": "team-lead"}]}),
     );
-    create(&api, &events, event("kept"));
+    common::create_object(&api, &events, event("kept"));
     let dry_options = json!({"apiVersion": "v1", "kind": "DeleteOptions", "dryRun": ["All"]});
     assert_eq!(delete("kept", "", dry_options), 200, "a dry run by its body deletes nothing");
-    let upstream = create(&api, kube_system_pods, kube_proxy("registry.k8s.io/kube-proxy:v1.36.3"));
+    let upstream = common::create_object(&api, kube_system_pods, kube_proxy("registry.k8s.io/kube-proxy:v1.36.3"));
     let upstream_name = upstream["metadata"]["name"].as_str().unwrap().to_owned();
 
     let expected: BTreeSet<(&str, String)> = [

@@ -171,42 +171,41 @@ fn committed_reader(topic: &str) -> BaseConsumer {
     consumer
 }
 
-/// Waits for a NodeEvent (Avro) on `topic`, read from its start by a fresh group, that satisfies `pred`.
-pub fn wait_for_node_event(
+/// Waits for a record of type `T` (Avro) on `topic`, read from its start by a fresh group, that satisfies `pred`.
+fn wait_for_record<T: palisade_schemas::Record>(
     topic: &str,
     timeout: Duration,
-    pred: impl Fn(&palisade_schemas::NodeEvent) -> bool,
-) -> Option<palisade_schemas::NodeEvent> {
+    pred: impl Fn(&T) -> bool,
+) -> Option<T> {
     let consumer = committed_reader(topic);
-    let codec = palisade_schemas::Codec::<palisade_schemas::NodeEvent>::new().unwrap();
+    let codec = palisade_schemas::Codec::<T>::new().unwrap();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let event = codec.decode(message.payload().unwrap_or_default()).expect("node events are Avro NodeEvents");
-        if pred(&event) {
-            return Some(event);
+        let record = codec.decode(message.payload().unwrap_or_default()).expect("the topic carries these records");
+        if pred(&record) {
+            return Some(record);
         }
     }
     None
 }
 
-/// Waits for an AuditEvent (Avro) on `topic`, read from its start by a fresh group, that satisfies `pred`.
+/// Waits for a NodeEvent on `topic` that satisfies `pred`.
+pub fn wait_for_node_event(
+    topic: &str,
+    timeout: Duration,
+    pred: impl Fn(&palisade_schemas::NodeEvent) -> bool,
+) -> Option<palisade_schemas::NodeEvent> {
+    wait_for_record(topic, timeout, pred)
+}
+
+/// Waits for an AuditEvent on `topic` that satisfies `pred`.
 pub fn wait_for_audit_event(
     topic: &str,
     timeout: Duration,
     pred: impl Fn(&palisade_schemas::AuditEvent) -> bool,
 ) -> Option<palisade_schemas::AuditEvent> {
-    let consumer = committed_reader(topic);
-    let codec = palisade_schemas::Codec::<palisade_schemas::AuditEvent>::new().unwrap();
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let event = codec.decode(message.payload().unwrap_or_default()).expect("audit events are Avro AuditEvents");
-        if pred(&event) {
-            return Some(event);
-        }
-    }
-    None
+    wait_for_record(topic, timeout, pred)
 }
 
 /// Waits for a JSON alert on `topic` (read_committed) that satisfies `pred`.
@@ -256,6 +255,16 @@ pub fn count_documents(index_prefix: &str, query: serde_json::Value) -> u64 {
     let body: serde_json::Value =
         client.post(&url).json(&serde_json::json!({"query": query})).send().unwrap().json().unwrap();
     body["count"].as_u64().unwrap_or(0)
+}
+
+/// POSTs `body` to `path` on the testbed API server, failing with its answer unless it succeeds; returns the
+/// object it stored.
+pub fn create_object(api: &reqwest::blocking::Client, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let response = api.post(format!("{}{path}", env("PALISADE_TEST_APISERVER"))).json(&body).send().unwrap();
+    let status = response.status();
+    let text = response.text().unwrap();
+    assert!(status.is_success(), "POST {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Creates a namespace through the testbed API server, failing with the server's answer.
