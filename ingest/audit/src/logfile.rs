@@ -350,6 +350,14 @@ mod tests {
         ids
     }
 
+    /// An empty directory of the test's own under the temporary directory.
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("palisade-tail-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     async fn start(dir: &Path, bus: &Bus) -> (Shutdown, tokio::task::JoinHandle<Result<(), TailError>>) {
         let tailer = Tailer::new(
             &dir.join("audit.log"),
@@ -366,9 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn resumes_after_restart_and_follows_rotation_without_loss_or_repeat() {
-        let dir = std::env::temp_dir().join(format!("palisade-tail-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("rotation");
         let log = dir.join("audit.log");
         let bus = Bus::in_process();
         let mut events = bus.subscribe(&["audit"], "t").unwrap();
@@ -403,9 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_old_file_ending_mid_line_does_not_stop_the_switch_to_the_new_one() {
-        let dir = std::env::temp_dir().join(format!("palisade-tail-midline-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("midline");
         let log = dir.join("audit.log");
         let bus = Bus::in_process();
         let mut events = bus.subscribe(&["audit"], "t").unwrap();
@@ -427,9 +431,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_backlog_larger_than_one_read_arrives_whole_and_in_order() {
-        let dir = std::env::temp_dir().join(format!("palisade-tail-backlog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("backlog");
         let log = dir.join("audit.log");
         let ids: Vec<String> = (0..15_000).map(|i| format!("id-{i}")).collect();
         append(&log, &ids.iter().map(String::as_str).collect::<Vec<_>>());
@@ -445,9 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn cloud_files_carry_cloudtrail_and_azure_records_and_dead_letter_the_rest() {
-        let dir = std::env::temp_dir().join(format!("palisade-tail-cloud-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("cloud");
         let path = dir.join("cloud.jsonl");
         let bus = Bus::in_process();
         let mut records = bus.subscribe(&["cloud"], "t").unwrap();

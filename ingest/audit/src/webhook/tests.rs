@@ -95,23 +95,56 @@ async fn status_codes_for_bad_requests() {
     fixture.shutdown.trigger();
 }
 
-/// A CA and a client certificate it signed, as PEM files in a fresh directory: (dir, CA path, client identity PEM).
-fn client_pki(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-    let dir = std::env::temp_dir().join(format!("palisade-client-pki-{name}-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client_params = CertificateParams::new(vec!["kube-apiserver".into()]).unwrap();
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
-    let ca_path = dir.join("ca.crt");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    let identity = format!("{}{}", client.pem(), client_key.serialize_pem()).into_bytes();
-    (dir, ca_path, identity)
+/// A CA written as PEM into a fresh directory, which issues client certificates.
+struct TestCa {
+    dir: std::path::PathBuf,
+    ca_path: std::path::PathBuf,
+    key: rcgen::KeyPair,
+    certificate: rcgen::Certificate,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let dir =
+            std::env::temp_dir().join(format!("palisade-client-pki-{name}-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let certificate = params.self_signed(&key).unwrap();
+        let ca_path = dir.join("ca.crt");
+        std::fs::write(&ca_path, certificate.pem()).unwrap();
+        Self { dir, ca_path, key, certificate }
+    }
+
+    /// A client identity (certificate and key, PEM) with these DNS alternative names and, if given, common name.
+    fn issue(&self, dns_names: &[&str], common_name: Option<&str>) -> Vec<u8> {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        if let Some(common_name) = common_name {
+            let mut name = DistinguishedName::new();
+            name.push(DnType::CommonName, common_name);
+            params.distinguished_name = name;
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).unwrap();
+        format!("{}{}", certificate.pem(), key.serialize_pem()).into_bytes()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a client certificate it signed (named kube-apiserver): (the CA, client identity PEM).
+fn client_pki(name: &str) -> (TestCa, Vec<u8>) {
+    let ca = TestCa::new(name);
+    let identity = ca.issue(&["kube-apiserver"], None);
+    (ca, identity)
 }
 
 fn client_with(identity: &[u8]) -> reqwest::Client {
@@ -124,8 +157,9 @@ fn client_with(identity: &[u8]) -> reqwest::Client {
 
 #[tokio::test]
 async fn client_certificates_from_the_configured_ca_authenticate() {
-    let (dir, ca_path, identity) = client_pki("ours");
-    let (other_dir, _, stranger) = client_pki("theirs");
+    let (ours, identity) = client_pki("ours");
+    let (_theirs, stranger) = client_pki("theirs");
+    let (dir, ca_path) = (&ours.dir, &ours.ca_path);
     for with_token in [false, true] {
         let token_path = dir.join("token");
         std::fs::write(&token_path, "s3cret\n").unwrap();
@@ -154,8 +188,6 @@ async fn client_certificates_from_the_configured_ca_authenticate() {
         );
         shutdown.trigger();
     }
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir_all(other_dir);
 }
 
 #[test]
@@ -307,30 +339,11 @@ async fn connections_beyond_the_cap_are_closed_and_http2_is_refused() {
 
 #[tokio::test]
 async fn pinned_names_admit_only_the_named_client_certificate() {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    };
-    let dir = std::env::temp_dir().join(format!("palisade-pinned-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let ca_path = dir.join("ca.crt");
-    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let ca = TestCa::new("pinned");
+    let ca_path = ca.ca_path.clone();
     // Two certificates from the same CA: the API server's (a common name only, as kubeadm issues them) and a
     // kubelet's.
-    let issue = |common_name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, common_name);
-        params.distinguished_name = name;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes()
-    };
-    let (apiserver, kubelet) = (issue("kube-apiserver"), issue("system:node:worker-1"));
+    let (apiserver, kubelet) = (ca.issue(&[], Some("kube-apiserver")), ca.issue(&[], Some("system:node:worker-1")));
     let config = AuditConfig {
         listen_addr: "127.0.0.1:0".into(),
         client_ca_path: Some(ca_path.clone()),
@@ -349,5 +362,4 @@ async fn pinned_names_admit_only_the_named_client_certificate() {
     let names_alone = AuditConfig { client_certificate_names: vec!["x".into()], token_file: None, ..config };
     let error = super::check_credentials(&AuditConfig { client_ca_path: None, ..names_alone }, None).unwrap_err();
     assert!(error.to_string().contains("client_certificate_names is set without"), "{error}");
-    let _ = std::fs::remove_dir_all(dir);
 }
