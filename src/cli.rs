@@ -89,8 +89,11 @@ enum Command {
     /// List the alert types.
     Catalogue {
         /// One JSON object per line instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "markdown")]
         json: bool,
+        /// The Markdown reference (`docs/alerts.md`).
+        #[arg(long)]
+        markdown: bool,
     },
     /// Run the harmless test trigger; a running collector raises K8S.NODE_EICAR.
     TestAlert,
@@ -114,8 +117,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || PalisadeConfig::load(cli.config.as_deref()).context("configuration");
     match cli.command {
-        Command::Catalogue { json } => {
-            print!("{}", palisade_detect::catalogue::render(json));
+        Command::Catalogue { json, markdown } => {
+            let text = if markdown { palisade_detect::docs::markdown() } else { palisade_detect::docs::render(json) };
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::TestAlert => {

@@ -7,6 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::unit::LearningState;
+
 /// Learning settings of one baseline detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -58,13 +60,6 @@ pub enum Verdict {
     Known,
     /// Never seen, after learning: report it.
     New { learned_since_ms: i64, known_operations: usize },
-}
-
-/// How many keys are learning and how many are past their learning period, as of the newest event seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LearningState {
-    pub learning: usize,
-    pub active: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::meta::{Severity, lookup};
+use crate::catalogue::lookup;
+use crate::unit::Severity;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -4,61 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use palisade_schemas::{AuditEvent, CloudActivity, Detection, EvidenceSource, NodeEvent, ProcessInfo};
+use palisade_schemas::{Detection, EvidenceSource, NodeEvent, ProcessInfo};
 use sha2::{Digest, Sha256};
 
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
-use crate::meta::{AlertTypeMeta, Source};
 use crate::registry;
-use crate::windowed::{PodContext, WindowedDetector};
-
-/// One decoded input event.
-#[derive(Debug, Clone, Copy)]
-pub enum Event<'a> {
-    Node(&'a NodeEvent),
-    Audit(&'a AuditEvent),
-    Cloud(&'a CloudActivity),
-}
-
-impl Event<'_> {
-    pub fn source(&self) -> Source {
-        match self {
-            Event::Node(_) => Source::Node,
-            Event::Audit(_) => Source::Audit,
-            Event::Cloud(_) => Source::Cloud,
-        }
-    }
-}
-
-/// What a detector reports; the engine adds everything the event itself says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Finding {
-    /// Distinguishes two findings of one type from one event (e.g. the container name); part of the alert ID.
-    pub subject: String,
-    pub namespace: Option<String>,
-    pub pod: Option<String>,
-    pub workload: Option<String>,
-    pub image: Option<String>,
-    /// Detector findings shown to the analyst.
-    pub details: BTreeMap<String, String>,
-}
-
-/// One event in, zero or more findings out. Pure.
-pub trait StatelessDetector: Send + Sync {
-    fn meta(&self) -> &'static AlertTypeMeta;
-    fn detect(&self, event: &Event<'_>) -> Vec<Finding>;
-
-    /// Every alert type this detector raises (a family may raise several from one look at the event).
-    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
-        vec![self.meta()]
-    }
-
-    /// Findings with the alert type each is of.
-    fn detect_all(&self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
-        let meta = self.meta();
-        self.detect(event).into_iter().map(|finding| (meta, finding)).collect()
-    }
-}
+use crate::unit::{
+    AlertTypeMeta, Event, Finding, Input, LearningState, PodContext, StatelessDetector, WindowedDetector,
+};
 
 /// Events between two expiries of the windows' state.
 const EXPIRE_EVERY_EVENTS: u64 = 4096;
@@ -74,6 +27,26 @@ pub struct Engine {
     detectors: Vec<Box<dyn StatelessDetector>>,
     windows: Mutex<Windows>,
     rules: BTreeMap<String, CompiledRule>,
+    /// By `Input::index`: the stateless and the windowed detectors that declare that input, in registry order.
+    routes: Vec<Routes>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Routes {
+    stateless: Vec<usize>,
+    windowed: Vec<usize>,
+}
+
+/// By `Input::index`: the detectors (indexes into `metas`) whose alert types declare that input.
+fn route(metas: impl Iterator<Item = Vec<&'static AlertTypeMeta>>) -> Vec<Vec<usize>> {
+    let mut routes = vec![Vec::new(); Input::COUNT];
+    for (detector, metas) in metas.enumerate() {
+        let mut inputs: Vec<usize> = metas.iter().flat_map(|meta| meta.inputs).map(|input| input.index()).collect();
+        inputs.sort_unstable();
+        inputs.dedup();
+        inputs.into_iter().for_each(|input| routes[input].push(detector));
+    }
+    routes
 }
 
 impl Engine {
@@ -81,8 +54,12 @@ impl Engine {
     pub fn new(config: &DetectConfig) -> Result<Self, DetectConfigError> {
         let rules = config.validate()?;
         let registered = registry::detectors(config)?;
+        let stateless = route(registered.stateless.iter().map(|detector| detector.metas()));
+        let windowed = route(registered.windowed.iter().map(|detector| detector.metas()));
+        let routes = stateless.into_iter().zip(windowed).map(|(stateless, windowed)| Routes { stateless, windowed });
+        let routes = routes.collect();
         let windows = Windows { detectors: registered.windowed, watermark_ms: 0, since_expiry: 0 };
-        Ok(Self { detectors: registered.stateless, windows: Mutex::new(windows), rules })
+        Ok(Self { detectors: registered.stateless, windows: Mutex::new(windows), rules, routes })
     }
 
     /// The configured rule of an alert type, or `None` when it is disabled.
@@ -126,25 +103,16 @@ impl Engine {
             _ => None,
         };
         let with = (event, context.as_ref());
-        for detector in &self.detectors {
-            if detector.meta().source != event.source() {
-                continue;
-            }
+        let routes = &self.routes[event.input().index()];
+        for detector in routes.stateless.iter().map(|&index| &self.detectors[index]) {
             for (meta, finding) in detector.detect_all(event) {
                 let Some(rule) = self.rule(meta) else { continue };
                 Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
             }
         }
-        let event_ms = match event {
-            Event::Node(node) => node.timestamp_ms,
-            Event::Audit(audit) => audit.stage_ms,
-            Event::Cloud(cloud) => cloud.timestamp_ms,
-        };
-        windows.watermark_ms = windows.watermark_ms.max(event_ms);
-        for detector in &mut windows.detectors {
-            if detector.meta().source != event.source() {
-                continue;
-            }
+        windows.watermark_ms = windows.watermark_ms.max(event.time_ms());
+        for &index in &routes.windowed {
+            let detector = &mut windows.detectors[index];
             for (meta, finding) in detector.observe_in(event, context.as_ref()) {
                 let Some(rule) = self.rule(meta) else { continue };
                 Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
@@ -183,7 +151,7 @@ impl Engine {
     }
 
     /// Each baseline's learning state, by alert type.
-    pub fn learning_states(&self) -> Vec<(&'static str, crate::baseline::LearningState)> {
+    pub fn learning_states(&self) -> Vec<(&'static str, LearningState)> {
         let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         windows.detectors.iter().filter_map(|d| d.learning().map(|state| (d.meta().id, state))).collect()
     }

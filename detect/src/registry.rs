@@ -10,9 +10,9 @@ use crate::detectors::baselines::{
 use crate::detectors::cluster_state::ClusterJoins;
 use crate::detectors::node_runtime::{NodeLists, NodeRules, SharedNodeLists};
 use crate::detectors::node_windows::{BackdoorArtifact, ReconBurst};
-use crate::engine::StatelessDetector;
 use crate::ip_list::{IpList, ReloadingIpList};
-use crate::windowed::WindowedDetector;
+use crate::unit::StatelessDetector;
+use crate::unit::WindowedDetector;
 
 /// Every implemented detector, built with what the configuration gives them (lists, windows).
 pub struct Registered {
@@ -72,47 +72,5 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
     Ok(Registered { stateless: detectors, windowed })
 }
 
-/// Catalogue alert types that have no detector yet. Kept explicit so the gap is visible and the test below fails
-/// when a detector is added without updating it (or one disappears).
-pub const NOT_YET_IMPLEMENTED: &[&str] = &[];
-
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use crate::catalogue::CATALOGUE;
-
-    #[test]
-    fn catalogue_has_58_unique_ids_each_with_tactics_and_techniques() {
-        let ids: BTreeSet<&str> = CATALOGUE.iter().map(|m| m.id).collect();
-        assert_eq!(CATALOGUE.len(), 58);
-        assert_eq!(ids.len(), 58, "duplicate IDs in the catalogue");
-        for meta in CATALOGUE {
-            assert!(!meta.tactics.is_empty() && !meta.techniques.is_empty(), "{}", meta.id);
-            assert!(meta.techniques.iter().all(|t| t.starts_with('T')), "{}", meta.id);
-        }
-    }
-
-    #[test]
-    fn registered_detectors_are_unique_and_every_catalogue_id_is_accounted_for() {
-        let registered = detectors(&DetectConfig::default()).unwrap().ids();
-        let unique: BTreeSet<&str> = registered.iter().copied().collect();
-        // Three node types have a rule and a learned baseline ("unusual for that workload").
-        for id in ["K8S.NODE_KubernetesAPI", "K8S.NODE_ImdsCall", "K8S.NODE_SuspectPasswordFileAccess"] {
-            let shared = registered.iter().filter(|registered| **registered == id).count();
-            assert_eq!(shared, 2, "{id}: its match rule and its baseline");
-        }
-        assert_eq!(unique.len(), registered.len() - 3, "no other detectors share an ID");
-        for id in &registered {
-            assert!(!NOT_YET_IMPLEMENTED.contains(id), "{id} is implemented; remove it from NOT_YET_IMPLEMENTED");
-        }
-        for meta in CATALOGUE {
-            assert!(
-                unique.contains(meta.id) || NOT_YET_IMPLEMENTED.contains(&meta.id),
-                "{} has neither a detector nor a NOT_YET_IMPLEMENTED entry",
-                meta.id
-            );
-        }
-    }
-}
+mod tests;

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
-use crate::meta::lookup;
+use crate::catalogue::lookup;
 
 /// The languages alerts can be written in.
 pub const LOCALES: &[&str] = &["en", "ar"];

@@ -1,75 +1,7 @@
-//! Windowed detectors: keyed state over event time, with bounded lateness. The engine feeds them events and an
-//! injected clock (the time a detection is made); their state is a serialisable snapshot, so a detector that is
-//! stopped and restored resumes its open windows.
+//! What windowed units share: their window settings, the lateness check and the bound on the keys they hold.
+//! The trait is `crate::unit::WindowedDetector`.
 
 use std::collections::HashMap;
-
-use serde_json::Value;
-
-use crate::engine::{Event, Finding};
-use crate::meta::AlertTypeMeta;
-
-pub trait WindowedDetector: Send {
-    fn meta(&self) -> &'static AlertTypeMeta;
-    /// Findings this event completes.
-    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding>;
-
-    /// Every alert type this detector raises (a join over one table may raise several).
-    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
-        vec![self.meta()]
-    }
-
-    /// Findings with the alert type each is of. The engine checks each type's rule (enabled, exceptions) after.
-    fn observe_all(&mut self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
-        let meta = self.meta();
-        self.observe(event).into_iter().map(|finding| (meta, finding)).collect()
-    }
-
-    /// Findings, given the pod the event ran in when the engine knows it (node events of a pod the cluster-state
-    /// table holds). Detectors keyed by workload use it; the others ignore it.
-    fn observe_in(
-        &mut self,
-        event: &Event<'_>,
-        _context: Option<&PodContext>,
-    ) -> Vec<(&'static AlertTypeMeta, Finding)> {
-        self.observe_all(event)
-    }
-
-    /// The pod a node event's pod UID names, when this detector keeps a table of pods (the cluster-state join).
-    fn pod_context(&self, _pod_uid: &str) -> Option<PodContext> {
-        None
-    }
-
-    /// For a baseline: how many keys are learning and how many are past their learning period.
-    fn learning(&self) -> Option<crate::baseline::LearningState> {
-        None
-    }
-    /// Drops state that no event inside the lateness bound can extend any more.
-    fn expire(&mut self, now_ms: i64);
-    fn snapshot(&self) -> Value;
-    fn restore(&mut self, state: &Value) -> Result<(), String>;
-    /// Keys held, for the memory figures.
-    fn keys(&self) -> usize;
-
-    /// Events ignored so far for arriving later than the lateness bound allows.
-    fn late_events(&self) -> u64 {
-        0
-    }
-}
-
-/// Where a pod runs in the cluster, for node alerts (their events carry only the pod UID, from the cgroup path).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub struct PodContext {
-    pub namespace: String,
-    pub pod: String,
-    /// `Kind/name` of the pod's controller (its first owner reference), else `Pod/<name>`.
-    pub workload: String,
-    /// The image, when the pod has one container (a node event does not say which container it came from).
-    pub image: Option<String>,
-    /// The pod's labels.
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
 
 /// Window settings of the windowed match detectors (node windows, kube-hunter's discovery pattern).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

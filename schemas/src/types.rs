@@ -27,6 +27,29 @@ pub enum NodeEventKind {
     PrivilegeChange,
 }
 
+impl NodeEventKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [NodeEventKind; 17] = [
+        NodeEventKind::Exec,
+        NodeEventKind::Exit,
+        NodeEventKind::Fork,
+        NodeEventKind::FileOpen,
+        NodeEventKind::FileUnlink,
+        NodeEventKind::FileRename,
+        NodeEventKind::FileTruncate,
+        NodeEventKind::FileChmod,
+        NodeEventKind::FileChown,
+        NodeEventKind::FileUtimes,
+        NodeEventKind::NetConnect,
+        NodeEventKind::NetListen,
+        NodeEventKind::NetAccept,
+        NodeEventKind::NetSend,
+        NodeEventKind::NamespaceChange,
+        NodeEventKind::Signal,
+        NodeEventKind::PrivilegeChange,
+    ];
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRef {
     pub pid: i64,

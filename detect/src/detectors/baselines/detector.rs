@@ -4,16 +4,62 @@ use palisade_schemas::AuditEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::baseline::{BaselineConfig, LearningState, Profiles, Verdict};
+use crate::baseline::{BaselineConfig, Profiles, Verdict};
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::engine::{Event, Finding};
 use crate::lists::{glob_matches, image_name, parse_list};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::WindowedDetector;
+use crate::unit::LearningState;
+use crate::unit::WindowedDetector;
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding};
 
-const SA_RARE: &AlertTypeMeta = catalogue_entry("K8S_ServiceAccountRareOperation");
-const KUBE_SYSTEM: &AlertTypeMeta = catalogue_entry("K8S_KubeSystemContainer");
-const ABNORMAL_MI: &AlertTypeMeta = catalogue_entry("K8S_AbnormalMiActivity");
+pub const SA_RARE: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ServiceAccountRareOperation",
+    title: "Service account performed an operation it never performed before",
+    severity: Severity::Medium,
+    tactics: &["Lateral Movement", "Credential Access"],
+    techniques: &["T1078", "T1550.001", "T1528"],
+    source: Source::Audit,
+    kind: DetectionKind::Baseline,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a service account performs an operation (verb, resource, subresource, namespace scope) it has not performed during its learning period.",
+    false_positives: "a controller upgraded to a version that does more; a rarely run job. Except by `user` (the service account), or lengthen `detect.baselines.service_accounts.learning_secs`.",
+    audit_level: Some("Metadata"),
+    learned: None,
+    unit: file!(),
+};
+pub const KUBE_SYSTEM: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_KubeSystemContainer",
+    title: "New container in the kube-system namespace",
+    severity: Severity::Informational,
+    tactics: &["Persistence"],
+    techniques: &["T1610", "T1036.005"],
+    source: Source::Audit,
+    kind: DetectionKind::Baseline,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a new container appears in kube-system that is not among the workloads normally running there (learned set plus allow-list).",
+    false_positives: "a new add-on installed after the learning period, or a listed add-on pulled through a mirror registry. Add `name image...` to `detect.baselines.kube_system_allow`, or except by `workload`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+pub const ABNORMAL_MI: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_AbnormalMiActivity",
+    title: "Abnormal activity of a managed identity used by the cluster",
+    severity: Severity::Medium,
+    tactics: &["Lateral Movement"],
+    techniques: &["T1078.004"],
+    source: Source::Cloud,
+    kind: DetectionKind::Baseline,
+    inputs: &[Input::Cloud],
+    maturity: Maturity::Experimental,
+    description: "Fires when a cloud managed identity used by a cluster add-on performs cloud operations outside its learned profile (input: cloud activity log records on their own topic).",
+    false_positives: "an add-on upgrade (new cloud API calls), scaling events never seen in learning. Except by `user` (the identity).",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 static SHIPPED_KUBE_SYSTEM_WORKLOADS: LazyLock<Vec<KubeSystemAllowed>> =
     LazyLock::new(|| parse_kube_system_allow(&parse_list(include_str!("../../../data/kube_system_workloads.txt"))));

@@ -34,5 +34,8 @@ mod node_processes;
 #[cfg(test)]
 mod tests;
 
-pub use detector::{AbnormalMiActivity, BaselinesConfig, KubeSystemContainer, ServiceAccountRareOperation};
+pub use detector::{
+    ABNORMAL_MI, AbnormalMiActivity, BaselinesConfig, KUBE_SYSTEM, KubeSystemContainer, SA_RARE,
+    ServiceAccountRareOperation,
+};
 pub use node_processes::{DestinationBaseline, ShadowReaderBaseline};

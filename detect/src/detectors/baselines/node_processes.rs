@@ -15,15 +15,15 @@ use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde_json::Value;
 
 use super::detector::BaselinesConfig;
-use crate::baseline::{LearningState, Profiles, Verdict};
+use crate::baseline::{Profiles, Verdict};
 use crate::detectors::node_runtime::SHADOW_READERS;
-use crate::engine::{Event, Finding};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::{PodContext, WindowedDetector};
+use crate::unit::AlertTypeMeta;
+use crate::unit::LearningState;
+use crate::unit::{Event, Finding};
+use crate::unit::{PodContext, WindowedDetector};
 
-const KUBERNETES_API: &AlertTypeMeta = catalogue_entry("K8S.NODE_KubernetesAPI");
-const IMDS_CALL: &AlertTypeMeta = catalogue_entry("K8S.NODE_ImdsCall");
-const PASSWORD_FILE: &AlertTypeMeta = catalogue_entry("K8S.NODE_SuspectPasswordFileAccess");
+// The learned halves of three node match types: their metadata is declared beside the rule halves.
+use crate::detectors::node_runtime::{IMDS_CALL, KUBERNETES_API, PASSWORD_FILE_ACCESS as PASSWORD_FILE};
 
 /// The cloud metadata services: AWS IMDS (v4 and v6), the ECS task-credentials endpoint; GCP's
 /// metadata.google.internal and Azure's IMDS are 169.254.169.254 too.

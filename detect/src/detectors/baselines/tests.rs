@@ -3,8 +3,8 @@ use serde_json::{Value, json};
 
 use super::{AbnormalMiActivity, BaselinesConfig, KubeSystemContainer, ServiceAccountRareOperation};
 use crate::baseline::BaselineConfig;
-use crate::engine::{Event, Finding};
-use crate::windowed::WindowedDetector;
+use crate::unit::WindowedDetector;
+use crate::unit::{Event, Finding};
 
 const LEARN: BaselineConfig = BaselineConfig { learning_secs: 600, max_keys: 100, max_operations: 100 };
 

@@ -6,13 +6,43 @@ use serde_json::Value;
 
 use crate::detectors::audit_object::{name_of, object, string_map};
 use crate::detectors::pod_spec::{PodTemplate, changed_pod_template, workload_kind};
-use crate::engine::{Event, Finding};
 use crate::lists::image_repository;
-use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::{PodContext, WindowedDetector};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding};
+use crate::unit::{PodContext, WindowedDetector};
 
-const POSTGRES_TRUST: &AlertTypeMeta = catalogue_entry("K8S_ExposedPostgresTrustAuth");
-const KUBEFLOW: &AlertTypeMeta = catalogue_entry("K8S_ExposedKubeflow");
+pub const POSTGRES_TRUST: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ExposedPostgresTrustAuth",
+    title: "PostgreSQL with trust authentication exposed by a load balancer",
+    severity: Severity::Medium,
+    tactics: &["Initial Access"],
+    techniques: &["T1133", "T1190"],
+    source: Source::Audit,
+    kind: DetectionKind::Join,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a LoadBalancer Service exposes PostgreSQL (port 5432 or pods of a postgres image) whose pods run with trust authentication (e.g. env POSTGRES_HOST_AUTH_METHOD=trust, or host all all ... trust in a mounted pg_hba).",
+    false_positives: "CI and development databases that run with trust on purpose. Internal load balancers (cloud annotations) are already left out. Except by `namespace`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+pub const KUBEFLOW: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ExposedKubeflow",
+    title: "Kubeflow exposed by a load balancer",
+    severity: Severity::Medium,
+    tactics: &["Initial Access"],
+    techniques: &["T1133", "T1190"],
+    source: Source::Audit,
+    kind: DetectionKind::Join,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when the Istio ingress gateway is exposed by a LoadBalancer in a cluster that runs Kubeflow.",
+    false_positives: "an Istio gateway fronted by an authenticating proxy or a WAF. Internal load balancers are left out. Except by `workload` (`Service/istio-ingressgateway`).",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
 
 const POSTGRES_PORT: i64 = 5432;
 

@@ -8,4 +8,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::ClusterJoins;
+pub use detector::{ClusterJoins, KUBEFLOW, POSTGRES_TRUST};

@@ -3,8 +3,8 @@ use serde_json::{Value, json};
 
 use super::ClusterJoins;
 use super::detector::hba_trusts_network;
-use crate::engine::Event;
-use crate::windowed::WindowedDetector;
+use crate::unit::Event;
+use crate::unit::WindowedDetector;
 
 fn event(verb: &str, resource: &str, namespace: Option<&str>, name: &str, object: Option<Value>, n: u32) -> AuditEvent {
     let mut event = json!({"kind": "Event", "auditID": format!("a{n}"), "stage": "ResponseComplete", "verb": verb,

@@ -5,11 +5,41 @@
 use serde_json::Value;
 
 use crate::detectors::audit_object::{name_of, object, succeeded};
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const ADMISSION: &AlertTypeMeta = catalogue_entry("K8S_AdmissionController");
-const COREDNS: &AlertTypeMeta = catalogue_entry("K8S_CoreDnsModification");
+pub const ADMISSION: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_AdmissionController",
+    title: "Admission webhook configuration created or changed",
+    severity: Severity::Informational,
+    tactics: &["Credential Access", "Persistence"],
+    techniques: &["T1546", "T1562"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a MutatingWebhookConfiguration or ValidatingWebhookConfiguration is created or changed.",
+    false_positives: "policy engines (Kyverno, Gatekeeper), cert-manager and service meshes installing their webhooks. Except by `workload` or `user`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+pub const COREDNS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_CoreDnsModification",
+    title: "CoreDNS configuration modified",
+    severity: Severity::Low,
+    tactics: &["Lateral Movement"],
+    techniques: &["T1565.001"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when the CoreDNS configuration (ConfigMap coredns or coredns-custom in kube-system) is created, updated, patched or deleted.",
+    false_positives: "planned DNS changes through GitOps. Except by `user`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
 
 pub struct AdmissionController;
 

@@ -4,4 +4,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::{AdmissionController, CoreDnsModification};
+pub use detector::{ADMISSION, AdmissionController, COREDNS, CoreDnsModification};

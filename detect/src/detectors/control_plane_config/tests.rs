@@ -2,7 +2,7 @@ use palisade_schemas::AuditEvent;
 use serde_json::{Value, json};
 
 use super::{AdmissionController, CoreDnsModification};
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn event(verb: &str, group: &str, resource: &str, namespace: Option<&str>, name: &str, object: Value) -> AuditEvent {
     let mut event = json!({"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": verb, "requestURI": "/x",

@@ -2,10 +2,25 @@
 //! identity other than the platform's own (namespace clean-up and garbage collection delete events too).
 
 use crate::detectors::audit_object::{by_platform, succeeded};
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const META: &AlertTypeMeta = catalogue_entry("K8S_DeleteEvents");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_DeleteEvents",
+    title: "Kubernetes events deleted",
+    severity: Severity::Low,
+    tactics: &["Defense Evasion"],
+    techniques: &["T1070"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when Kubernetes Event objects are deleted (delete or deletecollection on events, core or events.k8s.io) by a non-system identity.",
+    false_positives: "namespace clean-up by the namespace controller (a platform identity, left out); people tidying up by hand. Except by `user`.",
+    audit_level: Some("Metadata"),
+    learned: None,
+    unit: file!(),
+};
 
 pub struct DeleteEvents;
 

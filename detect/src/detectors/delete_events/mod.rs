@@ -2,4 +2,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::DeleteEvents;
+pub use detector::{DeleteEvents, META};

@@ -2,7 +2,7 @@ use palisade_schemas::AuditEvent;
 use serde_json::json;
 
 use super::DeleteEvents;
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn event(user: &str, verb: &str, group: &str, resource: &str) -> AuditEvent {
     let event = json!({"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": verb, "requestURI": "/x",

@@ -2,11 +2,26 @@
 //! `palisade_alerttest_5f3c9e`; Microsoft's documented trigger name (`asc_alerttest_662jfi039n`) and the EICAR
 //! test string in the arguments are recognised too, so existing runbooks work.
 
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 use palisade_schemas::NodeEventKind;
 
-const META: &AlertTypeMeta = catalogue_entry("K8S.NODE_EICAR");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_EICAR",
+    title: "Palisade test alert (not a threat)",
+    severity: Severity::High,
+    tactics: &["Execution"],
+    techniques: &["T1204"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when the product's own harmless test trigger (documented command, e.g. an executable with a fixed test name or the EICAR test string in argv) — used to check the whole pipeline end to end.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 /// The executable name `palisade test-alert` runs.
 pub const TEST_TRIGGER_NAME: &str = "palisade_alerttest_5f3c9e";

@@ -2,4 +2,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::{Eicar, TEST_TRIGGER_NAME};
+pub use detector::{Eicar, META, TEST_TRIGGER_NAME};

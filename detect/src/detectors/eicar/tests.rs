@@ -1,7 +1,7 @@
 use palisade_schemas::{NodeEvent, NodeEventKind};
 
 use super::{Eicar, TEST_TRIGGER_NAME};
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn exec(executable: &str, argv: &[&str]) -> NodeEvent {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/node_event.v1.json"))

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use crate::detectors::audit_object::{name_of, object, succeeded};
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
 /// IPv4 source ranges with a prefix shorter than this are broad.
 pub const BROAD_IPV4_PREFIX: u8 = 16;
@@ -86,13 +86,12 @@ pub fn broad_range(range: &str) -> bool {
 }
 
 macro_rules! exposed_detector {
-    ($name:ident, $id:literal, $check:expr) => {
+    ($name:ident, $meta:ident, $check:expr) => {
         pub struct $name;
 
         impl StatelessDetector for $name {
             fn meta(&self) -> &'static AlertTypeMeta {
-                const META: &AlertTypeMeta = catalogue_entry($id);
-                META
+                $meta
             }
 
             fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
@@ -106,18 +105,69 @@ macro_rules! exposed_detector {
     };
 }
 
-exposed_detector!(ExposedDashboard, "K8S_ExposedDashboard", |service| {
+pub const EXPOSED_DASHBOARD: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ExposedDashboard",
+    title: "Kubernetes Dashboard exposed by a load balancer",
+    severity: Severity::High,
+    tactics: &["Initial Access"],
+    techniques: &["T1133", "T1190"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when the Kubernetes Dashboard is exposed by a LoadBalancer Service.",
+    false_positives: "dashboards deliberately public behind an authenticating proxy. Except by `namespace` + `workload`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+
+exposed_detector!(ExposedDashboard, EXPOSED_DASHBOARD, |service| {
     service.named(&["kubernetes-dashboard"]).map(|hit| format!("Kubernetes Dashboard ({hit})"))
 });
 
-exposed_detector!(ExposedRedis, "K8S_ExposedRedis", |service| {
+pub const EXPOSED_REDIS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ExposedRedis",
+    title: "Redis exposed by a load balancer",
+    severity: Severity::Low,
+    tactics: &["Initial Access"],
+    techniques: &["T1133", "T1190"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a LoadBalancer exposes Redis (port 6379 or redis pods).",
+    false_positives: "Redis with AUTH and TLS behind an internal load balancer. Except by `namespace` + `workload`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+
+exposed_detector!(ExposedRedis, EXPOSED_REDIS, |service| {
     if service.ports.contains(&6379) {
         return Some("Redis port 6379".into());
     }
     service.named(&["redis"]).map(|hit| format!("Redis ({hit})"))
 });
 
-exposed_detector!(ExposedService, "K8S_ExposedService", |service| {
+pub const EXPOSED_SERVICE: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ExposedService",
+    title: "Sensitive application exposed by a load balancer",
+    severity: Severity::Medium,
+    tactics: &["Initial Access"],
+    techniques: &["T1133", "T1190"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a LoadBalancer exposes a sensitive application that allows high-impact operations on the cluster (e.g. Weave Scope, Argo Workflows/CD server, Jupyter, Portainer, Rancher, kube API proxies; configurable).",
+    false_positives: "demo environments. Except by `namespace`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+
+exposed_detector!(ExposedService, EXPOSED_SERVICE, |service| {
     const APPLICATIONS: [&str; 8] = [
         "weave-scope",
         "argo-server",
@@ -137,7 +187,24 @@ exposed_detector!(ExposedService, "K8S_ExposedService", |service| {
     service.ports.contains(&2746).then(|| "Argo Workflows server port 2746".into())
 });
 
-exposed_detector!(ExposedPostgresBroadIpRange, "K8S_ExposedPostgresBroadIPRange", |service| {
+pub const EXPOSED_POSTGRES_BROAD_IP_RANGE: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ExposedPostgresBroadIPRange",
+    title: "PostgreSQL exposed by a load balancer to a broad IP range",
+    severity: Severity::Medium,
+    tactics: &["Initial Access"],
+    techniques: &["T1133", "T1190"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a LoadBalancer Service exposes PostgreSQL with no loadBalancerSourceRanges or a broad one (0.0.0.0/0, ::/0, any prefix shorter than a configurable /N).",
+    false_positives: "databases behind a cloud firewall the Service does not show. Except by `namespace` + `workload`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+
+exposed_detector!(ExposedPostgresBroadIpRange, EXPOSED_POSTGRES_BROAD_IP_RANGE, |service| {
     let postgres = service.ports.contains(&5432) || service.named(&["postgres"]).is_some();
     if !postgres {
         return None;

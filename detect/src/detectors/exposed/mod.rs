@@ -6,4 +6,7 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::{ExposedDashboard, ExposedPostgresBroadIpRange, ExposedRedis, ExposedService, LoadBalancer};
+pub use detector::{
+    EXPOSED_DASHBOARD, EXPOSED_POSTGRES_BROAD_IP_RANGE, EXPOSED_REDIS, EXPOSED_SERVICE, ExposedDashboard,
+    ExposedPostgresBroadIpRange, ExposedRedis, ExposedService, LoadBalancer,
+};

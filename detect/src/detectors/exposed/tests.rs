@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use super::detector::broad_range;
 use super::{ExposedDashboard, ExposedPostgresBroadIpRange, ExposedRedis, ExposedService};
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn service(name: &str, kind: &str, ports: &[(i64, i64)], selector: Value, ranges: &[&str]) -> AuditEvent {
     let ports: Vec<Value> = ports.iter().map(|(p, t)| json!({"port": p, "targetPort": t})).collect();

@@ -18,11 +18,27 @@ use palisade_schemas::AuditEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::{Event, Finding};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::{WindowConfig, WindowedDetector, make_room, on_time};
+use crate::unit::WindowedDetector;
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding};
+use crate::windowed::{WindowConfig, make_room, on_time};
 
-const META: &AlertTypeMeta = catalogue_entry("K8S_PenTestToolsKubeHunter");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_PenTestToolsKubeHunter",
+    title: "kube-hunter penetration-testing tool activity",
+    severity: Severity::Low,
+    tactics: &["Execution"],
+    techniques: &["T1613", "T1046"],
+    source: Source::Audit,
+    kind: DetectionKind::Window,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when requests made by the kube-hunter penetration-testing tool (user agent and probing pattern).",
+    false_positives: "sanctioned penetration tests. Except by `user`, with the test's ticket as the reason.",
+    audit_level: Some("Metadata (passive); RequestResponse on namespaces, pods, clusterroles (active)"),
+    learned: None,
+    unit: file!(),
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Discovery {

@@ -2,8 +2,9 @@ use palisade_schemas::AuditEvent;
 use serde_json::{Value, json};
 
 use super::KubeHunter;
-use crate::engine::Event;
-use crate::windowed::{WindowConfig, WindowedDetector};
+use crate::unit::Event;
+use crate::unit::WindowedDetector;
+use crate::windowed::WindowConfig;
 
 fn event(verb: &str, resource: &str, body: Value, code: i64) -> AuditEvent {
     let event = json!({"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": verb, "requestURI": "/x",

@@ -2,11 +2,26 @@
 //! crypto-miner (`detect/data/miner_images.txt`), whatever the registry or tag.
 
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::engine::{Event, Finding, StatelessDetector};
 use crate::lists::{MINER_IMAGES, image_repository};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const META: &AlertTypeMeta = catalogue_entry("K8S_MaliciousContainerImage");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_MaliciousContainerImage",
+    title: "Container created from a crypto-mining image",
+    severity: Severity::High,
+    tactics: &["Execution"],
+    techniques: &["T1204.003", "T1496.001"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a container is created from an image associated with crypto-mining (xmrig and friends; configurable list, registry-agnostic matching of repository and tag).",
+    false_positives: "security teams' own miner-detection test images. Except by `image`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
 
 pub struct MaliciousContainerImage;
 

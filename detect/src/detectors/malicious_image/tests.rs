@@ -2,7 +2,7 @@ use palisade_schemas::AuditEvent;
 use serde_json::json;
 
 use super::MaliciousContainerImage;
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn pod(images: &[&str]) -> AuditEvent {
     let containers: Vec<_> =

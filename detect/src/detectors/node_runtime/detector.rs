@@ -5,61 +5,72 @@ use palisade_schemas::{NodeEvent, NodeEventKind};
 
 use super::lists::{NodeLists, SharedNodeLists};
 use super::view::*;
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
 pub type Details = Vec<(&'static str, String)>;
 type Rule = fn(&NodeView<'_>, &NodeLists) -> Option<Details>;
 
 /// Every node match rule, by alert type.
-pub const RULES: &[(&str, Rule)] = &[
-    ("K8S.NODE_NamespaceCreation", namespace_creation),
-    ("K8S.NODE_HistoryFileCleared", history_file_cleared),
-    ("K8S.NODE_SuspectConnection", suspect_connection),
-    ("K8S.NODE_TimerServiceDisabled", timer_service_disabled),
-    ("K8S.NODE_CommonBot", common_bot),
-    ("K8S.NODE_PrivilegedExecutionInContainer", privileged_execution_in_container),
-    ("K8S.NODE_PrivilegedContainerArtifacts", privileged_container_artifacts),
-    ("K8S.NODE_SuspectDownload", suspect_download),
-    ("K8S.NODE_SuspectDownloadArtifacts", suspect_download_artifacts),
-    ("K8S.NODE_SuspectNohup", suspect_nohup),
-    ("K8S.NODE_SuspectUserAddition", suspect_user_addition),
-    ("K8S.NODE_DigitalCurrencyMining", digital_currency_mining),
-    ("K8S.NODE_ImageBuildOnNode", image_build_on_node),
-    ("K8S.NODE_KnownLinuxDDoSToolkit", known_ddos_toolkit),
-    ("K8S.NODE_KnownLinuxAttackTool", known_attack_tool),
-    ("K8S.NODE_ExploitAttempt", exploit_attempt),
-    ("K8S.NODE_KnownLinuxCredentialAccessTool", known_credential_access_tool),
-    ("K8S.NODE_CryptoCoinMinerDownload", miner_download),
-    ("K8S.NODE_SystemLogRemoval", system_log_removal),
-    ("K8S.NODE_SuspectPasswordChange", suspect_password_change),
-    ("K8S.NODE_SuspectPortForwarding", suspect_port_forwarding),
-    ("K8S.NODE_ReverseShell", reverse_shell),
-    ("K8S.NODE_CryptoCoinMinerArtifacts", miner_in_container),
-    ("K8S.NODE_SshKeyAccess", ssh_key_access),
-    ("K8S.NODE_SuspectProcessTermination", suspect_process_termination),
-    ("K8S.NODE_ContainerSSH", container_ssh),
-    ("K8S.NODE_TimestampTampering", timestamp_tampering),
-    ("K8S.NODE_KubernetesAPI", kubernetes_api),
-    ("K8S.NODE_KubernetesDashboard", kubernetes_dashboard),
-    ("K8S.NODE_CryptoCoinMinerExecution", miner_execution),
-    ("K8S.NODE_SuspectPasswordFileAccess", password_file_access),
-    ("K8S.NODE_Webshell", webshell),
-    ("K8S.NODE_DownloadAndRunCombo", download_and_run_combo),
-    ("K8S.NODE_KubeConfigAccess", kubeconfig_access),
-    ("K8S.NODE_ImdsCall", imds_call),
-    ("K8S.NODE_MitreCalderaTools", caldera_tools),
+pub const RULES: &[(&AlertTypeMeta, Rule)] = &[
+    (NAMESPACE_CREATION, namespace_creation),
+    (HISTORY_FILE_CLEARED, history_file_cleared),
+    (SUSPECT_CONNECTION, suspect_connection),
+    (TIMER_SERVICE_DISABLED, timer_service_disabled),
+    (COMMON_BOT, common_bot),
+    (PRIVILEGED_EXECUTION_IN_CONTAINER, privileged_execution_in_container),
+    (PRIVILEGED_CONTAINER_ARTIFACTS, privileged_container_artifacts),
+    (SUSPECT_DOWNLOAD, suspect_download),
+    (SUSPECT_DOWNLOAD_ARTIFACTS, suspect_download_artifacts),
+    (SUSPECT_NOHUP, suspect_nohup),
+    (SUSPECT_USER_ADDITION, suspect_user_addition),
+    (DIGITAL_CURRENCY_MINING, digital_currency_mining),
+    (IMAGE_BUILD_ON_NODE, image_build_on_node),
+    (KNOWN_DDOS_TOOLKIT, known_ddos_toolkit),
+    (KNOWN_ATTACK_TOOL, known_attack_tool),
+    (EXPLOIT_ATTEMPT, exploit_attempt),
+    (KNOWN_CREDENTIAL_ACCESS_TOOL, known_credential_access_tool),
+    (MINER_DOWNLOAD, miner_download),
+    (SYSTEM_LOG_REMOVAL, system_log_removal),
+    (SUSPECT_PASSWORD_CHANGE, suspect_password_change),
+    (SUSPECT_PORT_FORWARDING, suspect_port_forwarding),
+    (REVERSE_SHELL, reverse_shell),
+    (MINER_IN_CONTAINER, miner_in_container),
+    (SSH_KEY_ACCESS, ssh_key_access),
+    (SUSPECT_PROCESS_TERMINATION, suspect_process_termination),
+    (CONTAINER_SSH, container_ssh),
+    (TIMESTAMP_TAMPERING, timestamp_tampering),
+    (KUBERNETES_API, kubernetes_api),
+    (KUBERNETES_DASHBOARD, kubernetes_dashboard),
+    (MINER_EXECUTION, miner_execution),
+    (PASSWORD_FILE_ACCESS, password_file_access),
+    (WEBSHELL, webshell),
+    (DOWNLOAD_AND_RUN_COMBO, download_and_run_combo),
+    (KUBECONFIG_ACCESS, kubeconfig_access),
+    (IMDS_CALL, imds_call),
+    (CALDERA_TOOLS, caldera_tools),
 ];
 
-/// Every rule as one detector: the event's view and the lists are taken once per event, not once per rule.
+/// Every rule as one detector: the event's view and the lists are taken once per event, not once per rule, and
+/// an event meets only the rules that declare its kind.
 pub struct NodeRules {
     rules: Vec<(&'static AlertTypeMeta, Rule)>,
+    /// By `NodeEventKind as usize`: the rules (indexes into `rules`) that declare that kind.
+    by_kind: Vec<Vec<usize>>,
     lists: SharedNodeLists,
 }
 
 impl NodeRules {
     pub fn new(lists: &SharedNodeLists) -> Self {
-        Self { rules: RULES.iter().map(|(id, rule)| (catalogue_entry(id), *rule)).collect(), lists: lists.clone() }
+        let rules = RULES.to_vec();
+        let by_kind = NodeEventKind::ALL
+            .iter()
+            .map(|kind| {
+                let reads = |meta: &AlertTypeMeta| meta.inputs.contains(&Input::Node(*kind));
+                rules.iter().enumerate().filter(|(_, (meta, _))| reads(meta)).map(|(index, _)| index).collect()
+            })
+            .collect();
+        Self { rules, by_kind, lists: lists.clone() }
     }
 }
 
@@ -78,10 +89,14 @@ impl StatelessDetector for NodeRules {
 
     fn detect_all(&self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
         let Event::Node(node) = event else { return Vec::new() };
+        let rules = &self.by_kind[node.kind as usize];
+        if rules.is_empty() {
+            return Vec::new();
+        }
         let view = NodeView::new(node);
         let lists = self.lists.current();
         let mut out = Vec::new();
-        for (meta, rule) in &self.rules {
+        for (meta, rule) in rules.iter().map(|&index| &self.rules[index]) {
             let Some(details) = rule(&view, &lists) else { continue };
             let mut finding = Finding::default();
             finding.details.insert("in_container".into(), node.in_container.to_string());
@@ -140,12 +155,49 @@ fn is_runtime_init(view: &NodeView<'_>) -> bool {
         || view.event.comm.starts_with("runc:")
 }
 
+pub const NAMESPACE_CREATION: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_NamespaceCreation",
+    title: "Linux namespace created from a container",
+    severity: Severity::Informational,
+    tactics: &["Privilege Escalation"],
+    techniques: &["T1611", "T1068"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::NamespaceChange)],
+    maturity: Maturity::Stable,
+    description: "Fires when a process in a container creates a new Linux namespace (unshare/clone with CLONE_NEW* flags, or setns) — a container-escape technique (e.g. CVE-2022-0185 exploits).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn namespace_creation(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
+    if event.kind != NodeEventKind::NamespaceChange {
+        return None;
+    }
     let namespace = event.namespace.as_ref()?;
     (event.in_container && namespace.flags != 0 && !is_runtime_init(view))
         .then(|| vec![("syscall", namespace.syscall.clone()), ("flags", format!("{:#x}", namespace.flags))])
 }
+
+pub const TIMER_SERVICE_DISABLED: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_TimerServiceDisabled",
+    title: "apt-daily-upgrade timer stopped or disabled",
+    severity: Severity::Informational,
+    tactics: &["Defense Evasion"],
+    techniques: &["T1489"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when an attempt to stop or disable apt-daily-upgrade.timer.",
+    false_positives: "log rotation and image builds that clean up. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn timer_service_disabled(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
@@ -153,6 +205,23 @@ fn timer_service_disabled(view: &NodeView<'_>, _: &NodeLists) -> Option<Details>
     let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(line, verb));
     (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line.to_owned())])
 }
+
+pub const COMMON_BOT: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_CommonBot",
+    title: "Common Linux botnet behaviour",
+    severity: Severity::Medium,
+    tactics: &["Execution", "Collection", "Command and Control"],
+    techniques: &["T1071"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when execution typical of common Linux botnets (known names, paths, argument patterns).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn common_bot(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -166,6 +235,23 @@ fn common_bot(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
 /// All capabilities up to CAP_CHECKPOINT_RESTORE (40) that matter for an escape: SYS_ADMIN (21) and SYS_PTRACE (19)
 /// and SYS_MODULE (16).
 const ESCAPE_CAPABILITIES: i64 = (1 << 21) | (1 << 19) | (1 << 16);
+
+pub const PRIVILEGED_EXECUTION_IN_CONTAINER: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_PrivilegedExecutionInContainer",
+    title: "Privileged command run in a container",
+    severity: Severity::Informational,
+    tactics: &["Privilege Escalation"],
+    techniques: &["T1611", "T1610"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a privileged command runs in a container (e.g. docker exec --privileged, or an exec'd process with full capabilities in a container).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -183,6 +269,23 @@ fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Opti
         .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line.to_owned())])
 }
 
+pub const PRIVILEGED_CONTAINER_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_PrivilegedContainerArtifacts",
+    title: "Privileged container started on the node",
+    severity: Severity::Informational,
+    tactics: &["Privilege Escalation", "Execution"],
+    techniques: &["T1611", "T1610"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a container runtime command starts a privileged container (docker run --privileged, ctr run --privileged, nerdctl …).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn privileged_container_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
     let line = view.line();
@@ -194,6 +297,23 @@ fn privileged_container_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<
     (starts && line.contains("--privileged")).then(|| vec![("command", line.to_owned())])
 }
 
+pub const SUSPECT_NOHUP: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectNohup",
+    title: "Suspicious use of nohup",
+    severity: Severity::Medium,
+    tactics: &["Persistence", "Defense Evasion"],
+    techniques: &["T1564.001", "T1059.004"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when nohup runs a hidden file from a temp directory (e.g. nohup /tmp/.x).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn suspect_nohup(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if view.exec()? != "nohup" {
@@ -203,6 +323,23 @@ fn suspect_nohup(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let temp = ["/tmp/", "/var/tmp/", "/dev/shm/"].iter().any(|p| target.starts_with(p));
     (temp && basename(target).starts_with('.')).then(|| vec![("runs", target.clone())])
 }
+
+pub const SUSPECT_USER_ADDITION: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectUserAddition",
+    title: "Suspicious user account added",
+    severity: Severity::Medium,
+    tactics: &["Persistence"],
+    techniques: &["T1136.001"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when suspicious use of useradd/adduser (in a container, with uid 0, into privileged groups, …).",
+    false_positives: "configuration management (Ansible, cloud-init) editing accounts. Except by `process_path`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn suspect_user_addition(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -231,9 +368,43 @@ fn suspect_user_addition(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> 
     (!reasons.is_empty()).then(|| vec![("why", reasons.join(", ")), ("command", view.line().to_owned())])
 }
 
+pub const DIGITAL_CURRENCY_MINING: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_DigitalCurrencyMining",
+    title: "Digital currency mining",
+    severity: Severity::High,
+    tactics: &["Execution"],
+    techniques: &["T1496.001"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a process or command associated with digital-currency mining.",
+    false_positives: "build or test pipelines that fetch miner sources for scanning. Except by `process_path` or `image`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn digital_currency_mining(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     exec_listed(view, &lists.miner_binaries).and_then(|name| one("miner", name))
 }
+
+pub const MINER_IN_CONTAINER: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_CryptoCoinMinerArtifacts",
+    title: "Crypto-miner process in a container",
+    severity: Severity::Medium,
+    tactics: &["Execution", "Exploitation"],
+    techniques: &["T1496.001"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a process associated with mining runs inside a container.",
+    false_positives: "build or test pipelines that fetch miner sources for scanning. Except by `process_path` or `image`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn miner_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -243,6 +414,23 @@ fn miner_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details>
     digital_currency_mining(view, lists).or_else(|| miner_execution(view, lists))
 }
 
+pub const MINER_EXECUTION: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_CryptoCoinMinerExecution",
+    title: "Process started with crypto-miner arguments",
+    severity: Severity::Medium,
+    tactics: &["Execution"],
+    techniques: &["T1496.001"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a process started the way miners start (stratum+tcp:// URLs, pool/wallet arguments, --donate-level, known miner flags).",
+    false_positives: "build or test pipelines that fetch miner sources for scanning. Except by `process_path` or `image`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn miner_execution(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     view.exec()?;
     if let Some(flag) = lists.miner_flag_matcher.find(view.lower_line()) {
@@ -250,6 +438,23 @@ fn miner_execution(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     }
     one("pool", lists.miner_pool_matcher.find(view.lower_line())?)
 }
+
+pub const IMAGE_BUILD_ON_NODE: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_ImageBuildOnNode",
+    title: "Container image built on a node",
+    severity: Severity::Informational,
+    tactics: &["Defense Evasion"],
+    techniques: &["T1612"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a container image build on a node (docker/buildah/podman/nerdctl build, kaniko).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn image_build_on_node(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -271,6 +476,27 @@ fn image_build_on_node(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     builds.then(|| vec![("command", line.to_owned())])
 }
 
+pub const KNOWN_DDOS_TOOLKIT: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_KnownLinuxDDoSToolkit",
+    title: "Known Linux DDoS toolkit",
+    severity: Severity::Medium,
+    tactics: &["Persistence", "Lateral Movement", "Execution", "Exploitation"],
+    techniques: &["T1498", "T1499"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[
+        Input::Node(NodeEventKind::Exec),
+        Input::Node(NodeEventKind::FileOpen),
+        Input::Node(NodeEventKind::FileRename),
+    ],
+    maturity: Maturity::Stable,
+    description: "Fires when file names belonging to a known DDoS malware toolkit are written or executed.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn known_ddos_toolkit(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if let Some(name) = exec_listed(view, &lists.ddos_tools) {
@@ -282,9 +508,43 @@ fn known_ddos_toolkit(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details>
     (written && matches).then(|| vec![("toolkit file", path)])
 }
 
+pub const KNOWN_ATTACK_TOOL: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_KnownLinuxAttackTool",
+    title: "Known Linux attack tool run",
+    severity: Severity::Medium,
+    tactics: &["Execution", "Collection", "Command and Control", "Probing"],
+    techniques: &["T1046"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a known offensive tool is run (scanners, brute-forcers, post-exploitation kits, container escape kits).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn known_attack_tool(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     exec_listed(view, &lists.attack_tools).and_then(|name| one("tool", name))
 }
+
+pub const KNOWN_CREDENTIAL_ACCESS_TOOL: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_KnownLinuxCredentialAccessTool",
+    title: "Known credential-access tool run",
+    severity: Severity::Medium,
+    tactics: &["Credential Access"],
+    techniques: &["T1552", "T1003"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a known credential-access tool runs (identified by process and command line).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn known_credential_access_tool(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -296,6 +556,23 @@ fn known_credential_access_tool(view: &NodeView<'_>, lists: &NodeLists) -> Optio
     let script = event.argv.get(1).map(|a| basename(a).to_lowercase())?;
     listed(&lists.credential_tools, &script).then(|| vec![("tool", script)])
 }
+
+pub const EXPLOIT_ATTEMPT: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_ExploitAttempt",
+    title: "Exploit attempt against a known vulnerability",
+    severity: Severity::Medium,
+    tactics: &["Exploitation"],
+    techniques: &["T1190", "T1068"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a command line carries an exploit for a known vulnerability (e.g. Log4Shell ${jndi:, Shellshock () { :;};, known PoC names).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     view.exec()?;
@@ -316,6 +593,36 @@ fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     Some(vec![("exploit", (*name).to_owned()), ("command", line.to_owned())])
 }
 
+pub const CALDERA_TOOLS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_MitreCalderaTools",
+    title: "MITRE Caldera agent",
+    severity: Severity::Medium,
+    tactics: &[
+        "Persistence",
+        "Privilege Escalation",
+        "Defense Evasion",
+        "Credential Access",
+        "Discovery",
+        "Lateral Movement",
+        "Execution",
+        "Collection",
+        "Exfiltration",
+        "Command and Control",
+        "Probing",
+        "Exploitation",
+    ],
+    techniques: &["T1059", "T1105"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when the MITRE Caldera agent (sandcat, \"54ndc47\") runs.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
     let line = view.line();
@@ -327,11 +634,45 @@ fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     ((named && (flags || name != "splunkd")) || fetch).then(|| vec![("command", line.to_owned())])
 }
 
+pub const CONTAINER_SSH: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_ContainerSSH",
+    title: "SSH server running in a container",
+    severity: Severity::Informational,
+    tactics: &["Execution"],
+    techniques: &["T1021.004"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when an SSH server (sshd, dropbear) runs inside a container.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn container_ssh(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
     (event.in_container && ["sshd", "dropbear"].contains(&name)).then(|| vec![("server", name.to_owned())])
 }
+
+pub const SUSPECT_PASSWORD_CHANGE: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectPasswordChange",
+    title: "Password changed with a pre-computed hash",
+    severity: Severity::Medium,
+    tactics: &["Credential Access"],
+    techniques: &["T1098"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a password is changed with a pre-computed crypt hash (chpasswd -e, usermod -p, openssl passwd piped into a user change).",
+    false_positives: "configuration management (Ansible, cloud-init) editing accounts. Except by `process_path`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn suspect_password_change(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -376,6 +717,23 @@ fn ssh_forward_hosts(argv: &[String]) -> Vec<String> {
     hosts
 }
 
+pub const SUSPECT_PORT_FORWARDING: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectPortForwarding",
+    title: "Port forwarding to an external address",
+    severity: Severity::Medium,
+    tactics: &["Exfiltration", "Command and Control"],
+    techniques: &["T1572"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when port forwarding to an external IP is started (ssh -L/-R/-D, socat, iptables DNAT, rinetd, …).",
+    false_positives: "remote-support tools and SSH tunnels run by operators. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
@@ -395,6 +753,23 @@ fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details
     };
     forwards.then(|| vec![("command", line.to_owned())])
 }
+
+pub const REVERSE_SHELL: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_ReverseShell",
+    title: "Possible reverse shell",
+    severity: Severity::Medium,
+    tactics: &["Exfiltration", "Exploitation"],
+    techniques: &["T1059.004", "T1095"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a possible reverse shell: a shell whose stdin/stdout is a network socket, or known one-liners (/dev/tcp/, nc -e, socat exec:, python/perl/php socket+dup2).",
+    false_positives: "remote-support tools and SSH tunnels run by operators. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -421,9 +796,26 @@ fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     one_liner.then(|| vec![("why", "reverse-shell one-liner".into()), ("command", line.to_owned())])
 }
 
+pub const SUSPECT_PROCESS_TERMINATION: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectProcessTermination",
+    title: "Attempt to kill a security-monitoring process",
+    severity: Severity::Low,
+    tactics: &["Persistence"],
+    techniques: &["T1562.001"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::Signal)],
+    maturity: Maturity::Stable,
+    description: "Fires when an attempt to kill security-monitoring processes (this product's own collector included).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn suspect_process_termination(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
-    if let Some(signal) = &event.signal {
+    if let Some(signal) = event.signal.as_ref().filter(|_| event.kind == NodeEventKind::Signal) {
         // SIGKILL, SIGTERM, SIGSTOP, SIGINT, SIGQUIT.
         if ![9, 15, 19, 2, 3].contains(&signal.signal) {
             return None;
@@ -464,6 +856,23 @@ fn downloader_urls(view: &NodeView<'_>) -> Option<(String, Vec<String>)> {
     (!urls.is_empty()).then(|| (name.to_owned(), urls))
 }
 
+pub const SUSPECT_DOWNLOAD: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectDownload",
+    title: "Suspicious file download",
+    severity: Severity::Medium,
+    tactics: &["Privilege Escalation", "Execution", "Exfiltration", "Command and Control"],
+    techniques: &["T1105"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a file is downloaded from a source known to distribute malware (threat-intel list of domains/IPs/URL patterns).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn suspect_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
@@ -476,6 +885,23 @@ fn suspect_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     })?;
     one("url", url.clone())
 }
+
+pub const SUSPECT_DOWNLOAD_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectDownloadArtifacts",
+    title: "Download from a suspicious source",
+    severity: Severity::Informational,
+    tactics: &["Persistence"],
+    techniques: &["T1105"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a suspicious download of a remote file (downloader to a raw IP, to a temp or hidden path, from paste sites).",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn suspect_download_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -496,6 +922,23 @@ fn suspect_download_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Deta
     (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", view.line().to_owned())])
 }
 
+pub const MINER_DOWNLOAD: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_CryptoCoinMinerDownload",
+    title: "Crypto-miner download",
+    severity: Severity::Medium,
+    tactics: &["Defense Evasion", "Command and Control", "Exploitation"],
+    techniques: &["T1496.001", "T1105"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a download of a file associated with mining (miner release archives, pool-installer scripts).",
+    false_positives: "build or test pipelines that fetch miner sources for scanning. Except by `process_path` or `image`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn miner_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let (_, urls) = downloader_urls(view)?;
     let url = urls.iter().find(|url| {
@@ -507,6 +950,23 @@ fn miner_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     })?;
     one("url", url.clone())
 }
+
+pub const DOWNLOAD_AND_RUN_COMBO: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_DownloadAndRunCombo",
+    title: "File downloaded and run in one command",
+    severity: Severity::Medium,
+    tactics: &["Execution", "Command and Control", "Exploitation"],
+    techniques: &["T1105", "T1059.004"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a file is downloaded and run in the same command (curl ….",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -543,6 +1003,28 @@ fn is_history_file(path: &str) -> bool {
     name.ends_with("_history") || name == ".history"
 }
 
+pub const HISTORY_FILE_CLEARED: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_HistoryFileCleared",
+    title: "Shell history file cleared",
+    severity: Severity::Medium,
+    tactics: &["Defense Evasion"],
+    techniques: &["T1070.003"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[
+        Input::Node(NodeEventKind::Exec),
+        Input::Node(NodeEventKind::FileOpen),
+        Input::Node(NodeEventKind::FileTruncate),
+        Input::Node(NodeEventKind::FileUnlink),
+    ],
+    maturity: Maturity::Stable,
+    description: "Fires when a shell history file is cleared (truncated, removed, linked to /dev/null, history -c, HISTFILE unset).",
+    false_positives: "log rotation and image builds that clean up. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn history_file_cleared(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if let Some(file) = &event.file {
@@ -574,6 +1056,28 @@ const USER_ACTIVITY_LOGS: [&str; 10] = [
     "/run/utmp",
 ];
 
+pub const SYSTEM_LOG_REMOVAL: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SystemLogRemoval",
+    title: "System log files removed or wiped",
+    severity: Severity::Medium,
+    tactics: &["Defense Evasion"],
+    techniques: &["T1070.002"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[
+        Input::Node(NodeEventKind::Exec),
+        Input::Node(NodeEventKind::FileOpen),
+        Input::Node(NodeEventKind::FileTruncate),
+        Input::Node(NodeEventKind::FileUnlink),
+    ],
+    maturity: Maturity::Stable,
+    description: "Fires when log files that track user activity are removed or wiped (wtmp, btmp, lastlog, auth.log, secure, syslog, messages, audit.log; rm, shred, truncate, > file).",
+    false_positives: "log rotation and image builds that clean up. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn system_log_removal(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if let Some(path) = file_path(event) {
@@ -587,6 +1091,28 @@ fn system_log_removal(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let path = event.argv.iter().skip(1).find(|a| USER_ACTIVITY_LOGS.contains(&a.as_str()))?;
     Some(vec![("file", path.clone()), ("command", view.line().to_owned())])
 }
+
+pub const SSH_KEY_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SshKeyAccess",
+    title: "SSH authorized_keys modified",
+    severity: Severity::Informational,
+    tactics: &["Unknown"],
+    techniques: &["T1098.004"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[
+        Input::Node(NodeEventKind::FileOpen),
+        Input::Node(NodeEventKind::FileRename),
+        Input::Node(NodeEventKind::FileChmod),
+        Input::Node(NodeEventKind::FileTruncate),
+    ],
+    maturity: Maturity::Stable,
+    description: "Fires when ~/.ssh/authorized_keys is written or modified in a way seen in malware campaigns.",
+    false_positives: "configuration management (Ansible, cloud-init) editing accounts. Except by `process_path`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -603,6 +1129,23 @@ fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 
 const SYSTEM_PREFIXES: [&str; 8] =
     ["/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/etc/", "/boot/", "/var/lib/kubelet/"];
+
+pub const TIMESTAMP_TAMPERING: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_TimestampTampering",
+    title: "Suspicious file timestamp change",
+    severity: Severity::Low,
+    tactics: &["Persistence", "Defense Evasion"],
+    techniques: &["T1070.006"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::FileUtimes)],
+    maturity: Maturity::Stable,
+    description: "Fires when a suspicious timestamp change (touch -r/-t/-d on binaries or system paths, utimensat copying another file's times).",
+    false_positives: "log rotation and image builds that clean up. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn timestamp_tampering(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -630,6 +1173,23 @@ const KUBECONFIGS: [&str; 6] = [
     "/var/lib/kubelet/pki/kubelet-client-current.pem",
     "/etc/kubernetes/super-admin.conf",
 ];
+
+pub const KUBECONFIG_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_KubeConfigAccess",
+    title: "Kubelet kubeconfig or certificate read",
+    severity: Severity::Medium,
+    tactics: &["Credential Access"],
+    techniques: &["T1552.001"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::FileOpen)],
+    maturity: Maturity::Stable,
+    description: "Fires when the kubelet kubeconfig (or admin.conf, kubelet client certificates) on the host is read by a process other than kubelet.",
+    false_positives: "workloads that legitimately call the API or the metadata service (controllers, cloud SDKs). Except by `image` or `process_path`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn kubeconfig_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -664,6 +1224,25 @@ pub const SHADOW_READERS: [&str; 18] = [
     "groupadd",
     "cron",
 ];
+
+pub const PASSWORD_FILE_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectPasswordFileAccess",
+    title: "Suspicious read of password hashes",
+    severity: Severity::Informational,
+    tactics: &["Persistence"],
+    techniques: &["T1003.008"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::FileOpen)],
+    maturity: Maturity::Stable,
+    description: "Fires when a suspicious read of encrypted user passwords (/etc/shadow, /etc/gshadow) by a process that normally does not.",
+    false_positives: "configuration management (Ansible, cloud-init) editing accounts. Except by `process_path`.",
+    audit_level: None,
+    learned: Some(
+        "per workload (per node on the host), the processes that read /etc/shadow or /etc/gshadow besides the shipped readers (`detect.baselines.shadow_readers`); after learning, a new one alerts once. The rule half fires on shells, file and text tools, interpreters and crackers at any time",
+    ),
+    unit: file!(),
+};
 
 fn password_file_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
@@ -717,6 +1296,23 @@ const SHADOW_TOOLS: [&str; 31] = [
 
 // ---- network --------------------------------------------------------------------------------------------------
 
+pub const SUSPECT_CONNECTION: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_SuspectConnection",
+    title: "SOCKS connection from a process",
+    severity: Severity::Medium,
+    tactics: &["Execution", "Exfiltration", "Exploitation"],
+    techniques: &["T1090"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::NetSend)],
+    maturity: Maturity::Stable,
+    description: "Fires when an uncommon connection that speaks SOCKS (handshake bytes or SOCKS tooling), rare in normal operation.",
+    false_positives: "remote-support tools and SSH tunnels run by operators. Except by `process_path` + `command_line_pattern`.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn suspect_connection(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if event.kind == NodeEventKind::NetSend {
@@ -752,6 +1348,29 @@ fn credential_path(path: &str) -> bool {
     CREDENTIAL_PATHS.iter().any(|prefix| path.starts_with(prefix))
 }
 
+pub const IMDS_CALL: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_ImdsCall",
+    title: "Container called the instance metadata service",
+    severity: Severity::Medium,
+    tactics: &["Credential Access"],
+    techniques: &["T1552.005"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[
+        Input::Node(NodeEventKind::Exec),
+        Input::Node(NodeEventKind::NetSend),
+        Input::Node(NodeEventKind::NetConnect),
+    ],
+    maturity: Maturity::Stable,
+    description: "Fires when a container contacts the cloud instance metadata service (169.254.169.254, fd00:ec2::254, metadata.google.internal) for an identity token.",
+    false_positives: "workloads that legitimately call the API or the metadata service (controllers, cloud SDKs). Except by `image` or `process_path`.",
+    audit_level: None,
+    learned: Some(
+        "per workload, the processes that connect to the metadata service (`detect.baselines.metadata_service`); after learning, a new one alerts once. The rule half fires on identity-token requests (credential paths in the request line or URL) at any time",
+    ),
+    unit: file!(),
+};
+
 /// The match half: a container asks the metadata service for an identity token, seen in the first bytes of the
 /// request it sends or in a downloader's URL. Other contacts are the baseline half's
 /// (`baselines::DestinationBaseline::metadata_service`).
@@ -783,6 +1402,29 @@ fn imds_call(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
 
 const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
+pub const KUBERNETES_API: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_KubernetesAPI",
+    title: "Suspicious request to the Kubernetes API from a container",
+    severity: Severity::Medium,
+    tactics: &["Lateral Movement"],
+    techniques: &["T1613", "T1552.007", "T1059.013"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[
+        Input::Node(NodeEventKind::Exec),
+        Input::Node(NodeEventKind::FileOpen),
+        Input::Node(NodeEventKind::NetConnect),
+    ],
+    maturity: Maturity::Stable,
+    description: "Fires when a process in a container sends a suspicious request to the Kubernetes API server (unusual process for that workload, service-account token use by shells/downloaders).",
+    false_positives: "workloads that legitimately call the API or the metadata service (controllers, cloud SDKs). Except by `image` or `process_path`.",
+    audit_level: None,
+    learned: Some(
+        "per workload, the processes that connect to the API server (`detect.baselines.kubernetes_api`, addresses in `api_server_addresses`); after learning, a new one alerts once",
+    ),
+    unit: file!(),
+};
+
 fn kubernetes_api(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if !event.in_container {
@@ -808,6 +1450,23 @@ fn kubernetes_api(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     one("url", url.clone())
 }
 
+pub const KUBERNETES_DASHBOARD: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_KubernetesDashboard",
+    title: "Suspicious request to the Kubernetes Dashboard from a container",
+    severity: Severity::Medium,
+    tactics: &["Lateral Movement"],
+    techniques: &["T1613", "T1552.007"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::NetSend)],
+    maturity: Maturity::Stable,
+    description: "Fires when a process in a container sends a suspicious request to the Kubernetes Dashboard.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+
 fn kubernetes_dashboard(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let event = view.event;
     if !event.in_container {
@@ -824,6 +1483,23 @@ fn kubernetes_dashboard(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         .find(|url| url_host(url).starts_with("kubernetes-dashboard") || url.contains("/api/v1/csrftoken"))?;
     one("url", url.clone())
 }
+
+pub const WEBSHELL: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_Webshell",
+    title: "Web server spawned a shell (possible web shell)",
+    severity: Severity::Medium,
+    tactics: &["Persistence", "Exploitation"],
+    techniques: &["T1505.003"],
+    source: Source::Node,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a web server process (nginx, httpd, php-fpm, java, node, python web apps) spawns a shell or recon command.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 fn webshell(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;

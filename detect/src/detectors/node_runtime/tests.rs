@@ -5,6 +5,7 @@ use palisade_schemas::{FileDetail, NamespaceDetail, NetDetail, NodeEvent, NodeEv
 use super::detector::RULES;
 use super::lists::{NodeLists, SharedNodeLists};
 use super::view::NodeView;
+use crate::unit::Input;
 
 fn base(kind: NodeEventKind) -> NodeEvent {
     NodeEvent {
@@ -261,7 +262,11 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         ),
         (
             "K8S.NODE_KnownLinuxDDoSToolkit",
-            vec![exec("/tmp/xorddos"), file(FileOpen, "sh", "/etc/cron.hourly/gcc.sh", O_WRONLY | 0o100)],
+            vec![
+                exec("/tmp/xorddos"),
+                file(FileOpen, "sh", "/etc/cron.hourly/gcc.sh", O_WRONLY | 0o100),
+                rename("/etc/cron.hourly/gcc.sh", "/tmp/k"),
+            ],
             vec![file(FileOpen, "cat", "/etc/cron.hourly/gcc.sh", 0), exec("/usr/bin/gcc -o a a.c")],
         ),
         (
@@ -354,6 +359,8 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
             vec![
                 file(FileOpen, "bash", "/root/.ssh/authorized_keys", O_WRONLY | 0o2000),
                 rename("/tmp/k", "/home/a/.ssh/authorized_keys"),
+                file(FileChmod, "chmod", "/root/.ssh/authorized_keys", 0),
+                file(FileTruncate, "truncate", "/root/.ssh/authorized_keys", 0),
             ],
             vec![
                 file(FileOpen, "sshd", "/root/.ssh/authorized_keys", 0),
@@ -491,7 +498,7 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
 fn every_rule_fires_on_its_cases_and_not_on_the_look_alikes() {
     let lists = NodeLists::shipped();
     for (id, fire, quiet) in cases() {
-        let (_, rule) = RULES.iter().find(|(rule_id, _)| *rule_id == id).unwrap_or_else(|| panic!("{id} has no rule"));
+        let (_, rule) = RULES.iter().find(|(meta, _)| meta.id == id).unwrap_or_else(|| panic!("{id} has no rule"));
         for event in &fire {
             assert!(
                 rule(&NodeView::new(event), &lists).is_some(),
@@ -515,8 +522,9 @@ fn every_rule_fires_on_its_cases_and_not_on_the_look_alikes() {
 #[test]
 fn every_rule_has_cases() {
     let covered: Vec<&str> = cases().iter().map(|(id, _, _)| *id).collect();
-    for (id, _) in RULES {
-        assert!(covered.contains(id), "{id} has no test cases");
+    for (meta, _) in RULES {
+        let id = meta.id;
+        assert!(covered.contains(&id), "{id} has no test cases");
     }
 }
 
@@ -540,4 +548,36 @@ fn lists_in_a_directory_replace_the_shipped_ones_and_reload() {
         assert_eq!(reloaded.attack_tools, ["our-scanner", "second-tool"]);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a rule declares it reads is what it reacts to: each case, turned into every kind of node event, fires
+/// only as a kind the rule declares (so routing events by declared kind loses nothing), and every declared kind
+/// has a case that fires (so the declaration is not wider than the rule; a type with a learned half declares the
+/// kinds of both halves, and its half's kinds are tested with the baseline).
+#[test]
+fn every_rule_reads_exactly_the_kinds_it_declares() {
+    let lists = NodeLists::shipped();
+    for (id, fire, quiet) in cases() {
+        let (meta, rule) = RULES.iter().find(|(meta, _)| meta.id == id).unwrap();
+        let declared: Vec<NodeEventKind> = meta
+            .inputs
+            .iter()
+            .map(|input| match input {
+                Input::Node(kind) => *kind,
+                other => panic!("{id} declares {other:?}"),
+            })
+            .collect();
+        for event in fire.iter().chain(&quiet) {
+            for kind in NodeEventKind::ALL.into_iter().filter(|kind| !declared.contains(kind)) {
+                let mut other = event.clone();
+                other.kind = kind;
+                assert!(rule(&NodeView::new(&other), &lists).is_none(), "{id} reacts to {kind:?}, undeclared");
+            }
+        }
+        if meta.learned.is_none() {
+            for kind in &declared {
+                assert!(fire.iter().any(|event| event.kind == *kind), "{id} declares {kind:?} but no case fires on it");
+            }
+        }
+    }
 }

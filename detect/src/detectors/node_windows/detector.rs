@@ -12,9 +12,11 @@ use serde_json::Value;
 
 use crate::detectors::node_runtime::SharedNodeLists;
 use crate::detectors::node_runtime::view::{basename, download_targets, exec, is_downloader, is_shell, urls};
-use crate::engine::{Event, Finding};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
-use crate::windowed::{WindowConfig, WindowedDetector, make_room, on_time};
+use crate::unit::WindowedDetector;
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding};
+use crate::windowed::{WindowConfig, make_room, on_time};
+use palisade_schemas::NodeEventKind;
 
 fn key(event: &NodeEvent) -> String {
     match &event.container_id {
@@ -83,8 +85,38 @@ impl ReconBurst {
     }
 }
 
-const RECON: &AlertTypeMeta = catalogue_entry("K8S.NODE_ReconnaissanceArtifactsBurst");
-const BACKDOOR: &AlertTypeMeta = catalogue_entry("K8S.NODE_LinuxBackdoorArtifact");
+pub const RECON: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_ReconnaissanceArtifactsBurst",
+    title: "Burst of reconnaissance commands",
+    severity: Severity::Low,
+    tactics: &["Discovery", "Collection"],
+    techniques: &["T1082", "T1033", "T1016", "T1057", "T1613"],
+    source: Source::Node,
+    kind: DetectionKind::Window,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when several distinct reconnaissance commands (whoami, id, uname -a, hostname, ifconfig/ip a, cat /etc/passwd, ps, netstat/ss, env, mount, …) inside one short window in one container or host.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
+pub const BACKDOOR: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S.NODE_LinuxBackdoorArtifact",
+    title: "Downloaded file run later (possible backdoor)",
+    severity: Severity::Medium,
+    tactics: &["Persistence", "Defense Evasion", "Execution", "Exploitation"],
+    techniques: &["T1105"],
+    source: Source::Node,
+    kind: DetectionKind::Window,
+    inputs: &[Input::Node(NodeEventKind::Exec)],
+    maturity: Maturity::Stable,
+    description: "Fires when a suspicious file is downloaded and then run, in a pattern seen in backdoor installs.",
+    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    audit_level: None,
+    learned: None,
+    unit: file!(),
+};
 
 impl WindowedDetector for ReconBurst {
     fn meta(&self) -> &'static AlertTypeMeta {

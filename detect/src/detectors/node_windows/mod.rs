@@ -3,7 +3,7 @@
 
 pub mod detector;
 
-pub use detector::{BackdoorArtifact, ReconBurst};
+pub use detector::{BACKDOOR, BackdoorArtifact, RECON, ReconBurst};
 
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,9 @@ use palisade_schemas::{NodeEvent, NodeEventKind};
 
 use super::{BackdoorArtifact, ReconBurst};
 use crate::detectors::node_runtime::{NodeLists, SharedNodeLists};
-use crate::engine::Event;
-use crate::windowed::{WindowConfig, WindowedDetector};
+use crate::unit::Event;
+use crate::unit::WindowedDetector;
+use crate::windowed::WindowConfig;
 
 fn exec_at(command: &str, container: Option<&str>, at_ms: i64) -> NodeEvent {
     let argv: Vec<String> = command.split(' ').map(str::to_owned).collect();

@@ -7,10 +7,25 @@
 use serde_json::Value;
 
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const META: &AlertTypeMeta = catalogue_entry("K8S_PrivilegedContainer");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_PrivilegedContainer",
+    title: "Privileged container created",
+    severity: Severity::Informational,
+    tactics: &["Privilege Escalation"],
+    techniques: &["T1610", "T1611"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a new privileged container (securityContext.privileged=true) in any workload kind.",
+    false_positives: "CNI, CSI and monitoring agents (DaemonSets in kube-system or their own namespace). Except by `namespace` + `workload`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
 
 pub struct PrivilegedContainer;
 

@@ -2,4 +2,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::PrivilegedContainer;
+pub use detector::{META, PrivilegedContainer};

@@ -2,7 +2,7 @@ use palisade_schemas::AuditEvent;
 use serde_json::{Value, json};
 
 use super::PrivilegedContainer;
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn audit(verb: &str, resource: &str, subresource: Option<&str>, request: Value, response: Option<Value>) -> AuditEvent {
     let mut event = json!({
@@ -35,7 +35,7 @@ fn pod(containers: Vec<Value>) -> Value {
     json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "web"}, "spec": {"containers": containers}})
 }
 
-fn fire(event: &AuditEvent) -> Vec<crate::engine::Finding> {
+fn fire(event: &AuditEvent) -> Vec<crate::unit::Finding> {
     PrivilegedContainer.detect(&Event::Audit(event))
 }
 

@@ -9,11 +9,41 @@
 use serde_json::Value;
 
 use crate::detectors::audit_object::{by_platform, name_of, object, strings, succeeded};
-use crate::engine::{Event, Finding, StatelessDetector};
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const BINDING: &AlertTypeMeta = catalogue_entry("K8S_ClusterAdminBinding");
-const ROLE: &AlertTypeMeta = catalogue_entry("K8S_HighPrivilegesRole");
+pub const BINDING: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_ClusterAdminBinding",
+    title: "Binding to the cluster-admin role created",
+    severity: Severity::Informational,
+    tactics: &["Persistence", "Privilege Escalation"],
+    techniques: &["T1098.006"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a new (Cluster)RoleBinding to the cluster-admin role.",
+    false_positives: "cluster bootstrap (installers, GitOps controllers binding their own service account). Except by `user` (the installer identity).",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
+pub const ROLE: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_HighPrivilegesRole",
+    title: "Role with high privileges created",
+    severity: Severity::Informational,
+    tactics: &["Persistence"],
+    techniques: &["T1098.006"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a new Role/ClusterRole grants high privileges (wildcard verbs or resources, secrets read cluster-wide, escalate/bind/impersonate, nodes/proxy, pods/exec).",
+    false_positives: "operators' and controllers' ClusterRoles shipped by Helm charts. Except by `user` or `workload` (`ClusterRole/<name>`).",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 const CHANGE: [&str; 3] = ["create", "update", "patch"];
 

@@ -4,4 +4,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::{ClusterAdminBinding, HighPrivilegesRole, high_privilege_reasons};
+pub use detector::{BINDING, ClusterAdminBinding, HighPrivilegesRole, ROLE, high_privilege_reasons};

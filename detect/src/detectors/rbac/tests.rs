@@ -2,7 +2,7 @@ use palisade_schemas::AuditEvent;
 use serde_json::{Value, json};
 
 use super::{ClusterAdminBinding, HighPrivilegesRole};
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn change(user: &str, verb: &str, resource: &str, object: Value) -> AuditEvent {
     let event = json!({"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": verb, "requestURI": "/apis",

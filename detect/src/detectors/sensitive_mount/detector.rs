@@ -4,11 +4,26 @@
 use serde_json::Value;
 
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::engine::{Event, Finding, StatelessDetector};
 use crate::lists::SENSITIVE_HOST_PATHS;
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const META: &AlertTypeMeta = catalogue_entry("K8S_SensitiveMount");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_SensitiveMount",
+    title: "Container with a sensitive host path mount",
+    severity: Severity::Informational,
+    tactics: &["Privilege Escalation"],
+    techniques: &["T1611", "T1610"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when a new pod/workload mounts a sensitive hostPath (/, /etc, /root, /proc, /sys, /var/run/docker.sock, /run/containerd, /var/lib/kubelet, /etc/kubernetes, /home, …; configurable).",
+    false_positives: "node agents (log shippers reading /var/log, CSI drivers under /var/lib/kubelet, Palisade's collector). Except by `namespace` + `workload`.",
+    audit_level: Some("RequestResponse on the objects it reads"),
+    learned: None,
+    unit: file!(),
+};
 
 pub struct SensitiveMount;
 

@@ -2,4 +2,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::SensitiveMount;
+pub use detector::{META, SensitiveMount};

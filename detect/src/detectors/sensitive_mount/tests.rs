@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use super::SensitiveMount;
 use super::detector::sensitive;
-use crate::engine::{Event, StatelessDetector};
+use crate::unit::{Event, StatelessDetector};
 
 fn create(resource: &str, object: Value) -> AuditEvent {
     let event = json!({"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": "create",

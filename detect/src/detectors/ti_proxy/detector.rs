@@ -3,11 +3,26 @@
 
 use std::net::IpAddr;
 
-use crate::engine::{Event, Finding, StatelessDetector};
 use crate::ip_list::ReloadingIpList;
-use crate::meta::{AlertTypeMeta, catalogue_entry};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{Event, Finding, StatelessDetector};
 
-const META: &AlertTypeMeta = catalogue_entry("K8S_TI_Proxy");
+pub const META: &AlertTypeMeta = &AlertTypeMeta {
+    id: "K8S_TI_Proxy",
+    title: "API request from a proxy or anonymiser IP address",
+    severity: Severity::Low,
+    tactics: &["Execution"],
+    techniques: &["T1090.003", "T1078"],
+    source: Source::Audit,
+    kind: DetectionKind::Match,
+    inputs: &[Input::Audit],
+    maturity: Maturity::Stable,
+    description: "Fires when an API request comes from a source IP on a proxy/anonymiser list (TOR exit nodes etc.; list loaded from a file, reloadable).",
+    false_positives: "company egress proxies or VPN exits listed by a feed. Remove them from the list file, or except by `user`.",
+    audit_level: Some("Metadata"),
+    learned: None,
+    unit: file!(),
+};
 
 pub struct TiProxy {
     pub list: ReloadingIpList,

@@ -2,4 +2,4 @@ mod detector;
 #[cfg(test)]
 mod tests;
 
-pub use detector::TiProxy;
+pub use detector::{META, TiProxy};

@@ -2,8 +2,8 @@ use palisade_schemas::AuditEvent;
 use serde_json::json;
 
 use super::TiProxy;
-use crate::engine::{Event, StatelessDetector};
 use crate::ip_list::{IpList, ReloadingIpList};
+use crate::unit::{Event, StatelessDetector};
 
 fn request(ips: &[&str]) -> AuditEvent {
     let event = json!({"kind": "Event", "auditID": "x", "stage": "ResponseComplete", "verb": "get",

@@ -1,0 +1,79 @@
+//! The two detector traits. A stateless unit decides from one event; a windowed unit keeps keyed state over event
+//! time (windows, learned baselines, the cluster-state joins) that the engine checkpoints and restores.
+
+use serde_json::Value;
+
+use super::event::{Event, Finding, PodContext};
+use super::meta::AlertTypeMeta;
+
+/// One event in, zero or more findings out. Pure.
+pub trait StatelessDetector: Send + Sync {
+    fn meta(&self) -> &'static AlertTypeMeta;
+    fn detect(&self, event: &Event<'_>) -> Vec<Finding>;
+
+    /// Every alert type this detector raises (a family may raise several from one look at the event).
+    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
+        vec![self.meta()]
+    }
+
+    /// Findings with the alert type each is of.
+    fn detect_all(&self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
+        let meta = self.meta();
+        self.detect(event).into_iter().map(|finding| (meta, finding)).collect()
+    }
+}
+
+/// For a baseline: how many keys are learning and how many are past their learning period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearningState {
+    pub learning: usize,
+    pub active: usize,
+}
+
+pub trait WindowedDetector: Send {
+    fn meta(&self) -> &'static AlertTypeMeta;
+    /// Findings this event completes.
+    fn observe(&mut self, event: &Event<'_>) -> Vec<Finding>;
+
+    /// Every alert type this detector raises (a join over one table may raise several).
+    fn metas(&self) -> Vec<&'static AlertTypeMeta> {
+        vec![self.meta()]
+    }
+
+    /// Findings with the alert type each is of. The engine checks each type's rule (enabled, exceptions) after.
+    fn observe_all(&mut self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
+        let meta = self.meta();
+        self.observe(event).into_iter().map(|finding| (meta, finding)).collect()
+    }
+
+    /// Findings, given the pod the event ran in when the engine knows it (node events of a pod the cluster-state
+    /// table holds). Detectors keyed by workload use it; the others ignore it.
+    fn observe_in(
+        &mut self,
+        event: &Event<'_>,
+        _context: Option<&PodContext>,
+    ) -> Vec<(&'static AlertTypeMeta, Finding)> {
+        self.observe_all(event)
+    }
+
+    /// The pod a node event's pod UID names, when this detector keeps a table of pods (the cluster-state join).
+    fn pod_context(&self, _pod_uid: &str) -> Option<PodContext> {
+        None
+    }
+
+    /// For a baseline: how many keys are learning and how many are past their learning period.
+    fn learning(&self) -> Option<LearningState> {
+        None
+    }
+    /// Drops state that no event inside the lateness bound can extend any more.
+    fn expire(&mut self, now_ms: i64);
+    fn snapshot(&self) -> Value;
+    fn restore(&mut self, state: &Value) -> Result<(), String>;
+    /// Keys held, for the memory figures.
+    fn keys(&self) -> usize;
+
+    /// Events ignored so far for arriving later than the lateness bound allows.
+    fn late_events(&self) -> u64 {
+        0
+    }
+}
