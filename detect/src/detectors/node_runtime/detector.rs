@@ -502,7 +502,10 @@ fn known_ddos_toolkit(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details>
     if let Some(name) = exec_listed(view, &lists.ddos_tools) {
         return one("toolkit file", name);
     }
-    let path = file_path(event)?.to_lowercase();
+    // A rename writes the toolkit's file under its new name.
+    let file = event.file.as_ref()?;
+    let target = if event.kind == NodeEventKind::FileRename { file.new_path.as_deref()? } else { &file.path };
+    let path = target.to_lowercase();
     let written = opens_for_write(event) || event.kind == NodeEventKind::FileRename;
     let matches = listed(&lists.ddos_tools, &path) || listed(&lists.ddos_tools, basename(&path));
     (written && matches).then(|| vec![("toolkit file", path)])

@@ -265,7 +265,7 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
             vec![
                 exec("/tmp/xorddos"),
                 file(FileOpen, "sh", "/etc/cron.hourly/gcc.sh", O_WRONLY | 0o100),
-                rename("/etc/cron.hourly/gcc.sh", "/tmp/k"),
+                rename("/tmp/k", "/etc/cron.hourly/gcc.sh"),
             ],
             vec![file(FileOpen, "cat", "/etc/cron.hourly/gcc.sh", 0), exec("/usr/bin/gcc -o a a.c")],
         ),
