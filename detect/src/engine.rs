@@ -14,7 +14,7 @@ use crate::unit::{
 };
 
 /// Events between two expiries of the windows' state.
-const EXPIRE_EVERY_EVENTS: u64 = 4096;
+pub const EXPIRE_EVERY_EVENTS: u64 = 4096;
 
 struct Windows {
     detectors: Vec<Box<dyn WindowedDetector>>,
@@ -52,8 +52,12 @@ fn route(metas: impl Iterator<Item = Vec<&'static AlertTypeMeta>>) -> Vec<Vec<us
 impl Engine {
     /// Every registered detector, configured by `config`.
     pub fn new(config: &DetectConfig) -> Result<Self, DetectConfigError> {
+        Self::with_units(config, registry::detectors(config)?)
+    }
+
+    /// These units, with the rules (enabled, exceptions) of `config`.
+    pub fn with_units(config: &DetectConfig, registered: registry::Registered) -> Result<Self, DetectConfigError> {
         let rules = config.validate()?;
-        let registered = registry::detectors(config)?;
         let stateless = route(registered.stateless.iter().map(|detector| detector.metas()));
         let windowed = route(registered.windowed.iter().map(|detector| detector.metas()));
         let routes = stateless.into_iter().zip(windowed).map(|(stateless, windowed)| Routes { stateless, windowed });
@@ -279,3 +283,6 @@ fn build_detection(meta: &AlertTypeMeta, event: &Event<'_>, finding: Finding, de
     detection.id = detection_id(meta.id, event_id, &finding.subject);
     detection
 }
+
+#[cfg(test)]
+mod tests;
