@@ -46,10 +46,13 @@ struct NodeClocks {
 impl NodeClocks {
     /// Advances `node`'s watermark; false (and counted) when the event is too late for it.
     fn on_time(&mut self, node: &str, at_ms: i64, config: &WindowConfig) -> bool {
-        if !self.watermarks.contains_key(node) {
-            make_room(&mut self.watermarks, config.max_keys, |watermark| *watermark);
-        }
-        let watermark = self.watermarks.entry(node.to_owned()).or_insert(i64::MIN);
+        let watermark = match self.watermarks.get_mut(node) {
+            Some(watermark) => watermark,
+            None => {
+                make_room(&mut self.watermarks, config.max_keys, |watermark| *watermark);
+                self.watermarks.entry(node.to_owned()).or_insert(i64::MIN)
+            }
+        };
         let on_time = on_time(watermark, at_ms, config.lateness_secs);
         if !on_time {
             self.late_events += 1;
@@ -235,8 +238,13 @@ impl WindowedDetector for BackdoorArtifact {
         if !self.state.clocks.on_time(&node.node, at, &self.config) {
             return Vec::new();
         }
+        let downloader = is_downloader(&name);
+        if !downloader && self.state.keys.is_empty() {
+            // Nothing downloaded anywhere: nothing this exec could run.
+            return Vec::new();
+        }
         let key = container_key(node);
-        if is_downloader(&name) {
+        if downloader {
             let targets = download_targets(&node.argv);
             if targets.is_empty() {
                 return Vec::new();
