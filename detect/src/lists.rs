@@ -1,7 +1,59 @@
 //! Lists shipped with the product as data files (`detect/data/*.txt`, one entry per line, `#` comments, each
 //! file saying where its entries come from).
 
+use std::collections::HashSet;
+use std::ops::Deref;
 use std::sync::LazyLock;
+
+/// A list of names in file order, with a hash set for membership: rules ask "is this name listed?" for every
+/// exec, and a scan of the list costs one comparison per entry. Most names asked about are not listed; their
+/// length or first byte already says so, without hashing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    entries: Vec<String>,
+    set: HashSet<String>,
+    /// Bit `n` set: an entry is `n` bytes long (bit 63: 63 or longer).
+    lengths: u64,
+    /// Bit `b` set: an entry starts with byte `b`.
+    first_bytes: [u64; 4],
+}
+
+impl Names {
+    pub fn new(entries: Vec<String>) -> Self {
+        let mut lengths = 0;
+        let mut first_bytes = [0; 4];
+        for entry in &entries {
+            lengths |= 1 << entry.len().min(63);
+            if let Some(&byte) = entry.as_bytes().first() {
+                first_bytes[usize::from(byte / 64)] |= 1 << (byte % 64);
+            }
+        }
+        let set = entries.iter().cloned().collect();
+        Self { entries, set, lengths, first_bytes }
+    }
+
+    /// `name` is an entry (exactly).
+    pub fn contains(&self, name: &str) -> bool {
+        let Some(&byte) = name.as_bytes().first() else { return self.set.contains(name) };
+        self.lengths & (1 << name.len().min(63)) != 0
+            && self.first_bytes[usize::from(byte / 64)] & (1 << (byte % 64)) != 0
+            && self.set.contains(name)
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for Names {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.entries.iter().map(String::as_str).eq(other.iter().copied())
+    }
+}
+
+impl Deref for Names {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        &self.entries
+    }
+}
 
 /// Entries of a shipped list file: one per line, blank lines and `#` comments skipped.
 pub fn parse_list(text: &str) -> Vec<String> {
@@ -140,5 +192,23 @@ mod tests {
     fn lists_load_without_comments() {
         assert!(MINER_IMAGES.contains(&"xmrig".to_owned()));
         assert!(SENSITIVE_HOST_PATHS.iter().all(|p| p.starts_with('/')));
+    }
+}
+
+#[cfg(test)]
+mod names_tests {
+    use super::Names;
+
+    #[test]
+    fn names_are_found_exactly_whatever_their_length_or_first_byte() {
+        let long = "x".repeat(80);
+        let names = Names::new(vec!["xmrig".into(), "".into(), long.clone(), "é-tool".into()]);
+        for listed in ["xmrig", "", long.as_str(), "é-tool"] {
+            assert!(names.contains(listed), "{listed:?}");
+        }
+        for other in ["xmri", "xmrigs", "Xmrig", "ymrig", &"x".repeat(81), "é"] {
+            assert!(!names.contains(other), "{other:?}");
+        }
+        assert_eq!(&names[..2], ["xmrig", ""]);
     }
 }

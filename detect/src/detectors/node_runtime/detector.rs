@@ -5,6 +5,7 @@ use palisade_schemas::{NodeEvent, NodeEventKind};
 
 use super::lists::{NodeLists, SharedNodeLists};
 use super::view::*;
+use crate::lists::Names;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
@@ -107,14 +108,14 @@ impl StatelessDetector for NodeRules {
     }
 }
 
-fn listed(list: &[String], name: &str) -> bool {
-    list.iter().any(|entry| entry == name)
+fn listed(list: &Names, name: &str) -> bool {
+    list.contains(name)
 }
 
 /// The exec's name when it (or argv[0]) is on `list`.
-fn exec_listed(view: &NodeView<'_>, list: &[String]) -> Option<String> {
+fn exec_listed(view: &NodeView<'_>, list: &Names) -> Option<String> {
     let name = view.exec()?;
-    [name, view.argv0.as_str()].into_iter().find(|candidate| listed(list, candidate)).map(str::to_owned)
+    [name, view.argv0.as_ref()].into_iter().find(|candidate| listed(list, candidate)).map(str::to_owned)
 }
 
 fn one(key: &'static str, value: impl Into<String>) -> Option<Details> {
@@ -149,7 +150,7 @@ fn wipes(event: &NodeEvent) -> bool {
 /// The container runtime sets up a container's namespaces from inside its cgroup (runc's `runc:[1:CHILD]`, crun);
 /// that is how every container starts, not an escape.
 fn is_runtime_init(view: &NodeView<'_>) -> bool {
-    let name = view.name.as_str();
+    let name = view.name.as_ref();
     ["runc", "crun", "runsc", "youki"].contains(&name)
         || name.starts_with("containerd-shim")
         || view.event.comm.starts_with("runc:")
@@ -433,10 +434,14 @@ pub const MINER_EXECUTION: &AlertTypeMeta = &AlertTypeMeta {
 
 fn miner_execution(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     view.exec()?;
-    if let Some(flag) = lists.miner_flag_matcher.find(view.lower_line()) {
-        return one("marker", flag);
-    }
-    one("pool", lists.miner_pool_matcher.find(view.lower_line())?)
+    // Asked twice per exec (here and by the in-container rule): the command line is searched once.
+    let found = view.miner.get_or_init(|| {
+        if let Some(flag) = lists.miner_flag_matcher.find(view.lower_line()) {
+            return one("marker", flag);
+        }
+        one("pool", lists.miner_pool_matcher.find(view.lower_line())?)
+    });
+    found.clone()
 }
 
 pub const IMAGE_BUILD_ON_NODE: &AlertTypeMeta = &AlertTypeMeta {
@@ -630,7 +635,7 @@ fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
     let line = view.line();
     let agent_names = ["sandcat", "sandcat.go", "54ndc47", "sandcat.go-linux", "splunkd"];
-    let named = agent_names.contains(&name) || agent_names.contains(&view.argv0.as_str());
+    let named = agent_names.contains(&name) || agent_names.contains(&view.argv0.as_ref());
     // sandcat's own flags; `splunkd` is its default disguise, so the name alone is not enough there.
     let flags = line.contains("-server ") && (line.contains("-group ") || line.contains("-paw "));
     let fetch = line.contains("/file/download") && line.contains("file:sandcat");
@@ -1126,8 +1131,8 @@ fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         || matches!(event.kind, NodeEventKind::FileRename | NodeEventKind::FileChmod | NodeEventKind::FileTruncate);
     // sshd and the cloud agents that provision keys are how keys normally change.
     let provisioner = ["ssh-copy-id", "cloud-init", "google_guest_agent", "waagent", "amazon-ssm-agent"]
-        .contains(&view.name.clone().as_str());
-    (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", view.name.clone())])
+        .contains(&view.name.as_ref());
+    (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", view.name.to_string())])
 }
 
 const SYSTEM_PREFIXES: [&str; 8] =
@@ -1201,7 +1206,7 @@ fn kubeconfig_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     }
     let path = file_path(event)?;
     let sensitive = KUBECONFIGS.contains(&path) || path.starts_with("/var/lib/kubelet/pki/") && path.ends_with(".pem");
-    let name = view.name.clone();
+    let name = view.name.to_string();
     let system = ["kubelet", "kubeadm", "kube-proxy", "k3s", "k3s-agent", "rke2", "hyperkube"].contains(&name.as_str());
     (sensitive && !system).then(|| vec![("file", path.to_owned()), ("process", name)])
 }
@@ -1253,7 +1258,7 @@ fn password_file_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         return None;
     }
     let path = file_path(event)?;
-    let name = view.name.clone();
+    let name = view.name.to_string();
     let shadow = path == "/etc/shadow" || path == "/etc/gshadow";
     // The match half: a shell, a file or text tool, a script interpreter or a cracking tool reading it. Any other
     // process new to the node or workload is the baseline half's (`baselines::ShadowReaderBaseline`).
@@ -1433,7 +1438,7 @@ fn kubernetes_api(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     if !event.in_container {
         return None;
     }
-    let name = view.name.clone();
+    let name = view.name.to_string();
     let interactive = is_shell(&name)
         || is_downloader(&name)
         || ["cat", "head", "tail", "less", "more", "base64"].contains(&name.as_str());

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::lists::Names;
+
 /// (file name, shipped text) for every list.
 const SHIPPED: [(&str, &str); 11] = [
     ("miner_binaries.txt", include_str!("../../../data/node/miner_binaries.txt")),
@@ -58,17 +60,17 @@ impl Default for Matcher {
 /// Every list, entries lower-cased, with matchers for the lists searched inside command lines.
 #[derive(Debug, Clone, Default)]
 pub struct NodeLists {
-    pub miner_binaries: Vec<String>,
-    pub miner_pools: Vec<String>,
-    pub miner_flags: Vec<String>,
-    pub attack_tools: Vec<String>,
-    pub credential_tools: Vec<String>,
-    pub ddos_tools: Vec<String>,
-    pub bot_names: Vec<String>,
-    pub recon_commands: Vec<String>,
-    pub security_processes: Vec<String>,
-    pub malware_sources: Vec<String>,
-    pub web_servers: Vec<String>,
+    pub miner_binaries: Names,
+    pub miner_pools: Names,
+    pub miner_flags: Names,
+    pub attack_tools: Names,
+    pub credential_tools: Names,
+    pub ddos_tools: Names,
+    pub bot_names: Names,
+    pub recon_commands: Names,
+    pub security_processes: Names,
+    pub malware_sources: Names,
+    pub web_servers: Names,
     /// `miner_flags` and `miner_pools` as matchers over a lower-cased command line.
     pub miner_flag_matcher: Matcher,
     pub miner_pool_matcher: Matcher,
@@ -89,7 +91,7 @@ impl NodeLists {
             });
         }
         let mut lists = lists.into_iter();
-        let mut next = || lists.next().unwrap_or_default();
+        let mut next = || Names::new(lists.next().unwrap_or_default());
         let mut built = Self {
             miner_binaries: next(),
             miner_pools: next(),

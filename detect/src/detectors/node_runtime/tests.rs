@@ -535,7 +535,7 @@ fn lists_in_a_directory_replace_the_shipped_ones_and_reload() {
     std::fs::write(dir.join("attack_tools.txt"), "# ours\nour-scanner\n").unwrap();
     let shared = SharedNodeLists::from_dir(&dir, std::time::Duration::ZERO).unwrap();
     assert_eq!(shared.current().attack_tools, ["our-scanner"]);
-    assert!(shared.current().miner_binaries.contains(&"xmrig".to_owned()), "other lists stay shipped");
+    assert!(shared.current().miner_binaries.contains("xmrig"), "other lists stay shipped");
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(dir.join("attack_tools.txt"), "our-scanner\nsecond-tool\n").unwrap();
     // A coarse file-system clock may give the same mtime; a vanished file is a change too.
@@ -543,7 +543,7 @@ fn lists_in_a_directory_replace_the_shipped_ones_and_reload() {
     if reloaded.attack_tools.len() != 2 {
         std::fs::remove_file(dir.join("attack_tools.txt")).unwrap();
         reloaded = shared.current();
-        assert!(reloaded.attack_tools.contains(&"nmap".to_owned()), "back to the shipped list");
+        assert!(reloaded.attack_tools.contains("nmap"), "back to the shipped list");
     } else {
         assert_eq!(reloaded.attack_tools, ["our-scanner", "second-tool"]);
     }

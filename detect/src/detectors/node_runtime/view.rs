@@ -1,6 +1,7 @@
 //! What the node rules ask of a `NodeEvent`: the executable's name, the command line, the parent, the URLs in the
 //! arguments. Names are basenames, lower-cased.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use palisade_schemas::{NodeEvent, NodeEventKind};
@@ -9,15 +10,29 @@ pub fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// `text` lower-cased, borrowed when it is ASCII without capitals (most names are).
+fn lower(text: &str) -> Cow<'_, str> {
+    if text.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.to_lowercase())
+    }
+}
+
+/// The process's name: the executable's basename, else argv[0]'s, else comm; lower-cased.
+fn process_name_of(event: &NodeEvent) -> Cow<'_, str> {
+    let from_path = event.executable.as_deref().map(basename).filter(|name| !name.is_empty());
+    lower(from_path.or_else(|| event.argv.first().map(|a| basename(a))).unwrap_or(&event.comm))
+}
+
 /// The process's name: the executable's basename, else argv[0]'s, else comm.
 pub fn process_name(event: &NodeEvent) -> String {
-    let from_path = event.executable.as_deref().map(basename).filter(|name| !name.is_empty());
-    from_path.or_else(|| event.argv.first().map(|a| basename(a))).unwrap_or(&event.comm).to_lowercase()
+    process_name_of(event).into_owned()
 }
 
 /// argv[0]'s basename: a copy of a tool under another path keeps its name there too.
-pub fn argv0_name(event: &NodeEvent) -> String {
-    event.argv.first().map(|a| basename(a).to_lowercase()).unwrap_or_default()
+fn argv0_of(event: &NodeEvent) -> Cow<'_, str> {
+    event.argv.first().map(|a| lower(basename(a))).unwrap_or_default()
 }
 
 /// The parent's executable name (nearest ancestor).
@@ -116,26 +131,29 @@ pub fn is_dropper_target(path: &str) -> bool {
 pub struct NodeView<'a> {
     pub event: &'a NodeEvent,
     /// The process name (see `process_name`).
-    pub name: String,
-    pub argv0: String,
+    pub name: Cow<'a, str>,
+    pub argv0: Cow<'a, str>,
     line: OnceCell<String>,
     lower_line: OnceCell<String>,
+    /// What `miner_execution` found, for the two rules that ask.
+    pub(super) miner: OnceCell<Option<Vec<(&'static str, String)>>>,
 }
 
 impl<'a> NodeView<'a> {
     pub fn new(event: &'a NodeEvent) -> Self {
         Self {
-            name: process_name(event),
-            argv0: argv0_name(event),
+            name: process_name_of(event),
+            argv0: argv0_of(event),
             line: OnceCell::new(),
             lower_line: OnceCell::new(),
+            miner: OnceCell::new(),
             event,
         }
     }
 
     /// The process name, for an exec event.
     pub fn exec(&self) -> Option<&str> {
-        (self.event.kind == NodeEventKind::Exec).then_some(self.name.as_str())
+        (self.event.kind == NodeEventKind::Exec).then_some(self.name.as_ref())
     }
 
     /// The arguments joined by spaces.
