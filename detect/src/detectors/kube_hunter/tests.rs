@@ -100,3 +100,15 @@ fn passive_look_alikes_do_not_fire() {
     assert!(passive_findings(&discovery("python-requests/2.31.0", 0, 30)).is_empty());
     assert!(passive_findings(&discovery("python-requests/2.31.0", 0, 1)[..3]).is_empty());
 }
+
+#[test]
+fn only_bodies_that_can_hold_a_signature_are_parsed() {
+    use super::detector::may_carry_signature;
+    let ordinary = r#"{"kind":"Pod","spec":{"containers":[{"name":"web","image":"nginx:1.25"}]}}"#;
+    assert!(!may_carry_signature("create", "pods", ordinary));
+    assert!(may_carry_signature("create", "pods", r#"{"image":"nginx:1.7.9"}"#));
+    // An escape can spell the image without its text: parsed, then decided on the value.
+    assert!(may_carry_signature("create", "pods", r#"{"image":"nginx\u003a1.7.9"}"#));
+    assert!(!may_carry_signature("patch", "pods", r#"[{"op":"add","path":"/metadata/labels/a","value":"b"}]"#));
+    assert!(may_carry_signature("create", "namespaces", "{}"), "no cheap test for namespaces: always parsed");
+}
