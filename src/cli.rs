@@ -172,7 +172,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { alerts_file, quiet } => {
             let config = load()?;
-            palisade_runtime::telemetry::init_logging(config.log_json);
+            palisade_telemetry::init_logging(config.log_json);
             let options = RunOptions { alerts_file, print_alerts: !quiet };
             runtime()?.block_on(async {
                 let shutdown = Shutdown::new();
@@ -190,7 +190,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => Stage::Sink,
             };
             let config = load()?;
-            palisade_runtime::telemetry::init_logging(config.log_json);
+            palisade_telemetry::init_logging(config.log_json);
             runtime()?.block_on(async {
                 let shutdown = Shutdown::new();
                 shutdown.listen_for_signals();

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::kafka::{KafkaBus, KafkaSubscription};
-use crate::telemetry;
+use palisade_telemetry as telemetry;
 
 /// Capacity of one in-process subscription; a full queue makes publishers wait (back-pressure).
 pub const IN_PROCESS_QUEUE_CAPACITY: usize = 4096;

@@ -22,7 +22,8 @@ pub fn render() -> String {
 /// 200 while every component does its work, 503 once one has been failing past the grace period; the body has a
 /// line per component either way.
 async fn healthz() -> (StatusCode, String) {
-    let (healthy, text) = crate::health::report(std::time::Instant::now(), crate::health::STUCK_AFTER);
+    let (healthy, text) =
+        palisade_telemetry::health::report(std::time::Instant::now(), palisade_telemetry::health::STUCK_AFTER);
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, if text.is_empty() { "ok\n".to_owned() } else { text })
 }

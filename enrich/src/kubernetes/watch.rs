@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_runtime::telemetry::{PodWatchRestarted, PodWatchState};
+use palisade_telemetry::{PodWatchRestarted, PodWatchState};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::RecordProduced;
 use palisade_runtime::{Bus, Message, Shutdown};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec};
+use palisade_telemetry::RecordProduced;
 
 const STAGE: &str = "audit-log";
 
@@ -277,7 +277,7 @@ impl Tailer {
                     let outgoing = Outgoing { topic: &self.topic, key: Some(key.as_bytes()), payload, headers: &[] };
                     match bus.publish(outgoing).await {
                         Ok(()) => {
-                            palisade_runtime::health::succeeded(STAGE);
+                            palisade_telemetry::health::succeeded(STAGE);
                             RecordProduced { stage: STAGE, record }.emit();
                         }
                         // Never retried: the line goes to the dead-letter topic (cut to fit) with the reason.
@@ -289,7 +289,7 @@ impl Tailer {
                             }
                         }
                         Err(error) => {
-                            palisade_runtime::health::failing(STAGE, &format!("the bus refuses log lines: {error}"));
+                            palisade_telemetry::health::failing(STAGE, &format!("the bus refuses log lines: {error}"));
                             return false;
                         }
                     }

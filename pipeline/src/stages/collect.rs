@@ -10,12 +10,12 @@ use futures::stream::FuturesUnordered;
 use palisade_collect::CollectorStats;
 use palisade_collect::cri::{CriResolver, Lookup};
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
+use palisade_runtime::{Bus, Shutdown, TopicsConfig};
+use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
+use palisade_telemetry::{
     CollectorProgress, ComponentStarted, ComponentStopped, CriLookup, ItemDropped, NodeEventPublished, QueueDepth,
     RecordProduced,
 };
-use palisade_runtime::{Bus, Shutdown, TopicsConfig};
-use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
 use tokio::sync::mpsc;
 
 use crate::PipelineError;

@@ -10,12 +10,12 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
+use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
+use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
+use palisade_telemetry::{
     BaselineLearning, CheckpointWritten, ComponentStarted, ComponentStopped, ItemDropped, MessageProcessed,
     RecordProduced, WindowLateEvents,
 };
-use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
-use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
 
 use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;

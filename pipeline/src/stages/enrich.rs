@@ -13,12 +13,12 @@ use palisade_enrich::dedup::Deduplicator;
 use palisade_enrich::kubernetes::{ClusterView, PodWatcher, lacks_context};
 use palisade_enrich::{EnrichConfig, Enricher};
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{
+use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
+use palisade_schemas::{Alert, Codec, Detection};
+use palisade_telemetry::{
     AlertSuppressed, ComponentStarted, ComponentStopped, ContextLookup, ContextWaiting, MessageProcessed,
     RecordProduced,
 };
-use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
-use palisade_schemas::{Alert, Codec, Detection};
 
 use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;

@@ -62,7 +62,7 @@ pub(crate) async fn publish_until_acked(
         match bus.publish(outgoing).await {
             Ok(()) => {
                 if attempts > 0 {
-                    palisade_runtime::health::succeeded(dead_letters.stage);
+                    palisade_telemetry::health::succeeded(dead_letters.stage);
                 }
                 return true;
             }
@@ -90,7 +90,7 @@ pub(crate) async fn publish_until_acked(
             }
             Err(error) => {
                 attempts += 1;
-                palisade_runtime::health::failing(
+                palisade_telemetry::health::failing(
                     dead_letters.stage,
                     &format!("publish to {} failed: {error}", outgoing.topic),
                 );
@@ -118,13 +118,13 @@ pub(crate) async fn dead_letter_until_acked(
         match bus.dead_letter(topic, stage, &delivery.message, reason).await {
             Ok(()) => {
                 if attempts > 0 {
-                    palisade_runtime::health::succeeded(stage);
+                    palisade_telemetry::health::succeeded(stage);
                 }
                 return true;
             }
             Err(error) => {
                 attempts += 1;
-                palisade_runtime::health::failing(stage, &format!("dead-letter publish failed: {error}"));
+                palisade_telemetry::health::failing(stage, &format!("dead-letter publish failed: {error}"));
                 tracing::warn!(%error, attempts, "dead-letter publish failed; retrying");
                 if shutdown.is_triggered() && attempts > 3 {
                     return false;

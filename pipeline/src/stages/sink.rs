@@ -10,12 +10,12 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{AlertsWritten, ComponentStarted, ComponentStopped, MessageProcessed, OutputRetried};
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec};
 use palisade_sink::file::{AlertsFile, human_line};
 use palisade_sink::webhook::Delivered;
 use palisade_sink::{OpenSearchWriter, WebhookWriter};
+use palisade_telemetry::{AlertsWritten, ComponentStarted, ComponentStopped, MessageProcessed, OutputRetried};
 
 use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
 use crate::PipelineError;
@@ -170,7 +170,7 @@ async fn until_done<T>(
     let mut report = || {
         let now = retries.load(std::sync::atomic::Ordering::Relaxed);
         if now > reported {
-            palisade_runtime::health::failing(STAGE, &format!("{output} unreachable, retrying"));
+            palisade_telemetry::health::failing(STAGE, &format!("{output} unreachable, retrying"));
         }
         OutputRetried { output, count: now - reported }.emit();
         reported = now;
@@ -185,7 +185,7 @@ async fn until_done<T>(
     let done = loop {
         tokio::select! {
             done = &mut work => {
-                palisade_runtime::health::succeeded(STAGE);
+                palisade_telemetry::health::succeeded(STAGE);
                 break Some(done)
             }
             _ = ticker.tick() => report(),
@@ -364,7 +364,7 @@ async fn run_loop(
                     records.clear();
                     continue;
                 }
-                palisade_runtime::health::failing(STAGE, &format!("alerts transaction failed: {error}"));
+                palisade_telemetry::health::failing(STAGE, &format!("alerts transaction failed: {error}"));
                 attempts += 1;
                 tracing::warn!(%error, attempts, "alerts transaction failed; retrying the batch");
                 OutputRetried { output: "topic", count: 1 }.emit();

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::telemetry::{ComponentStarted, ComponentStopped, ItemDropped, RecordProduced};
 use palisade_runtime::{Bus, Message, Shutdown};
 use palisade_schemas::{AuditEvent, Codec, split_events};
+use palisade_telemetry::{ComponentStarted, ComponentStopped, ItemDropped, RecordProduced};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -353,12 +353,12 @@ async fn receive(
                 }
             }
             Err(error) => {
-                palisade_runtime::health::failing(STAGE, &format!("the bus refuses audit batches: {error}"));
+                palisade_telemetry::health::failing(STAGE, &format!("the bus refuses audit batches: {error}"));
                 tracing::warn!(%error, "audit batch not accepted by the bus; the API server will retry");
                 return retry_later(StatusCode::SERVICE_UNAVAILABLE, &state, "event bus unavailable");
             }
         }
     }
-    palisade_runtime::health::succeeded(STAGE);
+    palisade_telemetry::health::succeeded(STAGE);
     StatusCode::OK.into_response()
 }
