@@ -4,7 +4,6 @@
 //! the reason. The bearer token comes from a file or `PALISADE_WEBHOOK_TOKEN`, never from the configuration.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_schemas::Alert;
@@ -86,8 +85,6 @@ pub enum Delivered {
 pub struct WebhookWriter {
     client: reqwest::Client,
     config: WebhookConfig,
-    /// Failed attempts so far (transport errors, 408, 429, 5xx), for the retries metric.
-    pub retries: AtomicU64,
 }
 
 impl WebhookWriter {
@@ -119,7 +116,7 @@ impl WebhookWriter {
         let client = builder.build().map_err(|e| WebhookError::Config(e.to_string()))?;
         let mut config = config.clone();
         config.batch_max_alerts = config.batch_max_alerts.max(1);
-        Ok(Self { client, config, retries: AtomicU64::new(0) })
+        Ok(Self { client, config })
     }
 
     pub fn config(&self) -> &WebhookConfig {
@@ -158,7 +155,7 @@ impl WebhookWriter {
                 }
                 Err(error) => error.to_string(),
             };
-            self.retries.fetch_add(1, Ordering::Relaxed);
+            palisade_telemetry::OutputRetried { output: "webhook" }.emit();
             tracing::warn!(error = %failure, attempt, "webhook delivery failed; retrying");
             tokio::time::sleep(self.backoff(attempt)).await;
             attempt += 1;

@@ -33,15 +33,15 @@ impl AlertsWritten<'_> {
     }
 }
 
+/// A request to an output failed and will be retried: counted, and the sink is failing (for `/healthz`) until its
+/// next success.
 pub struct OutputRetried<'a> {
     pub output: &'a str,
-    pub count: u64,
 }
 
 impl OutputRetried<'_> {
     pub fn emit(self) {
-        if self.count > 0 {
-            SINK_RETRIES.with_label_values(&[self.output]).inc_by(self.count);
-        }
+        SINK_RETRIES.with_label_values(&[self.output]).inc();
+        crate::health::failing("sink", &format!("{} unreachable, retrying", self.output));
     }
 }

@@ -157,46 +157,28 @@ pub async fn run(bus: Bus, loops: SinkLoops, topics: TopicsConfig, shutdown: Shu
     result
 }
 
-/// Waits for an output that retries until it is done (its retries exported every second meanwhile, so an outage
-/// shows while it lasts). At shutdown it gets a grace period; then `None`: the batch is left unacknowledged (Kafka
-/// delivers it again) rather than holding the process.
+/// Waits for an output that retries until it is done (each retry is counted and marks the sink failing as it
+/// happens). At shutdown it gets a grace period; then `None`: the batch is left unacknowledged (Kafka delivers it
+/// again) rather than holding the process.
 async fn until_done<T>(
     work: impl std::future::Future<Output = T>,
-    retries: &std::sync::atomic::AtomicU64,
     output: &'static str,
     shutdown: &Shutdown,
 ) -> Option<T> {
-    let mut reported = retries.load(std::sync::atomic::Ordering::Relaxed);
-    let mut report = || {
-        let now = retries.load(std::sync::atomic::Ordering::Relaxed);
-        if now > reported {
-            palisade_telemetry::health::failing(STAGE, &format!("{output} unreachable, retrying"));
-        }
-        OutputRetried { output, count: now - reported }.emit();
-        reported = now;
-    };
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let grace = async {
         shutdown.wait().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await
     };
-    tokio::pin!(grace);
-    let done = loop {
-        tokio::select! {
-            done = &mut work => {
-                palisade_telemetry::health::succeeded(STAGE);
-                break Some(done)
-            }
-            _ = ticker.tick() => report(),
-            _ = &mut grace => {
-                tracing::warn!(output, "output unreachable at shutdown; batch left unacknowledged");
-                break None;
-            }
+    tokio::select! {
+        done = work => {
+            palisade_telemetry::health::succeeded(STAGE);
+            Some(done)
         }
-    };
-    report();
-    done
+        _ = grace => {
+            tracing::warn!(output, "output unreachable at shutdown; batch left unacknowledged");
+            None
+        }
+    }
 }
 
 /// The records one alert makes on the topics: the alerts topic in its format, and the OCSF topic when set.
@@ -282,7 +264,7 @@ async fn run_loop(
         if let Some(writer) = &outputs.opensearch {
             let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
             let write = writer.write(&only_alerts);
-            let Some(outcome) = until_done(write, &writer.retries, "opensearch", &shutdown).await else { break 'stage };
+            let Some(outcome) = until_done(write, "opensearch", &shutdown).await else { break 'stage };
             let outcome = outcome?;
             AlertsWritten { output: "opensearch", outcome: "indexed", count: outcome.indexed as u64 }.emit();
             for (id, reason) in &outcome.rejected {
@@ -299,7 +281,7 @@ async fn run_loop(
         if let Some(writer) = &outputs.webhook {
             let only_alerts: Vec<Alert> = alerts.iter().map(|(_, alert)| alert.clone()).collect();
             let send = writer.send(&only_alerts);
-            let Some(outcome) = until_done(send, &writer.retries, "webhook", &shutdown).await else { break 'stage };
+            let Some(outcome) = until_done(send, "webhook", &shutdown).await else { break 'stage };
             match outcome {
                 Delivered::Accepted => {
                     AlertsWritten { output: "webhook", outcome: "delivered", count: alerts.len() as u64 }.emit();
@@ -364,10 +346,10 @@ async fn run_loop(
                     records.clear();
                     continue;
                 }
+                OutputRetried { output: "topic" }.emit();
                 palisade_telemetry::health::failing(STAGE, &format!("alerts transaction failed: {error}"));
                 attempts += 1;
                 tracing::warn!(%error, attempts, "alerts transaction failed; retrying the batch");
-                OutputRetried { output: "topic", count: 1 }.emit();
                 if shutdown.is_triggered() && attempts > 3 {
                     break 'stage;
                 }

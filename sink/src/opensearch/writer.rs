@@ -5,7 +5,6 @@
 //! indexed or rejected with a reason.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use palisade_schemas::Alert;
@@ -48,8 +47,6 @@ pub struct OpenSearchWriter {
     client: reqwest::Client,
     config: OpenSearchConfig,
     base: String,
-    /// Requests that failed and were retried (outages show here).
-    pub retries: AtomicU64,
 }
 
 fn read_secret(path: &Path, what: &'static str) -> Result<String, OpenSearchError> {
@@ -92,7 +89,7 @@ impl OpenSearchWriter {
         if config.batch_max_alerts == 0 {
             config.batch_max_alerts = 1;
         }
-        Ok(Self { client, base: config.url.trim_end_matches('/').to_owned(), config, retries: AtomicU64::new(0) })
+        Ok(Self { client, base: config.url.trim_end_matches('/').to_owned(), config })
     }
 
     pub fn config(&self) -> &OpenSearchConfig {
@@ -289,7 +286,7 @@ impl OpenSearchWriter {
     }
 
     async fn retry_wait(&self, attempt: &mut u32) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
+        palisade_telemetry::OutputRetried { output: "opensearch" }.emit();
         tokio::time::sleep(self.backoff(*attempt)).await;
         *attempt += 1;
     }
