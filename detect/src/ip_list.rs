@@ -1,9 +1,8 @@
-//! IP address lists (addresses and CIDR ranges) read from files, and any list re-read when its file changes.
+//! IP address lists (addresses and CIDR ranges) read from files; reloaded through `crate::lists::Reloading`.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
-use std::time::{Duration, Instant, SystemTime};
+
+pub use crate::lists::{ListText, Reloading};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
@@ -87,65 +86,14 @@ impl IpList {
     }
 }
 
-/// A list that can be read from a file's text.
-pub trait ListText: Sized {
-    fn parse(text: &str) -> Result<Self, String>;
-}
-
 impl ListText for IpList {
     fn parse(text: &str) -> Result<Self, String> {
         IpList::parse(text)
     }
 }
 
-/// A list backed by a file, re-read (at most every `check_every`) when its modification time changes. A file
-/// that stops parsing keeps the last good list and logs why on stderr once per change.
-pub struct Reloading<L> {
-    path: Option<PathBuf>,
-    check_every: Duration,
-    state: RwLock<(L, Option<SystemTime>, Instant)>,
-}
-
 /// The IP list the proxy and threat-intelligence lookups use.
 pub type ReloadingIpList = Reloading<IpList>;
-
-impl<L: ListText> Reloading<L> {
-    pub fn from_file(path: &Path, check_every: Duration) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let list = L::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(Self { path: Some(path.to_owned()), check_every, state: RwLock::new((list, modified, Instant::now())) })
-    }
-
-    pub fn fixed(list: L) -> Self {
-        Self { path: None, check_every: Duration::MAX, state: RwLock::new((list, None, Instant::now())) }
-    }
-
-    /// Runs `read` on the current list (re-read first if the file changed); `None` if the lock was poisoned.
-    pub fn with<T>(&self, read: impl FnOnce(&L) -> T) -> Option<T> {
-        self.reload_if_changed();
-        self.state.read().ok().map(|state| read(&state.0))
-    }
-
-    fn reload_if_changed(&self) {
-        let Some(path) = &self.path else { return };
-        let due = self.state.read().map(|s| s.2.elapsed() >= self.check_every).unwrap_or(false);
-        if !due {
-            return;
-        }
-        let Ok(mut state) = self.state.write() else { return };
-        state.2 = Instant::now();
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        if modified == state.1 {
-            return;
-        }
-        state.1 = modified;
-        match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|text| L::parse(&text)) {
-            Ok(list) => state.0 = list,
-            Err(error) => eprintln!("palisade: keeping the previous list, {} does not load: {error}", path.display()),
-        }
-    }
-}
 
 impl Reloading<IpList> {
     pub fn contains(&self, address: IpAddr) -> bool {
@@ -155,6 +103,8 @@ impl Reloading<IpList> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use super::*;
 
     #[test]

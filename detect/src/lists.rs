@@ -1,9 +1,126 @@
 //! Lists shipped with the product as data files (`detect/data/*.txt`, one entry per line, `#` comments, each
-//! file saying where its entries come from).
+//! file saying where its entries come from), and the one way any list is re-read at run time: `Reloading`.
 
 use std::collections::HashSet;
 use std::ops::Deref;
-use std::sync::LazyLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A list read from the text of one file.
+pub trait ListText: Sized {
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+/// How a reloading list is read from its path.
+type Load<L> = Box<dyn Fn(&Path) -> Result<L, String> + Send + Sync>;
+
+/// Where a reloading list comes from: a file or a directory, the files whose modification times say it changed,
+/// and how it is read.
+struct Source<L> {
+    path: PathBuf,
+    watched: Vec<PathBuf>,
+    load: Load<L>,
+}
+
+struct Check {
+    at: Instant,
+    stamps: Vec<Option<SystemTime>>,
+    /// The failure last logged, so a file that stays broken is logged once (and counted at every change).
+    logged: Option<String>,
+}
+
+/// A list re-read (at most every `check_every`) when one of the files it comes from changes (appears, vanishes or
+/// is modified). A source that stops loading keeps the last good list; the failure is counted at every change
+/// (`palisade_detect_list_reload_failures_total`) and logged once until it changes. Proxy addresses, the node
+/// lists, suppression rules and threat-intelligence feeds all reload through it.
+pub struct Reloading<L> {
+    current: RwLock<Arc<L>>,
+    source: Option<Source<L>>,
+    check_every: Duration,
+    check: Mutex<Check>,
+}
+
+fn stamps(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths.iter().map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok()).collect()
+}
+
+impl<L> Reloading<L> {
+    /// A list that never changes.
+    pub fn fixed(list: L) -> Self {
+        let check = Check { at: Instant::now(), stamps: Vec::new(), logged: None };
+        Self {
+            current: RwLock::new(Arc::new(list)),
+            source: None,
+            check_every: Duration::MAX,
+            check: Mutex::new(check),
+        }
+    }
+
+    /// The list `load` reads from `path`, re-read when a file of `watched` changes. Fails when the first load
+    /// does: a start-up with a broken list is refused, not run with an empty one.
+    pub fn from_source(
+        path: &Path,
+        watched: Vec<PathBuf>,
+        check_every: Duration,
+        load: impl Fn(&Path) -> Result<L, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let list = load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let check = Check { at: Instant::now(), stamps: stamps(&watched), logged: None };
+        let source = Source { path: path.to_owned(), watched, load: Box::new(load) };
+        Ok(Self { current: RwLock::new(Arc::new(list)), source: Some(source), check_every, check: Mutex::new(check) })
+    }
+
+    /// The current list, re-read first when a check is due and a file changed.
+    pub fn current(&self) -> Arc<L> {
+        self.reload_if_changed();
+        self.current.read().map(|current| Arc::clone(&current)).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Runs `read` on the current list.
+    pub fn with<T>(&self, read: impl FnOnce(&L) -> T) -> Option<T> {
+        Some(read(&self.current()))
+    }
+
+    fn reload_if_changed(&self) {
+        let Some(source) = &self.source else { return };
+        // One caller checks; the others go on with the list they have.
+        let Ok(mut check) = self.check.try_lock() else { return };
+        if check.at.elapsed() < self.check_every {
+            return;
+        }
+        check.at = Instant::now();
+        let now = stamps(&source.watched);
+        if now == check.stamps {
+            return;
+        }
+        check.stamps = now;
+        let list = source.path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        match (source.load)(&source.path) {
+            Ok(loaded) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(loaded);
+                }
+                check.logged = None;
+                palisade_telemetry::ListReloaded { list: &list, source: &source.path.display().to_string() }.emit();
+            }
+            Err(error) => {
+                let first = check.logged.as_deref() != Some(error.as_str());
+                let from = source.path.display().to_string();
+                palisade_telemetry::ListReloadFailed { list: &list, source: &from, error: &error, log: first }.emit();
+                check.logged = Some(error);
+            }
+        }
+    }
+}
+
+impl<L: ListText> Reloading<L> {
+    /// A list read from one file.
+    pub fn from_file(path: &Path, check_every: Duration) -> Result<Self, String> {
+        let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| L::parse(&t));
+        Self::from_source(path, vec![path.to_owned()], check_every, read)
+    }
+}
 
 /// A list of names in file order, with a hash set for membership: rules ask "is this name listed?" for every
 /// exec, and a scan of the list costs one comparison per entry. Most names asked about are not listed; their
@@ -196,8 +313,66 @@ mod tests {
 }
 
 #[cfg(test)]
-mod names_tests {
-    use super::Names;
+mod reloading_tests {
+    use super::*;
+
+    struct Words(Vec<String>);
+
+    impl ListText for Words {
+        fn parse(text: &str) -> Result<Self, String> {
+            let words = parse_list(text);
+            match words.iter().find(|word| word.contains(' ')) {
+                Some(bad) => Err(format!("`{bad}` is not one word")),
+                None => Ok(Words(words)),
+            }
+        }
+    }
+
+    /// Sets a modification time the file system cannot have given before (coarse clocks give equal ones).
+    fn touch(path: &Path, seconds_ahead: u64) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(seconds_ahead)).unwrap();
+    }
+
+    #[test]
+    fn a_list_reloads_on_change_and_a_broken_file_keeps_the_last_good_list_counted_each_time() {
+        let dir = std::env::temp_dir().join(format!("palisade-reloading-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reload_test_words.txt");
+        std::fs::write(&path, "alpha\n").unwrap();
+        let list = Reloading::<Words>::from_file(&path, Duration::ZERO).unwrap();
+        assert_eq!(list.current().0, ["alpha"]);
+        let failures = || palisade_telemetry::ListReloadFailed::count("reload_test_words");
+        let before = failures();
+
+        std::fs::write(&path, "beta\n").unwrap();
+        touch(&path, 10);
+        assert_eq!(list.current().0, ["beta"], "reloaded without a restart");
+
+        std::fs::write(&path, "two words\n").unwrap();
+        touch(&path, 20);
+        assert_eq!(list.current().0, ["beta"], "a broken file keeps the last good list");
+        assert_eq!(failures(), before + 1);
+        assert_eq!(list.current().0, ["beta"]);
+        assert_eq!(failures(), before + 1, "counted per change, not per look");
+
+        std::fs::write(&path, "still broken\n").unwrap();
+        touch(&path, 30);
+        list.current();
+        assert_eq!(failures(), before + 2);
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(list.current().0, ["beta"], "a vanished file is a change that does not load");
+        assert_eq!(failures(), before + 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_list_that_does_not_load_at_start_is_refused() {
+        let missing = std::env::temp_dir().join("palisade-no-such-list.txt");
+        let error = Reloading::<Words>::from_file(&missing, Duration::ZERO).err().unwrap();
+        assert!(error.starts_with(&missing.display().to_string()), "{error}");
+    }
 
     #[test]
     fn names_are_found_exactly_whatever_their_length_or_first_byte() {

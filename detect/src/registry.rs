@@ -37,7 +37,7 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
     };
     let node_lists = match &config.node_lists_dir {
         Some(dir) => SharedNodeLists::from_dir(dir, Duration::from_secs(config.node_lists_reload_secs))
-            .map_err(|e| DetectConfigError::List(format!("node lists in {}: {e}", dir.display())))?,
+            .map_err(|e| DetectConfigError::List(format!("node lists in {e}")))?,
         None => SharedNodeLists::fixed(NodeLists::shipped()),
     };
     let mut detectors: Vec<Box<dyn StatelessDetector>> = vec![

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_detect::ip_list::{IpList, ListText, Reloading};
+use palisade_detect::ip_list::IpList;
+use palisade_detect::lists::{ListText, Reloading};
 use palisade_detect::lookup;
 use palisade_schemas::Alert;
 use palisade_schemas::k8s_audit::parse_rfc3339_ms;

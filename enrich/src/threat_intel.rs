@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use palisade_detect::ip_list::{IpList, ListText, Reloading};
+use palisade_detect::ip_list::IpList;
+use palisade_detect::lists::{ListText, Reloading};
 use palisade_schemas::{Alert, ThreatIntelMatch};
 use serde::Deserialize;
 

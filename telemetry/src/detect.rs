@@ -82,3 +82,52 @@ impl CheckpointWritten<'_> {
         CHECKPOINT_HELD.with_label_values(&[self.stage]).set(self.held as i64);
     }
 }
+
+static LIST_RELOAD_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_detect_list_reload_failures_total",
+        "Changes to a list's files that did not load (the previous list was kept), by list",
+        &["list"]
+    )
+    .expect("metric registers once")
+});
+
+/// A list's files changed and it was read again.
+pub struct ListReloaded<'a> {
+    pub list: &'a str,
+    pub source: &'a str,
+}
+
+impl ListReloaded<'_> {
+    pub fn emit(self) {
+        tracing::info!(list = self.list, source = self.source, "list reloaded");
+    }
+}
+
+/// A list's files changed but did not load: the previous list is kept. Counted every time; logged when `log`
+/// (once per distinct failure, so a file that stays broken does not fill the log).
+pub struct ListReloadFailed<'a> {
+    pub list: &'a str,
+    pub source: &'a str,
+    pub error: &'a str,
+    pub log: bool,
+}
+
+impl ListReloadFailed<'_> {
+    /// Failures counted so far for `list`.
+    pub fn count(list: &str) -> u64 {
+        LIST_RELOAD_FAILURES.with_label_values(&[list]).get()
+    }
+
+    pub fn emit(self) {
+        LIST_RELOAD_FAILURES.with_label_values(&[self.list]).inc();
+        if self.log {
+            tracing::warn!(
+                list = self.list,
+                source = self.source,
+                error = self.error,
+                "list not reloaded; previous kept"
+            );
+        }
+    }
+}

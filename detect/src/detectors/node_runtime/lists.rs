@@ -2,11 +2,11 @@
 //! overridable file by file from a directory (`detect.node_lists_dir`, same file names), and re-read when a file
 //! there changes, without a restart.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::lists::Names;
+use crate::lists::{Names, Reloading};
 
 /// (file name, shipped text) for every list.
 const SHIPPED: [(&str, &str); 11] = [
@@ -121,60 +121,24 @@ impl NodeLists {
     }
 }
 
-fn modification_times(dir: &Path) -> Vec<Option<SystemTime>> {
-    SHIPPED.iter().map(|(name, _)| std::fs::metadata(dir.join(name)).and_then(|m| m.modified()).ok()).collect()
-}
-
-struct Reload {
-    dir: PathBuf,
-    check_every: Duration,
-    checked: Instant,
-    stamps: Vec<Option<SystemTime>>,
-}
-
 /// The lists every node detector shares; cheap to clone.
 #[derive(Clone)]
-pub struct SharedNodeLists {
-    current: Arc<RwLock<Arc<NodeLists>>>,
-    reload: Option<Arc<RwLock<Reload>>>,
-}
+pub struct SharedNodeLists(Arc<Reloading<NodeLists>>);
 
 impl SharedNodeLists {
     pub fn fixed(lists: NodeLists) -> Self {
-        Self { current: Arc::new(RwLock::new(Arc::new(lists))), reload: None }
+        Self(Arc::new(Reloading::fixed(lists)))
     }
 
-    /// Lists overridden from `dir`, re-read at most every `check_every` when a file there changed (appeared,
-    /// vanished or was modified). A file that cannot be read keeps the previous lists and says why on stderr.
-    pub fn from_dir(dir: &Path, check_every: Duration) -> std::io::Result<Self> {
-        let lists = NodeLists::from_dir(dir)?;
-        let reload =
-            Reload { dir: dir.to_owned(), check_every, checked: Instant::now(), stamps: modification_times(dir) };
-        Ok(Self { current: Arc::new(RwLock::new(Arc::new(lists))), reload: Some(Arc::new(RwLock::new(reload))) })
+    /// Lists overridden from `dir`, re-read at most every `check_every` when one of its list files changed
+    /// (appeared, vanished or was modified); a directory that stops loading keeps the previous lists.
+    pub fn from_dir(dir: &Path, check_every: Duration) -> Result<Self, String> {
+        let watched = SHIPPED.iter().map(|(name, _)| dir.join(name)).collect();
+        let load = |dir: &Path| NodeLists::from_dir(dir).map_err(|e| e.to_string());
+        Ok(Self(Arc::new(Reloading::from_source(dir, watched, check_every, load)?)))
     }
 
     pub fn current(&self) -> Arc<NodeLists> {
-        if let Some(reload) = &self.reload {
-            let due = reload.read().map(|r| r.checked.elapsed() >= r.check_every).unwrap_or(false);
-            if due && let Ok(mut reload) = reload.write() {
-                reload.checked = Instant::now();
-                let stamps = modification_times(&reload.dir);
-                if stamps != reload.stamps {
-                    reload.stamps = stamps;
-                    match NodeLists::from_dir(&reload.dir) {
-                        Ok(lists) => {
-                            if let Ok(mut current) = self.current.write() {
-                                *current = Arc::new(lists);
-                            }
-                        }
-                        Err(error) => eprintln!(
-                            "palisade: node lists in {} not reloaded (previous lists kept): {error}",
-                            reload.dir.display()
-                        ),
-                    }
-                }
-            }
-        }
-        self.current.read().map(|c| Arc::clone(&c)).unwrap_or_default()
+        self.0.current()
     }
 }
