@@ -59,15 +59,15 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
     detectors.push(Box::new(NodeRules::new(&node_lists)));
     let windowed: Vec<Box<dyn WindowedDetector>> = vec![
         Box::new(ReconBurst::new(config.windows, node_lists.clone())),
-        Box::new(BackdoorArtifact::new(config.windows)),
+        Box::new(BackdoorArtifact::new(config.windows, node_lists.clone())),
         Box::new(ServiceAccountRareOperation::new(config.baselines.service_accounts)),
         Box::new(KubeSystemContainer::new(&config.baselines)),
         Box::new(AbnormalMiActivity::new(&config.baselines)),
         Box::new(ClusterJoins::new()),
         Box::new(detectors::kube_hunter::KubeHunter::new(config.windows)),
         Box::new(DestinationBaseline::kubernetes_api(&config.baselines).map_err(DetectConfigError::List)?),
-        Box::new(DestinationBaseline::metadata_service(&config.baselines)),
-        Box::new(ShadowReaderBaseline::new(&config.baselines)),
+        Box::new(DestinationBaseline::metadata_service(&config.baselines, &node_lists.current())),
+        Box::new(ShadowReaderBaseline::new(&config.baselines, node_lists.clone())),
     ];
     Ok(Registered { stateless: detectors, windowed })
 }

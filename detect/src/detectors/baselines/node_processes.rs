@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::detector::BaselinesConfig;
 use crate::baseline::{Profiles, Verdict};
-use crate::detectors::node_runtime::SHADOW_READERS;
+use crate::detectors::node_runtime::{NodeLists, SharedNodeLists};
 use crate::unit::AlertTypeMeta;
 use crate::unit::LearningState;
 use crate::unit::{Event, Finding};
@@ -24,10 +24,6 @@ use crate::unit::{PodContext, WindowedDetector};
 
 // The learned halves of three node match types: their metadata is declared beside the rule halves.
 use crate::detectors::node_runtime::{IMDS_CALL, KUBERNETES_API, PASSWORD_FILE_ACCESS as PASSWORD_FILE};
-
-/// The cloud metadata services: AWS IMDS (v4 and v6), the ECS task-credentials endpoint; GCP's
-/// metadata.google.internal and Azure's IMDS are 169.254.169.254 too.
-const METADATA_SERVICE: [&str; 3] = ["169.254.169.254:80", "[fd00:ec2::254]:80", "169.254.170.2:80"];
 
 /// An endpoint as configured: `address:port`, or `:port` for any address on that port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +57,14 @@ impl DestinationBaseline {
         Ok(Self { meta: KUBERNETES_API, why, profiles: Profiles::new(config.kubernetes_api), endpoints })
     }
 
-    /// Processes that reach the cloud metadata service.
-    pub fn metadata_service(config: &BaselinesConfig) -> Self {
-        let endpoints = METADATA_SERVICE.iter().map(|e| parse_endpoint(e).expect("shipped endpoints parse")).collect();
+    /// Processes that reach the cloud metadata service: port 80 of the node lists' `metadata_addresses` (the
+    /// one list the IMDS rule reads too), as they are when the detector is built.
+    pub fn metadata_service(config: &BaselinesConfig, lists: &NodeLists) -> Self {
+        let endpoints = lists
+            .metadata_addresses
+            .iter()
+            .filter_map(|address| Some(Endpoint { address: Some(address.parse().ok()?), port: 80 }))
+            .collect();
         let why = "a process this workload did not use to reach the cloud metadata service";
         Self { meta: IMDS_CALL, why, profiles: Profiles::new(config.metadata_service), endpoints }
     }
@@ -128,11 +129,12 @@ impl WindowedDetector for DestinationBaseline {
 /// workload (containers whose pod is known) or per node (host processes), besides the shipped readers.
 pub struct ShadowReaderBaseline {
     profiles: Profiles,
+    lists: SharedNodeLists,
 }
 
 impl ShadowReaderBaseline {
-    pub fn new(config: &BaselinesConfig) -> Self {
-        Self { profiles: Profiles::new(config.shadow_readers) }
+    pub fn new(config: &BaselinesConfig, lists: SharedNodeLists) -> Self {
+        Self { profiles: Profiles::new(config.shadow_readers), lists }
     }
 }
 
@@ -160,7 +162,7 @@ impl WindowedDetector for ShadowReaderBaseline {
         }
         let executable = executable(node);
         let name = executable.rsplit('/').next().unwrap_or_default();
-        if SHADOW_READERS.contains(&name) {
+        if self.lists.current().shadow_readers.contains(name) {
             return Vec::new();
         }
         let key = match (node.in_container, context) {
@@ -235,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_new_process_of_a_workload_reaching_the_metadata_service_after_learning_fires_once() {
-        let mut detector = DestinationBaseline::metadata_service(&config());
+        let mut detector = DestinationBaseline::metadata_service(&config(), &NodeLists::shipped());
         let web = context("web");
         assert_eq!(fire(&mut detector, &connect("/app/agent", "169.254.169.254", 80, 0), Some(&web)), 0, "learning");
         assert_eq!(fire(&mut detector, &connect("/app/agent", "169.254.169.254", 80, 90_000), Some(&web)), 0, "known");
@@ -271,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_new_shadow_reader_after_learning_fires_once_per_node_or_workload() {
-        let mut detector = ShadowReaderBaseline::new(&config());
+        let mut detector = ShadowReaderBaseline::new(&config(), SharedNodeLists::fixed(NodeLists::shipped()));
         assert_eq!(fire(&mut detector, &shadow_read("/opt/backup-agent", false, 0), None), 0, "learning");
         assert_eq!(fire(&mut detector, &shadow_read("/opt/backup-agent", false, 90_000), None), 0, "known");
         let findings = detector.observe_in(&Event::Node(&shadow_read("/tmp/.x/dump", false, 91_000)), None);

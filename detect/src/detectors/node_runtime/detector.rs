@@ -149,11 +149,9 @@ fn wipes(event: &NodeEvent) -> bool {
 
 /// The container runtime sets up a container's namespaces from inside its cgroup (runc's `runc:[1:CHILD]`, crun);
 /// that is how every container starts, not an escape.
-fn is_runtime_init(view: &NodeView<'_>) -> bool {
+fn is_runtime_init(view: &NodeView<'_>, lists: &NodeLists) -> bool {
     let name = view.name.as_ref();
-    ["runc", "crun", "runsc", "youki"].contains(&name)
-        || name.starts_with("containerd-shim")
-        || view.event.comm.starts_with("runc:")
+    lists.runtime_inits.contains(name) || name.starts_with("containerd-shim") || view.event.comm.starts_with("runc:")
 }
 
 pub const NAMESPACE_CREATION: &AlertTypeMeta = &AlertTypeMeta {
@@ -173,13 +171,13 @@ pub const NAMESPACE_CREATION: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn namespace_creation(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn namespace_creation(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if event.kind != NodeEventKind::NamespaceChange {
         return None;
     }
     let namespace = event.namespace.as_ref()?;
-    (event.in_container && namespace.flags != 0 && !is_runtime_init(view))
+    (event.in_container && namespace.flags != 0 && !is_runtime_init(view, lists))
         .then(|| vec![("syscall", namespace.syscall.clone()), ("flags", format!("{:#x}", namespace.flags))])
 }
 
@@ -254,12 +252,11 @@ pub const PRIVILEGED_EXECUTION_IN_CONTAINER: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn privileged_execution_in_container(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn privileged_execution_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
     let line = view.line();
-    let runtimes = ["docker", "podman", "nerdctl", "crictl"];
-    if runtimes.contains(&name) && has_word(line, "exec") && line.contains("--privileged") {
+    if lists.container_clis.contains(name) && has_word(line, "exec") && line.contains("--privileged") {
         return one("command", line.to_owned());
     }
     // A process started into a container by the runtime (its parent is runc or a shim, not a process of the
@@ -342,10 +339,10 @@ pub const SUSPECT_USER_ADDITION: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn suspect_user_addition(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn suspect_user_addition(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    if !["useradd", "adduser", "usermod"].contains(&name) {
+    if !lists.account_tools.contains(name) {
         return None;
     }
     let args: Vec<&str> = event.argv.iter().skip(1).map(String::as_str).collect();
@@ -356,7 +353,7 @@ fn suspect_user_addition(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> 
             "-u" | "--uid" if value == "0" => reasons.push("uid 0"),
             "-o" | "--non-unique" => reasons.push("non-unique uid"),
             "-G" | "-g" | "--groups" | "--gid" | "-aG"
-                if value.split(',').any(|g| ["root", "sudo", "wheel", "admin", "docker", "0"].contains(&g)) =>
+                if value.split(',').any(|g| lists.privileged_groups.contains(g)) =>
             {
                 reasons.push("privileged group")
             }
@@ -631,11 +628,10 @@ pub const CALDERA_TOOLS: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn caldera_tools(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn caldera_tools(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let name = view.exec()?;
     let line = view.line();
-    let agent_names = ["sandcat", "sandcat.go", "54ndc47", "sandcat.go-linux", "splunkd"];
-    let named = agent_names.contains(&name) || agent_names.contains(&view.argv0.as_ref());
+    let named = lists.caldera_agents.contains(name) || lists.caldera_agents.contains(&view.argv0);
     // sandcat's own flags; `splunkd` is its default disguise, so the name alone is not enough there.
     let flags = line.contains("-server ") && (line.contains("-group ") || line.contains("-paw "));
     let fetch = line.contains("/file/download") && line.contains("file:sandcat");
@@ -659,10 +655,10 @@ pub const CONTAINER_SSH: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn container_ssh(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn container_ssh(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    (event.in_container && ["sshd", "dropbear"].contains(&name)).then(|| vec![("server", name.to_owned())])
+    (event.in_container && lists.ssh_servers.contains(name)).then(|| vec![("server", name.to_owned())])
 }
 
 pub const SUSPECT_PASSWORD_CHANGE: &AlertTypeMeta = &AlertTypeMeta {
@@ -682,14 +678,14 @@ pub const SUSPECT_PASSWORD_CHANGE: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn suspect_password_change(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn suspect_password_change(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
     let line = view.line();
     let pre_hashed = match name {
         "chpasswd" | "chgpasswd" => event.argv.iter().any(|a| a == "-e" || a == "--encrypted"),
         "usermod" => event.argv.iter().any(|a| a == "-p" || a == "--password"),
-        _ if is_shell(name) => {
+        _ if lists.shells.contains(name) => {
             line.contains("openssl passwd") && (line.contains("chpasswd") || line.contains("usermod"))
                 || line.contains("chpasswd -e")
                 || line.contains("usermod -p")
@@ -779,20 +775,20 @@ pub const REVERSE_SHELL: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn reverse_shell(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn reverse_shell(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
     let line = view.line();
     let socket_stdio = event.stdio.iter().take(2).any(|kind| kind == "socket");
-    if is_shell(name) && socket_stdio {
+    if lists.shells.contains(name) && socket_stdio {
         return Some(vec![
             ("why", "shell with a network socket as stdin/stdout".into()),
             ("stdio", event.stdio.join(",")),
         ]);
     }
     let lower = view.lower_line();
-    let one_liner = (is_shell(name) && (lower.contains("/dev/tcp/") || lower.contains("/dev/udp/")))
-        || (["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"].contains(&name)
+    let one_liner = (lists.shells.contains(name) && (lower.contains("/dev/tcp/") || lower.contains("/dev/udp/")))
+        || (lists.netcats.contains(name)
             && event.argv.iter().any(|a| a == "-e" || a == "-c" || a.starts_with("--exec") || a == "--sh-exec"))
         || (name == "socat" && (lower.contains("exec:") || lower.contains("system:")) && lower.contains("tcp"))
         || (name.starts_with("python")
@@ -833,7 +829,7 @@ fn suspect_process_termination(view: &NodeView<'_>, lists: &NodeLists) -> Option
             .then(|| vec![("target", target), ("signal", signal.signal.to_string())]);
     }
     let name = view.exec()?;
-    if !["pkill", "killall"].contains(&name) {
+    if !lists.process_killers.contains(name) {
         return None;
     }
     let target = event
@@ -851,13 +847,10 @@ fn is_raw_ip(host: &str) -> bool {
     host.parse::<std::net::IpAddr>().is_ok()
 }
 
-const PASTE_SITES: [&str; 6] =
-    ["pastebin.com", "paste.ee", "transfer.sh", "hastebin.com", "ghostbin.co", "termbin.com"];
-
-fn downloader_urls(view: &NodeView<'_>) -> Option<(String, Vec<String>)> {
+fn downloader_urls(view: &NodeView<'_>, lists: &NodeLists) -> Option<(String, Vec<String>)> {
     let event = view.event;
     let name = view.exec()?;
-    if !is_downloader(name) {
+    if !lists.downloaders.contains(name) {
         return None;
     }
     let urls = urls(event);
@@ -882,7 +875,7 @@ pub const SUSPECT_DOWNLOAD: &AlertTypeMeta = &AlertTypeMeta {
 };
 
 fn suspect_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
-    let (_, urls) = downloader_urls(view)?;
+    let (_, urls) = downloader_urls(view, lists)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
         lists.malware_sources.iter().any(|source| {
@@ -911,9 +904,9 @@ pub const SUSPECT_DOWNLOAD_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn suspect_download_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn suspect_download_artifacts(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
-    let (_, urls) = downloader_urls(view)?;
+    let (_, urls) = downloader_urls(view, lists)?;
     let mut reasons = Vec::new();
     if let Some(url) = urls.iter().find(|url| {
         let host = url_host(url);
@@ -921,7 +914,7 @@ fn suspect_download_artifacts(view: &NodeView<'_>, _: &NodeLists) -> Option<Deta
     }) {
         reasons.push(format!("from a raw IP address ({url})"));
     }
-    if let Some(url) = urls.iter().find(|url| PASTE_SITES.iter().any(|site| url_host(url).ends_with(site))) {
+    if let Some(url) = urls.iter().find(|url| lists.paste_sites.iter().any(|site| url_host(url).ends_with(site))) {
         reasons.push(format!("from a paste site ({url})"));
     }
     if let Some(target) = download_targets(&event.argv).into_iter().find(|t| is_dropper_target(t)) {
@@ -948,7 +941,7 @@ pub const MINER_DOWNLOAD: &AlertTypeMeta = &AlertTypeMeta {
 };
 
 fn miner_download(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
-    let (_, urls) = downloader_urls(view)?;
+    let (_, urls) = downloader_urls(view, lists)?;
     let url = urls.iter().find(|url| {
         let file = basename(url.split(['?', '#']).next().unwrap_or(url));
         lists.miner_binaries.iter().any(|miner| file.starts_with(miner.as_str()))
@@ -976,21 +969,21 @@ pub const DOWNLOAD_AND_RUN_COMBO: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn download_and_run_combo(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let name = view.exec()?;
-    if !is_shell(name) {
+    if !lists.shells.contains(name) {
         return None;
     }
     let line = view.line();
-    let downloads = DOWNLOADERS.iter().any(|tool| has_word(line, tool));
+    let downloads = lists.downloaders.iter().any(|tool| has_word(line, tool));
     if !downloads {
         return None;
     }
     // `curl … | sh`, `wget -O- … | bash`
     let piped = line.split('|').skip(1).any(|stage| {
         let first = stage.split_whitespace().next().map(basename).unwrap_or_default();
-        is_shell(first) || SCRIPTING.contains(&first)
+        lists.shells.contains(first) || lists.interpreters.contains(first)
     });
     // `curl -o f … ; chmod +x f ; ./f` (or `sh f`)
     let targets = download_targets(&event.argv);
@@ -999,7 +992,7 @@ fn download_and_run_combo(view: &NodeView<'_>, _: &NodeLists) -> Option<Details>
         let base = basename(target);
         after.contains(&format!("./{base}"))
             || after.contains(&format!(" {target}")) && after.contains("chmod")
-            || SHELLS.iter().any(|shell| after.contains(&format!("{shell} {target}")))
+            || lists.shells.iter().any(|shell| after.contains(&format!("{shell} {target}")))
     });
     (piped || runs_target).then(|| vec![("command", line.to_owned())])
 }
@@ -1033,7 +1026,7 @@ pub const HISTORY_FILE_CLEARED: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn history_file_cleared(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn history_file_cleared(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if let Some(file) = &event.file {
         let cleared = wipes(event)
@@ -1045,24 +1038,11 @@ fn history_file_cleared(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     }
     let name = view.exec()?;
     let line = view.line();
-    let shell_clear = is_shell(name)
+    let shell_clear = lists.shells.contains(name)
         && (line.contains("history -c") || line.contains("unset HISTFILE") || line.contains("HISTFILE=/dev/null"));
     let linked = name == "ln" && line.contains("/dev/null") && event.argv.iter().any(|a| is_history_file(a));
     (shell_clear || linked).then(|| vec![("command", line.to_owned())])
 }
-
-const USER_ACTIVITY_LOGS: [&str; 10] = [
-    "/var/log/wtmp",
-    "/var/log/btmp",
-    "/var/log/lastlog",
-    "/var/log/auth.log",
-    "/var/log/secure",
-    "/var/log/syslog",
-    "/var/log/messages",
-    "/var/log/audit/audit.log",
-    "/var/run/utmp",
-    "/run/utmp",
-];
 
 pub const SYSTEM_LOG_REMOVAL: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S.NODE_SystemLogRemoval",
@@ -1086,17 +1066,17 @@ pub const SYSTEM_LOG_REMOVAL: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn system_log_removal(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn system_log_removal(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if let Some(path) = file_path(event) {
         // Log rotation renames and recreates; only emptying or removing the live file counts.
-        return (wipes(event) && USER_ACTIVITY_LOGS.contains(&path)).then(|| vec![("file", path.to_owned())]);
+        return (wipes(event) && lists.user_activity_logs.contains(path)).then(|| vec![("file", path.to_owned())]);
     }
     let name = view.exec()?;
-    if !["shred", "rm", "truncate", "wipe", "srm"].contains(&name) {
+    if !lists.file_wipers.contains(name) {
         return None;
     }
-    let path = event.argv.iter().skip(1).find(|a| USER_ACTIVITY_LOGS.contains(&a.as_str()))?;
+    let path = event.argv.iter().skip(1).find(|a| lists.user_activity_logs.contains(a))?;
     Some(vec![("file", path.clone()), ("command", view.line().to_owned())])
 }
 
@@ -1135,9 +1115,6 @@ fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", view.name.to_string())])
 }
 
-const SYSTEM_PREFIXES: [&str; 8] =
-    ["/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/etc/", "/boot/", "/var/lib/kubelet/"];
-
 pub const TIMESTAMP_TAMPERING: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S.NODE_TimestampTampering",
     title: "Suspicious file timestamp change",
@@ -1155,13 +1132,13 @@ pub const TIMESTAMP_TAMPERING: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn timestamp_tampering(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn timestamp_tampering(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if event.kind == NodeEventKind::FileUtimes {
         let file = event.file.as_ref()?;
         // Explicit times (not "now"): what copying another file's times or backdating does.
         let explicit = file.mtime_ns.is_some() || file.atime_ns.is_some();
-        let system = SYSTEM_PREFIXES.iter().any(|p| file.path.starts_with(p));
+        let system = lists.system_path_prefixes.iter().any(|p| file.path.starts_with(p));
         return (explicit && system).then(|| vec![("file", file.path.clone())]);
     }
     if view.exec()? != "touch" {
@@ -1172,15 +1149,6 @@ fn timestamp_tampering(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     });
     sets_time.then(|| vec![("command", view.line().to_owned())])
 }
-
-const KUBECONFIGS: [&str; 6] = [
-    "/var/lib/kubelet/kubeconfig",
-    "/etc/kubernetes/kubelet.conf",
-    "/etc/kubernetes/admin.conf",
-    "/etc/kubernetes/bootstrap-kubelet.conf",
-    "/var/lib/kubelet/pki/kubelet-client-current.pem",
-    "/etc/kubernetes/super-admin.conf",
-];
 
 pub const KUBECONFIG_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S.NODE_KubeConfigAccess",
@@ -1199,39 +1167,18 @@ pub const KUBECONFIG_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn kubeconfig_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn kubeconfig_access(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if event.kind != NodeEventKind::FileOpen {
         return None;
     }
     let path = file_path(event)?;
-    let sensitive = KUBECONFIGS.contains(&path) || path.starts_with("/var/lib/kubelet/pki/") && path.ends_with(".pem");
+    let sensitive =
+        lists.kubelet_credentials.contains(path) || path.starts_with("/var/lib/kubelet/pki/") && path.ends_with(".pem");
     let name = view.name.to_string();
-    let system = ["kubelet", "kubeadm", "kube-proxy", "k3s", "k3s-agent", "rke2", "hyperkube"].contains(&name.as_str());
+    let system = lists.kubernetes_node_processes.contains(&name);
     (sensitive && !system).then(|| vec![("file", path.to_owned()), ("process", name)])
 }
-
-/// Processes that read the shadow files as part of their job (never reported; the baseline half skips them too).
-pub const SHADOW_READERS: [&str; 18] = [
-    "passwd",
-    "chpasswd",
-    "chage",
-    "useradd",
-    "usermod",
-    "userdel",
-    "unix_chkpwd",
-    "login",
-    "sshd",
-    "su",
-    "sudo",
-    "pwck",
-    "grpck",
-    "vipw",
-    "newusers",
-    "gpasswd",
-    "groupadd",
-    "cron",
-];
 
 pub const PASSWORD_FILE_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S.NODE_SuspectPasswordFileAccess",
@@ -1252,7 +1199,7 @@ pub const PASSWORD_FILE_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn password_file_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn password_file_access(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if event.kind != NodeEventKind::FileOpen {
         return None;
@@ -1262,45 +1209,11 @@ fn password_file_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let shadow = path == "/etc/shadow" || path == "/etc/gshadow";
     // The match half: a shell, a file or text tool, a script interpreter or a cracking tool reading it. Any other
     // process new to the node or workload is the baseline half's (`baselines::ShadowReaderBaseline`).
-    let interactive = is_shell(&name) || is_downloader(&name) || SHADOW_TOOLS.contains(&name.as_str());
-    (shadow && interactive && !SHADOW_READERS.contains(&name.as_str()))
+    let interactive =
+        lists.shells.contains(&name) || lists.downloaders.contains(&name) || lists.file_tools.contains(&name);
+    (shadow && interactive && !lists.shadow_readers.contains(&name))
         .then(|| vec![("file", path.to_owned()), ("process", name)])
 }
-
-/// Tools that read a file for a person or a script, and password crackers.
-const SHADOW_TOOLS: [&str; 31] = [
-    "cat",
-    "head",
-    "tail",
-    "less",
-    "more",
-    "base64",
-    "strings",
-    "grep",
-    "egrep",
-    "fgrep",
-    "awk",
-    "gawk",
-    "mawk",
-    "sed",
-    "dd",
-    "cp",
-    "tar",
-    "xxd",
-    "od",
-    "hexdump",
-    "vi",
-    "vim",
-    "nano",
-    "python",
-    "python3",
-    "perl",
-    "ruby",
-    "john",
-    "unshadow",
-    "hashcat",
-    "mimipenguin",
-];
 
 // ---- network --------------------------------------------------------------------------------------------------
 
@@ -1321,7 +1234,7 @@ pub const SUSPECT_CONNECTION: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn suspect_connection(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn suspect_connection(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if event.kind == NodeEventKind::NetSend {
         let head = event.net.as_ref()?.payload_head.as_deref()?;
@@ -1334,26 +1247,12 @@ fn suspect_connection(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         });
     }
     let name = view.exec()?;
-    let tools = ["proxychains", "proxychains4", "microsocks", "3proxy", "dante", "sockd", "tsocks"];
-    tools.contains(&name).then(|| vec![("tool", name.to_owned())])
+    lists.socks_proxies.contains(name).then(|| vec![("tool", name.to_owned())])
 }
 
-const METADATA_ADDRESSES: [&str; 3] = ["169.254.169.254", "fd00:ec2::254", "169.254.170.2"];
-
-/// Paths of the metadata services that hand out credentials: AWS role credentials (IMDS and the ECS task
-/// endpoint), GCP service-account tokens and identities (`/computeMetadata/…`), Azure managed-identity tokens.
-/// Written lower-case: they are compared without case, since downloaders' URLs reach the rules lower-cased.
-const CREDENTIAL_PATHS: [&str; 5] = [
-    "/latest/meta-data/iam/security-credentials",
-    "/latest/meta-data/identity-credentials",
-    "/v2/credentials",
-    "/computemetadata/v1/instance/service-accounts",
-    "/metadata/identity/oauth2/token",
-];
-
-fn credential_path(path: &str) -> bool {
+fn credential_path(path: &str, lists: &NodeLists) -> bool {
     let path = path.to_ascii_lowercase();
-    CREDENTIAL_PATHS.iter().any(|prefix| path.starts_with(prefix))
+    lists.metadata_credential_paths.iter().any(|prefix| path.starts_with(prefix))
 }
 
 pub const IMDS_CALL: &AlertTypeMeta = &AlertTypeMeta {
@@ -1382,28 +1281,28 @@ pub const IMDS_CALL: &AlertTypeMeta = &AlertTypeMeta {
 /// The match half: a container asks the metadata service for an identity token, seen in the first bytes of the
 /// request it sends or in a downloader's URL. Other contacts are the baseline half's
 /// (`baselines::DestinationBaseline::metadata_service`).
-fn imds_call(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn imds_call(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if !event.in_container {
         return None;
     }
     if let Some(net) = &event.net {
         let address = net.dst_addr.as_deref()?;
-        if event.kind != NodeEventKind::NetSend || !METADATA_ADDRESSES.contains(&address) {
+        if event.kind != NodeEventKind::NetSend || !lists.metadata_addresses.contains(address) {
             return None;
         }
         let head = String::from_utf8_lossy(net.payload_head.as_deref()?);
         let request = head.lines().next()?;
         let path = request.split_once(' ').and_then(|(_, rest)| rest.split([' ', '?']).next())?;
-        return credential_path(path)
+        return credential_path(path, lists)
             .then(|| vec![("destination", address.to_owned()), ("request", request.to_owned())]);
     }
-    let (_, urls) = downloader_urls(view)?;
+    let (_, urls) = downloader_urls(view, lists)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
-        let metadata = METADATA_ADDRESSES.contains(&host) || host == "metadata.google.internal";
+        let metadata = lists.metadata_addresses.contains(host) || host == "metadata.google.internal";
         let path = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-        metadata && path.find('/').is_some_and(|slash| credential_path(&path[slash..]))
+        metadata && path.find('/').is_some_and(|slash| credential_path(&path[slash..], lists))
     })?;
     one("url", url.clone())
 }
@@ -1433,22 +1332,21 @@ pub const KUBERNETES_API: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn kubernetes_api(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn kubernetes_api(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if !event.in_container {
         return None;
     }
     let name = view.name.to_string();
-    let interactive = is_shell(&name)
-        || is_downloader(&name)
-        || ["cat", "head", "tail", "less", "more", "base64"].contains(&name.as_str());
+    let interactive =
+        lists.shells.contains(&name) || lists.downloaders.contains(&name) || lists.token_readers.contains(&name);
     if event.kind == NodeEventKind::FileOpen {
         let path = file_path(event)?;
         let token = path == SERVICE_ACCOUNT_TOKEN || path == SERVICE_ACCOUNT_TOKEN.trim_start_matches("/var");
         return (token && interactive)
             .then(|| vec![("why", "service-account token read by a shell or tool".into()), ("process", name)]);
     }
-    let (_, urls) = downloader_urls(view)?;
+    let (_, urls) = downloader_urls(view, lists)?;
     let url = urls.iter().find(|url| {
         let host = url_host(url);
         host == "kubernetes.default"
@@ -1475,7 +1373,7 @@ pub const KUBERNETES_DASHBOARD: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn kubernetes_dashboard(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn kubernetes_dashboard(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     if !event.in_container {
         return None;
@@ -1485,7 +1383,7 @@ fn kubernetes_dashboard(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         return (head.contains("kubernetes-dashboard") || head.contains("/api/v1/csrftoken/login"))
             .then(|| vec![("request", head.lines().next().unwrap_or_default().to_owned())]);
     }
-    let (_, urls) = downloader_urls(view)?;
+    let (_, urls) = downloader_urls(view, lists)?;
     let url = urls
         .iter()
         .find(|url| url_host(url).starts_with("kubernetes-dashboard") || url.contains("/api/v1/csrftoken"))?;
@@ -1516,6 +1414,7 @@ fn webshell(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     if !listed(&lists.web_servers, &parent) {
         return None;
     }
-    let suspicious = is_shell(name) || listed(&lists.recon_commands, name) || is_downloader(name);
+    let suspicious =
+        lists.shells.contains(name) || listed(&lists.recon_commands, name) || lists.downloaders.contains(name);
     suspicious.then(|| vec![("web server", parent), ("command", view.line().to_owned())])
 }

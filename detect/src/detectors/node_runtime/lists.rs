@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::lists::{Names, Reloading};
 
 /// (file name, shipped text) for every list.
-const SHIPPED: [(&str, &str); 11] = [
+const SHIPPED: [(&str, &str); 35] = [
     ("miner_binaries.txt", include_str!("../../../data/node/miner_binaries.txt")),
     ("miner_pools.txt", include_str!("../../../data/node/miner_pools.txt")),
     ("miner_flags.txt", include_str!("../../../data/node/miner_flags.txt")),
@@ -21,6 +21,30 @@ const SHIPPED: [(&str, &str); 11] = [
     ("security_processes.txt", include_str!("../../../data/node/security_processes.txt")),
     ("malware_sources.txt", include_str!("../../../data/node/malware_sources.txt")),
     ("web_servers.txt", include_str!("../../../data/node/web_servers.txt")),
+    ("shells.txt", include_str!("../../../data/node/shells.txt")),
+    ("downloaders.txt", include_str!("../../../data/node/downloaders.txt")),
+    ("interpreters.txt", include_str!("../../../data/node/interpreters.txt")),
+    ("runtime_inits.txt", include_str!("../../../data/node/runtime_inits.txt")),
+    ("container_clis.txt", include_str!("../../../data/node/container_clis.txt")),
+    ("account_tools.txt", include_str!("../../../data/node/account_tools.txt")),
+    ("privileged_groups.txt", include_str!("../../../data/node/privileged_groups.txt")),
+    ("caldera_agents.txt", include_str!("../../../data/node/caldera_agents.txt")),
+    ("ssh_servers.txt", include_str!("../../../data/node/ssh_servers.txt")),
+    ("netcats.txt", include_str!("../../../data/node/netcats.txt")),
+    ("process_killers.txt", include_str!("../../../data/node/process_killers.txt")),
+    ("file_wipers.txt", include_str!("../../../data/node/file_wipers.txt")),
+    ("ssh_key_provisioners.txt", include_str!("../../../data/node/ssh_key_provisioners.txt")),
+    ("kubernetes_node_processes.txt", include_str!("../../../data/node/kubernetes_node_processes.txt")),
+    ("socks_proxies.txt", include_str!("../../../data/node/socks_proxies.txt")),
+    ("token_readers.txt", include_str!("../../../data/node/token_readers.txt")),
+    ("paste_sites.txt", include_str!("../../../data/node/paste_sites.txt")),
+    ("user_activity_logs.txt", include_str!("../../../data/node/user_activity_logs.txt")),
+    ("system_path_prefixes.txt", include_str!("../../../data/node/system_path_prefixes.txt")),
+    ("kubelet_credentials.txt", include_str!("../../../data/node/kubelet_credentials.txt")),
+    ("shadow_readers.txt", include_str!("../../../data/node/shadow_readers.txt")),
+    ("file_tools.txt", include_str!("../../../data/node/file_tools.txt")),
+    ("metadata_addresses.txt", include_str!("../../../data/node/metadata_addresses.txt")),
+    ("metadata_credential_paths.txt", include_str!("../../../data/node/metadata_credential_paths.txt")),
 ];
 
 fn parse(text: &str) -> Vec<String> {
@@ -71,6 +95,30 @@ pub struct NodeLists {
     pub security_processes: Names,
     pub malware_sources: Names,
     pub web_servers: Names,
+    pub shells: Names,
+    pub downloaders: Names,
+    pub interpreters: Names,
+    pub runtime_inits: Names,
+    pub container_clis: Names,
+    pub account_tools: Names,
+    pub privileged_groups: Names,
+    pub caldera_agents: Names,
+    pub ssh_servers: Names,
+    pub netcats: Names,
+    pub process_killers: Names,
+    pub file_wipers: Names,
+    pub ssh_key_provisioners: Names,
+    pub kubernetes_node_processes: Names,
+    pub socks_proxies: Names,
+    pub token_readers: Names,
+    pub paste_sites: Names,
+    pub user_activity_logs: Names,
+    pub system_path_prefixes: Names,
+    pub kubelet_credentials: Names,
+    pub shadow_readers: Names,
+    pub file_tools: Names,
+    pub metadata_addresses: Names,
+    pub metadata_credential_paths: Names,
     /// `miner_flags` and `miner_pools` as matchers over a lower-cased command line.
     pub miner_flag_matcher: Matcher,
     pub miner_pool_matcher: Matcher,
@@ -104,6 +152,30 @@ impl NodeLists {
             security_processes: next(),
             malware_sources: next(),
             web_servers: next(),
+            shells: next(),
+            downloaders: next(),
+            interpreters: next(),
+            runtime_inits: next(),
+            container_clis: next(),
+            account_tools: next(),
+            privileged_groups: next(),
+            caldera_agents: next(),
+            ssh_servers: next(),
+            netcats: next(),
+            process_killers: next(),
+            file_wipers: next(),
+            ssh_key_provisioners: next(),
+            kubernetes_node_processes: next(),
+            socks_proxies: next(),
+            token_readers: next(),
+            paste_sites: next(),
+            user_activity_logs: next(),
+            system_path_prefixes: next(),
+            kubelet_credentials: next(),
+            shadow_readers: next(),
+            file_tools: next(),
+            metadata_addresses: next(),
+            metadata_credential_paths: next(),
             miner_flag_matcher: Matcher::default(),
             miner_pool_matcher: Matcher::default(),
         };
@@ -140,5 +212,28 @@ impl SharedNodeLists {
 
     pub fn current(&self) -> Arc<NodeLists> {
         self.0.current()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SHIPPED;
+
+    /// Every file in `detect/data/node/` is a shipped list and every shipped list is a file there, each saying
+    /// where its entries come from and holding some.
+    #[test]
+    fn every_node_list_is_a_data_file_with_its_sources() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/node");
+        let mut on_disk: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        on_disk.sort();
+        let mut shipped: Vec<String> = SHIPPED.iter().map(|(name, _)| (*name).to_owned()).collect();
+        shipped.sort();
+        assert_eq!(on_disk, shipped);
+        for (name, text) in SHIPPED {
+            let header: Vec<&str> = text.lines().take_while(|line| line.starts_with('#')).collect();
+            assert!(header.iter().any(|line| line.contains("Source")), "{name} names no source");
+            assert!(!super::parse(text).is_empty(), "{name} is empty");
+        }
     }
 }

