@@ -137,7 +137,7 @@ impl Engine {
         let mut state = serde_json::Map::new();
         state.insert("watermark_ms".into(), windows.watermark_ms.into());
         for detector in &windows.detectors {
-            state.insert(detector.meta().id.into(), detector.snapshot());
+            state.insert(detector.checkpoint_key().into(), detector.snapshot());
         }
         serde_json::Value::Object(state)
     }
@@ -147,8 +147,9 @@ impl Engine {
         let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         windows.watermark_ms = state.get("watermark_ms").and_then(serde_json::Value::as_i64).unwrap_or_default();
         for detector in &mut windows.detectors {
-            if let Some(saved) = state.get(detector.meta().id) {
-                detector.restore(saved).map_err(|e| format!("{}: {e}", detector.meta().id))?;
+            let key = detector.checkpoint_key();
+            if let Some(saved) = state.get(key) {
+                detector.restore(saved).map_err(|e| format!("{key}: {e}"))?;
             }
         }
         Ok(())

@@ -110,3 +110,25 @@ fn inputs_are_of_the_declared_source_and_audit_types_name_their_policy_level() {
         assert!(!meta.false_positives.is_empty(), "{}", meta.id);
     }
 }
+
+/// Checkpoints are keyed by these; a restart after an upgrade restores only what keeps its key.
+#[test]
+fn checkpoint_keys_are_unique_and_stable() {
+    let registered = detectors(&DetectConfig::default()).unwrap();
+    let keys: Vec<&str> = registered.windowed.iter().map(|d| d.checkpoint_key()).collect();
+    let unique: BTreeSet<&str> = keys.iter().copied().collect();
+    assert_eq!(unique.len(), keys.len(), "{keys:?}");
+    let expected = BTreeSet::from([
+        "K8S.NODE_ImdsCall",
+        "K8S.NODE_KubernetesAPI",
+        "K8S.NODE_LinuxBackdoorArtifact",
+        "K8S.NODE_ReconnaissanceArtifactsBurst",
+        "K8S.NODE_SuspectPasswordFileAccess",
+        "K8S_AbnormalMiActivity",
+        "K8S_ExposedPostgresTrustAuth",
+        "K8S_KubeSystemContainer",
+        "K8S_PenTestToolsKubeHunter",
+        "K8S_ServiceAccountRareOperation",
+    ]);
+    assert_eq!(unique, expected);
+}

@@ -65,6 +65,12 @@ pub trait WindowedDetector: Send {
     fn learning(&self) -> Option<LearningState> {
         None
     }
+    /// The key of its state in a checkpoint: its first alert type's ID unless it says otherwise. It must not change
+    /// between releases, or a restart after an upgrade starts this detector empty (a test pins the keys).
+    fn checkpoint_key(&self) -> &'static str {
+        self.meta().id
+    }
+
     /// Drops state that no event inside the lateness bound can extend any more.
     fn expire(&mut self, now_ms: i64);
     fn snapshot(&self) -> Value;
