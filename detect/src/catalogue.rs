@@ -6,7 +6,7 @@ use crate::detectors::*;
 use crate::unit::AlertTypeMeta;
 
 pub const CATALOGUE: &[&AlertTypeMeta] = &[
-    cluster_state::POSTGRES_TRUST,
+    exposed::POSTGRES_TRUST,
     exposed::EXPOSED_POSTGRES_BROAD_IP_RANGE,
     baselines::ABNORMAL_MI,
     baselines::SA_RARE,
@@ -14,7 +14,7 @@ pub const CATALOGUE: &[&AlertTypeMeta] = &[
     control_plane_config::COREDNS,
     control_plane_config::ADMISSION,
     malicious_image::META,
-    cluster_state::KUBEFLOW,
+    exposed::KUBEFLOW,
     exposed::EXPOSED_DASHBOARD,
     exposed::EXPOSED_SERVICE,
     exposed::EXPOSED_REDIS,

@@ -7,7 +7,7 @@ use crate::detectors;
 use crate::detectors::baselines::{
     AbnormalMiActivity, DestinationBaseline, KubeSystemContainer, ServiceAccountRareOperation, ShadowReaderBaseline,
 };
-use crate::detectors::cluster_state::ClusterJoins;
+use crate::detectors::exposed::ClusterJoins;
 use crate::detectors::node_runtime::{NodeLists, NodeRules, SharedNodeLists};
 use crate::detectors::node_windows::{BackdoorArtifact, ReconBurst};
 use crate::ip_list::{IpList, ReloadingIpList};

@@ -33,7 +33,9 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let relative = file.strip_prefix(&root).unwrap();
-        if relative.file_stem().is_some_and(|stem| stem == "tests") || relative == Path::new("lib.rs") {
+        let test_file =
+            relative.file_stem().is_some_and(|stem| stem == "tests" || stem.to_string_lossy().ends_with("_tests"));
+        if test_file || relative == Path::new("lib.rs") {
             continue;
         }
         let from = module_of(relative);

@@ -2,7 +2,6 @@
 
 pub mod audit_object;
 pub mod baselines;
-pub mod cluster_state;
 pub mod control_plane_config;
 pub mod delete_events;
 pub mod eicar;

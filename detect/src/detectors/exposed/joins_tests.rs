@@ -1,8 +1,8 @@
 use palisade_schemas::AuditEvent;
 use serde_json::{Value, json};
 
-use super::ClusterJoins;
-use super::detector::hba_trusts_network;
+use super::joins::ClusterJoins;
+use super::table::hba_trusts_network;
 use crate::unit::Event;
 use crate::unit::WindowedDetector;
 
