@@ -36,6 +36,8 @@ struct Check {
 /// lists, suppression rules and threat-intelligence feeds all reload through it.
 pub struct Reloading<L> {
     current: RwLock<Arc<L>>,
+    /// The list of a `fixed` instance: handed out without taking the lock (most runs use the shipped lists).
+    fixed: Option<Arc<L>>,
     source: Option<Source<L>>,
     check_every: Duration,
     check: Mutex<Check>,
@@ -48,9 +50,11 @@ fn stamps(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
 impl<L> Reloading<L> {
     /// A list that never changes.
     pub fn fixed(list: L) -> Self {
+        let list = Arc::new(list);
         let check = Check { at: Instant::now(), stamps: Vec::new(), logged: None };
         Self {
-            current: RwLock::new(Arc::new(list)),
+            current: RwLock::new(Arc::clone(&list)),
+            fixed: Some(list),
             source: None,
             check_every: Duration::MAX,
             check: Mutex::new(check),
@@ -68,11 +72,15 @@ impl<L> Reloading<L> {
         let list = load(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let check = Check { at: Instant::now(), stamps: stamps(&watched), logged: None };
         let source = Source { path: path.to_owned(), watched, load: Box::new(load) };
-        Ok(Self { current: RwLock::new(Arc::new(list)), source: Some(source), check_every, check: Mutex::new(check) })
+        let current = RwLock::new(Arc::new(list));
+        Ok(Self { current, fixed: None, source: Some(source), check_every, check: Mutex::new(check) })
     }
 
     /// The current list, re-read first when a check is due and a file changed.
     pub fn current(&self) -> Arc<L> {
+        if let Some(fixed) = &self.fixed {
+            return Arc::clone(fixed);
+        }
         self.reload_if_changed();
         self.current.read().map(|current| Arc::clone(&current)).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
@@ -122,6 +130,9 @@ impl<L: ListText> Reloading<L> {
     }
 }
 
+/// Lists this short are scanned rather than hashed.
+const SCAN_AT_MOST: usize = 12;
+
 /// A list of names in file order, with a hash set for membership: rules ask "is this name listed?" for every
 /// exec, and a scan of the list costs one comparison per entry. Most names asked about are not listed; their
 /// length or first byte already says so, without hashing.
@@ -152,9 +163,16 @@ impl Names {
     /// `name` is an entry (exactly).
     pub fn contains(&self, name: &str) -> bool {
         let Some(&byte) = name.as_bytes().first() else { return self.set.contains(name) };
-        self.lengths & (1 << name.len().min(63)) != 0
-            && self.first_bytes[usize::from(byte / 64)] & (1 << (byte % 64)) != 0
-            && self.set.contains(name)
+        if self.lengths & (1 << name.len().min(63)) == 0
+            || self.first_bytes[usize::from(byte / 64)] & (1 << (byte % 64)) == 0
+        {
+            return false;
+        }
+        // A few entries compare faster than one hash.
+        if self.entries.len() <= SCAN_AT_MOST {
+            return self.entries.iter().any(|entry| entry == name);
+        }
+        self.set.contains(name)
     }
 }
 
@@ -377,12 +395,17 @@ mod reloading_tests {
     #[test]
     fn names_are_found_exactly_whatever_their_length_or_first_byte() {
         let long = "x".repeat(80);
-        let names = Names::new(vec!["xmrig".into(), "".into(), long.clone(), "é-tool".into()]);
-        for listed in ["xmrig", "", long.as_str(), "é-tool"] {
-            assert!(names.contains(listed), "{listed:?}");
-        }
-        for other in ["xmri", "xmrigs", "Xmrig", "ymrig", &"x".repeat(81), "é"] {
-            assert!(!names.contains(other), "{other:?}");
+        let mut entries: Vec<String> = vec!["xmrig".into(), "".into(), long.clone(), "é-tool".into()];
+        let short = Names::new(entries.clone());
+        entries.extend((0..super::SCAN_AT_MOST).map(|n| format!("filler-{n}")));
+        let names = Names::new(entries);
+        for names in [&short, &names] {
+            for listed in ["xmrig", "", long.as_str(), "é-tool"] {
+                assert!(names.contains(listed), "{listed:?}");
+            }
+            for other in ["xmri", "xmrigs", "Xmrig", "ymrig", &"x".repeat(81), "é"] {
+                assert!(!names.contains(other), "{other:?}");
+            }
         }
         assert_eq!(&names[..2], ["xmrig", ""]);
     }

@@ -199,10 +199,12 @@ pub const TIMER_SERVICE_DISABLED: &AlertTypeMeta = &AlertTypeMeta {
 };
 
 fn timer_service_disabled(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
-    let name = view.exec()?;
+    if view.exec()? != "systemctl" {
+        return None;
+    }
     let line = view.line();
     let stops = ["stop", "disable", "mask", "kill"].iter().any(|verb| has_word(line, verb));
-    (name == "systemctl" && stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line.to_owned())])
+    (stops && line.contains("apt-daily-upgrade")).then(|| vec![("command", line.to_owned())])
 }
 
 pub const COMMON_BOT: &AlertTypeMeta = &AlertTypeMeta {
