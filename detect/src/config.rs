@@ -31,6 +31,14 @@ pub struct DetectConfig {
     /// How often the node list directory is checked for changes, in seconds.
     #[serde(default = "default_proxy_list_reload_secs")]
     pub node_lists_reload_secs: u64,
+    /// Directory whose list files (`miner_images.txt`, `sensitive_host_paths.txt`, `kube_system_workloads.txt`, as
+    /// shipped in `detect/data/`) replace the control-plane units' lists of the same name; absent = the shipped
+    /// lists. Re-read when a file changes.
+    #[serde(default)]
+    pub lists_dir: Option<std::path::PathBuf>,
+    /// How often that directory is checked for changes, in seconds.
+    #[serde(default = "default_proxy_list_reload_secs")]
+    pub lists_reload_secs: u64,
     /// Windows of the windowed node detectors (recon burst, download then run).
     #[serde(default)]
     pub windows: crate::windowed::WindowConfig,
@@ -62,6 +70,8 @@ impl Default for DetectConfig {
             proxy_list_reload_secs: default_proxy_list_reload_secs(),
             node_lists_dir: None,
             node_lists_reload_secs: default_proxy_list_reload_secs(),
+            lists_dir: None,
+            lists_reload_secs: default_proxy_list_reload_secs(),
             windows: crate::windowed::WindowConfig::default(),
             baselines: crate::detectors::baselines::BaselinesConfig::default(),
             state_path: None,

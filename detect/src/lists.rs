@@ -195,12 +195,76 @@ pub fn parse_list(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
 }
 
-pub static MINER_IMAGES: LazyLock<Vec<String>> = LazyLock::new(|| {
-    parse_list(include_str!("../data/miner_images.txt")).into_iter().map(|s| s.to_lowercase()).collect()
-});
+/// (file name, shipped text) of the control-plane units' lists.
+const AUDIT_SHIPPED: [(&str, &str); 3] = [
+    ("miner_images.txt", include_str!("../data/miner_images.txt")),
+    ("sensitive_host_paths.txt", include_str!("../data/sensitive_host_paths.txt")),
+    ("kube_system_workloads.txt", include_str!("../data/kube_system_workloads.txt")),
+];
 
-pub static SENSITIVE_HOST_PATHS: LazyLock<Vec<String>> =
-    LazyLock::new(|| parse_list(include_str!("../data/sensitive_host_paths.txt")));
+/// The control-plane units' lists, shipped in `detect/data/`; a file of the same name in `detect.lists_dir`
+/// replaces its shipped twin and is re-read when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLists {
+    /// Image repository names of miners (K8S_MaliciousContainerImage), lower-cased.
+    pub miner_images: Vec<String>,
+    /// Host paths whose mount is sensitive (K8S_SensitiveMount).
+    pub sensitive_host_paths: Vec<String>,
+    /// The kube-system allow-list's lines (K8S_KubeSystemContainer; parsed by that unit).
+    pub kube_system_workloads: Vec<String>,
+}
+
+impl AuditLists {
+    pub fn shipped() -> Self {
+        Self::from_texts(|_| None).expect("shipped lists need no files")
+    }
+
+    /// The shipped lists with every file present in `dir` taking the place of its shipped twin.
+    pub fn from_dir(dir: &Path) -> Result<Self, String> {
+        Self::from_texts(|name| {
+            let path = dir.join(name);
+            path.exists().then(|| std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}")))
+        })
+    }
+
+    fn from_texts(mut text: impl FnMut(&str) -> Option<Result<String, String>>) -> Result<Self, String> {
+        let mut lists = Vec::with_capacity(AUDIT_SHIPPED.len());
+        for (name, shipped) in AUDIT_SHIPPED {
+            lists.push(match text(name) {
+                Some(text) => parse_list(&text?),
+                None => parse_list(shipped),
+            });
+        }
+        let [miner_images, sensitive_host_paths, kube_system_workloads] =
+            <[Vec<String>; 3]>::try_from(lists).expect("three lists");
+        Ok(Self {
+            miner_images: miner_images.into_iter().map(|s| s.to_lowercase()).collect(),
+            sensitive_host_paths,
+            kube_system_workloads,
+        })
+    }
+}
+
+/// The control-plane lists every unit shares; cheap to clone.
+pub type SharedAuditLists = Arc<Reloading<AuditLists>>;
+
+/// The control-plane lists: from `dir` (re-read at most every `check_every`) or the shipped ones.
+pub fn audit_lists(dir: Option<&Path>, check_every: Duration) -> Result<SharedAuditLists, String> {
+    Ok(Arc::new(match dir {
+        Some(dir) => {
+            let watched = AUDIT_SHIPPED.iter().map(|(name, _)| dir.join(name)).collect();
+            Reloading::from_source(dir, watched, check_every, AuditLists::from_dir)?
+        }
+        None => Reloading::fixed(AuditLists::shipped()),
+    }))
+}
+
+/// The shipped control-plane lists.
+pub static SHIPPED_AUDIT: LazyLock<AuditLists> = LazyLock::new(AuditLists::shipped);
+
+/// The shipped control-plane lists as a shared handle, for units built without a configuration.
+pub static SHIPPED_AUDIT_LISTS: LazyLock<SharedAuditLists> =
+    LazyLock::new(|| Arc::new(Reloading::fixed(SHIPPED_AUDIT.clone())));
 
 /// Repository name of an image reference without registry, tag or digest: `ghcr.io/a/xmrig:6.21@sha256:..` →
 /// `a/xmrig`.
@@ -325,8 +389,29 @@ mod tests {
 
     #[test]
     fn lists_load_without_comments() {
-        assert!(MINER_IMAGES.contains(&"xmrig".to_owned()));
-        assert!(SENSITIVE_HOST_PATHS.iter().all(|p| p.starts_with('/')));
+        let shipped = AuditLists::shipped();
+        assert!(shipped.miner_images.contains(&"xmrig".to_owned()));
+        assert!(shipped.sensitive_host_paths.iter().all(|p| p.starts_with('/')));
+    }
+
+    #[test]
+    fn control_plane_lists_in_a_directory_replace_the_shipped_ones_and_reload() {
+        let dir = std::env::temp_dir().join(format!("palisade-audit-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("miner_images.txt"), "# ours\nOurMiner\n").unwrap();
+        let lists = audit_lists(Some(&dir), Duration::ZERO).unwrap();
+        assert_eq!(lists.current().miner_images, ["ourminer"], "replaced, lower-cased");
+        assert_eq!(lists.current().sensitive_host_paths, AuditLists::shipped().sensitive_host_paths, "others shipped");
+        std::fs::write(dir.join("sensitive_host_paths.txt"), "/srv/secrets\n").unwrap();
+        let file = std::fs::File::options().write(true).open(dir.join("sensitive_host_paths.txt")).unwrap();
+        file.set_modified(SystemTime::now() + Duration::from_secs(10)).unwrap();
+        assert_eq!(lists.current().sensitive_host_paths, ["/srv/secrets"], "a new file is a change");
+        std::fs::remove_file(dir.join("miner_images.txt")).unwrap();
+        assert!(
+            lists.current().miner_images.contains(&"xmrig".to_owned()),
+            "a removed file gives the shipped list back"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

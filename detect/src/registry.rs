@@ -11,6 +11,7 @@ use crate::detectors::exposed::ClusterJoins;
 use crate::detectors::node_runtime::{NodeLists, NodeRules, SharedNodeLists};
 use crate::detectors::node_windows::{BackdoorArtifact, ReconBurst};
 use crate::ip_list::{IpList, ReloadingIpList};
+use crate::lists;
 use crate::unit::StatelessDetector;
 use crate::unit::WindowedDetector;
 
@@ -40,11 +41,13 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
             .map_err(|e| DetectConfigError::List(format!("node lists in {e}")))?,
         None => SharedNodeLists::fixed(NodeLists::shipped()),
     };
+    let audit_lists = lists::audit_lists(config.lists_dir.as_deref(), Duration::from_secs(config.lists_reload_secs))
+        .map_err(|e| DetectConfigError::List(format!("control-plane lists in {e}")))?;
     let mut detectors: Vec<Box<dyn StatelessDetector>> = vec![
         Box::new(detectors::ti_proxy::TiProxy { list: proxy_list }),
         Box::new(detectors::privileged_container::PrivilegedContainer),
-        Box::new(detectors::sensitive_mount::SensitiveMount),
-        Box::new(detectors::malicious_image::MaliciousContainerImage),
+        Box::new(detectors::sensitive_mount::SensitiveMount { lists: audit_lists.clone() }),
+        Box::new(detectors::malicious_image::MaliciousContainerImage { lists: audit_lists.clone() }),
         Box::new(detectors::rbac::ClusterAdminBinding),
         Box::new(detectors::rbac::HighPrivilegesRole),
         Box::new(detectors::control_plane_config::AdmissionController),
@@ -61,7 +64,7 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
         Box::new(ReconBurst::new(config.windows, node_lists.clone())),
         Box::new(BackdoorArtifact::new(config.windows, node_lists.clone())),
         Box::new(ServiceAccountRareOperation::new(config.baselines.service_accounts)),
-        Box::new(KubeSystemContainer::new(&config.baselines)),
+        Box::new(KubeSystemContainer::with_lists(&config.baselines, audit_lists)),
         Box::new(AbnormalMiActivity::new(&config.baselines)),
         Box::new(ClusterJoins::new()),
         Box::new(detectors::kube_hunter::KubeHunter::new(config.windows)),

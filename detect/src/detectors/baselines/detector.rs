@@ -1,4 +1,4 @@
-use std::sync::LazyLock;
+use std::sync::Arc;
 
 use palisade_schemas::AuditEvent;
 use serde::{Deserialize, Serialize};
@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::baseline::{BaselineConfig, Profiles, Verdict};
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::lists::{glob_matches, image_name, parse_list};
+use crate::lists::{AuditLists, SHIPPED_AUDIT_LISTS, SharedAuditLists, glob_matches, image_name};
 use crate::unit::LearningState;
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
@@ -60,9 +60,6 @@ pub const ABNORMAL_MI: &AlertTypeMeta = &AlertTypeMeta {
     learned: None,
     unit: file!(),
 };
-
-static SHIPPED_KUBE_SYSTEM_WORKLOADS: LazyLock<Vec<KubeSystemAllowed>> =
-    LazyLock::new(|| parse_kube_system_allow(&parse_list(include_str!("../../../data/kube_system_workloads.txt"))));
 
 /// One allow-list entry: a workload base-name pattern and the image patterns its containers may run (`None`: any
 /// image, only for configured entries that name no image).
@@ -236,22 +233,43 @@ impl WindowedDetector for ServiceAccountRareOperation {
 /// included, is. The allow-list binds each name to the images expected for it.
 pub struct KubeSystemContainer {
     profiles: Profiles,
-    allow: Vec<KubeSystemAllowed>,
+    /// The configured lines (`detect.baselines.kube_system_allow`), read after the list's.
+    configured: Vec<String>,
+    lists: SharedAuditLists,
+    /// The allow-list built from the lists it was built from (rebuilt when they are reloaded).
+    allow: (Arc<AuditLists>, Vec<KubeSystemAllowed>),
+}
+
+/// The list's entries, then the configured ones (which may use the list's @sets: they are read after the list's
+/// definitions).
+fn build_allow(lists: &AuditLists, configured: &[String]) -> Vec<KubeSystemAllowed> {
+    let mut allow = parse_kube_system_allow(&lists.kube_system_workloads);
+    let mut lines: Vec<String> = lists.kube_system_workloads.iter().filter(|l| l.starts_with('@')).cloned().collect();
+    lines.extend(configured.iter().cloned());
+    allow.extend(parse_kube_system_allow(&lines));
+    allow
 }
 
 impl KubeSystemContainer {
+    /// With the shipped lists.
     pub fn new(config: &BaselinesConfig) -> Self {
-        let mut allow = SHIPPED_KUBE_SYSTEM_WORKLOADS.clone();
-        // Configured lines may use the shipped @sets: read them after the shipped definitions.
-        let mut lines = parse_list(include_str!("../../../data/kube_system_workloads.txt"));
-        lines.retain(|line| line.starts_with('@'));
-        lines.extend(config.kube_system_allow.iter().cloned());
-        allow.extend(parse_kube_system_allow(&lines));
-        Self { profiles: Profiles::new(config.kube_system), allow }
+        Self::with_lists(config, SHIPPED_AUDIT_LISTS.clone())
     }
 
-    fn allowed(&self, base_name: &str, image: &str) -> bool {
-        self.allow.iter().any(|entry| {
+    pub fn with_lists(config: &BaselinesConfig, lists: SharedAuditLists) -> Self {
+        let current = lists.current();
+        let allow = build_allow(&current, &config.kube_system_allow);
+        let configured = config.kube_system_allow.clone();
+        Self { profiles: Profiles::new(config.kube_system), configured, lists, allow: (current, allow) }
+    }
+
+    fn allowed(&mut self, base_name: &str, image: &str) -> bool {
+        let current = self.lists.current();
+        if !Arc::ptr_eq(&current, &self.allow.0) {
+            let allow = build_allow(&current, &self.configured);
+            self.allow = (current, allow);
+        }
+        self.allow.1.iter().any(|entry| {
             glob_matches(&entry.workload, base_name)
                 && entry.images.as_ref().is_none_or(|images| images.iter().any(|p| glob_matches(p, image)))
         })

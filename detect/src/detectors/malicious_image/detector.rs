@@ -2,7 +2,7 @@
 //! crypto-miner (`detect/data/miner_images.txt`), whatever the registry or tag.
 
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::lists::{MINER_IMAGES, image_repository};
+use crate::lists::{SHIPPED_AUDIT_LISTS, SharedAuditLists, image_repository};
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
@@ -23,12 +23,22 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-pub struct MaliciousContainerImage;
+/// Reads `miner_images` of the control-plane lists.
+pub struct MaliciousContainerImage {
+    pub lists: SharedAuditLists,
+}
 
-fn miner_name(image: &str) -> Option<&'static str> {
+impl Default for MaliciousContainerImage {
+    /// With the shipped lists.
+    fn default() -> Self {
+        Self { lists: SHIPPED_AUDIT_LISTS.clone() }
+    }
+}
+
+fn miner_name<'a>(miners: &'a [String], image: &str) -> Option<&'a str> {
     let repository = image_repository(image).to_lowercase();
     let last = repository.rsplit('/').next().unwrap_or(&repository).to_owned();
-    MINER_IMAGES.iter().map(String::as_str).find(|name| last == *name || last.starts_with(&format!("{name}-")))
+    miners.iter().map(String::as_str).find(|name| last == *name || last.starts_with(&format!("{name}-")))
 }
 
 impl StatelessDetector for MaliciousContainerImage {
@@ -39,12 +49,13 @@ impl StatelessDetector for MaliciousContainerImage {
     fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
         let Event::Audit(audit) = event else { return Vec::new() };
         let Some(template) = changed_pod_template(audit) else { return Vec::new() };
+        let lists = self.lists.current();
         template
             .containers()
             .into_iter()
             .filter_map(|container| {
                 let image = container.image?;
-                let miner = miner_name(image)?;
+                let miner = miner_name(&lists.miner_images, image)?;
                 let mut finding = Finding {
                     subject: format!("{}/{}", container.list, container.name),
                     namespace: template.namespace.clone(),

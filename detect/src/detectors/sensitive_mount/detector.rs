@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::lists::SENSITIVE_HOST_PATHS;
+use crate::lists::{SHIPPED_AUDIT_LISTS, SharedAuditLists};
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
@@ -25,13 +25,29 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-pub struct SensitiveMount;
+/// Reads `sensitive_host_paths` of the control-plane lists.
+pub struct SensitiveMount {
+    pub lists: SharedAuditLists,
+}
 
-/// The sensitive path that `path` is, or lies under.
+impl Default for SensitiveMount {
+    /// With the shipped lists.
+    fn default() -> Self {
+        Self { lists: SHIPPED_AUDIT_LISTS.clone() }
+    }
+}
+
+/// The shipped sensitive path that `path` is, or lies under.
+#[cfg(test)]
 pub fn sensitive(path: &str) -> Option<&'static str> {
+    sensitive_in(&crate::lists::SHIPPED_AUDIT.sensitive_host_paths, path)
+}
+
+/// The path of `paths` that `path` is, or lies under.
+pub fn sensitive_in<'a>(paths: &'a [String], path: &str) -> Option<&'a str> {
     let trimmed = path.trim_end_matches('/');
     let path = if trimmed.is_empty() { "/" } else { trimmed };
-    SENSITIVE_HOST_PATHS.iter().map(String::as_str).find(|candidate| {
+    paths.iter().map(String::as_str).find(|candidate| {
         path == *candidate
             || (*candidate != "/" && path.strip_prefix(candidate).is_some_and(|rest| rest.starts_with('/')))
     })
@@ -45,12 +61,13 @@ impl StatelessDetector for SensitiveMount {
     fn detect(&self, event: &Event<'_>) -> Vec<Finding> {
         let Event::Audit(audit) = event else { return Vec::new() };
         let Some(template) = changed_pod_template(audit) else { return Vec::new() };
+        let lists = self.lists.current();
         let volumes = template.spec.get("volumes").and_then(Value::as_array).cloned().unwrap_or_default();
         volumes
             .iter()
             .filter_map(|volume| {
                 let path = volume.pointer("/hostPath/path").and_then(Value::as_str)?;
-                let matched = sensitive(path)?;
+                let matched = sensitive_in(&lists.sensitive_host_paths, path)?;
                 let name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
                 let mut finding = Finding {
                     subject: format!("volume/{name}"),

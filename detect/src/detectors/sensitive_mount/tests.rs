@@ -31,20 +31,25 @@ fn path_matching_covers_children_but_not_siblings() {
 
 #[test]
 fn fires_for_docker_socket_and_root_mounts_in_any_workload() {
-    let findings = SensitiveMount.detect(&Event::Audit(&create("pods", pod_with(&["/var/run/docker.sock", "/"]))));
+    let findings =
+        SensitiveMount::default().detect(&Event::Audit(&create("pods", pod_with(&["/var/run/docker.sock", "/"]))));
     let paths: Vec<&str> = findings.iter().map(|f| f.details["host_path"].as_str()).collect();
     assert_eq!(paths, ["/var/run/docker.sock", "/"]);
     let deployment =
         json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": pod_with(&["/proc"])}});
-    assert_eq!(SensitiveMount.detect(&Event::Audit(&create("deployments", deployment))).len(), 1);
+    assert_eq!(SensitiveMount::default().detect(&Event::Audit(&create("deployments", deployment))).len(), 1);
 }
 
 #[test]
 fn does_not_fire_for_harmless_host_paths_or_other_volumes() {
-    assert!(SensitiveMount.detect(&Event::Audit(&create("pods", pod_with(&["/data/cache", "/opt/app"])))).is_empty());
+    assert!(
+        SensitiveMount::default()
+            .detect(&Event::Audit(&create("pods", pod_with(&["/data/cache", "/opt/app"]))))
+            .is_empty()
+    );
     let empty_dir = json!({"kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c"}], "volumes": [{"name": "tmp", "emptyDir": {}}]}});
-    assert!(SensitiveMount.detect(&Event::Audit(&create("pods", empty_dir))).is_empty());
+    assert!(SensitiveMount::default().detect(&Event::Audit(&create("pods", empty_dir))).is_empty());
 }
 
 #[test]
@@ -54,10 +59,17 @@ fn falco_traces_sensitive_fires_and_unsensitive_does_not() {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         AuditEvent::from_k8s_json(&serde_json::from_str(&text).unwrap(), "falco").unwrap()
     };
-    assert_eq!(SensitiveMount.detect(&Event::Audit(&load("create_nginx_pod_sensitive_mount.json"))).len(), 1);
     assert_eq!(
-        SensitiveMount.detect(&Event::Audit(&load("create_nginx_pod_sensitive_mount_2nd_container.json"))).len(),
+        SensitiveMount::default().detect(&Event::Audit(&load("create_nginx_pod_sensitive_mount.json"))).len(),
         1
     );
-    assert!(SensitiveMount.detect(&Event::Audit(&load("create_nginx_pod_unsensitive_mount.json"))).is_empty());
+    assert_eq!(
+        SensitiveMount::default()
+            .detect(&Event::Audit(&load("create_nginx_pod_sensitive_mount_2nd_container.json")))
+            .len(),
+        1
+    );
+    assert!(
+        SensitiveMount::default().detect(&Event::Audit(&load("create_nginx_pod_unsensitive_mount.json"))).is_empty()
+    );
 }
