@@ -1019,6 +1019,7 @@ pub const HISTORY_FILE_CLEARED: &AlertTypeMeta = &AlertTypeMeta {
         Input::Node(NodeEventKind::FileOpen),
         Input::Node(NodeEventKind::FileTruncate),
         Input::Node(NodeEventKind::FileUnlink),
+        Input::Node(NodeEventKind::FileRename),
     ],
     maturity: Maturity::Stable,
     description: "Fires when a shell history file is cleared (truncated, removed, linked to /dev/null, history -c, HISTFILE unset).",

@@ -169,11 +169,13 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 file(FileUnlink, "rm", "/root/.bash_history", 0),
                 shell("history -c; unset HISTFILE"),
                 exec("ln -sf /dev/null /root/.bash_history"),
+                rename("/dev/null", "/root/.bash_history"),
             ],
             vec![
                 file(FileOpen, "bash", "/root/.bash_history", O_WRONLY | 0o2000),
                 file(FileUnlink, "rm", "/tmp/history.txt", 0),
                 shell("history | tail"),
+                rename("/root/.bash_history", "/root/.bash_history.bak"),
             ],
         ),
         (
