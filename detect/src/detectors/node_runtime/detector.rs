@@ -1105,7 +1105,7 @@ pub const SSH_KEY_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     unit: file!(),
 };
 
-fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
+fn ssh_key_access(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
     let file = event.file.as_ref()?;
     let target = if event.kind == NodeEventKind::FileRename { file.new_path.as_deref()? } else { &file.path };
@@ -1113,8 +1113,7 @@ fn ssh_key_access(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     let modifies = opens_for_write(event)
         || matches!(event.kind, NodeEventKind::FileRename | NodeEventKind::FileChmod | NodeEventKind::FileTruncate);
     // sshd and the cloud agents that provision keys are how keys normally change.
-    let provisioner = ["ssh-copy-id", "cloud-init", "google_guest_agent", "waagent", "amazon-ssm-agent"]
-        .contains(&view.name.as_ref());
+    let provisioner = lists.ssh_key_provisioners.contains(&view.name);
     (keys && modifies && !provisioner).then(|| vec![("file", target.to_owned()), ("process", view.name.to_string())])
 }
 

@@ -236,4 +236,33 @@ mod tests {
             assert!(!super::parse(text).is_empty(), "{name} is empty");
         }
     }
+
+    /// A shipped list no code reads would let an operator override it to no effect.
+    #[test]
+    fn every_node_list_is_read_by_some_unit() {
+        let mut code = String::new();
+        let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detectors")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if stem != "lists" && stem != "tests" && !stem.ends_with("_tests") {
+                    code.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        for (name, _) in SHIPPED {
+            let field = name.trim_end_matches(".txt");
+            // `.field` as a whole word; lists searched inside command lines are read through their matcher
+            // (`miner_pools` → `miner_pool_matcher`).
+            let read = |word: &str| {
+                code.match_indices(word)
+                    .any(|(at, _)| !code[at + word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+            };
+            let matcher = format!(".{}_matcher", field.trim_end_matches('s'));
+            assert!(read(&format!(".{field}")) || read(&matcher), "no unit reads {name}");
+        }
+    }
 }
