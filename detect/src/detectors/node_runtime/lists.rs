@@ -47,12 +47,21 @@ const SHIPPED: [(&str, &str); 35] = [
     ("metadata_credential_paths.txt", include_str!("../../../data/node/metadata_credential_paths.txt")),
 ];
 
-fn parse(text: &str) -> Vec<String> {
+/// Lists compared as written (paths, group names): not lower-cased on load, so an entry with capitals still
+/// matches. The others are names compared lower-cased.
+const KEEP_CASE: [&str; 4] =
+    ["user_activity_logs.txt", "system_path_prefixes.txt", "kubelet_credentials.txt", "privileged_groups.txt"];
+
+fn parse_as_written(text: &str) -> Vec<String> {
     text.lines()
         .map(|line| line.split('#').next().unwrap_or_default().trim())
         .filter(|line| !line.is_empty())
-        .map(str::to_lowercase)
+        .map(str::to_owned)
         .collect()
+}
+
+fn parse(text: &str) -> Vec<String> {
+    parse_as_written(text).into_iter().map(|entry| entry.to_lowercase()).collect()
 }
 
 /// Substring search for many patterns at once (one pass over the text, not one per pattern).
@@ -133,6 +142,7 @@ impl NodeLists {
     fn from_texts(mut override_text: impl FnMut(&str) -> Option<std::io::Result<String>>) -> std::io::Result<Self> {
         let mut lists = Vec::with_capacity(SHIPPED.len());
         for (name, shipped) in SHIPPED {
+            let parse = if KEEP_CASE.contains(&name) { parse_as_written } else { parse };
             lists.push(match override_text(name) {
                 Some(text) => parse(&text?),
                 None => parse(shipped),
@@ -235,6 +245,18 @@ mod tests {
             assert!(header.iter().any(|line| line.contains("Source")), "{name} names no source");
             assert!(!super::parse(text).is_empty(), "{name} is empty");
         }
+    }
+
+    #[test]
+    fn path_and_group_lists_keep_their_case_names_are_lower_cased() {
+        let dir = std::env::temp_dir().join(format!("palisade-node-case-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("kubelet_credentials.txt"), "/var/lib/MyKubelet/kubeconfig\n").unwrap();
+        std::fs::write(dir.join("shells.txt"), "MySh\n").unwrap();
+        let lists = super::NodeLists::from_dir(&dir).unwrap();
+        assert!(lists.kubelet_credentials.contains("/var/lib/MyKubelet/kubeconfig"));
+        assert!(lists.shells.contains("mysh"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A shipped list no code reads would let an operator override it to no effect.
