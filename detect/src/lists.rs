@@ -18,6 +18,8 @@ type Load<L> = Box<dyn Fn(&Path) -> Result<L, String> + Send + Sync>;
 /// Where a reloading list comes from: a file or a directory, the files whose modification times say it changed,
 /// and how it is read.
 struct Source<L> {
+    /// The `list` label of its metrics and logs.
+    name: String,
     path: PathBuf,
     watched: Vec<PathBuf>,
     load: Load<L>,
@@ -61,9 +63,10 @@ impl<L> Reloading<L> {
         }
     }
 
-    /// The list `load` reads from `path`, re-read when a file of `watched` changes. Fails when the first load
-    /// does: a start-up with a broken list is refused, not run with an empty one.
+    /// The list `load` reads from `path`, re-read when a file of `watched` changes; `name` labels its metrics and
+    /// logs. Fails when the first load does: a start-up with a broken list is refused, not run with an empty one.
     pub fn from_source(
+        name: &str,
         path: &Path,
         watched: Vec<PathBuf>,
         check_every: Duration,
@@ -71,7 +74,7 @@ impl<L> Reloading<L> {
     ) -> Result<Self, String> {
         let list = load(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let check = Check { at: Instant::now(), stamps: stamps(&watched), logged: None };
-        let source = Source { path: path.to_owned(), watched, load: Box::new(load) };
+        let source = Source { name: name.to_owned(), path: path.to_owned(), watched, load: Box::new(load) };
         let current = RwLock::new(Arc::new(list));
         Ok(Self { current, fixed: None, source: Some(source), check_every, check: Mutex::new(check) })
     }
@@ -93,7 +96,12 @@ impl<L> Reloading<L> {
     fn reload_if_changed(&self) {
         let Some(source) = &self.source else { return };
         // One caller checks; the others go on with the list they have.
-        let Ok(mut check) = self.check.try_lock() else { return };
+        let mut check = match self.check.try_lock() {
+            Ok(check) => check,
+            // A panic elsewhere while holding it leaves a usable `Check`: keep reloading.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         if check.at.elapsed() < self.check_every {
             return;
         }
@@ -103,19 +111,19 @@ impl<L> Reloading<L> {
             return;
         }
         check.stamps = now;
-        let list = source.path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        let list = source.name.as_str();
         match (source.load)(&source.path) {
             Ok(loaded) => {
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(loaded);
                 }
                 check.logged = None;
-                palisade_telemetry::ListReloaded { list: &list, source: &source.path.display().to_string() }.emit();
+                palisade_telemetry::ListReloaded { list, source: &source.path.display().to_string() }.emit();
             }
             Err(error) => {
                 let first = check.logged.as_deref() != Some(error.as_str());
                 let from = source.path.display().to_string();
-                palisade_telemetry::ListReloadFailed { list: &list, source: &from, error: &error, log: first }.emit();
+                palisade_telemetry::ListReloadFailed { list, source: &from, error: &error, log: first }.emit();
                 check.logged = Some(error);
             }
         }
@@ -123,10 +131,11 @@ impl<L> Reloading<L> {
 }
 
 impl<L: ListText> Reloading<L> {
-    /// A list read from one file.
+    /// A list read from one file, named after the file.
     pub fn from_file(path: &Path, check_every: Duration) -> Result<Self, String> {
         let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| L::parse(&t));
-        Self::from_source(path, vec![path.to_owned()], check_every, read)
+        let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::from_source(&name, path, vec![path.to_owned()], check_every, read)
     }
 }
 
@@ -253,7 +262,7 @@ pub fn audit_lists(dir: Option<&Path>, check_every: Duration) -> Result<SharedAu
     Ok(Arc::new(match dir {
         Some(dir) => {
             let watched = AUDIT_SHIPPED.iter().map(|(name, _)| dir.join(name)).collect();
-            Reloading::from_source(dir, watched, check_every, AuditLists::from_dir)?
+            Reloading::from_source("lists", dir, watched, check_every, AuditLists::from_dir)?
         }
         None => Reloading::fixed(AuditLists::shipped()),
     }))

@@ -217,7 +217,7 @@ impl SharedNodeLists {
     pub fn from_dir(dir: &Path, check_every: Duration) -> Result<Self, String> {
         let watched = SHIPPED.iter().map(|(name, _)| dir.join(name)).collect();
         let load = |dir: &Path| NodeLists::from_dir(dir).map_err(|e| e.to_string());
-        Ok(Self(Arc::new(Reloading::from_source(dir, watched, check_every, load)?)))
+        Ok(Self(Arc::new(Reloading::from_source("node_lists", dir, watched, check_every, load)?)))
     }
 
     pub fn current(&self) -> Arc<NodeLists> {
