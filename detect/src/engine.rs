@@ -37,6 +37,8 @@ struct Routes {
     windowed: Vec<usize>,
 }
 
+const NO_ROUTES: &Routes = &Routes { stateless: Vec::new(), windowed: Vec::new() };
+
 /// By `Input::index`: the detectors (indexes into `metas`) whose alert types declare that input.
 fn route(metas: impl Iterator<Item = Vec<&'static AlertTypeMeta>>) -> Vec<Vec<usize>> {
     let mut routes = vec![Vec::new(); Input::COUNT];
@@ -107,7 +109,8 @@ impl Engine {
             _ => None,
         };
         let with = (event, context.as_ref());
-        let routes = &self.routes[event.input().index()];
+        // A kind this build does not route (none, while `NodeEventKind::ALL` is complete) reaches no unit.
+        let routes = self.routes.get(event.input().index()).unwrap_or(NO_ROUTES);
         for detector in routes.stateless.iter().map(|&index| &self.detectors[index]) {
             for (meta, finding) in detector.detect_all(event) {
                 let Some(rule) = self.rule(meta) else { continue };

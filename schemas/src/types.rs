@@ -28,7 +28,8 @@ pub enum NodeEventKind {
 }
 
 impl NodeEventKind {
-    /// Every kind, in declaration order (`kind as usize` indexes it).
+    /// Every kind, in declaration order (`kind as usize` indexes it; routing tables are sized by it, so a kind
+    /// missing here would be out of their bounds: a test checks it is complete).
     pub const ALL: [NodeEventKind; 17] = [
         NodeEventKind::Exec,
         NodeEventKind::Exit,
@@ -333,4 +334,39 @@ fn default_locale() -> String {
 
 const fn default_count() -> i64 {
     1
+}
+
+#[cfg(test)]
+mod node_event_kind_tests {
+    use super::NodeEventKind;
+
+    /// Adding a kind breaks this match until it is listed here, and the assertion until it is in `ALL` at its
+    /// declaration index.
+    #[test]
+    fn all_lists_every_kind_at_its_index() {
+        let index = |kind: NodeEventKind| match kind {
+            NodeEventKind::Exec
+            | NodeEventKind::Exit
+            | NodeEventKind::Fork
+            | NodeEventKind::FileOpen
+            | NodeEventKind::FileUnlink
+            | NodeEventKind::FileRename
+            | NodeEventKind::FileTruncate
+            | NodeEventKind::FileChmod
+            | NodeEventKind::FileChown
+            | NodeEventKind::FileUtimes
+            | NodeEventKind::NetConnect
+            | NodeEventKind::NetListen
+            | NodeEventKind::NetAccept
+            | NodeEventKind::NetSend
+            | NodeEventKind::NamespaceChange
+            | NodeEventKind::Signal
+            | NodeEventKind::PrivilegeChange => kind as usize,
+        };
+        const VARIANTS: usize = 17;
+        assert_eq!(NodeEventKind::ALL.len(), VARIANTS);
+        for (at, kind) in NodeEventKind::ALL.into_iter().enumerate() {
+            assert_eq!(index(kind), at, "{kind:?}");
+        }
+    }
 }

@@ -90,7 +90,7 @@ impl StatelessDetector for NodeRules {
 
     fn detect_all(&self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
         let Event::Node(node) = event else { return Vec::new() };
-        let rules = &self.by_kind[node.kind as usize];
+        let Some(rules) = self.by_kind.get(node.kind as usize) else { return Vec::new() };
         if rules.is_empty() {
             return Vec::new();
         }
