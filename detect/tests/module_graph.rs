@@ -59,6 +59,15 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 edges.insert(to);
             }
         }
+        // `use crate::{a, b::c}` names every module it lists.
+        for (at, _) in code.match_indices("crate::{") {
+            let list = &code[at + 8..code[at..].find('}').map_or(code.len(), |end| at + end)];
+            for module in list.split(',').map(|item| item.trim().split("::").next().unwrap_or_default()) {
+                if !module.is_empty() && module != from && module != "detectors" {
+                    edges.insert(module.to_owned());
+                }
+            }
+        }
         // `use crate::detectors::{a, b}` and `use crate::detectors::*` name every family they list.
         for (at, _) in code.match_indices("crate::detectors::{") {
             let list = &code[at + 19..code[at..].find('}').map_or(code.len(), |end| at + end)];
