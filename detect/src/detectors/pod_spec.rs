@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use palisade_schemas::AuditEvent;
@@ -43,18 +42,59 @@ pub struct Container<'a> {
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
 thread_local! {
-    /// The last event's pod template, by a hash of what it was read from: the engine runs every detector over one
-    /// event in turn, and five of them read its pod template (a 2-8 KB parse each time without this).
-    static LAST_TEMPLATE: RefCell<Option<(u64, Option<Rc<PodTemplate>>)>> = const { RefCell::new(None) };
+    /// The last event's pod template, with what it was read from: the engine runs every detector over one event
+    /// in turn, and five of them read its pod template (a 2-8 KB parse each time without this).
+    static LAST_TEMPLATE: RefCell<Option<(TemplateSource, Option<Rc<PodTemplate>>)>> = const { RefCell::new(None) };
 }
 
-fn template_key(event: &AuditEvent) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&event.audit_id, &event.stage, &event.verb, &event.resource, &event.subresource, &event.namespace)
-        .hash(&mut hasher);
-    (&event.name, event.response_code, &event.request_uri, &event.request_object, &event.response_object)
-        .hash(&mut hasher);
-    hasher.finish()
+/// What a template is read from, kept whole and compared field by field: exact (no hash to collide), and
+/// comparing the objects costs less than hashing them did for each unit that asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TemplateSource {
+    audit_id: String,
+    stage: String,
+    verb: String,
+    resource: Option<String>,
+    subresource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    response_code: Option<i64>,
+    request_uri: String,
+    request_object: Option<String>,
+    response_object: Option<String>,
+}
+
+impl TemplateSource {
+    fn of(event: &AuditEvent) -> Self {
+        Self {
+            audit_id: event.audit_id.clone(),
+            stage: event.stage.clone(),
+            verb: event.verb.clone(),
+            resource: event.resource.clone(),
+            subresource: event.subresource.clone(),
+            namespace: event.namespace.clone(),
+            name: event.name.clone(),
+            response_code: event.response_code,
+            request_uri: event.request_uri.clone(),
+            request_object: event.request_object.clone(),
+            response_object: event.response_object.clone(),
+        }
+    }
+
+    fn is(&self, event: &AuditEvent) -> bool {
+        // The objects last: they are long, and the other fields tell most events apart.
+        self.audit_id == event.audit_id
+            && self.stage == event.stage
+            && self.verb == event.verb
+            && self.resource == event.resource
+            && self.subresource == event.subresource
+            && self.namespace == event.namespace
+            && self.name == event.name
+            && self.response_code == event.response_code
+            && self.request_uri == event.request_uri
+            && self.request_object == event.request_object
+            && self.response_object == event.response_object
+    }
 }
 
 /// The kind a workload resource holds (`deployments` → `Deployment`); `None` for other resources.
@@ -75,14 +115,19 @@ pub fn workload_kind(resource: &str) -> Option<&'static str> {
 /// The pod template an event creates or changes, if any. Failed and dry-run requests create nothing. The same
 /// event asked again (by the next detector) gets the template already read.
 pub fn changed_pod_template(event: &AuditEvent) -> Option<Rc<PodTemplate>> {
-    let key = template_key(event);
+    // Most events are reads, or about other resources: they change no template, and hashing their key (objects
+    // included) for each of the five units that ask would cost more than this look.
+    let writes = matches!(event.verb.as_str(), "create" | "update" | "patch");
+    if !writes || event.resource.as_deref().and_then(workload_kind).is_none() {
+        return None;
+    }
     if let Some(cached) =
-        LAST_TEMPLATE.with_borrow(|last| last.as_ref().filter(|(k, _)| *k == key).map(|(_, t)| t.clone()))
+        LAST_TEMPLATE.with_borrow(|last| last.as_ref().filter(|(source, _)| source.is(event)).map(|(_, t)| t.clone()))
     {
         return cached;
     }
     let template = read_pod_template(event).map(Rc::new);
-    LAST_TEMPLATE.set(Some((key, template.clone())));
+    LAST_TEMPLATE.set(Some((TemplateSource::of(event), template.clone())));
     template
 }
 
