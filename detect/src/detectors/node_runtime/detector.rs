@@ -706,21 +706,52 @@ fn is_loopback_or_private(host: &str) -> bool {
 }
 
 /// The hosts forwarded to in `ssh -L/-R` specs (`[bind:]port:host:hostport`).
-fn ssh_forward_hosts(argv: &[String]) -> Vec<String> {
-    let mut hosts = Vec::new();
-    for (index, arg) in argv.iter().enumerate() {
-        let spec = match arg.as_str() {
-            "-L" | "-R" => argv.get(index + 1).map(String::as_str),
-            _ => arg.strip_prefix("-L").or_else(|| arg.strip_prefix("-R")).filter(|s| !s.is_empty()),
-        };
-        if let Some(spec) = spec {
-            let parts: Vec<&str> = spec.split(':').collect();
-            if parts.len() >= 3 {
-                hosts.push(parts[parts.len() - 2].to_owned());
+/// ssh's options that take an argument (OpenSSH's getopt string): in a flag group, the rest of the group or the
+/// next word is the argument.
+const SSH_OPTIONS_WITH_ARGUMENT: &str = "bceilmopBDEFIJLOPQRSwW";
+
+/// The forwards an ssh command line asks for, as (`L`, `R` or `D`, its specification), however written: `-R spec`,
+/// `-Rspec`, at the end of a flag group (`-NfR spec`), after the destination (ssh parses options again there), or
+/// as `-o LocalForward=…` / `RemoteForward` / `DynamicForward` (`=` or a space, any case). `--` ends the options.
+fn ssh_forwards(argv: &[String]) -> Vec<(char, String)> {
+    let mut forwards = Vec::new();
+    let mut words = argv.iter().skip(1);
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        let Some(group) = word.strip_prefix('-').filter(|g| !g.is_empty()) else { continue };
+        for (at, flag) in group.char_indices() {
+            if !SSH_OPTIONS_WITH_ARGUMENT.contains(flag) {
+                continue;
             }
+            let rest = &group[at + flag.len_utf8()..];
+            let value = if rest.is_empty() { words.next().cloned().unwrap_or_default() } else { rest.to_owned() };
+            match flag {
+                'L' | 'R' | 'D' => forwards.push((flag, value)),
+                'o' => {
+                    let (key, spec) = value.split_once(['=', ' ']).unwrap_or((value.as_str(), ""));
+                    let kind = match key.trim().to_ascii_lowercase().as_str() {
+                        "localforward" => 'L',
+                        "remoteforward" => 'R',
+                        "dynamicforward" => 'D',
+                        _ => break,
+                    };
+                    // The config syntax separates the listen port from the target with a space.
+                    forwards.push((kind, spec.trim().replace(' ', ":")));
+                }
+                _ => {}
+            }
+            break;
         }
     }
-    hosts
+    forwards
+}
+
+/// The host a local forward (`[bind:]port:host:hostport`) reaches.
+fn forward_host(spec: &str) -> Option<&str> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    (parts.len() >= 3).then(|| parts[parts.len() - 2].trim_matches(['[', ']']))
 }
 
 pub const SUSPECT_PORT_FORWARDING: &AlertTypeMeta = &AlertTypeMeta {
@@ -745,10 +776,12 @@ fn suspect_port_forwarding(view: &NodeView<'_>, _: &NodeLists) -> Option<Details
     let name = view.exec()?;
     let line = view.line();
     let forwards = match name {
-        "ssh" => {
-            let dynamic = event.argv.iter().any(|a| a == "-D" || a.starts_with("-D") && a.len() > 2);
-            dynamic || ssh_forward_hosts(&event.argv).iter().any(|host| !is_loopback_or_private(host))
-        }
+        // A dynamic forward is a SOCKS proxy; a remote forward opens a port elsewhere into this host (wherever it
+        // points: `-R 8080:localhost:80` exposes a local service); a local forward to a public host relays out.
+        "ssh" => ssh_forwards(&event.argv).iter().any(|(kind, spec)| match kind {
+            'D' | 'R' => true,
+            _ => forward_host(spec).is_some_and(|host| !is_loopback_or_private(host)),
+        }),
         "socat" => {
             let lower = view.lower_line();
             lower.contains("tcp-listen:") && lower.matches("tcp").count() >= 2 && !lower.contains("exec:")
