@@ -82,23 +82,78 @@ pub fn has_word(text: &str, word: &str) -> bool {
         .any(|(at, _)| boundary(text[..at].chars().next_back()) && boundary(text[at + word.len()..].chars().next()))
 }
 
-/// Files a download command writes: `-o F`, `-O F`, `--output F`, `--output=F`, `--output-document=F`.
+/// Short options taking an argument, per downloader: in a flag group the argument is the rest of the group or the
+/// next word (`curl -fsSLo FILE`, `curl -sSoFILE`, `wget -qO FILE`). From `curl --help all` and `wget --help`.
+fn short_options_with_argument(tool: &str) -> &'static str {
+    match tool {
+        "curl" => "AbcCdDeEFHKmoPQrtTuUwxXyYz",
+        "wget" => "aAbBDeiIlOoPQRtTUwX",
+        _ => "o",
+    }
+}
+
+/// Files a download command writes: `-o F`, `-O F` (wget), `--output F`, `--output=F`, `--output-document=F`,
+/// an output option at the end of a flag group (`-fsSLo F`, `-qO F`, `-oF`), and wget's `-P DIR` /
+/// `--directory-prefix` (the URL's file name under DIR).
 pub fn download_targets(argv: &[String]) -> Vec<String> {
+    let tool = argv.first().map(|a| basename(a).to_lowercase()).unwrap_or_default();
+    let with_argument = short_options_with_argument(&tool);
+    let words: Vec<&str> = argv.iter().skip(1).flat_map(|a| a.split_whitespace()).collect();
+    let is_target = |word: &&str| !word.starts_with('-') && !word.contains("://");
+    let url_name = || {
+        let url = words.iter().find(|w| w.contains("://"))?;
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        Some(basename(path).to_owned()).filter(|name| !name.is_empty() && !path.ends_with("://"))
+    };
     let mut targets = Vec::new();
-    let mut words = argv.iter().flat_map(|a| a.split_whitespace()).peekable();
-    while let Some(word) = words.next() {
-        match word {
-            "-o" | "-O" | "--output" | "--output-document" => {
-                if let Some(target) = words.peek().filter(|t| !t.starts_with('-') && !t.contains("://")) {
+    let mut index = 0;
+    while index < words.len() {
+        let word = words[index];
+        index += 1;
+        let long = word.strip_prefix("--output=").or_else(|| word.strip_prefix("--output-document="));
+        if let Some(target) = long.filter(|t| !t.is_empty()) {
+            targets.push(target.to_owned());
+            continue;
+        }
+        if let Some(dir) = word.strip_prefix("--directory-prefix=").filter(|d| !d.is_empty()) {
+            targets.extend(url_name().map(|name| format!("{}/{name}", dir.trim_end_matches('/'))));
+            continue;
+        }
+        if matches!(word, "--output" | "--output-document" | "--directory-prefix") {
+            if let Some(target) = words.get(index).filter(|word| is_target(word)) {
+                if word == "--directory-prefix" {
+                    targets.extend(url_name().map(|name| format!("{}/{name}", target.trim_end_matches('/'))));
+                } else {
                     targets.push((*target).to_owned());
                 }
+                index += 1;
             }
-            _ => {
-                let long = word.strip_prefix("--output=").or_else(|| word.strip_prefix("--output-document="));
-                if let Some(target) = long.filter(|t| !t.is_empty()) {
-                    targets.push(target.to_owned());
+            continue;
+        }
+        let Some(group) = word.strip_prefix('-').filter(|g| !g.is_empty() && !g.starts_with('-')) else { continue };
+        for (at, flag) in group.char_indices() {
+            if !(with_argument.contains(flag) || flag == 'O' && tool != "wget") {
+                continue;
+            }
+            // curl's -O takes no argument (the URL's name); kept as before: a following word that is no option
+            // and no URL is read as a target.
+            let rest = &group[at + flag.len_utf8()..];
+            let value = if !rest.is_empty() {
+                Some(rest)
+            } else if words.get(index).is_some_and(is_target) {
+                index += 1;
+                Some(words[index - 1])
+            } else {
+                None
+            };
+            match (flag, value) {
+                ('P', Some(dir)) if tool == "wget" => {
+                    targets.extend(url_name().map(|name| format!("{}/{name}", dir.trim_end_matches('/'))))
                 }
+                ('o' | 'O', Some(target)) => targets.push(target.to_owned()),
+                _ => {}
             }
+            break;
         }
     }
     targets

