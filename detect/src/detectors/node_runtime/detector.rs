@@ -596,8 +596,56 @@ fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
         ("cve-2021-4034", "PwnKit (CVE-2021-4034)"),
         ("cve-2019-5736", "runc escape (CVE-2019-5736)"),
     ];
-    let (_, name) = markers.iter().find(|(marker, _)| lower.contains(marker))?;
-    Some(vec![("exploit", (*name).to_owned()), ("command", line.to_owned())])
+    if let Some((_, name)) = markers.iter().find(|(marker, _)| lower.contains(marker)) {
+        return Some(vec![("exploit", (*name).to_owned()), ("command", line.to_owned())]);
+    }
+    // Log4j resolves nested lookups before it sees `jndi`: `${${env:X:-j}ndi:…}`, `${${lower:j}ndi:…}`,
+    // `${${::-j}${::-n}di:…}`, and a URL may carry it percent-encoded.
+    let maybe = lower.contains("${") || lower.contains("%24");
+    (maybe
+        && resolve_log4j_lookups(&lower.replace("%24", "$").replace("%7b", "{").replace("%7d", "}"))
+            .contains("${jndi:"))
+    .then(|| {
+        vec![("exploit", "Log4Shell (CVE-2021-44228), obfuscated lookup".to_owned()), ("command", line.to_owned())]
+    })
+}
+
+/// `text` with the log4j lookups that only spell characters resolved, innermost first: `${anything:-x}` is `x` (a
+/// default; not for a `jndi:` name, which is looked up first), `${lower:x}` and `${upper:x}` are `x`; other
+/// lookups stay as written. No recursion: a stack of open
+/// lookups, so any nesting depth costs one pass.
+fn resolve_log4j_lookups(text: &str) -> String {
+    let mut open: Vec<String> = vec![String::new()];
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("${") {
+            open.push(String::new());
+            rest = &rest[2..];
+            continue;
+        }
+        rest = &rest[c.len_utf8()..];
+        if c == '}' && open.len() > 1 {
+            let inner = open.pop().unwrap_or_default();
+            // log4j looks a name up before it falls back to the default: a jndi name is looked up whatever follows.
+            let value = match inner.split_once(":-").filter(|(name, _)| !name.starts_with("jndi:")) {
+                Some((_, default)) => default.to_owned(),
+                None => match inner.strip_prefix("lower:").or_else(|| inner.strip_prefix("upper:")) {
+                    Some(spelled) => spelled.to_owned(),
+                    None => format!("${{{inner}}}"),
+                },
+            };
+            open.last_mut().expect("the outermost level is never popped").push_str(&value);
+        } else {
+            open.last_mut().expect("the outermost level is never popped").push(c);
+        }
+    }
+    // Lookups left open are kept as written.
+    let mut resolved = open.remove(0);
+    for unclosed in open {
+        resolved.push_str("${");
+        resolved.push_str(&unclosed);
+    }
+    resolved
 }
 
 pub const CALDERA_TOOLS: &AlertTypeMeta = &AlertTypeMeta {

