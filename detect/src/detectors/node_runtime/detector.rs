@@ -759,16 +759,24 @@ fn is_loopback_or_private(host: &str) -> bool {
 const SSH_OPTIONS_WITH_ARGUMENT: &str = "bceilmopBDEFIJLOPQRSwW";
 
 /// The forwards an ssh command line asks for, as (`L`, `R` or `D`, its specification), however written: `-R spec`,
-/// `-Rspec`, at the end of a flag group (`-NfR spec`), after the destination (ssh parses options again there), or
-/// as `-o LocalForward=…` / `RemoteForward` / `DynamicForward` (`=` or a space, any case). `--` ends the options.
+/// `-Rspec`, at the end of a flag group (`-NfR spec`), between the destination and the command (ssh parses options
+/// again there, not in the command: `ssh host ls -R /` forwards nothing), or as `-o LocalForward=…` /
+/// `RemoteForward` / `DynamicForward` (`=` or white space, any case). `--` ends the options.
 fn ssh_forwards(argv: &[String]) -> Vec<(char, String)> {
     let mut forwards = Vec::new();
     let mut words = argv.iter().skip(1);
+    let mut destination_seen = false;
     while let Some(word) = words.next() {
         if word == "--" {
             break;
         }
-        let Some(group) = word.strip_prefix('-').filter(|g| !g.is_empty()) else { continue };
+        let Some(group) = word.strip_prefix('-').filter(|g| !g.is_empty()) else {
+            if destination_seen {
+                break; // the command's first word
+            }
+            destination_seen = true;
+            continue;
+        };
         for (at, flag) in group.char_indices() {
             if !SSH_OPTIONS_WITH_ARGUMENT.contains(flag) {
                 continue;
@@ -778,15 +786,16 @@ fn ssh_forwards(argv: &[String]) -> Vec<(char, String)> {
             match flag {
                 'L' | 'R' | 'D' => forwards.push((flag, value)),
                 'o' => {
-                    let (key, spec) = value.split_once(['=', ' ']).unwrap_or((value.as_str(), ""));
+                    let value = value.trim_start();
+                    let (key, spec) = value.split_once(|c: char| c == '=' || c.is_whitespace()).unwrap_or((value, ""));
                     let kind = match key.trim().to_ascii_lowercase().as_str() {
                         "localforward" => 'L',
                         "remoteforward" => 'R',
                         "dynamicforward" => 'D',
                         _ => break,
                     };
-                    // The config syntax separates the listen port from the target with a space.
-                    forwards.push((kind, spec.trim().replace(' ', ":")));
+                    // The config syntax separates the listen port from the target with white space.
+                    forwards.push((kind, spec.split_whitespace().collect::<Vec<_>>().join(":")));
                 }
                 _ => {}
             }
@@ -796,9 +805,9 @@ fn ssh_forwards(argv: &[String]) -> Vec<(char, String)> {
     forwards
 }
 
-/// The host a local forward (`[bind:]port:host:hostport`) reaches.
+/// The host a local forward (`[bind:]port:host:hostport`, or with `/` for `:`, as ssh accepts) reaches.
 fn forward_host(spec: &str) -> Option<&str> {
-    let parts: Vec<&str> = spec.split(':').collect();
+    let parts: Vec<&str> = if spec.contains('/') { spec.split('/').collect() } else { spec.split(':').collect() };
     (parts.len() >= 3).then(|| parts[parts.len() - 2].trim_matches(['[', ']']))
 }
 
