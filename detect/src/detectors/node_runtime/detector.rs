@@ -601,13 +601,32 @@ fn exploit_attempt(view: &NodeView<'_>, _: &NodeLists) -> Option<Details> {
     }
     // Log4j resolves nested lookups before it sees `jndi`: `${${env:X:-j}ndi:…}`, `${${lower:j}ndi:…}`,
     // `${${::-j}${::-n}di:…}`, and a URL may carry it percent-encoded.
-    let maybe = lower.contains("${") || lower.contains("%24");
-    (maybe
-        && resolve_log4j_lookups(&lower.replace("%24", "$").replace("%7b", "{").replace("%7d", "}"))
-            .contains("${jndi:"))
-    .then(|| {
+    let maybe = lower.contains("${") || lower.contains("%24") || lower.contains("%25");
+    // The first 16 KiB (the collector captures 2 KiB of argv): resolving is linear in depth times length.
+    let head = &lower[..lower.floor_char_boundary(16 * 1024)];
+    (maybe && resolve_log4j_lookups(&percent_decoded(&percent_decoded(head))).contains("${jndi:")).then(|| {
         vec![("exploit", "Log4Shell (CVE-2021-44228), obfuscated lookup".to_owned()), ("command", line.to_owned())]
     })
+}
+
+/// `text` with every `%XX` decoded (invalid escapes kept as written; a result that is not UTF-8 gives `text`).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%'
+            && let (Some(high), Some(low)) = (hex(at + 1), hex(at + 2))
+        {
+            out.push((high * 16 + low) as u8);
+            at += 3;
+            continue;
+        }
+        out.push(bytes[at]);
+        at += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
 }
 
 /// `text` with the log4j lookups that only spell characters resolved, innermost first: `${anything:-x}` is `x` (a
@@ -629,10 +648,19 @@ fn resolve_log4j_lookups(text: &str) -> String {
             // log4j looks a name up before it falls back to the default: a jndi name is looked up whatever follows.
             let value = match inner.split_once(":-").filter(|(name, _)| !name.starts_with("jndi:")) {
                 Some((_, default)) => default.to_owned(),
-                None => match inner.strip_prefix("lower:").or_else(|| inner.strip_prefix("upper:")) {
-                    Some(spelled) => spelled.to_owned(),
-                    None => format!("${{{inner}}}"),
-                },
+                None => {
+                    if let Some(spelled) = inner.strip_prefix("lower:") {
+                        spelled.to_owned()
+                    } else if let Some(spelled) = inner.strip_prefix("upper:") {
+                        // Java upper-cases `ı` to `I`; the name is then compared without case.
+                        spelled.to_uppercase().to_lowercase()
+                    } else if let Some(quoted) = inner.strip_prefix("date:'").and_then(|q| q.strip_suffix('\'')) {
+                        // A date pattern's quoted text is printed as written.
+                        quoted.to_owned()
+                    } else {
+                        format!("${{{inner}}}")
+                    }
+                }
             };
             open.last_mut().expect("the outermost level is never popped").push_str(&value);
         } else {
