@@ -35,7 +35,7 @@ struct Check {
 /// A list re-read (at most every `check_every`) when one of the files it comes from changes (appears, vanishes or
 /// is modified). A source that stops loading keeps the last good list; the failure is counted at every change
 /// (`palisade_detect_list_reload_failures_total`) and logged once until it changes. Proxy addresses, the node
-/// lists, suppression rules and threat-intelligence feeds all reload through it.
+/// lists, the control-plane lists, suppression rules and threat-intelligence feeds all reload through it.
 pub struct Reloading<L> {
     current: RwLock<Arc<L>>,
     /// The list of a `fixed` instance: handed out without taking the lock (most runs use the shipped lists).
