@@ -376,7 +376,7 @@ pub const DIGITAL_CURRENCY_MINING: &AlertTypeMeta = &AlertTypeMeta {
     techniques: &["T1496.001"],
     source: Source::Node,
     kind: DetectionKind::Match,
-    inputs: &[Input::Node(NodeEventKind::Exec)],
+    inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::NetSend)],
     maturity: Maturity::Stable,
     description: "Fires when a process or command associated with digital-currency mining.",
     false_positives: "build or test pipelines that fetch miner sources for scanning. Except by `process_path` or `image`.",
@@ -386,7 +386,40 @@ pub const DIGITAL_CURRENCY_MINING: &AlertTypeMeta = &AlertTypeMeta {
 };
 
 fn digital_currency_mining(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
+    if view.event.kind == NodeEventKind::NetSend {
+        return stratum_login(view.event);
+    }
+    listed_miner(view, lists)
+}
+
+/// A listed miner executed.
+fn listed_miner(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     exec_listed(view, &lists.miner_binaries).and_then(|name| one("miner", name))
+}
+
+/// A mining client logging in to its pool over plain stratum, whatever the process is called and wherever its pool
+/// is configured: Bitcoin-style `mining.subscribe` / `mining.authorize`, Ethereum's `eth_submitLogin`, and the
+/// Monero pools' JSON-RPC `login` whose parameters carry the miner's login, password and agent or algorithms
+/// (XMRig and its forks). TLS-wrapped stratum is not visible here.
+fn stratum_login(event: &NodeEvent) -> Option<Details> {
+    let head = event.net.as_ref()?.payload_head.as_deref()?;
+    let text: String = String::from_utf8_lossy(head).chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let text = text.to_lowercase();
+    let method =
+        ["\"method\":\"mining.subscribe\"", "\"method\":\"mining.authorize\"", "\"method\":\"eth_submitlogin\""]
+            .into_iter()
+            .find(|method| text.contains(method))
+            .or_else(|| {
+                let monero = text.contains("\"method\":\"login\"")
+                    && text.contains("\"pass\"")
+                    && (text.contains("\"agent\"") || text.contains("\"algo\""));
+                monero.then_some("\"method\":\"login\"")
+            })?;
+    let destination =
+        event.net.as_ref().and_then(|net| Some(format!("{}:{}", net.dst_addr.as_deref()?, net.dst_port?)));
+    let mut details = vec![("stratum", method.trim_start_matches("\"method\":").trim_matches('"').to_owned())];
+    details.extend(destination.map(|pool| ("pool", pool)));
+    Some(details)
 }
 
 pub const MINER_IN_CONTAINER: &AlertTypeMeta = &AlertTypeMeta {
@@ -411,7 +444,7 @@ fn miner_in_container(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details>
     if !event.in_container {
         return None;
     }
-    digital_currency_mining(view, lists).or_else(|| miner_execution(view, lists))
+    listed_miner(view, lists).or_else(|| miner_execution(view, lists))
 }
 
 pub const MINER_EXECUTION: &AlertTypeMeta = &AlertTypeMeta {

@@ -262,8 +262,19 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         ),
         (
             "K8S.NODE_DigitalCurrencyMining",
-            vec![exec("/simulation/xmrig"), exec("/opt/minerd -a scrypt")],
-            vec![exec("/usr/bin/xmllint"), exec("/usr/bin/mine-reports")],
+            vec![
+                exec("/simulation/xmrig"),
+                exec("/opt/minerd -a scrypt"),
+                net(NetSend, "kworker", "203.0.113.9", 3333, Some(br#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"4Ax","pass":"x","agent":"XMRig/6.21.0","algo":["rx/0"]}}"#)),
+                net(NetSend, "app", "203.0.113.9", 4444, Some(br#"{"id": 1, "method": "mining.subscribe", "params": ["cpuminer/2.5"]}"#)),
+                net(NetSend, "svc", "203.0.113.9", 8008, Some(br#"{"id":1,"method":"eth_submitLogin","params":["0xabc"]}"#)),
+            ],
+            vec![
+                exec("/usr/bin/xmllint"),
+                exec("/usr/bin/mine-reports"),
+                net(NetSend, "app", "10.0.0.5", 8080, Some(br#"{"jsonrpc":"2.0","method":"login","params":{"user":"a","pass":"b"}}"#)),
+                net(NetSend, "curl", "203.0.113.9", 80, Some(b"POST /mining.subscribe HTTP/1.1")),
+            ],
         ),
         (
             "K8S.NODE_ImageBuildOnNode",
