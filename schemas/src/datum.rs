@@ -177,27 +177,6 @@ impl<'a> DatumReader<'a> {
     }
 }
 
-/// The `NodeEventKind` enum's symbols in schema order (the Avro enum index).
-pub(crate) const NODE_EVENT_KINDS: [NodeEventKind; 17] = [
-    NodeEventKind::Exec,
-    NodeEventKind::Exit,
-    NodeEventKind::Fork,
-    NodeEventKind::FileOpen,
-    NodeEventKind::FileUnlink,
-    NodeEventKind::FileRename,
-    NodeEventKind::FileTruncate,
-    NodeEventKind::FileChmod,
-    NodeEventKind::FileChown,
-    NodeEventKind::FileUtimes,
-    NodeEventKind::NetConnect,
-    NodeEventKind::NetListen,
-    NodeEventKind::NetAccept,
-    NodeEventKind::NetSend,
-    NodeEventKind::NamespaceChange,
-    NodeEventKind::Signal,
-    NodeEventKind::PrivilegeChange,
-];
-
 fn write_strings(writer: &mut DatumWriter<'_>, items: &[String]) {
     writer.array(items, |w, item| w.string(item));
 }
@@ -213,7 +192,7 @@ fn write_str(writer: &mut DatumWriter<'_>, value: &str) {
 pub(crate) fn write_node_event(event: &NodeEvent, out: &mut Vec<u8>) {
     let mut w = DatumWriter(out);
     w.string(&event.event_id);
-    let kind_index = NODE_EVENT_KINDS.iter().position(|kind| *kind == event.kind).unwrap_or_default();
+    let kind_index = NodeEventKind::ALL.iter().position(|kind| *kind == event.kind).unwrap_or_default();
     w.long(kind_index as i64);
     w.string(&event.node);
     for value in
@@ -285,7 +264,7 @@ pub(crate) fn read_node_event(bytes: &[u8]) -> Result<NodeEvent, DatumError> {
     let mut r = DatumReader::new(bytes);
     let event_id = r.string()?;
     let kind_index = r.long()?;
-    let Some(&kind) = usize::try_from(kind_index).ok().and_then(|index| NODE_EVENT_KINDS.get(index)) else {
+    let Some(&kind) = usize::try_from(kind_index).ok().and_then(|index| NodeEventKind::ALL.get(index)) else {
         return r.fail("a NodeEventKind index outside the enum");
     };
     let event = NodeEvent {

@@ -28,8 +28,9 @@ pub enum NodeEventKind {
 }
 
 impl NodeEventKind {
-    /// Every kind, in declaration order (`kind as usize` indexes it; routing tables are sized by it, so a kind
-    /// missing here would be out of their bounds: a test checks it is complete).
+    /// Every kind, in declaration order, which is the schema's symbol order (the Avro enum index; a codec test
+    /// checks it). `kind as usize` indexes it; routing tables are sized by it, so a kind missing here would be out
+    /// of their bounds: a test checks it is complete.
     pub const ALL: [NodeEventKind; 17] = [
         NodeEventKind::Exec,
         NodeEventKind::Exit,

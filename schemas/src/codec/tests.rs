@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::{FileDetail, NamespaceDetail, PrivilegeDetail, ProcessRef, SignalDetail};
+use crate::{FileDetail, NamespaceDetail, NodeEventKind, PrivilegeDetail, ProcessRef, SignalDetail};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
@@ -227,7 +227,7 @@ fn node_event_variants() -> Vec<NodeEvent> {
         net.src_addr = None;
     }
     let mut variants = vec![base, bare, full];
-    for (index, kind) in crate::datum::NODE_EVENT_KINDS.iter().enumerate() {
+    for (index, kind) in NodeEventKind::ALL.iter().enumerate() {
         let mut event = variants[index % 3].clone();
         event.kind = *kind;
         variants.push(event);
@@ -254,7 +254,7 @@ fn node_event_kind_order_is_the_schema_symbol_order() {
     let Schema::Record(record) = codec.current_schema() else { panic!("NodeEvent is a record") };
     let kind = record.fields.iter().find(|field| field.name == "kind").unwrap();
     let Schema::Enum(kind) = &kind.schema else { panic!("kind is an enum") };
-    let ours: Vec<String> = crate::datum::NODE_EVENT_KINDS
+    let ours: Vec<String> = NodeEventKind::ALL
         .iter()
         .map(|kind| serde_json::to_value(kind).unwrap().as_str().unwrap().to_owned())
         .collect();
