@@ -1,7 +1,23 @@
-//! What windowed units share: their window settings, the lateness check and the bound on the keys they hold.
-//! The trait is `crate::unit::WindowedDetector`.
+//! What windowed units share: their window settings, the lateness check, the bound on the keys they hold, and
+//! the checkpoint of state kept as one serde value. The trait is `crate::unit::WindowedDetector`.
 
 use std::collections::HashMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A unit's state as its checkpoint: the state's serde value (`snapshot` of a unit whose state is one value).
+pub fn snapshot_of(state: &impl Serialize) -> Value {
+    serde_json::to_value(state).unwrap_or_default()
+}
+
+/// Replaces `state` with a checkpoint's (`restore` of a unit whose state is one value); a checkpoint that does not
+/// read leaves it as it was and says why.
+pub fn restore_from<S: DeserializeOwned>(state: &mut S, saved: &Value) -> Result<(), String> {
+    *state = S::deserialize(saved).map_err(|e| e.to_string())?;
+    Ok(())
+}
 
 /// Window settings of the windowed match detectors (node windows, kube-hunter's discovery pattern).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -11,6 +11,7 @@ use super::*;
 use crate::config::{Exception, RuleConfig};
 use crate::registry::Registered;
 use crate::unit::{DetectionKind, Maturity, Severity, Source};
+use crate::windowed::{restore_from, snapshot_of};
 
 const fn meta(id: &'static str, source: Source, inputs: &'static [Input]) -> AlertTypeMeta {
     AlertTypeMeta {
@@ -87,12 +88,11 @@ impl WindowedDetector for Window {
     }
 
     fn snapshot(&self) -> Value {
-        serde_json::to_value(&self.counts).unwrap()
+        snapshot_of(&self.counts)
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
-        self.counts = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        Ok(())
+        restore_from(&mut self.counts, state)
     }
 
     fn keys(&self) -> usize {

@@ -12,6 +12,7 @@ use super::table::{AUTH_METHOD_VARIABLE, Change, ServiceRecord, Tables, Workload
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
 use crate::unit::{PodContext, WindowedDetector};
+use crate::windowed::{restore_from, snapshot_of};
 
 pub const POSTGRES_TRUST: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S_ExposedPostgresTrustAuth",
@@ -223,12 +224,11 @@ impl WindowedDetector for ClusterJoins {
     }
 
     fn snapshot(&self) -> Value {
-        serde_json::to_value(&self.clusters).unwrap_or_default()
+        snapshot_of(&self.clusters)
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
-        self.clusters = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        Ok(())
+        restore_from(&mut self.clusters, state)
     }
 
     fn keys(&self) -> usize {

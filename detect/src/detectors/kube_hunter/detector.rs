@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
-use crate::windowed::{WindowConfig, make_room, on_time};
+use crate::windowed::{WindowConfig, make_room, on_time, restore_from, snapshot_of};
 
 pub const META: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S_PenTestToolsKubeHunter",
@@ -219,12 +219,11 @@ impl WindowedDetector for KubeHunter {
     }
 
     fn snapshot(&self) -> Value {
-        serde_json::to_value(&self.state).unwrap_or_default()
+        snapshot_of(&self.state)
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
-        self.state = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        Ok(())
+        restore_from(&mut self.state, state)
     }
 
     fn keys(&self) -> usize {

@@ -15,7 +15,7 @@ use crate::detectors::node_runtime::view::{basename, download_targets, exec, url
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
-use crate::windowed::{WindowConfig, make_room, on_time};
+use crate::windowed::{WindowConfig, make_room, on_time, restore_from, snapshot_of};
 use palisade_schemas::NodeEventKind;
 
 fn key(event: &NodeEvent) -> String {
@@ -174,12 +174,11 @@ impl WindowedDetector for ReconBurst {
     }
 
     fn snapshot(&self) -> Value {
-        serde_json::to_value(&self.state).unwrap_or_default()
+        snapshot_of(&self.state)
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
-        self.state = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        Ok(())
+        restore_from(&mut self.state, state)
     }
 
     fn keys(&self) -> usize {
@@ -304,12 +303,11 @@ impl WindowedDetector for BackdoorArtifact {
     }
 
     fn snapshot(&self) -> Value {
-        serde_json::to_value(&self.state).unwrap_or_default()
+        snapshot_of(&self.state)
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
-        self.state = serde_json::from_value(state.clone()).map_err(|e| e.to_string())?;
-        Ok(())
+        restore_from(&mut self.state, state)
     }
 
     fn keys(&self) -> usize {
