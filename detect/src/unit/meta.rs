@@ -85,6 +85,9 @@ pub enum Maturity {
     Experimental,
 }
 
+/// The audit-policy level most audit types need (`audit_level`): the objects they read, logged with their bodies.
+pub const REQUEST_RESPONSE_ON_OBJECTS: &str = "RequestResponse on the objects it reads";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertTypeMeta {
     pub id: &'static str,

@@ -7,5 +7,5 @@ pub mod meta;
 pub mod traits;
 
 pub use event::{Event, Finding, PodContext};
-pub use meta::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+pub use meta::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 pub use traits::{LearningState, StatelessDetector, WindowedDetector};

@@ -9,7 +9,7 @@ use crate::detectors::pod_spec::changed_pod_template;
 use crate::lists::{AuditLists, SHIPPED_AUDIT_LISTS, SharedAuditLists, glob_matches, image_name};
 use crate::unit::LearningState;
 use crate::unit::WindowedDetector;
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding};
 
 pub const SA_RARE: &AlertTypeMeta = &AlertTypeMeta {
@@ -40,7 +40,7 @@ pub const KUBE_SYSTEM: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a new container appears in kube-system that is not among the workloads normally running there (learned set plus allow-list).",
     false_positives: "a new add-on installed after the learning period, or a listed add-on pulled through a mirror registry. Add `name image...` to `detect.baselines.kube_system_allow`, or except by `workload`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::detectors::audit_object::{name_of, object, succeeded};
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
 pub const ADMISSION: &AlertTypeMeta = &AlertTypeMeta {
@@ -20,7 +20,7 @@ pub const ADMISSION: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a MutatingWebhookConfiguration or ValidatingWebhookConfiguration is created or changed.",
     false_positives: "policy engines (Kyverno, Gatekeeper), cert-manager and service meshes installing their webhooks. Except by `workload` or `user`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
@@ -36,7 +36,7 @@ pub const COREDNS: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when the CoreDNS configuration (ConfigMap coredns or coredns-custom in kube-system) is created, updated, patched or deleted.",
     false_positives: "planned DNS changes through GitOps. Except by `user`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

@@ -2,6 +2,7 @@
 //! `palisade_alerttest_5f3c9e`; Microsoft's documented trigger name (`asc_alerttest_662jfi039n`) and the EICAR
 //! test string in the arguments are recognised too, so existing runbooks work.
 
+use crate::detectors::node_runtime::false_positives::ADMIN_TOOLING;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 use palisade_schemas::NodeEventKind;
@@ -17,7 +18,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     inputs: &[Input::Node(NodeEventKind::Exec)],
     maturity: Maturity::Stable,
     description: "Fires when the product's own harmless test trigger (documented command, e.g. an executable with a fixed test name or the EICAR test string in argv) — used to check the whole pipeline end to end.",
-    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
     unit: file!(),

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::detectors::audit_object::{name_of, object, succeeded};
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
 /// IPv4 source ranges with a prefix shorter than this are broad.
@@ -117,7 +117,7 @@ pub const EXPOSED_DASHBOARD: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when the Kubernetes Dashboard is exposed by a LoadBalancer Service.",
     false_positives: "dashboards deliberately public behind an authenticating proxy. Except by `namespace` + `workload`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
@@ -138,7 +138,7 @@ pub const EXPOSED_REDIS: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a LoadBalancer exposes Redis (port 6379 or redis pods).",
     false_positives: "Redis with AUTH and TLS behind an internal load balancer. Except by `namespace` + `workload`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
@@ -162,7 +162,7 @@ pub const EXPOSED_SERVICE: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a LoadBalancer exposes a sensitive application that allows high-impact operations on the cluster (e.g. Weave Scope, Argo Workflows/CD server, Jupyter, Portainer, Rancher, kube API proxies; configurable).",
     false_positives: "demo environments. Except by `namespace`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
@@ -199,7 +199,7 @@ pub const EXPOSED_POSTGRES_BROAD_IP_RANGE: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a LoadBalancer Service exposes PostgreSQL with no loadBalancerSourceRanges or a broad one (0.0.0.0/0, ::/0, any prefix shorter than a configurable /N).",
     false_positives: "databases behind a cloud firewall the Service does not show. Except by `namespace` + `workload`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

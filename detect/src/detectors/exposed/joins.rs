@@ -9,7 +9,7 @@ use palisade_schemas::AuditEvent;
 use serde_json::Value;
 
 use super::table::{AUTH_METHOD_VARIABLE, Change, ServiceRecord, Tables, WorkloadRecord};
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding};
 use crate::unit::{PodContext, WindowedDetector};
 use crate::windowed::{restore_from, snapshot_of};
@@ -26,7 +26,7 @@ pub const POSTGRES_TRUST: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a LoadBalancer Service exposes PostgreSQL (port 5432 or pods of a postgres image) whose pods run with trust authentication (e.g. env POSTGRES_HOST_AUTH_METHOD=trust, or host all all ... trust in a mounted pg_hba).",
     false_positives: "CI and development databases that run with trust on purpose. Internal load balancers (cloud annotations) are already left out. Except by `namespace`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
@@ -42,7 +42,7 @@ pub const KUBEFLOW: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when the Istio ingress gateway is exposed by a LoadBalancer in a cluster that runs Kubeflow.",
     false_positives: "an Istio gateway fronted by an authenticating proxy or a WAF. Internal load balancers are left out. Except by `workload` (`Service/istio-ingressgateway`).",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

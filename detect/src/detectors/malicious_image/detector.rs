@@ -3,7 +3,7 @@
 
 use crate::detectors::pod_spec::changed_pod_template;
 use crate::lists::{SHIPPED_AUDIT_LISTS, SharedAuditLists, image_repository};
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
 pub const META: &AlertTypeMeta = &AlertTypeMeta {
@@ -18,7 +18,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a container is created from an image associated with crypto-mining (xmrig and friends; configurable list, registry-agnostic matching of repository and tag).",
     false_positives: "security teams' own miner-detection test images. Except by `image`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::detectors::node_runtime::SharedNodeLists;
+use crate::detectors::node_runtime::false_positives::ADMIN_TOOLING;
 use crate::detectors::node_runtime::view::{basename, download_targets, exec, urls};
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
@@ -99,7 +100,7 @@ pub const RECON: &AlertTypeMeta = &AlertTypeMeta {
     inputs: &[Input::Node(NodeEventKind::Exec)],
     maturity: Maturity::Stable,
     description: "Fires when several distinct reconnaissance commands (whoami, id, uname -a, hostname, ifconfig/ip a, cat /etc/passwd, ps, netstat/ss, env, mount, …) inside one short window in one container or host.",
-    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
     unit: file!(),
@@ -115,7 +116,7 @@ pub const BACKDOOR: &AlertTypeMeta = &AlertTypeMeta {
     inputs: &[Input::Node(NodeEventKind::Exec)],
     maturity: Maturity::Stable,
     description: "Fires when a suspicious file is downloaded and then run, in a pattern seen in backdoor installs.",
-    false_positives: "admin tooling that does the same on purpose. Except by `process_path` or `command_line_pattern`, or by `namespace`/`workload` when the alert carries its pod's context.",
+    false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
     unit: file!(),

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::detectors::pod_spec::changed_pod_template;
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
 pub const META: &AlertTypeMeta = &AlertTypeMeta {
@@ -22,7 +22,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a new privileged container (securityContext.privileged=true) in any workload kind.",
     false_positives: "CNI, CSI and monitoring agents (DaemonSets in kube-system or their own namespace). Except by `namespace` + `workload`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::detectors::audit_object::{by_platform, name_of, object, strings, succeeded};
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
 pub const BINDING: &AlertTypeMeta = &AlertTypeMeta {
@@ -24,7 +24,7 @@ pub const BINDING: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a new (Cluster)RoleBinding to the cluster-admin role.",
     false_positives: "cluster bootstrap (installers, GitOps controllers binding their own service account). Except by `user` (the installer identity).",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
@@ -40,7 +40,7 @@ pub const ROLE: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a new Role/ClusterRole grants high privileges (wildcard verbs or resources, secrets read cluster-wide, escalate/bind/impersonate, nodes/proxy, pods/exec).",
     false_positives: "operators' and controllers' ClusterRoles shipped by Helm charts. Except by `user` or `workload` (`ClusterRole/<name>`).",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };

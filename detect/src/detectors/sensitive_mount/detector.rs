@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::detectors::pod_spec::changed_pod_template;
 use crate::lists::{SHIPPED_AUDIT_LISTS, SharedAuditLists};
-use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
+use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding, StatelessDetector};
 
 pub const META: &AlertTypeMeta = &AlertTypeMeta {
@@ -20,7 +20,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     maturity: Maturity::Stable,
     description: "Fires when a new pod/workload mounts a sensitive hostPath (/, /etc, /root, /proc, /sys, /var/run/docker.sock, /run/containerd, /var/lib/kubelet, /etc/kubernetes, /home, …; configurable).",
     false_positives: "node agents (log shippers reading /var/log, CSI drivers under /var/lib/kubelet, Palisade's collector). Except by `namespace` + `workload`.",
-    audit_level: Some("RequestResponse on the objects it reads"),
+    audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
     unit: file!(),
 };
