@@ -115,10 +115,9 @@ pub fn workload_kind(resource: &str) -> Option<&'static str> {
 /// The pod template an event creates or changes, if any. Failed and dry-run requests create nothing. The same
 /// event asked again (by the next detector) gets the template already read.
 pub fn changed_pod_template(event: &AuditEvent) -> Option<Rc<PodTemplate>> {
-    // Most events are reads, or about other resources: they change no template, and hashing their key (objects
-    // included) for each of the five units that ask would cost more than this look.
-    let writes = matches!(event.verb.as_str(), "create" | "update" | "patch");
-    if !writes || event.resource.as_deref().and_then(workload_kind).is_none() {
+    // Most events are reads, or about other resources: they change no template, and comparing them with the cached
+    // event for each of the five units that ask would cost more than this look.
+    if !writes_a_workload(event) {
         return None;
     }
     if let Some(cached) =
@@ -131,20 +130,23 @@ pub fn changed_pod_template(event: &AuditEvent) -> Option<Rc<PodTemplate>> {
     template
 }
 
+/// A completed write of a resource that holds a pod template (a pod's ephemeral containers included): what the
+/// event's fields say, before its body is looked at.
+fn writes_a_workload(event: &AuditEvent) -> bool {
+    let Some(resource) = event.resource.as_deref() else { return false };
+    let subresource = event.subresource.as_deref();
+    matches!(event.verb.as_str(), "create" | "update" | "patch")
+        && event.stage == "ResponseComplete"
+        && workload_kind(resource).is_some()
+        && (subresource.is_none() || (resource == "pods" && subresource == Some("ephemeralcontainers")))
+}
+
+/// The template of an event `writes_a_workload` let through.
 fn read_pod_template(event: &AuditEvent) -> Option<PodTemplate> {
-    if !matches!(event.verb.as_str(), "create" | "update" | "patch") || event.stage != "ResponseComplete" {
-        return None;
-    }
     if event.response_code.is_some_and(|code| code >= 300) || event.is_dry_run() {
         return None;
     }
     let resource = event.resource.as_deref()?;
-    let subresource = event.subresource.as_deref();
-    let workload_resource = workload_kind(resource).is_some()
-        && (subresource.is_none() || (resource == "pods" && subresource == Some("ephemeralcontainers")));
-    if !workload_resource {
-        return None;
-    }
     // The response holds the object as stored (a patch body may be partial; a create's response adds the name a
     // generateName got, the UID and defaults); a create's request body is the whole object too, when the policy
     // logged no response.
