@@ -47,6 +47,22 @@ pub const SYS_ACCEPT: u32 = 26;
 /// capset(2): `extra` holds the first two `__user_cap_data_struct`s (effective, permitted, inheritable; low and
 /// high 32 bits).
 pub const SYS_CAPSET: u32 = 27;
+/// The open family besides openat: musl (Alpine, busybox, static tools) opens with open(2); creat(2) is
+/// open(O_CREAT | O_WRONLY | O_TRUNC); openat2(2) keeps its `struct open_how` (flags, mode, resolve) in `extra`.
+pub const SYS_OPEN: u32 = 28;
+pub const SYS_CREAT: u32 = 29;
+pub const SYS_OPENAT2: u32 = 30;
+pub const SYS_CHMOD: u32 = 31;
+pub const SYS_FCHMODAT2: u32 = 32;
+pub const SYS_CHOWN: u32 = 33;
+pub const SYS_LCHOWN: u32 = 34;
+/// Descriptor forms, reported when the descriptor's file was opened from a watched path (under any descriptor
+/// number, in any process: the kernel keys the file by its inode); `path` is the path it was opened by.
+pub const SYS_FTRUNCATE: u32 = 35;
+pub const SYS_FCHMOD: u32 = 36;
+pub const SYS_FCHOWN: u32 = 37;
+/// pidfd_send_signal(2): `args[0]` is the pidfd, which the collector resolves to the target process.
+pub const SYS_PIDFD_SEND_SIGNAL: u32 = 38;
 
 /// CLONE_THREAD: the new task is a thread of the same process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
@@ -92,8 +108,9 @@ pub const TTY_NAME_LEN: usize = 64;
 /// Slots of the loader-filled `TASK_OFFSETS` global, in this order: `task_struct.cred`, `cred.euid`,
 /// `cred.cap_effective`, `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`, `inode.i_mode`,
 /// `inode.i_rdev`, `task_struct.signal`, `signal_struct.tty`, `tty_struct.name`, `task_struct.mm`,
-/// `mm_struct.arg_start`, `mm_struct.arg_end`, `task_struct.exit_code` (byte offsets from BTF).
-pub const TASK_OFFSET_SLOTS: usize = 16;
+/// `mm_struct.arg_start`, `mm_struct.arg_end`, `task_struct.exit_code`, `file.private_data`, `inode.i_private`,
+/// `pid.numbers`, `upid.nr` (byte offsets from BTF).
+pub const TASK_OFFSET_SLOTS: usize = 20;
 
 /// `TaskInfo::read`: which parts the exec program could read from the task.
 pub const TASK_READ_CRED: u32 = 1;

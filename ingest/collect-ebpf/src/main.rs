@@ -75,6 +75,15 @@ static EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 static CONNECTORS: Array<u32> = Array::with_max_entries(CONNECTOR_SLOTS, 0);
 const CONNECTOR_SLOTS: u32 = 1 << 18;
 
+/// Watched opens in progress, by thread: the path, until the syscall returns the descriptor.
+#[map]
+static OPENING: LruHashMap<u32, [u8; PATH_LEN]> = LruHashMap::with_max_entries(4096, 0);
+/// Files opened from a watched path, by the address of their inode → the path they were opened by. A later
+/// ftruncate, fchmod, fchown or futimens on any descriptor of the same file (dup'd, inherited, passed over a
+/// socket) is reported under that path, which the program copies from here.
+#[map]
+static WATCHED_FILES: LruHashMap<u64, [u8; PATH_LEN]> = LruHashMap::with_max_entries(16384, 0);
+
 /// Filled by the collector from its configuration: watched path prefixes, and suffixes stored reversed.
 #[map]
 static PATH_PREFIXES: LpmTrie<[u8; PATH_FILTER_LEN], u8> = LpmTrie::with_max_entries(MAX_PATH_FILTERS, 0);
@@ -441,15 +450,116 @@ fn emit_syscall(
 
 macro_rules! path_syscall {
     ($program:ident, $syscall:expr, $arguments:expr, $first:expr, $second:expr) => {
+        path_syscall!($program, $syscall, $arguments, $first, $second, |_| true);
+    };
+    ($program:ident, $syscall:expr, $arguments:expr, $first:expr, $second:expr, $keep:expr) => {
         #[tracepoint]
         pub fn $program(ctx: TracePointContext) -> u32 {
-            emit_syscall(&ctx, $syscall, $arguments, Paths { first: $first, second: $second }, |_| true);
+            emit_syscall(&ctx, $syscall, $arguments, Paths { first: $first, second: $second }, $keep);
             0
         }
     };
 }
 
-path_syscall!(sys_enter_openat, SYS_OPENAT, 4, Some(1), None);
+/// The `struct file` behind descriptor `fd` of the current process.
+#[inline(always)]
+fn descriptor_file(fd: u64) -> Option<*const u8> {
+    if fd >= 1 << 20 {
+        return None;
+    }
+    // SAFETY: the helper has no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let descriptors = kernel_pointer(task, task_offset(3))
+        .and_then(|files| kernel_pointer(files, task_offset(4)))
+        .and_then(|fdtable| kernel_pointer(fdtable, task_offset(5)))
+        .ok()?;
+    kernel_pointer(descriptors, fd as usize * 8).ok()
+}
+
+/// The file behind descriptor `fd`: its inode's address, the key of `WATCHED_FILES`.
+#[inline(always)]
+fn descriptor_inode(fd: u64) -> Option<u64> {
+    kernel_pointer(descriptor_file(fd)?, task_offset(6)).ok().map(|inode| inode as u64)
+}
+
+/// A watched open (the filters passed): its path is kept until the syscall returns (`open_exit`).
+#[inline(always)]
+fn opening(event: &mut SyscallEvent) -> bool {
+    let _ = OPENING.insert(&event.header.pid, &event.path, 0);
+    true
+}
+
+/// The open returned: a descriptor of a file opened from a watched path makes the file watched.
+#[inline(always)]
+fn open_exit(ctx: &TracePointContext) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(path) = OPENING.get_ptr(&tid) else { return };
+    let returned = arg(ctx, 0) as i64;
+    if returned >= 0 {
+        if let Some(inode) = descriptor_inode(returned as u64) {
+            // SAFETY: a pointer to a live map value, passed to the update helper.
+            let _ = WATCHED_FILES.insert(&inode, unsafe { &*path }, 0);
+        }
+    }
+    let _ = OPENING.remove(&tid);
+}
+
+/// True when descriptor `fd` is a file opened from a watched path; its path is then copied to the record.
+#[inline(always)]
+fn watched_descriptor(event: &mut SyscallEvent, fd: u64) -> bool {
+    let Some(inode) = descriptor_inode(fd) else { return false };
+    let Some(path) = WATCHED_FILES.get_ptr(&inode) else { return false };
+    // SAFETY: the helper copies from a live map value into the record's path buffer of the same size.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(path as *const u8, &mut event.path) }.is_ok()
+}
+
+path_syscall!(sys_enter_openat, SYS_OPENAT, 4, Some(1), None, opening);
+path_syscall!(sys_enter_open, SYS_OPEN, 3, Some(0), None, opening);
+path_syscall!(sys_enter_creat, SYS_CREAT, 2, Some(0), None, opening);
+path_syscall!(sys_enter_openat2, SYS_OPENAT2, 4, Some(1), None, |event: &mut SyscallEvent| {
+    let how = event.args[2];
+    // SAFETY: user pointer read through the helper; `struct open_how` is three u64s.
+    if how != 0 {
+        let _ = unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(how as *const u8, &mut event.extra[..24]) };
+    }
+    opening(event)
+});
+path_syscall!(sys_enter_chmod, SYS_CHMOD, 2, Some(0), None);
+path_syscall!(sys_enter_fchmodat2, SYS_FCHMODAT2, 4, Some(1), None);
+path_syscall!(sys_enter_chown, SYS_CHOWN, 3, Some(0), None);
+path_syscall!(sys_enter_lchown, SYS_LCHOWN, 3, Some(0), None);
+
+macro_rules! open_exit {
+    ($program:ident) => {
+        #[tracepoint]
+        pub fn $program(ctx: TracePointContext) -> u32 {
+            open_exit(&ctx);
+            0
+        }
+    };
+}
+
+open_exit!(sys_exit_openat);
+open_exit!(sys_exit_open);
+open_exit!(sys_exit_creat);
+open_exit!(sys_exit_openat2);
+
+macro_rules! descriptor_syscall {
+    ($program:ident, $syscall:expr, $arguments:expr) => {
+        #[tracepoint]
+        pub fn $program(ctx: TracePointContext) -> u32 {
+            emit_syscall(&ctx, $syscall, $arguments, NO_PATHS, |event| {
+                let fd = event.args[0];
+                watched_descriptor(event, fd)
+            });
+            0
+        }
+    };
+}
+
+descriptor_syscall!(sys_enter_ftruncate, SYS_FTRUNCATE, 2);
+descriptor_syscall!(sys_enter_fchmod, SYS_FCHMOD, 2);
+descriptor_syscall!(sys_enter_fchown, SYS_FCHOWN, 3);
 path_syscall!(sys_enter_unlinkat, SYS_UNLINKAT, 3, Some(1), None);
 path_syscall!(sys_enter_unlink, SYS_UNLINK, 1, Some(0), None);
 path_syscall!(sys_enter_renameat2, SYS_RENAMEAT2, 5, Some(1), Some(3));
@@ -460,13 +570,14 @@ path_syscall!(sys_enter_fchownat, SYS_FCHOWNAT, 5, Some(1), None);
 path_syscall!(sys_enter_truncate, SYS_TRUNCATE, 2, Some(0), None);
 
 /// utimensat also keeps the two timespecs it sets (atime, mtime) in `extra`. With no path it is futimens(fd)
-/// — how `touch` sets times — and is always reported; the collector names the file from the process's last open.
+/// — how `touch` and archive tools set times — reported when the descriptor's file was opened from a watched path.
 #[tracepoint]
 pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
     emit_syscall(&ctx, SYS_UTIMENSAT, 4, NO_PATHS, |event| {
         let pointer = event.args[1];
         let keep = if pointer == 0 {
-            true
+            let fd = event.args[0];
+            watched_descriptor(event, fd)
         } else {
             let length = read_user_path(pointer, &mut event.path);
             path_matches(&event.path, length)
@@ -508,6 +619,17 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// True when this process is the last one to connect a socket in its `CONNECTORS` slot: only then can a send be
+/// its first on a connection.
+#[inline(always)]
+fn recently_connected() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(slot) = CONNECTORS.get_ptr_mut(tgid % CONNECTOR_SLOTS) else { return false };
+    // SAFETY: an array slot; a single aligned load.
+    let last = unsafe { core::ptr::read_volatile(slot) };
+    last == tgid
+}
+
 #[inline(always)]
 fn socket_key(tgid: u32, fd: u64) -> u64 {
     (u64::from(tgid) << 32) | (fd & 0xFFFF_FFFF)
@@ -517,13 +639,10 @@ fn socket_key(tgid: u32, fd: u64) -> u64 {
 /// request line) and the destination.
 #[inline(always)]
 fn first_send(fd: u64, buffer: u64, length: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let Some(slot) = CONNECTORS.get_ptr_mut(tgid % CONNECTOR_SLOTS) else { return };
-    // SAFETY: an array slot; a single aligned load.
-    if unsafe { core::ptr::read_volatile(slot) } != tgid {
+    if !recently_connected() {
         return;
     }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = socket_key(tgid, fd);
     // SAFETY: the value is copied out before the entry is removed.
     let Some(sockaddr) = (unsafe { CONNECTS.get(&key) }).copied() else { return };
@@ -552,6 +671,39 @@ fn first_send(fd: u64, buffer: u64, length: u64) {
     };
     event.length = if read == 0 { wanted } else { 0 };
     entry.submit(BPF_RB_NO_WAKEUP as u64);
+}
+
+/// sendmsg/sendmmsg: the first bytes are those of the first `iovec` of the (first) message; `struct msghdr` has
+/// `msg_iov` at 16 on 64-bit kernels, and `struct mmsghdr` starts with a `msghdr`.
+#[inline(always)]
+fn first_message(fd: u64, message: u64) {
+    if message == 0 {
+        return;
+    }
+    // SAFETY: user pointers read through the helper, which fails instead of faulting.
+    let iovec: u64 = unsafe { bpf_probe_read_user((message + 16) as *const u64) }.unwrap_or(0);
+    if iovec == 0 {
+        return;
+    }
+    let base: u64 = unsafe { bpf_probe_read_user(iovec as *const u64) }.unwrap_or(0);
+    let length: u64 = unsafe { bpf_probe_read_user((iovec + 8) as *const u64) }.unwrap_or(0);
+    first_send(fd, base, length);
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    if recently_connected() {
+        first_message(arg(&ctx, 0), arg(&ctx, 1));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    if recently_connected() {
+        first_message(arg(&ctx, 0), arg(&ctx, 1));
+    }
+    0
 }
 
 #[tracepoint]
@@ -720,6 +872,32 @@ pub fn sys_enter_tkill(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_tgkill(ctx: TracePointContext) -> u32 {
     emit_syscall(&ctx, SYS_TGKILL, 3, NO_PATHS, |event| event.args[2] != 0);
+    0
+}
+
+/// The `struct pid` a pidfd refers to: the inode's `i_private` on pidfs (6.9 and later), the file's
+/// `private_data` on the anonymous inode of earlier kernels.
+#[inline(always)]
+fn pidfd_pid(fd: u64) -> Option<*const u8> {
+    let file = descriptor_file(fd)?;
+    let on_pidfs = kernel_pointer(file, task_offset(6)).and_then(|inode| kernel_pointer(inode, task_offset(17)));
+    on_pidfs.or_else(|_| kernel_pointer(file, task_offset(16))).ok()
+}
+
+/// pidfd_send_signal(pidfd, sig, info, flags): a signal sent through a process descriptor. The target's pid (in
+/// the initial namespace) is read here, from the descriptor's `struct pid`, into `args[4]` (0 when unreadable):
+/// the sender may be gone before the collector could look at its descriptors.
+#[tracepoint]
+pub fn sys_enter_pidfd_send_signal(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_PIDFD_SEND_SIGNAL, 4, NO_PATHS, |event| {
+        event.args[4] = pidfd_pid(event.args[0])
+            // SAFETY: helper read of `numbers[0].nr` inside the `struct pid`.
+            .and_then(|pid| unsafe {
+                bpf_probe_read_kernel(pid.wrapping_add(task_offset(18) + task_offset(19)) as *const i32).ok()
+            })
+            .map_or(0, |nr| nr as u64);
+        event.args[1] != 0
+    });
     0
 }
 

@@ -182,7 +182,7 @@ impl Btf {
     }
 }
 
-/// The offsets the exec program needs, in the order of the kernel side's `TASK_OFFSETS` global.
+/// The offsets the programs need, in the order of the kernel side's `TASK_OFFSETS` global.
 pub const TASK_MEMBERS: [(&str, &str); palisade_collect_common::TASK_OFFSET_SLOTS] = [
     ("task_struct", "cred"),
     ("cred", "euid"),
@@ -200,6 +200,10 @@ pub const TASK_MEMBERS: [(&str, &str); palisade_collect_common::TASK_OFFSET_SLOT
     ("mm_struct", "arg_start"),
     ("mm_struct", "arg_end"),
     ("task_struct", "exit_code"),
+    ("file", "private_data"),
+    ("inode", "i_private"),
+    ("pid", "numbers"),
+    ("upid", "nr"),
 ];
 
 pub fn task_offsets(btf: &Btf) -> Result<[u32; palisade_collect_common::TASK_OFFSET_SLOTS], BtfError> {
@@ -254,12 +258,13 @@ mod tests {
     }
 
     #[test]
-    fn this_kernel_has_every_member_the_exec_program_reads() {
+    fn this_kernel_has_every_member_the_programs_read() {
         let btf = Btf::from_kernel().expect("kernel BTF (CONFIG_DEBUG_INFO_BTF=y on these machines)");
         let offsets = task_offsets(&btf).expect("all members present");
         assert!(offsets[0] > 0, "task_struct.cred is not the first member");
-        // Only inode.i_mode opens its struct.
-        assert!(offsets.iter().filter(|o| **o > 0).count() >= offsets.len() - 1, "{offsets:?}");
+        // Only inode.i_mode and upid.nr open their structs.
+        assert!(offsets.iter().filter(|o| **o > 0).count() >= offsets.len() - 2, "{offsets:?}");
+        assert_eq!(offsets[19], 0, "upid.nr");
         assert_eq!(offsets[14] - offsets[13], 8, "mm_struct.arg_end follows arg_start");
     }
 }

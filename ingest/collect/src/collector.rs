@@ -217,8 +217,6 @@ struct Reader {
     table: ProcessTable,
     cgroups: CgroupResolver,
     sequence: u64,
-    /// Last watched path each process opened, to name the file of a later futimens(fd) (utimensat without path).
-    last_open: std::collections::HashMap<u32, String>,
 }
 
 impl Collector {
@@ -246,7 +244,6 @@ impl Collector {
             table,
             cgroups: CgroupResolver::new(),
             sequence: 0,
-            last_open: std::collections::HashMap::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         let paused = Arc::new(AtomicBool::new(false));
@@ -388,7 +385,6 @@ impl Reader {
                 event.exit_code = exit_code.map(i64::from);
                 self.table.record_exit(header.tgid);
                 self.cgroups.forget(header.tgid);
-                self.last_open.remove(&header.tgid);
                 Some(event)
             }
             Record::Syscall(event) => {
@@ -396,17 +392,7 @@ impl Reader {
                 let (kind, meaning) = crate::syscalls::meaning(&event)?;
                 let mut node_event = self.base_event(&event.header, kind);
                 match meaning {
-                    Meaning::File(mut detail) => {
-                        if kind == NodeEventKind::FileOpen {
-                            if self.last_open.len() > 4096 {
-                                self.last_open.clear();
-                            }
-                            self.last_open.insert(event.header.tgid, detail.path.clone());
-                        } else if kind == NodeEventKind::FileUtimes && detail.path.is_empty() {
-                            detail.path = self.last_open.get(&event.header.tgid).cloned().unwrap_or_default();
-                        }
-                        node_event.file = Some(detail);
-                    }
+                    Meaning::File(detail) => node_event.file = Some(detail),
                     Meaning::Net(detail) => node_event.net = Some(detail),
                     Meaning::Namespace(detail) => node_event.namespace = Some(detail),
                     Meaning::Privilege(detail) => node_event.privilege = Some(detail),

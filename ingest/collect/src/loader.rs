@@ -16,8 +16,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pa
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// (program, tracepoint category, tracepoint name, required). Optional ones may be absent on other
-/// architectures (x86_64 has `rename` and `unlink`, arm64 only the `*at` forms).
-const PROGRAMS: [(&str, &str, &str, bool); 38] = [
+/// architectures (x86_64 has `open`, `creat`, `chmod`, `chown`, `rename` and `unlink`, arm64 only the `*at` forms)
+/// or on older kernels (`openat2` from 5.6, `pidfd_send_signal` from 5.1, `fchmodat2` from 6.6).
+const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("sys_enter_capset", "syscalls", "sys_enter_capset", true),
     ("sys_enter_fork", "syscalls", "sys_enter_fork", false),
     ("sys_enter_vfork", "syscalls", "sys_enter_vfork", false),
@@ -33,6 +34,23 @@ const PROGRAMS: [(&str, &str, &str, bool); 38] = [
     ("sched_process_fork", "sched", "sched_process_fork", true),
     ("sched_process_exit", "sched", "sched_process_exit", true),
     ("sys_enter_openat", "syscalls", "sys_enter_openat", true),
+    ("sys_exit_openat", "syscalls", "sys_exit_openat", true),
+    ("sys_enter_open", "syscalls", "sys_enter_open", false),
+    ("sys_exit_open", "syscalls", "sys_exit_open", false),
+    ("sys_enter_creat", "syscalls", "sys_enter_creat", false),
+    ("sys_exit_creat", "syscalls", "sys_exit_creat", false),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2", false),
+    ("sys_exit_openat2", "syscalls", "sys_exit_openat2", false),
+    ("sys_enter_ftruncate", "syscalls", "sys_enter_ftruncate", true),
+    ("sys_enter_chmod", "syscalls", "sys_enter_chmod", false),
+    ("sys_enter_fchmod", "syscalls", "sys_enter_fchmod", true),
+    ("sys_enter_fchmodat2", "syscalls", "sys_enter_fchmodat2", false),
+    ("sys_enter_chown", "syscalls", "sys_enter_chown", false),
+    ("sys_enter_lchown", "syscalls", "sys_enter_lchown", false),
+    ("sys_enter_fchown", "syscalls", "sys_enter_fchown", true),
+    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg", true),
+    ("sys_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg", true),
+    ("sys_enter_pidfd_send_signal", "syscalls", "sys_enter_pidfd_send_signal", false),
     ("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat", true),
     ("sys_enter_unlink", "syscalls", "sys_enter_unlink", false),
     ("sys_enter_renameat2", "syscalls", "sys_enter_renameat2", true),
@@ -182,7 +200,7 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
     install_path_filters(&mut ebpf, &options.path_filters)?;
-    for (name, category, tracepoint, required) in PROGRAMS {
+    for &(name, category, tracepoint, required) in PROGRAMS {
         if !required && !Path::new(TRACEFS).join("events").join(category).join(tracepoint).exists() {
             tracing::info!(tracepoint, "tracepoint absent on this kernel; skipped");
             continue;

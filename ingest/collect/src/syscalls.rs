@@ -46,6 +46,17 @@ pub fn syscall_name(syscall: u32) -> &'static str {
         SYS_FCHMODAT => "fchmodat",
         SYS_FCHOWNAT => "fchownat",
         SYS_TRUNCATE => "truncate",
+        SYS_OPEN => "open",
+        SYS_CREAT => "creat",
+        SYS_OPENAT2 => "openat2",
+        SYS_CHMOD => "chmod",
+        SYS_FCHMODAT2 => "fchmodat2",
+        SYS_CHOWN => "chown",
+        SYS_LCHOWN => "lchown",
+        SYS_FTRUNCATE => "ftruncate",
+        SYS_FCHMOD => "fchmod",
+        SYS_FCHOWN => "fchown",
+        SYS_PIDFD_SEND_SIGNAL => "pidfd_send_signal",
         _ => "unknown",
     }
 }
@@ -61,6 +72,13 @@ fn file(path: String) -> FileDetail {
         atime_ns: None,
         mtime_ns: None,
     }
+}
+
+/// creat(2) is open(2) with these flags.
+const CREAT_FLAGS: i64 = 0o1101; // O_CREAT | O_WRONLY | O_TRUNC
+
+fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_ne_bytes(bytes[offset..offset + 8].try_into().unwrap_or_default())
 }
 
 /// A 32-bit id argument, where -1 (u32::MAX) means "unchanged".
@@ -107,10 +125,16 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
     let args = event.args;
     let name = syscall_name(event.syscall).to_owned();
     Some(match event.syscall {
-        SYS_OPENAT => {
+        SYS_OPENAT | SYS_OPEN | SYS_CREAT | SYS_OPENAT2 => {
+            let (flags, mode) = match event.syscall {
+                SYS_OPENAT => (args[2] as i64, args[3] as i64),
+                SYS_OPEN => (args[1] as i64, args[2] as i64),
+                SYS_CREAT => (CREAT_FLAGS, args[1] as i64),
+                _ => (u64_at(&event.extra, 0) as i64, u64_at(&event.extra, 8) as i64),
+            };
             let mut detail = file(path);
-            detail.flags = args[2] as i64;
-            detail.mode = Some(args[3] as i64);
+            detail.flags = flags;
+            detail.mode = Some(mode);
             (NodeEventKind::FileOpen, Meaning::File(detail))
         }
         SYS_UNLINKAT | SYS_UNLINK => {
@@ -125,18 +149,20 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
             detail.new_path = Some(c_string(&event.path2));
             (NodeEventKind::FileRename, Meaning::File(detail))
         }
-        SYS_FCHMODAT => {
+        SYS_FCHMODAT | SYS_FCHMODAT2 | SYS_CHMOD | SYS_FCHMOD => {
             let mut detail = file(path);
-            detail.mode = Some(args[2] as i64);
+            let mode = if matches!(event.syscall, SYS_CHMOD | SYS_FCHMOD) { args[1] } else { args[2] };
+            detail.mode = Some(mode as i64);
             (NodeEventKind::FileChmod, Meaning::File(detail))
         }
-        SYS_FCHOWNAT => {
+        SYS_FCHOWNAT | SYS_CHOWN | SYS_LCHOWN | SYS_FCHOWN => {
             let mut detail = file(path);
-            detail.owner_uid = id(args[2]);
-            detail.owner_gid = id(args[3]);
+            let (uid, gid) = if event.syscall == SYS_FCHOWNAT { (args[2], args[3]) } else { (args[1], args[2]) };
+            detail.owner_uid = id(uid);
+            detail.owner_gid = id(gid);
             (NodeEventKind::FileChown, Meaning::File(detail))
         }
-        SYS_TRUNCATE => {
+        SYS_TRUNCATE | SYS_FTRUNCATE => {
             let mut detail = file(path);
             detail.flags = args[1] as i64;
             (NodeEventKind::FileTruncate, Meaning::File(detail))
@@ -179,6 +205,12 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
         SYS_KILL | SYS_TKILL => {
             let detail =
                 SignalDetail { signal: args[1] as i64, target_pid: args[0] as i32 as i64, target_executable: None };
+            (NodeEventKind::Signal, Meaning::Signal(detail))
+        }
+        SYS_PIDFD_SEND_SIGNAL => {
+            // The target's pid was read in the kernel from the descriptor (0 when it could not be).
+            let detail =
+                SignalDetail { signal: args[1] as i64, target_pid: args[4] as i32 as i64, target_executable: None };
             (NodeEventKind::Signal, Meaning::Signal(detail))
         }
         SYS_TGKILL => {

@@ -424,3 +424,122 @@ fn the_collectors_own_descendants_are_left_out() {
     );
     collector.stop();
 }
+
+/// `tests/tools/syscalls.c` built static with musl, as Alpine's tools are: each run makes one syscall directly.
+fn musl_syscalls_tool(dir: &str) -> String {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/syscalls.c");
+    let binary = format!("{dir}/syscalls");
+    let output = Command::new("musl-gcc").args(["-static", "-O2", "-o", &binary, source]).output();
+    let output = output.expect("musl-gcc runs (Debian's musl-tools; the testbed installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    binary
+}
+
+/// Every syscall that reaches a watched file is reported, not only the openat glibc uses: musl's open(2) (Alpine,
+/// busybox, static tools), creat, openat2, the chmod and chown families, and the descriptor forms (ftruncate,
+/// fchmod, fchown, futimens) on a descriptor moved to another number, named by the path the file was opened by.
+/// The same syscalls on an unwatched file stay in the kernel.
+#[test]
+fn every_syscall_form_reaching_a_watched_file_is_reported() {
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
+    let dir = format!("/tmp/palisade-forms-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let tool = musl_syscalls_tool(&dir);
+    let watched = format!("{dir}/watched");
+    std::fs::write(&watched, "data").unwrap();
+    // Under /opt, which no default prefix watches.
+    let unwatched_dir = format!("/opt/palisade-forms-{}", std::process::id());
+    std::fs::create_dir_all(&unwatched_dir).unwrap();
+    let unwatched = format!("{unwatched_dir}/plain");
+    std::fs::write(&unwatched, "data").unwrap();
+    let by_tool = |e: &NodeEvent| e.executable.as_deref() == Some(tool.as_str()) || e.comm == "syscalls";
+    let file_event = |events: &mut tokio::sync::mpsc::Receiver<NodeEvent>, kind: NodeEventKind, path: &str| {
+        wait_for(events, |e| e.kind == kind && by_tool(e) && e.file.as_ref().is_some_and(|f| f.path == path))
+            .unwrap_or_else(|| panic!("{kind:?} of {path}"))
+    };
+
+    for target in [unwatched.as_str(), "/etc/shadow"] {
+        run(&format!("{tool} open {target} && {tool} cat {target}"));
+    }
+    let open = file_event(&mut events, NodeEventKind::FileOpen, "/etc/shadow");
+    assert_eq!(open.file.as_ref().unwrap().flags & 0o3, 0, "read-only");
+    run(&format!("{tool} creat {dir}/created && {tool} openat2 {watched}"));
+    let creat = file_event(&mut events, NodeEventKind::FileOpen, &format!("{dir}/created"));
+    assert_eq!(creat.file.as_ref().unwrap().flags, 0o1101, "O_CREAT | O_WRONLY | O_TRUNC");
+    assert_eq!(creat.file.as_ref().unwrap().mode, Some(0o600));
+    file_event(&mut events, NodeEventKind::FileOpen, &watched);
+
+    run(&format!(
+        "{tool} chmod {watched} && {tool} fchmodat2 {watched} && {tool} chown {watched} && {tool} lchown {watched}"
+    ));
+    let modes: Vec<i64> = (0..2)
+        .map(|_| file_event(&mut events, NodeEventKind::FileChmod, &watched).file.unwrap().mode.unwrap())
+        .collect();
+    assert_eq!(modes, [0o640, 0o641]);
+    let owners: Vec<Option<i64>> =
+        (0..2).map(|_| file_event(&mut events, NodeEventKind::FileChown, &watched).file.unwrap().owner_uid).collect();
+    assert_eq!(owners, [Some(1001), Some(1002)]);
+
+    run(&format!("{tool} descriptors {unwatched} && {tool} descriptors {watched}"));
+    file_event(&mut events, NodeEventKind::FileTruncate, &watched);
+    let chmod = file_event(&mut events, NodeEventKind::FileChmod, &watched);
+    assert_eq!(chmod.file.unwrap().mode, Some(0o604));
+    let chown = file_event(&mut events, NodeEventKind::FileChown, &watched);
+    assert_eq!(chown.file.unwrap().owner_uid, Some(1003));
+    let times = file_event(&mut events, NodeEventKind::FileUtimes, &watched);
+    assert_eq!(times.file.unwrap().mtime_ns, Some(946_684_800_000_000_000));
+
+    // Nothing the tool did to the unwatched file came out.
+    run(&format!("{tool} open {dir}/end-marker 2>/dev/null || true"));
+    let mut leaked = Vec::new();
+    let end = wait_for(&mut events, |e| {
+        if by_tool(e) && e.file.as_ref().is_some_and(|f| f.path.starts_with(&unwatched_dir)) {
+            leaked.push(e.clone());
+        }
+        e.file.as_ref().is_some_and(|f| f.path.ends_with("/end-marker"))
+    });
+    assert!(end.is_some(), "the end marker's open");
+    assert!(leaked.is_empty(), "unwatched file reported: {leaked:#?}");
+
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&unwatched_dir);
+    assert_eq!(collector.stats.queue_drops.load(std::sync::atomic::Ordering::Relaxed), 0);
+    collector.stop();
+}
+
+/// A signal sent through a process descriptor names its target; the first bytes sent with sendmsg(2) on a new
+/// connection are kept as those of write(2) and sendto(2) are.
+#[test]
+fn pidfd_signals_and_sendmsg_payloads_are_reported() {
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
+    let dir = format!("/tmp/palisade-pidfd-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let tool = musl_syscalls_tool(&dir);
+
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    run(&format!("{tool} pidfd-kill {}", sleeper.id()));
+    let _ = sleeper.wait();
+    let signal = wait_for(&mut events, |e| e.kind == NodeEventKind::Signal && e.comm == "syscalls")
+        .expect("pidfd_send_signal is reported");
+    assert_eq!(signal.signal.as_ref().unwrap().target_pid, i64::from(sleeper.id()), "{signal:?}");
+    let signal = signal.signal.unwrap();
+    assert_eq!(signal.signal, 15);
+    assert!(signal.target_executable.as_deref().is_some_and(|t| t.ends_with("/sleep")), "{signal:?}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    run(&format!("{tool} sendmsg {port}"));
+    server.join().unwrap();
+    let send = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::NetSend && e.net.as_ref().is_some_and(|n| n.dst_port == Some(i64::from(port)))
+    })
+    .expect("sendmsg's first payload");
+    assert!(send.net.unwrap().payload_head.unwrap().starts_with(b"PALISADE-SENDMSG"));
+
+    let _ = std::fs::remove_dir_all(&dir);
+    collector.stop();
+}
