@@ -61,8 +61,14 @@ pub const SYS_LCHOWN: u32 = 34;
 pub const SYS_FTRUNCATE: u32 = 35;
 pub const SYS_FCHMOD: u32 = 36;
 pub const SYS_FCHOWN: u32 = 37;
-/// pidfd_send_signal(2): `args[0]` is the pidfd, which the collector resolves to the target process.
+/// pidfd_send_signal(2): `args[4]` is the target's pid, read in the kernel from the pidfd.
 pub const SYS_PIDFD_SEND_SIGNAL: u32 = 38;
+/// An open whose path did not pass the filters returned a descriptor of a watched file (by device and inode:
+/// through a symlink, a hard link, a relative path, `/proc/<pid>/root`, a bind mount of the host's root):
+/// `path` is the file's name from `WATCHED_INODES`, `args[2]` the open file's flags.
+pub const SYS_OPEN_WATCHED_INODE: u32 = 39;
+/// Files the collector watches by device and inode (`WATCHED_INODES`).
+pub const MAX_WATCHED_INODES: u32 = 4096;
 
 /// CLONE_THREAD: the new task is a thread of the same process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
@@ -109,8 +115,9 @@ pub const TTY_NAME_LEN: usize = 64;
 /// `cred.cap_effective`, `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`, `inode.i_mode`,
 /// `inode.i_rdev`, `task_struct.signal`, `signal_struct.tty`, `tty_struct.name`, `task_struct.mm`,
 /// `mm_struct.arg_start`, `mm_struct.arg_end`, `task_struct.exit_code`, `file.private_data`, `inode.i_private`,
-/// `pid.numbers`, `upid.nr` (byte offsets from BTF).
-pub const TASK_OFFSET_SLOTS: usize = 20;
+/// `pid.numbers`, `upid.nr`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`, `file.f_flags` (byte offsets from
+/// BTF).
+pub const TASK_OFFSET_SLOTS: usize = 24;
 
 /// `TaskInfo::read`: which parts the exec program could read from the task.
 pub const TASK_READ_CRED: u32 = 1;

@@ -84,6 +84,11 @@ static OPENING: LruHashMap<u32, [u8; PATH_LEN]> = LruHashMap::with_max_entries(4
 #[map]
 static WATCHED_FILES: LruHashMap<u64, [u8; PATH_LEN]> = LruHashMap::with_max_entries(16384, 0);
 
+/// The watched files that exist, by (device as the kernel encodes it, inode number) → their path; filled and
+/// refreshed by the collector. An open that names one of them by any other path is reported under this one.
+#[map]
+static WATCHED_INODES: HashMap<[u64; 2], [u8; PATH_LEN]> = HashMap::with_max_entries(MAX_WATCHED_INODES, 0);
+
 /// Filled by the collector from its configuration: watched path prefixes, and suffixes stored reversed.
 #[map]
 static PATH_PREFIXES: LpmTrie<[u8; PATH_FILTER_LEN], u8> = LpmTrie::with_max_entries(MAX_PATH_FILTERS, 0);
@@ -489,19 +494,75 @@ fn opening(event: &mut SyscallEvent) -> bool {
     true
 }
 
-/// The open returned: a descriptor of a file opened from a watched path makes the file watched.
+/// The open returned. A descriptor of a file opened from a watched path makes the file watched. Every
+/// descriptor is also checked by device and inode against `WATCHED_INODES`: a watched file reached by a path that
+/// did not say so (or said another watched path, such as `/tmp/link`) is reported under its own name.
 #[inline(always)]
 fn open_exit(ctx: &TracePointContext) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(path) = OPENING.get_ptr(&tid) else { return };
     let returned = arg(ctx, 0) as i64;
-    if returned >= 0 {
-        if let Some(inode) = descriptor_inode(returned as u64) {
+    let opening = OPENING.get_ptr(&tid);
+    if returned >= 0
+        && let Some(file) = descriptor_file(returned as u64)
+        && let Ok(inode) = kernel_pointer(file, task_offset(6))
+    {
+        if let Some(path) = opening {
             // SAFETY: a pointer to a live map value, passed to the update helper.
-            let _ = WATCHED_FILES.insert(&inode, unsafe { &*path }, 0);
+            let _ = WATCHED_FILES.insert(&(inode as u64), unsafe { &*path }, 0);
+        }
+        watched_inode_opened(ctx, returned as u64, file, inode, opening);
+    }
+    if opening.is_some() {
+        let _ = OPENING.remove(&tid);
+    }
+}
+
+/// Reports an open whose file is in `WATCHED_INODES`, unless the open was already reported under that name.
+#[inline(always)]
+fn watched_inode_opened(
+    ctx: &TracePointContext,
+    fd: u64,
+    file: *const u8,
+    inode: *const u8,
+    reported_as: Option<*const [u8; PATH_LEN]>,
+) {
+    // SAFETY: helper reads at BTF offsets inside the inode and its super block.
+    let number: u64 = unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(20)) as *const u64) }.unwrap_or(0);
+    let device: u32 = kernel_pointer(inode, task_offset(21))
+        .ok()
+        .and_then(|block| unsafe { bpf_probe_read_kernel(block.wrapping_add(task_offset(22)) as *const u32) }.ok())
+        .unwrap_or(0);
+    let Some(name) = WATCHED_INODES.get_ptr(&[u64::from(device), number]) else { return };
+    // SAFETY: both are live map values of PATH_LEN bytes.
+    if let Some(reported) = reported_as
+        && same_path(unsafe { &*reported }, unsafe { &*name })
+    {
+        return;
+    }
+    // SAFETY: a pointer to a live map value, passed to the update helper.
+    let _ = WATCHED_FILES.insert(&(inode as u64), unsafe { &*name }, 0);
+    emit_syscall(ctx, SYS_OPEN_WATCHED_INODE, 0, NO_PATHS, |event| {
+        event.args[0] = fd;
+        // SAFETY: helper read of the open file's flags.
+        event.args[2] =
+            unsafe { bpf_probe_read_kernel(file.wrapping_add(task_offset(23)) as *const u32) }.map_or(0, u64::from);
+        // SAFETY: the read helper copies the live map value into the record's path buffer of the same size.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(name as *const u8, &mut event.path) }.is_ok()
+    });
+}
+
+/// True when two NUL-terminated paths are equal.
+#[inline(always)]
+fn same_path(a: &[u8; PATH_LEN], b: &[u8; PATH_LEN]) -> bool {
+    for index in 0..PATH_LEN {
+        if a[index] != b[index] {
+            return false;
+        }
+        if a[index] == 0 {
+            return true;
         }
     }
-    let _ = OPENING.remove(&tid);
+    true
 }
 
 /// True when descriptor `fd` is a file opened from a watched path; its path is then copied to the record.

@@ -204,6 +204,10 @@ pub const TASK_MEMBERS: [(&str, &str); palisade_collect_common::TASK_OFFSET_SLOT
     ("inode", "i_private"),
     ("pid", "numbers"),
     ("upid", "nr"),
+    ("inode", "i_ino"),
+    ("inode", "i_sb"),
+    ("super_block", "s_dev"),
+    ("file", "f_flags"),
 ];
 
 pub fn task_offsets(btf: &Btf) -> Result<[u32; palisade_collect_common::TASK_OFFSET_SLOTS], BtfError> {

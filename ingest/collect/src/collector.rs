@@ -246,12 +246,20 @@ impl Collector {
             sequence: 0,
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
+        let prefixes = config.watch_path_prefixes.clone();
         let paused = Arc::new(AtomicBool::new(false));
         let (thread_stop, thread_stats, thread_paused) = (Arc::clone(&stop), Arc::clone(&stats), Arc::clone(&paused));
         let thread = std::thread::Builder::new()
             .name("palisade-collect".into())
             .spawn(move || {
+                let mut listed = std::time::Instant::now();
+                let mut warned = false;
                 while !thread_stop.load(Ordering::Relaxed) {
+                    // Watched files are replaced (passwd renames a new shadow over the old one): list them again.
+                    if listed.elapsed() >= WATCHED_FILES_REFRESH {
+                        crate::watched_files::refresh(&mut loaded.watched_inodes, &prefixes, &mut warned);
+                        listed = std::time::Instant::now();
+                    }
                     while !thread_paused.load(Ordering::Relaxed)
                         && let Some(item) = loaded.ring.next()
                     {
@@ -301,6 +309,9 @@ impl Drop for Collector {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// How often the watched files are listed again for the kernel's inode table.
+const WATCHED_FILES_REFRESH: Duration = Duration::from_secs(30);
 
 fn wall_minus_monotonic_ns() -> i64 {
     let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };

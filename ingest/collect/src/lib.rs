@@ -11,6 +11,7 @@ pub mod process_table;
 mod records;
 mod syscalls;
 pub mod task;
+mod watched_files;
 
 /// Entry points for the fuzz targets (`fuzz/`): the parsers of bytes from the kernel and the CRI runtime.
 #[doc(hidden)]

@@ -81,6 +81,9 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// The watched files by device and inode, filled at load and refreshed by the reader.
+    pub watched_inodes:
+        aya::maps::HashMap<MapData, crate::watched_files::InodeKey, [u8; palisade_collect_common::PATH_LEN]>,
 }
 
 /// Why eBPF collection cannot run here, if it cannot; `None` when the prerequisites are met.
@@ -222,7 +225,13 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
         ebpf.take_map("COUNTERS").ok_or_else(|| CollectError::Load("map COUNTERS missing".into()))?,
     )
     .map_err(|e| CollectError::Load(e.to_string()))?;
-    Ok(Loaded { ebpf, ring, counters })
+    let mut watched_inodes = aya::maps::HashMap::try_from(
+        ebpf.take_map("WATCHED_INODES").ok_or_else(|| CollectError::Load("map WATCHED_INODES missing".into()))?,
+    )
+    .map_err(|e| CollectError::Load(e.to_string()))?;
+    let mut warned = false;
+    crate::watched_files::refresh(&mut watched_inodes, options.path_filters.prefixes, &mut warned);
+    Ok(Loaded { ebpf, ring, counters, watched_inodes })
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ pub fn syscall_name(syscall: u32) -> &'static str {
         SYS_FCHMOD => "fchmod",
         SYS_FCHOWN => "fchown",
         SYS_PIDFD_SEND_SIGNAL => "pidfd_send_signal",
+        SYS_OPEN_WATCHED_INODE => "open",
         _ => "unknown",
     }
 }
@@ -125,9 +126,9 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
     let args = event.args;
     let name = syscall_name(event.syscall).to_owned();
     Some(match event.syscall {
-        SYS_OPENAT | SYS_OPEN | SYS_CREAT | SYS_OPENAT2 => {
+        SYS_OPENAT | SYS_OPEN | SYS_CREAT | SYS_OPENAT2 | SYS_OPEN_WATCHED_INODE => {
             let (flags, mode) = match event.syscall {
-                SYS_OPENAT => (args[2] as i64, args[3] as i64),
+                SYS_OPENAT | SYS_OPEN_WATCHED_INODE => (args[2] as i64, args[3] as i64),
                 SYS_OPEN => (args[1] as i64, args[2] as i64),
                 SYS_CREAT => (CREAT_FLAGS, args[1] as i64),
                 _ => (u64_at(&event.extra, 0) as i64, u64_at(&event.extra, 8) as i64),

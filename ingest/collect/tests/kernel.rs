@@ -543,3 +543,59 @@ fn pidfd_signals_and_sendmsg_payloads_are_reported() {
     let _ = std::fs::remove_dir_all(&dir);
     collector.stop();
 }
+
+/// A watched file reached by any other spelling — relative to the working directory or to a directory descriptor,
+/// with `//` or `/./`, through `/proc/<pid>/root`, a symlink, a hard link, or the host's root bind-mounted
+/// elsewhere (a hostPath `/` volume) — is reported under its own name: the kernel matches the opened inode.
+#[test]
+fn a_watched_file_reached_by_another_spelling_is_reported_under_its_name() {
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
+    let dir = format!("/tmp/palisade-spellings-{}", std::process::id());
+    std::fs::create_dir_all(format!("{dir}/host")).unwrap();
+    let tool = musl_syscalls_tool(&dir);
+    // (command, what the opening process's last argument contains)
+    let spellings = [
+        (format!("cd /etc && {tool} open shadow"), "shadow".to_owned()),
+        ("cat /etc//shadow".to_owned(), "/etc//shadow".to_owned()),
+        ("cat /etc/./shadow".to_owned(), "/etc/./shadow".to_owned()),
+        ("cat /etc/../etc/shadow".to_owned(), "/etc/../etc/shadow".to_owned()),
+        // Another process's root (pid 1's is not readable in this sandbox).
+        ("sleep 5 & cat /proc/$!/root/etc/shadow; kill $!".to_owned(), "/root/etc/shadow".to_owned()),
+        ("cat /proc/self/root/etc/shadow".to_owned(), "/proc/self/root/etc/shadow".to_owned()),
+        (format!("ln -s /etc/shadow {dir}/symlink && cat {dir}/symlink"), format!("{dir}/symlink")),
+        (
+            format!("ln /etc/shadow {dir}/hardlink && cat {dir}/hardlink; rm -f {dir}/hardlink"),
+            format!("{dir}/hardlink"),
+        ),
+        (
+            format!("unshare -m sh -c 'mount --bind / {dir}/host && cat {dir}/host/etc/shadow'"),
+            format!("{dir}/host/etc/shadow"),
+        ),
+        (
+            "python3 -c 'import os; os.open(\"shadow\", os.O_RDONLY, dir_fd=os.open(\"/etc\", os.O_RDONLY))'"
+                .to_owned(),
+            "dir_fd".to_owned(),
+        ),
+    ];
+    for (spelling, marker) in &spellings {
+        let _ = Command::new("/bin/sh").args(["-c", &format!("{spelling} > /dev/null")]).status().unwrap();
+        let reported = wait_for(&mut events, |e| {
+            e.kind == NodeEventKind::FileOpen
+                && e.file.as_ref().is_some_and(|f| f.path == "/etc/shadow")
+                && e.argv.last().is_some_and(|last| last.contains(marker.as_str()))
+        });
+        assert!(reported.is_some(), "an open of /etc/shadow as `{spelling}` is reported under its name");
+    }
+    // Once only: the plain spelling is reported by path, not a second time by inode.
+    run("cat /etc/shadow > /dev/null; cat /etc/hostname > /dev/null");
+    let mut plain = 0;
+    wait_for(&mut events, |e| {
+        if e.file.as_ref().is_some_and(|f| f.path == "/etc/shadow") && e.argv == ["cat", "/etc/shadow"] {
+            plain += 1;
+        }
+        false
+    });
+    assert_eq!(plain, 1, "one report of a plain open");
+    let _ = std::fs::remove_dir_all(&dir);
+    collector.stop();
+}
