@@ -7,38 +7,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, Sandbox, sh};
-
-fn alerts(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
-}
-
-fn types_in(alerts: &[serde_json::Value]) -> BTreeMap<String, usize> {
-    let mut types = BTreeMap::new();
-    for alert in alerts {
-        *types.entry(alert["alert_type"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
-    }
-    types
-}
-
-fn start_run(alerts: &Path, state: &Path) -> KillOnDrop {
-    let state = state.display().to_string();
-    let envs = [
-        ("PALISADE__METRICS_LISTEN_ADDR", "127.0.0.1:0"),
-        ("PALISADE__DETECT__STATE_PATH", state.as_str()),
-        // One alert per detection: counting what each scenario raised is the point here.
-        ("PALISADE__ENRICH__DEDUP_WINDOW_SECS", "0"),
-    ];
-    let (run, ready) = common::start_embedded_run(alerts, &envs);
-    assert!(ready.contains("node collection on"), "{ready}");
-    run
-}
+use common::{KillOnDrop, Sandbox, alerts, sh, start_node_run as start_run, types_in};
 
 /// A local HTTP server (python's) serving `dir`, on a free port.
 fn http_server(dir: &Path) -> (KillOnDrop, u16) {

@@ -413,6 +413,35 @@ pub fn start_embedded_run(alerts: &std::path::Path, envs: &[(&str, &str)]) -> (K
     (run, ready)
 }
 
+/// The alerts written to an alerts file so far (a line being written is skipped).
+pub fn alerts(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// How many alerts of each type.
+pub fn types_in(alerts: &[serde_json::Value]) -> std::collections::BTreeMap<String, usize> {
+    let mut types = std::collections::BTreeMap::new();
+    for alert in alerts {
+        *types.entry(alert["alert_type"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+    }
+    types
+}
+
+/// `palisade run` with node collection on, its windowed state in `state`, one alert per detection (no
+/// deduplication: what each scenario raised is what the node tests count).
+pub fn start_node_run(alerts: &std::path::Path, state: &std::path::Path) -> KillOnDrop {
+    let state = state.display().to_string();
+    let envs = [
+        ("PALISADE__METRICS_LISTEN_ADDR", "127.0.0.1:0"),
+        ("PALISADE__DETECT__STATE_PATH", state.as_str()),
+        ("PALISADE__ENRICH__DEDUP_WINDOW_SECS", "0"),
+    ];
+    let (run, ready) = start_embedded_run(alerts, &envs);
+    assert!(ready.contains("node collection on"), "{ready}");
+    run
+}
+
 /// A directory of stand-in programs and, once made, a kubelet-style container cgroup; both removed on drop.
 pub struct Sandbox {
     pub dir: PathBuf,

@@ -538,7 +538,7 @@ fn pidfd_signals_and_sendmsg_payloads_are_reported() {
         e.kind == NodeEventKind::NetSend && e.net.as_ref().is_some_and(|n| n.dst_port == Some(i64::from(port)))
     })
     .expect("sendmsg's first payload");
-    assert!(send.net.unwrap().payload_head.unwrap().starts_with(b"PALISADE-SENDMSG"));
+    assert_eq!(send.net.unwrap().payload_head.unwrap(), b"\x05\x01\x00PALISADE-SENDMSG");
 
     let _ = std::fs::remove_dir_all(&dir);
     collector.stop();

@@ -77,7 +77,8 @@ int main(int argc, char **argv) {
         address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         int sock = check(socket(AF_INET, SOCK_STREAM, 0), "socket");
         check(connect(sock, (struct sockaddr *)&address, sizeof address), "connect");
-        char payload[] = "PALISADE-SENDMSG first bytes";
+        /* a SOCKS5 greeting (version 5, one method, no authentication), then a marker */
+        char payload[] = "\x05\x01\x00PALISADE-SENDMSG";
         struct iovec iov = {payload, sizeof payload - 1};
         struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1};
         check(sendmsg(sock, &message, 0), op);
