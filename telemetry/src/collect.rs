@@ -21,6 +21,8 @@ pub struct CollectorProgress {
     pub kernel_drops: u64,
     pub capture_failures: u64,
     pub queue_drops: u64,
+    /// Events from processes whose cgroup nests another pod or container below their own.
+    pub nested_cgroups: u64,
 }
 
 impl CollectorProgress {
@@ -32,6 +34,7 @@ impl CollectorProgress {
             ("kernel_drop", self.kernel_drops),
             ("capture_failure", self.capture_failures),
             ("queue_drop", self.queue_drops),
+            ("nested_cgroup", self.nested_cgroups),
         ] {
             COLLECTOR.with_label_values(&[what]).inc_by(delta);
         }

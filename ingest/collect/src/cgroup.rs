@@ -11,29 +11,40 @@ use dashmap::DashMap;
 pub struct Attribution {
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// Below the container's own scope, the path names another pod or container: a process that can write
+    /// cgroups made it (the runtime never does) to be taken for someone else. The first, outer one is kept.
+    pub nested: bool,
 }
 
 fn is_container_id(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Container id and pod UID from one cgroup path.
+/// Container id and pod UID from one cgroup path: the first (outermost) of each, which the kubelet and the
+/// runtime create. A container that can write cgroups can nest `…/pod<uid>/cri-containerd-<id>.scope` below its
+/// own scope to look like another pod; the outer names are still its own, and the nesting is flagged.
 pub fn parse_cgroup_path(path: &str) -> Attribution {
     let mut attribution = Attribution::default();
     for segment in path.split('/') {
         let segment = segment.strip_suffix(".scope").unwrap_or(segment);
         // cri-containerd-<id>, crio-<id>, docker-<id>, or a bare id (cgroupfs driver, v1 docker).
         let candidate = segment.rsplit(['-', ':']).next().unwrap_or(segment);
-        if is_container_id(candidate) {
-            attribution.container_id = Some(candidate.to_owned());
-        }
+        let container = is_container_id(candidate).then_some(candidate);
         // kubepods-besteffort-pod<uid with _>.slice (systemd) or pod<uid> (cgroupfs).
         let slice = segment.strip_suffix(".slice").unwrap_or(segment);
-        if let Some(index) = slice.rfind("pod") {
-            let uid = slice[index + 3..].replace('_', "-");
-            if uid.len() == 36 && uid.bytes().filter(|b| *b == b'-').count() == 4 {
-                attribution.pod_uid = Some(uid);
-            }
+        let pod = slice
+            .rfind("pod")
+            .map(|index| slice[index + 3..].replace('_', "-"))
+            .filter(|uid| uid.len() == 36 && uid.bytes().filter(|b| *b == b'-').count() == 4);
+        if attribution.container_id.is_some() {
+            attribution.nested |= container.is_some() || pod.is_some();
+            continue;
+        }
+        if let Some(id) = container {
+            attribution.container_id = Some(id.to_owned());
+        }
+        if attribution.pod_uid.is_none() {
+            attribution.pod_uid = pod;
         }
     }
     attribution
@@ -211,6 +222,33 @@ mod tests {
         assert_eq!(cgroupfs.container_id.as_deref(), Some(ID));
         assert_eq!(cgroupfs.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
         assert_eq!(parse_cgroup_path(&format!("/docker/{ID}")).container_id.as_deref(), Some(ID));
+    }
+
+    /// A path nested below a container's scope to name another pod and container keeps the outer identity.
+    #[test]
+    fn a_nested_cgroup_cannot_borrow_another_pods_identity() {
+        let victim = "9".repeat(64);
+        let own = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0d9a2f4e_1111_2222_3333_444455556666.slice/cri-containerd-{ID}.scope"
+        );
+        for nested in [
+            format!(
+                "{own}/kubepods-besteffort-podaaaaaaaa_bbbb_cccc_dddd_eeeeeeeeeeee.slice/cri-containerd-{victim}.scope"
+            ),
+            format!("{own}/x/podaaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/{victim}"),
+            format!("{own}/docker-{victim}.scope"),
+        ] {
+            let a = parse_cgroup_path(&nested);
+            assert_eq!(a.container_id.as_deref(), Some(ID), "{nested}");
+            assert_eq!(a.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"), "{nested}");
+            assert!(a.nested, "{nested}");
+        }
+        // A container's own sub-cgroups (systemd in a container, an init's helpers) are not nesting.
+        assert!(!parse_cgroup_path(&format!("{own}/init.scope")).nested);
+        assert!(!parse_cgroup_path(&own).nested);
+        // The cgroupfs layout names the pod before the container: both are the outer ones.
+        let cgroupfs = parse_cgroup_path(&format!("/kubepods/burstable/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}"));
+        assert!(!cgroupfs.nested);
     }
 
     #[test]

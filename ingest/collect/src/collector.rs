@@ -201,6 +201,9 @@ pub struct CollectorStats {
     pub kernel_capture_failures: AtomicU64,
     /// Events dropped because the queue to the publisher was full.
     pub queue_drops: AtomicU64,
+    /// Events from a process whose cgroup nests another pod or container below its own container's scope (see
+    /// `cgroup::Attribution::nested`); attributed to the outer container.
+    pub nested_cgroups: AtomicU64,
 }
 
 pub struct Collector {
@@ -217,6 +220,9 @@ struct Reader {
     table: ProcessTable,
     cgroups: CgroupResolver,
     sequence: u64,
+    stats: Arc<CollectorStats>,
+    /// Cgroups whose nesting was logged (once each, at most 1024).
+    nesting_reported: std::collections::HashSet<u64>,
 }
 
 impl Collector {
@@ -244,6 +250,8 @@ impl Collector {
             table,
             cgroups: CgroupResolver::new(),
             sequence: 0,
+            stats: Arc::clone(&stats),
+            nesting_reported: std::collections::HashSet::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         let prefixes = config.watch_path_prefixes.clone();
@@ -263,7 +271,7 @@ impl Collector {
                     while !thread_paused.load(Ordering::Relaxed)
                         && let Some(item) = loaded.ring.next()
                     {
-                        let event = decode(&item).and_then(|record| reader.handle(record, &thread_stats));
+                        let event = decode(&item).and_then(|record| reader.handle(record));
                         if let Some(event) = event
                             && sender.try_send(event).is_err()
                         {
@@ -325,6 +333,17 @@ impl Reader {
     /// A `NodeEvent` about the current process of `header`, with what the process table knows of it.
     fn base_event(&mut self, header: &palisade_collect_common::EventHeader, kind: NodeEventKind) -> NodeEvent {
         let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
+        if attribution.nested {
+            self.stats.nested_cgroups.fetch_add(1, Ordering::Relaxed);
+            if self.nesting_reported.len() < 1024 && self.nesting_reported.insert(header.cgroup_id) {
+                tracing::warn!(
+                    pid = header.tgid,
+                    cgroup_id = header.cgroup_id,
+                    container_id = attribution.container_id.as_deref().unwrap_or_default(),
+                    "a process's cgroup nests another pod or container below its own container; attributed to the outer one"
+                );
+            }
+        }
         let (executable, argv) = self.table.command(header.tgid).unwrap_or_default();
         self.sequence += 1;
         NodeEvent {
@@ -366,7 +385,8 @@ impl Reader {
         }
     }
 
-    fn handle(&mut self, record: Record, stats: &CollectorStats) -> Option<NodeEvent> {
+    fn handle(&mut self, record: Record) -> Option<NodeEvent> {
+        let stats = Arc::clone(&self.stats);
         match record {
             Record::Fork { header, child_pid, clone_flags } => {
                 stats.fork_events.fetch_add(1, Ordering::Relaxed);
