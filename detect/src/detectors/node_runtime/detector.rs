@@ -1282,7 +1282,7 @@ pub const TIMESTAMP_TAMPERING: &AlertTypeMeta = &AlertTypeMeta {
     kind: DetectionKind::Match,
     inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::FileUtimes)],
     maturity: Maturity::Stable,
-    description: "Fires when a suspicious timestamp change (touch -r/-t/-d on binaries or system paths, utimensat copying another file's times).",
+    description: "Fires when a system file's times are set explicitly (touch -r/-t/-d on a system path, or copying a system file's times onto another file with touch -r; utimensat with explicit times on a system path by anything but an archive, package or copy tool).",
     false_positives: CLEAN_UP,
     audit_level: None,
     learned: None,
@@ -1291,20 +1291,76 @@ pub const TIMESTAMP_TAMPERING: &AlertTypeMeta = &AlertTypeMeta {
 
 fn timestamp_tampering(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details> {
     let event = view.event;
+    let system = |path: &str| lists.system_path_prefixes.iter().any(|p| path.starts_with(p));
     if event.kind == NodeEventKind::FileUtimes {
         let file = event.file.as_ref()?;
-        // Explicit times (not "now"): what copying another file's times or backdating does.
+        // Explicit times (not "now"): what copying another file's times or backdating does. Archive, package and
+        // copy tools restore the times they carry on every install; that is not tampering.
         let explicit = file.mtime_ns.is_some() || file.atime_ns.is_some();
-        let system = lists.system_path_prefixes.iter().any(|p| file.path.starts_with(p));
-        return (explicit && system).then(|| vec![("file", file.path.clone())]);
+        let preserver = lists.timestamp_preservers.contains(&view.name);
+        return (explicit && system(&file.path) && !preserver).then(|| vec![("file", file.path.clone())]);
     }
     if view.exec()? != "touch" {
         return None;
     }
-    let sets_time = event.argv.iter().skip(1).any(|a| {
-        ["-r", "-t", "-d", "--reference", "--date"].iter().any(|flag| a == flag || a.starts_with(&format!("{flag}=")))
-    });
-    sets_time.then(|| vec![("command", view.line().to_owned())])
+    // Copying a system file's times onto another file, or setting a system file's times. A build setting its
+    // outputs to a fixed epoch (`touch -d @$SOURCE_DATE_EPOCH out`) is neither.
+    let touch = TouchArguments::parse(&event.argv);
+    let cwd = event.cwd.as_deref().unwrap_or("/");
+    let absolute = |path: &str| if path.starts_with('/') { path.to_owned() } else { format!("{cwd}/{path}") };
+    let reference = touch.reference.map(absolute).filter(|r| system(r));
+    let target = touch.targets.iter().map(|t| absolute(t)).find(|t| system(t));
+    (touch.sets_time && (reference.is_some() || target.is_some())).then(|| {
+        let mut details = vec![("command", view.line().to_owned())];
+        details.extend(reference.map(|r| ("reference", r)));
+        details.extend(target.map(|t| ("file", t)));
+        details
+    })
+}
+
+/// touch(1)'s arguments as it reads them: `-r`/`--reference` (a file whose times are copied), `-t`/`-d`/`--date`
+/// (a time), in separate, attached (`-rFILE`, `--date=…`) or combined (`-cmr FILE`) form; the rest are files.
+#[derive(Default)]
+struct TouchArguments<'a> {
+    sets_time: bool,
+    reference: Option<&'a str>,
+    targets: Vec<&'a str>,
+}
+
+impl<'a> TouchArguments<'a> {
+    fn parse(argv: &'a [String]) -> Self {
+        let mut parsed = Self::default();
+        let mut arguments = argv.iter().skip(1).map(String::as_str);
+        let mut options = true;
+        while let Some(argument) = arguments.next() {
+            if !options || argument == "-" || !argument.starts_with('-') {
+                parsed.targets.push(argument);
+            } else if argument == "--" {
+                options = false;
+            } else if let Some(long) = argument.strip_prefix("--") {
+                let (name, value) = long.split_once('=').map_or((long, None), |(n, v)| (n, Some(v)));
+                if matches!(name, "reference" | "date") {
+                    parsed.sets_time = true;
+                    let value = value.or_else(|| arguments.next());
+                    if name == "reference" {
+                        parsed.reference = value;
+                    }
+                }
+            } else {
+                // Short options, combined: the first of r, t, d takes the rest of the word or the next argument.
+                let flags = &argument[1..];
+                if let Some(index) = flags.find(['r', 't', 'd']) {
+                    parsed.sets_time = true;
+                    let rest = &flags[index + 1..];
+                    let value = if rest.is_empty() { arguments.next() } else { Some(rest) };
+                    if flags.as_bytes()[index] == b'r' {
+                        parsed.reference = value;
+                    }
+                }
+            }
+        }
+        parsed
+    }
 }
 
 pub const KUBECONFIG_ACCESS: &AlertTypeMeta = &AlertTypeMeta {

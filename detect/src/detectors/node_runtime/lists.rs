@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::lists::{Names, Reloading};
 
 /// (file name, shipped text) for every list.
-const SHIPPED: [(&str, &str); 35] = [
+const SHIPPED: [(&str, &str); 36] = [
     ("miner_binaries.txt", include_str!("../../../data/node/miner_binaries.txt")),
     ("miner_pools.txt", include_str!("../../../data/node/miner_pools.txt")),
     ("miner_flags.txt", include_str!("../../../data/node/miner_flags.txt")),
@@ -45,6 +45,7 @@ const SHIPPED: [(&str, &str); 35] = [
     ("file_tools.txt", include_str!("../../../data/node/file_tools.txt")),
     ("metadata_addresses.txt", include_str!("../../../data/node/metadata_addresses.txt")),
     ("metadata_credential_paths.txt", include_str!("../../../data/node/metadata_credential_paths.txt")),
+    ("timestamp_preservers.txt", include_str!("../../../data/node/timestamp_preservers.txt")),
 ];
 
 /// Lists compared as written (paths, group names): not lower-cased on load, so an entry with capitals still
@@ -128,6 +129,7 @@ pub struct NodeLists {
     pub file_tools: Names,
     pub metadata_addresses: Names,
     pub metadata_credential_paths: Names,
+    pub timestamp_preservers: Names,
     /// `miner_flags` and `miner_pools` as matchers over a lower-cased command line.
     pub miner_flag_matcher: Matcher,
     pub miner_pool_matcher: Matcher,
@@ -186,6 +188,7 @@ impl NodeLists {
             file_tools: next(),
             metadata_addresses: next(),
             metadata_credential_paths: next(),
+            timestamp_preservers: next(),
             miner_flag_matcher: Matcher::default(),
             miner_pool_matcher: Matcher::default(),
         };

@@ -101,6 +101,18 @@ fn utimes(path: &str, explicit: bool) -> NodeEvent {
     event
 }
 
+fn with_cwd(mut event: NodeEvent, cwd: &str) -> NodeEvent {
+    event.cwd = Some(cwd.into());
+    event
+}
+
+/// The same event from another program.
+fn by(mut event: NodeEvent, process: &str) -> NodeEvent {
+    event.executable = Some(format!("/usr/bin/{process}"));
+    event.argv = vec![process.into()];
+    event
+}
+
 fn rename(from: &str, to: &str) -> NodeEvent {
     let mut event = file(NodeEventKind::FileRename, "mv", from, 0);
     event.file.as_mut().unwrap().new_path = Some(to.into());
@@ -441,8 +453,28 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         ),
         (
             "K8S.NODE_TimestampTampering",
-            vec![utimes("/usr/bin/ls", true), exec("touch -r /bin/ls /tmp/x"), exec("touch -t 202001010000 /etc/x")],
-            vec![utimes("/usr/bin/ls", false), utimes("/tmp/build/x.o", true), exec("touch /tmp/x")],
+            vec![
+                utimes("/usr/bin/ls", true),
+                exec("touch -r /bin/ls /tmp/x"),
+                exec("touch -t 202001010000 /etc/x"),
+                exec("touch -cmr/bin/ls /tmp/.x"),
+                exec("touch --reference=/usr/bin/ssh /tmp/.x"),
+                exec("touch -d 2001-01-01 -- /usr/local/bin/helper"),
+                with_cwd(exec("touch -r ls evil"), "/usr/bin"),
+            ],
+            vec![
+                utimes("/usr/bin/ls", false),
+                utimes("/tmp/build/x.o", true),
+                exec("touch /tmp/x"),
+                // Package installs, archive extraction and copies restore the times they carry.
+                by(utimes("/usr/bin/ls", true), "dpkg"),
+                by(utimes("/etc/nginx/nginx.conf", true), "tar"),
+                by(utimes("/usr/local/bin/x", true), "cp"),
+                // Reproducible builds set their outputs to a fixed epoch; touching a build's own reference file.
+                with_cwd(exec("touch -d @1700000000 out/app.o"), "/src"),
+                exec("touch -r Makefile.in configure"),
+                exec("touch /usr/bin/x"),
+            ],
         ),
         (
             "K8S.NODE_KubernetesAPI",
