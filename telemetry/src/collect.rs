@@ -23,6 +23,8 @@ pub struct CollectorProgress {
     pub queue_drops: u64,
     /// Events from processes whose cgroup nests another pod or container below their own.
     pub nested_cgroups: u64,
+    /// File events the kernel folded as one process's repeats.
+    pub folded_repeats: u64,
 }
 
 impl CollectorProgress {
@@ -35,6 +37,7 @@ impl CollectorProgress {
             ("capture_failure", self.capture_failures),
             ("queue_drop", self.queue_drops),
             ("nested_cgroup", self.nested_cgroups),
+            ("folded", self.folded_repeats),
         ] {
             COLLECTOR.with_label_values(&[what]).inc_by(delta);
         }

@@ -102,7 +102,9 @@ pub struct EventHeader {
     pub tgid: u32,
     pub uid: u32,
     pub gid: u32,
-    pub reserved: u32,
+    /// On syscall and exit records: how many of this process's file events were folded as repeats since its
+    /// previous record (see `REPEAT_LIMIT`); 0 on the others.
+    pub folded: u32,
     pub cgroup_id: u64,
     /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC.
     pub ktime_ns: u64,
@@ -202,6 +204,8 @@ pub struct SyscallEvent {
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
 /// Exec events whose argument area could not be read in the kernel (the collector falls back to `/proc`).
 pub const COUNTER_ARGV_READ_FAILURES: u32 = 1;
+/// File events folded in the kernel as repeats (see `REPEAT_LIMIT` on the kernel side).
+pub const COUNTER_FOLDED_REPEATS: u32 = 2;
 pub const COUNTER_SLOTS: u32 = 4;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

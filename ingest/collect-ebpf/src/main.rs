@@ -40,6 +40,11 @@ static ARGV_MAX_BYTES: u32 = ARGV_LIMIT as u32;
 /// Struct member offsets from the kernel's BTF, slots as `TASK_OFFSET_SLOTS` describes. Set by the loader.
 #[unsafe(no_mangle)]
 static TASK_OFFSETS: [u32; TASK_OFFSET_SLOTS] = [0; TASK_OFFSET_SLOTS];
+/// Identical file events (same syscall, same path) one process may report per second; the rest are folded and
+/// counted, so one process rewriting a file in a loop cannot fill the ring buffer and push out the events of
+/// others. 0: no folding. Set by the loader (`collect.repeat_limit_per_sec`).
+#[unsafe(no_mangle)]
+static REPEAT_LIMIT: u32 = 100;
 /// 1: processes the collector starts (and theirs) are excluded too, not only the collector itself.
 #[unsafe(no_mangle)]
 static EXCLUDE_DESCENDANTS: u32 = 1;
@@ -74,6 +79,22 @@ static EXCLUDED: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 #[map]
 static CONNECTORS: Array<u32> = Array::with_max_entries(CONNECTOR_SLOTS, 0);
 const CONNECTOR_SLOTS: u32 = 1 << 18;
+
+/// The last few distinct file events of each process (by hash of syscall and path) and how often each came in
+/// the current one-second window; what was folded since the process's last record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Repeats {
+    window_start_ns: u64,
+    hashes: [u64; REPEAT_SLOTS],
+    counts: [u32; REPEAT_SLOTS],
+    folded: u32,
+    next_slot: u32,
+}
+const REPEAT_SLOTS: usize = 4;
+const REPEAT_WINDOW_NS: u64 = 1_000_000_000;
+#[map]
+static REPEATS: LruHashMap<u32, Repeats> = LruHashMap::with_max_entries(8192, 0);
 
 /// Watched opens in progress, by thread: the path, until the syscall returns the descriptor.
 #[map]
@@ -184,7 +205,7 @@ fn header(kind: u32) -> EventHeader {
         tgid: (pid_tgid >> 32) as u32,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
-        reserved: 0,
+        folded: 0,
         // SAFETY: helpers without arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         ktime_ns: unsafe { bpf_ktime_get_ns() },
@@ -316,7 +337,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
         return 0;
     }
-    let header = header(KIND_EXIT);
+    let mut header = header(KIND_EXIT);
     if is_collector(header.tgid) {
         let _ = EXCLUDED.remove(&header.tgid);
         return 0;
@@ -335,6 +356,11 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let status = unsafe { bpf_probe_read_kernel(task.wrapping_add(task_offset(15)) as *const i32) }.unwrap_or(-1);
     let exited = status >= 0 && status & 0x7f == 0;
+    // SAFETY: the value is copied out before the entry is removed.
+    if let Some(repeats) = unsafe { REPEATS.get(&header.tgid) } {
+        header.folded = repeats.folded;
+        let _ = REPEATS.remove(&header.tgid);
+    }
     let event = ExitEvent {
         header,
         exit_code: if exited { (status >> 8) & 0xff } else { 0 },
@@ -448,9 +474,81 @@ fn emit_syscall(
         return;
     }
     event.header = header(KIND_SYSCALL);
+    if event.path[0] != 0 && folded_as_repeat(event) {
+        return;
+    }
     if EVENTS.output::<SyscallEvent>(event, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
     }
+}
+
+/// FNV-1a of the syscall number and the path.
+#[inline(always)]
+fn path_hash(syscall: u32, path: &[u8; PATH_LEN]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(syscall);
+    for index in 0..PATH_LEN {
+        let byte = path[index];
+        if byte == 0 {
+            break;
+        }
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// True when this file event repeats one of the process's last few beyond `REPEAT_LIMIT` in this second: it is
+/// folded (counted) instead of reported. A reported event carries the count folded since the last one.
+#[inline(always)]
+fn folded_as_repeat(event: &mut SyscallEvent) -> bool {
+    let limit = global(&REPEAT_LIMIT);
+    if limit == 0 {
+        return false;
+    }
+    let hash = path_hash(event.syscall, &event.path);
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let tgid = event.header.tgid;
+    let Some(state) = REPEATS.get_ptr_mut(&tgid) else {
+        let mut fresh = Repeats {
+            window_start_ns: now,
+            hashes: [0; REPEAT_SLOTS],
+            counts: [0; REPEAT_SLOTS],
+            folded: 0,
+            next_slot: 1,
+        };
+        fresh.hashes[0] = hash;
+        fresh.counts[0] = 1;
+        let _ = REPEATS.insert(&tgid, &fresh, 0);
+        return false;
+    };
+    // SAFETY: a live map value; threads of one process racing here only skew the counts.
+    let state = unsafe { &mut *state };
+    if now.wrapping_sub(state.window_start_ns) >= REPEAT_WINDOW_NS {
+        state.window_start_ns = now;
+        state.counts = [0; REPEAT_SLOTS];
+    }
+    let mut known = false;
+    for slot in 0..REPEAT_SLOTS {
+        if state.hashes[slot] == hash {
+            if state.counts[slot] >= limit {
+                state.folded = state.folded.saturating_add(1);
+                count(COUNTER_FOLDED_REPEATS);
+                return true;
+            }
+            state.counts[slot] += 1;
+            known = true;
+            break;
+        }
+    }
+    if !known {
+        let slot = state.next_slot as usize % REPEAT_SLOTS;
+        state.next_slot = state.next_slot.wrapping_add(1);
+        state.hashes[slot] = hash;
+        state.counts[slot] = 1;
+    }
+    event.header.folded = state.folded;
+    state.folded = 0;
+    false
 }
 
 macro_rules! path_syscall {

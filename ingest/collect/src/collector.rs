@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_collect_common::{COUNTER_ARGV_READ_FAILURES, COUNTER_RINGBUF_DROPS};
+use palisade_collect_common::{COUNTER_ARGV_READ_FAILURES, COUNTER_FOLDED_REPEATS, COUNTER_RINGBUF_DROPS};
 use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -57,6 +57,11 @@ pub struct CollectConfig {
     pub watch_path_suffixes: Vec<String>,
     /// Leave out processes the collector starts, and their descendants, in the kernel (the collector itself is
     /// always left out).
+    /// Identical file events (same syscall and path) one process may report per second; the rest are folded in the
+    /// kernel and counted (`palisade_collect_events_total{what="folded"}`, the process logged once), so one
+    /// process rewriting a file in a loop cannot fill the ring buffer. 0: no folding.
+    #[serde(default = "default_repeat_limit_per_sec")]
+    pub repeat_limit_per_sec: u32,
     #[serde(default = "default_exclude_own_descendants")]
     pub exclude_own_descendants: bool,
     /// Ask the node's CRI runtime for each container's name, image and pod (one call per container, cached).
@@ -113,6 +118,10 @@ fn default_watch_path_suffixes() -> Vec<String> {
 const fn default_enabled() -> bool {
     true
 }
+const fn default_repeat_limit_per_sec() -> u32 {
+    100
+}
+
 const fn default_exclude_own_descendants() -> bool {
     true
 }
@@ -149,6 +158,7 @@ impl Default for CollectConfig {
             watch_path_prefixes: default_watch_path_prefixes(),
             watch_path_suffixes: default_watch_path_suffixes(),
             exclude_own_descendants: default_exclude_own_descendants(),
+            repeat_limit_per_sec: default_repeat_limit_per_sec(),
             cri_enabled: default_cri_enabled(),
             cri_socket: None,
             cri_timeout_ms: default_cri_timeout_ms(),
@@ -201,6 +211,8 @@ pub struct CollectorStats {
     pub kernel_capture_failures: AtomicU64,
     /// Events dropped because the queue to the publisher was full.
     pub queue_drops: AtomicU64,
+    /// File events folded in the kernel as one process's repeats (see `CollectConfig::repeat_limit_per_sec`).
+    pub folded_repeats: AtomicU64,
     /// Events from a process whose cgroup nests another pod or container below its own container's scope (see
     /// `cgroup::Attribution::nested`); attributed to the outer container.
     pub nested_cgroups: AtomicU64,
@@ -223,6 +235,8 @@ struct Reader {
     stats: Arc<CollectorStats>,
     /// Cgroups whose nesting was logged (once each, at most 1024).
     nesting_reported: std::collections::HashSet<u64>,
+    /// Processes whose folded repeats were logged (once each, at most 1024).
+    folding_reported: std::collections::HashSet<u32>,
 }
 
 impl Collector {
@@ -237,6 +251,7 @@ impl Collector {
             },
             argv_max_bytes: config.argv_max_bytes.min(palisade_collect_common::ARGV_LIMIT) as u32,
             exclude_descendants: config.exclude_own_descendants,
+            repeat_limit: config.repeat_limit_per_sec,
         })?;
         let (sender, receiver) = mpsc::channel(config.queue_capacity);
         let stop = Arc::new(AtomicBool::new(false));
@@ -252,6 +267,7 @@ impl Collector {
             sequence: 0,
             stats: Arc::clone(&stats),
             nesting_reported: std::collections::HashSet::new(),
+            folding_reported: std::collections::HashSet::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         let prefixes = config.watch_path_prefixes.clone();
@@ -281,6 +297,7 @@ impl Collector {
                     for (slot, counter) in [
                         (COUNTER_RINGBUF_DROPS, &thread_stats.kernel_drops),
                         (COUNTER_ARGV_READ_FAILURES, &thread_stats.kernel_capture_failures),
+                        (COUNTER_FOLDED_REPEATS, &thread_stats.folded_repeats),
                     ] {
                         if let Ok(values) = loaded.counters.get(&slot, 0) {
                             counter.store(values.iter().sum(), Ordering::Relaxed);
@@ -330,6 +347,21 @@ fn wall_minus_monotonic_ns() -> i64 {
 }
 
 impl Reader {
+    /// Names, once, a process whose repeated file events the kernel folded (the count is the kernel's).
+    fn report_folding(&mut self, header: &palisade_collect_common::EventHeader) {
+        if header.folded == 0 || self.folding_reported.len() >= 1024 || !self.folding_reported.insert(header.tgid) {
+            return;
+        }
+        let executable = self.table.executable(header.tgid).unwrap_or_default();
+        tracing::warn!(
+            pid = header.tgid,
+            comm = c_string(&header.comm),
+            executable,
+            folded = header.folded,
+            "a process repeats the same file event beyond collect.repeat_limit_per_sec; the repeats are folded"
+        );
+    }
+
     /// A `NodeEvent` about the current process of `header`, with what the process table knows of it.
     fn base_event(&mut self, header: &palisade_collect_common::EventHeader, kind: NodeEventKind) -> NodeEvent {
         let attribution = self.cgroups.attribute(header.tgid, header.cgroup_id);
@@ -387,6 +419,12 @@ impl Reader {
 
     fn handle(&mut self, record: Record) -> Option<NodeEvent> {
         let stats = Arc::clone(&self.stats);
+        if let Record::Syscall(event) = &record {
+            self.report_folding(&event.header);
+        }
+        if let Record::Exit { header, .. } = &record {
+            self.report_folding(header);
+        }
         match record {
             Record::Fork { header, child_pid, clone_flags } => {
                 stats.fork_events.fetch_add(1, Ordering::Relaxed);

@@ -181,6 +181,8 @@ pub struct LoadOptions<'a> {
     pub argv_max_bytes: u32,
     /// Exclude the collector's child processes (and theirs), not only the collector.
     pub exclude_descendants: bool,
+    /// Identical file events per process per second before the kernel folds them (0: never).
+    pub repeat_limit: u32,
 }
 
 pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
@@ -200,6 +202,7 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
         .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
         .override_global("ARGV_MAX_BYTES", &options.argv_max_bytes, true)
+        .override_global("REPEAT_LIMIT", &options.repeat_limit, true)
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
     install_path_filters(&mut ebpf, &options.path_filters)?;

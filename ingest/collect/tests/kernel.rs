@@ -599,3 +599,42 @@ fn a_watched_file_reached_by_another_spelling_is_reported_under_its_name() {
     let _ = std::fs::remove_dir_all(&dir);
     collector.stop();
 }
+
+/// One process rewriting one watched file in a loop is folded beyond the repeat limit (counted in the kernel, the
+/// count carried to userspace with its next record), while another process's event in the same second is reported.
+#[test]
+fn a_process_repeating_one_file_event_is_folded_and_others_are_still_reported() {
+    let config = CollectConfig { repeat_limit_per_sec: 20, ..tested() };
+    let (collector, mut events) = Collector::start(&config, "test-node").expect("programs load");
+    let path = format!("/tmp/palisade-flood-{}", std::process::id());
+    let script = format!(
+        "import os, subprocess, time\nstart = time.monotonic()\nfor i in range(5000):\n    os.close(os.open('{path}', os.O_WRONLY | os.O_CREAT | os.O_TRUNC))\n    if i == 2500:\n        subprocess.run(['cat', '/etc/shadow'], stdout=subprocess.DEVNULL)\nprint(time.monotonic() - start)\n"
+    );
+    let output = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let seconds: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    run("cat /etc/gshadow > /dev/null");
+    let (mut repeats, mut shadow) = (0u64, false);
+    let marker = wait_for(&mut events, |e| {
+        let file = e.file.as_ref().map(|f| f.path.as_str());
+        repeats += u64::from(file == Some(path.as_str()));
+        shadow |= file == Some("/etc/shadow") && e.argv.first().is_some_and(|a| a == "cat");
+        file == Some("/etc/gshadow")
+    });
+    assert!(marker.is_some(), "the marker after the loop");
+    assert!(shadow, "the other process's read in the middle of the flood is reported");
+    // 20 per started second of the loop (the window is per second from the first event), at least 20.
+    let most = 20 * (seconds.ceil() as u64 + 1);
+    assert!((20..=most).contains(&repeats), "{repeats} of 5000 repeats reported in {seconds:.2} s (at most {most})");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while collector.stats.folded_repeats.load(std::sync::atomic::Ordering::Relaxed) < 5000 - most
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let folded = collector.stats.folded_repeats.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(folded >= 5000 - most, "folded {folded}");
+    assert_eq!(collector.stats.kernel_drops.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let _ = std::fs::remove_file(&path);
+    collector.stop();
+}
