@@ -21,10 +21,17 @@ fn is_container_id(text: &str) -> bool {
 }
 
 /// Container id and pod UID from one cgroup path: the first (outermost) of each, which the kubelet and the
-/// runtime create. A container that can write cgroups can nest `…/pod<uid>/cri-containerd-<id>.scope` below its
-/// own scope to look like another pod; the outer names are still its own, and the nesting is flagged.
+/// runtime create. A pod's container that can write cgroups can nest `…/pod<uid>/cri-containerd-<id>.scope`
+/// below its own scope to look like another pod; the outer names are still its own, and the nesting is flagged.
+/// Two layouts nest legitimately: a Kubernetes node that is itself a container (kind, k3d, minikube's docker
+/// driver: `docker-<node>.scope/kubelet.slice/…` or `/docker/<node>/kubepods/…`), where the inner pod is the
+/// workload, and containers in a plain container (docker-in-docker, podman in a container), where the outer one
+/// is. A host user's own cgroups (`/user.slice`, delegated to the user) name no container, whatever they say.
 pub fn parse_cgroup_path(path: &str) -> Attribution {
     let mut attribution = Attribution::default();
+    if path.trim_start_matches('/').starts_with("user.slice") {
+        return attribution;
+    }
     for segment in path.split('/') {
         let segment = segment.strip_suffix(".scope").unwrap_or(segment);
         // cri-containerd-<id>, crio-<id>, docker-<id>, or a bare id (cgroupfs driver, v1 docker).
@@ -37,7 +44,12 @@ pub fn parse_cgroup_path(path: &str) -> Attribution {
             .map(|index| slice[index + 3..].replace('_', "-"))
             .filter(|uid| uid.len() == 36 && uid.bytes().filter(|b| *b == b'-').count() == 4);
         if attribution.container_id.is_some() {
-            attribution.nested |= container.is_some() || pod.is_some();
+            if attribution.pod_uid.is_some() {
+                attribution.nested |= container.is_some() || pod.is_some();
+            } else if segment.starts_with("kubepods") || segment.starts_with("kubelet") {
+                // A node in a container: what follows is the node's own kubelet and pods.
+                attribution = Attribution::default();
+            }
             continue;
         }
         if let Some(id) = container {
@@ -249,6 +261,31 @@ mod tests {
         // The cgroupfs layout names the pod before the container: both are the outer ones.
         let cgroupfs = parse_cgroup_path(&format!("/kubepods/burstable/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}"));
         assert!(!cgroupfs.nested);
+    }
+
+    /// Nodes that are containers (kind, k3d) attribute to the inner pod; containers in a plain container keep the
+    /// outer one without a flag; a host user's delegated cgroups name nothing.
+    #[test]
+    fn legitimate_nesting_and_user_cgroups() {
+        let inner = "7".repeat(64);
+        let kind = format!(
+            "/system.slice/docker-{ID}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod0d9a2f4e_1111_2222_3333_444455556666.slice/cri-containerd-{inner}.scope"
+        );
+        let a = parse_cgroup_path(&kind);
+        assert_eq!(a.container_id.as_deref(), Some(inner.as_str()));
+        assert_eq!(a.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
+        assert!(!a.nested);
+        let v1_kind = parse_cgroup_path(&format!(
+            "/docker/{ID}/kubepods/besteffort/pod0d9a2f4e-1111-2222-3333-444455556666/{inner}"
+        ));
+        assert_eq!(v1_kind.container_id.as_deref(), Some(inner.as_str()));
+        let dind = parse_cgroup_path(&format!("/system.slice/docker-{ID}.scope/docker/{inner}"));
+        assert_eq!((dind.container_id.as_deref(), dind.nested), (Some(ID), false));
+        // A host user with a delegated cgroup tree makes one that looks like a pod's.
+        let user = format!(
+            "/user.slice/user-1000.slice/user@1000.service/kubepods-besteffort-pod0d9a2f4e_1111_2222_3333_444455556666.slice/cri-containerd-{ID}.scope"
+        );
+        assert_eq!(parse_cgroup_path(&user), Attribution::default());
     }
 
     #[test]
