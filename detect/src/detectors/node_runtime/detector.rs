@@ -1300,12 +1300,15 @@ fn timestamp_tampering(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details
         let preserver = lists.timestamp_preservers.contains(&view.name);
         return (explicit && system(&file.path) && !preserver).then(|| vec![("file", file.path.clone())]);
     }
-    if view.exec()? != "touch" {
-        return None;
-    }
+    // touch, or busybox's and toybox's touch applet (`busybox touch …`).
+    let argv = match view.exec()? {
+        "touch" => &event.argv[..],
+        "busybox" | "toybox" if event.argv.get(1).is_some_and(|a| a == "touch") => &event.argv[1..],
+        _ => return None,
+    };
     // Copying a system file's times onto another file, or setting a system file's times. A build setting its
     // outputs to a fixed epoch (`touch -d @$SOURCE_DATE_EPOCH out`) is neither.
-    let touch = TouchArguments::parse(&event.argv);
+    let touch = TouchArguments::parse(argv);
     let cwd = event.cwd.as_deref().unwrap_or("/");
     let absolute = |path: &str| if path.starts_with('/') { path.to_owned() } else { format!("{cwd}/{path}") };
     let reference = touch.reference.map(absolute).filter(|r| system(r));
@@ -1319,7 +1322,8 @@ fn timestamp_tampering(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details
 }
 
 /// touch(1)'s arguments as it reads them: `-r`/`--reference` (a file whose times are copied), `-t`/`-d`/`--date`
-/// (a time), in separate, attached (`-rFILE`, `--date=…`) or combined (`-cmr FILE`) form; the rest are files.
+/// (a time), in separate, attached (`-rFILE`, `--date=…`), combined (`-cmr FILE`) or abbreviated (`--ref=`,
+/// `--da`: getopt accepts any unambiguous prefix) form; the rest are files.
 #[derive(Default)]
 struct TouchArguments<'a> {
     sets_time: bool,
@@ -1339,10 +1343,11 @@ impl<'a> TouchArguments<'a> {
                 options = false;
             } else if let Some(long) = argument.strip_prefix("--") {
                 let (name, value) = long.split_once('=').map_or((long, None), |(n, v)| (n, Some(v)));
-                if matches!(name, "reference" | "date") {
+                let reference = !name.is_empty() && "reference".starts_with(name);
+                if reference || (!name.is_empty() && "date".starts_with(name)) {
                     parsed.sets_time = true;
                     let value = value.or_else(|| arguments.next());
-                    if name == "reference" {
+                    if reference {
                         parsed.reference = value;
                     }
                 }

@@ -461,6 +461,9 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 exec("touch --reference=/usr/bin/ssh /tmp/.x"),
                 exec("touch -d 2001-01-01 -- /usr/local/bin/helper"),
                 with_cwd(exec("touch -r ls evil"), "/usr/bin"),
+                exec("touch --ref=/bin/ls /tmp/.x"),
+                exec("touch --da 2001-01-01 /etc/cron.d/x"),
+                exec("busybox touch -r /bin/ls /tmp/.x"),
             ],
             vec![
                 utimes("/usr/bin/ls", false),
@@ -474,6 +477,8 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 with_cwd(exec("touch -d @1700000000 out/app.o"), "/src"),
                 exec("touch -r Makefile.in configure"),
                 exec("touch /usr/bin/x"),
+                exec("busybox touch /tmp/x"),
+                exec("touch --no-dereference /usr/bin/x"),
             ],
         ),
         (
