@@ -461,7 +461,14 @@ impl Reader {
                 let (kind, meaning) = crate::syscalls::meaning(&event)?;
                 let mut node_event = self.base_event(&event.header, kind);
                 match meaning {
-                    Meaning::File(detail) => node_event.file = Some(detail),
+                    Meaning::File(mut detail) => {
+                        let (first, second) = crate::syscalls::directory_arguments(&event);
+                        detail.path = crate::paths::resolve(event.header.tgid, first, &detail.path);
+                        if let Some(new_path) = &detail.new_path {
+                            detail.new_path = Some(crate::paths::resolve(event.header.tgid, second, new_path));
+                        }
+                        node_event.file = Some(detail);
+                    }
                     Meaning::Net(detail) => node_event.net = Some(detail),
                     Meaning::Namespace(detail) => node_event.namespace = Some(detail),
                     Meaning::Privilege(detail) => node_event.privilege = Some(detail),

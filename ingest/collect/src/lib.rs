@@ -7,6 +7,7 @@ pub mod cgroup;
 mod collector;
 pub mod cri;
 pub mod loader;
+mod paths;
 pub mod process_table;
 mod records;
 mod syscalls;

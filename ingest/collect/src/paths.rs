@@ -1,0 +1,96 @@
+//! The paths file syscalls report, as the kernel resolved them where userspace can: relative paths joined to
+//! the process's working directory (or the directory descriptor they were relative to), and `.`, `..` and
+//! repeated slashes folded, so `/var/log//wtmp`, `/var/log/./wtmp` and `/var/log/x/../wtmp` are all
+//! `/var/log/wtmp` to the rules. Symlinks are not followed here (the kernel's inode match catches opens of
+//! watched files through them).
+
+/// `AT_FDCWD` as the kernel reads the `int` directory argument.
+const AT_FDCWD: i32 = -100;
+
+/// Folds `.`, `..` and repeated slashes of an absolute path (`..` at the root stays at the root, as the kernel
+/// resolves it). A relative path is folded the same way but stays relative.
+pub fn fold(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !absolute {
+                    parts.push("..");
+                }
+            }
+            part => parts.push(part),
+        }
+    }
+    let joined = parts.join("/");
+    if absolute { format!("/{joined}") } else { joined }
+}
+
+/// The directory a relative path of process `tgid` starts from: its working directory, or the directory open as
+/// `dirfd`; `None` when the process is gone.
+fn base(tgid: u32, dirfd: Option<i32>) -> Option<String> {
+    let link = match dirfd {
+        Some(fd) if fd != AT_FDCWD => format!("/proc/{tgid}/fd/{fd}"),
+        _ => format!("/proc/{tgid}/cwd"),
+    };
+    std::fs::read_link(link).ok().map(|p| p.display().to_string())
+}
+
+/// A reported path as the rules should see it: absolute when its base can still be read, folded either way.
+pub fn resolve(tgid: u32, dirfd: Option<i32>, path: &str) -> String {
+    if path.is_empty() || path.starts_with('/') {
+        return if needs_folding(path) { fold(path) } else { path.to_owned() };
+    }
+    match base(tgid, dirfd) {
+        Some(base) => fold(&format!("{base}/{path}")),
+        None => fold(path),
+    }
+}
+
+/// Most paths are already canonical: only those with `//`, `/.` segments or a trailing `/` are rebuilt.
+fn needs_folding(path: &str) -> bool {
+    path.contains("//")
+        || path.contains("/./")
+        || path.contains("/../")
+        || path.ends_with("/.")
+        || path.ends_with("/..")
+        || (path.len() > 1 && path.ends_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_fold_to_the_path_the_kernel_resolves() {
+        for spelling in
+            ["/var/log//wtmp", "/var/log/./wtmp", "/var/log/x/../wtmp", "//var/log/wtmp", "/../var/log/wtmp"]
+        {
+            assert_eq!(resolve(0, None, spelling), "/var/log/wtmp", "{spelling}");
+        }
+        assert_eq!(fold("/etc/.ssh/../shadow"), "/etc/shadow");
+        assert_eq!(fold("/etc/"), "/etc");
+        assert_eq!(fold("/"), "/");
+        assert_eq!(fold("a/./b//c/../d"), "a/b/d");
+        assert_eq!(fold("../x"), "../x");
+        // Dotfiles are names, not `.` segments.
+        assert_eq!(resolve(0, None, "/root/.bash_history"), "/root/.bash_history");
+        assert_eq!(resolve(0, None, "/root/..hidden"), "/root/..hidden");
+    }
+
+    #[test]
+    fn relative_paths_join_the_working_directory_or_the_directory_descriptor() {
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap().display().to_string();
+        assert_eq!(resolve(me, None, "x/../y"), fold(&format!("{cwd}/y")));
+        assert_eq!(resolve(me, Some(AT_FDCWD), "y"), fold(&format!("{cwd}/y")));
+        let directory = std::fs::File::open("/etc").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&directory);
+        assert_eq!(resolve(me, Some(fd), "shadow"), "/etc/shadow");
+        // A process that is gone: folded, still relative.
+        assert_eq!(resolve(u32::MAX, None, "a/./b"), "a/b");
+    }
+}
