@@ -270,20 +270,17 @@ impl Collector {
             folding_reported: std::collections::HashSet::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
-        let prefixes = config.watch_path_prefixes.clone();
+        spawn_watched_files_refresh(
+            loaded.watched_inodes.take().expect("the loader fills the table"),
+            config.watch_path_prefixes.clone(),
+            Arc::clone(&stop),
+        )?;
         let paused = Arc::new(AtomicBool::new(false));
         let (thread_stop, thread_stats, thread_paused) = (Arc::clone(&stop), Arc::clone(&stats), Arc::clone(&paused));
         let thread = std::thread::Builder::new()
             .name("palisade-collect".into())
             .spawn(move || {
-                let mut listed = std::time::Instant::now();
-                let mut warned = false;
                 while !thread_stop.load(Ordering::Relaxed) {
-                    // Watched files are replaced (passwd renames a new shadow over the old one): list them again.
-                    if listed.elapsed() >= WATCHED_FILES_REFRESH {
-                        crate::watched_files::refresh(&mut loaded.watched_inodes, &prefixes, &mut warned);
-                        listed = std::time::Instant::now();
-                    }
                     while !thread_paused.load(Ordering::Relaxed)
                         && let Some(item) = loaded.ring.next()
                     {
@@ -337,6 +334,31 @@ impl Drop for Collector {
 
 /// How often the watched files are listed again for the kernel's inode table.
 const WATCHED_FILES_REFRESH: Duration = Duration::from_secs(30);
+
+/// Lists the watched files again every `WATCHED_FILES_REFRESH` (passwd renames a new shadow over the old one), on
+/// a thread of its own: a listing that hangs (a dead network mount) must not stop the ring buffer's reader. Not
+/// joined at stop for the same reason; it ends at its next wake-up.
+fn spawn_watched_files_refresh(
+    mut table: loader::WatchedInodes,
+    prefixes: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), CollectError> {
+    std::thread::Builder::new()
+        .name("palisade-watched-files".into())
+        .spawn(move || {
+            let mut warned = false;
+            let mut listed = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if listed.elapsed() >= WATCHED_FILES_REFRESH {
+                    crate::watched_files::refresh(&mut table, &prefixes, &mut warned);
+                    listed = std::time::Instant::now();
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| CollectError::Load(format!("cannot start the watched-files thread: {e}")))
+}
 
 fn wall_minus_monotonic_ns() -> i64 {
     let mut monotonic = libc::timespec { tv_sec: 0, tv_nsec: 0 };

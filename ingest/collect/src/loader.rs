@@ -81,10 +81,12 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
-    /// The watched files by device and inode, filled at load and refreshed by the reader.
-    pub watched_inodes:
-        aya::maps::HashMap<MapData, crate::watched_files::InodeKey, [u8; palisade_collect_common::PATH_LEN]>,
+    /// The watched files by device and inode, filled at load; the collector takes it to refresh it.
+    pub watched_inodes: Option<WatchedInodes>,
 }
+
+pub type WatchedInodes =
+    aya::maps::HashMap<MapData, crate::watched_files::InodeKey, [u8; palisade_collect_common::PATH_LEN]>;
 
 /// Why eBPF collection cannot run here, if it cannot; `None` when the prerequisites are met.
 pub fn unavailable_reason() -> Option<String> {
@@ -234,7 +236,7 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
     .map_err(|e| CollectError::Load(e.to_string()))?;
     let mut warned = false;
     crate::watched_files::refresh(&mut watched_inodes, options.path_filters.prefixes, &mut warned);
-    Ok(Loaded { ebpf, ring, counters, watched_inodes })
+    Ok(Loaded { ebpf, ring, counters, watched_inodes: Some(watched_inodes) })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use palisade_collect_common::{MAX_WATCHED_INODES, PATH_LEN};
@@ -17,20 +17,48 @@ pub type InodeKey = [u64; 2];
 /// by another spelling is not seen; their writes and removals are, by path.
 const UNLISTED: [&str; 4] = ["/tmp/", "/var/tmp/", "/dev/shm/", "/var/log/"];
 
+/// The logs that record who logged in (the detector's `user_activity_logs`), listed although `/var/log/` is not:
+/// a log shipper's pod mounts the host's `/var/log`, and `: > /hostlog/wtmp` must still be seen.
+const ACTIVITY_LOGS: [&str; 10] = [
+    "/var/log/wtmp",
+    "/var/log/btmp",
+    "/var/log/lastlog",
+    "/var/log/auth.log",
+    "/var/log/secure",
+    "/var/log/syslog",
+    "/var/log/messages",
+    "/var/log/audit/audit.log",
+    "/run/utmp",
+    "/var/run/utmp",
+];
+
+/// Files listed from one directory at most: a directory an attacker can fill must not crowd out the others.
+const PER_DIRECTORY: usize = 256;
+
+/// The host's root as this process can read it: `/proc/1/root` when the collector runs in a pod (with hostPID, its
+/// own root is the image's), else `/`.
+pub fn host_root() -> PathBuf {
+    let host = PathBuf::from("/proc/1/root");
+    if std::fs::read_dir(host.join("etc")).is_ok() { host } else { PathBuf::from("/") }
+}
+
 /// `MKDEV(major, minor)` as the kernel keeps it: major << 20 | minor (userspace's `st_dev` encodes it otherwise).
 pub fn kernel_device(st_dev: u64) -> u64 {
     (u64::from(libc::major(st_dev)) << 20) | u64::from(libc::minor(st_dev))
 }
 
-/// The regular files the prefixes name under `root` ("/" for the host): a prefix is a path's beginning, so
+/// The regular files the prefixes name under `root` (the host's): a prefix is a path's beginning, so
 /// `/etc/shadow` names `/etc/shadow` and `/etc/shadow-`, `/etc/cron` names `/etc/crontab` and the files in
-/// `/etc/cron.d/`, and `/etc/kubernetes/` names the files in it and in its subdirectories (one level). At most
-/// `limit` files; the second value says whether some were left out.
+/// `/etc/cron.d/`, and `/etc/kubernetes/` names the files in it and in its subdirectories (one level), plus the
+/// user-activity logs. Symlinks are not followed (a link's target is listed under its own name if that is
+/// watched), nor directories on another file system (a mount point may hang). Files named exactly go first, at
+/// most `PER_DIRECTORY` from one directory, at most `limit` in all; the second value says whether some were left
+/// out.
 pub fn watched_files(root: &Path, prefixes: &[String], limit: usize) -> (HashMap<InodeKey, String>, bool) {
     let mut files = HashMap::new();
     let mut left_out = false;
-    let mut add = |path: &str, files: &mut HashMap<InodeKey, String>| {
-        let Ok(metadata) = std::fs::metadata(root.join(path.trim_start_matches('/'))) else { return false };
+    let mut add = |path: &str, files: &mut HashMap<InodeKey, String>| -> Option<std::fs::Metadata> {
+        let metadata = std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))).ok()?;
         if metadata.is_file() && path.len() < PATH_LEN {
             if files.len() >= limit {
                 left_out = true;
@@ -38,15 +66,24 @@ pub fn watched_files(root: &Path, prefixes: &[String], limit: usize) -> (HashMap
                 files.entry([kernel_device(metadata.dev()), metadata.ino()]).or_insert_with(|| path.to_owned());
             }
         }
-        metadata.is_dir()
+        metadata.is_dir().then_some(metadata)
     };
-    for prefix in prefixes.iter().filter(|p| p.starts_with('/') && !UNLISTED.contains(&p.as_str())) {
+    for log in ACTIVITY_LOGS {
+        add(log, &mut files);
+    }
+    let listed = prefixes.iter().filter(|p| p.starts_with('/') && !UNLISTED.contains(&p.as_str()));
+    let (exact, directories): (Vec<&String>, Vec<&String>) = listed.partition(|p| !p.ends_with('/'));
+    for prefix in exact.into_iter().chain(directories) {
         let (directory, stem) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let directory = if directory.is_empty() { "/" } else { directory };
-        for name in entries(root, directory).into_iter().filter(|name| name.starts_with(stem)) {
+        let Ok(parent) = std::fs::symlink_metadata(root.join(directory.trim_start_matches('/'))) else { continue };
+        let names = entries(root, directory).into_iter().filter(|name| name.starts_with(stem)).take(PER_DIRECTORY);
+        for name in names {
             let path = format!("{}/{name}", directory.trim_end_matches('/'));
-            if add(&path, &mut files) {
-                for inner in entries(root, &path) {
+            if let Some(inner_directory) = add(&path, &mut files)
+                && inner_directory.dev() == parent.dev()
+            {
+                for inner in entries(root, &path).into_iter().take(PER_DIRECTORY) {
                     add(&format!("{path}/{inner}"), &mut files);
                 }
             }
@@ -79,7 +116,7 @@ pub fn install(map: &mut BpfHashMap<MapData, InodeKey, [u8; PATH_LEN]>, files: &
 
 /// Lists the files and installs them; said once when the table is full.
 pub fn refresh(map: &mut BpfHashMap<MapData, InodeKey, [u8; PATH_LEN]>, prefixes: &[String], warned: &mut bool) {
-    let (files, left_out) = watched_files(Path::new("/"), prefixes, MAX_WATCHED_INODES as usize);
+    let (files, left_out) = watched_files(&host_root(), prefixes, MAX_WATCHED_INODES as usize);
     if left_out && !*warned {
         *warned = true;
         tracing::warn!(
@@ -134,6 +171,20 @@ mod tests {
         let (files, left_out) = watched_files(&root, &prefixes, 2);
         assert_eq!(files.len(), 2);
         assert!(left_out, "a full table says so");
+        let mut first: Vec<&str> = files.values().map(String::as_str).collect();
+        first.sort();
+        assert_eq!(first, ["/etc/shadow", "/etc/shadow-"], "files named exactly go before directories' files");
+
+        // A symlink is not followed (its target would be listed under the link's name), and one directory gives
+        // at most PER_DIRECTORY files.
+        std::os::unix::fs::symlink("/etc/hostname", root.join("etc/cron.d/link")).unwrap();
+        for index in 0..PER_DIRECTORY + 10 {
+            std::fs::write(root.join(format!("etc/kubernetes/pki/f{index:04}")), "x").unwrap();
+        }
+        let (files, _) = watched_files(&root, &prefixes, 10_000);
+        assert!(!files.values().any(|p| p.ends_with("/link")));
+        // PER_DIRECTORY entries, one of them the `deeper` directory.
+        assert_eq!(files.values().filter(|p| p.starts_with("/etc/kubernetes/pki/")).count(), PER_DIRECTORY - 1);
         let _ = std::fs::remove_dir_all(&root);
     }
 
