@@ -25,6 +25,8 @@ pub struct CollectorProgress {
     pub nested_cgroups: u64,
     /// File events the kernel folded as one process's repeats.
     pub folded_repeats: u64,
+    /// File syscalls whose path the kernel could not read.
+    pub paths_unreadable: u64,
 }
 
 impl CollectorProgress {
@@ -38,6 +40,7 @@ impl CollectorProgress {
             ("queue_drop", self.queue_drops),
             ("nested_cgroup", self.nested_cgroups),
             ("folded", self.folded_repeats),
+            ("path_unreadable", self.paths_unreadable),
         ] {
             COLLECTOR.with_label_values(&[what]).inc_by(delta);
         }

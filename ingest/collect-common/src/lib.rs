@@ -117,9 +117,9 @@ pub const TTY_NAME_LEN: usize = 64;
 /// `cred.cap_effective`, `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`, `inode.i_mode`,
 /// `inode.i_rdev`, `task_struct.signal`, `signal_struct.tty`, `tty_struct.name`, `task_struct.mm`,
 /// `mm_struct.arg_start`, `mm_struct.arg_end`, `task_struct.exit_code`, `file.private_data`, `inode.i_private`,
-/// `pid.numbers`, `upid.nr`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`, `file.f_flags` (byte offsets from
-/// BTF).
-pub const TASK_OFFSET_SLOTS: usize = 24;
+/// `pid.numbers`, `upid.nr`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev`, `file.f_flags`, `fdtable.max_fds`
+/// (byte offsets from BTF).
+pub const TASK_OFFSET_SLOTS: usize = 25;
 
 /// `TaskInfo::read`: which parts the exec program could read from the task.
 pub const TASK_READ_CRED: u32 = 1;
@@ -206,6 +206,8 @@ pub const COUNTER_RINGBUF_DROPS: u32 = 0;
 pub const COUNTER_ARGV_READ_FAILURES: u32 = 1;
 /// File events folded in the kernel as repeats (see `REPEAT_LIMIT` on the kernel side).
 pub const COUNTER_FOLDED_REPEATS: u32 = 2;
+/// File syscalls whose path could not be read from the caller's memory (not filtered, so not reported).
+pub const COUNTER_PATH_UNREADABLE: u32 = 3;
 pub const COUNTER_SLOTS: u32 = 4;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);

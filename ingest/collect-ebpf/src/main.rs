@@ -99,11 +99,22 @@ static REPEATS: LruHashMap<u32, Repeats> = LruHashMap::with_max_entries(8192, 0)
 /// Watched opens in progress, by thread: the path, until the syscall returns the descriptor.
 #[map]
 static OPENING: LruHashMap<u32, [u8; PATH_LEN]> = LruHashMap::with_max_entries(4096, 0);
-/// Files opened from a watched path, by the address of their inode → the path they were opened by. A later
-/// ftruncate, fchmod, fchown or futimens on any descriptor of the same file (dup'd, inherited, passed over a
-/// socket) is reported under that path, which the program copies from here.
+/// A file opened from a watched path: the identity of its inode (device, number) and the path it was opened by.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct WatchedFile {
+    identity: [u64; 2],
+    path: [u8; PATH_LEN],
+}
+/// Files opened from a watched path, by the address of their inode. A later ftruncate, fchmod, fchown or
+/// futimens on any descriptor of the same file (dup'd, inherited, passed over a socket) is reported under that
+/// path, which the program copies from here; only while the inode at that address is still the same file (an
+/// address is reused once the inode is freed).
 #[map]
-static WATCHED_FILES: LruHashMap<u64, [u8; PATH_LEN]> = LruHashMap::with_max_entries(16384, 0);
+static WATCHED_FILES: LruHashMap<u64, WatchedFile> = LruHashMap::with_max_entries(16384, 0);
+/// Where `WatchedFile` values are built before they are stored (too large for the stack).
+#[map]
+static WATCHED_FILE_SCRATCH: PerCpuArray<WatchedFile> = PerCpuArray::with_max_entries(1, 0);
 
 /// The watched files that exist, by (device as the kernel encodes it, inode number) → their path; filled and
 /// refreshed by the collector. An open that names one of them by any other path is reported under this one.
@@ -392,6 +403,8 @@ fn read_user_path(pointer: u64, destination: &mut [u8; PATH_LEN]) -> usize {
         bpf_probe_read_user_str(destination.as_mut_ptr() as *mut c_void, PATH_LEN as u32, pointer as *const c_void)
     };
     if read <= 0 {
+        // The syscall may still succeed (a path on a page not yet faulted in): counted, as it is not filtered.
+        count(COUNTER_PATH_UNREADABLE);
         destination[0] = 0;
         return 0;
     }
@@ -410,15 +423,21 @@ fn path_matches(path: &[u8; PATH_LEN], length: usize) -> bool {
     if PATH_PREFIXES.get(&key).is_some() {
         return true;
     }
+    // A relative path (`authorized_keys` from ~/.ssh) is read as if a `/` preceded it, so suffixes that start with
+    // one still match. Every write is inside the loop, at the loop's own bounded index.
+    let relative = path[0] != b'/';
     let mut reversed = [0u8; PATH_FILTER_LEN];
     for index in 0..PATH_FILTER_LEN {
-        if index >= head {
+        if index < head {
+            reversed[index] = path[(length - 1 - index) & (PATH_LEN - 1)];
+        } else if index == head && relative {
+            reversed[index] = b'/';
+        } else {
             break;
         }
-        reversed[index] = path[(length - 1 - index) & (PATH_LEN - 1)];
     }
-    key.data = reversed;
-    PATH_SUFFIXES.get(&key).is_some()
+    let bits = if relative && head < PATH_FILTER_LEN { head * 8 + 8 } else { head * 8 };
+    PATH_SUFFIXES.get(&Key::new(bits as u32, reversed)).is_some()
 }
 
 /// Where a syscall's paths are: argument indices of the first and second path (if any).
@@ -567,16 +586,43 @@ macro_rules! path_syscall {
 /// The `struct file` behind descriptor `fd` of the current process.
 #[inline(always)]
 fn descriptor_file(fd: u64) -> Option<*const u8> {
-    if fd >= 1 << 20 {
-        return None;
-    }
+    // The kernel takes descriptors as `unsigned int`: the upper half of the register is ignored.
+    let fd = fd as u32;
     // SAFETY: the helper has no preconditions.
     let task = unsafe { bpf_get_current_task() } as *const u8;
-    let descriptors = kernel_pointer(task, task_offset(3))
-        .and_then(|files| kernel_pointer(files, task_offset(4)))
-        .and_then(|fdtable| kernel_pointer(fdtable, task_offset(5)))
-        .ok()?;
+    let fdtable = kernel_pointer(task, task_offset(3)).and_then(|files| kernel_pointer(files, task_offset(4))).ok()?;
+    // SAFETY: helper read of `fdtable.max_fds`.
+    let max = unsafe { bpf_probe_read_kernel(fdtable.wrapping_add(task_offset(24)) as *const u32) }.ok()?;
+    if fd >= max || fd >= 1 << 24 {
+        return None;
+    }
+    let descriptors = kernel_pointer(fdtable, task_offset(5)).ok()?;
     kernel_pointer(descriptors, fd as usize * 8).ok()
+}
+
+/// (device as in `super_block.s_dev`, inode number) of an inode: what stays the same while it is the same file.
+#[inline(always)]
+fn inode_identity(inode: *const u8) -> [u64; 2] {
+    // SAFETY: helper reads at BTF offsets inside the inode and its super block.
+    let number: u64 = unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(20)) as *const u64) }.unwrap_or(0);
+    let device: u32 = kernel_pointer(inode, task_offset(21))
+        .ok()
+        .and_then(|block| unsafe { bpf_probe_read_kernel(block.wrapping_add(task_offset(22)) as *const u32) }.ok())
+        .unwrap_or(0);
+    [u64::from(device), number]
+}
+
+/// Remembers that the file at `inode` was opened as `path` (a map value of PATH_LEN bytes).
+#[inline(always)]
+fn watch_file(inode: *const u8, identity: [u64; 2], path: *const [u8; PATH_LEN]) {
+    let Some(value) = WATCHED_FILE_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: the per-CPU scratch slot belongs to this invocation; the path is copied by the read helper from a
+    // live map value of the same size.
+    let value = unsafe { &mut *value };
+    value.identity = identity;
+    if unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(path as *const u8, &mut value.path) }.is_ok() {
+        let _ = WATCHED_FILES.insert(&(inode as u64), value, 0);
+    }
 }
 
 /// The file behind descriptor `fd`: its inode's address, the key of `WATCHED_FILES`.
@@ -600,15 +646,20 @@ fn open_exit(ctx: &TracePointContext) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let returned = arg(ctx, 0) as i64;
     let opening = OPENING.get_ptr(&tid);
+    // SAFETY: the value is copied out before the entry is removed.
+    let asked = unsafe { OPEN_FLAGS.get(&tid) }.copied();
+    if asked.is_some() {
+        let _ = OPEN_FLAGS.remove(&tid);
+    }
     if returned >= 0
         && let Some(file) = descriptor_file(returned as u64)
         && let Ok(inode) = kernel_pointer(file, task_offset(6))
     {
+        let identity = inode_identity(inode);
         if let Some(path) = opening {
-            // SAFETY: a pointer to a live map value, passed to the update helper.
-            let _ = WATCHED_FILES.insert(&(inode as u64), unsafe { &*path }, 0);
+            watch_file(inode, identity, path);
         }
-        watched_inode_opened(ctx, returned as u64, file, inode, opening);
+        watched_inode_opened(ctx, returned as u64, file, inode, identity, opening, asked.unwrap_or(0));
     }
     if opening.is_some() {
         let _ = OPENING.remove(&tid);
@@ -622,28 +673,24 @@ fn watched_inode_opened(
     fd: u64,
     file: *const u8,
     inode: *const u8,
+    identity: [u64; 2],
     reported_as: Option<*const [u8; PATH_LEN]>,
+    asked_flags: u64,
 ) {
-    // SAFETY: helper reads at BTF offsets inside the inode and its super block.
-    let number: u64 = unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(20)) as *const u64) }.unwrap_or(0);
-    let device: u32 = kernel_pointer(inode, task_offset(21))
-        .ok()
-        .and_then(|block| unsafe { bpf_probe_read_kernel(block.wrapping_add(task_offset(22)) as *const u32) }.ok())
-        .unwrap_or(0);
-    let Some(name) = WATCHED_INODES.get_ptr(&[u64::from(device), number]) else { return };
+    let Some(name) = WATCHED_INODES.get_ptr(&identity) else { return };
     // SAFETY: both are live map values of PATH_LEN bytes.
     if let Some(reported) = reported_as
         && same_path(unsafe { &*reported }, unsafe { &*name })
     {
         return;
     }
-    // SAFETY: a pointer to a live map value, passed to the update helper.
-    let _ = WATCHED_FILES.insert(&(inode as u64), unsafe { &*name }, 0);
+    watch_file(inode, identity, name);
     emit_syscall(ctx, SYS_OPEN_WATCHED_INODE, 0, NO_PATHS, |event| {
         event.args[0] = fd;
         // SAFETY: helper read of the open file's flags.
-        event.args[2] =
-            unsafe { bpf_probe_read_kernel(file.wrapping_add(task_offset(23)) as *const u32) }.map_or(0, u64::from);
+        event.args[2] = unsafe { bpf_probe_read_kernel(file.wrapping_add(task_offset(23)) as *const u32) }
+            .map_or(0, u64::from)
+            | (asked_flags & CREATE_OR_TRUNCATE);
         // SAFETY: the read helper copies the live map value into the record's path buffer of the same size.
         unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(name as *const u8, &mut event.path) }.is_ok()
     });
@@ -667,24 +714,81 @@ fn same_path(a: &[u8; PATH_LEN], b: &[u8; PATH_LEN]) -> bool {
 #[inline(always)]
 fn watched_descriptor(event: &mut SyscallEvent, fd: u64) -> bool {
     let Some(inode) = descriptor_inode(fd) else { return false };
-    let Some(path) = WATCHED_FILES.get_ptr(&inode) else { return false };
-    // SAFETY: the helper copies from a live map value into the record's path buffer of the same size.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(path as *const u8, &mut event.path) }.is_ok()
+    let Some(watched) = WATCHED_FILES.get_ptr(&inode) else { return false };
+    // SAFETY: a live map value; its path is copied by the read helper into the record's buffer of the same size.
+    let watched = unsafe { &*watched };
+    if watched.identity != inode_identity(inode as *const u8) {
+        return false;
+    }
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(watched.path.as_ptr(), &mut event.path) }.is_ok()
 }
 
-path_syscall!(sys_enter_openat, SYS_OPENAT, 4, Some(1), None, opening);
-path_syscall!(sys_enter_open, SYS_OPEN, 3, Some(0), None, opening);
-path_syscall!(sys_enter_creat, SYS_CREAT, 2, Some(0), None, opening);
-path_syscall!(sys_enter_openat2, SYS_OPENAT2, 4, Some(1), None, |event: &mut SyscallEvent| {
-    let how = event.args[2];
-    // SAFETY: user pointer read through the helper; `struct open_how` is three u64s.
-    if how != 0 {
-        let _ = unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(how as *const u8, &mut event.extra[..24]) };
+/// AT_EMPTY_PATH: an empty path means the descriptor itself.
+const AT_EMPTY_PATH: u64 = 0x1000;
+
+/// A `*at` syscall's target: its path when it has one (filtered as paths are), the descriptor's file when the path
+/// is empty and AT_EMPTY_PATH is set (or the path pointer is NULL, as futimens passes it).
+#[inline(always)]
+fn path_or_descriptor(event: &mut SyscallEvent, path_argument: usize, flags_argument: usize) -> bool {
+    let pointer = event.args[path_argument.min(5)];
+    let length = read_user_path(pointer, &mut event.path);
+    if length == 0 && (pointer == 0 || event.args[flags_argument.min(5)] & AT_EMPTY_PATH != 0) {
+        let fd = event.args[0];
+        return watched_descriptor(event, fd);
     }
-    opening(event)
-});
+    path_matches(&event.path, length)
+}
+
+/// O_CREAT and O_TRUNC: the kernel clears them from the open file's flags, so an open that only the inode match
+/// reports (`: > /host/var/log/wtmp`) would lose them. Kept per thread from the entry, for opens that ask for them.
+const CREATE_OR_TRUNCATE: u64 = 0o100 | 0o1000;
+#[map]
+static OPEN_FLAGS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn remember_open_flags(flags: u64) {
+    if flags & CREATE_OR_TRUNCATE != 0 {
+        let _ = OPEN_FLAGS.insert(&(bpf_get_current_pid_tgid() as u32), &flags, 0);
+    }
+}
+
+macro_rules! open_syscall {
+    ($program:ident, $syscall:expr, $arguments:expr, $path:expr, $ctx:ident => $flags:expr) => {
+        #[tracepoint]
+        pub fn $program($ctx: TracePointContext) -> u32 {
+            remember_open_flags($flags);
+            emit_syscall(&$ctx, $syscall, $arguments, Paths { first: Some($path), second: None }, opening);
+            0
+        }
+    };
+}
+
+open_syscall!(sys_enter_openat, SYS_OPENAT, 4, 1, ctx => arg(&ctx, 2));
+open_syscall!(sys_enter_open, SYS_OPEN, 3, 0, ctx => arg(&ctx, 1));
+open_syscall!(sys_enter_creat, SYS_CREAT, 2, 0, ctx => CREATE_OR_TRUNCATE);
+
+/// openat2 keeps its `struct open_how` (three u64s: flags, mode, resolve) in `extra`.
+#[tracepoint]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let how = arg(&ctx, 2);
+    // SAFETY: user pointer read through the helper.
+    let flags: u64 = if how == 0 { 0 } else { unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0) };
+    remember_open_flags(flags);
+    emit_syscall(&ctx, SYS_OPENAT2, 4, Paths { first: Some(1), second: None }, |event| {
+        // SAFETY: user pointer read through the helper.
+        if how != 0 {
+            let _ = unsafe { aya_ebpf::helpers::bpf_probe_read_user_buf(how as *const u8, &mut event.extra[..24]) };
+        }
+        opening(event)
+    });
+    0
+}
 path_syscall!(sys_enter_chmod, SYS_CHMOD, 2, Some(0), None);
-path_syscall!(sys_enter_fchmodat2, SYS_FCHMODAT2, 4, Some(1), None);
+#[tracepoint]
+pub fn sys_enter_fchmodat2(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_FCHMODAT2, 4, NO_PATHS, |event| path_or_descriptor(event, 1, 3));
+    0
+}
 path_syscall!(sys_enter_chown, SYS_CHOWN, 3, Some(0), None);
 path_syscall!(sys_enter_lchown, SYS_LCHOWN, 3, Some(0), None);
 
@@ -725,22 +829,20 @@ path_syscall!(sys_enter_renameat2, SYS_RENAMEAT2, 5, Some(1), Some(3));
 path_syscall!(sys_enter_renameat, SYS_RENAMEAT, 4, Some(1), Some(3));
 path_syscall!(sys_enter_rename, SYS_RENAME, 2, Some(0), Some(1));
 path_syscall!(sys_enter_fchmodat, SYS_FCHMODAT, 3, Some(1), None);
-path_syscall!(sys_enter_fchownat, SYS_FCHOWNAT, 5, Some(1), None);
+#[tracepoint]
+pub fn sys_enter_fchownat(ctx: TracePointContext) -> u32 {
+    emit_syscall(&ctx, SYS_FCHOWNAT, 5, NO_PATHS, |event| path_or_descriptor(event, 1, 4));
+    0
+}
 path_syscall!(sys_enter_truncate, SYS_TRUNCATE, 2, Some(0), None);
 
-/// utimensat also keeps the two timespecs it sets (atime, mtime) in `extra`. With no path it is futimens(fd)
-/// — how `touch` and archive tools set times — reported when the descriptor's file was opened from a watched path.
+/// utimensat also keeps the two timespecs it sets (atime, mtime) in `extra`. With no path (or an empty one and
+/// AT_EMPTY_PATH) it is futimens(fd) — how `touch` and archive tools set times — reported when the descriptor's
+/// file was opened from a watched path.
 #[tracepoint]
 pub fn sys_enter_utimensat(ctx: TracePointContext) -> u32 {
     emit_syscall(&ctx, SYS_UTIMENSAT, 4, NO_PATHS, |event| {
-        let pointer = event.args[1];
-        let keep = if pointer == 0 {
-            let fd = event.args[0];
-            watched_descriptor(event, fd)
-        } else {
-            let length = read_user_path(pointer, &mut event.path);
-            path_matches(&event.path, length)
-        };
+        let keep = path_or_descriptor(event, 1, 3);
         let times = event.args[2];
         event.extra = [0; EXTRA_LEN];
         if keep && times != 0 {
@@ -803,10 +905,14 @@ fn first_send(fd: u64, buffer: u64, length: u64) {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let key = socket_key(tgid, fd);
+    // An empty send (a zero-length write or first iovec) does not use up the capture.
+    if buffer == 0 || length == 0 {
+        return;
+    }
     // SAFETY: the value is copied out before the entry is removed.
     let Some(sockaddr) = (unsafe { CONNECTS.get(&key) }).copied() else { return };
     let _ = CONNECTS.remove(&key);
-    if is_collector(tgid) || buffer == 0 || length == 0 {
+    if is_collector(tgid) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<SendEvent>(0) else {
@@ -1015,22 +1121,23 @@ pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Signal 0 only probes whether a process exists; it is not reported.
+/// Signal 0 only probes whether a process exists; it is not reported. Signals are `int`s: the kernel ignores the
+/// upper half of the register, so the filters do too.
 #[tracepoint]
 pub fn sys_enter_kill(ctx: TracePointContext) -> u32 {
-    emit_syscall(&ctx, SYS_KILL, 2, NO_PATHS, |event| event.args[1] != 0);
+    emit_syscall(&ctx, SYS_KILL, 2, NO_PATHS, |event| event.args[1] as u32 != 0);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_tkill(ctx: TracePointContext) -> u32 {
-    emit_syscall(&ctx, SYS_TKILL, 2, NO_PATHS, |event| event.args[1] != 0);
+    emit_syscall(&ctx, SYS_TKILL, 2, NO_PATHS, |event| event.args[1] as u32 != 0);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_tgkill(ctx: TracePointContext) -> u32 {
-    emit_syscall(&ctx, SYS_TGKILL, 3, NO_PATHS, |event| event.args[2] != 0);
+    emit_syscall(&ctx, SYS_TGKILL, 3, NO_PATHS, |event| event.args[2] as u32 != 0);
     0
 }
 
@@ -1055,7 +1162,7 @@ pub fn sys_enter_pidfd_send_signal(ctx: TracePointContext) -> u32 {
                 bpf_probe_read_kernel(pid.wrapping_add(task_offset(18) + task_offset(19)) as *const i32).ok()
             })
             .map_or(0, |nr| nr as u64);
-        event.args[1] != 0
+        event.args[1] as u32 != 0
     });
     0
 }

@@ -208,6 +208,7 @@ pub const TASK_MEMBERS: [(&str, &str); palisade_collect_common::TASK_OFFSET_SLOT
     ("inode", "i_sb"),
     ("super_block", "s_dev"),
     ("file", "f_flags"),
+    ("fdtable", "max_fds"),
 ];
 
 pub fn task_offsets(btf: &Btf) -> Result<[u32; palisade_collect_common::TASK_OFFSET_SLOTS], BtfError> {
@@ -266,8 +267,8 @@ mod tests {
         let btf = Btf::from_kernel().expect("kernel BTF (CONFIG_DEBUG_INFO_BTF=y on these machines)");
         let offsets = task_offsets(&btf).expect("all members present");
         assert!(offsets[0] > 0, "task_struct.cred is not the first member");
-        // Only inode.i_mode and upid.nr open their structs.
-        assert!(offsets.iter().filter(|o| **o > 0).count() >= offsets.len() - 2, "{offsets:?}");
+        // Only inode.i_mode, upid.nr and fdtable.max_fds open their structs.
+        assert!(offsets.iter().filter(|o| **o > 0).count() >= offsets.len() - 3, "{offsets:?}");
         assert_eq!(offsets[19], 0, "upid.nr");
         assert_eq!(offsets[14] - offsets[13], 8, "mm_struct.arg_end follows arg_start");
     }

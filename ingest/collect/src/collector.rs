@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_collect_common::{COUNTER_ARGV_READ_FAILURES, COUNTER_FOLDED_REPEATS, COUNTER_RINGBUF_DROPS};
+use palisade_collect_common::{
+    COUNTER_ARGV_READ_FAILURES, COUNTER_FOLDED_REPEATS, COUNTER_PATH_UNREADABLE, COUNTER_RINGBUF_DROPS,
+};
 use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -213,6 +215,8 @@ pub struct CollectorStats {
     pub queue_drops: AtomicU64,
     /// File events folded in the kernel as one process's repeats (see `CollectConfig::repeat_limit_per_sec`).
     pub folded_repeats: AtomicU64,
+    /// File syscalls whose path the kernel could not read from the caller's memory (so not filtered or reported).
+    pub paths_unreadable: AtomicU64,
     /// Events from a process whose cgroup nests another pod or container below its own container's scope (see
     /// `cgroup::Attribution::nested`); attributed to the outer container.
     pub nested_cgroups: AtomicU64,
@@ -295,6 +299,7 @@ impl Collector {
                         (COUNTER_RINGBUF_DROPS, &thread_stats.kernel_drops),
                         (COUNTER_ARGV_READ_FAILURES, &thread_stats.kernel_capture_failures),
                         (COUNTER_FOLDED_REPEATS, &thread_stats.folded_repeats),
+                        (COUNTER_PATH_UNREADABLE, &thread_stats.paths_unreadable),
                     ] {
                         if let Ok(values) = loaded.counters.get(&slot, 0) {
                             counter.store(values.iter().sum(), Ordering::Relaxed);

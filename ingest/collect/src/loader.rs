@@ -208,7 +208,11 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
     install_path_filters(&mut ebpf, &options.path_filters)?;
-    for &(name, category, tracepoint, required) in PROGRAMS {
+    // Exit programs first: an entry program attached before its exit would leave a stale in-progress entry.
+    let exits = PROGRAMS.iter().filter(|p| p.0.starts_with("sys_exit_"));
+    for &(name, category, tracepoint, required) in
+        exits.chain(PROGRAMS.iter().filter(|p| !p.0.starts_with("sys_exit_")))
+    {
         if !required && !Path::new(TRACEFS).join("events").join(category).join(tracepoint).exists() {
             tracing::info!(tracepoint, "tracepoint absent on this kernel; skipped");
             continue;

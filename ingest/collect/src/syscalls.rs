@@ -224,22 +224,32 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
         }
         SYS_SETNS => (
             NodeEventKind::NamespaceChange,
-            Meaning::Namespace(NamespaceDetail { syscall: name, flags: args[1] as i64 }),
+            Meaning::Namespace(NamespaceDetail { syscall: name, flags: i64::from(args[1] as u32) }),
         ),
+        // Signals and pids are `int`s: the kernel ignores the upper half of the register, so the record does too.
         SYS_KILL | SYS_TKILL => {
-            let detail =
-                SignalDetail { signal: args[1] as i64, target_pid: args[0] as i32 as i64, target_executable: None };
+            let detail = SignalDetail {
+                signal: args[1] as i32 as i64,
+                target_pid: args[0] as i32 as i64,
+                target_executable: None,
+            };
             (NodeEventKind::Signal, Meaning::Signal(detail))
         }
         SYS_PIDFD_SEND_SIGNAL => {
             // The target's pid was read in the kernel from the descriptor (0 when it could not be).
-            let detail =
-                SignalDetail { signal: args[1] as i64, target_pid: args[4] as i32 as i64, target_executable: None };
+            let detail = SignalDetail {
+                signal: args[1] as i32 as i64,
+                target_pid: args[4] as i32 as i64,
+                target_executable: None,
+            };
             (NodeEventKind::Signal, Meaning::Signal(detail))
         }
         SYS_TGKILL => {
-            let detail =
-                SignalDetail { signal: args[2] as i64, target_pid: args[0] as i32 as i64, target_executable: None };
+            let detail = SignalDetail {
+                signal: args[2] as i32 as i64,
+                target_pid: args[0] as i32 as i64,
+                target_executable: None,
+            };
             (NodeEventKind::Signal, Meaning::Signal(detail))
         }
         SYS_SETUID | SYS_SETREUID | SYS_SETRESUID => {

@@ -481,6 +481,7 @@ fn every_syscall_form_reaching_a_watched_file_is_reported() {
     assert_eq!(owners, [Some(1001), Some(1002)]);
 
     run(&format!("{tool} descriptors {unwatched} && {tool} descriptors {watched}"));
+    run(&format!("{tool} empty-path {unwatched} && {tool} high-fd {unwatched}"));
     file_event(&mut events, NodeEventKind::FileTruncate, &watched);
     let chmod = file_event(&mut events, NodeEventKind::FileChmod, &watched);
     assert_eq!(chmod.file.unwrap().mode, Some(0o604));
@@ -488,6 +489,32 @@ fn every_syscall_form_reaching_a_watched_file_is_reported() {
     assert_eq!(chown.file.unwrap().owner_uid, Some(1003));
     let times = file_event(&mut events, NodeEventKind::FileUtimes, &watched);
     assert_eq!(times.file.unwrap().mtime_ns, Some(946_684_800_000_000_000));
+
+    // The *at forms on a descriptor (empty path, AT_EMPTY_PATH), and a descriptor with the register's upper half set.
+    run(&format!("{tool} empty-path {watched} && {tool} high-fd {watched}"));
+    let chown = file_event(&mut events, NodeEventKind::FileChown, &watched);
+    assert_eq!(chown.file.unwrap().owner_uid, Some(1004));
+    let chmod = file_event(&mut events, NodeEventKind::FileChmod, &watched);
+    assert_eq!(chmod.file.unwrap().mode, Some(0o605));
+    file_event(&mut events, NodeEventKind::FileTruncate, &watched);
+
+    // A relative path is reported joined to the process's working directory (read while the process lives; it
+    // waits for the event before it exits), the `/authorized_keys` suffix matching `authorized_keys` alone.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import os, sys\nos.chdir('{dir}')\nopen('authorized_keys', 'a').close()\nsys.stdin.read(1)"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let relative = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::FileOpen && e.file.as_ref().is_some_and(|f| f.path.ends_with("authorized_keys"))
+    });
+    use std::io::Write;
+    let _ = child.stdin.take().unwrap().write_all(b"x");
+    let _ = child.wait();
+    assert_eq!(relative.expect("relative open").file.unwrap().path, format!("{dir}/authorized_keys"));
 
     // Nothing the tool did to the unwatched file came out.
     run(&format!("{tool} open {dir}/end-marker 2>/dev/null || true"));
@@ -526,6 +553,16 @@ fn pidfd_signals_and_sendmsg_payloads_are_reported() {
     assert_eq!(signal.signal, 15);
     assert!(signal.target_executable.as_deref().is_some_and(|t| t.ends_with("/sleep")), "{signal:?}");
 
+    // kill(2) with the signal's upper half set is the same signal.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    run(&format!("{tool} high-kill {}", sleeper.id()));
+    let _ = sleeper.wait();
+    let signal = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::Signal && e.signal.as_ref().is_some_and(|s| s.target_pid == i64::from(sleeper.id()))
+    })
+    .expect("kill with high bits is reported");
+    assert_eq!(signal.signal.unwrap().signal, 15);
+
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -549,6 +586,10 @@ fn pidfd_signals_and_sendmsg_payloads_are_reported() {
 /// elsewhere (a hostPath `/` volume) — is reported under its own name: the kernel matches the opened inode.
 #[test]
 fn a_watched_file_reached_by_another_spelling_is_reported_under_its_name() {
+    // A watched file of our own (the `/etc/cron` prefix names it; cron reads only cron.d and crontab), listed when
+    // the collector starts.
+    let own = format!("/etc/cron.palisade-{}", std::process::id());
+    std::fs::write(&own, "x").unwrap();
     let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
     let dir = format!("/tmp/palisade-spellings-{}", std::process::id());
     std::fs::create_dir_all(format!("{dir}/host")).unwrap();
@@ -586,6 +627,14 @@ fn a_watched_file_reached_by_another_spelling_is_reported_under_its_name() {
         });
         assert!(reported.is_some(), "an open of /etc/shadow as `{spelling}` is reported under its name");
     }
+    // Truncation through an alias keeps O_TRUNC, which the kernel clears from the open file's flags.
+    run(&format!("unshare -m sh -c 'mount --bind / {dir}/host && : > {dir}/host{own}'"));
+    let truncated =
+        wait_for(&mut events, |e| e.kind == NodeEventKind::FileOpen && e.file.as_ref().is_some_and(|f| f.path == own))
+            .expect("a truncating open through the bind mount");
+    assert_ne!(truncated.file.unwrap().flags & libc_o_trunc(), 0, "O_TRUNC kept");
+    let _ = std::fs::remove_file(&own);
+
     // Once only: the plain spelling is reported by path, not a second time by inode.
     run("cat /etc/shadow > /dev/null; cat /etc/hostname > /dev/null");
     let mut plain = 0;

@@ -81,7 +81,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let codec = Codec::<NodeEvent>::new()?;
     let topic: Arc<str> = topics.node_events.as_str().into();
-    let mut reported = [0u64; 8];
+    let mut reported = [0u64; 9];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut in_flight = FuturesUnordered::new();
     ComponentStarted { component: STAGE }.emit();
@@ -105,6 +105,7 @@ pub async fn run(
                     stats.queue_drops.load(Ordering::Relaxed),
                     stats.nested_cgroups.load(Ordering::Relaxed),
                     stats.folded_repeats.load(Ordering::Relaxed),
+                    stats.paths_unreadable.load(Ordering::Relaxed),
                 ];
                 let delta: Vec<u64> = now.iter().zip(reported).map(|(n, r)| n.saturating_sub(r)).collect();
                 reported = now;
@@ -112,6 +113,7 @@ pub async fn run(
                     exec: delta[0], fork: delta[1], exit: delta[2],
                     kernel_drops: delta[3], capture_failures: delta[4], queue_drops: delta[5],
                     nested_cgroups: delta[6], folded_repeats: delta[7],
+                    paths_unreadable: delta[8],
                 }
                 .emit();
             }

@@ -69,6 +69,18 @@ int main(int argc, char **argv) {
         check(syscall(SYS_fchown, 100, 1003, 1003), "fchown");
         struct timespec times[2] = {{946684800, 0}, {946684800, 0}};
         check(futimens(100, times), "futimens");
+    } else if (!strcmp(op, "empty-path")) {
+        /* the *at forms on a descriptor: an empty path with AT_EMPTY_PATH */
+        int fd = check(syscall(SYS_open, arg, O_WRONLY), "open");
+        check(syscall(SYS_fchownat, fd, "", 1004, 1004, AT_EMPTY_PATH), "fchownat");
+        check(syscall(SYSCALL_FCHMODAT2, fd, "", 0605, AT_EMPTY_PATH), "fchmodat2");
+    } else if (!strcmp(op, "high-fd")) {
+        /* the kernel reads descriptors as unsigned int: the upper half of the register is ignored */
+        long fd = check(syscall(SYS_open, arg, O_WRONLY), "open");
+        check(syscall(SYS_ftruncate, fd | (1L << 32), 0), "ftruncate");
+    } else if (!strcmp(op, "high-kill")) {
+        /* signals are ints too: SIGTERM with a high bit set is SIGTERM */
+        check(syscall(SYS_kill, atoi(arg), (long)SIGTERM | (1L << 32)), op);
     } else if (!strcmp(op, "pidfd-kill")) {
         int pidfd = check(syscall(SYSCALL_PIDFD_OPEN, atoi(arg), 0), "pidfd_open");
         check(syscall(SYSCALL_PIDFD_SEND_SIGNAL, pidfd, SIGTERM, NULL, 0), op);
