@@ -82,6 +82,16 @@ fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     u64::from_ne_bytes(bytes[offset..offset + 8].try_into().unwrap_or_default())
 }
 
+/// A signal to a process. Signals and pids are `int`s: the kernel ignores the upper half of the register, so the
+/// record does too.
+fn signal(number: u64, target: u64) -> Meaning {
+    Meaning::Signal(SignalDetail {
+        signal: number as i32 as i64,
+        target_pid: target as i32 as i64,
+        target_executable: None,
+    })
+}
+
 /// A 32-bit id argument, where -1 (u32::MAX) means "unchanged".
 fn id(value: u64) -> Option<i64> {
     let value = value as u32;
@@ -226,32 +236,10 @@ pub fn meaning(event: &SyscallEvent) -> Option<(NodeEventKind, Meaning)> {
             NodeEventKind::NamespaceChange,
             Meaning::Namespace(NamespaceDetail { syscall: name, flags: i64::from(args[1] as u32) }),
         ),
-        // Signals and pids are `int`s: the kernel ignores the upper half of the register, so the record does too.
-        SYS_KILL | SYS_TKILL => {
-            let detail = SignalDetail {
-                signal: args[1] as i32 as i64,
-                target_pid: args[0] as i32 as i64,
-                target_executable: None,
-            };
-            (NodeEventKind::Signal, Meaning::Signal(detail))
-        }
-        SYS_PIDFD_SEND_SIGNAL => {
-            // The target's pid was read in the kernel from the descriptor (0 when it could not be).
-            let detail = SignalDetail {
-                signal: args[1] as i32 as i64,
-                target_pid: args[4] as i32 as i64,
-                target_executable: None,
-            };
-            (NodeEventKind::Signal, Meaning::Signal(detail))
-        }
-        SYS_TGKILL => {
-            let detail = SignalDetail {
-                signal: args[2] as i32 as i64,
-                target_pid: args[0] as i32 as i64,
-                target_executable: None,
-            };
-            (NodeEventKind::Signal, Meaning::Signal(detail))
-        }
+        SYS_KILL | SYS_TKILL => (NodeEventKind::Signal, signal(args[1], args[0])),
+        // The target's pid was read in the kernel from the descriptor (0 when it could not be).
+        SYS_PIDFD_SEND_SIGNAL => (NodeEventKind::Signal, signal(args[1], args[4])),
+        SYS_TGKILL => (NodeEventKind::Signal, signal(args[2], args[0])),
         SYS_SETUID | SYS_SETREUID | SYS_SETRESUID => {
             // The effective id is the one that grants privilege: the only argument, or the second.
             let effective = if event.syscall == SYS_SETUID { args[0] } else { args[1] };
