@@ -1300,10 +1300,13 @@ fn timestamp_tampering(view: &NodeView<'_>, lists: &NodeLists) -> Option<Details
         let preserver = lists.timestamp_preservers.contains(&view.name);
         return (explicit && system(&file.path) && !preserver).then(|| vec![("file", file.path.clone())]);
     }
-    // touch, or busybox's and toybox's touch applet (`busybox touch …`).
+    // touch, or busybox's and toybox's touch applet: `busybox touch …`, or a link to busybox whose argv[0] is
+    // `touch` (the applet is chosen by argv[0], whatever the executable's name).
+    let multicall = matches!(view.exec()?, "busybox" | "toybox");
     let argv = match view.exec()? {
         "touch" => &event.argv[..],
-        "busybox" | "toybox" if event.argv.get(1).is_some_and(|a| a == "touch") => &event.argv[1..],
+        _ if multicall && event.argv.get(1).is_some_and(|a| a == "touch") => &event.argv[1..],
+        _ if multicall && event.argv.first().is_some_and(|a| basename(a) == "touch") => &event.argv[..],
         _ => return None,
     };
     // Copying a system file's times onto another file, or setting a system file's times. A build setting its

@@ -113,6 +113,12 @@ fn by(mut event: NodeEvent, process: &str) -> NodeEvent {
     event
 }
 
+/// The same command line, run from another executable (argv[0] unchanged).
+fn executed_from(mut event: NodeEvent, executable: &str) -> NodeEvent {
+    event.executable = Some(executable.into());
+    event
+}
+
 fn rename(from: &str, to: &str) -> NodeEvent {
     let mut event = file(NodeEventKind::FileRename, "mv", from, 0);
     event.file.as_mut().unwrap().new_path = Some(to.into());
@@ -464,6 +470,8 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 exec("touch --ref=/bin/ls /tmp/.x"),
                 exec("touch --da 2001-01-01 /etc/cron.d/x"),
                 exec("busybox touch -r /bin/ls /tmp/.x"),
+                // A link to busybox named touch: the applet is argv[0]'s.
+                executed_from(exec("touch -r /bin/ls /tmp/.x"), "/bin/busybox"),
             ],
             vec![
                 utimes("/usr/bin/ls", false),
