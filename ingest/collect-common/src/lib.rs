@@ -193,12 +193,17 @@ pub struct ExitEvent {
 pub struct SyscallEvent {
     pub header: EventHeader,
     pub syscall: u32,
-    pub reserved: u32,
+    /// `SYSCALL_NAMED_BY_KERNEL`, or 0.
+    pub flags: u32,
     pub args: [u64; 6],
     pub path: [u8; PATH_LEN],
     pub path2: [u8; PATH_LEN],
     pub extra: [u8; EXTRA_LEN],
 }
+
+/// `SyscallEvent::flags`: `path` is the name the kernel keeps for the file (the descriptor forms, the inode match),
+/// not a path the caller passed: it is not relative to the caller's directory.
+pub const SYSCALL_NAMED_BY_KERNEL: u32 = 1;
 
 /// Which per-CPU counter of `COUNTERS` counts what.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;

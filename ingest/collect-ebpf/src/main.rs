@@ -45,6 +45,9 @@ static TASK_OFFSETS: [u32; TASK_OFFSET_SLOTS] = [0; TASK_OFFSET_SLOTS];
 /// others. 0: no folding. Set by the loader (`collect.repeat_limit_per_sec`).
 #[unsafe(no_mangle)]
 static REPEAT_LIMIT: u32 = 100;
+/// Random per load, so a colliding path cannot be searched for offline.
+#[unsafe(no_mangle)]
+static REPEAT_SEED: u64 = 0;
 /// 1: processes the collector starts (and theirs) are excluded too, not only the collector itself.
 #[unsafe(no_mangle)]
 static EXCLUDE_DESCENDANTS: u32 = 1;
@@ -235,6 +238,8 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if is_collector(header.tgid) {
         return Ok(());
     }
+    // A new image starts with no repeats: a wrapper cannot use up the count for the program it runs.
+    let _ = REPEATS.remove(&header.tgid);
     // SAFETY: tracepoint record read at the offset from its format.
     let data_loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFFSET) as usize) }.map_err(i64::from)?;
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
@@ -440,6 +445,35 @@ fn path_matches(path: &[u8; PATH_LEN], length: usize) -> bool {
     PATH_SUFFIXES.get(&Key::new(bits as u32, reversed)).is_some()
 }
 
+/// A path whose text does not say where it leads: a `//`, `.` or `..` segment (`/etc//cron.d/x`,
+/// `/usr/../etc/passwd`), or one cut at the read limit. Passed to the collector, which folds it and applies the
+/// filters again; rare in ordinary programs.
+#[inline(always)]
+fn odd_spelling(path: &[u8; PATH_LEN], length: usize) -> bool {
+    if length >= PATH_LEN - 1 {
+        return true;
+    }
+    for index in 0..PATH_LEN - 1 {
+        if index >= length {
+            break;
+        }
+        // A segment starts at 0 (a relative path) or after a slash.
+        let starts = index == 0 || path[(index - 1) & (PATH_LEN - 1)] == b'/';
+        if !starts {
+            continue;
+        }
+        let first = path[index & (PATH_LEN - 1)];
+        let second = path[(index + 1) & (PATH_LEN - 1)];
+        let third = path[(index + 2) & (PATH_LEN - 1)];
+        let end = |byte: u8| byte == b'/' || byte == 0;
+        // An empty segment (`//`), `.` or `..`.
+        if (first == b'/' && index > 0) || (first == b'.' && (end(second) || (second == b'.' && end(third)))) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Where a syscall's paths are: argument indices of the first and second path (if any).
 #[derive(Clone, Copy)]
 struct Paths {
@@ -473,7 +507,7 @@ fn emit_syscall(
     event.header.pid = pid_tgid as u32;
     event.header.tgid = tgid;
     event.syscall = syscall;
-    event.reserved = 0;
+    event.flags = 0;
     for index in 0..6 {
         event.args[index] = if index < arguments { arg(ctx, index) } else { 0 };
     }
@@ -483,11 +517,11 @@ fn emit_syscall(
     let mut matched = paths.first.is_none() && paths.second.is_none();
     if let Some(first) = paths.first {
         let length = read_user_path(event.args[first.min(5)], &mut event.path);
-        matched |= path_matches(&event.path, length);
+        matched |= path_matches(&event.path, length) || odd_spelling(&event.path, length);
     }
     if let Some(second) = paths.second {
         let length = read_user_path(event.args[second.min(5)], &mut event.path2);
-        matched |= path_matches(&event.path2, length);
+        matched |= path_matches(&event.path2, length) || odd_spelling(&event.path2, length);
     }
     if !(matched && keep(event)) {
         return;
@@ -496,15 +530,46 @@ fn emit_syscall(
     if event.path[0] != 0 && folded_as_repeat(event) {
         return;
     }
+    let (tgid, folded) = (event.header.tgid, event.header.folded);
     if EVENTS.output::<SyscallEvent>(event, BPF_RB_NO_WAKEUP as u64).is_err() {
         count(COUNTER_RINGBUF_DROPS);
+    } else {
+        folds_reported(tgid, folded);
     }
 }
 
-/// FNV-1a of the syscall number and the path.
+/// FNV-1a, seeded per load, of everything a record says: the syscall, its arguments, both paths and the extra
+/// bytes. Only the very same act repeats; the same path with another mode, flags or destination does not.
 #[inline(always)]
-fn path_hash(syscall: u32, path: &[u8; PATH_LEN]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(syscall);
+fn record_hash(event: &SyscallEvent) -> u64 {
+    // SAFETY: reading a loader-initialised global; volatile so the compiler keeps the load.
+    let seed = unsafe { core::ptr::read_volatile(&REPEAT_SEED) };
+    let mut hash: u64 = (0xcbf2_9ce4_8422_2325 ^ seed ^ u64::from(event.syscall)).wrapping_mul(0x0100_0000_01b3);
+    for argument in event.args {
+        hash = (hash ^ argument).wrapping_mul(0x0100_0000_01b3);
+    }
+    for chunk in 0..EXTRA_LEN / 8 {
+        let word = u64::from_ne_bytes([
+            event.extra[chunk * 8],
+            event.extra[chunk * 8 + 1],
+            event.extra[chunk * 8 + 2],
+            event.extra[chunk * 8 + 3],
+            event.extra[chunk * 8 + 4],
+            event.extra[chunk * 8 + 5],
+            event.extra[chunk * 8 + 6],
+            event.extra[chunk * 8 + 7],
+        ]);
+        hash = (hash ^ word).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash = hash_path(hash, &event.path);
+    if event.path2[0] != 0 {
+        hash = hash_path(hash ^ 0x2f, &event.path2);
+    }
+    hash
+}
+
+#[inline(always)]
+fn hash_path(mut hash: u64, path: &[u8; PATH_LEN]) -> u64 {
     for index in 0..PATH_LEN {
         let byte = path[index];
         if byte == 0 {
@@ -523,7 +588,7 @@ fn folded_as_repeat(event: &mut SyscallEvent) -> bool {
     if limit == 0 {
         return false;
     }
-    let hash = path_hash(event.syscall, &event.path);
+    let hash = record_hash(event);
     // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let tgid = event.header.tgid;
@@ -565,9 +630,22 @@ fn folded_as_repeat(event: &mut SyscallEvent) -> bool {
         state.hashes[slot] = hash;
         state.counts[slot] = 1;
     }
+    // Cleared once the record that carries it is in the ring buffer (`folds_reported`).
     event.header.folded = state.folded;
-    state.folded = 0;
     false
+}
+
+/// The record that carried this process's folded count reached the ring buffer: the count starts again.
+#[inline(always)]
+fn folds_reported(tgid: u32, reported: u32) {
+    if reported == 0 {
+        return;
+    }
+    if let Some(state) = REPEATS.get_ptr_mut(&tgid) {
+        // SAFETY: a live map value.
+        let state = unsafe { &mut *state };
+        state.folded = state.folded.saturating_sub(reported);
+    }
 }
 
 macro_rules! path_syscall {
@@ -593,7 +671,7 @@ fn descriptor_file(fd: u64) -> Option<*const u8> {
     let fdtable = kernel_pointer(task, task_offset(3)).and_then(|files| kernel_pointer(files, task_offset(4))).ok()?;
     // SAFETY: helper read of `fdtable.max_fds`.
     let max = unsafe { bpf_probe_read_kernel(fdtable.wrapping_add(task_offset(24)) as *const u32) }.ok()?;
-    if fd >= max || fd >= 1 << 24 {
+    if fd >= max {
         return None;
     }
     let descriptors = kernel_pointer(fdtable, task_offset(5)).ok()?;
@@ -687,6 +765,7 @@ fn watched_inode_opened(
     watch_file(inode, identity, name);
     emit_syscall(ctx, SYS_OPEN_WATCHED_INODE, 0, NO_PATHS, |event| {
         event.args[0] = fd;
+        event.flags |= SYSCALL_NAMED_BY_KERNEL;
         // SAFETY: helper read of the open file's flags.
         event.args[2] = unsafe { bpf_probe_read_kernel(file.wrapping_add(task_offset(23)) as *const u32) }
             .map_or(0, u64::from)
@@ -714,13 +793,20 @@ fn same_path(a: &[u8; PATH_LEN], b: &[u8; PATH_LEN]) -> bool {
 #[inline(always)]
 fn watched_descriptor(event: &mut SyscallEvent, fd: u64) -> bool {
     let Some(inode) = descriptor_inode(fd) else { return false };
-    let Some(watched) = WATCHED_FILES.get_ptr(&inode) else { return false };
-    // SAFETY: a live map value; its path is copied by the read helper into the record's buffer of the same size.
-    let watched = unsafe { &*watched };
-    if watched.identity != inode_identity(inode as *const u8) {
-        return false;
-    }
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(watched.path.as_ptr(), &mut event.path) }.is_ok()
+    let identity = inode_identity(inode as *const u8);
+    // The path it was opened by; else, if the file is one of the listed ones (an entry evicted by other opens, a
+    // descriptor opened before the collector started), its listed name.
+    let name = match WATCHED_FILES.get_ptr(&inode) {
+        // SAFETY: a live map value.
+        Some(watched) if unsafe { (*watched).identity } == identity => unsafe { (*watched).path.as_ptr() },
+        _ => match WATCHED_INODES.get_ptr(&identity) {
+            Some(listed) => listed as *const u8,
+            None => return false,
+        },
+    };
+    event.flags |= SYSCALL_NAMED_BY_KERNEL;
+    // SAFETY: the read helper copies a live map value's path into the record's buffer of the same size.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_buf(name, &mut event.path) }.is_ok()
 }
 
 /// AT_EMPTY_PATH: an empty path means the descriptor itself.
@@ -909,10 +995,10 @@ fn first_send(fd: u64, buffer: u64, length: u64) {
     if buffer == 0 || length == 0 {
         return;
     }
-    // SAFETY: the value is copied out before the entry is removed.
+    // SAFETY: the value is copied out; the entry is removed once the payload was read.
     let Some(sockaddr) = (unsafe { CONNECTS.get(&key) }).copied() else { return };
-    let _ = CONNECTS.remove(&key);
     if is_collector(tgid) {
+        let _ = CONNECTS.remove(&key);
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<SendEvent>(0) else {
@@ -934,7 +1020,13 @@ fn first_send(fd: u64, buffer: u64, length: u64) {
             buffer as *const c_void,
         )
     };
-    event.length = if read == 0 { wanted } else { 0 };
+    // A buffer that cannot be read (EFAULT, a page not faulted in) does not use up the capture.
+    if read != 0 {
+        entry.discard(BPF_RB_NO_WAKEUP as u64);
+        return;
+    }
+    let _ = CONNECTS.remove(&key);
+    event.length = wanted;
     entry.submit(BPF_RB_NO_WAKEUP as u64);
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_collect_common::{
     COUNTER_ARGV_READ_FAILURES, COUNTER_FOLDED_REPEATS, COUNTER_PATH_UNREADABLE, COUNTER_RINGBUF_DROPS,
+    SYSCALL_NAMED_BY_KERNEL,
 };
 use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde::Deserialize;
@@ -239,8 +240,10 @@ struct Reader {
     stats: Arc<CollectorStats>,
     /// Cgroups whose nesting was logged (once each, at most 1024).
     nesting_reported: std::collections::HashSet<u64>,
-    /// Processes whose folded repeats were logged (once each, at most 1024).
+    /// Processes whose folded repeats were logged (once each, at most 1024 at a time; forgotten at exit).
     folding_reported: std::collections::HashSet<u32>,
+    /// The path filters, applied again to paths that passed the kernel's only by their spelling.
+    filters: crate::paths::Filters,
 }
 
 impl Collector {
@@ -272,6 +275,7 @@ impl Collector {
             stats: Arc::clone(&stats),
             nesting_reported: std::collections::HashSet::new(),
             folding_reported: std::collections::HashSet::new(),
+            filters: crate::paths::Filters::new(&config.watch_path_prefixes, &config.watch_path_suffixes),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         spawn_watched_files_refresh(
@@ -481,6 +485,7 @@ impl Reader {
                 event.exit_code = exit_code.map(i64::from);
                 self.table.record_exit(header.tgid);
                 self.cgroups.forget(header.tgid);
+                self.folding_reported.remove(&header.tgid);
                 Some(event)
             }
             Record::Syscall(event) => {
@@ -489,10 +494,22 @@ impl Reader {
                 let mut node_event = self.base_event(&event.header, kind);
                 match meaning {
                     Meaning::File(mut detail) => {
-                        let (first, second) = crate::syscalls::directory_arguments(&event);
-                        detail.path = crate::paths::resolve(event.header.tgid, first, &detail.path);
-                        if let Some(new_path) = &detail.new_path {
-                            detail.new_path = Some(crate::paths::resolve(event.header.tgid, second, new_path));
+                        // A name the kernel kept for the file is canonical already; a path the caller passed is
+                        // folded and joined to its base, and if its text was what passed the kernel's filter (an
+                        // odd spelling, a relative path), the filter is applied again to what it names.
+                        if event.flags & SYSCALL_NAMED_BY_KERNEL == 0 {
+                            let (first, second) = crate::syscalls::directory_arguments(&event);
+                            let (tgid, pid) = (event.header.tgid, event.header.pid);
+                            let path = crate::paths::resolve(tgid, pid, first, &detail.path);
+                            let new_path =
+                                detail.new_path.as_deref().map(|p| crate::paths::resolve(tgid, pid, second, p));
+                            let respelled = path != detail.path || new_path != detail.new_path;
+                            let watched = self.filters.watches(&path)
+                                || new_path.as_deref().is_some_and(|p| self.filters.watches(p));
+                            if respelled && !watched {
+                                return None;
+                            }
+                            (detail.path, detail.new_path) = (path, new_path);
                         }
                         node_event.file = Some(detail);
                     }

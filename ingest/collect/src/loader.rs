@@ -176,6 +176,17 @@ fn install_path_filters(ebpf: &mut Ebpf, filters: &PathFilters<'_>) -> Result<()
     Ok(())
 }
 
+/// A random seed for the kernel's repeat hash (so a colliding path cannot be searched for offline).
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut random) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut random, &mut bytes);
+    }
+    // Mixed with the clock in case /dev/urandom could not be read.
+    u64::from_ne_bytes(bytes)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// What the kernel side is told at load time besides the tracepoint offsets.
 pub struct LoadOptions<'a> {
     pub collector_tgid: u32,
@@ -205,6 +216,7 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
         .override_global("ARGV_MAX_BYTES", &options.argv_max_bytes, true)
         .override_global("REPEAT_LIMIT", &options.repeat_limit, true)
+        .override_global("REPEAT_SEED", &random_seed(), true)
         .load(OBJECT)
         .map_err(|e| CollectError::Load(e.to_string()))?;
     install_path_filters(&mut ebpf, &options.path_filters)?;

@@ -4,6 +4,23 @@
 //! `/var/log/wtmp` to the rules. Symlinks are not followed here (the kernel's inode match catches opens of
 //! watched files through them).
 
+/// The collector's path filters, as the kernel applies them: a path starts with a prefix or ends with a suffix.
+pub struct Filters {
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+impl Filters {
+    pub fn new(prefixes: &[String], suffixes: &[String]) -> Self {
+        Self { prefixes: prefixes.to_vec(), suffixes: suffixes.to_vec() }
+    }
+
+    pub fn watches(&self, path: &str) -> bool {
+        self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            || self.suffixes.iter().any(|s| path.ends_with(s.as_str()))
+    }
+}
+
 /// `AT_FDCWD` as the kernel reads the `int` directory argument.
 const AT_FDCWD: i32 = -100;
 
@@ -29,22 +46,25 @@ pub fn fold(path: &str) -> String {
     if absolute { format!("/{joined}") } else { joined }
 }
 
-/// The directory a relative path of process `tgid` starts from: its working directory, or the directory open as
-/// `dirfd`; `None` when the process is gone.
-fn base(tgid: u32, dirfd: Option<i32>) -> Option<String> {
+/// The directory a relative path of thread `pid` (of process `tgid`) starts from: its working directory (a
+/// thread can have its own, after `unshare(CLONE_FS)`), or the directory open as `dirfd`; `None` when it is gone.
+/// Read after the event: a process that changed directory since is resolved against the new one.
+fn base(tgid: u32, pid: u32, dirfd: Option<i32>) -> Option<String> {
+    let task = format!("/proc/{tgid}/task/{pid}");
     let link = match dirfd {
-        Some(fd) if fd != AT_FDCWD => format!("/proc/{tgid}/fd/{fd}"),
-        _ => format!("/proc/{tgid}/cwd"),
+        Some(fd) if fd != AT_FDCWD => format!("{task}/fd/{fd}"),
+        _ => format!("{task}/cwd"),
     };
     std::fs::read_link(link).ok().map(|p| p.display().to_string())
 }
 
 /// A reported path as the rules should see it: absolute when its base can still be read, folded either way.
-pub fn resolve(tgid: u32, dirfd: Option<i32>, path: &str) -> String {
+/// `..` is folded as text: through a symlinked directory the kernel may have gone elsewhere.
+pub fn resolve(tgid: u32, pid: u32, dirfd: Option<i32>, path: &str) -> String {
     if path.is_empty() || path.starts_with('/') {
         return if needs_folding(path) { fold(path) } else { path.to_owned() };
     }
-    match base(tgid, dirfd) {
+    match base(tgid, pid, dirfd) {
         Some(base) => fold(&format!("{base}/{path}")),
         None => fold(path),
     }
@@ -69,7 +89,7 @@ mod tests {
         for spelling in
             ["/var/log//wtmp", "/var/log/./wtmp", "/var/log/x/../wtmp", "//var/log/wtmp", "/../var/log/wtmp"]
         {
-            assert_eq!(resolve(0, None, spelling), "/var/log/wtmp", "{spelling}");
+            assert_eq!(resolve(0, 0, None, spelling), "/var/log/wtmp", "{spelling}");
         }
         assert_eq!(fold("/etc/.ssh/../shadow"), "/etc/shadow");
         assert_eq!(fold("/etc/"), "/etc");
@@ -77,20 +97,20 @@ mod tests {
         assert_eq!(fold("a/./b//c/../d"), "a/b/d");
         assert_eq!(fold("../x"), "../x");
         // Dotfiles are names, not `.` segments.
-        assert_eq!(resolve(0, None, "/root/.bash_history"), "/root/.bash_history");
-        assert_eq!(resolve(0, None, "/root/..hidden"), "/root/..hidden");
+        assert_eq!(resolve(0, 0, None, "/root/.bash_history"), "/root/.bash_history");
+        assert_eq!(resolve(0, 0, None, "/root/..hidden"), "/root/..hidden");
     }
 
     #[test]
     fn relative_paths_join_the_working_directory_or_the_directory_descriptor() {
         let me = std::process::id();
         let cwd = std::env::current_dir().unwrap().display().to_string();
-        assert_eq!(resolve(me, None, "x/../y"), fold(&format!("{cwd}/y")));
-        assert_eq!(resolve(me, Some(AT_FDCWD), "y"), fold(&format!("{cwd}/y")));
+        assert_eq!(resolve(me, me, None, "x/../y"), fold(&format!("{cwd}/y")));
+        assert_eq!(resolve(me, me, Some(AT_FDCWD), "y"), fold(&format!("{cwd}/y")));
         let directory = std::fs::File::open("/etc").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&directory);
-        assert_eq!(resolve(me, Some(fd), "shadow"), "/etc/shadow");
+        assert_eq!(resolve(me, me, Some(fd), "shadow"), "/etc/shadow");
         // A process that is gone: folded, still relative.
-        assert_eq!(resolve(u32::MAX, None, "a/./b"), "a/b");
+        assert_eq!(resolve(u32::MAX, u32::MAX, None, "a/./b"), "a/b");
     }
 }

@@ -134,17 +134,6 @@ pub fn sockaddr(bytes: &[u8]) -> Option<NetDetail> {
 /// The directory descriptors a syscall's first and second paths are relative to (`None`: the working directory).
 pub fn directory_arguments(event: &SyscallEvent) -> (Option<i32>, Option<i32>) {
     let dirfd = |index: usize| Some(event.args[index] as i32);
-    // A descriptor form (no path, or an empty one with AT_EMPTY_PATH): the kernel named the file itself.
-    let flags = match event.syscall {
-        SYS_FCHOWNAT => event.args[4],
-        SYS_FCHMODAT2 | SYS_UTIMENSAT => event.args[3],
-        _ => 0,
-    };
-    if matches!(event.syscall, SYS_FCHOWNAT | SYS_FCHMODAT2 | SYS_UTIMENSAT)
-        && (event.args[1] == 0 || flags & 0x1000 != 0)
-    {
-        return (None, None);
-    }
     match event.syscall {
         SYS_OPENAT | SYS_OPENAT2 | SYS_UNLINKAT | SYS_FCHMODAT | SYS_FCHMODAT2 | SYS_FCHOWNAT | SYS_UTIMENSAT => {
             (dirfd(0), None)

@@ -482,6 +482,8 @@ fn every_syscall_form_reaching_a_watched_file_is_reported() {
 
     run(&format!("{tool} descriptors {unwatched} && {tool} descriptors {watched}"));
     run(&format!("{tool} empty-path {unwatched} && {tool} high-fd {unwatched}"));
+    // An odd spelling of an unwatched file passes the kernel's filter for its text; the collector drops it.
+    run(&format!("{tool} chmod {unwatched_dir}/./plain && {tool} chmod {unwatched_dir}//plain"));
     file_event(&mut events, NodeEventKind::FileTruncate, &watched);
     let chmod = file_event(&mut events, NodeEventKind::FileChmod, &watched);
     assert_eq!(chmod.file.unwrap().mode, Some(0o604));
@@ -633,6 +635,21 @@ fn a_watched_file_reached_by_another_spelling_is_reported_under_its_name() {
         wait_for(&mut events, |e| e.kind == NodeEventKind::FileOpen && e.file.as_ref().is_some_and(|f| f.path == own))
             .expect("a truncating open through the bind mount");
     assert_ne!(truncated.file.unwrap().flags & libc_o_trunc(), 0, "O_TRUNC kept");
+    // Other syscalls by an odd spelling pass the kernel's filter for their text and are folded here.
+    let name = own.trim_start_matches("/etc/");
+    run(&format!("chmod 644 /etc//{name} && chmod 600 /etc/./{name} && chmod 640 /usr/../etc/{name}"));
+    let modes: Vec<Option<i64>> = (0..3)
+        .map(|_| {
+            wait_for(&mut events, |e| {
+                e.kind == NodeEventKind::FileChmod && e.file.as_ref().is_some_and(|f| f.path == own)
+            })
+            .expect("a chmod by an odd spelling, folded")
+            .file
+            .unwrap()
+            .mode
+        })
+        .collect();
+    assert_eq!(modes, [Some(0o644), Some(0o600), Some(0o640)]);
     let _ = std::fs::remove_file(&own);
 
     // Once only: the plain spelling is reported by path, not a second time by inode.
@@ -649,11 +666,14 @@ fn a_watched_file_reached_by_another_spelling_is_reported_under_its_name() {
     collector.stop();
 }
 
-/// One process rewriting one watched file in a loop is folded beyond the repeat limit (counted in the kernel, the
-/// count carried to userspace with its next record), while another process's event in the same second is reported.
+/// One process rewriting one watched file in a loop is folded beyond the repeat limit (counted in the kernel), while
+/// another process's event in the same second is reported, and the same path with another act is not a repeat.
 #[test]
 fn a_process_repeating_one_file_event_is_folded_and_others_are_still_reported() {
     let config = CollectConfig { repeat_limit_per_sec: 20, ..tested() };
+    // The same path with another act is not a repeat: 300 identical chmods, then a setuid one, in one second.
+    let marked = format!("/tmp/palisade-flood-mode-{}", std::process::id());
+    std::fs::write(&marked, "x").unwrap();
     let (collector, mut events) = Collector::start(&config, "test-node").expect("programs load");
     let path = format!("/tmp/palisade-flood-{}", std::process::id());
     let script = format!(
@@ -675,6 +695,15 @@ fn a_process_repeating_one_file_event_is_folded_and_others_are_still_reported() 
     // 20 per started second of the loop (the window is per second from the first event), at least 20.
     let most = 20 * (seconds.ceil() as u64 + 1);
     assert!((20..=most).contains(&repeats), "{repeats} of 5000 repeats reported in {seconds:.2} s (at most {most})");
+    run(&format!(
+        "python3 -c \"import os\nfor _ in range(300): os.chmod('{marked}', 0o644)\nos.chmod('{marked}', 0o4755)\""
+    ));
+    let setuid = wait_for(&mut events, |e| {
+        e.kind == NodeEventKind::FileChmod
+            && e.file.as_ref().is_some_and(|f| f.path == marked && f.mode == Some(0o4755))
+    });
+    assert!(setuid.is_some(), "the setuid chmod after 300 identical ones is reported");
+    let _ = std::fs::remove_file(&marked);
     let deadline = Instant::now() + Duration::from_secs(5);
     while collector.stats.folded_repeats.load(std::sync::atomic::Ordering::Relaxed) < 5000 - most
         && Instant::now() < deadline
