@@ -40,7 +40,7 @@ static ARGV_MAX_BYTES: u32 = ARGV_LIMIT as u32;
 /// Struct member offsets from the kernel's BTF, slots as `TASK_OFFSET_SLOTS` describes. Set by the loader.
 #[unsafe(no_mangle)]
 static TASK_OFFSETS: [u32; TASK_OFFSET_SLOTS] = [0; TASK_OFFSET_SLOTS];
-/// Identical file events (same syscall, same path) one process may report per second; the rest are folded and
+/// Identical file events (same syscall, arguments and paths) one process may report per second; the rest are folded and
 /// counted, so one process rewriting a file in a loop cannot fill the ring buffer and push out the events of
 /// others. 0: no folding. Set by the loader (`collect.repeat_limit_per_sec`).
 #[unsafe(no_mangle)]
@@ -545,7 +545,10 @@ fn record_hash(event: &SyscallEvent) -> u64 {
     // SAFETY: reading a loader-initialised global; volatile so the compiler keeps the load.
     let seed = unsafe { core::ptr::read_volatile(&REPEAT_SEED) };
     let mut hash: u64 = (0xcbf2_9ce4_8422_2325 ^ seed ^ u64::from(event.syscall)).wrapping_mul(0x0100_0000_01b3);
-    for argument in event.args {
+    // Pointers are left out (a loop may pass its path from a new buffer each time); what they point to is hashed.
+    let pointers = pointer_arguments(event.syscall);
+    for index in 0..6 {
+        let argument = if pointers & (1 << index) == 0 { event.args[index] } else { 0 };
         hash = (hash ^ argument).wrapping_mul(0x0100_0000_01b3);
     }
     for chunk in 0..EXTRA_LEN / 8 {
@@ -566,6 +569,19 @@ fn record_hash(event: &SyscallEvent) -> u64 {
         hash = hash_path(hash ^ 0x2f, &event.path2);
     }
     hash
+}
+
+/// Which arguments of a file syscall are user pointers (bit n: argument n): its paths, `open_how`, the timespecs.
+#[inline(always)]
+fn pointer_arguments(syscall: u32) -> u8 {
+    match syscall {
+        SYS_OPEN | SYS_CREAT | SYS_UNLINK | SYS_CHMOD | SYS_CHOWN | SYS_LCHOWN | SYS_TRUNCATE => 0b1,
+        SYS_RENAME => 0b11,
+        SYS_OPENAT | SYS_UNLINKAT | SYS_FCHMODAT | SYS_FCHMODAT2 | SYS_FCHOWNAT => 0b10,
+        SYS_OPENAT2 | SYS_UTIMENSAT => 0b110,
+        SYS_RENAMEAT | SYS_RENAMEAT2 => 0b1010,
+        _ => 0,
+    }
 }
 
 #[inline(always)]

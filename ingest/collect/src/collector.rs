@@ -58,13 +58,13 @@ pub struct CollectConfig {
     /// ... or end with one of these.
     #[serde(default = "default_watch_path_suffixes")]
     pub watch_path_suffixes: Vec<String>,
-    /// Leave out processes the collector starts, and their descendants, in the kernel (the collector itself is
-    /// always left out).
-    /// Identical file events (same syscall and path) one process may report per second; the rest are folded in the
-    /// kernel and counted (`palisade_collect_events_total{what="folded"}`, the process logged once), so one
-    /// process rewriting a file in a loop cannot fill the ring buffer. 0: no folding.
+    /// Identical file events (same syscall, arguments and paths) one process may report per second; the rest are
+    /// folded in the kernel and counted (`palisade_collect_events_total{what="folded"}`, the process logged once),
+    /// so one process rewriting a file in a loop cannot fill the ring buffer. 0: no folding.
     #[serde(default = "default_repeat_limit_per_sec")]
     pub repeat_limit_per_sec: u32,
+    /// Leave out processes the collector starts, and their descendants, in the kernel (the collector itself is
+    /// always left out).
     #[serde(default = "default_exclude_own_descendants")]
     pub exclude_own_descendants: bool,
     /// Ask the node's CRI runtime for each container's name, image and pod (one call per container, cached).
@@ -121,6 +121,7 @@ fn default_watch_path_suffixes() -> Vec<String> {
 const fn default_enabled() -> bool {
     true
 }
+
 const fn default_repeat_limit_per_sec() -> u32 {
     100
 }
