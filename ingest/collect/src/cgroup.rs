@@ -29,7 +29,8 @@ fn is_container_id(text: &str) -> bool {
 /// is. A host user's own cgroups (`/user.slice`, delegated to the user) name no container, whatever they say.
 pub fn parse_cgroup_path(path: &str) -> Attribution {
     let mut attribution = Attribution::default();
-    if path.trim_start_matches('/').starts_with("user.slice") {
+    // Any `user.slice` segment: in a private cgroup namespace the path is relative (`/../../user.slice/…`).
+    if path.split('/').any(|segment| segment == "user.slice") {
         return attribution;
     }
     for segment in path.split('/') {
@@ -286,6 +287,8 @@ mod tests {
             "/user.slice/user-1000.slice/user@1000.service/kubepods-besteffort-pod0d9a2f4e_1111_2222_3333_444455556666.slice/cri-containerd-{ID}.scope"
         );
         assert_eq!(parse_cgroup_path(&user), Attribution::default());
+        // As a collector in its own cgroup namespace reads it.
+        assert_eq!(parse_cgroup_path(&format!("/../../..{user}")), Attribution::default());
     }
 
     #[test]
