@@ -495,23 +495,25 @@ impl Reader {
                 let mut node_event = self.base_event(&event.header, kind);
                 match meaning {
                     Meaning::File(mut detail) => {
-                        // A name the kernel kept for the file is canonical already; a path the caller passed is
-                        // folded and joined to its base, and if its text was what passed the kernel's filter (an
+                        // A path the caller passed is folded and joined to its base; a name the kernel kept for
+                        // the file (the path it was opened by, or its listed name) is only folded: it is not
+                        // relative to this caller's directory. If the text was what passed the kernel's filter (an
                         // odd spelling, a relative path), the filter is applied again to what it names.
-                        if event.flags & SYSCALL_NAMED_BY_KERNEL == 0 {
-                            let (first, second) = crate::syscalls::directory_arguments(&event);
-                            let (tgid, pid) = (event.header.tgid, event.header.pid);
-                            let path = crate::paths::resolve(tgid, pid, first, &detail.path);
-                            let new_path =
-                                detail.new_path.as_deref().map(|p| crate::paths::resolve(tgid, pid, second, p));
-                            let respelled = path != detail.path || new_path != detail.new_path;
-                            let watched = self.filters.watches(&path)
-                                || new_path.as_deref().is_some_and(|p| self.filters.watches(p));
-                            if respelled && !watched {
-                                return None;
-                            }
-                            (detail.path, detail.new_path) = (path, new_path);
+                        let named = event.flags & SYSCALL_NAMED_BY_KERNEL != 0;
+                        let (first, second) = crate::syscalls::directory_arguments(&event);
+                        let (tgid, pid) = (event.header.tgid, event.header.pid);
+                        let resolve = |dirfd: Option<i32>, path: &str| {
+                            if named { crate::paths::tidy(path) } else { crate::paths::resolve(tgid, pid, dirfd, path) }
+                        };
+                        let path = resolve(first, &detail.path);
+                        let new_path = detail.new_path.as_deref().map(|p| resolve(second, p));
+                        let respelled = path != detail.path || new_path != detail.new_path;
+                        let watched =
+                            self.filters.watches(&path) || new_path.as_deref().is_some_and(|p| self.filters.watches(p));
+                        if respelled && !watched {
+                            return None;
                         }
+                        (detail.path, detail.new_path) = (path, new_path);
                         node_event.file = Some(detail);
                     }
                     Meaning::Net(detail) => node_event.net = Some(detail),

@@ -58,11 +58,16 @@ fn base(tgid: u32, pid: u32, dirfd: Option<i32>) -> Option<String> {
     std::fs::read_link(link).ok().map(|p| p.display().to_string())
 }
 
+/// A path folded where its text has `//`, `.` or `..` segments; returned as it is otherwise.
+pub fn tidy(path: &str) -> String {
+    if needs_folding(path) { fold(path) } else { path.to_owned() }
+}
+
 /// A reported path as the rules should see it: absolute when its base can still be read, folded either way.
 /// `..` is folded as text: through a symlinked directory the kernel may have gone elsewhere.
 pub fn resolve(tgid: u32, pid: u32, dirfd: Option<i32>, path: &str) -> String {
     if path.is_empty() || path.starts_with('/') {
-        return if needs_folding(path) { fold(path) } else { path.to_owned() };
+        return tidy(path);
     }
     match base(tgid, pid, dirfd) {
         Some(base) => fold(&format!("{base}/{path}")),
@@ -78,6 +83,10 @@ fn needs_folding(path: &str) -> bool {
         || path.ends_with("/.")
         || path.ends_with("/..")
         || (path.len() > 1 && path.ends_with('/'))
+        || path.starts_with("./")
+        || path.starts_with("../")
+        || path == "."
+        || path == ".."
 }
 
 #[cfg(test)]
@@ -96,6 +105,9 @@ mod tests {
         assert_eq!(fold("/"), "/");
         assert_eq!(fold("a/./b//c/../d"), "a/b/d");
         assert_eq!(fold("../x"), "../x");
+        assert_eq!(tidy("./a/../b"), "b");
+        assert_eq!(tidy("/etc/shadow"), "/etc/shadow");
+        assert_eq!(tidy("authorized_keys"), "authorized_keys");
         // Dotfiles are names, not `.` segments.
         assert_eq!(resolve(0, 0, None, "/root/.bash_history"), "/root/.bash_history");
         assert_eq!(resolve(0, 0, None, "/root/..hidden"), "/root/..hidden");
