@@ -4,7 +4,8 @@
 //! `/var/log/wtmp` to the rules. Symlinks are not followed here (the kernel's inode match catches opens of
 //! watched files through them).
 
-/// The collector's path filters, as the kernel applies them: a path starts with a prefix or ends with a suffix.
+/// The collector's path filters, as the kernel applies them: a path starts with a prefix or ends with a suffix; a
+/// relative path is read as if a `/` preceded it (`authorized_keys` meets `/authorized_keys`).
 pub struct Filters {
     prefixes: Vec<String>,
     suffixes: Vec<String>,
@@ -16,8 +17,11 @@ impl Filters {
     }
 
     pub fn watches(&self, path: &str) -> bool {
+        let relative = !path.starts_with('/');
         self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
-            || self.suffixes.iter().any(|s| path.ends_with(s.as_str()))
+            || self.suffixes.iter().any(|s| {
+                path.ends_with(s.as_str()) || (relative && s.strip_prefix('/').is_some_and(|bare| path == bare))
+            })
     }
 }
 
@@ -92,6 +96,20 @@ fn needs_folding(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_read_relative_paths_as_the_kernel_does() {
+        let filters =
+            Filters::new(&["/etc/shadow".to_owned()], &["/authorized_keys".to_owned(), "_history".to_owned()]);
+        for watched in
+            ["/etc/shadow", "/root/.ssh/authorized_keys", "authorized_keys", ".bash_history", "x/authorized_keys"]
+        {
+            assert!(filters.watches(watched), "{watched}");
+        }
+        for unwatched in ["/etc/hostname", "/tmp/not_authorized_keys", "not_authorized_keys", "etc/shadow"] {
+            assert!(!filters.watches(unwatched), "{unwatched}");
+        }
+    }
 
     #[test]
     fn spellings_fold_to_the_path_the_kernel_resolves() {
