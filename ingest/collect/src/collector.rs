@@ -450,16 +450,9 @@ impl Reader {
     }
 
     fn handle(&mut self, record: Record) -> Option<NodeEvent> {
-        let stats = Arc::clone(&self.stats);
-        if let Record::Syscall(event) = &record {
-            self.report_folding(&event.header);
-        }
-        if let Record::Exit { header, .. } = &record {
-            self.report_folding(header);
-        }
         match record {
             Record::Fork { header, child_pid, clone_flags } => {
-                stats.fork_events.fetch_add(1, Ordering::Relaxed);
+                self.stats.fork_events.fetch_add(1, Ordering::Relaxed);
                 self.table.record_fork(header.tgid, child_pid);
                 // The event is about the new process: it runs its parent's image until it execs.
                 let mut event = self.base_event(&header, NodeEventKind::Fork);
@@ -471,7 +464,7 @@ impl Reader {
                 Some(event)
             }
             Record::Send(send) => {
-                stats.syscall_events.fetch_add(1, Ordering::Relaxed);
+                self.stats.syscall_events.fetch_add(1, Ordering::Relaxed);
                 let mut event = self.base_event(&send.header, NodeEventKind::NetSend);
                 let mut net = crate::syscalls::sockaddr(&send.sockaddr)?;
                 net.protocol = "tcp".into();
@@ -481,7 +474,8 @@ impl Reader {
                 Some(event)
             }
             Record::Exit { header, exit_code } => {
-                stats.exit_events.fetch_add(1, Ordering::Relaxed);
+                self.report_folding(&header);
+                self.stats.exit_events.fetch_add(1, Ordering::Relaxed);
                 let mut event = self.base_event(&header, NodeEventKind::Exit);
                 event.exit_code = exit_code.map(i64::from);
                 self.table.record_exit(header.tgid);
@@ -490,7 +484,8 @@ impl Reader {
                 Some(event)
             }
             Record::Syscall(event) => {
-                stats.syscall_events.fetch_add(1, Ordering::Relaxed);
+                self.report_folding(&event.header);
+                self.stats.syscall_events.fetch_add(1, Ordering::Relaxed);
                 let (kind, meaning) = crate::syscalls::meaning(&event)?;
                 let mut node_event = self.base_event(&event.header, kind);
                 match meaning {
@@ -530,7 +525,7 @@ impl Reader {
                 Some(node_event)
             }
             Record::Exec { header, task, filename, argv, argv_truncated, argv_missing } => {
-                stats.exec_events.fetch_add(1, Ordering::Relaxed);
+                self.stats.exec_events.fetch_add(1, Ordering::Relaxed);
                 let executable = if filename.starts_with('/') {
                     filename
                 } else {
