@@ -2,7 +2,7 @@
 //! counters to the metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -96,24 +96,23 @@ pub async fn run(
             _ = ticker.tick() => {
                 QueueDepth { queue: "collect", depth: events.len() }.emit();
                 QueueDepth { queue: "collect_in_flight", depth: in_flight.len() }.emit();
-                let now = [
-                    stats.exec_events.load(Ordering::Relaxed),
-                    stats.fork_events.load(Ordering::Relaxed),
-                    stats.exit_events.load(Ordering::Relaxed),
-                    stats.kernel_drops.load(Ordering::Relaxed),
-                    stats.kernel_capture_failures.load(Ordering::Relaxed),
-                    stats.queue_drops.load(Ordering::Relaxed),
-                    stats.nested_cgroups.load(Ordering::Relaxed),
-                    stats.folded_repeats.load(Ordering::Relaxed),
-                    stats.paths_unreadable.load(Ordering::Relaxed),
-                ];
-                let delta: Vec<u64> = now.iter().zip(reported).map(|(n, r)| n.saturating_sub(r)).collect();
-                reported = now;
+                // Each counter's change since the last tick, in the order the fields below take their slots.
+                let mut totals = reported.iter_mut();
+                let mut since_last = |counter: &AtomicU64| {
+                    let now = counter.load(Ordering::Relaxed);
+                    let last = totals.next().expect("a slot for each counter reported");
+                    now.saturating_sub(std::mem::replace(last, now))
+                };
                 CollectorProgress {
-                    exec: delta[0], fork: delta[1], exit: delta[2],
-                    kernel_drops: delta[3], capture_failures: delta[4], queue_drops: delta[5],
-                    nested_cgroups: delta[6], folded_repeats: delta[7],
-                    paths_unreadable: delta[8],
+                    exec: since_last(&stats.exec_events),
+                    fork: since_last(&stats.fork_events),
+                    exit: since_last(&stats.exit_events),
+                    kernel_drops: since_last(&stats.kernel_drops),
+                    capture_failures: since_last(&stats.kernel_capture_failures),
+                    queue_drops: since_last(&stats.queue_drops),
+                    nested_cgroups: since_last(&stats.nested_cgroups),
+                    folded_repeats: since_last(&stats.folded_repeats),
+                    paths_unreadable: since_last(&stats.paths_unreadable),
                 }
                 .emit();
             }
