@@ -196,6 +196,8 @@ impl<T: Record> Codec<T> {
             return read.map_err(|source| CodecError::Datum { record: T::NAME, source });
         }
         let writer = &self.versions[position].2;
+        datum::check_lengths(&bytes[HEADER_LEN..], writer)
+            .map_err(|source| CodecError::Datum { record: T::NAME, source })?;
         let avro = |source| CodecError::Avro { record: T::NAME, source: Box::new(source) };
         let mut datum = Cursor::new(&bytes[HEADER_LEN..]);
         let value = from_avro_datum(writer, &mut datum, Some(self.current_schema())).map_err(avro)?;

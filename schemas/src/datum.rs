@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use apache_avro::Schema;
+use apache_avro::schema::{NamesRef, ResolvedSchema};
+
 use crate::types::{
     AuditEvent, FileDetail, NamespaceDetail, NetDetail, NodeEvent, NodeEventKind, PrivilegeDetail, ProcessRef,
     SignalDetail,
@@ -65,6 +68,16 @@ impl DatumWriter<'_> {
 pub struct DatumError {
     pub what: &'static str,
     pub offset: usize,
+}
+
+/// Checks a datum written with `schema` (an older shipped version, which apache-avro reads) before apache-avro
+/// sees it: apache-avro reserves room for as many map or array items as a block count says before reading them,
+/// bounded only by its allocation limit on string lengths, so a few damaged bytes could ask for gigabytes. Every
+/// block count and length must fit in the bytes that follow.
+pub(crate) fn check_lengths(bytes: &[u8], schema: &Schema) -> Result<(), DatumError> {
+    let resolved = ResolvedSchema::try_from(schema)
+        .map_err(|_| DatumError { what: "a schema whose named types do not resolve", offset: 0 })?;
+    DatumReader::new(bytes).walk(schema, resolved.get_names(), 0)
 }
 
 /// Reads Avro binary values from a slice.
@@ -167,6 +180,69 @@ impl<'a> DatumReader<'a> {
             items.reserve(count as usize);
             for _ in 0..count {
                 items.push(read(self)?);
+            }
+        }
+    }
+
+    /// Steps over a datum laid out as `schema` without building it, every length and block count checked against
+    /// the bytes left (`array` and `length` do that).
+    fn walk(&mut self, schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<(), DatumError> {
+        if depth > 64 {
+            return self.fail("a schema nested deeper than 64");
+        }
+        let skip = |reader: &mut Self, count: usize| {
+            if count > reader.bytes.len() - reader.offset {
+                return reader.fail("end of data inside a fixed-size value");
+            }
+            reader.offset += count;
+            Ok(())
+        };
+        match schema {
+            Schema::Null => Ok(()),
+            Schema::Boolean => self.boolean().map(drop),
+            Schema::Int
+            | Schema::Long
+            | Schema::Enum(_)
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => self.long().map(drop),
+            Schema::Float => skip(self, 4),
+            Schema::Double => skip(self, 8),
+            Schema::Fixed(fixed) => skip(self, fixed.size),
+            Schema::Bytes | Schema::String | Schema::Uuid => {
+                let length = self.length()?;
+                skip(self, length)
+            }
+            Schema::Array(array) => self.array(|r| r.walk(&array.items, names, depth + 1)).map(drop),
+            Schema::Map(map) => self
+                .array(|r| {
+                    let key = r.length()?;
+                    skip(r, key)?;
+                    r.walk(&map.types, names, depth + 1)
+                })
+                .map(drop),
+            Schema::Union(union) => {
+                let index = self.long()?;
+                let Some(variant) = usize::try_from(index).ok().and_then(|i| union.variants().get(i)) else {
+                    return self.fail("a union branch the schema does not have");
+                };
+                self.walk(variant, names, depth + 1)
+            }
+            Schema::Record(record) => {
+                record.fields.iter().try_for_each(|field| self.walk(&field.schema, names, depth + 1))
+            }
+            Schema::Ref { name } => match names.get(name) {
+                Some(named) => self.walk(named, names, depth + 1),
+                None => self.fail("a reference to a type the schema does not name"),
+            },
+            Schema::Decimal(_) | Schema::BigDecimal | Schema::Duration => {
+                self.fail("a type the shipped schemas do not use")
             }
         }
     }

@@ -277,3 +277,27 @@ fn damaged_node_event_datums_are_typed_errors() {
     bad_kind[HEADER_LEN + 12] = 0x7E;
     assert!(codec.decode(&bad_kind).unwrap_err().to_string().contains("NodeEventKind"));
 }
+
+/// A fuzzer's find: a record of an older version whose map block count (a few bytes) said 16 million, which
+/// apache-avro reserved room for (2.7 GB) before reading a single item. Every length and count is now checked
+/// against the bytes left first, and the record is refused as a bad datum.
+#[test]
+fn a_block_count_beyond_the_data_is_refused_before_apache_avro_allocates() {
+    let fuzzed = [
+        0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x80,
+        0x80, 0x10, 0x17, 0xd6, 0xff, 0x2b,
+    ];
+    let headers = crate::version_headers();
+    let record: Vec<u8> = headers[usize::from(fuzzed[0]) % headers.len()].iter().chain(&fuzzed[1..]).copied().collect();
+    let outcomes = [
+        Codec::<NodeEvent>::new().unwrap().decode(&record).err(),
+        Codec::<AuditEvent>::new().unwrap().decode(&record).err(),
+        Codec::<CloudActivity>::new().unwrap().decode(&record).err(),
+        Codec::<Detection>::new().unwrap().decode(&record).err(),
+        Codec::<Alert>::new().unwrap().decode(&record).err(),
+    ];
+    let known: Vec<&CodecError> =
+        outcomes.iter().flatten().filter(|e| !matches!(e, CodecError::UnknownFingerprint { .. })).collect();
+    assert_eq!(known.len(), 1, "one codec knows the fingerprint: {outcomes:?}");
+    assert!(matches!(known[0], CodecError::Datum { .. }), "{:?}", known[0]);
+}
