@@ -35,17 +35,33 @@ impl Stage {
     }
 }
 
-/// Kafka when configured (creating missing topics if asked), else the in-process bus.
+/// How long a stage waits at start-up for a broker to answer (the topic creation that follows waits as long).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Kafka when configured (checked by connecting, then creating missing topics if asked), else the in-process bus.
 pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
     match &config.kafka {
         Some(kafka) => {
-            let bus = KafkaBus::new(kafka)?;
+            let (version, features) = palisade_runtime::kafka::client_version();
+            tracing::info!(
+                librdkafka = %version,
+                features = %features,
+                security_protocol = kafka.security_protocol(),
+                sasl_mechanism = kafka.sasl.as_ref().map(|sasl| sasl.mechanism.name()),
+                servers = %kafka.bootstrap_servers,
+                "kafka client"
+            );
+            let bus = Arc::new(KafkaBus::new(kafka)?);
+            let check = Arc::clone(&bus);
+            tokio::task::spawn_blocking(move || check.check_connection(CONNECT_TIMEOUT))
+                .await
+                .expect("the connection check does not panic")?;
             if kafka.create_topics {
                 let mut topics = config.topics.all().to_vec();
                 topics.extend(config.sink.ocsf_topic.as_deref());
                 bus.ensure_topics(&topics).await?;
             }
-            Ok(Bus::Kafka(Arc::new(bus)))
+            Ok(Bus::Kafka(bus))
         }
         None => Ok(Bus::in_process()),
     }

@@ -33,8 +33,10 @@ pub enum BusError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    #[error("Kafka client could not be created: {0}; check kafka.bootstrap_servers and the client settings")]
-    Client(#[source] rdkafka::error::KafkaError),
+    #[error("Kafka client settings: {0}; check [kafka], [kafka.tls], [kafka.sasl] and [kafka.properties]")]
+    Settings(String),
+    #[error("cannot connect to Kafka at {servers}: {reason}")]
+    Connect { servers: String, reason: String },
     #[error("topic administration failed for `{topic}`: {reason}")]
     Admin { topic: String, reason: String },
     #[error("the in-process bus is closed")]
@@ -182,7 +184,7 @@ impl Subscription {
     ) -> Result<Option<crate::kafka::TransactionalOutput>, BusError> {
         match (self, bus) {
             (Subscription::Kafka(subscription), Bus::Kafka(kafka)) => {
-                Ok(Some(crate::kafka::TransactionalOutput::new(kafka.config(), transactional_id, subscription).await?))
+                Ok(Some(crate::kafka::TransactionalOutput::new(kafka, transactional_id, subscription).await?))
             }
             _ => Ok(None),
         }

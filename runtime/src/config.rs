@@ -112,6 +112,180 @@ pub struct KafkaConfig {
     /// stage dead-letters a truncated copy with the reason. Keep it at or below the brokers' `message.max.bytes`.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// TLS to the brokers; present means every connection is encrypted (`security.protocol` SSL or SASL_SSL).
+    #[serde(default)]
+    pub tls: Option<KafkaTlsConfig>,
+    /// SASL authentication; present means `security.protocol` SASL_SSL (with `[kafka.tls]`) or SASL_PLAINTEXT.
+    #[serde(default)]
+    pub sasl: Option<KafkaSaslConfig>,
+    /// Further librdkafka properties, passed through as given (`"socket.keepalive.enable" = true`). The ones
+    /// Palisade sets itself are refused (see `RESERVED_KAFKA_PROPERTIES`); a secret (a property whose name says
+    /// password, secret or private key) must come from `{ file = "…" }` or `{ env = "NAME" }`, never inline.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, KafkaProperty>,
+}
+
+/// `[kafka.tls]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTlsConfig {
+    /// PEM file of the CA certificates that sign the brokers' certificates; absent: the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS, with `key_file`.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key of `certificate_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// File holding the password of an encrypted `key_file`; or `PALISADE_KAFKA_TLS_KEY_PASSWORD`.
+    #[serde(default)]
+    pub key_password_file: Option<PathBuf>,
+    /// Check that a broker's certificate names the host it was reached by (on by default).
+    #[serde(default = "default_true")]
+    pub verify_hostname: bool,
+}
+
+/// SASL mechanisms Palisade configures (librdkafka's spelling).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub const fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// `[kafka.sasl]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    /// File holding the password; or `PALISADE_KAFKA_SASL_PASSWORD`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Allow PLAIN without `[kafka.tls]`, which sends the password in clear (refused unless set).
+    #[serde(default)]
+    pub allow_plain_without_tls: bool,
+}
+
+/// A pass-through property's value: as written, or read from a file or an environment variable at start-up.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum KafkaProperty {
+    Text(String),
+    Integer(i64),
+    Flag(bool),
+    File { file: PathBuf },
+    Env { env: String },
+}
+
+/// Properties Palisade sets itself: its delivery guarantees, its security settings and its identity depend on
+/// them, so `[kafka.properties]` may not change them.
+pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "client.id",
+    "group.id",
+    "enable.auto.commit",
+    "auto.commit.enable",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "isolation.level",
+    "enable.partition.eof",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "transactional.id",
+    "message.max.bytes",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.endpoint.identification.algorithm",
+    "enable.ssl.certificate.verification",
+];
+
+/// Whether a librdkafka property holds a secret by its name (these are also the ones librdkafka redacts).
+pub fn is_secret_kafka_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "passphrase", "key.pem", "private.key", "oauthbearer.config", "jaas"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+impl KafkaConfig {
+    /// librdkafka's `security.protocol` for these settings.
+    pub fn security_protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls
+            && tls.certificate_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(ConfigError::Value {
+                field: "kafka.tls",
+                reason: "certificate_file and key_file go together (mutual TLS needs both)".into(),
+            });
+        }
+        if let Some(sasl) = &self.sasl {
+            if sasl.username.trim().is_empty() {
+                return Err(ConfigError::Value { field: "kafka.sasl.username", reason: "empty".into() });
+            }
+            if sasl.mechanism == SaslMechanism::Plain && self.tls.is_none() && !sasl.allow_plain_without_tls {
+                return Err(ConfigError::Value {
+                    field: "kafka.sasl.mechanism",
+                    reason: "PLAIN without [kafka.tls] sends the password in clear; add [kafka.tls], use SCRAM, or \
+                             set kafka.sasl.allow_plain_without_tls = true"
+                        .into(),
+                });
+            }
+        }
+        for (name, value) in &self.properties {
+            if RESERVED_KAFKA_PROPERTIES.contains(&name.as_str()) {
+                return Err(ConfigError::Value {
+                    field: "kafka.properties",
+                    reason: format!(
+                        "`{name}` is set by Palisade (see [kafka], [kafka.tls] and [kafka.sasl]) and cannot be overridden"
+                    ),
+                });
+            }
+            let inline = matches!(value, KafkaProperty::Text(_) | KafkaProperty::Integer(_) | KafkaProperty::Flag(_));
+            if inline && is_secret_kafka_property(name) {
+                return Err(ConfigError::Value {
+                    field: "kafka.properties",
+                    reason: format!(
+                        "`{name}` holds a secret: give it as {{ file = \"/path\" }} or {{ env = \"VARIABLE\" }}, not inline"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Kafka's broker default (`message.max.bytes` 1048588) less room for the record batch overhead.
@@ -259,6 +433,7 @@ impl RuntimeConfig {
                     reason: "must be at least 1".into(),
                 });
             }
+            kafka.validate()?;
         }
         if let Some(addr) = &self.metrics_listen_addr
             && addr.parse::<std::net::SocketAddr>().is_err()
@@ -327,5 +502,72 @@ mod tests {
         assert!(matches!(config.validate(), Err(ConfigError::Value { field: "topics", .. })));
         let config = RuntimeConfig { metrics_listen_addr: Some("nope".into()), ..RuntimeConfig::default() };
         assert!(matches!(config.validate(), Err(ConfigError::Value { field: "metrics_listen_addr", .. })));
+    }
+
+    fn kafka(toml: &str) -> Result<RuntimeConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("palisade-kafka-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let file = dir.join(format!("{}.toml", FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::write(&file, format!("[kafka]\nbootstrap_servers = \"b:1\"\n{toml}")).unwrap();
+        let config: RuntimeConfig = load(Some(&file), Vec::new())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn kafka_security_settings_choose_the_protocol() {
+        let protocol = |toml: &str| kafka(toml).unwrap().kafka.unwrap().security_protocol();
+        assert_eq!(protocol(""), "plaintext");
+        assert_eq!(protocol("[kafka.tls]\n"), "ssl");
+        let sasl = "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\n";
+        assert_eq!(protocol(sasl), "sasl_plaintext");
+        assert_eq!(protocol(&format!("{sasl}[kafka.tls]\nca_file = \"/ca.pem\"\n")), "sasl_ssl");
+        let config = kafka("[kafka.tls]\n").unwrap().kafka.unwrap();
+        assert!(config.tls.unwrap().verify_hostname, "host names are checked unless told otherwise");
+    }
+
+    #[test]
+    fn kafka_security_mistakes_are_refused_with_their_field() {
+        let field = |toml: &str| match kafka(toml) {
+            Err(ConfigError::Value { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("{toml} gave {other:?}"),
+        };
+        assert!(field("[kafka.tls]\ncertificate_file = \"/c.pem\"\n").starts_with("kafka.tls:"));
+        let plain = "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\n";
+        assert!(field(plain).contains("in clear"));
+        assert!(kafka(&format!("{plain}allow_plain_without_tls = true\n")).is_ok());
+        assert!(kafka(&format!("{plain}[kafka.tls]\n")).is_ok());
+        assert!(
+            field("[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \" \"\n").starts_with("kafka.sasl.username")
+        );
+        // A mechanism Palisade does not configure is refused by name.
+        let error = kafka("[kafka.sasl]\nmechanism = \"GSSAPI\"\nusername = \"u\"\n").unwrap_err().to_string();
+        assert!(error.contains("GSSAPI"), "{error}");
+        // Palisade's own properties cannot be overridden, however the guarantee is spelled.
+        for reserved in ["enable.auto.offset.store", "isolation.level", "sasl.password", "security.protocol"] {
+            let reason = field(&format!("[kafka.properties]\n\"{reserved}\" = \"x\"\n"));
+            assert!(reason.contains(reserved) && reason.contains("cannot be overridden"), "{reason}");
+        }
+        // Secrets only from files or variables.
+        for secret in ["sasl.oauthbearer.client.secret", "ssl.keystore.password", "ssl.key.pem"] {
+            let reason = field(&format!("[kafka.properties]\n\"{secret}\" = \"hunter2\"\n"));
+            assert!(reason.contains("holds a secret") && !reason.contains("hunter2"), "{reason}");
+            assert!(kafka(&format!("[kafka.properties]\n\"{secret}\" = {{ env = \"X\" }}\n")).is_ok());
+        }
+    }
+
+    #[test]
+    fn kafka_properties_take_text_numbers_flags_files_and_variables() {
+        let config = kafka(
+            "[kafka.properties]\n\"socket.keepalive.enable\" = true\n\"fetch.wait.max.ms\" = 100\n\
+             \"ssl.cipher.suites\" = \"ECDHE\"\n\"ssl.keystore.password\" = { file = \"/run/p\" }\n",
+        )
+        .unwrap();
+        let properties = config.kafka.unwrap().properties;
+        assert_eq!(properties["socket.keepalive.enable"], KafkaProperty::Flag(true));
+        assert_eq!(properties["fetch.wait.max.ms"], KafkaProperty::Integer(100));
+        assert_eq!(properties["ssl.cipher.suites"], KafkaProperty::Text("ECDHE".into()));
+        assert_eq!(properties["ssl.keystore.password"], KafkaProperty::File { file: "/run/p".into() });
     }
 }

@@ -16,7 +16,130 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::bus::{AckToken, BusError, Delivery, Message, Outgoing};
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, KafkaProperty};
+
+/// Environment variables that hold the secrets when no file is configured.
+pub const SASL_PASSWORD_ENV: &str = "PALISADE_KAFKA_SASL_PASSWORD";
+pub const TLS_KEY_PASSWORD_ENV: &str = "PALISADE_KAFKA_TLS_KEY_PASSWORD";
+
+/// What every client of this process is configured with besides its own role's settings: the brokers, the
+/// security settings and the pass-through properties, with secrets read from their files or variables. The
+/// secrets are kept to mask them in any error text; neither this nor a `ClientConfig` is ever logged.
+#[derive(Clone)]
+pub struct ClientSettings {
+    properties: Vec<(String, String)>,
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.properties.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("ClientSettings").field("properties", &names).finish_non_exhaustive()
+    }
+}
+
+fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String, BusError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BusError::Settings(format!("cannot read {what} from {}: {e}", path.display())))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn secret_from(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<Option<String>, BusError> {
+    match file {
+        Some(path) => read_secret_file(path, what).map(Some),
+        None => Ok(std::env::var(env).ok()),
+    }
+}
+
+impl ClientSettings {
+    /// Resolves `config` (reads the secret files and variables it names). `config` is validated already.
+    pub fn resolve(config: &KafkaConfig) -> Result<Self, BusError> {
+        let mut properties = vec![
+            ("bootstrap.servers".to_owned(), config.bootstrap_servers.clone()),
+            ("security.protocol".to_owned(), config.security_protocol().to_owned()),
+        ];
+        let mut secrets = Vec::new();
+        if let Some(tls) = &config.tls {
+            let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+            // Without a CA file, the system's trust store (librdkafka finds it).
+            let ca = tls.ca_file.as_deref().map_or_else(|| "probe".to_owned(), path);
+            properties.push(("ssl.ca.location".into(), ca));
+            if let (Some(certificate), Some(key)) = (&tls.certificate_file, &tls.key_file) {
+                properties.push(("ssl.certificate.location".into(), path(certificate)));
+                properties.push(("ssl.key.location".into(), path(key)));
+            }
+            if let Some(password) =
+                secret_from(tls.key_password_file.as_deref(), TLS_KEY_PASSWORD_ENV, "the TLS key password")?
+            {
+                secrets.push(password.clone());
+                properties.push(("ssl.key.password".into(), password));
+            }
+            let algorithm = if tls.verify_hostname { "https" } else { "none" };
+            properties.push(("ssl.endpoint.identification.algorithm".into(), algorithm.into()));
+        }
+        if let Some(sasl) = &config.sasl {
+            let password = secret_from(sasl.password_file.as_deref(), SASL_PASSWORD_ENV, "the SASL password")?
+                .ok_or_else(|| {
+                    BusError::Settings(format!(
+                        "kafka.sasl needs a password: set kafka.sasl.password_file or {SASL_PASSWORD_ENV}"
+                    ))
+                })?;
+            secrets.push(password.clone());
+            properties.push(("sasl.mechanism".into(), sasl.mechanism.name().into()));
+            properties.push(("sasl.username".into(), sasl.username.clone()));
+            properties.push(("sasl.password".into(), password));
+        }
+        for (name, value) in &config.properties {
+            let value = match value {
+                KafkaProperty::Text(text) => text.clone(),
+                KafkaProperty::Integer(number) => number.to_string(),
+                KafkaProperty::Flag(flag) => flag.to_string(),
+                KafkaProperty::File { file } => {
+                    let value = read_secret_file(file, &format!("kafka.properties.\"{name}\""))?;
+                    secrets.push(value.clone());
+                    value
+                }
+                KafkaProperty::Env { env } => {
+                    let value = std::env::var(env).map_err(|_| {
+                        BusError::Settings(format!("kafka.properties.\"{name}\" names {env}, which is not set"))
+                    })?;
+                    secrets.push(value.clone());
+                    value
+                }
+            };
+            properties.push((name.clone(), value));
+        }
+        secrets.retain(|secret| !secret.is_empty());
+        let settings = Self { properties, secrets };
+        // librdkafka checks every name and value here, so a mistake stops the start, not the first connection.
+        settings.client_config().create_native_config().map_err(|e| settings.error(&e))?;
+        Ok(settings)
+    }
+
+    /// A client configuration with these settings; the caller adds its role's own.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (name, value) in &self.properties {
+            config.set(name, value);
+        }
+        config
+    }
+
+    /// `text` with every secret replaced.
+    pub fn masked(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_owned(), |text, secret| text.replace(secret.as_str(), "[redacted]"))
+    }
+
+    /// A client that could not be created, as an error whose text holds no secret.
+    fn error(&self, error: &rdkafka::error::KafkaError) -> BusError {
+        BusError::Settings(self.masked(&error.to_string()))
+    }
+
+    /// Creates a client of type `T` from `config`, its error masked.
+    fn create<T: rdkafka::config::FromClientConfig>(&self, config: &ClientConfig) -> Result<T, BusError> {
+        config.create().map_err(|e| self.error(&e))
+    }
+}
 
 /// The producer's `message.max.bytes`: the configured record bound plus room for librdkafka's own framing, so
 /// the bound the bus checks before sending is the one that decides.
@@ -43,33 +166,122 @@ impl BusError {
     }
 }
 
+/// librdkafka's version and the features it was built with (`builtin.features`), for the start-up log.
+pub fn client_version() -> (String, String) {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|native| native.get("builtin.features"))
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    (version, features)
+}
+
+/// Errors librdkafka reports through its error callback while the start-up check runs.
+#[derive(Default)]
+struct ProbeContext {
+    errors: std::sync::Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
+}
+
+impl rdkafka::client::ClientContext for ProbeContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if errors.len() < 64 {
+            errors.push((error.rdkafka_error_code(), reason.to_owned()));
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProbeContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// What an error the brokers or the TLS layer gave means for the settings, if retrying cannot mend it.
+fn settings_refused(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<&'static str> {
+    let lower = reason.to_ascii_lowercase();
+    match code {
+        Some(RDKafkaErrorCode::Authentication) => {
+            Some("the brokers refused the SASL credentials: check kafka.sasl.username, the password and the mechanism")
+        }
+        Some(RDKafkaErrorCode::SSL) => Some(
+            "TLS failed: check kafka.tls.ca_file (it must sign the brokers' certificates), the host name the \
+             certificate names, and the client certificate for mutual TLS",
+        ),
+        // A broker that rejects the client certificate closes the connection after the handshake: the client
+        // sees OpenSSL's alert on its first read (`SSL routines::sslv3 alert bad certificate`), reported as a
+        // transport error. (Not "ssl" alone: every broker name on a TLS listener starts with `ssl://`.)
+        _ if lower.contains("ssl routines") && lower.contains("alert") => Some(
+            "the brokers refused the TLS connection: check kafka.tls.certificate_file and key_file (mutual TLS) \
+             and that the brokers trust their CA",
+        ),
+        _ => None,
+    }
+}
+
+/// Connects with `settings` and reads the cluster's metadata: a wrong password, an untrusted certificate or a
+/// certificate the brokers refuse ends the wait at once with what to check; brokers that cannot be reached are
+/// tried until `timeout`, and then the last error is given. librdkafka alone would retry all of these forever.
+pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Duration) -> Result<(), BusError> {
+    use rdkafka::producer::{BaseProducer, Producer as _};
+    let failed = |reason: String| BusError::Connect { servers: servers.to_owned(), reason: settings.masked(&reason) };
+    let probe: BaseProducer<ProbeContext> = settings
+        .client_config()
+        .set("client.id", "palisade-connection-check")
+        .create_with_context(ProbeContext::default())
+        .map_err(|e| settings.error(&e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    // The last error librdkafka reported: it says more than the metadata request's time-out.
+    let mut reported: Option<String> = None;
+    loop {
+        let metadata = probe.client().fetch_metadata(None, Duration::from_millis(500));
+        probe.poll(Duration::ZERO);
+        let errors =
+            std::mem::take(&mut *probe.context().errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if let Some((hint, reason)) =
+            errors.iter().find_map(|(code, reason)| settings_refused(*code, reason).map(|hint| (hint, reason)))
+        {
+            return Err(failed(format!("{hint} ({reason})")));
+        }
+        let error = match metadata {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        if let Some((_, reason)) = errors.last() {
+            reported = Some(reason.clone());
+        }
+        if std::time::Instant::now() >= deadline {
+            let last = reported.unwrap_or_else(|| error.to_string());
+            return Err(failed(format!("{last}; gave up after {} s", timeout.as_secs())));
+        }
+    }
+}
+
 pub struct KafkaBus {
     config: KafkaConfig,
+    settings: ClientSettings,
     producer: FutureProducer,
 }
 
 impl KafkaBus {
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("client.id", &config.client_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", config.producer_linger_ms.to_string())
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .set("message.max.bytes", producer_message_max_bytes(config))
-            .create()
-            .map_err(BusError::Client)?;
-        Ok(Self { config: config.clone(), producer })
+        let settings = ClientSettings::resolve(config)?;
+        let producer = settings.create(
+            settings
+                .client_config()
+                .set("client.id", &config.client_id)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("compression.type", "lz4")
+                .set("linger.ms", config.producer_linger_ms.to_string())
+                .set("message.timeout.ms", config.message_timeout_ms.to_string())
+                .set("message.max.bytes", producer_message_max_bytes(config)),
+        )?;
+        Ok(Self { config: config.clone(), settings, producer })
     }
 
     /// Creates the topics that are missing; existing topics are left as they are.
     pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), BusError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .create()
-            .map_err(BusError::Client)?;
+        let admin: AdminClient<DefaultClientContext> = self.settings.create(&self.settings.client_config())?;
         let topic_max_message_bytes = producer_message_max_bytes(&self.config);
         let new_topics: Vec<NewTopic<'_>> = topics
             .iter()
@@ -112,24 +324,33 @@ impl KafkaBus {
     }
 
     pub(crate) fn subscribe(&self, topics: &[&str], group: &str) -> Result<KafkaSubscription, BusError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.config.bootstrap_servers)
-            .set("client.id", &self.config.client_id)
-            .set("group.id", format!("{}-{group}", self.config.group_prefix))
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("session.timeout.ms", "10000")
-            .create()
-            .map_err(BusError::Client)?;
+        let consumer: StreamConsumer = self.settings.create(
+            self.settings
+                .client_config()
+                .set("client.id", &self.config.client_id)
+                .set("group.id", format!("{}-{group}", self.config.group_prefix))
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("isolation.level", "read_committed")
+                .set("session.timeout.ms", "10000"),
+        )?;
         consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
         Ok(KafkaSubscription { consumer: Arc::new(consumer) })
     }
 
     pub(crate) fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+
+    pub(crate) fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// `check_connection` with this bus's settings.
+    pub fn check_connection(&self, timeout: Duration) -> Result<(), BusError> {
+        check_connection(&self.settings, &self.config.bootstrap_servers, timeout)
     }
 
     /// Waits until every message sent so far is acknowledged or failed.
@@ -218,22 +439,23 @@ fn transaction_error(what: &str, source: rdkafka::error::KafkaError) -> BusError
 
 impl TransactionalOutput {
     pub(crate) async fn new(
-        config: &KafkaConfig,
+        bus: &KafkaBus,
         transactional_id: &str,
         subscription: &KafkaSubscription,
     ) -> Result<Self, BusError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("client.id", &config.client_id)
-            .set("transactional.id", transactional_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", config.producer_linger_ms.to_string())
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .set("message.max.bytes", producer_message_max_bytes(config))
-            .create()
-            .map_err(BusError::Client)?;
+        let config = bus.config();
+        let producer: FutureProducer = bus.settings().create(
+            bus.settings()
+                .client_config()
+                .set("client.id", &config.client_id)
+                .set("transactional.id", transactional_id)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("compression.type", "lz4")
+                .set("linger.ms", config.producer_linger_ms.to_string())
+                .set("message.timeout.ms", config.message_timeout_ms.to_string())
+                .set("message.max.bytes", producer_message_max_bytes(config)),
+        )?;
         let producer = Arc::new(producer);
         let init = Arc::clone(&producer);
         tokio::task::spawn_blocking(move || {
@@ -339,18 +561,20 @@ pub fn read_range(
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
     let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .set("client.id", format!("{}-replay", config.client_id))
-        .set("group.id", format!("{}-replay-unused", config.group_prefix))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // A transactional topic (the alerts topic) ends in commit markers, which are never delivered: the end of
-        // a partition is known from the EOF event, and only committed records are read.
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(BusError::Client)?;
+    let settings = ClientSettings::resolve(config)?;
+    check_connection(&settings, &config.bootstrap_servers, Duration::from_secs(30))?;
+    let consumer: BaseConsumer = settings.create(
+        settings
+            .client_config()
+            .set("client.id", format!("{}-replay", config.client_id))
+            .set("group.id", format!("{}-replay-unused", config.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A transactional topic (the alerts topic) ends in commit markers, which are never delivered: the end
+            // of a partition is known from the EOF event, and only committed records are read.
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed"),
+    )?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
