@@ -7,6 +7,7 @@ pub mod cloud_json;
 mod codec;
 mod datum;
 pub mod k8s_audit;
+pub mod managed_audit;
 mod types;
 
 pub use cloud_json::CloudParseError;
