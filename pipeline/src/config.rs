@@ -148,6 +148,19 @@ impl PalisadeConfig {
         if self.cluster.trim().is_empty() {
             return Err(ConfigError::Value { field: "cluster", reason: "empty".into() }.into());
         }
+        let mut names = std::collections::BTreeSet::new();
+        for source in &self.audit.kafka_sources {
+            source.validate().map_err(|reason| ConfigError::Value { field: "audit.kafka_sources", reason })?;
+            if !names.insert(source.name.as_str()) {
+                let reason = format!("two sources are named `{}` (the name picks the consumer group)", source.name);
+                return Err(ConfigError::Value { field: "audit.kafka_sources", reason }.into());
+            }
+            if source.kafka.is_none() && self.kafka.is_none() {
+                let reason =
+                    format!("source `{}` has no [audit.kafka_sources.kafka] and there is no [kafka]", source.name);
+                return Err(ConfigError::Value { field: "audit.kafka_sources", reason }.into());
+            }
+        }
         if let Some(opensearch) = &self.sink.opensearch
             && !(opensearch.url.starts_with("http://") || opensearch.url.starts_with("https://"))
         {

@@ -95,7 +95,9 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     ));
     let sink = tokio::spawn(stages::sink::run(bus.clone(), sink_loops, topics.clone(), sink_stop.clone()));
 
-    let audit = AuditSources::start(&config.audit, &bus, &config.cluster, &topics, &sources_stop).await?;
+    let audit =
+        AuditSources::start(&config.audit, &bus, config.kafka.as_ref(), &config.cluster, &topics, &sources_stop)
+            .await?;
 
     let mut collector = None;
     let mut collect_task = None;

@@ -111,7 +111,9 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             stages::sink::run(bus.clone(), loops, topics, shutdown).await?;
         }
         Stage::Audit => {
-            let audit = AuditSources::start(&config.audit, &bus, &config.cluster, &topics, &shutdown).await?;
+            let audit =
+                AuditSources::start(&config.audit, &bus, config.kafka.as_ref(), &config.cluster, &topics, &shutdown)
+                    .await?;
             audit.finished().await;
         }
         Stage::Collect => {

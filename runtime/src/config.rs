@@ -243,7 +243,8 @@ impl KafkaConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Pure validation of the security settings and pass-through properties: no I/O.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(tls) = &self.tls
             && tls.certificate_file.is_some() != tls.key_file.is_some()
         {

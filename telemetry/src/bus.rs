@@ -35,6 +35,15 @@ static CONSUMED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "palisade_stage_skipped_total",
+        "Parts of input a stage passed over as not meant for it (not errors), by stage and reason",
+        &["stage", "reason"]
+    )
+    .expect("metric registers once")
+});
+
 static PRODUCED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "palisade_stage_produced_total",
@@ -100,5 +109,18 @@ pub struct RecordProduced<'a> {
 impl RecordProduced<'_> {
     pub fn emit(self) {
         PRODUCED.with_label_values(&[self.stage, self.record]).inc();
+    }
+}
+
+/// Input parts a stage passes over on purpose: an AKS record of another category, a GKE entry of another service.
+pub struct RecordsSkipped<'a> {
+    pub stage: &'a str,
+    pub reason: &'a str,
+    pub count: u64,
+}
+
+impl RecordsSkipped<'_> {
+    pub fn emit(self) {
+        SKIPPED.with_label_values(&[self.stage, self.reason]).inc_by(self.count);
     }
 }

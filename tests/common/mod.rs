@@ -129,6 +129,19 @@ impl Stack {
         child.wait().unwrap();
     }
 
+    /// SIGTERMs `palisade <name>` (a clean shutdown: positions and offsets saved) and waits until it exits.
+    pub fn stop(&mut self, name: &str) {
+        let position = self.children.iter().position(|(n, _)| n == name).expect("a child of that name");
+        let (_, mut child) = self.children.remove(position);
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(child.try_wait().unwrap().is_some(), "palisade {name} did not stop within 30 s of SIGTERM");
+    }
+
     /// The process id of `palisade <name>`.
     pub fn pid(&self, name: &str) -> u32 {
         self.children.iter().find(|(n, _)| n == name).map(|(_, child)| child.id()).expect("a child of that name")

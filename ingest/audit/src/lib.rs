@@ -2,26 +2,39 @@
 //! `AuditEvent` and publishes it to `palisade.audit.events`, answering the API server only after the bus
 //! acknowledged the whole batch.
 
+pub mod kafka_source;
 pub mod logfile;
 pub mod webhook;
 
 pub use webhook::{AuditConfig, AuditError, WebhookServer};
 
-/// The audit sources of one process: the webhook and a tailer per configured log file.
+/// The audit sources of one process: the webhook, a tailer per configured log file, and the Kafka sources.
 pub struct AuditSources {
     pub webhook: WebhookServer,
     tailers: Vec<tokio::task::JoinHandle<Result<(), logfile::TailError>>>,
+    kafka_sources: Vec<tokio::task::JoinHandle<Result<(), kafka_source::SourceError>>>,
 }
 
 impl AuditSources {
-    /// Starts the webhook and the tailers (audit logs, cloud activity files); all stop when `shutdown` fires.
+    /// Starts the webhook, the tailers (audit logs, cloud activity files) and the Kafka sources (connected first:
+    /// a source that cannot connect stops the start); all stop when `shutdown` fires. `kafka` is the pipeline's
+    /// connection, the default of the Kafka sources.
     pub async fn start(
         config: &AuditConfig,
         bus: &palisade_runtime::Bus,
+        kafka: Option<&palisade_runtime::KafkaConfig>,
         cluster: &str,
         topics: &palisade_runtime::TopicsConfig,
         shutdown: &palisade_runtime::Shutdown,
     ) -> Result<Self, AuditError> {
+        let mut kafka_sources = Vec::new();
+        for source in &config.kafka_sources {
+            let source =
+                kafka_source::KafkaSource::connect(source, kafka, cluster, &topics.audit_events, &topics.dead_letter)
+                    .await
+                    .map_err(|e| AuditError::Source(e.to_string()))?;
+            kafka_sources.push(tokio::spawn(source.run(bus.clone(), shutdown.clone())));
+        }
         let (audit_topic, dead_letter) = (&topics.audit_events, &topics.dead_letter);
         let webhook =
             WebhookServer::start(config, bus.clone(), audit_topic, dead_letter, cluster, shutdown.clone()).await?;
@@ -37,7 +50,7 @@ impl AuditSources {
                 tokio::spawn(tailer.run(bus.clone(), shutdown.clone()))
             })
             .collect();
-        Ok(Self { webhook, tailers })
+        Ok(Self { webhook, tailers, kafka_sources })
     }
 
     /// Waits until the webhook has answered its last batch and every tailer has saved its position.
@@ -46,6 +59,11 @@ impl AuditSources {
         for tailer in self.tailers {
             if let Ok(Err(error)) = tailer.await {
                 tracing::error!(%error, "audit log tailer stopped");
+            }
+        }
+        for source in self.kafka_sources {
+            if let Ok(Err(error)) = source.await {
+                tracing::error!(%error, "audit Kafka source stopped");
             }
         }
     }

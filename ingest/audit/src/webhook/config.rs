@@ -68,6 +68,10 @@ pub struct AuditConfig {
     /// log shipper writes from the trail's bucket or the activity log's Event Hub) into `palisade.cloud.activity`.
     #[serde(default)]
     pub cloud_log_paths: Vec<PathBuf>,
+    /// Audit events read from Kafka topics, as managed clusters export them (AKS diagnostic settings through
+    /// Event Hubs' Kafka endpoint, a GKE Log Router export, a log shipper); see `kafka_source`.
+    #[serde(default)]
+    pub kafka_sources: Vec<crate::kafka_source::KafkaSourceConfig>,
     /// Where the tail positions are kept across restarts.
     #[serde(default = "default_log_position_dir")]
     pub log_position_dir: PathBuf,
@@ -130,6 +134,7 @@ impl Default for AuditConfig {
             retry_after_secs: default_retry_after_secs(),
             log_paths: Vec::new(),
             cloud_log_paths: Vec::new(),
+            kafka_sources: Vec::new(),
             log_position_dir: default_log_position_dir(),
             log_poll_interval_ms: default_log_poll_interval_ms(),
         }

@@ -1,0 +1,222 @@
+//! Audit events read from Kafka topics, for clusters whose API server flags cannot be set (AKS, EKS, GKE): the
+//! provider's export lands on a topic (Event Hubs' Kafka endpoint for AKS, a Log Router export for GKE) and each
+//! message's events are mapped and published to `palisade.audit.events`. The position is the source consumer
+//! group's committed offset: a message is acknowledged only once every event in it is published or dead-lettered,
+//! so a restart resumes after the last message handled whole. A message or a part of one that cannot be read goes
+//! to the dead-letter topic with the reason; parts meant for something else are counted and passed over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_runtime::bus::Outgoing;
+use palisade_runtime::kafka::KafkaBus;
+use palisade_runtime::{Bus, BusError, KafkaConfig, Message, Shutdown, Subscription};
+use palisade_schemas::{AuditEvent, Codec};
+use palisade_telemetry::{MessageProcessed, RecordProduced, RecordsSkipped};
+use serde::Deserialize;
+
+use palisade_schemas::managed_audit::{self as managed, Envelope};
+
+/// `[[audit.kafka_sources]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// Names the source in metrics and logs, and its consumer group (`<group_prefix>-audit-<name>`).
+    pub name: String,
+    /// What the messages hold: `aks` (Azure resource-log envelopes from Event Hubs), `gke` (Cloud Audit Logs
+    /// entries), `audit` (plain audit.k8s.io Events or EventLists).
+    pub envelope: Envelope,
+    /// Topics to read (for Event Hubs: the hub names).
+    pub topics: Vec<String>,
+    /// The source's own connection (Event Hubs: `<namespace>.servicebus.windows.net:9093`, SASL PLAIN over TLS,
+    /// user `$ConnectionString`); absent: the pipeline's `[kafka]`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// The cluster name its events carry; absent: the one the envelope names (AKS resource ID, GKE label), else
+    /// the configured `cluster`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+impl KafkaSourceConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.name.is_empty() || !self.name.chars().all(valid) {
+            return Err(format!("name `{}` must be letters, digits, `-` or `_`", self.name));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err(format!("source `{}` needs at least one topic, none empty", self.name));
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.validate().map_err(|e| format!("source `{}`: {e}", self.name))?;
+        }
+        Ok(())
+    }
+
+    /// The metrics and health name of this source.
+    pub fn stage(&self) -> String {
+        format!("audit-kafka-{}", self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("audit source `{name}` needs a Kafka connection: give it [audit.kafka_sources.kafka] or configure [kafka]")]
+    NoConnection { name: String },
+    #[error("audit source `{name}`: {source}")]
+    Bus {
+        name: String,
+        #[source]
+        source: BusError,
+    },
+    #[error(transparent)]
+    Codec(#[from] palisade_schemas::CodecError),
+}
+
+/// A running source: its subscription on its own connection, and where it publishes.
+pub struct KafkaSource {
+    config: KafkaSourceConfig,
+    stage: String,
+    subscription: Subscription,
+    cluster: String,
+    audit_topic: String,
+    dead_letter_topic: String,
+}
+
+/// How long to wait before trying a refused publish again.
+const RETRY: Duration = Duration::from_millis(500);
+
+impl KafkaSource {
+    /// Connects (checking the connection as the stages do) and subscribes; `main` is the pipeline's `[kafka]`.
+    pub async fn connect(
+        config: &KafkaSourceConfig,
+        main: Option<&KafkaConfig>,
+        cluster: &str,
+        audit_topic: &str,
+        dead_letter_topic: &str,
+    ) -> Result<Self, SourceError> {
+        let bus_error = |source| SourceError::Bus { name: config.name.clone(), source };
+        let connection =
+            config.kafka.as_ref().or(main).ok_or_else(|| SourceError::NoConnection { name: config.name.clone() })?;
+        let bus = Arc::new(KafkaBus::new(connection).map_err(bus_error)?);
+        let check = Arc::clone(&bus);
+        tokio::task::spawn_blocking(move || check.check_connection(Duration::from_secs(30)))
+            .await
+            .expect("the connection check does not panic")
+            .map_err(bus_error)?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        let subscription = Bus::Kafka(bus).subscribe(&topics, &format!("audit-{}", config.name)).map_err(bus_error)?;
+        tracing::info!(source = %config.name, envelope = ?config.envelope, topics = ?config.topics, "audit source subscribed");
+        Ok(Self {
+            stage: config.stage(),
+            config: config.clone(),
+            subscription,
+            cluster: cluster.to_owned(),
+            audit_topic: audit_topic.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+        })
+    }
+
+    /// Reads until shutdown; `bus` is where events and dead letters go.
+    pub async fn run(mut self, bus: Bus, shutdown: Shutdown) -> Result<(), SourceError> {
+        let codec = Codec::<AuditEvent>::new()?;
+        palisade_telemetry::ComponentStarted { component: &self.stage }.emit();
+        loop {
+            let next = tokio::select! {
+                next = self.subscription.next() => next,
+                _ = shutdown.wait() => break,
+            };
+            let delivery = match next {
+                None => break,
+                Some(Err(error)) => {
+                    palisade_telemetry::health::failing(&self.stage, &format!("reading the source: {error}"));
+                    tokio::select! { _ = tokio::time::sleep(RETRY) => continue, _ = shutdown.wait() => break }
+                }
+                Some(Ok(delivery)) => delivery,
+            };
+            if !self.handle(&bus, &codec, &delivery.message, &shutdown).await {
+                break; // shut down with this message unfinished: it is read again after the restart
+            }
+            MessageProcessed { stage: &self.stage }.emit();
+            if let Err(error) = delivery.ack() {
+                tracing::warn!(source = %self.config.name, %error, "cannot store the source offset");
+            }
+        }
+        palisade_telemetry::ComponentStopped { component: &self.stage }.emit();
+        self.subscription.close().map_err(|source| SourceError::Bus { name: self.config.name.clone(), source })
+    }
+
+    /// Publishes or dead-letters everything in one message; false when shutdown came first.
+    async fn handle(&self, bus: &Bus, codec: &Codec<AuditEvent>, message: &Message, shutdown: &Shutdown) -> bool {
+        let contents = match managed::unwrap(self.config.envelope, &message.payload) {
+            Ok(contents) => contents,
+            Err(reason) => return self.dead_letter(bus, message, &reason, shutdown).await,
+        };
+        if contents.skipped > 0 {
+            let reason = match self.config.envelope {
+                Envelope::Aks => "other category",
+                Envelope::Gke => "other service",
+                Envelope::Audit => "other kind",
+            };
+            RecordsSkipped { stage: &self.stage, reason, count: contents.skipped as u64 }.emit();
+        }
+        for part in contents.events {
+            let mapped = part.map_err(|(reason, part)| (reason, part.to_string().into_bytes())).and_then(|unwrapped| {
+                let cluster = self.config.cluster.as_deref().or(unwrapped.cluster.as_deref()).unwrap_or(&self.cluster);
+                let event = AuditEvent::from_k8s_json(&unwrapped.event, cluster)
+                    .map_err(|e| (e.to_string(), unwrapped.event.to_string().into_bytes()))?;
+                let payload =
+                    codec.encode(&event).map_err(|e| (e.to_string(), unwrapped.event.to_string().into_bytes()))?;
+                Ok((event.partition_key(), payload))
+            });
+            let delivered = match mapped {
+                Ok((key, payload)) => self.publish(bus, &key, &payload, message, shutdown).await,
+                Err((reason, part)) => {
+                    let original = Message { payload: part, ..message.clone() };
+                    self.dead_letter(bus, &original, &reason, shutdown).await
+                }
+            };
+            if !delivered {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Publishes one event, trying again while the bus refuses (never dropped); a record over the size bound is
+    /// dead-lettered, being refused for good.
+    async fn publish(&self, bus: &Bus, key: &str, payload: &[u8], message: &Message, shutdown: &Shutdown) -> bool {
+        loop {
+            let outgoing = Outgoing { topic: &self.audit_topic, key: Some(key.as_bytes()), payload, headers: &[] };
+            match bus.publish(outgoing).await {
+                Ok(()) => {
+                    palisade_telemetry::health::succeeded(&self.stage);
+                    RecordProduced { stage: &self.stage, record: "AuditEvent" }.emit();
+                    return true;
+                }
+                Err(error @ BusError::TooLarge { .. }) => {
+                    return self.dead_letter(bus, message, &error.to_string(), shutdown).await;
+                }
+                Err(error) => {
+                    palisade_telemetry::health::failing(&self.stage, &format!("the bus refuses audit events: {error}"));
+                }
+            }
+            tokio::select! { _ = tokio::time::sleep(RETRY) => {}, _ = shutdown.wait() => return false }
+        }
+    }
+
+    async fn dead_letter(&self, bus: &Bus, message: &Message, reason: &str, shutdown: &Shutdown) -> bool {
+        loop {
+            match bus.dead_letter(&self.dead_letter_topic, &self.stage, message, reason).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    palisade_telemetry::health::failing(
+                        &self.stage,
+                        &format!("the dead-letter topic refuses: {error}"),
+                    );
+                }
+            }
+            tokio::select! { _ = tokio::time::sleep(RETRY) => {}, _ = shutdown.wait() => return false }
+        }
+    }
+}

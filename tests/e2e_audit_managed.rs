@@ -1,0 +1,291 @@
+//! Managed-cluster audit sources end to end: the control-plane events of the corpus (Falco's audit traces), as
+//! AKS delivers them (Azure resource-log envelopes on an Event Hubs-like topic reached with SASL PLAIN over TLS)
+//! and as GKE does (Cloud Audit Logs entries on a topic of the pipeline's own Kafka), go through `palisade audit`,
+//! `detect`, `enrich` and `sink` as separate processes and raise the same alerts as `palisade scan` raises from the
+//! events themselves. A message that is no envelope is dead-lettered with the reason; a restart resumes after the
+//! last message handled.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::{Value, json};
+
+/// The corpus's audit events (Falco's test traces, as the API server logged them).
+fn corpus_events() -> Vec<Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/falco_k8s_audit_traces/all_events.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["event"].clone())
+        .filter(|event| event.get("verb").is_some())
+        .collect()
+}
+
+/// (alert type, namespace) of every alert `palisade scan` raises from `events`.
+fn scanned(events: &[Value], dir: &std::path::Path) -> BTreeSet<(String, String)> {
+    let input = dir.join("scan-input.jsonl");
+    std::fs::write(&input, events.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["scan", "--audit"])
+        .arg(&input)
+        .env("PALISADE__CLUSTER", "scan")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().map(|line| key(&serde_json::from_str(line).unwrap())).collect()
+}
+
+fn key(alert: &Value) -> (String, String) {
+    (
+        alert["alert_type"].as_str().unwrap_or_default().to_owned(),
+        alert["namespace"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn producer(servers: &str, secured: bool) -> BaseProducer {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", servers);
+    if secured {
+        let tls = common::env("PALISADE_TEST_KAFKA_TLS");
+        let password = std::fs::read_to_string(format!("{tls}/plain.password")).unwrap();
+        config
+            .set("security.protocol", "sasl_ssl")
+            .set("ssl.ca.location", format!("{tls}/ca.pem"))
+            .set("sasl.mechanism", "PLAIN")
+            .set("sasl.username", "palisade-plain")
+            .set("sasl.password", password.trim());
+    }
+    config.create().unwrap()
+}
+
+fn send(producer: &BaseProducer, topic: &str, payloads: &[String]) {
+    for payload in payloads {
+        producer.send(BaseRecord::<(), str>::to(topic).payload(payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Alerts on the stack's alerts topic until every expected one arrived (or time ran out), as (type, namespace).
+fn alerts_until(
+    stack: &common::Stack,
+    expected: &BTreeSet<(String, String)>,
+) -> (BTreeSet<(String, String)>, Vec<Value>) {
+    let alerts = common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(120), |seen| {
+        let got: BTreeSet<_> = seen.iter().map(key).collect();
+        expected.is_subset(&got)
+    });
+    (alerts.iter().map(key).collect(), alerts)
+}
+
+/// The audit IDs on the stack's audit topic once it holds at least `count` records (or time ran out), then every
+/// record up to the end as it stands: a record published before the last one seen is read too.
+fn audit_ids(stack: &common::Stack, count: usize) -> Vec<String> {
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let topic = stack.topic("audit_events");
+    let codec = palisade_schemas::Codec::<palisade_schemas::AuditEvent>::new().unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("e2e-audit-ids-{}", common::run_id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let ends: Vec<(i32, i64)> = partitions
+            .iter()
+            .map(|&p| (p, consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).map_or(0, |(_, high)| high)))
+            .collect();
+        let total: i64 = ends.iter().map(|(_, high)| high).sum();
+        if (total as usize) < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        for &(partition, _) in &ends {
+            assignment.add_partition_offset(&topic, partition, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let mut ids = Vec::new();
+        let mut open: std::collections::BTreeMap<i32, i64> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+        while !open.is_empty() && Instant::now() < deadline {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else { continue };
+            if message.offset() + 1 >= open.get(&message.partition()).copied().unwrap_or(0) {
+                open.remove(&message.partition());
+            }
+            ids.push(codec.decode(message.payload().unwrap_or_default()).unwrap().audit_id);
+        }
+        return ids;
+    }
+}
+
+fn azure_record(event: &Value) -> Value {
+    json!({"time": event["stageTimestamp"], "category": "kube-audit",
+           "resourceId": "/SUBSCRIPTIONS/0000/RESOURCEGROUPS/E2E/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/E2E-AKS",
+           "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+           "properties": {"log": event.to_string(), "stream": "stdout", "pod": "kube-apiserver-5d8f7b9c6-x2x4z"}})
+}
+
+#[test]
+fn aks_diagnostic_envelopes_over_sasl_ssl_raise_the_alerts_of_the_events_and_resume_after_a_restart() {
+    let events = corpus_events();
+    let mut stack = common::Stack::new("aks");
+    let expected = scanned(&events, &stack.logs);
+    assert!(expected.len() >= 4, "the corpus raises alerts of its own: {expected:?}");
+    let hub = format!("insights-logs-kube-audit-{}", stack.run);
+    let tls = common::env("PALISADE_TEST_KAFKA_TLS");
+    // The source's own connection, as to Event Hubs: SASL PLAIN over TLS (the testbed's user stands in for
+    // `$ConnectionString`); the pipeline's own Kafka stays the plaintext listener.
+    let source = format!(
+        "[{{ name = \"aks\", envelope = \"aks\", topics = [\"{hub}\"], kafka = {{ bootstrap_servers = \"{}\", \
+         group_prefix = \"palisade-{}\", tls = {{ ca_file = \"{tls}/ca.pem\" }}, sasl = {{ mechanism = \"PLAIN\", \
+         username = \"palisade-plain\", password_file = \"{tls}/plain.password\" }} }} }}]",
+        common::env("PALISADE_TEST_KAFKA_SASL_SSL"),
+        stack.run
+    );
+    stack.set("PALISADE__AUDIT__KAFKA_SOURCES", &source);
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
+    stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
+    stack.envs.retain(|(key, _)| !key.starts_with("PALISADE__SINK__OPENSEARCH__"));
+
+    // Records five to a message, with a record of another category in each (a hub shared with other logs), and
+    // one message that is no envelope.
+    let mut payloads: Vec<String> = events
+        .chunks(5)
+        .map(|chunk| {
+            let mut records: Vec<Value> = chunk.iter().map(azure_record).collect();
+            records.push(json!({"category": "kube-apiserver", "properties": {"log": "I1206 started"}}));
+            json!({ "records": records }).to_string()
+        })
+        .collect();
+    payloads.push("{\"value\": \"not an envelope\"}".to_owned());
+    let secured = producer(&common::env("PALISADE_TEST_KAFKA_SASL_SSL"), true);
+    send(&secured, &hub, &payloads);
+
+    stack.start(&["audit", "detect", "enrich", "sink"]);
+    let (got, alerts) = alerts_until(&stack, &expected);
+    assert_eq!(got, expected, "the same alerts as from the events themselves\naudit log:\n{}", stack.log("audit"));
+    assert!(alerts.iter().all(|alert| alert["cluster"] == "e2e-aks"), "the cluster named by the resource ID");
+    let dead = common::read_dead_letters(&stack.topic("dead_letter"), 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1, "the message that is no envelope is dead-lettered");
+    assert!(dead[0].1.contains("no `records` array"), "{}", dead[0].1);
+    assert_eq!(audit_ids(&stack, events.len()).len(), events.len(), "every audit record published once");
+
+    // A clean stop commits the source's position: after the restart only the new message is read.
+    stack.stop("audit");
+    let mut late = events[0].clone();
+    late["auditID"] = json!(format!("late-{}", stack.run));
+    send(&secured, &hub, &[json!({"records": [azure_record(&late)]}).to_string()]);
+    stack.spawn(&["audit"]);
+    // The source publishes a message's events only after the earlier ones were acknowledged: had it read the
+    // hub again from its start, those records would be on the topic before the late one.
+    let ids = audit_ids(&stack, events.len() + 1);
+    assert!(
+        ids.contains(&format!("late-{}", stack.run)),
+        "the late record arrives\naudit log:\n{}",
+        stack.log("audit")
+    );
+    assert_eq!(ids.len(), events.len() + 1, "nothing was read again after the restart");
+}
+
+/// A k8s audit Event as GKE's Cloud Audit Logs entry carries it (service `k8s.io`; `methodName`
+/// `io.k8s.<group>.<version>.<resource>[.<subresource>].<verb>`, `resourceName` `<group>/<version>/…`).
+fn gke_entry(event: &Value, cluster: &str) -> Value {
+    let object = &event["objectRef"];
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let group = match text(&object["apiGroup"]) {
+        group if group.is_empty() => "core".to_owned(),
+        group => group,
+    };
+    let version = match text(&object["apiVersion"]) {
+        version if version.is_empty() => "v1".to_owned(),
+        version => version,
+    };
+    let resource = text(&object["resource"]);
+    let subresource = text(&object["subresource"]);
+    let mut method = format!("io.k8s.{}.{version}.{resource}", group.split('.').next().unwrap());
+    let mut name = format!("{group}/{version}");
+    if let Some(namespace) = object["namespace"].as_str() {
+        name.push_str(&format!("/namespaces/{namespace}"));
+    }
+    name.push_str(&format!("/{resource}"));
+    if let Some(object_name) = object["name"].as_str() {
+        name.push_str(&format!("/{object_name}"));
+    }
+    if !subresource.is_empty() {
+        method.push_str(&format!(".{subresource}"));
+        name.push_str(&format!("/{subresource}"));
+    }
+    method.push_str(&format!(".{}", text(&event["verb"])));
+    let code = event["responseStatus"]["code"].as_i64().unwrap_or(200);
+    let status = match code {
+        200..=299 => json!({}),
+        403 => json!({"code": 7, "message": "Forbidden"}),
+        404 => json!({"code": 5, "message": "NotFound"}),
+        409 => json!({"code": 6, "message": "AlreadyExists"}),
+        _ => json!({"code": 2, "message": "Unknown"}),
+    };
+    let kind = event["requestObject"]["kind"].as_str().unwrap_or("Object");
+    let mut payload = json!({
+        "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+        "serviceName": "k8s.io", "methodName": method, "resourceName": name,
+        "authenticationInfo": {"principalEmail": event["user"]["username"]},
+        "authorizationInfo": [{"granted": code != 403, "permission": method, "resource": name}],
+        "requestMetadata": {"callerIp": event["sourceIPs"][0], "callerSuppliedUserAgent": event["userAgent"]},
+        "status": status,
+    });
+    if let Some(request) = event.get("requestObject").filter(|r| r.is_object()) {
+        let mut request = request.clone();
+        request["@type"] = json!(format!("{group}.k8s.io/{version}.{kind}"));
+        payload["request"] = request;
+    }
+    if let Some(response) = event.get("responseObject").filter(|r| r.is_object()) {
+        payload["response"] = response.clone();
+    }
+    json!({
+        "protoPayload": payload,
+        "insertId": format!("{}-insert", text(&event["auditID"])),
+        "operation": {"id": event["auditID"], "producer": "k8s.io", "first": true, "last": true},
+        "resource": {"type": "k8s_cluster", "labels": {"project_id": "e2e", "location": "europe-west1", "cluster_name": cluster}},
+        "timestamp": event["stageTimestamp"], "receiveTimestamp": event["stageTimestamp"],
+        "severity": "NOTICE", "logName": "projects/e2e/logs/cloudaudit.googleapis.com%2Factivity",
+    })
+}
+
+#[test]
+fn gke_cloud_audit_log_entries_raise_the_alerts_of_the_events() {
+    let events = corpus_events();
+    let mut stack = common::Stack::new("gke");
+    let expected = scanned(&events, &stack.logs);
+    // A Log Router export on the pipeline's own Kafka: the source uses [kafka].
+    let export = format!("gke-audit-export-{}", stack.run);
+    stack.set(
+        "PALISADE__AUDIT__KAFKA_SOURCES",
+        &format!("[{{ name = \"gke\", envelope = \"gke\", topics = [\"{export}\"] }}]"),
+    );
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
+    stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
+    stack.envs.retain(|(key, _)| !key.starts_with("PALISADE__SINK__OPENSEARCH__"));
+    // One entry per message, as Pub/Sub delivers them, and an entry of another service among them.
+    let mut payloads: Vec<String> = events.iter().map(|event| gke_entry(event, "e2e-gke").to_string()).collect();
+    payloads.insert(
+        3,
+        json!({"protoPayload": {"serviceName": "compute.googleapis.com", "methodName": "v1.compute.instances.insert"},
+                              "timestamp": "2026-12-06T10:00:00Z"})
+        .to_string(),
+    );
+    send(&producer(&common::env("PALISADE_TEST_KAFKA"), false), &export, &payloads);
+
+    stack.start(&["audit", "detect", "enrich", "sink"]);
+    let (got, alerts) = alerts_until(&stack, &expected);
+    assert_eq!(got, expected, "the same alerts as from the events themselves\naudit log:\n{}", stack.log("audit"));
+    assert!(alerts.iter().all(|alert| alert["cluster"] == "e2e-gke"), "the cluster named by the entry's labels");
+    assert_eq!(audit_ids(&stack, events.len()).len(), events.len(), "the other service's entry is skipped");
+}
