@@ -174,9 +174,14 @@ pub struct KafkaSaslConfig {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     pub mechanism: SaslMechanism,
     pub username: String,
-    /// File holding the password; or `PALISADE_KAFKA_SASL_PASSWORD`.
+    /// File holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password, when there is no file; absent: `PALISADE_KAFKA_SASL_PASSWORD`
+    /// (the pipeline's `[kafka]` only: another connection must name its own, so one cluster's password is never
+    /// sent to another).
+    #[serde(default)]
+    pub password_env: Option<String>,
     /// Allow PLAIN without `[kafka.tls]`, which sends the password in clear (refused unless set).
     #[serde(default)]
     pub allow_plain_without_tls: bool,
@@ -193,38 +198,70 @@ pub enum KafkaProperty {
     Env { env: String },
 }
 
-/// Properties Palisade sets itself: its delivery guarantees, its security settings and its identity depend on
-/// them, so `[kafka.properties]` may not change them.
+/// Properties Palisade sets itself, and their librdkafka aliases (with both set, which one wins is not defined):
+/// its delivery guarantees, its identity and its timing depend on them, so `[kafka.properties]` may not change
+/// them.
 pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
     "metadata.broker.list",
     "client.id",
     "group.id",
+    "group.instance.id",
     "enable.auto.commit",
     "auto.commit.enable",
+    "auto.commit.interval.ms",
     "enable.auto.offset.store",
     "auto.offset.reset",
     "isolation.level",
     "enable.partition.eof",
+    "session.timeout.ms",
     "enable.idempotence",
     "acks",
     "request.required.acks",
     "transactional.id",
     "message.max.bytes",
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "compression.type",
+    "compression.codec",
     "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.key.password",
-    "ssl.endpoint.identification.algorithm",
     "enable.ssl.certificate.verification",
+    "ssl.endpoint.identification.algorithm",
+    // librdkafka loads these as shared libraries or engines: code in the process.
+    "plugin.library.paths",
 ];
 
-/// Whether a librdkafka property holds a secret by its name (these are also the ones librdkafka redacts).
+/// `ssl.*` properties that only tune the handshake; every other `ssl.*` (trust, identity, keystores, engines,
+/// providers) and every `sasl.*` belongs to `[kafka.tls]` / `[kafka.sasl]`, which check and log what they set.
+const TUNING_SSL_PROPERTIES: &[&str] =
+    &["ssl.cipher.suites", "ssl.curves.list", "ssl.sigalgs.list", "ssl.crl.location"];
+
+/// The name librdkafka applies a property under: a name it does not know globally loses a `topic.` prefix and
+/// sets the default topic configuration (`topic.auto.offset.reset` is `auto.offset.reset`).
+fn effective_kafka_property(name: &str) -> &str {
+    name.strip_prefix("topic.").unwrap_or(name)
+}
+
+/// Why `[kafka.properties]` may not set `name`, if it may not.
+fn refused_kafka_property(name: &str) -> Option<&'static str> {
+    let name = effective_kafka_property(name);
+    if RESERVED_KAFKA_PROPERTIES.contains(&name) {
+        return Some("is set by Palisade (see [kafka]) and cannot be overridden");
+    }
+    if name.starts_with("sasl.") {
+        return Some("belongs to [kafka.sasl]");
+    }
+    if (name.starts_with("ssl.") || name.starts_with("ssl_")) && !TUNING_SSL_PROPERTIES.contains(&name) {
+        return Some(
+            "belongs to [kafka.tls] (only ssl.cipher.suites, ssl.curves.list, ssl.sigalgs.list and ssl.crl.location pass)",
+        );
+    }
+    None
+}
+
+/// Whether a librdkafka property holds a secret by its name.
 pub fn is_secret_kafka_property(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     ["password", "secret", "passphrase", "key.pem", "private.key", "oauthbearer.config", "jaas"]
@@ -267,13 +304,8 @@ impl KafkaConfig {
             }
         }
         for (name, value) in &self.properties {
-            if RESERVED_KAFKA_PROPERTIES.contains(&name.as_str()) {
-                return Err(ConfigError::Value {
-                    field: "kafka.properties",
-                    reason: format!(
-                        "`{name}` is set by Palisade (see [kafka], [kafka.tls] and [kafka.sasl]) and cannot be overridden"
-                    ),
-                });
+            if let Some(why) = refused_kafka_property(name) {
+                return Err(ConfigError::Value { field: "kafka.properties", reason: format!("`{name}` {why}") });
             }
             let inline = matches!(value, KafkaProperty::Text(_) | KafkaProperty::Integer(_) | KafkaProperty::Flag(_));
             if inline && is_secret_kafka_property(name) {
@@ -545,30 +577,47 @@ mod tests {
         // A mechanism Palisade does not configure is refused by name.
         let error = kafka("[kafka.sasl]\nmechanism = \"GSSAPI\"\nusername = \"u\"\n").unwrap_err().to_string();
         assert!(error.contains("GSSAPI"), "{error}");
-        // Palisade's own properties cannot be overridden, however the guarantee is spelled.
-        for reserved in ["enable.auto.offset.store", "isolation.level", "sasl.password", "security.protocol"] {
-            let reason = field(&format!("[kafka.properties]\n\"{reserved}\" = \"x\"\n"));
-            assert!(reason.contains(reserved) && reason.contains("cannot be overridden"), "{reason}");
+        // Palisade's own properties cannot be overridden, however they are spelled: aliases, the `topic.` prefix
+        // librdkafka strips, and the trust, identity and library-loading settings outside [kafka.tls].
+        for refused in [
+            "enable.auto.offset.store",
+            "isolation.level",
+            "topic.auto.offset.reset",
+            "topic.request.required.acks",
+            "queue.buffering.max.ms",
+            "delivery.timeout.ms",
+            "compression.codec",
+            "security.protocol",
+            "sasl.password",
+            "sasl.mechanisms",
+            "ssl.ca.pem",
+            "ssl.certificate.pem",
+            "ssl.keystore.location",
+            "ssl.engine.location",
+            "ssl.providers",
+            "plugin.library.paths",
+        ] {
+            let reason = field(&format!("[kafka.properties]\n\"{refused}\" = \"x\"\n"));
+            assert!(reason.starts_with(&format!("kafka.properties: `{refused}`")), "{reason}");
         }
+        assert!(kafka("[kafka.properties]\n\"ssl.cipher.suites\" = \"ECDHE\"\n").is_ok(), "handshake tuning passes");
         // Secrets only from files or variables.
-        for secret in ["sasl.oauthbearer.client.secret", "ssl.keystore.password", "ssl.key.pem"] {
-            let reason = field(&format!("[kafka.properties]\n\"{secret}\" = \"hunter2\"\n"));
-            assert!(reason.contains("holds a secret") && !reason.contains("hunter2"), "{reason}");
-            assert!(kafka(&format!("[kafka.properties]\n\"{secret}\" = {{ env = \"X\" }}\n")).is_ok());
-        }
+        let reason = field("[kafka.properties]\n\"custom.secret\" = \"hunter2\"\n");
+        assert!(reason.contains("holds a secret") && !reason.contains("hunter2"), "{reason}");
+        assert!(kafka("[kafka.properties]\n\"custom.secret\" = { env = \"X\" }\n").is_ok());
     }
 
     #[test]
     fn kafka_properties_take_text_numbers_flags_files_and_variables() {
         let config = kafka(
             "[kafka.properties]\n\"socket.keepalive.enable\" = true\n\"fetch.wait.max.ms\" = 100\n\
-             \"ssl.cipher.suites\" = \"ECDHE\"\n\"ssl.keystore.password\" = { file = \"/run/p\" }\n",
+             \"ssl.cipher.suites\" = \"ECDHE\"\n\"client.rack\" = { file = \"/run/rack\" }\n",
         )
         .unwrap();
         let properties = config.kafka.unwrap().properties;
         assert_eq!(properties["socket.keepalive.enable"], KafkaProperty::Flag(true));
         assert_eq!(properties["fetch.wait.max.ms"], KafkaProperty::Integer(100));
         assert_eq!(properties["ssl.cipher.suites"], KafkaProperty::Text("ECDHE".into()));
-        assert_eq!(properties["ssl.keystore.password"], KafkaProperty::File { file: "/run/p".into() });
+        assert_eq!(properties["client.rack"], KafkaProperty::File { file: "/run/rack".into() });
     }
 }

@@ -78,11 +78,10 @@ impl ClientSettings {
             properties.push(("ssl.endpoint.identification.algorithm".into(), algorithm.into()));
         }
         if let Some(sasl) = &config.sasl {
-            let password = secret_from(sasl.password_file.as_deref(), SASL_PASSWORD_ENV, "the SASL password")?
-                .ok_or_else(|| {
-                    BusError::Settings(format!(
-                        "kafka.sasl needs a password: set kafka.sasl.password_file or {SASL_PASSWORD_ENV}"
-                    ))
+            let variable = sasl.password_env.as_deref().unwrap_or(SASL_PASSWORD_ENV);
+            let password =
+                secret_from(sasl.password_file.as_deref(), variable, "the SASL password")?.ok_or_else(|| {
+                    BusError::Settings(format!("kafka.sasl needs a password: set password_file, or {variable}"))
                 })?;
             secrets.push(password.clone());
             properties.push(("sasl.mechanism".into(), sasl.mechanism.name().into()));
@@ -109,7 +108,13 @@ impl ClientSettings {
             };
             properties.push((name.clone(), value));
         }
-        secrets.retain(|secret| !secret.is_empty());
+        // librdkafka trims a value's leading white space before it quotes it in an error.
+        let trimmed: Vec<String> = secrets.iter().map(|secret| secret.trim().to_owned()).collect();
+        secrets.extend(trimmed);
+        secrets.retain(|secret| !secret.trim().is_empty());
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
         let settings = Self { properties, secrets };
         // librdkafka checks every name and value here, so a mistake stops the start, not the first connection.
         settings.client_config().create_native_config().map_err(|e| settings.error(&e))?;
@@ -218,8 +223,11 @@ fn settings_refused(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<&'st
     }
 }
 
+/// How long after a first refusal with no success the check believes it.
+const REFUSAL_CONFIRMED: Duration = Duration::from_secs(5);
+
 /// Connects with `settings` and reads the cluster's metadata: a wrong password, an untrusted certificate or a
-/// certificate the brokers refuse ends the wait at once with what to check; brokers that cannot be reached are
+/// certificate the brokers refuse (reported twice) ends the wait at once with what to check; brokers that cannot be reached are
 /// tried until `timeout`, and then the last error is given. librdkafka alone would retry all of these forever.
 pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Duration) -> Result<(), BusError> {
     use rdkafka::producer::{BaseProducer, Producer as _};
@@ -232,25 +240,39 @@ pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Durat
     let deadline = std::time::Instant::now() + timeout;
     // The last error librdkafka reported: it says more than the metadata request's time-out.
     let mut reported: Option<String> = None;
+    // A refusal can be a fluke (a SASL handshake cut short by a restarting broker is reported as an authentication
+    // error): the check fails on a second one (a reconnect back-off later), or when nothing succeeded for
+    // `REFUSAL_CONFIRMED` after the first (librdkafka may not report the same error twice).
+    let mut refusals = 0;
+    let mut first_refusal: Option<(std::time::Instant, String)> = None;
     loop {
+        // Metadata read means connected and accepted, whatever a broker tried earlier said.
         let metadata = probe.client().fetch_metadata(None, Duration::from_millis(500));
+        if metadata.is_ok() {
+            return Ok(());
+        }
         probe.poll(Duration::ZERO);
         let errors =
             std::mem::take(&mut *probe.context().errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if let Some((hint, reason)) =
-            errors.iter().find_map(|(code, reason)| settings_refused(*code, reason).map(|hint| (hint, reason)))
-        {
-            return Err(failed(format!("{hint} ({reason})")));
+        for (code, reason) in &errors {
+            if let Some(hint) = settings_refused(*code, reason) {
+                refusals += 1;
+                if refusals >= 2 {
+                    return Err(failed(format!("{hint} ({reason})")));
+                }
+                first_refusal.get_or_insert_with(|| (std::time::Instant::now(), format!("{hint} ({reason})")));
+            }
         }
-        let error = match metadata {
-            Ok(_) => return Ok(()),
-            Err(error) => error,
-        };
+        if let Some((at, refusal)) = &first_refusal
+            && at.elapsed() >= REFUSAL_CONFIRMED
+        {
+            return Err(failed(refusal.clone()));
+        }
         if let Some((_, reason)) = errors.last() {
             reported = Some(reason.clone());
         }
         if std::time::Instant::now() >= deadline {
-            let last = reported.unwrap_or_else(|| error.to_string());
+            let last = reported.unwrap_or_else(|| metadata.err().map(|e| e.to_string()).unwrap_or_default());
             return Err(failed(format!("{last}; gave up after {} s", timeout.as_secs())));
         }
     }
