@@ -127,9 +127,10 @@ fn gke_entries(document: Value) -> Result<Contents, Refused> {
     };
     let mut contents = Contents::default();
     for entry in entries {
-        let payload = entry.get("protoPayload");
-        let service = payload.and_then(|p| p.get("serviceName")).and_then(Value::as_str);
-        if payload.is_some() && service != Some("k8s.io") {
+        // Only Kubernetes audit entries; a broad export also carries other services' and plain log lines
+        // (`textPayload`, `jsonPayload`), which are not for this source.
+        let service = entry.pointer("/protoPayload/serviceName").and_then(Value::as_str);
+        if entry.is_object() && service != Some("k8s.io") {
             contents.skipped += 1;
             continue;
         }
@@ -183,8 +184,19 @@ fn gke_entry(entry: &Value) -> Result<Unwrapped, String> {
     let payload = entry.get("protoPayload").ok_or("not a Cloud Audit Logs entry: no protoPayload")?;
     let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
     let method = text(payload.get("methodName")).ok_or("protoPayload without methodName")?;
+    let resource_name = text(payload.get("resourceName"))
+        .or_else(|| text(payload.pointer("/authorizationInfo/0/resource")))
+        .unwrap_or_default();
     let last = method.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
-    let verb = if VERBS.contains(&last.as_str()) { last } else { "get".to_owned() };
+    let verb = if VERBS.contains(&last.as_str()) {
+        last
+    } else if resource(&resource_name, "get").1.is_none() {
+        // A non-resource request (`io.k8s.readyz`, `/healthz`): the API server logs it as a get.
+        "get".to_owned()
+    } else {
+        // Taking an unknown verb for a read could hide a change.
+        return Err(format!("methodName `{method}` names no verb the API server logs"));
+    };
     let timestamp = text(entry.get("timestamp"))
         .or_else(|| text(entry.get("receiveTimestamp")))
         .map(|t| rfc3339(&t))
@@ -205,8 +217,14 @@ fn gke_entry(entry: &Value) -> Result<Unwrapped, String> {
     });
     event.insert("auditID".into(), json!(id));
 
-    // The principal; a request without one was anonymous. A service account's groups follow from its name.
-    let username = text(payload.pointer("/authenticationInfo/principalEmail")).unwrap_or("system:anonymous".into());
+    // The principal (`principalSubject` for identities without an e-mail). A service account's groups follow
+    // from its name. An entry naming nobody is refused rather than taken for an anonymous request.
+    let authentication = payload.get("authenticationInfo");
+    let username = text(authentication.and_then(|a| a.get("principalEmail")))
+        .or_else(|| text(authentication.and_then(|a| a.get("principalSubject"))))
+        .or_else(|| text(authentication.and_then(|a| a.get("authoritySelector"))).filter(|s| s == "system:anonymous"))
+        .filter(|name| !name.is_empty())
+        .ok_or("authenticationInfo names no principal")?;
     let mut groups = Vec::new();
     if let Some(namespace) = username.strip_prefix("system:serviceaccount:").and_then(|r| r.split(':').next()) {
         groups = vec!["system:serviceaccounts".to_owned(), format!("system:serviceaccounts:{namespace}")];
@@ -224,9 +242,6 @@ fn gke_entry(entry: &Value) -> Result<Unwrapped, String> {
         event.insert("userAgent".into(), json!(agent));
     }
 
-    let resource_name = text(payload.get("resourceName"))
-        .or_else(|| text(payload.pointer("/authorizationInfo/0/resource")))
-        .unwrap_or_default();
     let (uri, object_ref) = resource(&resource_name, &verb);
     let uri = text(payload.get("requestURI")).unwrap_or(uri);
     event.insert("requestURI".into(), json!(uri));
@@ -273,8 +288,10 @@ fn resource(name: &str, verb: &str) -> (String, Option<Value>) {
     let (group, version) = (parts[0], parts[1]);
     let mut rest = &parts[2..];
     let mut namespace = None;
-    // `namespaces/<ns>/<resource>…`; `namespaces/<ns>` alone is the namespace object itself.
-    if rest.len() >= 3 && rest[0] == "namespaces" {
+    // `namespaces/<ns>/<resource>…`; `namespaces/<ns>` alone is the namespace object itself, and
+    // `namespaces/<ns>/status` or `/finalize` its subresources.
+    let namespace_subresource = rest.len() == 3 && rest[0] == "namespaces" && matches!(rest[2], "status" | "finalize");
+    if rest.len() >= 3 && rest[0] == "namespaces" && !namespace_subresource {
         namespace = Some(rest[1]);
         rest = &rest[2..];
     }

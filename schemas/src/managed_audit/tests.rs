@@ -160,6 +160,9 @@ fn gke_records_map_to_what_the_api_server_logged() {
 
     let anonymous = gke(find(&entries, "Kubernetes.API.AnonymousAccess", "core/v1/namespaces/default/pods/test-pod"));
     assert_eq!(anonymous.event["user"], json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]}));
+    let probe = gke(find(&entries, "Kubernetes.System.Principal.PublicIP", "core/v1/healthz"));
+    assert_eq!(probe.event["user"]["username"], "system:anonymous");
+    assert_eq!((probe.event["verb"].as_str(), probe.event["requestURI"].as_str()), (Some("get"), Some("/healthz")));
     let account = gke(find(&entries, "Kubernetes.System.Principal.PublicIP", "core/v1/namespaces/default/pods"));
     assert_eq!(
         account.event["user"]["groups"],
@@ -170,19 +173,54 @@ fn gke_records_map_to_what_the_api_server_logged() {
     assert!(ready.event.get("objectRef").is_none(), "a non-resource request names no object");
 }
 
+fn k8s_entry(method: &str, resource: &str, principal: Value) -> Value {
+    json!({"protoPayload": {"serviceName": "k8s.io", "methodName": method, "resourceName": resource,
+                            "authenticationInfo": principal},
+           "timestamp": "2026-12-06T10:00:00Z"})
+}
+
+#[test]
+fn gke_namespace_subresources_unknown_verbs_and_missing_principals_are_not_guessed() {
+    let alice = json!({"principalEmail": "alice@example.com"});
+    let finalize =
+        gke(&k8s_entry("io.k8s.core.v1.namespaces.finalize.update", "core/v1/namespaces/prod/finalize", alice.clone()));
+    assert_eq!(
+        finalize.event["objectRef"],
+        json!({"resource": "namespaces", "name": "prod", "subresource": "finalize", "apiVersion": "v1"})
+    );
+    assert_eq!(finalize.event["requestURI"], "/api/v1/namespaces/prod/finalize");
+    let pods = gke(&k8s_entry("io.k8s.core.v1.pods.list", "core/v1/namespaces/status/pods", alice.clone()));
+    assert_eq!(pods.event["objectRef"]["namespace"], "status", "a namespace may be called status");
+    let subject = gke(&k8s_entry(
+        "io.k8s.core.v1.pods.get",
+        "core/v1/namespaces/a/pods/b",
+        json!({"principalSubject": "serviceAccount:x@p.iam.gserviceaccount.com"}),
+    ));
+    assert_eq!(subject.event["user"]["username"], "serviceAccount:x@p.iam.gserviceaccount.com");
+    for (entry, why) in [
+        (k8s_entry("io.k8s.core.v1.pods.escalate", "core/v1/namespaces/a/pods/b", alice), "names no verb"),
+        (k8s_entry("io.k8s.core.v1.pods.get", "core/v1/namespaces/a/pods/b", json!({})), "names no principal"),
+    ] {
+        let contents = unwrap_json(Envelope::Gke, &entry);
+        let (reason, _) = contents.events[0].as_ref().unwrap_err();
+        assert!(reason.contains(why), "{reason}");
+    }
+}
+
 #[test]
 fn gke_entries_of_other_services_are_skipped_and_bad_ones_refused() {
     let compute = json!({"protoPayload": {"serviceName": "compute.googleapis.com", "methodName": "v1.compute.instances.insert"},
                          "timestamp": "2026-12-06T10:00:00Z"});
     let no_time = json!({"protoPayload": {"serviceName": "k8s.io", "methodName": "io.k8s.core.v1.pods.get",
                                           "resourceName": "core/v1/namespaces/a/pods/b"}});
-    let odd_time = json!({"protoPayload": {"serviceName": "k8s.io", "methodName": "io.k8s.core.v1.pods.get"},
+    let odd_time = json!({"protoPayload": {"serviceName": "k8s.io", "methodName": "io.k8s.core.v1.pods.get",
+                                           "authenticationInfo": {"principalEmail": "bob@example.com"}},
                           "timestamp": "2026-12-06 10:00:00ééé"});
-    let contents = unwrap_json(Envelope::Gke, &json!([compute, no_time, odd_time, {"jsonPayload": {}}]));
-    assert_eq!(contents.skipped, 1);
+    let contents = unwrap_json(Envelope::Gke, &json!([compute, no_time, odd_time, {"jsonPayload": {}}, 7]));
+    assert_eq!(contents.skipped, 2, "another service's entry and a plain log line are not for this source");
     assert_eq!(contents.events.len(), 3);
     assert!(contents.events[0].as_ref().unwrap_err().0.contains("without timestamp"));
     // A time that is no time is carried as written (the event parser refuses it), never a panic.
     assert!(contents.events[1].is_ok());
-    assert!(contents.events[2].as_ref().unwrap_err().0.contains("no protoPayload"));
+    assert!(contents.events[2].as_ref().unwrap_err().0.contains("no protoPayload"), "an array item that is no entry");
 }
