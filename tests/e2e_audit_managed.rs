@@ -66,7 +66,9 @@ fn producer(servers: &str, secured: bool) -> BaseProducer {
 
 fn send(producer: &BaseProducer, topic: &str, payloads: &[String]) {
     for payload in payloads {
-        producer.send(BaseRecord::<(), str>::to(topic).payload(payload)).unwrap();
+        // One partition: the messages are read in the order sent, so a source that read the topic again from its
+        // start would publish the old events before a new one.
+        producer.send(BaseRecord::<(), str>::to(topic).partition(0).payload(payload)).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 }
@@ -283,9 +285,25 @@ fn gke_cloud_audit_log_entries_raise_the_alerts_of_the_events() {
     );
     send(&producer(&common::env("PALISADE_TEST_KAFKA"), false), &export, &payloads);
 
-    stack.start(&["audit", "detect", "enrich", "sink"]);
+    // Only the audit stage serves metrics (the others would want the same port).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    stack.set("PALISADE__METRICS_LISTEN_ADDR", &metrics.to_string());
+    stack.spawn(&["audit"]);
+    stack.envs.retain(|(key, _)| key != "PALISADE__METRICS_LISTEN_ADDR");
+    stack.start(&["detect", "enrich", "sink"]);
     let (got, alerts) = alerts_until(&stack, &expected);
     assert_eq!(got, expected, "the same alerts as from the events themselves\naudit log:\n{}", stack.log("audit"));
     assert!(alerts.iter().all(|alert| alert["cluster"] == "e2e-gke"), "the cluster named by the entry's labels");
-    assert_eq!(audit_ids(&stack, events.len()).len(), events.len(), "the other service's entry is skipped");
+    assert_eq!(audit_ids(&stack, events.len()).len(), events.len());
+    // The other service's entry was passed over and counted, not dead-lettered.
+    let text = reqwest::blocking::get(format!("http://{metrics}/metrics")).unwrap().text().unwrap();
+    let skipped = text
+        .lines()
+        .find(|line| {
+            line.starts_with("palisade_stage_skipped_total{")
+                && line.contains(r#"stage="audit-kafka-gke""#)
+                && line.contains(r#"reason="other service""#)
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(skipped, Some(1.0), "{text}");
 }

@@ -165,6 +165,16 @@ pub enum Subscription {
 }
 
 impl Subscription {
+    /// A consumer on another Kafka cluster, without a producer there (see `kafka::source_subscription`).
+    pub fn kafka_source(
+        config: &crate::KafkaConfig,
+        topics: &[&str],
+        group: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, BusError> {
+        Ok(Subscription::Kafka(crate::kafka::source_subscription(config, topics, group, timeout)?))
+    }
+
     /// The next delivery; `None` when the bus closed.
     pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
         match self {

@@ -346,20 +346,7 @@ impl KafkaBus {
     }
 
     pub(crate) fn subscribe(&self, topics: &[&str], group: &str) -> Result<KafkaSubscription, BusError> {
-        let consumer: StreamConsumer = self.settings.create(
-            self.settings
-                .client_config()
-                .set("client.id", &self.config.client_id)
-                .set("group.id", format!("{}-{group}", self.config.group_prefix))
-                .set("enable.auto.commit", "true")
-                .set("auto.commit.interval.ms", "1000")
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("isolation.level", "read_committed")
-                .set("session.timeout.ms", "10000"),
-        )?;
-        consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
-        Ok(KafkaSubscription { consumer: Arc::new(consumer) })
+        subscribe(&self.settings, &self.config, topics, group)
     }
 
     pub(crate) fn config(&self) -> &KafkaConfig {
@@ -380,6 +367,42 @@ impl KafkaBus {
         use rdkafka::producer::Producer as _;
         self.producer.flush(timeout).map_err(|source| BusError::Kafka { topic: "*".into(), source })
     }
+}
+
+/// A consumer in group `<group_prefix>-<group>` on `topics`, with `settings` (resolved from `config`).
+fn subscribe(
+    settings: &ClientSettings,
+    config: &KafkaConfig,
+    topics: &[&str],
+    group: &str,
+) -> Result<KafkaSubscription, BusError> {
+    let consumer: StreamConsumer = settings.create(
+        settings
+            .client_config()
+            .set("client.id", &config.client_id)
+            .set("group.id", format!("{}-{group}", config.group_prefix))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "10000"),
+    )?;
+    consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
+    Ok(KafkaSubscription { consumer: Arc::new(consumer) })
+}
+
+/// A consumer alone, for a source read on another cluster (no producer: its credential may only allow reading):
+/// the connection is checked first, as `check_connection` does.
+pub fn source_subscription(
+    config: &KafkaConfig,
+    topics: &[&str],
+    group: &str,
+    timeout: Duration,
+) -> Result<KafkaSubscription, BusError> {
+    let settings = ClientSettings::resolve(config)?;
+    check_connection(&settings, &config.bootstrap_servers, timeout)?;
+    subscribe(&settings, config, topics, group)
 }
 
 pub struct KafkaSubscription {

@@ -5,11 +5,9 @@
 //! so a restart resumes after the last message handled whole. A message or a part of one that cannot be read goes
 //! to the dead-letter topic with the reason; parts meant for something else are counted and passed over.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_runtime::bus::Outgoing;
-use palisade_runtime::kafka::KafkaBus;
 use palisade_runtime::{Bus, BusError, KafkaConfig, Message, Shutdown, Subscription};
 use palisade_schemas::{AuditEvent, Codec};
 use palisade_telemetry::{MessageProcessed, RecordProduced, RecordsSkipped};
@@ -49,6 +47,16 @@ impl KafkaSourceConfig {
         }
         if let Some(kafka) = &self.kafka {
             kafka.validate().map_err(|e| format!("source `{}`: {e}", self.name))?;
+            if let Some(sasl) = &kafka.sasl
+                && sasl.password_file.is_none()
+                && sasl.password_env.is_none()
+            {
+                return Err(format!(
+                    "source `{}`: its sasl needs password_file or password_env (PALISADE_KAFKA_SASL_PASSWORD is \
+                     [kafka]'s password and is never sent to another cluster)",
+                    self.name
+                ));
+            }
         }
         Ok(())
     }
@@ -85,9 +93,14 @@ pub struct KafkaSource {
 
 /// How long to wait before trying a refused publish again.
 const RETRY: Duration = Duration::from_millis(500);
+/// How long a source's brokers may take to answer at connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait before connecting a failed source again.
+const RECONNECT: Duration = Duration::from_secs(30);
 
 impl KafkaSource {
-    /// Connects (checking the connection as the stages do) and subscribes; `main` is the pipeline's `[kafka]`.
+    /// Connects (checking the connection as the stages do) and subscribes, with a consumer only: the source's
+    /// credential may allow nothing but reading. `main` is the pipeline's `[kafka]`.
     pub async fn connect(
         config: &KafkaSourceConfig,
         main: Option<&KafkaConfig>,
@@ -95,17 +108,20 @@ impl KafkaSource {
         audit_topic: &str,
         dead_letter_topic: &str,
     ) -> Result<Self, SourceError> {
-        let bus_error = |source| SourceError::Bus { name: config.name.clone(), source };
-        let connection =
-            config.kafka.as_ref().or(main).ok_or_else(|| SourceError::NoConnection { name: config.name.clone() })?;
-        let bus = Arc::new(KafkaBus::new(connection).map_err(bus_error)?);
-        let check = Arc::clone(&bus);
-        tokio::task::spawn_blocking(move || check.check_connection(Duration::from_secs(30)))
-            .await
-            .expect("the connection check does not panic")
-            .map_err(bus_error)?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        let subscription = Bus::Kafka(bus).subscribe(&topics, &format!("audit-{}", config.name)).map_err(bus_error)?;
+        let connection = config
+            .kafka
+            .clone()
+            .or_else(|| main.cloned())
+            .ok_or_else(|| SourceError::NoConnection { name: config.name.clone() })?;
+        let topics = config.topics.clone();
+        let group = format!("audit-{}", config.name);
+        let subscription = tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            Subscription::kafka_source(&connection, &topics, &group, CONNECT_TIMEOUT)
+        })
+        .await
+        .expect("the connection check does not panic")
+        .map_err(|source| SourceError::Bus { name: config.name.clone(), source })?;
         tracing::info!(source = %config.name, envelope = ?config.envelope, topics = ?config.topics, "audit source subscribed");
         Ok(Self {
             stage: config.stage(),
@@ -115,6 +131,36 @@ impl KafkaSource {
             audit_topic: audit_topic.to_owned(),
             dead_letter_topic: dead_letter_topic.to_owned(),
         })
+    }
+
+    /// Connects and reads until shutdown, connecting again after a failure: a source that cannot be reached or
+    /// refuses the credentials is reported (log, health) and tried again every `RECONNECT`, and never stops the
+    /// webhook or the other sources.
+    pub async fn serve(
+        config: KafkaSourceConfig,
+        main: Option<KafkaConfig>,
+        cluster: String,
+        topics: palisade_runtime::TopicsConfig,
+        bus: Bus,
+        shutdown: Shutdown,
+    ) {
+        let stage = config.stage();
+        loop {
+            match Self::connect(&config, main.as_ref(), &cluster, &topics.audit_events, &topics.dead_letter).await {
+                Ok(source) => match source.run(bus.clone(), shutdown.clone()).await {
+                    Ok(()) => return,
+                    Err(error) => tracing::error!(%error, "audit Kafka source stopped; connecting again"),
+                },
+                Err(error) => {
+                    tracing::error!(%error, "audit Kafka source cannot start; trying again");
+                    palisade_telemetry::health::failing(&stage, &error.to_string());
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RECONNECT) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
     }
 
     /// Reads until shutdown; `bus` is where events and dead letters go.
@@ -160,7 +206,8 @@ impl KafkaSource {
             };
             RecordsSkipped { stage: &self.stage, reason, count: contents.skipped as u64 }.emit();
         }
-        for part in contents.events {
+        // Every event of the message at once (the bus batches them), each tried until it is taken.
+        let handled = contents.events.into_iter().map(|part| async move {
             let mapped = part.map_err(|(reason, part)| (reason, part.to_string().into_bytes())).and_then(|unwrapped| {
                 let cluster = self.config.cluster.as_deref().or(unwrapped.cluster.as_deref()).unwrap_or(&self.cluster);
                 let event = AuditEvent::from_k8s_json(&unwrapped.event, cluster)
@@ -169,18 +216,15 @@ impl KafkaSource {
                     codec.encode(&event).map_err(|e| (e.to_string(), unwrapped.event.to_string().into_bytes()))?;
                 Ok((event.partition_key(), payload))
             });
-            let delivered = match mapped {
+            match mapped {
                 Ok((key, payload)) => self.publish(bus, &key, &payload, message, shutdown).await,
                 Err((reason, part)) => {
                     let original = Message { payload: part, ..message.clone() };
                     self.dead_letter(bus, &original, &reason, shutdown).await
                 }
-            };
-            if !delivered {
-                return false;
             }
-        }
-        true
+        });
+        futures::future::join_all(handled).await.into_iter().all(|delivered| delivered)
     }
 
     /// Publishes one event, trying again while the bus refuses (never dropped); a record over the size bound is
@@ -209,6 +253,14 @@ impl KafkaSource {
         loop {
             match bus.dead_letter(&self.dead_letter_topic, &self.stage, message, reason).await {
                 Ok(()) => return true,
+                // Not even a cut copy fits (its headers alone are over the bound): counted and passed over, or
+                // the source would stop on it for ever.
+                Err(error @ BusError::TooLarge { .. }) => {
+                    tracing::error!(source = %self.config.name, %error, "a dead letter does not fit the bound");
+                    let reason = "dead_letter_too_large";
+                    palisade_telemetry::ItemDropped { component: &self.stage, reason, count: 1 }.emit();
+                    return true;
+                }
                 Err(error) => {
                     palisade_telemetry::health::failing(
                         &self.stage,

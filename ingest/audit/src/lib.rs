@@ -12,12 +12,12 @@ pub use webhook::{AuditConfig, AuditError, WebhookServer};
 pub struct AuditSources {
     pub webhook: WebhookServer,
     tailers: Vec<tokio::task::JoinHandle<Result<(), logfile::TailError>>>,
-    kafka_sources: Vec<tokio::task::JoinHandle<Result<(), kafka_source::SourceError>>>,
+    kafka_sources: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl AuditSources {
-    /// Starts the webhook, the tailers (audit logs, cloud activity files) and the Kafka sources (connected first:
-    /// a source that cannot connect stops the start); all stop when `shutdown` fires. `kafka` is the pipeline's
+    /// Starts the webhook, the tailers (audit logs, cloud activity files) and the Kafka sources (each connecting
+    /// and reconnecting on its own); all stop when `shutdown` fires. `kafka` is the pipeline's
     /// connection, the default of the Kafka sources.
     pub async fn start(
         config: &AuditConfig,
@@ -27,14 +27,21 @@ impl AuditSources {
         topics: &palisade_runtime::TopicsConfig,
         shutdown: &palisade_runtime::Shutdown,
     ) -> Result<Self, AuditError> {
-        let mut kafka_sources = Vec::new();
-        for source in &config.kafka_sources {
-            let source =
-                kafka_source::KafkaSource::connect(source, kafka, cluster, &topics.audit_events, &topics.dead_letter)
-                    .await
-                    .map_err(|e| AuditError::Source(e.to_string()))?;
-            kafka_sources.push(tokio::spawn(source.run(bus.clone(), shutdown.clone())));
-        }
+        // Each source connects on its own task: one that cannot be reached is retried there and stops nothing else.
+        let kafka_sources = config
+            .kafka_sources
+            .iter()
+            .map(|source| {
+                tokio::spawn(kafka_source::KafkaSource::serve(
+                    source.clone(),
+                    kafka.cloned(),
+                    cluster.to_owned(),
+                    topics.clone(),
+                    bus.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
         let (audit_topic, dead_letter) = (&topics.audit_events, &topics.dead_letter);
         let webhook =
             WebhookServer::start(config, bus.clone(), audit_topic, dead_letter, cluster, shutdown.clone()).await?;
@@ -62,9 +69,7 @@ impl AuditSources {
             }
         }
         for source in self.kafka_sources {
-            if let Ok(Err(error)) = source.await {
-                tracing::error!(%error, "audit Kafka source stopped");
-            }
+            source.await.ok();
         }
     }
 }

@@ -32,8 +32,6 @@ const STAGE: &str = "audit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{0}")]
-    Source(String),
     #[error("audit.listen_addr `{0}` is not ip:port")]
     ListenAddr(String),
     #[error("TLS material {path}: {reason}")]
