@@ -83,11 +83,7 @@ pub fn document(alert: &Alert) -> Value {
             "description": alert.description,
             "ruleset": "palisade",
         },
-        "threat": {
-            "framework": "MITRE ATT&CK",
-            "tactic": {"name": alert.tactics},
-            "technique": {"id": alert.techniques},
-        },
+        "threat": threat(&alert.tactics, &alert.techniques),
         "orchestrator": {"type": "kubernetes"},
         "palisade": {
             "alert_type": alert.alert_type,
@@ -100,6 +96,8 @@ pub fn document(alert: &Alert) -> Value {
             "count": alert.count,
             "evidence": alert.evidence,
             "details": alert.details,
+            "tactics": alert.tactics,
+            "techniques": alert.techniques,
         },
     });
     let object = doc.as_object_mut().expect("object literal");
@@ -187,13 +185,59 @@ fn enrichment(verdict: &palisade_schemas::ThreatIntelMatch) -> Value {
 }
 
 /// The index template the product ships: ECS keyword/date/ip types; evidence stored, not indexed.
-pub fn index_template(prefix: &str) -> Value {
+/// ECS `threat.*` as Elastic's detection rules write it: the ATT&CK tactics with ID, name and reference; the
+/// techniques (a sub-technique's parent among them) and, under `technique.subtechnique`, the sub-techniques, each
+/// array in the same order as its companions. The catalogue's non-ATT&CK intents ("Exploitation", "Probing")
+/// are left to `palisade.tactics`.
+fn threat(tactics: &[String], techniques: &[String]) -> Value {
+    let tactics: Vec<(&str, &str)> =
+        tactics.iter().filter_map(|name| crate::attack::tactic_id(name).map(|id| (id, name.as_str()))).collect();
+    let mut parents: Vec<&str> = Vec::new();
+    let mut subs: Vec<&str> = Vec::new();
+    for id in techniques {
+        let parent = id.split('.').next().unwrap_or(id);
+        if !parents.contains(&parent) {
+            parents.push(parent);
+        }
+        if parent != id && !subs.contains(&id.as_str()) {
+            subs.push(id);
+        }
+    }
+    let named = |ids: &[&str]| {
+        json!({
+            "id": ids,
+            // An ID the table lacks is named by itself, so the arrays stay aligned.
+            "name": ids.iter().map(|id| crate::attack::technique_name(id).unwrap_or(id)).collect::<Vec<_>>(),
+            "reference": ids.iter().map(|id| crate::attack::technique_reference(id)).collect::<Vec<_>>(),
+        })
+    };
+    let mut technique = named(&parents);
+    if !subs.is_empty() {
+        technique["subtechnique"] = named(&subs);
+    }
+    json!({
+        "framework": "MITRE ATT&CK",
+        "tactic": {
+            "id": tactics.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            "name": tactics.iter().map(|(_, name)| *name).collect::<Vec<_>>(),
+            "reference": tactics.iter().map(|(id, _)| crate::attack::tactic_reference(id)).collect::<Vec<_>>(),
+        },
+        "technique": technique,
+    })
+}
+
+/// Bumped whenever the template below changes, so a sink that keeps an existing template can tell it is older.
+pub const INDEX_TEMPLATE_VERSION: u64 = 2;
+
+pub fn index_template(prefix: &str, shards: u32, replicas: u32) -> Value {
     let keyword = json!({"type": "keyword"});
+    let attack = json!({"properties": {"id": keyword, "name": keyword, "reference": keyword}});
     json!({
         "index_patterns": [format!("{prefix}-*")],
         "priority": 200,
+        "version": INDEX_TEMPLATE_VERSION,
         "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+            "settings": {"number_of_shards": shards, "number_of_replicas": replicas},
             "mappings": {
                 "dynamic": true,
                 "properties": {
@@ -204,7 +248,9 @@ pub fn index_template(prefix: &str) -> Value {
                         "module": keyword, "dataset": keyword}},
                     "rule": {"properties": {"id": keyword, "name": keyword, "description": {"type": "text"}, "ruleset": keyword}},
                     "threat": {"properties": {"framework": keyword,
-                        "tactic": {"properties": {"name": keyword}}, "technique": {"properties": {"id": keyword}},
+                        "tactic": attack,
+                        "technique": {"properties": {"id": keyword, "name": keyword, "reference": keyword,
+                            "subtechnique": attack}},
                         "enrichments": {"type": "nested", "properties": {
                             "indicator": {"properties": {"type": keyword, "ip": {"type": "ip"}, "provider": keyword,
                                 "confidence": keyword, "description": {"type": "text"},
@@ -227,6 +273,7 @@ pub fn index_template(prefix: &str) -> Value {
                         "count": {"type": "long"}, "parent_chain": keyword, "unknown_fields": keyword,
                         "threat_intel": {"properties": {"indicator": keyword, "kind": keyword, "verdict": keyword,
                             "list": keyword, "matched": keyword, "field": keyword}},
+                        "tactics": keyword, "techniques": keyword,
                         "evidence": {"type": "text", "index": false},
                         "details": {"type": "object", "enabled": false}}}
                 }
@@ -270,6 +317,32 @@ mod tests {
         ] {
             assert_eq!(index_day("palisade-alerts", other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn threat_fields_are_complete_and_aligned() {
+        let mut alert = alert();
+        alert.tactics = vec!["Persistence".into(), "Exploitation".into(), "Privilege Escalation".into()];
+        alert.techniques = vec!["T1098.006".into(), "T1610".into(), "T1098.004".into()];
+        let threat = &document(&alert)["threat"];
+        assert_eq!(threat["tactic"]["id"], json!(["TA0003", "TA0004"]), "Defender's intents are no ATT&CK tactic");
+        assert_eq!(threat["tactic"]["name"], json!(["Persistence", "Privilege Escalation"]));
+        assert_eq!(threat["tactic"]["reference"][1], "https://attack.mitre.org/tactics/TA0004/");
+        assert_eq!(threat["technique"]["id"], json!(["T1098", "T1610"]), "parents, once each");
+        assert_eq!(threat["technique"]["name"], json!(["Account Manipulation", "Deploy Container"]));
+        assert_eq!(threat["technique"]["reference"][0], "https://attack.mitre.org/techniques/T1098/");
+        assert_eq!(threat["technique"]["subtechnique"]["id"], json!(["T1098.006", "T1098.004"]));
+        assert_eq!(
+            threat["technique"]["subtechnique"]["name"],
+            json!(["Additional Container Cluster Roles", "SSH Authorized Keys"])
+        );
+        assert_eq!(
+            threat["technique"]["subtechnique"]["reference"][0],
+            "https://attack.mitre.org/techniques/T1098/006/"
+        );
+        let doc = document(&alert);
+        assert_eq!(doc["palisade"]["tactics"][1], "Exploitation", "every tactic the alert names is kept");
+        assert_eq!(doc["palisade"]["techniques"][0], "T1098.006");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! product, and time-based indices. Also the JSON-lines alerts file, the one-line human rendering and the OCSF
 //! Detection Finding form of an alert.
 
+pub mod attack;
 pub mod ecs;
 pub mod file;
 mod http;

@@ -41,6 +41,25 @@ pub struct OpenSearchConfig {
     /// Largest retry delay, in milliseconds. Retries go on until the node answers: nothing is dropped.
     #[serde(default = "default_retry_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
+    /// Primary shards of each daily index (the index template's `number_of_shards`).
+    #[serde(default = "default_number_of_shards")]
+    pub number_of_shards: u32,
+    /// Replicas of each daily index; 0 only on a single node, where a replica has nowhere to go.
+    #[serde(default = "default_number_of_replicas")]
+    pub number_of_replicas: u32,
+    /// An index template of the same name that already exists: `keep` it (the default: edits made to it survive
+    /// restarts; a template older than this Palisade's is reported) or `replace` it with Palisade's.
+    #[serde(default)]
+    pub template: TemplatePolicy,
+}
+
+/// `sink.opensearch.template`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplatePolicy {
+    #[default]
+    Keep,
+    Replace,
 }
 
 fn default_index_prefix() -> String {
@@ -57,6 +76,12 @@ const fn default_batch_max_wait_ms() -> u64 {
 }
 const fn default_request_timeout_secs() -> u64 {
     30
+}
+const fn default_number_of_shards() -> u32 {
+    1
+}
+const fn default_number_of_replicas() -> u32 {
+    1
 }
 const fn default_retry_initial_backoff_ms() -> u64 {
     250
@@ -80,6 +105,9 @@ impl OpenSearchConfig {
             request_timeout_secs: default_request_timeout_secs(),
             retry_initial_backoff_ms: default_retry_initial_backoff_ms(),
             retry_max_backoff_ms: default_retry_max_backoff_ms(),
+            number_of_shards: default_number_of_shards(),
+            number_of_replicas: default_number_of_replicas(),
+            template: TemplatePolicy::Keep,
         }
     }
 }

@@ -1,5 +1,5 @@
 mod config;
 mod writer;
 
-pub use config::OpenSearchConfig;
+pub use config::{OpenSearchConfig, TemplatePolicy};
 pub use writer::{BulkOutcome, OpenSearchError, OpenSearchWriter};

@@ -11,7 +11,7 @@ use palisade_schemas::Alert;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::config::OpenSearchConfig;
+use super::config::{OpenSearchConfig, TemplatePolicy};
 use crate::{ecs, http};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,20 +119,55 @@ impl OpenSearchWriter {
         if !response.status().is_success() {
             return Err(unhealthy(format!("HTTP {}", response.status())));
         }
-        let template = ecs::index_template(&self.config.index_prefix);
+        self.install_template().await
+    }
+
+    /// Installs Palisade's index template when none of its name exists, or always with `template = "replace"`.
+    /// A kept template older than Palisade's is reported, not changed: it may hold the user's edits.
+    async fn install_template(&self) -> Result<(), OpenSearchError> {
+        let failed = |reason: String| OpenSearchError::Template(reason);
+        let path = format!("/_index_template/{}", self.config.index_prefix);
+        if self.config.template == TemplatePolicy::Keep {
+            let response =
+                self.request(reqwest::Method::GET, &path)?.send().await.map_err(|e| failed(e.to_string()))?;
+            let status = response.status();
+            if status.is_success() {
+                let existing: Value = response.json().await.map_err(|e| failed(e.to_string()))?;
+                let version = existing.pointer("/index_templates/0/index_template/version").and_then(Value::as_u64);
+                if version.is_none_or(|version| version < ecs::INDEX_TEMPLATE_VERSION) {
+                    tracing::warn!(
+                        template = %self.config.index_prefix,
+                        existing = ?version,
+                        palisade = ecs::INDEX_TEMPLATE_VERSION,
+                        "the index template is older than this Palisade's and is kept (it may hold your edits); \
+                         set sink.opensearch.template = \"replace\" to install Palisade's"
+                    );
+                }
+                return Ok(());
+            }
+            if status != reqwest::StatusCode::NOT_FOUND {
+                return Err(failed(format!(
+                    "reading it: HTTP {status}: {}",
+                    response.text().await.unwrap_or_default()
+                )));
+            }
+        }
+        let template = ecs::index_template(
+            &self.config.index_prefix,
+            self.config.number_of_shards,
+            self.config.number_of_replicas,
+        );
         let response = self
-            .request(reqwest::Method::PUT, &format!("/_index_template/{}", self.config.index_prefix))?
+            .request(reqwest::Method::PUT, &path)?
             .json(&template)
             .send()
             .await
-            .map_err(|e| OpenSearchError::Template(e.to_string()))?;
+            .map_err(|e| failed(e.to_string()))?;
         if !response.status().is_success() {
             let status = response.status();
-            return Err(OpenSearchError::Template(format!(
-                "HTTP {status}: {}",
-                response.text().await.unwrap_or_default()
-            )));
+            return Err(failed(format!("HTTP {status}: {}", response.text().await.unwrap_or_default())));
         }
+        tracing::info!(template = %self.config.index_prefix, version = ecs::INDEX_TEMPLATE_VERSION, "index template installed");
         Ok(())
     }
 
