@@ -226,6 +226,8 @@ pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "delivery.timeout.ms",
     "compression.type",
     "compression.codec",
+    // Keys pick partitions, and a partition's order is what per-namespace and per-node state relies on.
+    "partitioner",
     "security.protocol",
     "enable.ssl.certificate.verification",
     "ssl.endpoint.identification.algorithm",

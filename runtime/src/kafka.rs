@@ -252,16 +252,20 @@ pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Durat
             return Ok(());
         }
         probe.poll(Duration::ZERO);
-        let errors =
+        let mut errors =
             std::mem::take(&mut *probe.context().errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        for (code, reason) in &errors {
-            if let Some(hint) = settings_refused(*code, reason) {
-                refusals += 1;
-                if refusals >= 2 {
-                    return Err(failed(format!("{hint} ({reason})")));
-                }
-                first_refusal.get_or_insert_with(|| (std::time::Instant::now(), format!("{hint} ({reason})")));
+        // rdkafka hands each error event to the context twice (once polling the queue, once handling the event).
+        errors.dedup();
+        // At most one refusal per attempt: two brokers refusing the same settings at once are still one attempt.
+        let refusal =
+            errors.iter().find_map(|(code, reason)| settings_refused(*code, reason).map(|hint| (hint, reason)));
+        // Other errors (a broker unreachable, "all brokers down" after a refusal) neither confirm nor clear one.
+        if let Some((hint, reason)) = refusal {
+            refusals += 1;
+            if refusals >= 2 {
+                return Err(failed(format!("{hint} ({reason})")));
             }
+            first_refusal.get_or_insert_with(|| (std::time::Instant::now(), format!("{hint} ({reason})")));
         }
         if let Some((at, refusal)) = &first_refusal
             && at.elapsed() >= REFUSAL_CONFIRMED
