@@ -268,9 +268,13 @@ fn gke_cloud_audit_log_entries_raise_the_alerts_of_the_events() {
     let expected = scanned(&events, &stack.logs);
     // A Log Router export on the pipeline's own Kafka: the source uses [kafka].
     let export = format!("gke-audit-export-{}", stack.run);
+    // Beside it a source whose brokers cannot be reached: it is retried on its own and stops nothing.
     stack.set(
         "PALISADE__AUDIT__KAFKA_SOURCES",
-        &format!("[{{ name = \"gke\", envelope = \"gke\", topics = [\"{export}\"] }}]"),
+        &format!(
+            "[{{ name = \"gke\", envelope = \"gke\", topics = [\"{export}\"] }}, {{ name = \"down\", envelope = \"aks\", \
+             topics = [\"hub\"], kafka = {{ bootstrap_servers = \"127.0.0.1:9\" }} }}]"
+        ),
     );
     stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
     stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
@@ -306,4 +310,31 @@ fn gke_cloud_audit_log_entries_raise_the_alerts_of_the_events() {
         })
         .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
     assert_eq!(skipped, Some(1.0), "{text}");
+    let up = |component: &str| {
+        text.lines()
+            .find(|line| line.starts_with(&format!("palisade_component_up{{component=\"{component}\"}}")))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(up("audit-kafka-gke"), Some(1.0), "{text}");
+    assert_ne!(up("audit-kafka-down"), Some(1.0), "the unreachable source is not reported running");
+}
+
+#[test]
+fn a_source_whose_settings_cannot_work_stops_the_audit_start_with_the_reason() {
+    let mut stack = common::Stack::new("source-settings");
+    stack.set(
+        "PALISADE__AUDIT__KAFKA_SOURCES",
+        "[{ name = \"aks\", envelope = \"aks\", topics = [\"hub\"], kafka = { bootstrap_servers = \"127.0.0.1:9\", \
+         sasl = { mechanism = \"SCRAM-SHA-512\", username = \"u\", password_file = \"/nonexistent/password\" } } }]",
+    );
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
+    stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("audit")
+        .envs(stack.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("audit source `aks`") && stderr.contains("/nonexistent/password"), "{stderr}");
 }

@@ -171,8 +171,10 @@ impl Subscription {
         topics: &[&str],
         group: &str,
         timeout: std::time::Duration,
+        shutdown: &crate::Shutdown,
     ) -> Result<Self, BusError> {
-        Ok(Subscription::Kafka(crate::kafka::source_subscription(config, topics, group, timeout)?))
+        let stopped = || shutdown.is_triggered();
+        Ok(Subscription::Kafka(crate::kafka::source_subscription(config, topics, group, timeout, &stopped)?))
     }
 
     /// The next delivery; `None` when the bus closed.

@@ -230,6 +230,17 @@ const REFUSAL_CONFIRMED: Duration = Duration::from_secs(5);
 /// certificate the brokers refuse (reported twice) ends the wait at once with what to check; brokers that cannot be reached are
 /// tried until `timeout`, and then the last error is given. librdkafka alone would retry all of these forever.
 pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Duration) -> Result<(), BusError> {
+    check_connection_unless(settings, servers, timeout, &|| false)
+}
+
+/// `check_connection` that gives up as soon as `stopped` says so (checked twice a second): a process shutting down
+/// does not wait for brokers that do not answer.
+pub fn check_connection_unless(
+    settings: &ClientSettings,
+    servers: &str,
+    timeout: Duration,
+    stopped: &dyn Fn() -> bool,
+) -> Result<(), BusError> {
     use rdkafka::producer::{BaseProducer, Producer as _};
     let failed = |reason: String| BusError::Connect { servers: servers.to_owned(), reason: settings.masked(&reason) };
     let probe: BaseProducer<ProbeContext> = settings
@@ -274,6 +285,9 @@ pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Durat
         }
         if let Some((_, reason)) = errors.last() {
             reported = Some(reason.clone());
+        }
+        if stopped() {
+            return Err(failed("stopped before the brokers answered".into()));
         }
         if std::time::Instant::now() >= deadline {
             let last = reported.unwrap_or_else(|| metadata.err().map(|e| e.to_string()).unwrap_or_default());
@@ -403,9 +417,10 @@ pub fn source_subscription(
     topics: &[&str],
     group: &str,
     timeout: Duration,
+    stopped: &dyn Fn() -> bool,
 ) -> Result<KafkaSubscription, BusError> {
     let settings = ClientSettings::resolve(config)?;
-    check_connection(&settings, &config.bootstrap_servers, timeout)?;
+    check_connection_unless(&settings, &config.bootstrap_servers, timeout, stopped)?;
     subscribe(&settings, config, topics, group)
 }
 

@@ -97,6 +97,8 @@ const RETRY: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait before connecting a failed source again.
 const RECONNECT: Duration = Duration::from_secs(30);
+/// What of a message is kept when the dead-letter topic refuses it whole.
+const DEAD_LETTER_HEAD_BYTES: usize = 64 * 1024;
 
 impl KafkaSource {
     /// Connects (checking the connection as the stages do) and subscribes, with a consumer only: the source's
@@ -107,6 +109,7 @@ impl KafkaSource {
         cluster: &str,
         audit_topic: &str,
         dead_letter_topic: &str,
+        shutdown: &Shutdown,
     ) -> Result<Self, SourceError> {
         let connection = config
             .kafka
@@ -115,9 +118,10 @@ impl KafkaSource {
             .ok_or_else(|| SourceError::NoConnection { name: config.name.clone() })?;
         let topics = config.topics.clone();
         let group = format!("audit-{}", config.name);
+        let stop = shutdown.clone();
         let subscription = tokio::task::spawn_blocking(move || {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            Subscription::kafka_source(&connection, &topics, &group, CONNECT_TIMEOUT)
+            Subscription::kafka_source(&connection, &topics, &group, CONNECT_TIMEOUT, &stop)
         })
         .await
         .expect("the connection check does not panic")
@@ -144,17 +148,31 @@ impl KafkaSource {
         bus: Bus,
         shutdown: Shutdown,
     ) {
-        let stage = config.stage();
         loop {
-            match Self::connect(&config, main.as_ref(), &cluster, &topics.audit_events, &topics.dead_letter).await {
+            let connected = tokio::select! {
+                connected = Self::connect(
+                    &config,
+                    main.as_ref(),
+                    &cluster,
+                    &topics.audit_events,
+                    &topics.dead_letter,
+                    &shutdown,
+                ) => connected,
+                _ = shutdown.wait() => return,
+            };
+            match connected {
                 Ok(source) => match source.run(bus.clone(), shutdown.clone()).await {
                     Ok(()) => return,
                     Err(error) => tracing::error!(%error, "audit Kafka source stopped; connecting again"),
                 },
-                Err(error) => {
-                    tracing::error!(%error, "audit Kafka source cannot start; trying again");
-                    palisade_telemetry::health::failing(&stage, &error.to_string());
+                // Settings that cannot work will not work later either (checked at start; a file may go since).
+                Err(error @ SourceError::Bus { source: BusError::Settings(_), .. }) => {
+                    tracing::error!(%error, "audit Kafka source cannot run with these settings; it stays stopped");
+                    return;
                 }
+                // Not reported to /healthz: a liveness failure would restart the webhook and the other sources
+                // with it. `palisade_component_up` stays 0 for this source until it runs.
+                Err(error) => tracing::error!(%error, "audit Kafka source cannot start; trying again"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(RECONNECT) => {}
@@ -256,10 +274,31 @@ impl KafkaSource {
                 // Not even a cut copy fits (its headers alone are over the bound): counted and passed over, or
                 // the source would stop on it for ever.
                 Err(error @ BusError::TooLarge { .. }) => {
-                    tracing::error!(source = %self.config.name, %error, "a dead letter does not fit the bound");
-                    let reason = "dead_letter_too_large";
-                    palisade_telemetry::ItemDropped { component: &self.stage, reason, count: 1 }.emit();
-                    return true;
+                    // The dead-letter topic may take less than the bound (its own max.message.bytes), or the
+                    // source's headers alone fill it: its first 64 KiB without them, then nothing but a count.
+                    let head = Message {
+                        payload: message.payload[..message.payload.len().min(DEAD_LETTER_HEAD_BYTES)].to_vec(),
+                        headers: Vec::new(),
+                        ..message.clone()
+                    };
+                    let cut = format!("{reason} (cut to its first {} bytes: {error})", head.payload.len());
+                    let smaller = head.payload.len() < message.payload.len() || !message.headers.is_empty();
+                    let sent = if smaller {
+                        Some(bus.dead_letter(&self.dead_letter_topic, &self.stage, &head, &cut).await)
+                    } else {
+                        None
+                    };
+                    match sent {
+                        Some(Ok(())) => return true,
+                        Some(Err(BusError::TooLarge { .. })) | None => {
+                            tracing::error!(source = %self.config.name, %error, "a dead letter does not fit the bound");
+                            let reason = "dead_letter_too_large";
+                            palisade_telemetry::ItemDropped { component: &self.stage, reason, count: 1 }.emit();
+                            return true;
+                        }
+                        // The bus is away: the whole is tried again after the pause.
+                        Some(Err(_)) => {}
+                    }
                 }
                 Err(error) => {
                     palisade_telemetry::health::failing(

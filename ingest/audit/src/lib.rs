@@ -27,6 +27,15 @@ impl AuditSources {
         topics: &palisade_runtime::TopicsConfig,
         shutdown: &palisade_runtime::Shutdown,
     ) -> Result<Self, AuditError> {
+        // Settings that cannot work stop the start (no network: files, variables, librdkafka's own checks).
+        for source in &config.kafka_sources {
+            let connection = source.kafka.as_ref().or(kafka).ok_or_else(|| AuditError::SourceSettings {
+                name: source.name.clone(),
+                reason: "no [audit.kafka_sources.kafka] and no [kafka]".into(),
+            })?;
+            palisade_runtime::kafka::ClientSettings::resolve(connection)
+                .map_err(|e| AuditError::SourceSettings { name: source.name.clone(), reason: e.to_string() })?;
+        }
         // Each source connects on its own task: one that cannot be reached is retried there and stops nothing else.
         let kafka_sources = config
             .kafka_sources

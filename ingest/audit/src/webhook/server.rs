@@ -32,6 +32,8 @@ const STAGE: &str = "audit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error("audit source `{name}`: {reason}")]
+    SourceSettings { name: String, reason: String },
     #[error("audit.listen_addr `{0}` is not ip:port")]
     ListenAddr(String),
     #[error("TLS material {path}: {reason}")]
