@@ -152,6 +152,20 @@ fn producer_message_max_bytes(config: &KafkaConfig) -> String {
     (config.max_message_bytes + 1024).to_string()
 }
 
+/// The idempotent producer every stage publishes with (acks from all replicas, the record bound, lz4).
+fn producer_config(settings: &ClientSettings, config: &KafkaConfig) -> ClientConfig {
+    let mut producer = settings.client_config();
+    producer
+        .set("client.id", &config.client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", config.producer_linger_ms.to_string())
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set("message.max.bytes", producer_message_max_bytes(config));
+    producer
+}
+
 /// What a record weighs against the bound: key, value and headers.
 pub(crate) fn outgoing_bytes(outgoing: &Outgoing<'_>) -> usize {
     outgoing.payload.len()
@@ -305,17 +319,7 @@ pub struct KafkaBus {
 impl KafkaBus {
     pub fn new(config: &KafkaConfig) -> Result<Self, BusError> {
         let settings = ClientSettings::resolve(config)?;
-        let producer = settings.create(
-            settings
-                .client_config()
-                .set("client.id", &config.client_id)
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("compression.type", "lz4")
-                .set("linger.ms", config.producer_linger_ms.to_string())
-                .set("message.timeout.ms", config.message_timeout_ms.to_string())
-                .set("message.max.bytes", producer_message_max_bytes(config)),
-        )?;
+        let producer = settings.create(&producer_config(&settings, config))?;
         Ok(Self { config: config.clone(), settings, producer })
     }
 
@@ -508,18 +512,8 @@ impl TransactionalOutput {
         subscription: &KafkaSubscription,
     ) -> Result<Self, BusError> {
         let config = bus.config();
-        let producer: FutureProducer = bus.settings().create(
-            bus.settings()
-                .client_config()
-                .set("client.id", &config.client_id)
-                .set("transactional.id", transactional_id)
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("compression.type", "lz4")
-                .set("linger.ms", config.producer_linger_ms.to_string())
-                .set("message.timeout.ms", config.message_timeout_ms.to_string())
-                .set("message.max.bytes", producer_message_max_bytes(config)),
-        )?;
+        let producer: FutureProducer =
+            bus.settings().create(producer_config(bus.settings(), config).set("transactional.id", transactional_id))?;
         let producer = Arc::new(producer);
         let init = Arc::clone(&producer);
         tokio::task::spawn_blocking(move || {

@@ -1,11 +1,12 @@
 //! The Kafka bus against a real broker (`scripts/testbed up`): at-least-once (an unacknowledged message is
 //! delivered again to the group, an acknowledged one is not), and dead-lettering keeps the payload and says why.
 
-use std::time::Duration;
+mod common;
 
+use common::{next, unique};
 use palisade_runtime::bus::{HEADER_ERROR, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, HEADER_STAGE, Outgoing};
 use palisade_runtime::kafka::KafkaBus;
-use palisade_runtime::{Bus, KafkaConfig, Subscription};
+use palisade_runtime::{Bus, KafkaConfig};
 
 fn bus(group_prefix: &str) -> (Bus, KafkaBus) {
     bus_with(group_prefix, &[])
@@ -27,19 +28,6 @@ fn bus_with(group_prefix: &str, extra: &[(&str, &str)]) -> (Bus, KafkaBus) {
     )
     .unwrap();
     (Bus::Kafka(std::sync::Arc::new(KafkaBus::new(&config).unwrap())), KafkaBus::new(&config).unwrap())
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("test.{name}.{}.{nanos}", std::process::id())
-}
-
-async fn next(subscription: &mut Subscription) -> palisade_runtime::Delivery {
-    tokio::time::timeout(Duration::from_secs(30), subscription.next())
-        .await
-        .expect("a message within 30 s")
-        .expect("subscription open")
-        .expect("no Kafka error")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,12 +3,15 @@
 //! client certificate the broker does not trust each stop the start-up check with what to check, not a retry
 //! loop, and no error text holds a secret.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::{next, unique};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::kafka::{ClientSettings, KafkaBus, check_connection};
-use palisade_runtime::{Bus, BusError, KafkaConfig, Subscription};
+use palisade_runtime::{Bus, BusError, KafkaConfig};
 
 /// Long enough that a refusal recognised at once and a wait that ran out cannot be confused.
 const CHECK: Duration = Duration::from_secs(60);
@@ -52,19 +55,6 @@ fn mtls(certificate: &str, ca: &str) -> KafkaConfig {
         ("TLS__CERTIFICATE_FILE", tls(&format!("{certificate}.pem"))),
         ("TLS__KEY_FILE", tls(&format!("{certificate}.key"))),
     ])
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("test.{name}.{}.{nanos}", std::process::id())
-}
-
-async fn next(subscription: &mut Subscription) -> palisade_runtime::Delivery {
-    tokio::time::timeout(Duration::from_secs(30), subscription.next())
-        .await
-        .expect("a message within 30 s")
-        .expect("subscription open")
-        .expect("no Kafka error")
 }
 
 /// A record published with `config` is read back with it, by a consumer group, with its key and headers.
