@@ -138,8 +138,8 @@ impl KafkaSource {
     }
 
     /// Connects and reads until shutdown, connecting again after a failure: a source that cannot be reached or
-    /// refuses the credentials is reported (log, health) and tried again every `RECONNECT`, and never stops the
-    /// webhook or the other sources.
+    /// refuses the credentials is logged (its `palisade_component_up` stays 0) and tried again every `RECONNECT`,
+    /// and never stops the webhook or the other sources.
     pub async fn serve(
         config: KafkaSourceConfig,
         main: Option<KafkaConfig>,
@@ -185,6 +185,7 @@ impl KafkaSource {
     pub async fn run(mut self, bus: Bus, shutdown: Shutdown) -> Result<(), SourceError> {
         let codec = Codec::<AuditEvent>::new()?;
         palisade_telemetry::ComponentStarted { component: &self.stage }.emit();
+        let mut warned: Option<std::time::Instant> = None;
         loop {
             let next = tokio::select! {
                 next = self.subscription.next() => next,
@@ -192,8 +193,13 @@ impl KafkaSource {
             };
             let delivery = match next {
                 None => break,
+                // The source's brokers away: logged (every 30 s at most), not reported to /healthz, whose failure
+                // would restart the webhook with it; librdkafka reconnects.
                 Some(Err(error)) => {
-                    palisade_telemetry::health::failing(&self.stage, &format!("reading the source: {error}"));
+                    if warned.is_none_or(|at| at.elapsed() >= RECONNECT) {
+                        tracing::warn!(source = %self.config.name, %error, "reading the audit source failed");
+                        warned = Some(std::time::Instant::now());
+                    }
                     tokio::select! { _ = tokio::time::sleep(RETRY) => continue, _ = shutdown.wait() => break }
                 }
                 Some(Ok(delivery)) => delivery,
