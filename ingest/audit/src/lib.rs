@@ -36,21 +36,6 @@ impl AuditSources {
             palisade_runtime::kafka::ClientSettings::resolve(connection)
                 .map_err(|e| AuditError::SourceSettings { name: source.name.clone(), reason: e.to_string() })?;
         }
-        // Each source connects on its own task: one that cannot be reached is retried there and stops nothing else.
-        let kafka_sources = config
-            .kafka_sources
-            .iter()
-            .map(|source| {
-                tokio::spawn(kafka_source::KafkaSource::serve(
-                    source.clone(),
-                    kafka.cloned(),
-                    cluster.to_owned(),
-                    topics.clone(),
-                    bus.clone(),
-                    shutdown.clone(),
-                ))
-            })
-            .collect();
         let (audit_topic, dead_letter) = (&topics.audit_events, &topics.dead_letter);
         let webhook =
             WebhookServer::start(config, bus.clone(), audit_topic, dead_letter, cluster, shutdown.clone()).await?;
@@ -64,6 +49,22 @@ impl AuditSources {
                 let position_dir = &config.log_position_dir;
                 let tailer = logfile::Tailer::new(path, position_dir, cluster, topic, dead_letter, poll, format);
                 tokio::spawn(tailer.run(bus.clone(), shutdown.clone()))
+            })
+            .collect();
+        // Started once the webhook runs (a webhook that fails leaves nothing behind). Each source connects on its
+        // own task: one that cannot be reached is retried there and stops nothing else.
+        let kafka_sources = config
+            .kafka_sources
+            .iter()
+            .map(|source| {
+                tokio::spawn(kafka_source::KafkaSource::serve(
+                    source.clone(),
+                    kafka.cloned(),
+                    cluster.to_owned(),
+                    topics.clone(),
+                    bus.clone(),
+                    shutdown.clone(),
+                ))
             })
             .collect();
         Ok(Self { webhook, tailers, kafka_sources })
