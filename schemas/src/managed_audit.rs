@@ -209,11 +209,10 @@ fn gke_entry(entry: &Value) -> Result<Unwrapped, String> {
     event.insert("verb".into(), json!(verb));
     let id = text(entry.pointer("/operation/id")).or_else(|| text(entry.get("insertId")));
     let id = id.unwrap_or_else(|| {
-        // No ID in the entry: one derived from what it says, so a redelivered entry keeps it.
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        entry.to_string().hash(&mut hasher);
-        format!("gke-{:016x}", hasher.finish())
+        // No ID in the entry: one derived from what it says, so a redelivered entry keeps it (alert IDs follow
+        // from it) — with a digest that stays the same across builds, which std's hasher does not promise.
+        use sha2::Digest as _;
+        format!("gke-{}", hex::encode(&sha2::Sha256::digest(entry.to_string().as_bytes())[..16]))
     });
     event.insert("auditID".into(), json!(id));
 

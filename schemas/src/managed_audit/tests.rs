@@ -208,6 +208,14 @@ fn gke_namespace_subresources_unknown_verbs_and_missing_principals_are_not_guess
 }
 
 #[test]
+fn a_gke_entry_without_an_id_gets_one_that_stays_the_same_across_builds() {
+    let entry = k8s_entry("io.k8s.core.v1.pods.get", "core/v1/namespaces/a/pods/b", json!({"principalEmail": "a@b.c"}));
+    // The first 16 bytes of the SHA-256 of the entry's compact JSON with sorted keys, computed outside Rust (Python's
+    // hashlib over json.dumps(sort_keys=True)): a new toolchain or hasher cannot move it.
+    assert_eq!(gke(&entry).event["auditID"], "gke-61f3a8485aa6db427f761523da3622a8");
+}
+
+#[test]
 fn gke_entries_of_other_services_are_skipped_and_bad_ones_refused() {
     let compute = json!({"protoPayload": {"serviceName": "compute.googleapis.com", "methodName": "v1.compute.instances.insert"},
                          "timestamp": "2026-12-06T10:00:00Z"});
