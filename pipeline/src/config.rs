@@ -155,7 +155,7 @@ impl PalisadeConfig {
                 let reason = format!("two sources are named `{}` (the name picks the consumer group)", source.name);
                 return Err(ConfigError::Value { field: "audit.kafka_sources", reason }.into());
             }
-            if source.kafka.is_none() && self.kafka.is_none() {
+            if source.connection(self.kafka.as_ref()).is_none() {
                 let reason =
                     format!("source `{}` has no [audit.kafka_sources.kafka] and there is no [kafka]", source.name);
                 return Err(ConfigError::Value { field: "audit.kafka_sources", reason }.into());

@@ -241,8 +241,9 @@ fn settings_refused(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<&'st
 const REFUSAL_CONFIRMED: Duration = Duration::from_secs(5);
 
 /// Connects with `settings` and reads the cluster's metadata: a wrong password, an untrusted certificate or a
-/// certificate the brokers refuse (reported twice) ends the wait at once with what to check; brokers that cannot be reached are
-/// tried until `timeout`, and then the last error is given. librdkafka alone would retry all of these forever.
+/// certificate the brokers refuse ends the wait with what to check, once the refusal is confirmed (seen again, or
+/// nothing succeeded for `REFUSAL_CONFIRMED`); brokers that cannot be reached are tried until `timeout`, and then
+/// the last error is given. librdkafka alone would retry all of these forever.
 pub fn check_connection(settings: &ClientSettings, servers: &str, timeout: Duration) -> Result<(), BusError> {
     check_connection_unless(settings, servers, timeout, &|| false)
 }

@@ -61,6 +61,11 @@ impl KafkaSourceConfig {
         Ok(())
     }
 
+    /// The connection this source reads with: its own, else the pipeline's `[kafka]`.
+    pub fn connection<'a>(&'a self, main: Option<&'a KafkaConfig>) -> Option<&'a KafkaConfig> {
+        self.kafka.as_ref().or(main)
+    }
+
     /// The metrics and health name of this source.
     pub fn stage(&self) -> String {
         format!("audit-kafka-{}", self.name)
@@ -111,11 +116,8 @@ impl KafkaSource {
         dead_letter_topic: &str,
         shutdown: &Shutdown,
     ) -> Result<Self, SourceError> {
-        let connection = config
-            .kafka
-            .clone()
-            .or_else(|| main.cloned())
-            .ok_or_else(|| SourceError::NoConnection { name: config.name.clone() })?;
+        let connection =
+            config.connection(main).cloned().ok_or_else(|| SourceError::NoConnection { name: config.name.clone() })?;
         let topics = config.topics.clone();
         let group = format!("audit-{}", config.name);
         let stop = shutdown.clone();
@@ -234,10 +236,10 @@ impl KafkaSource {
         let handled = contents.events.into_iter().map(|part| async move {
             let mapped = part.map_err(|(reason, part)| (reason, part.to_string().into_bytes())).and_then(|unwrapped| {
                 let cluster = self.config.cluster.as_deref().or(unwrapped.cluster.as_deref()).unwrap_or(&self.cluster);
-                let event = AuditEvent::from_k8s_json(&unwrapped.event, cluster)
-                    .map_err(|e| (e.to_string(), unwrapped.event.to_string().into_bytes()))?;
-                let payload =
-                    codec.encode(&event).map_err(|e| (e.to_string(), unwrapped.event.to_string().into_bytes()))?;
+                // A refused event goes to the dead-letter topic as the Event it was unwrapped to.
+                let refused = |e: &dyn std::fmt::Display| (e.to_string(), unwrapped.event.to_string().into_bytes());
+                let event = AuditEvent::from_k8s_json(&unwrapped.event, cluster).map_err(|e| refused(&e))?;
+                let payload = codec.encode(&event).map_err(|e| refused(&e))?;
                 Ok((event.partition_key(), payload))
             });
             match mapped {

@@ -29,7 +29,7 @@ impl AuditSources {
     ) -> Result<Self, AuditError> {
         // Settings that cannot work stop the start (no network: files, variables, librdkafka's own checks).
         for source in &config.kafka_sources {
-            let connection = source.kafka.as_ref().or(kafka).ok_or_else(|| AuditError::SourceSettings {
+            let connection = source.connection(kafka).ok_or_else(|| AuditError::SourceSettings {
                 name: source.name.clone(),
                 reason: "no [audit.kafka_sources.kafka] and no [kafka]".into(),
             })?;
