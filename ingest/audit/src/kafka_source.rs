@@ -7,13 +7,14 @@
 
 use std::time::Duration;
 
-use palisade_runtime::bus::Outgoing;
 use palisade_runtime::{Bus, BusError, KafkaConfig, Message, Shutdown, Subscription};
-use palisade_schemas::{AuditEvent, Codec};
-use palisade_telemetry::{MessageProcessed, RecordProduced, RecordsSkipped};
+use palisade_schemas::Codec;
+use palisade_telemetry::{MessageProcessed, RecordsSkipped};
 use serde::Deserialize;
 
 use palisade_schemas::managed_audit::{self as managed, Envelope};
+
+use crate::forward::Forwarder;
 
 /// `[[audit.kafka_sources]]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -89,11 +90,9 @@ pub enum SourceError {
 /// A running source: its subscription on its own connection, and where it publishes.
 pub struct KafkaSource {
     config: KafkaSourceConfig,
-    stage: String,
     subscription: Subscription,
     cluster: String,
-    audit_topic: String,
-    dead_letter_topic: String,
+    forwarder: Forwarder,
 }
 
 /// How long to wait before trying a refused publish again.
@@ -102,8 +101,6 @@ const RETRY: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait before connecting a failed source again.
 const RECONNECT: Duration = Duration::from_secs(30);
-/// What of a message is kept when the dead-letter topic refuses it whole.
-const DEAD_LETTER_HEAD_BYTES: usize = 64 * 1024;
 
 impl KafkaSource {
     /// Connects (checking the connection as the stages do) and subscribes, with a consumer only: the source's
@@ -130,12 +127,16 @@ impl KafkaSource {
         .map_err(|source| SourceError::Bus { name: config.name.clone(), source })?;
         tracing::info!(source = %config.name, envelope = ?config.envelope, topics = ?config.topics, "audit source subscribed");
         Ok(Self {
-            stage: config.stage(),
+            forwarder: Forwarder {
+                name: config.name.clone(),
+                stage: config.stage(),
+                audit_topic: audit_topic.to_owned(),
+                dead_letter_topic: dead_letter_topic.to_owned(),
+                codec: Codec::new()?,
+            },
             config: config.clone(),
             subscription,
             cluster: cluster.to_owned(),
-            audit_topic: audit_topic.to_owned(),
-            dead_letter_topic: dead_letter_topic.to_owned(),
         })
     }
 
@@ -185,8 +186,7 @@ impl KafkaSource {
 
     /// Reads until shutdown; `bus` is where events and dead letters go.
     pub async fn run(mut self, bus: Bus, shutdown: Shutdown) -> Result<(), SourceError> {
-        let codec = Codec::<AuditEvent>::new()?;
-        palisade_telemetry::ComponentStarted { component: &self.stage }.emit();
+        palisade_telemetry::ComponentStarted { component: &self.forwarder.stage }.emit();
         let mut warned: Option<std::time::Instant> = None;
         loop {
             let next = tokio::select! {
@@ -206,23 +206,23 @@ impl KafkaSource {
                 }
                 Some(Ok(delivery)) => delivery,
             };
-            if !self.handle(&bus, &codec, &delivery.message, &shutdown).await {
+            if !self.handle(&bus, &delivery.message, &shutdown).await {
                 break; // shut down with this message unfinished: it is read again after the restart
             }
-            MessageProcessed { stage: &self.stage }.emit();
+            MessageProcessed { stage: &self.forwarder.stage }.emit();
             if let Err(error) = delivery.ack() {
                 tracing::warn!(source = %self.config.name, %error, "cannot store the source offset");
             }
         }
-        palisade_telemetry::ComponentStopped { component: &self.stage }.emit();
+        palisade_telemetry::ComponentStopped { component: &self.forwarder.stage }.emit();
         self.subscription.close().map_err(|source| SourceError::Bus { name: self.config.name.clone(), source })
     }
 
     /// Publishes or dead-letters everything in one message; false when shutdown came first.
-    async fn handle(&self, bus: &Bus, codec: &Codec<AuditEvent>, message: &Message, shutdown: &Shutdown) -> bool {
+    async fn handle(&self, bus: &Bus, message: &Message, shutdown: &Shutdown) -> bool {
         let contents = match managed::unwrap(self.config.envelope, &message.payload) {
             Ok(contents) => contents,
-            Err(reason) => return self.dead_letter(bus, message, &reason, shutdown).await,
+            Err(reason) => return self.forwarder.dead_letter(bus, message, &reason, shutdown).await,
         };
         if contents.skipped > 0 {
             let reason = match self.config.envelope {
@@ -230,92 +230,8 @@ impl KafkaSource {
                 Envelope::Gke => "other service",
                 Envelope::Audit => "other kind",
             };
-            RecordsSkipped { stage: &self.stage, reason, count: contents.skipped as u64 }.emit();
+            RecordsSkipped { stage: &self.forwarder.stage, reason, count: contents.skipped as u64 }.emit();
         }
-        // Every event of the message at once (the bus batches them), each tried until it is taken.
-        let handled = contents.events.into_iter().map(|part| async move {
-            let mapped = part.map_err(|(reason, part)| (reason, part.to_string().into_bytes())).and_then(|unwrapped| {
-                let cluster = self.config.cluster.as_deref().or(unwrapped.cluster.as_deref()).unwrap_or(&self.cluster);
-                // A refused event goes to the dead-letter topic as the Event it was unwrapped to.
-                let refused = |e: &dyn std::fmt::Display| (e.to_string(), unwrapped.event.to_string().into_bytes());
-                let event = AuditEvent::from_k8s_json(&unwrapped.event, cluster).map_err(|e| refused(&e))?;
-                let payload = codec.encode(&event).map_err(|e| refused(&e))?;
-                Ok((event.partition_key(), payload))
-            });
-            match mapped {
-                Ok((key, payload)) => self.publish(bus, &key, &payload, message, shutdown).await,
-                Err((reason, part)) => {
-                    let original = Message { payload: part, ..message.clone() };
-                    self.dead_letter(bus, &original, &reason, shutdown).await
-                }
-            }
-        });
-        futures::future::join_all(handled).await.into_iter().all(|delivered| delivered)
-    }
-
-    /// Publishes one event, trying again while the bus refuses (never dropped); a record over the size bound is
-    /// dead-lettered, being refused for good.
-    async fn publish(&self, bus: &Bus, key: &str, payload: &[u8], message: &Message, shutdown: &Shutdown) -> bool {
-        loop {
-            let outgoing = Outgoing { topic: &self.audit_topic, key: Some(key.as_bytes()), payload, headers: &[] };
-            match bus.publish(outgoing).await {
-                Ok(()) => {
-                    palisade_telemetry::health::succeeded(&self.stage);
-                    RecordProduced { stage: &self.stage, record: "AuditEvent" }.emit();
-                    return true;
-                }
-                Err(error @ BusError::TooLarge { .. }) => {
-                    return self.dead_letter(bus, message, &error.to_string(), shutdown).await;
-                }
-                Err(error) => {
-                    palisade_telemetry::health::failing(&self.stage, &format!("the bus refuses audit events: {error}"));
-                }
-            }
-            tokio::select! { _ = tokio::time::sleep(RETRY) => {}, _ = shutdown.wait() => return false }
-        }
-    }
-
-    async fn dead_letter(&self, bus: &Bus, message: &Message, reason: &str, shutdown: &Shutdown) -> bool {
-        loop {
-            match bus.dead_letter(&self.dead_letter_topic, &self.stage, message, reason).await {
-                Ok(()) => return true,
-                // Not even a cut copy fits (its headers alone are over the bound): counted and passed over, or
-                // the source would stop on it for ever.
-                Err(error @ BusError::TooLarge { .. }) => {
-                    // The dead-letter topic may take less than the bound (its own max.message.bytes), or the
-                    // source's headers alone fill it: its first 64 KiB without them, then nothing but a count.
-                    let head = Message {
-                        payload: message.payload[..message.payload.len().min(DEAD_LETTER_HEAD_BYTES)].to_vec(),
-                        headers: Vec::new(),
-                        ..message.clone()
-                    };
-                    let cut = format!("{reason} (cut to its first {} bytes: {error})", head.payload.len());
-                    let smaller = head.payload.len() < message.payload.len() || !message.headers.is_empty();
-                    let sent = if smaller {
-                        Some(bus.dead_letter(&self.dead_letter_topic, &self.stage, &head, &cut).await)
-                    } else {
-                        None
-                    };
-                    match sent {
-                        Some(Ok(())) => return true,
-                        Some(Err(BusError::TooLarge { .. })) | None => {
-                            tracing::error!(source = %self.config.name, %error, "a dead letter does not fit the bound");
-                            let reason = "dead_letter_too_large";
-                            palisade_telemetry::ItemDropped { component: &self.stage, reason, count: 1 }.emit();
-                            return true;
-                        }
-                        // The bus is away: the whole is tried again after the pause.
-                        Some(Err(_)) => {}
-                    }
-                }
-                Err(error) => {
-                    palisade_telemetry::health::failing(
-                        &self.stage,
-                        &format!("the dead-letter topic refuses: {error}"),
-                    );
-                }
-            }
-            tokio::select! { _ = tokio::time::sleep(RETRY) => {}, _ = shutdown.wait() => return false }
-        }
+        self.forwarder.forward(bus, contents, message, self.config.cluster.as_deref(), &self.cluster, shutdown).await
     }
 }

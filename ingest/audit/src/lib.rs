@@ -2,6 +2,7 @@
 //! `AuditEvent` and publishes it to `palisade.audit.events`, answering the API server only after the bus
 //! acknowledged the whole batch.
 
+mod forward;
 pub mod kafka_source;
 pub mod logfile;
 pub mod webhook;

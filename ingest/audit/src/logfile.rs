@@ -6,7 +6,7 @@
 //! rotated while the tailer was down is found again by its inode in the same directory.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -133,17 +133,8 @@ impl Tailer {
     }
 
     fn save_position(&self, position: Position) -> Result<(), TailError> {
-        if let Some(dir) = self.position_file.parent() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
-        // Flushed to disk before the rename: after a power loss the position is the old one or the new one, and
-        // never ahead of what was acknowledged.
-        let temporary = self.position_file.with_extension("tmp");
-        let mut file = File::create(&temporary).map_err(io(&temporary))?;
-        file.write_all(format!("{} {}\n", position.inode, position.offset).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io(&temporary))?;
-        std::fs::rename(&temporary, &self.position_file).map_err(io(&self.position_file))
+        let text = format!("{} {}\n", position.inode, position.offset);
+        crate::forward::write_atomically(&self.position_file, text.as_bytes()).map_err(io(&self.position_file))
     }
 
     /// A file in the log's directory with this inode (the log, rotated under another name while we were away).
