@@ -319,6 +319,20 @@ fn gke_cloud_audit_log_entries_raise_the_alerts_of_the_events() {
     assert_ne!(up("audit-kafka-down"), Some(1.0), "the unreachable source is not reported running");
 }
 
+/// What `palisade audit` printed when it refused to start with the stack's settings.
+fn refused_audit_start(stack: &mut common::Stack) -> String {
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
+    stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("audit")
+        .envs(stack.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_source_whose_settings_cannot_work_stops_the_audit_start_with_the_reason() {
     let mut stack = common::Stack::new("source-settings");
@@ -327,14 +341,143 @@ fn a_source_whose_settings_cannot_work_stops_the_audit_start_with_the_reason() {
         "[{ name = \"aks\", envelope = \"aks\", topics = [\"hub\"], kafka = { bootstrap_servers = \"127.0.0.1:9\", \
          sasl = { mechanism = \"SCRAM-SHA-512\", username = \"u\", password_file = \"/nonexistent/password\" } } }]",
     );
+    let stderr = refused_audit_start(&mut stack);
+    assert!(stderr.contains("audit source `aks`") && stderr.contains("/nonexistent/password"), "{stderr}");
+}
+
+/// A CloudWatch Logs call, as EKS's delivery makes them, on the testbed's moto server (which picks the service by
+/// the credential scope and checks no signature).
+fn cloudwatch(action: &str, body: Value) -> Value {
+    let response = reqwest::blocking::Client::new()
+        .post(common::env("PALISADE_TEST_MOTO"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header("X-Amz-Target", format!("Logs_20140328.{action}"))
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20261207/us-east-1/logs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = response.status();
+    let text = response.text().unwrap();
+    assert!(status.is_success(), "{action}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+fn put_log_events(group: &str, stream: &str, events: &[(i64, String)]) {
+    let events: Vec<Value> = events.iter().map(|(at, message)| json!({"timestamp": at, "message": message})).collect();
+    cloudwatch("PutLogEvents", json!({"logGroupName": group, "logStreamName": stream, "logEvents": events}));
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// The value of one Prometheus sample whose line starts with `prefix` and holds every label of `labels`.
+fn sample(metrics: &str, prefix: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix) && labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn eks_cloudwatch_audit_streams_raise_the_alerts_of_the_events_and_resume_after_a_restart() {
+    let events = corpus_events();
+    let mut stack = common::Stack::new("eks");
+    let expected = scanned(&events, &stack.logs);
+    let cluster = format!("e2e-eks-{}", stack.run).to_lowercase();
+    let group = format!("/aws/eks/{cluster}/cluster");
+    // The group as EKS lays it out: an audit stream per API server instance, and the other control-plane logs.
+    let streams =
+        ["kube-apiserver-audit-0a1b2c", "kube-apiserver-audit-3d4e5f", "kube-apiserver-0a1b2c", "authenticator-0a1b2c"];
+    cloudwatch("CreateLogGroup", json!({"logGroupName": group}));
+    for stream in streams {
+        cloudwatch("CreateLogStream", json!({"logGroupName": group, "logStreamName": stream}));
+    }
+    // Stored a minute ago, the events spread over both audit streams, 10 ms apart.
+    let base = now_ms() - 60_000;
+    let stamped: Vec<(i64, String)> =
+        events.iter().enumerate().map(|(i, event)| (base + 10 * i as i64, event.to_string())).collect();
+    let (first, second): (Vec<_>, Vec<_>) = stamped.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let strip = |part: Vec<(usize, (i64, String))>| part.into_iter().map(|(_, event)| event).collect::<Vec<_>>();
+    put_log_events(&group, streams[0], &strip(first));
+    put_log_events(&group, streams[1], &strip(second));
+    // Another stream's line is passed over (counted); a line of an audit stream that is no Event is dead-lettered.
+    put_log_events(&group, streams[2], &[(base, "I1207 00:00:00.000000 1 server.go:100] started".to_owned())]);
+    put_log_events(&group, streams[0], &[(base + 1, "{\"kind\": \"Event\", \"truncated".to_owned())]);
+
+    stack.set(
+        "PALISADE__AUDIT__CLOUDWATCH_SOURCES",
+        &format!(
+            "[{{ name = \"eks\", log_group = \"{group}\", region = \"us-east-1\", endpoint_url = \"{}\", \
+             poll_interval_ms = 200 }}]",
+            common::env("PALISADE_TEST_MOTO")
+        ),
+    );
+    let positions = stack.logs.join("positions");
+    stack.set("PALISADE__AUDIT__LOG_POSITION_DIR", &positions.display().to_string());
+    // Credentials through the SDK's chain, from the environment; instance metadata is not asked.
+    stack.set("AWS_ACCESS_KEY_ID", "testing");
+    stack.set("AWS_SECRET_ACCESS_KEY", "testing");
+    stack.set("AWS_EC2_METADATA_DISABLED", "true");
     stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
     stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .arg("audit")
-        .envs(stack.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("audit source `aks`") && stderr.contains("/nonexistent/password"), "{stderr}");
+    stack.envs.retain(|(key, _)| !key.starts_with("PALISADE__SINK__OPENSEARCH__"));
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    stack.set("PALISADE__METRICS_LISTEN_ADDR", &metrics.to_string());
+    stack.spawn(&["audit"]);
+    stack.envs.retain(|(key, _)| key != "PALISADE__METRICS_LISTEN_ADDR");
+    stack.start(&["detect", "enrich", "sink"]);
+
+    let (got, alerts) = alerts_until(&stack, &expected);
+    assert_eq!(got, expected, "the same alerts as from the events themselves\naudit log:\n{}", stack.log("audit"));
+    assert!(alerts.iter().all(|alert| alert["cluster"] == cluster.as_str()), "the cluster the log group names");
+    let dead = common::read_dead_letters(&stack.topic("dead_letter"), 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1, "the line that is no Event is dead-lettered");
+    assert!(dead[0].1.contains("not JSON"), "{}", dead[0].1);
+    // Polled every 200 ms, the window read again each time: still every event once.
+    assert_eq!(audit_ids(&stack, events.len()).len(), events.len(), "every audit event published once");
+    let text = reqwest::blocking::get(format!("http://{metrics}/metrics")).unwrap().text().unwrap();
+    let stage = r#"stage="audit-cloudwatch-eks""#;
+    assert_eq!(
+        sample(&text, "palisade_stage_skipped_total{", &[stage, r#"reason="other stream""#]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "palisade_component_up{", &[r#"component="audit-cloudwatch-eks""#]), Some(1.0), "{text}");
+
+    // Stopped, an event is stored late: its timestamp is older than the newest one read, inside the window.
+    stack.stop("audit");
+    let position = positions.join("cloudwatch-eks.json");
+    assert!(position.exists(), "the position is saved at the stop");
+    let mut late = events[0].clone();
+    late["auditID"] = json!(format!("late-{}", stack.run));
+    put_log_events(&group, streams[1], &[(base + 5, late.to_string())]);
+    stack.spawn(&["audit"]);
+    let late_id = format!("late-{}", stack.run);
+    let ids = audit_ids(&stack, events.len() + 1);
+    assert!(ids.contains(&late_id), "the late event arrives\naudit log:\n{}", stack.log("audit"));
+    // The poll that forwarded it saves the position only after everything it forwarded was acknowledged: once the
+    // file changed after that, anything read again would be on the topic.
+    let seen_at = std::fs::metadata(&position).unwrap().modified().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&position).unwrap().modified().unwrap() <= seen_at && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::metadata(&position).unwrap().modified().unwrap() > seen_at, "the source keeps polling");
+    let ids = audit_ids(&stack, events.len() + 1);
+    assert_eq!(ids.len(), events.len() + 1, "nothing was read again after the restart");
+}
+
+#[test]
+fn a_cloudwatch_source_that_would_read_every_stream_stops_the_audit_start_with_the_reason() {
+    let mut stack = common::Stack::new("cloudwatch-settings");
+    stack.set(
+        "PALISADE__AUDIT__CLOUDWATCH_SOURCES",
+        "[{ name = \"eks\", log_group = \"/aws/eks/c/cluster\", stream_prefix = \"\" }]",
+    );
+    let stderr = refused_audit_start(&mut stack);
+    assert!(stderr.contains("stream_prefix is empty"), "{stderr}");
 }

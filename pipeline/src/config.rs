@@ -161,6 +161,14 @@ impl PalisadeConfig {
                 return Err(ConfigError::Value { field: "audit.kafka_sources", reason }.into());
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for source in &self.audit.cloudwatch_sources {
+            source.validate().map_err(|reason| ConfigError::Value { field: "audit.cloudwatch_sources", reason })?;
+            if !names.insert(source.name.as_str()) {
+                let reason = format!("two sources are named `{}` (the name picks the position file)", source.name);
+                return Err(ConfigError::Value { field: "audit.cloudwatch_sources", reason }.into());
+            }
+        }
         if let Some(opensearch) = &self.sink.opensearch
             && !(opensearch.url.starts_with("http://") || opensearch.url.starts_with("https://"))
         {

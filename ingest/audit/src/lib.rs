@@ -2,6 +2,7 @@
 //! `AuditEvent` and publishes it to `palisade.audit.events`, answering the API server only after the bus
 //! acknowledged the whole batch.
 
+pub mod cloudwatch_source;
 mod forward;
 pub mod kafka_source;
 pub mod logfile;
@@ -9,16 +10,17 @@ pub mod webhook;
 
 pub use webhook::{AuditConfig, AuditError, WebhookServer};
 
-/// The audit sources of one process: the webhook, a tailer per configured log file, and the Kafka sources.
+/// The audit sources of one process: the webhook, a tailer per configured log file, and the Kafka and CloudWatch
+/// sources.
 pub struct AuditSources {
     pub webhook: WebhookServer,
     tailers: Vec<tokio::task::JoinHandle<Result<(), logfile::TailError>>>,
-    kafka_sources: Vec<tokio::task::JoinHandle<()>>,
+    pulled: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl AuditSources {
-    /// Starts the webhook, the tailers (audit logs, cloud activity files) and the Kafka sources (each connecting
-    /// and reconnecting on its own); all stop when `shutdown` fires. `kafka` is the pipeline's
+    /// Starts the webhook, the tailers (audit logs, cloud activity files), the Kafka sources (each connecting
+    /// and reconnecting on its own) and the CloudWatch sources; all stop when `shutdown` fires. `kafka` is the pipeline's
     /// connection, the default of the Kafka sources.
     pub async fn start(
         config: &AuditConfig,
@@ -29,6 +31,9 @@ impl AuditSources {
         shutdown: &palisade_runtime::Shutdown,
     ) -> Result<Self, AuditError> {
         // Settings that cannot work stop the start (no network: files, variables, librdkafka's own checks).
+        for source in &config.cloudwatch_sources {
+            source.validate().map_err(|reason| AuditError::SourceSettings { name: source.name.clone(), reason })?;
+        }
         for source in &config.kafka_sources {
             let connection = source.connection(kafka).ok_or_else(|| AuditError::SourceSettings {
                 name: source.name.clone(),
@@ -54,24 +59,31 @@ impl AuditSources {
             .collect();
         // Started once the webhook runs (a webhook that fails leaves nothing behind). Each source connects on its
         // own task: one that cannot be reached is retried there and stops nothing else.
-        let kafka_sources = config
-            .kafka_sources
-            .iter()
-            .map(|source| {
-                tokio::spawn(kafka_source::KafkaSource::serve(
-                    source.clone(),
-                    kafka.cloned(),
-                    cluster.to_owned(),
-                    topics.clone(),
-                    bus.clone(),
-                    shutdown.clone(),
-                ))
-            })
-            .collect();
-        Ok(Self { webhook, tailers, kafka_sources })
+        let kafka_sources = config.kafka_sources.iter().map(|source| {
+            tokio::spawn(kafka_source::KafkaSource::serve(
+                source.clone(),
+                kafka.cloned(),
+                cluster.to_owned(),
+                topics.clone(),
+                bus.clone(),
+                shutdown.clone(),
+            ))
+        });
+        let cloudwatch_sources = config.cloudwatch_sources.iter().map(|source| {
+            tokio::spawn(cloudwatch_source::CloudWatchSource::serve(
+                source.clone(),
+                config.log_position_dir.clone(),
+                cluster.to_owned(),
+                topics.clone(),
+                bus.clone(),
+                shutdown.clone(),
+            ))
+        });
+        let pulled = kafka_sources.chain(cloudwatch_sources).collect();
+        Ok(Self { webhook, tailers, pulled })
     }
 
-    /// Waits until the webhook has answered its last batch and every tailer has saved its position.
+    /// Waits until the webhook has answered its last batch and every tailer and source has saved its position.
     pub async fn finished(self) {
         self.webhook.task.await.ok();
         for tailer in self.tailers {
@@ -79,7 +91,7 @@ impl AuditSources {
                 tracing::error!(%error, "audit log tailer stopped");
             }
         }
-        for source in self.kafka_sources {
+        for source in self.pulled {
             source.await.ok();
         }
     }

@@ -72,7 +72,10 @@ pub struct AuditConfig {
     /// Event Hubs' Kafka endpoint, a GKE Log Router export, a log shipper); see `kafka_source`.
     #[serde(default)]
     pub kafka_sources: Vec<crate::kafka_source::KafkaSourceConfig>,
-    /// Where the tail positions are kept across restarts.
+    /// Audit events read from CloudWatch Logs groups, as EKS delivers them; see `cloudwatch_source`.
+    #[serde(default)]
+    pub cloudwatch_sources: Vec<crate::cloudwatch_source::CloudWatchSourceConfig>,
+    /// Where the tail positions (and the CloudWatch sources' positions) are kept across restarts.
     #[serde(default = "default_log_position_dir")]
     pub log_position_dir: PathBuf,
     /// How often the log files are checked for new lines, in milliseconds.
@@ -135,6 +138,7 @@ impl Default for AuditConfig {
             log_paths: Vec::new(),
             cloud_log_paths: Vec::new(),
             kafka_sources: Vec::new(),
+            cloudwatch_sources: Vec::new(),
             log_position_dir: default_log_position_dir(),
             log_poll_interval_ms: default_log_poll_interval_ms(),
         }
