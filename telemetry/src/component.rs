@@ -54,6 +54,18 @@ impl ComponentStopped<'_> {
     }
 }
 
+/// A component that is configured but not running yet (a source still connecting): its `palisade_component_up`
+/// exists and is 0 from the start, so an alert on it fires for one that never comes up.
+pub struct ComponentWaiting<'a> {
+    pub component: &'a str,
+}
+
+impl ComponentWaiting<'_> {
+    pub fn emit(self) {
+        COMPONENT_UP.with_label_values(&[self.component]).set(0);
+    }
+}
+
 static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!("palisade_queue_depth", "Items waiting in an in-process queue, by queue", &["queue"])
         .expect("metric registers once")

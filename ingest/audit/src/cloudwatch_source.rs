@@ -8,10 +8,12 @@
 //!
 //! CloudWatch Logs has no offsets, and an event may be stored after later ones (its timestamp is the API
 //! server's, its arrival the delivery's). The position is therefore the newest timestamp handled (the high
-//! water, never ahead of the local clock) and the events handled within `late_arrival_secs` of it: each poll reads
-//! again from `high water - late_arrival_secs` and passes over what it handled. An event stored later than that
-//! is missed; the window trades that against reading it again on every poll. The position is saved in
-//! `audit.log_position_dir`, so a restart resumes without repeating or skipping what was acknowledged.
+//! water, never ahead of the local clock) and the events handled within `late_arrival_secs` of it. A poll reads
+//! from a little before the high water (`QUICK_OVERLAP`); every `late_arrival_secs / 2` one reads again from
+//! `high water - late_arrival_secs`; both pass over what was handled. An event stored later than that behind the
+//! newest one of any stream is missed; the window trades that against the calls spent reading it again. The
+//! position is saved in `audit.log_position_dir`, so a restart resumes without repeating or skipping what was
+//! acknowledged.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use aws_sdk_cloudwatchlogs::types::FilteredLogEvent;
 use palisade_runtime::{Bus, Message, Shutdown};
 use palisade_schemas::Codec;
 use palisade_schemas::managed_audit::{self as managed, Envelope};
-use palisade_telemetry::{ComponentStarted, ComponentStopped, MessageProcessed, RecordsSkipped};
+use palisade_telemetry::{ComponentStarted, ComponentStopped, ComponentWaiting, MessageProcessed, RecordsSkipped};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -152,10 +154,14 @@ pub async fn client(config: &CloudWatchSourceConfig) -> Result<Client, String> {
     Ok(Client::from_conf(builder.build()))
 }
 
-/// At most this many handled events are remembered; past it the oldest are forgotten (and read again, if the
-/// window still covers them: a duplicate, never a loss). 2 M is over four hours of a busy cluster's audit log in
-/// a two-minute window, and about 100 MB.
+/// At most this many handled events are remembered (about 100 MB; 16 000 events a second in a two-minute window).
+/// Past it the oldest timestamps are forgotten and reads no longer start before them: an event stored that late
+/// is then missed (logged), rather than the forgotten ones sent again at every poll.
 const MAX_REMEMBERED: usize = 2_000_000;
+/// How far before the high water the polls between two window reads start.
+const QUICK_OVERLAP_MS: i64 = 10_000;
+/// The longest pause before a failed page is asked for again (the backoff doubles from one second).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// While a long backlog is read page by page, the position is saved this often.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// A failing source is reported in the log this often at most.
@@ -169,12 +175,16 @@ struct Position {
     high_water_ms: i64,
     /// (timestamp, key) of the events handled at or after `high_water_ms - late`.
     handled: BTreeSet<(i64, u64)>,
+    /// Reads start no earlier than this: what is before it was forgotten to stay under `MAX_REMEMBERED`.
+    #[serde(default)]
+    floor_ms: i64,
 }
 
 impl Position {
-    /// Where the next read starts.
+    /// Where the next read starts, reading `late_ms` behind the high water.
     fn start_ms(&self, now_ms: i64, late_ms: i64, lookback_ms: i64) -> i64 {
-        if self.high_water_ms == 0 { now_ms - lookback_ms } else { self.high_water_ms - late_ms }.max(0)
+        let start = if self.high_water_ms == 0 { now_ms - lookback_ms } else { self.high_water_ms - late_ms };
+        start.max(self.floor_ms).max(0)
     }
 
     fn is_handled(&self, timestamp: i64, key: u64) -> bool {
@@ -188,14 +198,16 @@ impl Position {
         self.high_water_ms = self.high_water_ms.max(timestamp.min(now_ms));
     }
 
-    /// Forgets what the next reads no longer cover; returns how many were forgotten early to stay under the bound.
-    fn prune(&mut self, late_ms: i64) -> usize {
+    /// Forgets what the next reads no longer cover. Over `limit`, forgets the oldest timestamps whole and moves
+    /// the floor past them (a forgotten event must not be read again); returns how many were forgotten early.
+    fn prune(&mut self, late_ms: i64, limit: usize) -> usize {
         self.handled = self.handled.split_off(&(self.high_water_ms - late_ms, 0));
-        let over = self.handled.len().saturating_sub(MAX_REMEMBERED);
-        for _ in 0..over {
-            self.handled.pop_first();
-        }
-        over
+        let over = self.handled.len().saturating_sub(limit);
+        let Some(&(cut, _)) = self.handled.iter().nth(over.saturating_sub(1)).filter(|_| over > 0) else { return 0 };
+        let before = self.handled.len();
+        self.handled = self.handled.split_off(&(cut + 1, 0));
+        self.floor_ms = self.floor_ms.max(cut + 1);
+        before - self.handled.len()
     }
 }
 
@@ -247,8 +259,11 @@ impl CloudWatchSource {
                     Position::default()
                 }
                 Err(error) => {
-                    tracing::warn!(source = %config.name, %error, file = %position_file.display(),
-                        "the saved position cannot be read; starting anew");
+                    // Kept for a look: the first save would write over it.
+                    let aside = position_file.with_extension(format!("corrupt-{}", now_ms()));
+                    let _ = std::fs::rename(&position_file, &aside);
+                    tracing::error!(source = %config.name, %error, moved_to = %aside.display(),
+                        "the saved position cannot be read; moved aside, starting from initial_lookback_secs");
                     Position::default()
                 }
             },
@@ -299,12 +314,21 @@ impl CloudWatchSource {
     pub async fn run(mut self, bus: Bus, shutdown: Shutdown) {
         tracing::info!(source = %self.config.name, log_group = %self.config.log_group,
             stream_prefix = %self.config.stream_prefix, "audit CloudWatch source started");
+        ComponentWaiting { component: &self.forwarder.stage }.emit();
         let mut up = false;
         let mut warned: Option<Instant> = None;
+        let mut window_read: Option<Instant> = None;
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         while !shutdown.is_triggered() {
-            match self.poll(&bus, &shutdown).await {
+            // The whole window now and then, else from just before the high water.
+            let half_window = Duration::from_secs(self.config.late_arrival_secs / 2);
+            let whole = window_read.is_none_or(|at| at.elapsed() >= half_window);
+            let started = Instant::now();
+            match self.poll(&bus, whole, &shutdown).await {
                 Ok(()) => {
+                    if whole {
+                        window_read = Some(started);
+                    }
                     if !up {
                         ComponentStarted { component: &self.forwarder.stage }.emit();
                         up = true;
@@ -329,16 +353,20 @@ impl CloudWatchSource {
         if up {
             ComponentStopped { component: &self.forwarder.stage }.emit();
         }
-        self.save();
+        self.report_save(save(&self.position_file, &self.position));
     }
 
-    /// Reads every page from the start of the window on, forwarding what was not handled yet. Returns early (Ok)
-    /// at shutdown, leaving the page being forwarded unrecorded: it is read again after the restart.
-    async fn poll(&mut self, bus: &Bus, shutdown: &Shutdown) -> Result<(), String> {
+    /// Reads every page from the start of the window (`whole`) or from just before the high water, forwarding what
+    /// was not handled yet. A page that cannot be had is asked for again with the same token (a throttled read
+    /// does not start over); an error before the first page ends the poll. Returns early (Ok) at shutdown, leaving
+    /// the page being forwarded unrecorded: it is read again after the restart.
+    async fn poll(&mut self, bus: &Bus, whole: bool, shutdown: &Shutdown) -> Result<(), String> {
         let late_ms = self.config.late_arrival_secs as i64 * 1000;
-        let start = self.position.start_ms(now_ms(), late_ms, self.config.initial_lookback_secs as i64 * 1000);
+        let behind = if whole { late_ms } else { late_ms.min(QUICK_OVERLAP_MS) };
+        let start = self.position.start_ms(now_ms(), behind, self.config.initial_lookback_secs as i64 * 1000);
         let mut token: Option<String> = None;
         let mut saved_at = Instant::now();
+        let mut backoff = Duration::from_secs(1);
         loop {
             let request = self
                 .client
@@ -346,12 +374,24 @@ impl CloudWatchSource {
                 .log_group_name(&self.config.log_group)
                 .log_stream_name_prefix(&self.config.stream_prefix)
                 .start_time(start)
-                .set_next_token(token.take())
+                .set_next_token(token.clone())
                 .send();
             let page = tokio::select! {
-                page = request => page.map_err(|e| DisplayErrorContext(e).to_string())?,
+                page = request => page.map_err(|e| DisplayErrorContext(e).to_string()),
                 _ = shutdown.wait() => return Ok(()),
             };
+            let page = match page {
+                Ok(page) => page,
+                Err(error) if token.is_none() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(source = %self.config.name, %error, retry_in = ?backoff,
+                        "reading a page of the CloudWatch log group failed; asking for it again");
+                    tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = shutdown.wait() => return Ok(()) }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_secs(1);
             if !self.forward_page(bus, page.events(), shutdown).await {
                 return Ok(());
             }
@@ -361,11 +401,11 @@ impl CloudWatchSource {
                 break;
             }
             if saved_at.elapsed() >= SAVE_EVERY {
-                self.prune_and_save(late_ms);
+                self.prune_and_save(late_ms).await;
                 saved_at = Instant::now();
             }
         }
-        self.prune_and_save(late_ms);
+        self.prune_and_save(late_ms).await;
         Ok(())
     }
 
@@ -438,25 +478,34 @@ impl CloudWatchSource {
         delivered
     }
 
-    fn prune_and_save(&mut self, late_ms: i64) {
-        let forgotten = self.position.prune(late_ms);
+    async fn prune_and_save(&mut self, late_ms: i64) {
+        let forgotten = self.position.prune(late_ms, MAX_REMEMBERED);
         if forgotten > 0 {
-            tracing::warn!(source = %self.config.name, forgotten, limit = MAX_REMEMBERED,
-                "more events in the late-arrival window than are remembered: the oldest may be read again");
+            tracing::warn!(source = %self.config.name, forgotten, limit = MAX_REMEMBERED, floor_ms = self.position.floor_ms,
+                "more events in the late-arrival window than are remembered: events stored later than the floor are missed");
         }
-        self.save();
+        self.save_off_runtime().await;
     }
 
-    fn save(&self) {
-        let saved = serde_json::to_vec(&self.position)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomically(&self.position_file, &bytes));
+    /// Saves the position from a blocking thread (a full window is tens of megabytes flushed to disk).
+    async fn save_off_runtime(&self) {
+        let (file, position) = (self.position_file.clone(), self.position.clone());
+        let saved = tokio::task::spawn_blocking(move || save(&file, &position)).await;
+        self.report_save(saved.unwrap_or_else(|e| Err(std::io::Error::other(e))));
+    }
+
+    fn report_save(&self, saved: std::io::Result<()>) {
         if let Err(error) = saved {
             // Not fatal: the position is kept in memory and saved again after the next poll.
             tracing::error!(source = %self.config.name, %error, file = %self.position_file.display(),
                 "cannot save the CloudWatch position");
         }
     }
+}
+
+fn save(file: &Path, position: &Position) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(position).map_err(std::io::Error::other)?;
+    write_atomically(file, &bytes)
 }
 
 #[cfg(test)]
@@ -509,10 +558,27 @@ mod tests {
         // An event ahead of the clock does not move the high water past it.
         position.record(5_000_000, 4, now);
         assert_eq!(position.high_water_ms, now);
-        assert_eq!(position.prune(late), 0);
+        assert_eq!(position.prune(late, MAX_REMEMBERED), 0);
         let kept: Vec<u64> = position.handled.iter().map(|(_, key)| *key).collect();
         // The window now starts at 940 000: events 1 and 3 are before it, never read again, so forgotten.
         assert_eq!(kept, [2, 4], "what is older than the window is forgotten, the future event is kept");
+    }
+
+    #[test]
+    fn over_the_bound_the_oldest_timestamps_are_forgotten_whole_and_never_read_again() {
+        let mut position = Position::default();
+        for (timestamp, key) in [(100, 1), (100, 2), (200, 3), (300, 4), (300, 5)] {
+            position.record(timestamp, key, i64::MAX);
+        }
+        // Three may be kept: the two of 100 go, and reads start after 100.
+        assert_eq!(position.prune(1_000, 3), 2);
+        assert_eq!(position.floor_ms, 101);
+        assert_eq!(position.handled.iter().map(|(_, k)| *k).collect::<Vec<_>>(), [3, 4, 5]);
+        // Two may be kept: forgetting the one of 200 is enough.
+        assert_eq!(position.prune(1_000, 2), 1);
+        assert_eq!(position.handled.iter().map(|(_, k)| *k).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(position.floor_ms, 201);
+        assert_eq!(position.start_ms(0, 1_000, 0), 201, "no read starts before what was forgotten");
     }
 
     #[test]

@@ -151,6 +151,7 @@ impl KafkaSource {
         bus: Bus,
         shutdown: Shutdown,
     ) {
+        palisade_telemetry::ComponentWaiting { component: &config.stage() }.emit();
         loop {
             let connected = tokio::select! {
                 connected = Self::connect(
