@@ -166,6 +166,19 @@ fn producer_config(settings: &ClientSettings, config: &KafkaConfig) -> ClientCon
     producer
 }
 
+/// The record rdkafka sends for `outgoing`, headers included (the trace context rides in one).
+fn future_record<'a>(outgoing: &Outgoing<'a>) -> FutureRecord<'a, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
+    for (key, value) in outgoing.headers {
+        headers = headers.insert(Header { key, value: Some(*value) });
+    }
+    let record = FutureRecord::to(outgoing.topic).payload(outgoing.payload).headers(headers);
+    match outgoing.key {
+        Some(key) => record.key(key),
+        None => record,
+    }
+}
+
 /// What a record weighs against the bound: key, value and headers.
 pub(crate) fn outgoing_bytes(outgoing: &Outgoing<'_>) -> usize {
     outgoing.payload.len()
@@ -352,17 +365,8 @@ impl KafkaBus {
     }
 
     pub(crate) async fn publish(&self, outgoing: Outgoing<'_>) -> Result<(), BusError> {
-        let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
-        for (key, value) in outgoing.headers {
-            headers = headers.insert(Header { key, value: Some(*value) });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(outgoing.topic).payload(outgoing.payload).headers(headers);
-        if let Some(key) = outgoing.key {
-            record = record.key(key);
-        }
         self.producer
-            .send(record, Duration::from_millis(u64::from(self.config.message_timeout_ms)))
+            .send(future_record(&outgoing), Duration::from_millis(u64::from(self.config.message_timeout_ms)))
             .await
             .map(|_| ())
             .map_err(|(source, _)| BusError::from_send(outgoing.topic, outgoing_bytes(&outgoing), &self.config, source))
@@ -553,13 +557,7 @@ impl TransactionalOutput {
     async fn send_and_commit(&self, records: &[Outgoing<'_>], consumed: &[(String, i32, i64)]) -> Result<(), BusError> {
         use rdkafka::producer::Producer as _;
         let timeout = Duration::from_millis(u64::from(self.message_timeout_ms));
-        let sends = records.iter().map(|outgoing| {
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(outgoing.topic).payload(outgoing.payload);
-            if let Some(key) = outgoing.key {
-                record = record.key(key);
-            }
-            self.producer.send(record, timeout)
-        });
+        let sends = records.iter().map(|outgoing| self.producer.send(future_record(outgoing), timeout));
         for (result, outgoing) in futures::future::join_all(sends).await.into_iter().zip(records) {
             result.map_err(|(source, _)| match source.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
