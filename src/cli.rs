@@ -172,13 +172,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { alerts_file, quiet } => {
             let config = load()?;
-            palisade_telemetry::init_logging(config.log_json);
+            let export = start_logging(&config, "run")?;
             let options = RunOptions { alerts_file, print_alerts: !quiet };
-            runtime()?.block_on(async {
+            let ran = runtime()?.block_on(async {
                 let shutdown = Shutdown::new();
                 shutdown.listen_for_signals();
                 palisade_pipeline::run::run(config, options, shutdown).await
-            })?;
+            });
+            if let Some(export) = export {
+                export.shutdown();
+            }
+            ran?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Collect | Command::Audit | Command::Detect | Command::Enrich | Command::Sink => {
@@ -190,15 +194,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => Stage::Sink,
             };
             let config = load()?;
-            palisade_telemetry::init_logging(config.log_json);
-            runtime()?.block_on(async {
+            let export = start_logging(&config, stage.name())?;
+            let served = runtime()?.block_on(async {
                 let shutdown = Shutdown::new();
                 shutdown.listen_for_signals();
                 palisade_pipeline::serve::serve(stage, config, shutdown).await
-            })?;
+            });
+            if let Some(export) = export {
+                export.shutdown();
+            }
+            served?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Installs the log output and, with `[telemetry.otlp]`, the trace export beside it (before the async runtime
+/// starts: the exporter's client blocks); `process` names this process in the exported spans.
+fn start_logging(config: &PalisadeConfig, process: &str) -> anyhow::Result<Option<palisade_pipeline::otlp::Otlp>> {
+    let Some(otlp) = &config.telemetry.otlp else {
+        palisade_telemetry::init_logging(config.log_json);
+        return Ok(None);
+    };
+    let (export, layer) = palisade_pipeline::otlp::install(otlp, process).context("[telemetry.otlp]")?;
+    palisade_telemetry::init_logging_with(config.log_json, Some(layer));
+    tracing::info!(endpoint = %otlp.endpoint, sampling_ratio = otlp.sampling_ratio, "OTLP trace export on");
+    Ok(Some(export))
 }
 
 /// A progress bar with rate and time left on a terminal; a plain line every five seconds otherwise.

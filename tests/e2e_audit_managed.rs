@@ -16,15 +16,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 
-/// The corpus's audit events (Falco's test traces, as the API server logged them).
 fn corpus_events() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/falco_k8s_audit_traces/all_events.jsonl");
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap()["event"].clone())
-        .filter(|event| event.get("verb").is_some())
-        .collect()
+    common::corpus_audit_events()
 }
 
 /// (alert type, namespace) of every alert `palisade scan` raises from `events`.

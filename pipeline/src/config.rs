@@ -46,6 +46,9 @@ pub struct PalisadeConfig {
     /// Alert outputs.
     #[serde(default)]
     pub sink: SinkConfig,
+    /// Trace export (`[telemetry.otlp]`).
+    #[serde(default)]
+    pub telemetry: crate::otlp::TelemetryConfig,
 }
 
 fn default_cluster() -> String {
@@ -160,6 +163,9 @@ impl PalisadeConfig {
                     format!("source `{}` has no [audit.kafka_sources.kafka] and there is no [kafka]", source.name);
                 return Err(ConfigError::Value { field: "audit.kafka_sources", reason }.into());
             }
+        }
+        if let Some(otlp) = &self.telemetry.otlp {
+            otlp.validate().map_err(|reason| ConfigError::Value { field: "telemetry.otlp", reason })?;
         }
         let mut names = std::collections::BTreeSet::new();
         for source in &self.audit.cloudwatch_sources {

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod error;
+pub mod otlp;
 mod private_dir;
 pub mod replay;
 pub mod run;

@@ -67,6 +67,9 @@ impl Message {
 }
 
 /// What to publish.
+/// A record header: its name and value.
+pub type Header<'a> = (&'a str, &'a [u8]);
+
 #[derive(Debug, Clone, Copy)]
 pub struct Outgoing<'a> {
     pub topic: &'a str,

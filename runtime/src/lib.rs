@@ -7,6 +7,7 @@ pub mod config;
 pub mod kafka;
 pub mod metrics;
 pub mod shutdown;
+pub mod trace;
 
 pub use bus::{Bus, BusError, Delivery, Message, Subscription};
 pub use config::{ConfigError, KafkaConfig, RuntimeConfig, TopicsConfig};

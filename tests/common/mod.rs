@@ -28,6 +28,17 @@ pub fn run_id() -> String {
     )
 }
 
+/// The corpus's audit events (Falco's test traces, as the API server logged them).
+pub fn corpus_audit_events() -> Vec<serde_json::Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus/falco_k8s_audit_traces/all_events.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event"].clone())
+        .filter(|event| event.get("verb").is_some())
+        .collect()
+}
+
 /// Environment that points a palisade process at the testbed with per-run topics.
 pub struct Stack {
     pub run: String,

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_runtime::bus::Outgoing;
+use palisade_runtime::bus::{Header, Outgoing};
+use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, BusError, Message, Shutdown};
 use palisade_schemas::managed_audit::Contents;
 use palisade_schemas::{AuditEvent, Codec};
@@ -51,7 +52,12 @@ impl Forwarder {
                 Ok((event.partition_key(), payload))
             });
             match mapped {
-                Ok((key, payload)) => self.publish(bus, &key, &payload, message, shutdown).await,
+                Ok((key, payload)) => {
+                    // An event starts its trace here, or goes on with the one its message carries.
+                    let record = RecordSpan::start("audit", &message.headers);
+                    let headers: Vec<_> = record.header().into_iter().collect();
+                    self.publish(bus, (&key, &payload, &headers), message, shutdown).await
+                }
                 Err((reason, part)) => {
                     let original = Message { payload: part, ..message.clone() };
                     self.dead_letter(bus, &original, &reason, shutdown).await
@@ -63,9 +69,15 @@ impl Forwarder {
 
     /// Publishes one event, trying again while the bus refuses (never dropped); a record over the size bound is
     /// dead-lettered, being refused for good.
-    async fn publish(&self, bus: &Bus, key: &str, payload: &[u8], message: &Message, shutdown: &Shutdown) -> bool {
+    async fn publish(
+        &self,
+        bus: &Bus,
+        (key, payload, headers): (&str, &[u8], &[Header<'_>]),
+        message: &Message,
+        shutdown: &Shutdown,
+    ) -> bool {
         loop {
-            let outgoing = Outgoing { topic: &self.audit_topic, key: Some(key.as_bytes()), payload, headers: &[] };
+            let outgoing = Outgoing { topic: &self.audit_topic, key: Some(key.as_bytes()), payload, headers };
             match bus.publish(outgoing).await {
                 Ok(()) => {
                     palisade_telemetry::health::succeeded(&self.stage);

@@ -10,6 +10,7 @@ use futures::stream::FuturesUnordered;
 use palisade_collect::CollectorStats;
 use palisade_collect::cri::{CriResolver, Lookup};
 use palisade_runtime::bus::Outgoing;
+use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, Shutdown, TopicsConfig};
 use palisade_schemas::{Codec, NodeEvent, NodeEventKind};
 use palisade_telemetry::{
@@ -32,10 +33,11 @@ async fn publish_owned(
     bus: Bus,
     topic: Arc<str>,
     kind: NodeEventKind,
-    key: String,
-    payload: Vec<u8>,
+    (key, payload): (String, Vec<u8>),
+    record: RecordSpan,
 ) -> (NodeEventKind, bool) {
-    let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload: &payload, headers: &[] };
+    let headers: Vec<_> = record.header().into_iter().collect();
+    let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload: &payload, headers: &headers };
     let delivered = bus.publish(outgoing).await.is_ok();
     (kind, delivered)
 }
@@ -46,8 +48,10 @@ fn publish(
     codec: &Codec<NodeEvent>,
     event: NodeEvent,
 ) -> Result<impl std::future::Future<Output = (NodeEventKind, bool)> + use<>, PipelineError> {
+    // A node event starts its trace: a kept one follows it through detect, enrich and the sink.
+    let record = RecordSpan::start(STAGE, &[]);
     let payload = codec.encode(&event)?;
-    Ok(publish_owned(bus.clone(), Arc::clone(topic), event.kind, event.partition_key(), payload))
+    Ok(publish_owned(bus.clone(), Arc::clone(topic), event.kind, (event.partition_key(), payload), record))
 }
 
 fn record_outcome(kind: NodeEventKind, delivered: bool) {

@@ -10,6 +10,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use palisade_detect::{DetectConfig, Engine, Event};
 use palisade_runtime::bus::Outgoing;
+use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
 use palisade_telemetry::{
@@ -48,12 +49,13 @@ async fn send_detections(
     bus: Bus,
     (topic, dead_letter_topic): (String, String),
     payloads: Vec<(String, Vec<u8>)>,
-    delivery: Delivery,
+    (delivery, record): (Delivery, RecordSpan),
     shutdown: Shutdown,
 ) -> (bool, Delivery) {
     let dead_letters = DeadLetters { topic: &dead_letter_topic, stage: STAGE };
+    let headers: Vec<_> = record.header().into_iter().collect();
     for (key, payload) in &payloads {
-        let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload, headers: &[] };
+        let outgoing = Outgoing { topic: &topic, key: Some(key.as_bytes()), payload, headers: &headers };
         if !publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await {
             return (false, delivery);
         }
@@ -212,6 +214,8 @@ pub async fn run(
             next = next_delivery(&mut subscription, &shutdown), if in_flight.len() < MAX_IN_FLIGHT => {
                 let Some(delivery) = next else { break };
                 let message = &delivery.message;
+                // This input's span: its trace goes on with the detections it raises.
+                let record = RecordSpan::start(STAGE, &message.headers);
                 let detected_at = now_ms();
                 let decoded = if message.topic == topics.node_events {
                     node_codec.decode(&message.payload).map(|e| engine.process(&Event::Node(&e), detected_at))
@@ -232,6 +236,9 @@ pub async fn run(
                         continue;
                     }
                 };
+                if let Some(detection) = detections.first() {
+                    record.alert_type(&detection.alert_type);
+                }
                 let mut payloads = Vec::with_capacity(detections.len());
                 for detection in &detections {
                     payloads.push((detection.id.clone(), detection_codec.encode(detection)?));
@@ -240,7 +247,7 @@ pub async fn run(
                     bus.clone(),
                     (topics.detections.clone(), topics.dead_letter.clone()),
                     payloads,
-                    delivery,
+                    (delivery, record),
                     shutdown.clone(),
                 )));
             }

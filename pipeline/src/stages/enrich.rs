@@ -13,6 +13,7 @@ use palisade_enrich::dedup::Deduplicator;
 use palisade_enrich::kubernetes::{ClusterView, PodWatcher, lacks_context};
 use palisade_enrich::{EnrichConfig, Enricher};
 use palisade_runtime::bus::Outgoing;
+use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec, Detection};
 use palisade_telemetry::{
@@ -79,6 +80,7 @@ pub fn start_pod_lookup(config: &EnrichConfig) -> Result<Option<(PodLookup, PodW
 struct Waiting {
     deadline: tokio::time::Instant,
     detection: Detection,
+    record: RecordSpan,
     settles: Vec<Delivery>,
     release: oneshot::Sender<Sending>,
 }
@@ -147,13 +149,16 @@ pub async fn run(
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ComponentStarted { component: STAGE }.emit();
-    let send = |alert: Option<Alert>, settles: Vec<Delivery>| -> Result<Sending, PipelineError> {
+    // `record`: the span of the detection the alert comes from (none for a group's update at a flush).
+    let send = |alert: Option<Alert>, settles: Vec<Delivery>, record: RecordSpan| -> Result<Sending, PipelineError> {
         let Some(alert) = alert else { return Ok(Box::pin(std::future::ready((true, settles)))) };
         let payload = alert_codec.encode(&alert)?;
         let (bus, topic, shutdown) = (bus.clone(), topics.enriched.clone(), shutdown.clone());
         let dead_letter_topic = topics.dead_letter.clone();
         Ok(Box::pin(async move {
-            let outgoing = Outgoing { topic: &topic, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
+            let headers: Vec<_> = record.header().into_iter().collect();
+            let outgoing =
+                Outgoing { topic: &topic, key: Some(alert.id.as_bytes()), payload: &payload, headers: &headers };
             let dead_letters = DeadLetters { topic: &dead_letter_topic, stage: STAGE };
             let sent = publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await;
             if sent {
@@ -174,16 +179,16 @@ pub async fn run(
             }
             _ = flush.tick(), if dedup.enabled() => {
                 for update in dedup.flush() {
-                    in_flight.push_back(send(Some(update), Vec::new())?);
+                    in_flight.push_back(send(Some(update), Vec::new(), RecordSpan::none())?);
                 }
-                in_flight.push_back(send(None, std::mem::take(&mut held))?);
+                in_flight.push_back(send(None, std::mem::take(&mut held), RecordSpan::none())?);
             }
             _ = recheck.tick(), if !waiting.is_empty() => {
                 let Some(lookup) = &lookup else { continue };
                 for (entry, found) in due(&mut waiting, &lookup.view, false) {
                     let alert = prepare(&enricher, &mut dedup, entry.detection, found);
                     // The receiver is gone only if the stage is stopping; the delivery then stays unacknowledged.
-                    let _ = entry.release.send(send(alert, entry.settles)?);
+                    let _ = entry.release.send(send(alert, entry.settles, entry.record)?);
                 }
             }
             next = next_delivery(&mut subscription, &shutdown), if in_flight.len() < MAX_IN_FLIGHT => {
@@ -198,12 +203,14 @@ pub async fn run(
                         if dedup.enabled() {
                             held.push(delivery);
                         } else {
-                            in_flight.push_back(send(None, vec![delivery])?);
+                            in_flight.push_back(send(None, vec![delivery], RecordSpan::none())?);
                         }
                         continue;
                     }
                 };
                 MessageProcessed { stage: STAGE }.emit();
+                let record = RecordSpan::start(STAGE, &delivery.message.headers);
+                record.alert_type(&detection.alert_type);
                 let settles = if dedup.enabled() {
                     held.push(delivery);
                     Vec::new()
@@ -224,7 +231,7 @@ pub async fn run(
                             }
                         }));
                         let deadline = tokio::time::Instant::now() + lookup.wait;
-                        waiting.push(Waiting { deadline, detection, settles, release });
+                        waiting.push(Waiting { deadline, detection, record, settles, release });
                         ContextWaiting { waiting: waiting.len() }.emit();
                         continue;
                     } else {
@@ -234,7 +241,7 @@ pub async fn run(
                 let alert = prepare(&enricher, &mut dedup, detection, completed);
                 // A suppressed or folded alert is not sent: its delivery is settled like a sent one's.
                 if alert.is_some() || !settles.is_empty() {
-                    in_flight.push_back(send(alert, settles)?);
+                    in_flight.push_back(send(alert, settles, record)?);
                 }
             }
         }
@@ -244,13 +251,13 @@ pub async fn run(
     if let Some(lookup) = &lookup {
         for (entry, found) in due(&mut waiting, &lookup.view, true) {
             let alert = prepare(&enricher, &mut dedup, entry.detection, found);
-            let _ = entry.release.send(send(alert, entry.settles)?);
+            let _ = entry.release.send(send(alert, entry.settles, entry.record)?);
         }
     }
     for update in dedup.flush() {
-        in_flight.push_back(send(Some(update), Vec::new())?);
+        in_flight.push_back(send(Some(update), Vec::new(), RecordSpan::none())?);
     }
-    in_flight.push_back(send(None, std::mem::take(&mut held))?);
+    in_flight.push_back(send(None, std::mem::take(&mut held), RecordSpan::none())?);
     while let Some((sent, settles)) = in_flight.next().await {
         if !sent {
             break;

@@ -9,7 +9,8 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use palisade_runtime::bus::Outgoing;
+use palisade_runtime::bus::{Header, Outgoing};
+use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{Alert, Codec};
 use palisade_sink::file::{AlertsFile, human_line};
@@ -231,12 +232,19 @@ async fn run_loop(
         let consumed: Vec<(String, i32, i64)> =
             batch.iter().map(|d| (d.message.topic.clone(), d.message.partition, d.message.offset)).collect();
         let mut alerts: Vec<(Delivery, Alert)> = Vec::with_capacity(batch.len());
+        // Each alert's span here, in the order of `alerts`, and the header that carries it on to the alerts topic.
+        let mut spans: Vec<RecordSpan> = Vec::with_capacity(batch.len());
         // Acknowledged with the rest of the batch, never before: acknowledging a later offset first would commit
         // past the good records before it that are not written yet.
         let mut undecodable: Vec<Delivery> = Vec::new();
         for delivery in batch {
             match codec.decode(&delivery.message.payload) {
-                Ok(alert) => alerts.push((delivery, alert)),
+                Ok(alert) => {
+                    let record = RecordSpan::start(STAGE, &delivery.message.headers);
+                    record.alert_type(&alert.alert_type);
+                    spans.push(record);
+                    alerts.push((delivery, alert));
+                }
                 Err(error) => {
                     let reason = error.to_string();
                     if outputs.dead_letters_undecodable
@@ -249,10 +257,11 @@ async fn run_loop(
                 }
             }
         }
+        let headers: Vec<Vec<Header<'_>>> = spans.iter().map(|span| span.header().into_iter().collect()).collect();
         if let (Some(format), None) = (outputs.alerts_topic, &transactions) {
-            for (_, alert) in &alerts {
+            for ((_, alert), headers) in alerts.iter().zip(&headers) {
                 for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
-                    let outgoing = Outgoing { topic, key: Some(alert.id.as_bytes()), payload: &payload, headers: &[] };
+                    let outgoing = Outgoing { topic, key: Some(alert.id.as_bytes()), payload: &payload, headers };
                     let dead_letters = DeadLetters { topic: &topics.dead_letter, stage: STAGE };
                     if !publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await {
                         break 'stage;
@@ -303,8 +312,8 @@ async fn run_loop(
         // Exactly once: the index took the batch (idempotent by alert id), now the alerts and the offsets of the
         // whole batch commit together. A failed transaction is aborted and the batch tried again.
         if let (Some(format), Some(transactions)) = (outputs.alerts_topic, &transactions) {
-            let mut payloads: Vec<(&str, &str, Vec<u8>)> = Vec::with_capacity(alerts.len());
-            for (delivery, alert) in &alerts {
+            let mut payloads: Vec<(&str, &str, Vec<u8>, &[Header<'_>])> = Vec::with_capacity(alerts.len());
+            for ((delivery, alert), headers) in alerts.iter().zip(&headers) {
                 for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
                     // One record over the bound would fail every attempt of the whole transaction: it leaves the
                     // batch for the dead-letter topic instead.
@@ -321,12 +330,12 @@ async fn run_loop(
                         }
                         continue;
                     }
-                    payloads.push((topic, alert.id.as_str(), payload));
+                    payloads.push((topic, alert.id.as_str(), payload, headers));
                 }
             }
             let records: Vec<Outgoing<'_>> = payloads
                 .iter()
-                .map(|(topic, id, payload)| Outgoing { topic, key: Some(id.as_bytes()), payload, headers: &[] })
+                .map(|(topic, id, payload, headers)| Outgoing { topic, key: Some(id.as_bytes()), payload, headers })
                 .collect();
             let mut attempts = 0u32;
             let mut records = records;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
 use palisade_runtime::bus::Outgoing;
+use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, Message, Shutdown};
 use palisade_schemas::{AuditEvent, Codec, split_events};
 use palisade_telemetry::{ComponentStarted, ComponentStopped, ItemDropped, RecordProduced};
@@ -341,8 +342,11 @@ async fn receive(
             }
         }
     }
-    let sends = encoded.iter().map(|(key, payload)| {
-        state.bus.publish(Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload, headers: &[] })
+    // Each event starts its trace here (the API server's own tracing does not reach its audit backends).
+    let records: Vec<RecordSpan> = encoded.iter().map(|_| RecordSpan::start(STAGE, &[])).collect();
+    let headers: Vec<Vec<(&str, &[u8])>> = records.iter().map(|r| r.header().into_iter().collect()).collect();
+    let sends = encoded.iter().zip(&headers).map(|((key, payload), headers)| {
+        state.bus.publish(Outgoing { topic: &state.audit_topic, key: Some(key.as_bytes()), payload, headers })
     });
     for (result, (_, payload)) in futures::future::join_all(sends).await.into_iter().zip(&encoded) {
         match result {
