@@ -225,7 +225,14 @@ pub fn install(
     let tracer = provider.tracer("palisade");
     let only_records =
         tracing_subscriber::filter::Targets::new().with_target(palisade_runtime::trace::TARGET, tracing::Level::INFO);
-    let layer = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(only_records).boxed();
+    // The spans are never entered: no thread, source location or busy/idle times to record.
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_threads(false)
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_filter(only_records)
+        .boxed();
     palisade_runtime::trace::enable();
     Ok((Otlp { provider, metrics }, layer))
 }

@@ -180,7 +180,7 @@ fn future_record<'a>(outgoing: &Outgoing<'a>) -> FutureRecord<'a, [u8], [u8]> {
 }
 
 /// What a record weighs against the bound: key, value and headers.
-pub(crate) fn outgoing_bytes(outgoing: &Outgoing<'_>) -> usize {
+pub fn outgoing_bytes(outgoing: &Outgoing<'_>) -> usize {
     outgoing.payload.len()
         + outgoing.key.map_or(0, <[u8]>::len)
         + outgoing.headers.iter().map(|(name, value)| name.len() + value.len()).sum::<usize>()

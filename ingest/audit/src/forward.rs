@@ -53,8 +53,8 @@ impl Forwarder {
             });
             match mapped {
                 Ok((key, payload)) => {
-                    // An event starts its trace here, or goes on with the one its message carries.
-                    let record = RecordSpan::start("audit", &message.headers);
+                    // An event starts its trace here: a provider's trace header is not continued.
+                    let record = RecordSpan::start_root("audit");
                     let headers: Vec<_> = record.header().into_iter().collect();
                     self.publish(bus, (&key, &payload, &headers), message, shutdown).await
                 }

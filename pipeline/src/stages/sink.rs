@@ -317,10 +317,11 @@ async fn run_loop(
                 for (topic, payload) in topic_records(&codec, format, outputs.ocsf_topic.as_deref(), &topics, alert)? {
                     // One record over the bound would fail every attempt of the whole transaction: it leaves the
                     // batch for the dead-letter topic instead.
-                    if payload.len() + alert.id.len() > bus.max_message_bytes() {
+                    let outgoing = Outgoing { topic, key: Some(alert.id.as_bytes()), payload: &payload, headers };
+                    let bytes = palisade_runtime::kafka::outgoing_bytes(&outgoing);
+                    if bytes > bus.max_message_bytes() {
                         let reason = format!(
-                            "{topic} record of {} bytes is over the {}-byte bound (kafka.max_message_bytes)",
-                            payload.len() + alert.id.len(),
+                            "{topic} record of {bytes} bytes is over the {}-byte bound (kafka.max_message_bytes)",
                             bus.max_message_bytes()
                         );
                         if !dead_letter_until_acked(&bus, &topics.dead_letter, STAGE, delivery, &reason, &shutdown)
