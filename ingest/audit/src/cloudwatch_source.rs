@@ -162,6 +162,9 @@ const MAX_REMEMBERED: usize = 2_000_000;
 const QUICK_OVERLAP_MS: i64 = 10_000;
 /// The longest pause before a failed page is asked for again (the backoff doubles from one second).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often one page is asked for before the poll gives up (a token that expired fails for good): about a
+/// minute and a half of backoff.
+const PAGE_ATTEMPTS: u32 = 6;
 /// While a long backlog is read page by page, the position is saved this often.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// A failing source is reported in the log this often at most.
@@ -358,7 +361,8 @@ impl CloudWatchSource {
 
     /// Reads every page from the start of the window (`whole`) or from just before the high water, forwarding what
     /// was not handled yet. A page that cannot be had is asked for again with the same token (a throttled read
-    /// does not start over); an error before the first page ends the poll. Returns early (Ok) at shutdown, leaving
+    /// does not start over), `PAGE_ATTEMPTS` times in all; an error before the first page, or the last attempt's,
+    /// ends the poll. Returns early (Ok) at shutdown, leaving
     /// the page being forwarded unrecorded: it is read again after the restart.
     async fn poll(&mut self, bus: &Bus, whole: bool, shutdown: &Shutdown) -> Result<(), String> {
         let late_ms = self.config.late_arrival_secs as i64 * 1000;
@@ -367,6 +371,7 @@ impl CloudWatchSource {
         let mut token: Option<String> = None;
         let mut saved_at = Instant::now();
         let mut backoff = Duration::from_secs(1);
+        let mut attempts = 0;
         loop {
             let request = self
                 .client
@@ -383,7 +388,12 @@ impl CloudWatchSource {
             let page = match page {
                 Ok(page) => page,
                 Err(error) if token.is_none() => return Err(error),
+                Err(error) if attempts + 1 >= PAGE_ATTEMPTS => {
+                    self.prune_and_save(late_ms).await;
+                    return Err(format!("a page failed {PAGE_ATTEMPTS} times: {error}"));
+                }
                 Err(error) => {
+                    attempts += 1;
                     tracing::warn!(source = %self.config.name, %error, retry_in = ?backoff,
                         "reading a page of the CloudWatch log group failed; asking for it again");
                     tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = shutdown.wait() => return Ok(()) }
@@ -391,7 +401,7 @@ impl CloudWatchSource {
                     continue;
                 }
             };
-            backoff = Duration::from_secs(1);
+            (backoff, attempts) = (Duration::from_secs(1), 0);
             if !self.forward_page(bus, page.events(), shutdown).await {
                 return Ok(());
             }
