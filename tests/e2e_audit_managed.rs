@@ -480,3 +480,57 @@ fn a_cloudwatch_source_that_would_read_every_stream_stops_the_audit_start_with_t
     let stderr = refused_audit_start(&mut stack);
     assert!(stderr.contains("stream_prefix is empty"), "{stderr}");
 }
+
+/// As on EKS with IRSA: no keys in the environment, only the role and the projected token file the EKS webhook
+/// mounts; the SDK's chain trades the token for credentials at STS (moto's) and the source reads the group with
+/// them. Without the role the same source finds no credentials, says so, and stays down.
+#[test]
+fn an_eks_source_reads_with_irsa_web_identity_credentials_and_without_them_says_why() {
+    let events = corpus_events();
+    let mut stack = common::Stack::new("irsa");
+    let moto = common::env("PALISADE_TEST_MOTO");
+    let group = format!("/aws/eks/irsa-{}/cluster", stack.run).to_lowercase();
+    cloudwatch("CreateLogGroup", json!({"logGroupName": group}));
+    cloudwatch("CreateLogStream", json!({"logGroupName": group, "logStreamName": "kube-apiserver-audit-1"}));
+    let base = now_ms() - 30_000;
+    let stamped: Vec<(i64, String)> =
+        events.iter().take(5).enumerate().map(|(i, event)| (base + i as i64, event.to_string())).collect();
+    put_log_events(&group, "kube-apiserver-audit-1", &stamped);
+    stack.set(
+        "PALISADE__AUDIT__CLOUDWATCH_SOURCES",
+        &format!(
+            "[{{ name = \"eks\", log_group = \"{group}\", region = \"us-east-1\", endpoint_url = \"{moto}\", \
+             poll_interval_ms = 200 }}]"
+        ),
+    );
+    stack.set("PALISADE__AUDIT__LOG_POSITION_DIR", &stack.logs.join("positions").display().to_string());
+    stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
+    stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
+    stack.set("AWS_EC2_METADATA_DISABLED", "true");
+    // No profile either: the chain has nothing but what the test gives it.
+    stack.set("AWS_CONFIG_FILE", "/nonexistent/config");
+    stack.set("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials");
+    stack.envs.retain(|(key, _)| key != "AWS_ACCESS_KEY_ID" && key != "AWS_SECRET_ACCESS_KEY");
+
+    // Without the role: no credentials, said in the log, nothing read.
+    stack.spawn(&["audit"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !stack.log("audit").contains("reading the CloudWatch log group failed") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = stack.log("audit");
+    assert!(log.contains("reading the CloudWatch log group failed"), "{log}");
+    assert!(log.to_lowercase().contains("credentials"), "the reason names the credentials: {log}");
+    stack.stop("audit");
+
+    // With IRSA's two variables (the token's content is moto's to accept; STS at moto).
+    let token = stack.logs.join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cGFsaXNhZGU6YXVkaXQifQ.c2ln")
+        .unwrap();
+    stack.set("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/palisade-audit");
+    stack.set("AWS_WEB_IDENTITY_TOKEN_FILE", &token.display().to_string());
+    stack.set("AWS_ENDPOINT_URL_STS", &moto);
+    stack.spawn(&["audit"]);
+    let ids = audit_ids(&stack, stamped.len());
+    assert_eq!(ids.len(), stamped.len(), "read with the role's credentials\naudit log:\n{}", stack.log("audit"));
+}
