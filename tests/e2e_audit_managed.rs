@@ -190,6 +190,25 @@ fn aks_diagnostic_envelopes_over_sasl_ssl_raise_the_alerts_of_the_events_and_res
     assert_eq!(ids.len(), events.len() + 1, "nothing was read again after the restart");
 }
 
+/// The value of one Prometheus sample whose line starts with `prefix` and holds every label of `labels`.
+fn sample(metrics: &str, prefix: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix) && labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// Starts `palisade audit` serving its metrics on a free port, then detect, enrich and sink without (they would
+/// want the same port); returns where the audit stage's metrics are.
+fn start_audit_serving_metrics(stack: &mut common::Stack) -> std::net::SocketAddr {
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    stack.set("PALISADE__METRICS_LISTEN_ADDR", &metrics.to_string());
+    stack.spawn(&["audit"]);
+    stack.envs.retain(|(key, _)| key != "PALISADE__METRICS_LISTEN_ADDR");
+    stack.start(&["detect", "enrich", "sink"]);
+    metrics
+}
+
 /// A k8s audit Event as GKE's Cloud Audit Logs entry carries it (service `k8s.io`; `methodName`
 /// `io.k8s.<group>.<version>.<resource>[.<subresource>].<verb>`, `resourceName` `<group>/<version>/…`).
 fn gke_entry(event: &Value, cluster: &str) -> Value {
@@ -282,32 +301,17 @@ fn gke_cloud_audit_log_entries_raise_the_alerts_of_the_events() {
     );
     send(&producer(&common::env("PALISADE_TEST_KAFKA"), false), &export, &payloads);
 
-    // Only the audit stage serves metrics (the others would want the same port).
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    stack.set("PALISADE__METRICS_LISTEN_ADDR", &metrics.to_string());
-    stack.spawn(&["audit"]);
-    stack.envs.retain(|(key, _)| key != "PALISADE__METRICS_LISTEN_ADDR");
-    stack.start(&["detect", "enrich", "sink"]);
+    let metrics = start_audit_serving_metrics(&mut stack);
     let (got, alerts) = alerts_until(&stack, &expected);
     assert_eq!(got, expected, "the same alerts as from the events themselves\naudit log:\n{}", stack.log("audit"));
     assert!(alerts.iter().all(|alert| alert["cluster"] == "e2e-gke"), "the cluster named by the entry's labels");
     assert_eq!(audit_ids(&stack, events.len()).len(), events.len());
     // The other service's entry was passed over and counted, not dead-lettered.
     let text = reqwest::blocking::get(format!("http://{metrics}/metrics")).unwrap().text().unwrap();
-    let skipped = text
-        .lines()
-        .find(|line| {
-            line.starts_with("palisade_stage_skipped_total{")
-                && line.contains(r#"stage="audit-kafka-gke""#)
-                && line.contains(r#"reason="other service""#)
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    let skipped =
+        sample(&text, "palisade_stage_skipped_total{", &[r#"stage="audit-kafka-gke""#, r#"reason="other service""#]);
     assert_eq!(skipped, Some(1.0), "{text}");
-    let up = |component: &str| {
-        text.lines()
-            .find(|line| line.starts_with(&format!("palisade_component_up{{component=\"{component}\"}}")))
-            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-    };
+    let up = |component: &str| sample(&text, "palisade_component_up{", &[&format!("component=\"{component}\"")]);
     assert_eq!(up("audit-kafka-gke"), Some(1.0), "{text}");
     assert_ne!(up("audit-kafka-down"), Some(1.0), "the unreachable source is not reported running");
 }
@@ -367,14 +371,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// The value of one Prometheus sample whose line starts with `prefix` and holds every label of `labels`.
-fn sample(metrics: &str, prefix: &str, labels: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(prefix) && labels.iter().all(|label| line.contains(label)))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn eks_cloudwatch_audit_streams_raise_the_alerts_of_the_events_and_resume_after_a_restart() {
     let events = corpus_events();
@@ -418,11 +414,7 @@ fn eks_cloudwatch_audit_streams_raise_the_alerts_of_the_events_and_resume_after_
     stack.set("PALISADE__AUDIT__LISTEN_ADDR", "127.0.0.1:0");
     stack.set("PALISADE__AUDIT__ALLOW_UNAUTHENTICATED", "true");
     stack.envs.retain(|(key, _)| !key.starts_with("PALISADE__SINK__OPENSEARCH__"));
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    stack.set("PALISADE__METRICS_LISTEN_ADDR", &metrics.to_string());
-    stack.spawn(&["audit"]);
-    stack.envs.retain(|(key, _)| key != "PALISADE__METRICS_LISTEN_ADDR");
-    stack.start(&["detect", "enrich", "sink"]);
+    let metrics = start_audit_serving_metrics(&mut stack);
 
     let (got, alerts) = alerts_until(&stack, &expected);
     assert_eq!(got, expected, "the same alerts as from the events themselves\naudit log:\n{}", stack.log("audit"));
