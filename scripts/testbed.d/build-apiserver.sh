@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver (from the k8s.io/kubernetes Go module, staging modules replaced by their
-# v0.x.y twins) and etcd (from go.etcd.io/etcd/server/v3) into $CACHE/bin, keyed by version.
-# Idempotent: a second run with the binaries present returns at once.
+# v0.x.y twins) and etcd (from go.etcd.io/etcd/server/v3) into $CACHE/bin, keyed by version; with `cluster`, also
+# the rest of a one-node cluster from the same release: kubelet, kube-controller-manager, kube-scheduler,
+# kube-proxy and kubectl. Idempotent: a second run with the binaries present returns at once.
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
@@ -12,8 +13,9 @@ ETCD=$BIN/etcd-$ETCD_VERSION
 mkdir -p "$BIN"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 
-if [ ! -x "$APISERVER" ]; then
-  work=$CACHE/build/apiserver-$K8S_VERSION
+# A module that requires k8s.io/kubernetes at the release, with the given commands' packages imported.
+kubernetes_module() { # dir name command...
+  local work=$1 name=$2; shift 2
   rm -rf "$work"; mkdir -p "$work"; cd "$work"
   staging_version="v0.${K8S_VERSION#v1.}"
   proxy=$(go env GOPROXY | cut -d, -f1)
@@ -22,16 +24,40 @@ if [ ! -x "$APISERVER" ]; then
     sed -n 's/^[[:space:]]*\(k8s\.io\/[a-z0-9.-]*\) v0\.0\.0$/\1/p' | sort -u)
   [ -n "$staging" ] || { echo "no staging modules found in k8s.io/kubernetes@$K8S_VERSION go.mod" >&2; exit 1; }
   {
-    echo "module palisade.local/apiserver"
+    echo "module palisade.local/$name"
     echo "go 1.26.0"
     echo "require k8s.io/kubernetes $K8S_VERSION"
     for m in $staging; do echo "replace $m => $m $staging_version"; done
   } > go.mod
-  printf 'package main\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n\nfunc main() {}\n' > tools.go
+  {
+    printf 'package main\n\nimport (\n'
+    for command in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s/app"\n' "$command"; done
+    printf ')\n\nfunc main() {}\n'
+  } > tools.go
   go mod tidy >/dev/null
+}
+
+build_command() { # command
   go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION" \
-    -o "$APISERVER.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv "$APISERVER.tmp" "$APISERVER"
+    -o "$BIN/$1-$K8S_VERSION.tmp" "k8s.io/kubernetes/cmd/$1"
+  mv "$BIN/$1-$K8S_VERSION.tmp" "$BIN/$1-$K8S_VERSION"
+}
+
+if [ ! -x "$APISERVER" ]; then
+  kubernetes_module "$CACHE/build/apiserver-$K8S_VERSION" apiserver kube-apiserver
+  build_command kube-apiserver
+fi
+
+if [ "${1:-}" = cluster ]; then
+  # kubectl has no app package of its own in k8s.io/kubernetes; the module resolves its staging twin.
+  node_commands="kubelet kube-controller-manager kube-scheduler kube-proxy"
+  missing=""
+  for command in $node_commands kubectl; do [ -x "$BIN/$command-$K8S_VERSION" ] || missing="$missing $command"; done
+  if [ -n "$missing" ]; then
+    # shellcheck disable=SC2086
+    kubernetes_module "$CACHE/build/cluster-$K8S_VERSION" cluster $node_commands
+    for command in $missing; do build_command "$command"; done
+  fi
 fi
 
 if [ ! -x "$ETCD" ]; then
