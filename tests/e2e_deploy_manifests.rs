@@ -45,6 +45,9 @@ fn collection(object: &Value) -> (String, &'static str, &'static str) {
         "ClusterRoleBinding" => {
             return ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(), "clusterrolebindings", RBAC);
         }
+        "PriorityClass" => {
+            return ("/apis/scheduling.k8s.io/v1/priorityclasses".into(), "priorityclasses", "scheduling.k8s.io");
+        }
         "ServiceAccount" => ("/api/v1", "serviceaccounts", ""),
         "ConfigMap" => ("/api/v1", "configmaps", ""),
         "Service" => ("/api/v1", "services", ""),
