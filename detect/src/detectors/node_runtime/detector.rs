@@ -265,11 +265,29 @@ fn privileged_execution_in_container(view: &NodeView<'_>, lists: &NodeLists) -> 
         return one("command", line.to_owned());
     }
     // A process started into a container by the runtime (its parent is runc or a shim, not a process of the
-    // container) with the capabilities of a privileged container.
+    // container) with the capabilities of a privileged container. runc's own init is not one: it re-executes runc
+    // (from a sealed memfd, `/dev/fd/N`, or /proc/self/exe) as `runc init` inside the new container's cgroup with
+    // all of runc's capabilities, and drops them before it executes the container's process, which is judged on
+    // its own. Seen on every container start and every `kubectl exec` on a real kubelet.
+    if is_runc_init(event) {
+        return None;
+    }
     let caps = event.capabilities_effective?;
     let entered = parent_name(event).is_some_and(|p| p == "runc" || p.starts_with("containerd-shim") || p == "crun");
     (event.in_container && entered && caps & ESCAPE_CAPABILITIES == ESCAPE_CAPABILITIES)
         .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line.to_owned())])
+}
+
+/// runc's init step: argv exactly `runc init`, run from runc's own copy of itself (a memfd or /proc/self/exe), by
+/// runc. A program of the container's own under that name runs from a path of the container's file system.
+fn is_runc_init(event: &NodeEvent) -> bool {
+    let executable = event.executable.as_deref().unwrap_or_default();
+    let own_copy = executable == "/proc/self/exe"
+        || executable
+            .strip_prefix("/dev/fd/")
+            .is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
+        || executable.starts_with("memfd:runc_cloned");
+    own_copy && event.argv == ["runc", "init"] && parent_name(event).as_deref() == Some("runc")
 }
 
 pub const PRIVILEGED_CONTAINER_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {

@@ -176,6 +176,16 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
     full_caps.capabilities_effective = Some(0x1ff_ffff_ffff);
     let mut default_caps = contained(with_parent(exec("bash"), "/usr/sbin/runc"));
     default_caps.capabilities_effective = Some(0xa80425fb);
+    // runc's init step on a real kubelet: runc re-executed from its sealed memfd, all of runc's capabilities.
+    let mut runc_init_exec = contained(with_parent(exec("runc init"), "/usr/sbin/runc"));
+    runc_init_exec.executable = Some("/dev/fd/6".into());
+    runc_init_exec.capabilities_effective = Some(0x1ff_ffff_ffff);
+    // The same argv from a program of the container's (its own path), or from a memfd of another parent.
+    let mut fake_runc_init = runc_init_exec.clone();
+    fake_runc_init.executable = Some("/tmp/runc".into());
+    let mut memfd_not_by_runc = contained(with_parent(exec("runc init"), "/usr/bin/containerd-shim-runc-v2"));
+    memfd_not_by_runc.executable = Some("/dev/fd/3".into());
+    memfd_not_by_runc.capabilities_effective = Some(0x1ff_ffff_ffff);
     let mut socket_shell = exec("bash -i");
     socket_shell.stdio = vec!["socket".into(), "socket".into(), "socket".into()];
     let mut socks5 = net(NetSend, "python3", "203.0.113.9", 1080, Some(&[5, 1, 0]));
@@ -219,8 +229,8 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         ),
         (
             "K8S.NODE_PrivilegedExecutionInContainer",
-            vec![full_caps, exec("docker exec --privileged -it web bash")],
-            vec![default_caps, exec("docker exec -it web bash")],
+            vec![full_caps, exec("docker exec --privileged -it web bash"), fake_runc_init, memfd_not_by_runc],
+            vec![default_caps, exec("docker exec -it web bash"), runc_init_exec],
         ),
         (
             "K8S.NODE_PrivilegedContainerArtifacts",
