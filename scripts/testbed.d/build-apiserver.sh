@@ -2,10 +2,11 @@
 # Builds kube-apiserver (from the k8s.io/kubernetes Go module, staging modules replaced by their
 # v0.x.y twins) and etcd (from go.etcd.io/etcd/server/v3) into $CACHE/bin, keyed by version; with `cluster`, also
 # the rest of a one-node cluster from the same release: kubelet, kube-controller-manager, kube-scheduler,
-# kube-proxy and kubectl. Idempotent: a second run with the binaries present returns at once.
+# kube-proxy and kubectl, and Helm. Idempotent: a second run with the binaries present returns at once.
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+HELM_VERSION=${HELM_VERSION:-v4.3.2}
 CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
 BIN=$CACHE/bin
 APISERVER=$BIN/kube-apiserver-$K8S_VERSION
@@ -57,6 +58,11 @@ if [ "${1:-}" = cluster ]; then
     # shellcheck disable=SC2086
     kubernetes_module "$CACHE/build/cluster-$K8S_VERSION" cluster $node_commands
     for command in $missing; do build_command "$command"; done
+  fi
+  # Helm, for the chart (deploy/helm/palisade) the cluster tier renders and installs.
+  if [ ! -x "$BIN/helm-$HELM_VERSION" ]; then
+    GOBIN="$CACHE/build/helm-$HELM_VERSION" go install -trimpath -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+    mv "$CACHE/build/helm-$HELM_VERSION/helm" "$BIN/helm-$HELM_VERSION"
   fi
 fi
 
