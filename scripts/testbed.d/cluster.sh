@@ -20,6 +20,7 @@ CLUSTER_DIR=$DIR/cluster
 # The audit Service's address in the testbed overlay (deploy/k8s/overlays/testbed): the API server's webhook
 # reaches it through kube-proxy, as a control-plane node of a real cluster does.
 CLUSTER_AUDIT_SERVICE_IP=10.97.0.10
+HELM_VERSION=v4.3.2
 CLUSTER_PROCESSES="cluster-containerd cluster-etcd cluster-apiserver cluster-controller-manager cluster-scheduler cluster-kubelet cluster-proxy"
 
 cluster_bin() { echo "$CACHE/bin/$1-$K8S_VERSION"; }
@@ -135,7 +136,8 @@ TOML
   fi
 
   if ! running cluster-etcd; then
-    mkdir -p "$DIR/data/cluster-etcd"
+    # Each start is a new cluster: nothing a previous run deployed (or left half deleted) is in it.
+    rm -rf "$DIR/data/cluster-etcd"; mkdir -p "$DIR/data/cluster-etcd"
     start_bg cluster-etcd "$CACHE/bin/etcd-$ETCD_VERSION" --name cluster --data-dir "$DIR/data/cluster-etcd" \
       --listen-client-urls "http://127.0.0.1:$CLUSTER_ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$CLUSTER_ETCD_PORT" \
       --listen-peer-urls "http://127.0.0.1:$CLUSTER_ETCD_PEER_PORT" \
@@ -203,6 +205,10 @@ YAML
 
   if ! running cluster-kubelet; then
     mkdir -p /var/lib/kubelet
+    # The hostPath volume the testbed overlay gives detect's claim, owned by the image's user as a provisioned
+    # volume would be after fsGroup (which hostPath volumes do not get).
+    rm -rf /var/lib/palisade-testbed/detect-state
+    install -d -o 10001 -g 10001 -m 0750 /var/lib/palisade-testbed/detect-state
     # Eviction and image GC thresholds are low: the testbed's disk is shared with the build, and an evicted
     # Palisade pod or a collected Palisade image (there is no registry to pull it back from) would fail the tier.
     cat > "$CLUSTER_DIR/kubelet.yaml" <<YAML
