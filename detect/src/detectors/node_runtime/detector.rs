@@ -273,20 +273,25 @@ fn privileged_execution_in_container(view: &NodeView<'_>, lists: &NodeLists) -> 
         return None;
     }
     let caps = event.capabilities_effective?;
-    let entered = parent_name(event).is_some_and(|p| p == "runc" || p.starts_with("containerd-shim") || p == "crun");
+    // runc's init stages clone one another (CLONE_PARENT), so the container's first process has one of them, still
+    // `runc init` from runc's memfd, as the parent the kernel's fork events name: that is runc too.
+    let entered = parent_name(event).is_some_and(|p| p == "runc" || p.starts_with("containerd-shim") || p == "crun")
+        || event.ancestry.first().is_some_and(|parent| parent.argv == ["runc", "init"]);
     (event.in_container && entered && caps & ESCAPE_CAPABILITIES == ESCAPE_CAPABILITIES)
         .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line.to_owned())])
 }
 
-/// runc's init step: argv exactly `runc init`, run from runc's own copy of itself (a memfd or /proc/self/exe), by
-/// runc. A program of the container's own under that name runs from a path of the container's file system.
+/// runc's init step: argv exactly `runc init`, run from runc's own copy of itself (its sealed memfd as /dev/fd/N
+/// or /proc/self/fd/N, or /proc/self/exe), by runc. A program of the container's own under that name runs from a
+/// path of the container's file system. What this cannot tell apart: a process in a privileged container that
+/// copies a shell to `runc` and from it executes a descriptor as `runc init` (README, "What is not built yet");
+/// the children of that process are still judged (a `runc init` parent counts as the runtime).
 fn is_runc_init(event: &NodeEvent) -> bool {
     let executable = event.executable.as_deref().unwrap_or_default();
-    let own_copy = executable == "/proc/self/exe"
-        || executable
-            .strip_prefix("/dev/fd/")
-            .is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
-        || executable.starts_with("memfd:runc_cloned");
+    let descriptor = |prefix: &str| {
+        executable.strip_prefix(prefix).is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let own_copy = executable == "/proc/self/exe" || descriptor("/dev/fd/") || descriptor("/proc/self/fd/");
     own_copy && event.argv == ["runc", "init"] && parent_name(event).as_deref() == Some("runc")
 }
 

@@ -183,6 +183,13 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
     // The same argv from a program of the container's (its own path), or from a memfd of another parent.
     let mut fake_runc_init = runc_init_exec.clone();
     fake_runc_init.executable = Some("/tmp/runc".into());
+    // The container's first process on a real kubelet: its parent, as fork events name it, is runc's init stage.
+    let mut after_runc_init = contained(exec("sleep 3600"));
+    after_runc_init.ancestry =
+        vec![ProcessRef { pid: 7, executable: "/dev/fd/6".into(), argv: vec!["runc".into(), "init".into()] }];
+    after_runc_init.capabilities_effective = Some(0x1ff_ffff_ffff);
+    let mut default_after_runc_init = after_runc_init.clone();
+    default_after_runc_init.capabilities_effective = Some(0xa80425fb);
     let mut memfd_not_by_runc = contained(with_parent(exec("runc init"), "/usr/bin/containerd-shim-runc-v2"));
     memfd_not_by_runc.executable = Some("/dev/fd/3".into());
     memfd_not_by_runc.capabilities_effective = Some(0x1ff_ffff_ffff);
@@ -229,8 +236,8 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         ),
         (
             "K8S.NODE_PrivilegedExecutionInContainer",
-            vec![full_caps, exec("docker exec --privileged -it web bash"), fake_runc_init, memfd_not_by_runc],
-            vec![default_caps, exec("docker exec -it web bash"), runc_init_exec],
+            vec![full_caps, exec("docker exec --privileged -it web bash"), fake_runc_init, memfd_not_by_runc, after_runc_init],
+            vec![default_caps, exec("docker exec -it web bash"), runc_init_exec, default_after_runc_init],
         ),
         (
             "K8S.NODE_PrivilegedContainerArtifacts",
