@@ -3,7 +3,7 @@
 # controller manager, the scheduler, kube-proxy (iptables) and a kubelet on a containerd of its own, all built from
 # the same k8s.io/kubernetes release as the testbed's API server. Pods are bridged (Debian's CNI plugins) on
 # 10.244.0.0/24; the node's address is 10.250.0.1 on the loopback device (this machine has no dummy interfaces),
-# where pods also reach the host's Kafka (its NODE listener) and OpenSearch.
+# where pods also reach the host's Kafka (its NODE listener) and OpenSearch, bound to that address only.
 #
 # These machines mount cgroup v1 (hybrid, no systemd as PID 1): the kubelet runs with `failCgroupV1: false` and
 # the cgroupfs driver. There is no registry to pull from: the images pods run are imported into containerd.
@@ -73,8 +73,14 @@ current-context: palisade-testbed
 YAML
 }
 
-cluster_network() {
+# The node's address on lo; Kafka's NODE listener and OpenSearch's HTTP bind it too (nothing else of them
+# leaves loopback), so it is added before they start.
+cluster_node_address() {
   case $(ip -o addr show dev lo) in *" $CLUSTER_NODE_IP/"*) ;; *) ip addr add "$CLUSTER_NODE_IP/32" dev lo ;; esac
+}
+
+cluster_network() {
+  cluster_node_address
   sysctl -qw net.ipv4.ip_forward=1
   [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables
   mkdir -p "$CLUSTER_DIR/cni"
@@ -100,6 +106,12 @@ cluster_up() {
     log "installing$missing from Debian"
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null \
       || die "apt could not install$missing"
+  fi
+  # `down` removes the pods through the CRI.
+  ensure_crictl
+  # The standard socket belongs to the host's own containerd where there is one: never take it over.
+  if [ -S "$CLUSTER_CONTAINERD_SOCKET" ] && ! running cluster-containerd; then
+    die "$CLUSTER_CONTAINERD_SOCKET exists and is not the testbed's: this machine runs a containerd of its own"
   fi
   if [ ! -x "$(cluster_bin kubelet)" ] || [ ! -x "$(cluster_bin kubectl)" ]; then
     log "building the node components of Kubernetes $K8S_VERSION from the Go module proxy (a few minutes, once)"
@@ -136,8 +148,14 @@ TOML
   fi
 
   if ! running cluster-etcd; then
-    # Each start is a new cluster: nothing a previous run deployed (or left half deleted) is in it.
-    rm -rf "$DIR/data/cluster-etcd"; mkdir -p "$DIR/data/cluster-etcd"
+    # A start from nothing is a new cluster: nothing a previous run deployed (or left half deleted) is in it.
+    # (etcd alone restarted under a running control plane keeps its data.)
+    local process fresh=1
+    for process in $CLUSTER_PROCESSES; do
+      [ "$process" != cluster-etcd ] && [ "$process" != cluster-containerd ] && running "$process" && fresh=0
+    done
+    [ "$fresh" = 1 ] && rm -rf "$DIR/data/cluster-etcd"
+    mkdir -p "$DIR/data/cluster-etcd"
     start_bg cluster-etcd "$CACHE/bin/etcd-$ETCD_VERSION" --name cluster --data-dir "$DIR/data/cluster-etcd" \
       --listen-client-urls "http://127.0.0.1:$CLUSTER_ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$CLUSTER_ETCD_PORT" \
       --listen-peer-urls "http://127.0.0.1:$CLUSTER_ETCD_PEER_PORT" \
@@ -263,7 +281,8 @@ cluster_kubectl() { "$(cluster_bin kubectl)" --kubeconfig "$CLUSTER_DIR/admin.ku
 
 cluster_containerd_ready() {
   [ -S "$CLUSTER_CONTAINERD_SOCKET" ] || return 1
-  if ! ctr --address "$CLUSTER_CONTAINERD_SOCKET" -n k8s.io images ls -q | grep -qx "$TESTBOX_IMAGE"; then
+  local images; images=$(ctr --address "$CLUSTER_CONTAINERD_SOCKET" -n k8s.io images ls -q) || return 1
+  if ! grep -qx "$TESTBOX_IMAGE" <<<"$images"; then
     python3 "$here/testbed.d/testbox-image.py" "$CLUSTER_DIR/testbox.tar" "$TESTBOX_IMAGE"
     ctr --address "$CLUSTER_CONTAINERD_SOCKET" -n k8s.io images import "$CLUSTER_DIR/testbox.tar" >/dev/null
   fi
@@ -293,6 +312,12 @@ cluster_down() {
   done
   # containerd-shim processes outlive containerd (they are in no process group of ours).
   pkill -f "containerd-shim-runc-v2 -namespace k8s.io -id [0-9a-f]* -address $CLUSTER_CONTAINERD_SOCKET" 2>/dev/null || true
-  # The kubelet's volumes, and its root directory, which it bind-mounts onto itself.
-  grep -o ' /var/lib/kubelet[^ ]*' /proc/mounts | sort -r | while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+  # kube-proxy's rules and the pods' bridge (a next `up` must not find a stale Service rule ready); the node
+  # address stays on lo, where Kafka and OpenSearch listen too.
+  [ -x "$(cluster_bin kube-proxy)" ] && "$(cluster_bin kube-proxy)" --cleanup >/dev/null 2>&1 || true
+  ip link del cni0 2>/dev/null || true
+  # The kubelet's volumes, and its root directory, which it bind-mounts onto itself (none left is no error).
+  local mounts mount
+  mounts=$(grep -o ' /var/lib/kubelet[^ ]*' /proc/mounts | sort -r || true)
+  for mount in $mounts; do umount -l "$mount" 2>/dev/null || true; done
 }
