@@ -76,8 +76,13 @@ YAML
 # The node's address on lo; Kafka's NODE listener and OpenSearch's HTTP bind it too (nothing else of them
 # leaves loopback), so it is added before they start.
 cluster_node_address() {
-  case $(ip -o addr show dev lo) in *" $CLUSTER_NODE_IP/"*) ;; *) ip addr add "$CLUSTER_NODE_IP/32" dev lo ;; esac
+  has_node_address && return 0
+  # Not root: no node address, so Kafka and OpenSearch stay on loopback alone (the cluster needs root anyway).
+  [ "$(id -u)" = 0 ] || return 0
+  ip addr add "$CLUSTER_NODE_IP/32" dev lo
 }
+
+has_node_address() { case $(ip -o addr show dev lo) in *" $CLUSTER_NODE_IP/"*) return 0 ;; *) return 1 ;; esac; }
 
 cluster_network() {
   cluster_node_address
@@ -109,9 +114,13 @@ cluster_up() {
   fi
   # `down` removes the pods through the CRI.
   ensure_crictl
-  # The standard socket belongs to the host's own containerd where there is one: never take it over.
+  # The standard socket belongs to the host's own containerd where there is one: never take it over. One that
+  # answers nobody (ours, killed without `down`) is removed.
   if [ -S "$CLUSTER_CONTAINERD_SOCKET" ] && ! running cluster-containerd; then
-    die "$CLUSTER_CONTAINERD_SOCKET exists and is not the testbed's: this machine runs a containerd of its own"
+    if timeout 5 ctr --address "$CLUSTER_CONTAINERD_SOCKET" version >/dev/null 2>&1; then
+      die "$CLUSTER_CONTAINERD_SOCKET answers and is not the testbed's: this machine runs a containerd of its own"
+    fi
+    rm -f "$CLUSTER_CONTAINERD_SOCKET" "$CLUSTER_CONTAINERD_SOCKET.ttrpc"
   fi
   if [ ! -x "$(cluster_bin kubelet)" ] || [ ! -x "$(cluster_bin kubectl)" ]; then
     log "building the node components of Kubernetes $K8S_VERSION from the Go module proxy (a few minutes, once)"
