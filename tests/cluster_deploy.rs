@@ -561,25 +561,7 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     kubectl(&["delete", "-k", OVERLAY, "--wait=true", "--timeout=180s"]);
     let took = install();
     eprintln!("figure: reinstalled, every pod Ready in {:.1} s", took.as_secs_f64());
-    kubectl(&[
-        "-n",
-        &attack_ns,
-        "run",
-        "palisade-smoke-again",
-        "--image",
-        PALISADE_IMAGE,
-        "--restart=Never",
-        "--",
-        "test-alert",
-    ]);
-    let again = wait_for_document(
-        json!({"bool": {"must": [
-            {"term": {"rule.id": "K8S.NODE_EICAR"}},
-            {"term": {"orchestrator.resource.name": "palisade-smoke-again"}},
-            {"term": {"orchestrator.namespace": attack_ns}}
-        ]}}),
-        Duration::from_secs(180),
-    );
+    let again = smoke_test(&attack_ns, "palisade-smoke-again");
     assert!(again.is_some(), "the reinstalled Palisade raised the smoke test's alert");
     let after = indexed_alerts(namespace_query(&attack_ns));
     let after_types = types_of(&after);
@@ -605,25 +587,7 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     kubectl(&["delete", "-k", OVERLAY, "--wait=true", "--timeout=180s"]);
     let took = install_with_helm();
     eprintln!("figure: installed with Helm, every pod Ready in {:.1} s", took.as_secs_f64());
-    kubectl(&[
-        "-n",
-        &attack_ns,
-        "run",
-        "palisade-smoke-helm",
-        "--image",
-        PALISADE_IMAGE,
-        "--restart=Never",
-        "--",
-        "test-alert",
-    ]);
-    let helm_alert = wait_for_document(
-        json!({"bool": {"must": [
-            {"term": {"rule.id": "K8S.NODE_EICAR"}},
-            {"term": {"orchestrator.resource.name": "palisade-smoke-helm"}},
-            {"term": {"orchestrator.namespace": attack_ns}}
-        ]}}),
-        Duration::from_secs(180),
-    );
+    let helm_alert = smoke_test(&attack_ns, "palisade-smoke-helm");
     assert!(helm_alert.is_some(), "Palisade installed with Helm raised the smoke test's alert");
     helm(&["uninstall", "palisade", "--namespace", "palisade", "--wait"]);
 }
@@ -744,6 +708,20 @@ fn the_helm_chart_renders_the_kustomize_base_for_its_default_values() {
     for (key, object) in &kustomize {
         assert_eq!(&defaults[key], object, "{key:?} differs between the chart and the base");
     }
+}
+
+/// Runs the image's `test-alert` in a pod named `pod` of `namespace` and waits for its K8S.NODE_EICAR alert in
+/// the index.
+fn smoke_test(namespace: &str, pod: &str) -> Option<Value> {
+    kubectl(&["-n", namespace, "run", pod, "--image", PALISADE_IMAGE, "--restart=Never", "--", "test-alert"]);
+    wait_for_document(
+        json!({"bool": {"must": [
+            {"term": {"rule.id": "K8S.NODE_EICAR"}},
+            {"term": {"orchestrator.resource.name": pod}},
+            {"term": {"orchestrator.namespace": namespace}}
+        ]}}),
+        Duration::from_secs(180),
+    )
 }
 
 fn wait_for_document(query: Value, timeout: Duration) -> Option<Value> {
