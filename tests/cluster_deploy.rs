@@ -576,12 +576,23 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
             .collect();
         before.iter().all(|id| ids.contains(id.as_str())) && ids.iter().any(|id| !before.contains(*id))
     });
-    let mut ids = BTreeMap::new();
+    // Delivery is at least once (DESIGN.md): an id may come again as a deduplication update (a higher count) or,
+    // when a stage's partitions moved while a record was in flight (the two enrich replicas joining one after the
+    // other), as the same alert again. Both are counted, not asserted; what is asserted is that none is lost.
+    let mut counts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for alert in on_topic.iter().filter(|alert| alert["namespace"] == attack_ns.as_str()) {
-        *ids.entry(alert["id"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+        let id = alert["id"].as_str().unwrap_or_default();
+        counts.entry(id).or_default().push(alert["count"].as_i64().unwrap_or(1));
     }
-    let repeated: Vec<_> = ids.iter().filter(|(_, count)| **count > 1).collect();
-    assert!(repeated.is_empty(), "alerts written twice to {ALERTS_TOPIC} across the reinstall: {repeated:?}");
+    let lost: Vec<&String> = before.iter().filter(|id| !counts.contains_key(id.as_str())).collect();
+    assert!(lost.is_empty(), "alerts of the first install missing from {ALERTS_TOPIC} after the reinstall: {lost:?}");
+    let updates = counts.values().filter(|seen| seen.windows(2).any(|pair| pair[1] > pair[0])).count();
+    let again: Vec<_> = counts.iter().filter(|(_, seen)| seen.windows(2).any(|pair| pair[1] <= pair[0])).collect();
+    eprintln!(
+        "figure: {} alerts on {ALERTS_TOPIC} for the attacks, {updates} updated by dedup, {} written again: {again:?}",
+        counts.len(),
+        again.len()
+    );
 
     // ---- the Helm chart in place of the Kustomize objects: the same smoke test raises its alert.
     kubectl(&["delete", "-k", OVERLAY, "--wait=true", "--timeout=180s"]);
