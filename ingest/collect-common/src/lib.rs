@@ -127,7 +127,7 @@ pub const TASK_READ_FILES: u32 = 2;
 pub const TASK_READ_TTY: u32 = 4;
 
 /// What the exec program reads of the new image's task: effective uid and capabilities, the files behind
-/// descriptors 0-2 (inode mode and device; mode 0 with `stdio_open` clear means the descriptor is closed), and
+/// descriptors 0-2 (inode mode, device and number; mode 0 with `stdio_open` clear means the descriptor is closed), and
 /// the controlling terminal.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +135,8 @@ pub struct TaskInfo {
     pub read: u32,
     pub euid: u32,
     pub cap_effective: u64,
+    /// The inode numbers behind descriptors 0-2: a pipe's names its two ends, so a reader finds its writer.
+    pub stdio_ino: [u64; 3],
     pub stdio_rdev: [u32; 3],
     pub stdio_mode: [u16; 3],
     /// Bit n set: descriptor n is open.
@@ -216,8 +218,8 @@ pub const COUNTER_PATH_UNREADABLE: u32 = 3;
 pub const COUNTER_SLOTS: u32 = 4;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 56);
-const _: () = assert!(core::mem::size_of::<TaskInfo>() == 16 + 12 + 8 + TTY_NAME_LEN + 4);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + 104 + FILENAME_LEN + ARGV_LIMIT);
+const _: () = assert!(core::mem::size_of::<TaskInfo>() == 16 + 24 + 12 + 8 + TTY_NAME_LEN + 4);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 56 + 8 + 128 + FILENAME_LEN + ARGV_LIMIT);
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SendEvent>() == 56 + 8 + EXTRA_LEN + PAYLOAD_HEAD_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);

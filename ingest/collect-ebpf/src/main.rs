@@ -190,6 +190,7 @@ fn read_task(info: &mut TaskInfo) {
         for fd in 0..3 {
             info.stdio_mode[fd] = 0;
             info.stdio_rdev[fd] = 0;
+            info.stdio_ino[fd] = 0;
             let Ok(file) = kernel_pointer(descriptors, fd * 8) else { continue };
             info.stdio_open |= 1 << fd;
             let Ok(inode) = kernel_pointer(file, task_offset(6)) else { continue };
@@ -198,6 +199,8 @@ fn read_task(info: &mut TaskInfo) {
                 unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(7)) as *const u16) }.unwrap_or(0);
             info.stdio_rdev[fd] =
                 unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(8)) as *const u32) }.unwrap_or(0);
+            info.stdio_ino[fd] =
+                unsafe { bpf_probe_read_kernel(inode.wrapping_add(task_offset(20)) as *const u64) }.unwrap_or(0);
         }
     }
     let tty = kernel_pointer(task, task_offset(9)).and_then(|signal| kernel_pointer(signal, task_offset(10)));

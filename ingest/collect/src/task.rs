@@ -1,6 +1,7 @@
 //! What the exec program read of the new image's task, in `NodeEvent` terms: the kind of file behind
-//! descriptors 0-2 (a socket there is how a reverse shell shows), the controlling terminal, the effective uid and
-//! capabilities. Read in the kernel at exec time, so short-lived commands carry them too.
+//! descriptors 0-2 (a socket there is how a reverse shell shows; a pipe is named `pipe:[inode]` as
+//! `/proc/<pid>/fd` names it, so the two ends of `curl … | sh` find each other), the controlling terminal, the
+//! effective uid and capabilities. Read in the kernel at exec time, so short-lived commands carry them too.
 
 use palisade_collect_common::{TASK_READ_CRED, TASK_READ_FILES, TASK_READ_TTY, TaskInfo};
 
@@ -58,7 +59,13 @@ impl From<&TaskInfo> for TaskView {
     fn from(task: &TaskInfo) -> Self {
         let stdio = if task.read & TASK_READ_FILES != 0 {
             (0..3)
-                .map(|fd| classify(task.stdio_open & (1 << fd) != 0, task.stdio_mode[fd], task.stdio_rdev[fd]).into())
+                .map(|fd| {
+                    let kind = classify(task.stdio_open & (1 << fd) != 0, task.stdio_mode[fd], task.stdio_rdev[fd]);
+                    match (kind, task.stdio_ino[fd]) {
+                        ("pipe", ino) if ino != 0 => format!("pipe:[{ino}]"),
+                        _ => kind.to_owned(),
+                    }
+                })
                 .collect()
         } else {
             Vec::new()
@@ -107,6 +114,7 @@ mod tests {
             read: TASK_READ_CRED,
             euid: 0,
             cap_effective: 0x1ff_ffff_ffff,
+            stdio_ino: [0; 3],
             stdio_rdev: [0; 3],
             stdio_mode: [S_IFSOCK; 3],
             stdio_open: 0b111,
@@ -123,5 +131,9 @@ mod tests {
         let view = TaskView::from(&task);
         assert_eq!(view.stdio, ["socket", "socket", "socket"]);
         assert_eq!(view.tty.as_deref(), Some("/dev/pts/7"));
+        task.stdio_mode = [S_IFIFO | 0o600, S_IFIFO | 0o600, S_IFCHR | 0o620];
+        task.stdio_ino = [4711, 0, 9];
+        let view = TaskView::from(&task);
+        assert_eq!(view.stdio, ["pipe:[4711]", "pipe", "device"], "a pipe carries its inode when it was read");
     }
 }

@@ -366,16 +366,23 @@ fn the_argv_limit_is_configurable() {
 fn short_lived_commands_carry_stdio_terminal_and_credentials() {
     use std::process::Stdio;
     let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
-    let status = Command::new("/bin/true")
+    let mut child = Command::new("/bin/true")
         .arg("palisade-stdio-probe")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create("/tmp/palisade-stdio-probe.log").unwrap())
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    // Our end of the child's stdout pipe: the same inode as its end.
+    let pipe = {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        let ours = child.stdout.as_ref().expect("piped").as_raw_fd();
+        std::fs::metadata(format!("/proc/self/fd/{ours}")).unwrap().ino()
+    };
+    assert!(child.wait().unwrap().success());
     let event = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-stdio-probe")).expect("exec");
-    assert_eq!(event.stdio, ["null", "pipe", "file"]);
+    assert_eq!(event.stdio, ["null".to_owned(), format!("pipe:[{pipe}]"), "file".to_owned()]);
     assert_eq!(event.euid, 0, "the tests run as root");
     let caps = event.capabilities_effective.expect("capabilities read in the kernel");
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
