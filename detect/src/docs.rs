@@ -31,7 +31,7 @@ pub fn render(json: bool) -> String {
                 "techniques": meta.techniques, "source": meta.source, "kind": meta.kind, "inputs": meta.inputs,
                 "maturity": meta.maturity, "description": meta.description,
                 "false_positives": meta.false_positives, "audit_level": meta.audit_level, "learned": meta.learned,
-                "unit": meta.unit,
+                "windowed": meta.windowed, "unit": meta.unit,
                 "remediation": texts.map(|t| &t.remediation),
                 "title_ar": texts.map(|t| &t.title_ar), "description_ar": texts.map(|t| &t.description_ar),
                 "remediation_ar": texts.map(|t| &t.remediation_ar),
@@ -85,6 +85,9 @@ pub fn markdown() -> String {
         let _ = writeln!(out, "- what it looks at: {}", meta.description);
         if let Some(learned) = meta.learned {
             let _ = writeln!(out, "- learned half: {learned}");
+        }
+        if let Some(windowed) = meta.windowed {
+            let _ = writeln!(out, "- windowed half: {windowed}");
         }
         let _ = writeln!(out, "- typical false positives: {}", meta.false_positives);
         if let Some(texts) = texts(meta.id) {

@@ -9,7 +9,7 @@ use crate::detectors::baselines::{
 };
 use crate::detectors::exposed::ClusterJoins;
 use crate::detectors::node_runtime::{NodeLists, NodeRules, SharedNodeLists};
-use crate::detectors::node_windows::{BackdoorArtifact, ReconBurst};
+use crate::detectors::node_windows::{BackdoorArtifact, PipeToShell, ReconBurst};
 use crate::ip_list::{IpList, ReloadingIpList};
 use crate::lists;
 use crate::unit::StatelessDetector;
@@ -63,6 +63,7 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
     let windowed: Vec<Box<dyn WindowedDetector>> = vec![
         Box::new(ReconBurst::new(config.windows, node_lists.clone())),
         Box::new(BackdoorArtifact::new(config.windows, node_lists.clone())),
+        Box::new(PipeToShell::new(config.windows, node_lists.clone())),
         Box::new(ServiceAccountRareOperation::new(config.baselines.service_accounts)),
         Box::new(KubeSystemContainer::with_lists(&config.baselines, audit_lists)),
         Box::new(AbnormalMiActivity::new(&config.baselines)),

@@ -28,6 +28,7 @@ const fn meta(id: &'static str, source: Source, inputs: &'static [Input]) -> Ale
         false_positives: "test",
         audit_level: None,
         learned: None,
+        windowed: None,
         unit: file!(),
     }
 }

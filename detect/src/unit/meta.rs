@@ -108,6 +108,8 @@ pub struct AlertTypeMeta {
     pub audit_level: Option<&'static str>,
     /// For a match type with a learned half beside its rule: what the half learns and where it is configured.
     pub learned: Option<&'static str>,
+    /// For a match type with a windowed half beside its rule: what the half follows across events.
+    pub windowed: Option<&'static str>,
     /// The source file that declares it (`file!()`), for `palisade catalogue` and `docs/alerts.md`.
     pub unit: &'static str,
 }

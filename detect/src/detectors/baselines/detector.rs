@@ -26,6 +26,7 @@ pub const SA_RARE: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "a controller upgraded to a version that does more; a rarely run job. Except by `user` (the service account), or lengthen `detect.baselines.service_accounts.learning_secs`.",
     audit_level: Some("Metadata"),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 pub const KUBE_SYSTEM: &AlertTypeMeta = &AlertTypeMeta {
@@ -42,6 +43,7 @@ pub const KUBE_SYSTEM: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "a new add-on installed after the learning period, or a listed add-on pulled through a mirror registry. Add `name image...` to `detect.baselines.kube_system_allow`, or except by `workload`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 pub const ABNORMAL_MI: &AlertTypeMeta = &AlertTypeMeta {
@@ -58,6 +60,7 @@ pub const ABNORMAL_MI: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "an add-on upgrade (new cloud API calls), scaling events never seen in learning. Except by `user` (the identity).",
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

@@ -22,6 +22,7 @@ pub const ADMISSION: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "policy engines (Kyverno, Gatekeeper), cert-manager and service meshes installing their webhooks. Except by `workload` or `user`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 pub const COREDNS: &AlertTypeMeta = &AlertTypeMeta {
@@ -38,6 +39,7 @@ pub const COREDNS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "planned DNS changes through GitOps. Except by `user`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

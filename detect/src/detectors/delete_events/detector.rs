@@ -19,6 +19,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "namespace clean-up by the namespace controller (a platform identity, left out); people tidying up by hand. Except by `user`.",
     audit_level: Some("Metadata"),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

@@ -21,6 +21,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

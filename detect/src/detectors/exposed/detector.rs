@@ -119,6 +119,7 @@ pub const EXPOSED_DASHBOARD: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "dashboards deliberately public behind an authenticating proxy. Except by `namespace` + `workload`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -140,6 +141,7 @@ pub const EXPOSED_REDIS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "Redis with AUTH and TLS behind an internal load balancer. Except by `namespace` + `workload`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -164,6 +166,7 @@ pub const EXPOSED_SERVICE: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "demo environments. Except by `namespace`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -201,6 +204,7 @@ pub const EXPOSED_POSTGRES_BROAD_IP_RANGE: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "databases behind a cloud firewall the Service does not show. Except by `namespace` + `workload`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

@@ -28,6 +28,7 @@ pub const POSTGRES_TRUST: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "CI and development databases that run with trust on purpose. Internal load balancers (cloud annotations) are already left out. Except by `namespace`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 pub const KUBEFLOW: &AlertTypeMeta = &AlertTypeMeta {
@@ -44,6 +45,7 @@ pub const KUBEFLOW: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "an Istio gateway fronted by an authenticating proxy or a WAF. Internal load balancers are left out. Except by `workload` (`Service/istio-ingressgateway`).",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

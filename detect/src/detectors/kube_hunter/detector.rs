@@ -37,6 +37,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "sanctioned penetration tests. Except by `user`, with the test's ticket as the reason.",
     audit_level: Some("Metadata (passive); RequestResponse on namespaces, pods, clusterroles (active)"),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

@@ -20,6 +20,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "security teams' own miner-detection test images. Except by `image`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

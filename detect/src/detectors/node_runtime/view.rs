@@ -209,3 +209,29 @@ impl<'a> NodeView<'a> {
         self.lower_line.get_or_init(|| self.line().to_lowercase())
     }
 }
+
+/// Whether a shell or interpreter started with `argv` reads its program from stdin: no `-c` (shells) or
+/// `-c`/`-e`/`-E`/`-m`/`-r`/`-p` (interpreters) and no script operand before `-s`, `-` or `--`.
+/// `busybox sh …` is read as `sh …`; an option's value (`-o pipefail`, `--rcfile f`) is not an operand.
+pub fn reads_program_from_stdin(argv: &[String], shell: bool) -> bool {
+    let program_flags: &[char] = if shell { &['c'] } else { &['c', 'e', 'E', 'm', 'r', 'p'] };
+    let applet = argv.first().is_some_and(|first| basename(first) == "busybox");
+    let mut args = argv.iter().skip(if applet { 2 } else { 1 });
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-" | "--" | "-s" => return true,
+            "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file" => {
+                args.next();
+            }
+            long if long.starts_with("--") => {}
+            // `-o pipefail`, `+x`: options; a cluster naming a program flag means the program is an argument.
+            short if short.starts_with(['-', '+']) => {
+                if short[1..].contains(program_flags) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}

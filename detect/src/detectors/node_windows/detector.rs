@@ -37,16 +37,16 @@ struct ReconState {
 
 /// Each node's newest event time, and how many events came later than the lateness bound behind it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct NodeClocks {
+pub(super) struct NodeClocks {
     #[serde(default)]
     watermarks: HashMap<String, i64>,
     #[serde(default)]
-    late_events: u64,
+    pub(super) late_events: u64,
 }
 
 impl NodeClocks {
     /// Advances `node`'s watermark; false (and counted) when the event is too late for it.
-    fn on_time(&mut self, node: &str, at_ms: i64, config: &WindowConfig) -> bool {
+    pub(super) fn on_time(&mut self, node: &str, at_ms: i64, config: &WindowConfig) -> bool {
         let watermark = match self.watermarks.get_mut(node) {
             Some(watermark) => watermark,
             None => {
@@ -62,7 +62,7 @@ impl NodeClocks {
     }
 
     /// The event time to expire `key`'s state by: its node's watermark, never beyond the engine's.
-    fn now_for(&self, key: &str, engine_now_ms: i64) -> i64 {
+    pub(super) fn now_for(&self, key: &str, engine_now_ms: i64) -> i64 {
         let node = key.split('/').next().unwrap_or_default();
         self.watermarks.get(node).copied().unwrap_or(engine_now_ms).min(engine_now_ms)
     }
@@ -103,6 +103,7 @@ pub const RECON: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 pub const BACKDOOR: &AlertTypeMeta = &AlertTypeMeta {
@@ -119,6 +120,7 @@ pub const BACKDOOR: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: ADMIN_TOOLING,
     audit_level: None,
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
@@ -216,7 +218,7 @@ impl BackdoorArtifact {
     }
 }
 
-fn container_key(event: &NodeEvent) -> String {
+pub(super) fn container_key(event: &NodeEvent) -> String {
     format!("{}/{}", event.node, event.container_id.as_deref().unwrap_or("host"))
 }
 

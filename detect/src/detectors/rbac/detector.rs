@@ -26,6 +26,7 @@ pub const BINDING: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "cluster bootstrap (installers, GitOps controllers binding their own service account). Except by `user` (the installer identity).",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 pub const ROLE: &AlertTypeMeta = &AlertTypeMeta {
@@ -42,6 +43,7 @@ pub const ROLE: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "operators' and controllers' ClusterRoles shipped by Helm charts. Except by `user` or `workload` (`ClusterRole/<name>`).",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";

@@ -22,6 +22,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "node agents (log shippers reading /var/log, CSI drivers under /var/lib/kubelet, Palisade's collector). Except by `namespace` + `workload`.",
     audit_level: Some(REQUEST_RESPONSE_ON_OBJECTS),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 

@@ -21,6 +21,7 @@ pub const META: &AlertTypeMeta = &AlertTypeMeta {
     false_positives: "company egress proxies or VPN exits listed by a feed. Remove them from the list file, or except by `user`.",
     audit_level: Some("Metadata"),
     learned: None,
+    windowed: None,
     unit: file!(),
 };
 
