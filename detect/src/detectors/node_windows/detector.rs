@@ -132,7 +132,17 @@ impl WindowedDetector for ReconBurst {
     fn observe(&mut self, event: &Event<'_>) -> Vec<Finding> {
         let Event::Node(node) = event else { return Vec::new() };
         let Some(name) = exec(node) else { return Vec::new() };
-        if !self.lists.current().recon_commands.contains(&name) {
+        let lists = self.lists.current();
+        let mut names = Vec::new();
+        if lists.recon_commands.contains(&name) {
+            names.push(name.clone());
+        }
+        // busybox's shell runs `whoami`, `hostname`, `uname` and others in-process (NOFORK applets): no exec
+        // follows `sh -c 'whoami; hostname; uname -a'`, so the script's commands count as run.
+        if lists.shells.contains(&name) {
+            names.extend(script_commands(&node.argv).into_iter().filter(|word| lists.recon_commands.contains(word)));
+        }
+        if names.is_empty() {
             return Vec::new();
         }
         let at = node.timestamp_ms;
@@ -146,7 +156,9 @@ impl WindowedDetector for ReconBurst {
         let window_ms = self.config.recon_window_secs as i64 * 1000;
         let state = self.state.keys.entry(key.clone()).or_default();
         state.last_ms = state.last_ms.max(at);
-        state.commands.insert(name, at);
+        for name in names {
+            state.commands.insert(name, at);
+        }
         state.commands.retain(|_, seen| *seen > at - window_ms);
         if state.commands.len() < self.config.recon_distinct_commands || at < state.quiet_until_ms {
             return Vec::new();
@@ -187,6 +199,31 @@ impl WindowedDetector for ReconBurst {
     fn keys(&self) -> usize {
         self.state.keys.len()
     }
+}
+
+/// The commands a shell's `-c` script starts: the first word of each simple command (split at `;`, `&`, `|`,
+/// newlines, parentheses, braces, backquotes and `$(`), as a lower-case basename. Empty without `-c`.
+fn script_commands(argv: &[String]) -> Vec<String> {
+    let applet = argv.first().is_some_and(|first| basename(first) == "busybox");
+    let mut args = argv.iter().skip(if applet { 2 } else { 1 });
+    let script = loop {
+        match args.next() {
+            Some(arg) if arg.starts_with('-') && !arg.starts_with("--") && arg.contains('c') => break args.next(),
+            Some(arg) if arg.starts_with(['-', '+']) => {}
+            _ => break None,
+        }
+    };
+    let Some(script) = script else { return Vec::new() };
+    script
+        .split([';', '&', '|', '\n', '(', ')', '{', '}', '`', '$'])
+        .filter_map(|command| {
+            // `VAR=x cmd`, `exec cmd`, `command cmd`: the command is the first other word.
+            let mut words = command.split_whitespace().skip_while(|word| {
+                word.contains('=') || matches!(*word, "exec" | "command" | "builtin" | "then" | "do" | "else" | "!")
+            });
+            words.next().map(|word| basename(word.trim_matches(|c| c == '"' || c == '\'')).to_lowercase())
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,6 +76,24 @@ fn four_distinct_recon_commands_in_a_minute_fire_once() {
     assert_eq!(findings, [0, 0, 0, 1, 0], "fires on the fourth distinct command, once");
 }
 
+/// busybox's shell runs NOFORK applets (whoami, hostname, uname, ...) without an exec: the `-c` script counts.
+#[test]
+fn recon_commands_in_a_shell_script_count_without_their_execs() {
+    let mut script = exec_at("/bin/busybox", Some("c1"), T);
+    script.argv =
+        ["sh", "-c", "whoami; hostname && uname -a | tee /tmp/u; VAR=1 id >/dev/null"].map(str::to_owned).to_vec();
+    assert_eq!(recon().observe(&Event::Node(&script)).len(), 1, "four recon commands in one script");
+    let mut spelled = exec_at("busybox", Some("c2"), T);
+    spelled.argv = ["busybox", "sh", "-ec", "$(whoami); `hostname`; (uname); { id; }"].map(str::to_owned).to_vec();
+    assert_eq!(recon().observe(&Event::Node(&spelled)).len(), 1, "busybox sh -ec, substitutions and groups");
+    // Words that are not commands, and a script without -c, do not count.
+    let mut quiet = exec_at("/bin/sh", Some("c3"), T);
+    quiet.argv = ["sh", "-c", "echo whoami id hostname uname"].map(str::to_owned).to_vec();
+    let mut file = exec_at("/bin/sh", Some("c3"), T + 1);
+    file.argv = ["sh", "/opt/whoami", "id", "hostname", "uname"].map(str::to_owned).to_vec();
+    assert_eq!(feed(&mut recon(), &[quiet, file]), 0);
+}
+
 #[test]
 fn repeats_slow_commands_and_other_containers_do_not_make_a_burst() {
     let mut detector = recon();
