@@ -137,6 +137,14 @@ fn node_alerts_fire_on_other_syscalls_spellings_and_tools_and_not_on_look_alikes
             "pidfd-kill".into(),
         ),
     ];
+    // 3000 bytes of padding before the pool: past the kernel's 2 KiB capture, read back from /proc while the
+    // process lives.
+    variants.push((
+        "argv padded past the kernel capture",
+        "sh -c 'sleep 3' worker \"$(printf '%3000s' '')\" -o stratum+tcp://203.0.113.77:4444".into(),
+        "K8S.NODE_CryptoCoinMinerExecution",
+        "stratum+tcp://203.0.113.77".into(),
+    ));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let listen_port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -533,12 +533,17 @@ impl Reader {
                         .map(|p| p.display().to_string())
                         .unwrap_or(filename)
                 };
-                let argv = if argv_missing {
-                    std::fs::read(format!("/proc/{}/cmdline", header.tgid))
+                let (argv, argv_truncated) = if argv_missing {
+                    let argv = std::fs::read(format!("/proc/{}/cmdline", header.tgid))
                         .map(|raw| crate::process_table::split_nul(&raw))
-                        .unwrap_or_default()
+                        .unwrap_or_default();
+                    (argv, argv_truncated)
+                } else if argv_truncated {
+                    // Padding past the kernel's capture hides what follows (a pool URL after 2 KiB of spaces):
+                    // the rest is read from /proc while the process lives, if it still starts as captured.
+                    crate::process_table::complete_argv(header.tgid, argv)
                 } else {
-                    argv
+                    (argv, argv_truncated)
                 };
                 let ppid = self.table.record_exec(header.tgid, &executable, &argv);
                 let task = crate::task::TaskView::from(&task);

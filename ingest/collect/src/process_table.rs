@@ -176,9 +176,59 @@ pub fn split_nul(raw: &[u8]) -> Vec<String> {
     raw.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
 }
 
+/// Most bytes of a command line read back from `/proc/<pid>/cmdline` for an argv the kernel capture truncated.
+pub const MAX_COMPLETED_ARGV_BYTES: usize = 32 * 1024;
+
+/// `captured` (truncated by the kernel capture) completed from `/proc/<pid>/cmdline`, and whether it is still
+/// truncated. The process's current command line is taken only when its arguments begin as captured (the last
+/// captured one may be cut short), so a process that exec'd again or exited, or whose pid was reused, keeps the
+/// capture.
+pub fn complete_argv(pid: u32, captured: Vec<String>) -> (Vec<String>, bool) {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let read = std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|file| file.take(MAX_COMPLETED_ARGV_BYTES as u64 + 1).read_to_end(&mut raw));
+    if read.is_err() {
+        return (captured, true);
+    }
+    let truncated = raw.len() > MAX_COMPLETED_ARGV_BYTES;
+    raw.truncate(MAX_COMPLETED_ARGV_BYTES);
+    let full = split_nul(&raw);
+    if completes(&captured, &full) { (full, truncated) } else { (captured, true) }
+}
+
+/// `full` has more than `captured`, and every captured argument but the last is the same; the last is a prefix.
+fn completes(captured: &[String], full: &[String]) -> bool {
+    let Some((last, whole)) = captured.split_last() else { return false };
+    full.len() >= captured.len()
+        && full.iter().map(String::len).sum::<usize>() > captured.iter().map(String::len).sum::<usize>()
+        && whole.iter().zip(full).all(|(a, b)| a == b)
+        && full[whole.len()].starts_with(last.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_truncated_argv_is_completed_only_by_the_same_command_line() {
+        let words = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let captured = words("xmrig -o stra");
+        assert!(completes(&captured, &words("xmrig -o stratum+tcp://pool:4444 -u w")));
+        assert!(!completes(&captured, &words("xmrig -o strb")), "another last argument");
+        assert!(!completes(&captured, &words("sleep 5 and more")), "another process");
+        assert!(!completes(&captured, &words("xmrig -o stra")), "nothing more");
+        assert!(!completes(&[], &words("x")));
+        // This process's own command line completes a capture of its first bytes.
+        let ours = split_nul(&std::fs::read("/proc/self/cmdline").unwrap());
+        let mut cut = ours.clone();
+        let last = cut.last_mut().unwrap();
+        last.truncate(last.len() / 2);
+        let (full, truncated) = complete_argv(std::process::id(), cut);
+        assert_eq!(full, ours);
+        assert!(!truncated);
+        assert_eq!(complete_argv(u32::MAX, words("x y")), (words("x y"), true), "no such process");
+    }
 
     #[test]
     fn ancestry_follows_forks_and_execs_nearest_first() {
