@@ -255,8 +255,17 @@ impl BackdoorArtifact {
     }
 }
 
-pub(super) fn container_key(event: &NodeEvent) -> String {
-    format!("{}/{}", event.node, event.container_id.as_deref().unwrap_or("host"))
+fn container_key(event: &NodeEvent) -> String {
+    let mut key = String::new();
+    container_key_into(event, &mut key);
+    key
+}
+
+/// `container_key` written into `key` (a buffer reused per event).
+pub(super) fn container_key_into(event: &NodeEvent, key: &mut String) {
+    key.push_str(&event.node);
+    key.push('/');
+    key.push_str(event.container_id.as_deref().unwrap_or("host"));
 }
 
 fn absolute(path: &str, cwd: Option<&str>) -> String {

