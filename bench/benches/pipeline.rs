@@ -83,8 +83,9 @@ fn detection(c: &mut Criterion) {
     group.finish();
 }
 
-/// A realistic node mix of 1000 events over 100 containers: mostly benign execs, file opens and connects, with
-/// a few attacks (1 %), each Avro-decoded then run through the whole node catalogue, as `palisade detect` does.
+/// A realistic node mix of 1000 events over 100 containers: mostly benign execs (with the pipes a runtime gives
+/// them), file opens and connects, with a few attacks (1 %), each Avro-decoded then run through the whole node
+/// catalogue, as `palisade detect` does.
 fn node_mix() -> Vec<Vec<u8>> {
     let template: NodeEvent = serde_json::from_str(&fixture("node_event.v1.json")).unwrap();
     let codec = Codec::<NodeEvent>::new().unwrap();
@@ -113,10 +114,16 @@ fn node_mix() -> Vec<Vec<u8>> {
         event.timestamp_ms += index as i64 * 10;
         event.container_id = Some(format!("{:0>64x}", index % 100));
         event.net = None;
+        (event.pid, event.tgid, event.ppid) = (10_000 + index as i64, 10_000 + index as i64, 1);
         let set_exec = |event: &mut NodeEvent, argv: &[&str]| {
             event.kind = palisade_schemas::NodeEventKind::Exec;
             event.executable = Some(argv[0].to_owned());
             event.argv = argv.iter().map(|a| (*a).to_owned()).collect();
+            // As a runtime starts them: stdin /dev/null, stdout and stderr the container's log pipe; every
+            // tenth a stage of a shell pipeline (`ps | grep`) on a pipe of its own.
+            let log = format!("pipe:[{}]", 1_000_000 + index % 100);
+            let stdin = if index % 10 == 3 { format!("pipe:[{}]", 2_000_000 + index) } else { "null".to_owned() };
+            event.stdio = vec![stdin, log.clone(), log];
         };
         match index % 100 {
             0 => set_exec(&mut event, attacks[(index / 100) % attacks.len()]),
