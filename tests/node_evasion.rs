@@ -144,6 +144,13 @@ fn node_alerts_fire_on_other_syscalls_spellings_and_tools_and_not_on_look_alikes
         "K8S.NODE_ReconnaissanceArtifactsBurst",
         "whoami; hostname".into(),
     ));
+    // A miner run from a memfd (fexecve through /proc/self/fd/N) under an innocent argv: named by the memfd.
+    variants.push((
+        "miner executed from a memfd",
+        "/usr/bin/python3 -c 'import os; fd = os.memfd_create(\"xmrig\", 0); os.write(fd, open(\"/bin/sleep\", \"rb\").read()); os.execv(\"/proc/self/fd/%d\" % fd, [\"kworker-evasion\", \"2\"])'".into(),
+        "K8S.NODE_DigitalCurrencyMining",
+        "kworker-evasion".into(),
+    ));
     // 3000 bytes of padding before the pool: past the kernel's 2 KiB capture, read back from /proc while the
     // process lives.
     variants.push((

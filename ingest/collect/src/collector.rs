@@ -526,7 +526,16 @@ impl Reader {
             }
             Record::Exec { header, task, filename, argv, argv_truncated, argv_missing } => {
                 self.stats.exec_events.fetch_add(1, Ordering::Relaxed);
-                let executable = if filename.starts_with('/') {
+                // A descriptor path (`fexecve`, `execveat(fd, "", AT_EMPTY_PATH)`, `/proc/self/fd/N`) names no
+                // file: a memfd's name is read from /proc/<pid>/exe (`/memfd:name (deleted)`). Only a memfd is
+                // taken from there: by the time it is read the process may have exec'd something else.
+                let executable = if names_a_descriptor(&filename) {
+                    std::fs::read_link(format!("/proc/{}/exe", header.tgid))
+                        .map(|p| p.display().to_string())
+                        .ok()
+                        .filter(|target| target.starts_with("/memfd:"))
+                        .unwrap_or(filename)
+                } else if filename.starts_with('/') {
                     filename
                 } else {
                     std::fs::read_link(format!("/proc/{}/exe", header.tgid))
@@ -561,6 +570,29 @@ impl Reader {
                 event.capabilities_effective = task.capabilities_effective;
                 Some(event)
             }
+        }
+    }
+}
+
+/// `/dev/fd/N`, `/proc/self/fd/N`, `/proc/<pid>/fd/N`: how the kernel names an exec of a descriptor.
+fn names_a_descriptor(path: &str) -> bool {
+    if path.starts_with("/dev/fd/") {
+        return true;
+    }
+    path.strip_prefix("/proc/").and_then(|rest| rest.split_once('/')).is_some_and(|(_, rest)| rest.starts_with("fd/"))
+}
+
+#[cfg(test)]
+mod descriptor_paths {
+    use super::names_a_descriptor;
+
+    #[test]
+    fn descriptor_paths_are_told_from_files() {
+        for path in ["/dev/fd/3", "/proc/self/fd/4", "/proc/1234/fd/5", "/proc/thread-self/fd/6"] {
+            assert!(names_a_descriptor(path), "{path}");
+        }
+        for path in ["/usr/bin/fd", "/proc/self/exe", "/dev/fdx", "/opt/proc/self/fd/3"] {
+            assert!(!names_a_descriptor(path), "{path}");
         }
     }
 }

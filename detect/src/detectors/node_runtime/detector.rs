@@ -285,8 +285,8 @@ fn privileged_execution_in_container(view: &NodeView<'_>, lists: &NodeLists) -> 
         .then(|| vec![("capabilities_effective", format!("{caps:#x}")), ("command", line.to_owned())])
 }
 
-/// runc's init step: argv exactly `runc init`, run from runc's own copy of itself (its sealed memfd as /dev/fd/N
-/// or /proc/self/fd/N, or /proc/self/exe), by runc. A program of the container's own under that name runs from a
+/// runc's init step: argv exactly `runc init`, run from runc's own copy of itself (its sealed memfd as /dev/fd/N,
+/// /proc/self/fd/N or by its name, or /proc/self/exe), by runc. A program of the container's own under that name runs from a
 /// path of the container's file system. What this cannot tell apart: a process in a privileged container that
 /// copies a shell to `runc` and from it executes a descriptor as `runc init` (README, "What is not built yet");
 /// the children of that process are still judged (a `runc init` parent counts as the runtime).
@@ -295,7 +295,9 @@ fn is_runc_init(event: &NodeEvent) -> bool {
     let descriptor = |prefix: &str| {
         executable.strip_prefix(prefix).is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
     };
-    let own_copy = executable == "/proc/self/exe" || descriptor("/dev/fd/") || descriptor("/proc/self/fd/");
+    // The collector names a memfd by its name when it can read it in time: runc's is `runc_cloned:/proc/self/exe`.
+    let memfd = executable.starts_with("/memfd:runc_cloned:");
+    let own_copy = executable == "/proc/self/exe" || descriptor("/dev/fd/") || descriptor("/proc/self/fd/") || memfd;
     own_copy && event.argv == ["runc", "init"] && parent_name(event).as_deref() == Some("runc")
 }
 

@@ -181,6 +181,9 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
     runc_init_exec.executable = Some("/dev/fd/6".into());
     runc_init_exec.capabilities_effective = Some(0x1ff_ffff_ffff);
     // The same argv from a program of the container's (its own path), or from a memfd of another parent.
+    // The same, named by the memfd's name (the collector reads it from /proc/<pid>/exe when it can).
+    let mut runc_init_by_name = runc_init_exec.clone();
+    runc_init_by_name.executable = Some("/memfd:runc_cloned:/proc/self/exe (deleted)".into());
     let mut fake_runc_init = runc_init_exec.clone();
     fake_runc_init.executable = Some("/tmp/runc".into());
     // The container's first process on a real kubelet: its parent, as fork events name it, is runc's init stage.
@@ -237,7 +240,7 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         (
             "K8S.NODE_PrivilegedExecutionInContainer",
             vec![full_caps, exec("docker exec --privileged -it web bash"), fake_runc_init, memfd_not_by_runc, after_runc_init],
-            vec![default_caps, exec("docker exec -it web bash"), runc_init_exec, default_after_runc_init],
+            vec![default_caps, exec("docker exec -it web bash"), runc_init_exec, runc_init_by_name, default_after_runc_init],
         ),
         (
             "K8S.NODE_PrivilegedContainerArtifacts",
@@ -300,6 +303,12 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
             vec![
                 exec("/simulation/xmrig"),
                 exec("/opt/minerd -a scrypt"),
+                // Run from a memfd under a kernel thread's argv: the collector names the memfd.
+                {
+                    let mut fileless = exec("kworker/0:1 2");
+                    fileless.executable = Some("/memfd:xmrig (deleted)".into());
+                    fileless
+                },
                 net(NetSend, "kworker", "203.0.113.9", 3333, Some(br#"{"id":1,"jsonrpc":"2.0","method":"login","params":{"login":"4Ax","pass":"x","agent":"XMRig/6.21.0","algo":["rx/0"]}}"#)),
                 net(NetSend, "app", "203.0.113.9", 4444, Some(br#"{"id": 1, "method": "mining.subscribe", "params": ["cpuminer/2.5"]}"#)),
                 net(NetSend, "svc", "203.0.113.9", 8008, Some(br#"{"id":1,"method":"eth_submitLogin","params":["0xabc"]}"#)),

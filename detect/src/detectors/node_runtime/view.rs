@@ -19,9 +19,16 @@ fn lower(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The name of an executable path as the rules know it: its basename, without the ` (deleted)` the kernel adds
+/// to a removed file and without the `memfd:` of a memfd (`/memfd:xmrig (deleted)` is `xmrig`).
+pub fn image_name(path: &str) -> &str {
+    let name = basename(path.strip_suffix(" (deleted)").unwrap_or(path));
+    name.strip_prefix("memfd:").unwrap_or(name)
+}
+
 /// The process's name: the executable's basename, else argv[0]'s, else comm; lower-cased.
 fn process_name_of(event: &NodeEvent) -> Cow<'_, str> {
-    let from_path = event.executable.as_deref().map(basename).filter(|name| !name.is_empty());
+    let from_path = event.executable.as_deref().map(image_name).filter(|name| !name.is_empty());
     lower(from_path.or_else(|| event.argv.first().map(|a| basename(a))).unwrap_or(&event.comm))
 }
 
@@ -37,7 +44,7 @@ fn argv0_of(event: &NodeEvent) -> Cow<'_, str> {
 
 /// The parent's executable name (nearest ancestor).
 pub fn parent_name(event: &NodeEvent) -> Option<String> {
-    event.ancestry.first().map(|parent| basename(&parent.executable).to_lowercase())
+    event.ancestry.first().map(|parent| image_name(&parent.executable).to_lowercase())
 }
 
 pub fn command_line(event: &NodeEvent) -> String {
