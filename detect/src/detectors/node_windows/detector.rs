@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::detectors::node_runtime::SharedNodeLists;
 use crate::detectors::node_runtime::false_positives::ADMIN_TOOLING;
-use crate::detectors::node_runtime::view::{basename, download_targets, exec, urls};
+use crate::detectors::node_runtime::view::{basename, download_targets, effective_program, exec, urls};
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
@@ -139,8 +139,13 @@ impl WindowedDetector for ReconBurst {
         }
         // busybox's shell runs `whoami`, `hostname`, `uname` and others in-process (NOFORK applets): no exec
         // follows `sh -c 'whoami; hostname; uname -a'`, so the script's commands count as run.
-        if lists.shells.contains(&name) {
+        // A shell by its file or by what it was called (`exec -a sh ./copy -c …`, `busybox sh -c …`).
+        let shell = lists.shells.contains(&name) || lists.shells.contains(&effective_program(&node.argv).0);
+        let mut scripted = false;
+        if shell {
+            let before = names.len();
             names.extend(script_commands(&node.argv).into_iter().filter(|word| lists.recon_commands.contains(word)));
+            scripted = names.len() > before;
         }
         if names.is_empty() {
             return Vec::new();
@@ -149,7 +154,12 @@ impl WindowedDetector for ReconBurst {
         if !self.state.clocks.on_time(&node.node, at, &self.config) {
             return Vec::new();
         }
-        let key = key(node);
+        // On the host a session is keyed by the shell the commands run under: a script's words are the shell's
+        // own commands, as its children's execs are (keyed by their parent, this shell).
+        let key = match (&node.container_id, scripted) {
+            (None, true) => format!("{}/host/{}", node.node, node.tgid),
+            _ => key(node),
+        };
         if !self.state.keys.contains_key(&key) {
             make_room(&mut self.state.keys, self.config.max_keys, |s| s.last_ms);
         }
@@ -201,29 +211,131 @@ impl WindowedDetector for ReconBurst {
     }
 }
 
-/// The commands a shell's `-c` script starts: the first word of each simple command (split at `;`, `&`, `|`,
-/// newlines, parentheses, braces, backquotes and `$(`), as a lower-case basename. Empty without `-c`.
+/// The `-c` script of a shell's command line (`sh -c`, `sh -ec`, `sh -o pipefail -c`, `sh -c -- '…'`, past
+/// busybox, a loader or a wrapper).
+fn shell_script(argv: &[String]) -> Option<&String> {
+    let (_, argv) = effective_program(argv);
+    let mut args = argv.iter().skip(1);
+    let mut command_mode = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file" => {
+                args.next();
+            }
+            "--" => return command_mode.then(|| args.next()).flatten(),
+            long if long.starts_with("--") => {}
+            short if short.len() > 1 && short.starts_with(['-', '+']) => command_mode |= short.contains('c'),
+            _ => return command_mode.then_some(arg),
+        }
+    }
+    None
+}
+
+/// The commands a shell's `-c` script starts: the first word of each simple command, split where the shell
+/// splits commands (`;`, `&`, `|`, newlines, parentheses, braces, backquotes, `$(` but not `$((`), outside
+/// quotes; quotes and backslashes inside a word are removed as the shell removes them (`who''ami`, `\id`).
+/// Variables (`$HOSTNAME`) and quoted text (`echo "x; id"`) are not commands. Empty without `-c`.
 fn script_commands(argv: &[String]) -> Vec<String> {
-    let applet = argv.first().is_some_and(|first| basename(first) == "busybox");
-    let mut args = argv.iter().skip(if applet { 2 } else { 1 });
-    let script = loop {
-        match args.next() {
-            Some(arg) if arg.starts_with('-') && !arg.starts_with("--") && arg.contains('c') => break args.next(),
-            Some(arg) if arg.starts_with(['-', '+']) => {}
-            _ => break None,
+    let Some(script) = shell_script(argv) else { return Vec::new() };
+    let mut commands = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = script.chars().peekable();
+    let mut finish = |words: &mut Vec<String>, word: &mut String, end_of_command: bool| {
+        if !word.is_empty() {
+            words.push(std::mem::take(word));
+        }
+        if end_of_command {
+            // `VAR=x cmd`, `exec cmd`, `then cmd`: the command is the first other word.
+            let first = words.iter().find(|word| {
+                !word.contains('=')
+                    && !matches!(word.as_str(), "exec" | "command" | "builtin" | "then" | "do" | "else" | "!" | "if")
+            });
+            if let Some(first) = first {
+                commands.push(basename(first).to_owned());
+            }
+            words.clear();
         }
     };
-    let Some(script) = script else { return Vec::new() };
-    script
-        .split([';', '&', '|', '\n', '(', ')', '{', '}', '`', '$'])
-        .filter_map(|command| {
-            // `VAR=x cmd`, `exec cmd`, `command cmd`: the command is the first other word.
-            let mut words = command.split_whitespace().skip_while(|word| {
-                word.contains('=') || matches!(*word, "exec" | "command" | "builtin" | "then" | "do" | "else" | "!")
-            });
-            words.next().map(|word| basename(word.trim_matches(|c| c == '"' || c == '\'')).to_lowercase())
-        })
-        .collect()
+    // Open substitutions and subshells, with the quote they were opened in (`"$(id)"` runs id inside quotes).
+    let mut open: Vec<(char, Option<char>)> = Vec::new();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            // `${name}` is a variable, not a group.
+            (None | Some('"'), '$') if chars.peek() == Some(&'{') => {
+                word.push('$');
+                for c in chars.by_ref() {
+                    word.push(c);
+                    if c == '}' {
+                        break;
+                    }
+                }
+            }
+            (Some('"'), '$') if chars.peek() == Some(&'(') => {
+                chars.next();
+                if chars.peek() == Some(&'(') {
+                    word.push_str("$(");
+                } else {
+                    open.push(('(', quote.take()));
+                    finish(&mut words, &mut word, true);
+                }
+            }
+            (Some('"'), '`') => {
+                open.push(('`', quote.take()));
+                finish(&mut words, &mut word, true);
+            }
+            (Some(closing), c) if c == closing => quote = None,
+            (Some('"'), '\\') => word.extend(chars.next()),
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '\\') => word.extend(chars.next()),
+            (None, '$') if chars.peek() == Some(&'(') => {
+                chars.next();
+                if chars.peek() == Some(&'(') {
+                    // `$((…))` is arithmetic: its words are not commands.
+                    word.push_str("$((");
+                    chars.next();
+                    let mut depth = 2;
+                    for c in chars.by_ref() {
+                        depth += i32::from(c == '(') - i32::from(c == ')');
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                } else {
+                    open.push(('(', None));
+                    finish(&mut words, &mut word, true);
+                }
+            }
+            (None, '(') => {
+                open.push(('(', None));
+                finish(&mut words, &mut word, true);
+            }
+            (None, ')') => {
+                if let Some(('(', outer)) = open.last().copied() {
+                    open.pop();
+                    quote = outer;
+                }
+                finish(&mut words, &mut word, true);
+            }
+            (None, '`') => {
+                match open.last().copied() {
+                    Some(('`', outer)) => {
+                        open.pop();
+                        quote = outer;
+                    }
+                    _ => open.push(('`', None)),
+                }
+                finish(&mut words, &mut word, true);
+            }
+            (None, ';' | '&' | '|' | '\n' | '{' | '}') => finish(&mut words, &mut word, true),
+            (None, c) if c.is_whitespace() => finish(&mut words, &mut word, false),
+            (None, c) => word.push(c),
+        }
+    }
+    finish(&mut words, &mut word, true);
+    commands
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

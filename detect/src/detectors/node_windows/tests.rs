@@ -86,12 +86,42 @@ fn recon_commands_in_a_shell_script_count_without_their_execs() {
     let mut spelled = exec_at("busybox", Some("c2"), T);
     spelled.argv = ["busybox", "sh", "-ec", "$(whoami); `hostname`; (uname); { id; }"].map(str::to_owned).to_vec();
     assert_eq!(recon().observe(&Event::Node(&spelled)).len(), 1, "busybox sh -ec, substitutions and groups");
-    // Words that are not commands, and a script without -c, do not count.
-    let mut quiet = exec_at("/bin/sh", Some("c3"), T);
-    quiet.argv = ["sh", "-c", "echo whoami id hostname uname"].map(str::to_owned).to_vec();
+    // Options before the script, `--`, a name given by argv[0], quotes and backslashes inside the word.
+    for argv in [
+        &["sh", "-o", "pipefail", "-c", "whoami; hostname; uname -a; id"][..],
+        &["sh", "-c", "--", "whoami; hostname; uname -a; id"],
+        &["bash", "-c", "-e", "who''ami; \\hostname; \"uname\" -a; i\\d"],
+        &["sh", "-c", "echo \"$(whoami) `hostname` $(uname -a)\"; x=$(id)"],
+    ] {
+        let mut named = exec_at("/tmp/copy", Some("c4"), T);
+        named.argv = argv.iter().map(|a| (*a).to_owned()).collect();
+        assert_eq!(recon().observe(&Event::Node(&named)).len(), 1, "{argv:?}");
+    }
+    // Words that are not commands: arguments, variables, quoted text, arithmetic; a script without -c.
+    let quiet_scripts = [
+        "echo whoami id hostname uname",
+        "echo \"$HOSTNAME\" ${id} $ip $env; grep -E 'ps|df|env|id' /tmp/x; echo \"x; id\"; echo $((id + 1))",
+    ];
+    for (n, script) in quiet_scripts.into_iter().enumerate() {
+        let mut quiet = exec_at("/bin/sh", Some("c3"), T + n as i64);
+        quiet.argv = ["sh", "-c", script].map(str::to_owned).to_vec();
+        assert_eq!(recon().observe(&Event::Node(&quiet)).len(), 0, "{script}");
+    }
     let mut file = exec_at("/bin/sh", Some("c3"), T + 1);
     file.argv = ["sh", "/opt/whoami", "id", "hostname", "uname"].map(str::to_owned).to_vec();
-    assert_eq!(feed(&mut recon(), &[quiet, file]), 0);
+    assert_eq!(feed(&mut recon(), &[file]), 0);
+    // On the host, scripts of one agent's successive shells are separate sessions, not one burst.
+    let agent: Vec<NodeEvent> = ["df -h", "mount", "ip a", "ps aux"]
+        .iter()
+        .enumerate()
+        .map(|(n, command)| {
+            let mut shell = exec_at("/bin/sh", None, T + n as i64);
+            (shell.pid, shell.tgid, shell.ppid) = (900 + n as i64, 900 + n as i64, 42);
+            shell.argv = vec!["sh".into(), "-c".into(), (*command).into()];
+            shell
+        })
+        .collect();
+    assert_eq!(feed(&mut recon(), &agent), 0);
 }
 
 #[test]
