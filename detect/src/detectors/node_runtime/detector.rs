@@ -296,9 +296,11 @@ fn is_runc_init(event: &NodeEvent) -> bool {
         executable.strip_prefix(prefix).is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
     };
     // The collector names a memfd by its name when it can read it in time: runc's is `runc_cloned:/proc/self/exe`.
-    let memfd = executable.starts_with("/memfd:runc_cloned:");
+    let memfd = executable == "/memfd:runc_cloned:/proc/self/exe (deleted)";
     let own_copy = executable == "/proc/self/exe" || descriptor("/dev/fd/") || descriptor("/proc/self/fd/") || memfd;
-    own_copy && event.argv == ["runc", "init"] && parent_name(event).as_deref() == Some("runc")
+    // The parent is runc's file, not a memfd that only calls itself runc.
+    let by_runc = event.ancestry.first().is_some_and(|parent| basename(&parent.executable) == "runc");
+    own_copy && event.argv == ["runc", "init"] && by_runc
 }
 
 pub const PRIVILEGED_CONTAINER_ARTIFACTS: &AlertTypeMeta = &AlertTypeMeta {

@@ -184,6 +184,9 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
     // The same, named by the memfd's name (the collector reads it from /proc/<pid>/exe when it can).
     let mut runc_init_by_name = runc_init_exec.clone();
     runc_init_by_name.executable = Some("/memfd:runc_cloned:/proc/self/exe (deleted)".into());
+    // A memfd named like runc's, run by a memfd that calls itself runc: not runc.
+    let mut memfd_parent = runc_init_by_name.clone();
+    memfd_parent.ancestry[0].executable = "/memfd:runc (deleted)".into();
     let mut fake_runc_init = runc_init_exec.clone();
     fake_runc_init.executable = Some("/tmp/runc".into());
     // The container's first process on a real kubelet: its parent, as fork events name it, is runc's init stage.
@@ -239,7 +242,7 @@ fn cases() -> Vec<(&'static str, Vec<NodeEvent>, Vec<NodeEvent>)> {
         ),
         (
             "K8S.NODE_PrivilegedExecutionInContainer",
-            vec![full_caps, exec("docker exec --privileged -it web bash"), fake_runc_init, memfd_not_by_runc, after_runc_init],
+            vec![full_caps, exec("docker exec --privileged -it web bash"), fake_runc_init, memfd_not_by_runc, memfd_parent, after_runc_init],
             vec![default_caps, exec("docker exec -it web bash"), runc_init_exec, runc_init_by_name, default_after_runc_init],
         ),
         (

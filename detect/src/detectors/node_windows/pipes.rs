@@ -150,7 +150,9 @@ struct Connection {
 #[serde(default)]
 struct KeyState {
     pipes: BTreeMap<u64, Pipe>,
-    /// Pipes with a reader: a key without any skips the search for an exec's parent among readers.
+    /// Pipes with a reader: a key without any skips the search for an exec's parent among readers. Counted
+    /// again on restore and expiry.
+    #[serde(skip)]
     readers: usize,
     /// Process (tgid) → its latest internet connection.
     connected: BTreeMap<i64, Connection>,
@@ -249,18 +251,17 @@ impl PipeToShell {
                 state.connected.remove(&oldest);
             }
         }
-        state.connected.insert(node.tgid, Connection { at_ms: at, destination });
-        // The connecting process is the writer or its parent: the download command is its command line.
+        state.connected.insert(node.tgid, Connection { at_ms: at, destination: destination.clone() });
+        // The connecting process is the writer or its parent: the download is this connection, by its command.
         let writes: Vec<(u64, Source)> = state
             .pipes
             .iter()
             .filter(|(_, pipe)| pipe.source.is_none())
-            .filter_map(|(inode, pipe)| {
-                let writer = pipe.writers.iter().find(|w| w.pid == node.tgid || w.ppid == node.tgid)?;
-                let connection = state.connection_of(writer)?;
-                let source = Source { command: short(&node.argv), destination: connection.destination.clone() };
-                Some((*inode, source))
+            .filter(|(_, pipe)| {
+                let near = |w: &End| (at - w.at_ms).abs() <= CONNECT_WINDOW_MS;
+                pipe.writers.iter().any(|w| (w.pid == node.tgid || w.ppid == node.tgid) && near(w))
             })
+            .map(|(inode, _)| (*inode, Source { command: short(&node.argv), destination: destination.clone() }))
             .collect();
         let mut touched = Vec::new();
         for (inode, source) in writes {
@@ -446,7 +447,11 @@ impl WindowedDetector for PipeToShell {
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
-        restore_from(&mut self.state, state)
+        restore_from(&mut self.state, state)?;
+        for key in self.state.keys.values_mut() {
+            key.readers = key.pipes.values().filter(|pipe| pipe.reader.is_some()).count();
+        }
+        Ok(())
     }
 
     fn keys(&self) -> usize {
