@@ -27,6 +27,8 @@ pub struct CollectorProgress {
     pub folded_repeats: u64,
     /// File syscalls whose path the kernel could not read.
     pub paths_unreadable: u64,
+    /// Truncated command lines left uncompleted (more than the collector completes from /proc per second).
+    pub argv_completions_skipped: u64,
 }
 
 impl CollectorProgress {
@@ -41,6 +43,7 @@ impl CollectorProgress {
             ("nested_cgroup", self.nested_cgroups),
             ("folded", self.folded_repeats),
             ("path_unreadable", self.paths_unreadable),
+            ("argv_completion_skipped", self.argv_completions_skipped),
         ] {
             COLLECTOR.with_label_values(&[what]).inc_by(delta);
         }

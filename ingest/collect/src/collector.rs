@@ -222,6 +222,9 @@ pub struct CollectorStats {
     /// Events from a process whose cgroup nests another pod or container below its own container's scope (see
     /// `cgroup::Attribution::nested`); attributed to the outer container.
     pub nested_cgroups: AtomicU64,
+    /// Truncated command lines not completed from /proc because more than `MAX_COMPLETIONS_PER_SEC` came in one
+    /// second (an exec storm of padded command lines); they keep the kernel's capture.
+    pub argv_completions_skipped: AtomicU64,
 }
 
 pub struct Collector {
@@ -245,7 +248,13 @@ struct Reader {
     folding_reported: std::collections::HashSet<u32>,
     /// The path filters, applied again to paths that passed the kernel's only by their spelling.
     filters: crate::paths::Filters,
+    /// Truncated command lines completed from /proc in the current second: (second, count).
+    completions: (u64, u32),
 }
+
+/// Truncated command lines completed from `/proc/<pid>/cmdline` per second, at most: each is a file read on the
+/// reader's thread.
+const MAX_COMPLETIONS_PER_SEC: u32 = 200;
 
 impl Collector {
     /// Loads the programs and starts the reader thread. Exec events go to the returned channel; fork and exit
@@ -277,6 +286,7 @@ impl Collector {
             nesting_reported: std::collections::HashSet::new(),
             folding_reported: std::collections::HashSet::new(),
             filters: crate::paths::Filters::new(&config.watch_path_prefixes, &config.watch_path_suffixes),
+            completions: (0, 0),
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         spawn_watched_files_refresh(
@@ -379,6 +389,20 @@ fn wall_minus_monotonic_ns() -> i64 {
 }
 
 impl Reader {
+    /// Whether one more truncated command line may be completed from /proc this second (counted when not).
+    fn may_complete(&mut self, ktime_ns: u64) -> bool {
+        let second = ktime_ns / 1_000_000_000;
+        if self.completions.0 != second {
+            self.completions = (second, 0);
+        }
+        if self.completions.1 >= MAX_COMPLETIONS_PER_SEC {
+            self.stats.argv_completions_skipped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.completions.1 += 1;
+        true
+    }
+
     /// Names, once, a process whose repeated file events the kernel folded (the count is the kernel's).
     fn report_folding(&mut self, header: &palisade_collect_common::EventHeader) {
         if header.folded == 0 || self.folding_reported.len() >= 1024 || !self.folding_reported.insert(header.tgid) {
@@ -542,19 +566,23 @@ impl Reader {
                         .map(|p| p.display().to_string())
                         .unwrap_or(filename)
                 };
-                let (argv, argv_truncated) = if argv_missing {
-                    let argv = std::fs::read(format!("/proc/{}/cmdline", header.tgid))
-                        .map(|raw| crate::process_table::split_nul(&raw))
-                        .unwrap_or_default();
-                    (argv, argv_truncated)
-                } else if argv_truncated {
+                let argv = if argv_missing {
+                    crate::process_table::read_cmdline(header.tgid).map(|(argv, _)| argv).unwrap_or_default()
+                } else if argv_truncated && self.may_complete(header.ktime_ns) {
                     // Padding past the kernel's capture hides what follows (a pool URL after 2 KiB of spaces):
                     // the rest is read from /proc while the process lives, if it still starts as captured.
+                    // `argv_truncated` stays set: the tail is what the process's memory held when read.
                     crate::process_table::complete_argv(header.tgid, argv)
                 } else {
-                    (argv, argv_truncated)
+                    argv
                 };
-                let ppid = self.table.record_exec(header.tgid, &executable, &argv);
+                // The table keeps the capture's length: every later event of the process (and of its forks)
+                // carries the table's command line.
+                let ppid = self.table.record_exec(
+                    header.tgid,
+                    &executable,
+                    &crate::process_table::capped_argv(&argv, palisade_collect_common::ARGV_LIMIT),
+                );
                 let task = crate::task::TaskView::from(&task);
                 // The table now holds the new image, so the base event carries it.
                 let mut event = self.base_event(&header, NodeEventKind::Exec);
@@ -576,10 +604,12 @@ impl Reader {
 
 /// `/dev/fd/N`, `/proc/self/fd/N`, `/proc/<pid>/fd/N`: how the kernel names an exec of a descriptor.
 fn names_a_descriptor(path: &str) -> bool {
-    if path.starts_with("/dev/fd/") {
-        return true;
-    }
-    path.strip_prefix("/proc/").and_then(|rest| rest.split_once('/')).is_some_and(|(_, rest)| rest.starts_with("fd/"))
+    // As the kernel reads it: `//` and `/./` are nothing.
+    let parts: Vec<&str> = path.split('/').filter(|part| !part.is_empty() && *part != ".").collect();
+    matches!(
+        parts.as_slice(),
+        ["dev", "stdin"] | ["dev", "fd", _] | ["proc", _, "fd", _] | ["proc", _, "task", _, "fd", _]
+    )
 }
 
 #[cfg(test)]
@@ -588,7 +618,16 @@ mod descriptor_paths {
 
     #[test]
     fn descriptor_paths_are_told_from_files() {
-        for path in ["/dev/fd/3", "/proc/self/fd/4", "/proc/1234/fd/5", "/proc/thread-self/fd/6"] {
+        for path in [
+            "/dev/fd/3",
+            "/proc/self/fd/4",
+            "/proc/1234/fd/5",
+            "/proc/thread-self/fd/6",
+            "/proc//self/fd/7",
+            "/dev/./fd/8",
+            "/dev/stdin",
+            "/proc/self/task/99/fd/9",
+        ] {
             assert!(names_a_descriptor(path), "{path}");
         }
         for path in ["/usr/bin/fd", "/proc/self/exe", "/dev/fdx", "/opt/proc/self/fd/3"] {

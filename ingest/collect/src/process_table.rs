@@ -183,27 +183,34 @@ pub const MAX_COMPLETED_ARGV_BYTES: usize = 32 * 1024;
 /// truncated. The process's current command line is taken only when its arguments begin as captured (the last
 /// captured one may be cut short), so a process that exec'd again or exited, or whose pid was reused, keeps the
 /// capture.
-pub fn complete_argv(pid: u32, captured: Vec<String>) -> (Vec<String>, bool) {
-    use std::io::Read;
-    let mut raw = Vec::new();
-    let read = std::fs::File::open(format!("/proc/{pid}/cmdline"))
-        .and_then(|file| file.take(MAX_COMPLETED_ARGV_BYTES as u64 + 1).read_to_end(&mut raw));
-    if read.is_err() {
-        return (captured, true);
+pub fn complete_argv(pid: u32, captured: Vec<String>) -> Vec<String> {
+    match read_cmdline(pid) {
+        Some((full, _)) if completes(&captured, &full) => full,
+        _ => captured,
     }
-    let truncated = raw.len() > MAX_COMPLETED_ARGV_BYTES;
-    raw.truncate(MAX_COMPLETED_ARGV_BYTES);
-    let full = split_nul(&raw);
-    if completes(&captured, &full) { (full, truncated) } else { (captured, true) }
 }
 
-/// `full` has more than `captured`, and every captured argument but the last is the same; the last is a prefix.
+/// `/proc/<pid>/cmdline` as arguments, at most `MAX_COMPLETED_ARGV_BYTES` of it, and whether it was longer.
+pub fn read_cmdline(pid: u32) -> Option<(Vec<String>, bool)> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|file| file.take(MAX_COMPLETED_ARGV_BYTES as u64 + 1).read_to_end(&mut raw))
+        .ok()?;
+    let longer = raw.len() > MAX_COMPLETED_ARGV_BYTES;
+    raw.truncate(MAX_COMPLETED_ARGV_BYTES);
+    Some((split_nul(&raw), longer))
+}
+
+/// `full` has more than `captured`, and every captured argument but the last is the same; the last is a prefix
+/// (less the replacement characters of a multi-byte character the capture cut in two).
 fn completes(captured: &[String], full: &[String]) -> bool {
     let Some((last, whole)) = captured.split_last() else { return false };
+    let last = last.trim_end_matches('\u{FFFD}');
     full.len() >= captured.len()
         && full.iter().map(String::len).sum::<usize>() > captured.iter().map(String::len).sum::<usize>()
         && whole.iter().zip(full).all(|(a, b)| a == b)
-        && full[whole.len()].starts_with(last.as_str())
+        && full[whole.len()].starts_with(last)
 }
 
 #[cfg(test)]
@@ -224,10 +231,12 @@ mod tests {
         let mut cut = ours.clone();
         let last = cut.last_mut().unwrap();
         last.truncate(last.len() / 2);
-        let (full, truncated) = complete_argv(std::process::id(), cut);
-        assert_eq!(full, ours);
-        assert!(!truncated);
-        assert_eq!(complete_argv(u32::MAX, words("x y")), (words("x y"), true), "no such process");
+        assert_eq!(complete_argv(std::process::id(), cut), ours);
+        assert_eq!(complete_argv(u32::MAX, words("x y")), words("x y"), "no such process");
+        // A capture that cut a multi-byte character ends in a replacement character.
+        let padded = vec!["xmrig".to_owned(), "é".repeat(3), "-o".to_owned(), "stratum+tcp://p:1".to_owned()];
+        let cut = vec!["xmrig".to_owned(), "é\u{FFFD}".to_owned()];
+        assert!(completes(&cut, &padded));
     }
 
     #[test]

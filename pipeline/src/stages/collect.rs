@@ -85,7 +85,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let codec = Codec::<NodeEvent>::new()?;
     let topic: Arc<str> = topics.node_events.as_str().into();
-    let mut reported = [0u64; 9];
+    let mut reported = [0u64; 10];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut in_flight = FuturesUnordered::new();
     ComponentStarted { component: STAGE }.emit();
@@ -117,6 +117,7 @@ pub async fn run(
                     nested_cgroups: since_last(&stats.nested_cgroups),
                     folded_repeats: since_last(&stats.folded_repeats),
                     paths_unreadable: since_last(&stats.paths_unreadable),
+                    argv_completions_skipped: since_last(&stats.argv_completions_skipped),
                 }
                 .emit();
             }
