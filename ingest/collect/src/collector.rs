@@ -42,7 +42,8 @@ pub struct CollectConfig {
     /// How often the ring buffer is drained, in milliseconds.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Bytes of each command line kept (arguments NUL-separated); longer ones are cut and flagged. At most 2048.
+    /// Bytes of each command line kept (arguments NUL-separated); longer ones are cut and flagged. At most 2048;
+    /// at 2048 (the kernel capture's limit) a live process's longer line is completed from /proc, up to 32 KiB.
     #[serde(default = "default_argv_max_bytes")]
     pub argv_max_bytes: usize,
     /// Events held between the kernel reader and the publisher; beyond this, events are dropped and counted.
@@ -250,6 +251,9 @@ struct Reader {
     filters: crate::paths::Filters,
     /// Truncated command lines completed from /proc in the current second: (second, count).
     completions: (u64, u32),
+    /// `collect.argv_max_bytes` is the kernel's limit: a command line cut there is completed from /proc (a
+    /// smaller limit is the operator's choice and is kept).
+    complete_argv: bool,
 }
 
 /// Truncated command lines completed from `/proc/<pid>/cmdline` per second, at most: each is a file read on the
@@ -287,6 +291,7 @@ impl Collector {
             folding_reported: std::collections::HashSet::new(),
             filters: crate::paths::Filters::new(&config.watch_path_prefixes, &config.watch_path_suffixes),
             completions: (0, 0),
+            complete_argv: config.argv_max_bytes >= palisade_collect_common::ARGV_LIMIT,
         };
         let poll = Duration::from_millis(config.poll_interval_ms.max(1));
         spawn_watched_files_refresh(
@@ -568,7 +573,7 @@ impl Reader {
                 };
                 let argv = if argv_missing {
                     crate::process_table::read_cmdline(header.tgid).map(|(argv, _)| argv).unwrap_or_default()
-                } else if argv_truncated && self.may_complete(header.ktime_ns) {
+                } else if argv_truncated && self.complete_argv && self.may_complete(header.ktime_ns) {
                     // Padding past the kernel's capture hides what follows (a pool URL after 2 KiB of spaces):
                     // the rest is read from /proc while the process lives, if it still starts as captured.
                     // `argv_truncated` stays set: the tail is what the process's memory held when read.
