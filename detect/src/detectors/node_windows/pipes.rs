@@ -1,6 +1,6 @@
 //! K8S.NODE_DownloadAndRunCombo, its windowed half: what a network client writes into a pipe is run by the
 //! process reading the other end, whatever either is called and however the pipeline was typed (a script, an
-//! interactive shell, `sudo`, `xargs`). The rule half reads one command line; this half follows the pipe itself.
+//! interactive shell, `sudo`). The rule half reads one command line; this half follows the pipe itself.
 //!
 //! The collector names each pipe behind descriptors 0-2 at exec (`pipe:[inode]`), so the two ends of
 //! `curl … | sh` meet on the inode. A pipe fires once when both hold:
@@ -17,7 +17,7 @@
 //! `curl … | python3 -c '…'` and `curl … | tar xz` (the program is an argument; one decompressor). Keyed by node
 //! and container (the host is one key per node); each key keeps at most `MAX_PIPES` pipes (when full, one that
 //! fired or can no longer fire goes first, then the oldest) and `MAX_CONNECTED` connecting processes, for
-//! `download_window_secs` of each node's event time. Only the pipes an event touches are looked at.
+//! `download_window_secs` of each node's event time. Only the pipes an event touches are judged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
