@@ -139,8 +139,10 @@ impl WindowedDetector for ReconBurst {
         }
         // busybox's shell runs `whoami`, `hostname`, `uname` and others in-process (NOFORK applets): no exec
         // follows `sh -c 'whoami; hostname; uname -a'`, so the script's commands count as run.
-        // A shell by its file or by what it was called (`exec -a sh ./copy -c …`, `busybox sh -c …`).
-        let shell = lists.shells.contains(&name) || lists.shells.contains(&effective_program(&node.argv).0);
+        // A shell by its file or by what it was called (`exec -a sh ./copy -c …`, `busybox sh -c …`); only a
+        // command line with a `-c` option cluster has a script, so no other exec pays for reading its program.
+        let has_c = node.argv.iter().skip(1).any(|arg| arg.starts_with(['-', '+']) && arg.contains('c'));
+        let shell = has_c && (lists.shells.contains(&name) || lists.shells.contains(&effective_program(&node.argv).0));
         let mut scripted = false;
         if shell {
             let before = names.len();

@@ -355,15 +355,13 @@ impl PipeToShell {
                 Some(reader) => reader.pid == node.tgid || reads_program,
             };
             // A child of the reader is counted as its child, not taken for the reader, unless it reads the program.
-            if replaces && (reads_program || !read_by_parent.contains(&inode)) {
-                if pipe.reader.is_none() {
-                    state.readers += 1;
-                }
-                let pipe = state.pipe(inode);
+            let takes = replaces && (reads_program || !read_by_parent.contains(&inode));
+            let first_reader = takes && pipe.reader.is_none();
+            if takes {
                 pipe.reader = Some(end());
             }
-            let pipe = state.pipe(inode);
             pipe.reads_program |= reads_program;
+            state.readers += usize::from(first_reader);
             touched.push(inode);
         }
         touched
