@@ -8,7 +8,7 @@ use palisade_schemas::{Detection, EvidenceSource, NodeEvent, ProcessInfo};
 use sha2::{Digest, Sha256};
 
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
-use crate::registry;
+use crate::registry::{self, WindowedFactory};
 use crate::unit::{
     AlertTypeMeta, Event, Finding, Input, LearningState, PodContext, StatelessDetector, WindowedDetector,
 };
@@ -16,16 +16,57 @@ use crate::unit::{
 /// Events between two expiries of the windows' state.
 pub const EXPIRE_EVERY_EVENTS: u64 = 4096;
 
+/// One shard's windowed detectors and their clock.
 struct Windows {
     detectors: Vec<Box<dyn WindowedDetector>>,
     /// Newest event time seen: the clock the windows expire by.
     watermark_ms: i64,
     since_expiry: u64,
+    /// By detector: whether its state may have changed since `take_changes` last read it.
+    changed: Vec<bool>,
+}
+
+impl Windows {
+    fn new(detectors: Vec<Box<dyn WindowedDetector>>) -> Self {
+        let changed = vec![false; detectors.len()];
+        Self { detectors, watermark_ms: 0, since_expiry: 0, changed }
+    }
+}
+
+/// The shard of events that come from no partition (replay, scan, the in-process bus's file checkpoint).
+pub const DEFAULT_SHARD: &str = "";
+
+/// What one shard's windows changed since they were last read: its clock and the state of each detector that
+/// saw an event or expired keys, by checkpoint key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardChanges {
+    pub shard: String,
+    pub watermark_ms: i64,
+    pub states: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// Windows by shard. A shard is what one input partition feeds: its state moves with the partition when another
+/// detect instance takes it over, so no key's state may span two shards (the topics' keys see to that).
+struct Shards {
+    by_name: BTreeMap<String, Windows>,
+    /// Fresh windows for a new shard; without it every shard is the default one.
+    fresh: Option<WindowedFactory>,
+}
+
+impl Shards {
+    fn get(&mut self, shard: &str) -> &mut Windows {
+        let shard = if self.fresh.is_some() { shard } else { DEFAULT_SHARD };
+        if !self.by_name.contains_key(shard) {
+            let detectors = self.fresh.as_ref().map(|fresh| fresh()).unwrap_or_default();
+            self.by_name.insert(shard.to_owned(), Windows::new(detectors));
+        }
+        self.by_name.get_mut(shard).expect("inserted above")
+    }
 }
 
 pub struct Engine {
     detectors: Vec<Box<dyn StatelessDetector>>,
-    windows: Mutex<Windows>,
+    shards: Mutex<Shards>,
     rules: BTreeMap<String, CompiledRule>,
     /// By `Input::index`: the stateless and the windowed detectors that declare that input, in registry order.
     routes: Vec<Routes>,
@@ -64,8 +105,10 @@ impl Engine {
         let windowed = route(registered.windowed.iter().map(|detector| detector.metas()));
         let routes = stateless.into_iter().zip(windowed).map(|(stateless, windowed)| Routes { stateless, windowed });
         let routes = routes.collect();
-        let windows = Windows { detectors: registered.windowed, watermark_ms: 0, since_expiry: 0 };
-        Ok(Self { detectors: registered.stateless, windows: Mutex::new(windows), rules, routes })
+        let default = Windows::new(registered.windowed);
+        let shards =
+            Shards { by_name: BTreeMap::from([(DEFAULT_SHARD.to_owned(), default)]), fresh: registered.fresh_windowed };
+        Ok(Self { detectors: registered.stateless, shards: Mutex::new(shards), rules, routes })
     }
 
     /// The configured rule of an alert type, or `None` when it is disabled.
@@ -99,13 +142,26 @@ impl Engine {
         }
     }
 
+    fn shards(&self) -> std::sync::MutexGuard<'_, Shards> {
+        self.shards.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Detections of one event of the default shard.
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
+        self.process_in(DEFAULT_SHARD, event, detected_at_ms)
+    }
+
+    /// Detections of one event, its windows being those of `shard` (the partition it was read from).
+    pub fn process_in(&self, shard: &str, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
         let mut out = Vec::new();
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shards = self.shards();
+        // The pods table is cluster state: any shard's table may know the pod.
         let context = match event {
-            Event::Node(NodeEvent { pod_uid: Some(uid), .. }) => {
-                windows.detectors.iter().find_map(|detector| detector.pod_context(uid))
-            }
+            Event::Node(NodeEvent { pod_uid: Some(uid), .. }) => shards
+                .by_name
+                .values()
+                .flat_map(|windows| &windows.detectors)
+                .find_map(|detector| detector.pod_context(uid)),
             _ => None,
         };
         let with = (event, context.as_ref());
@@ -117,9 +173,11 @@ impl Engine {
                 Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
             }
         }
+        let windows = shards.get(shard);
         windows.watermark_ms = windows.watermark_ms.max(event.time_ms());
         for &index in &routes.windowed {
-            let detector = &mut windows.detectors[index];
+            let Some(detector) = windows.detectors.get_mut(index) else { continue };
+            windows.changed[index] = true;
             for (meta, finding) in detector.observe_in(event, context.as_ref()) {
                 let Some(rule) = self.rule(meta) else { continue };
                 Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
@@ -130,13 +188,15 @@ impl Engine {
             windows.since_expiry = 0;
             let now = windows.watermark_ms;
             windows.detectors.iter_mut().for_each(|detector| detector.expire(now));
+            windows.changed.iter_mut().for_each(|changed| *changed = true);
         }
         out
     }
 
-    /// The windowed detectors' state, by alert type, for a checkpoint.
+    /// The default shard's windowed state, by checkpoint key, for a checkpoint file.
     pub fn window_state(&self) -> serde_json::Value {
-        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shards = self.shards();
+        let windows = shards.get(DEFAULT_SHARD);
         let mut state = serde_json::Map::new();
         state.insert("watermark_ms".into(), windows.watermark_ms.into());
         for detector in &windows.detectors {
@@ -147,33 +207,118 @@ impl Engine {
 
     /// Restores what `window_state` returned; detectors absent from it start empty.
     pub fn restore_window_state(&self, state: &serde_json::Value) -> Result<(), String> {
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        windows.watermark_ms = state.get("watermark_ms").and_then(serde_json::Value::as_i64).unwrap_or_default();
-        for detector in &mut windows.detectors {
-            let key = detector.checkpoint_key();
-            if let Some(saved) = state.get(key) {
-                detector.restore(saved).map_err(|e| format!("{key}: {e}"))?;
+        let watermark_ms = state.get("watermark_ms").and_then(serde_json::Value::as_i64).unwrap_or_default();
+        let states = state.as_object().map(|map| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        self.restore_shard(DEFAULT_SHARD, watermark_ms, &states.unwrap_or_default())
+    }
+
+    /// Replaces a shard's windows with the saved states given by checkpoint key (the others start empty). With a
+    /// factory of fresh windows the shard is left as it was on an error; without one it is restored in place.
+    pub fn restore_shard(
+        &self,
+        shard: &str,
+        watermark_ms: i64,
+        states: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        fn restore_into(
+            windows: &mut Windows,
+            watermark_ms: i64,
+            states: &BTreeMap<String, serde_json::Value>,
+        ) -> Result<(), String> {
+            for detector in &mut windows.detectors {
+                let key = detector.checkpoint_key();
+                if let Some(saved) = states.get(key) {
+                    detector.restore(saved).map_err(|e| format!("{key}: {e}"))?;
+                }
+            }
+            windows.watermark_ms = watermark_ms;
+            windows.changed.iter_mut().for_each(|changed| *changed = false);
+            Ok(())
+        }
+        let mut shards = self.shards();
+        match shards.fresh.clone() {
+            Some(fresh) => {
+                let mut windows = Windows::new(fresh());
+                restore_into(&mut windows, watermark_ms, states)?;
+                shards.by_name.insert(shard.to_owned(), windows);
+                Ok(())
+            }
+            None => restore_into(shards.get(shard), watermark_ms, states),
+        }
+    }
+
+    /// Forgets a shard (its partition went to another instance, or its state is to be read again).
+    pub fn drop_shard(&self, shard: &str) {
+        self.shards().by_name.remove(shard);
+    }
+
+    /// Whether a shard has windows here.
+    pub fn holds_shard(&self, shard: &str) -> bool {
+        self.shards().by_name.contains_key(shard)
+    }
+
+    /// Each shard's changes since the last call (shards without any are left out), and marks them read.
+    pub fn take_changes(&self) -> Vec<ShardChanges> {
+        let mut shards = self.shards();
+        let mut out = Vec::new();
+        for (shard, windows) in &mut shards.by_name {
+            let states: Vec<_> = (windows.detectors.iter().zip(&mut windows.changed))
+                .filter(|(_, changed)| **changed)
+                .map(|(detector, changed)| {
+                    *changed = false;
+                    (detector.checkpoint_key(), detector.snapshot())
+                })
+                .collect();
+            if !states.is_empty() {
+                out.push(ShardChanges { shard: shard.clone(), watermark_ms: windows.watermark_ms, states });
             }
         }
-        Ok(())
+        out
     }
 
-    /// Each baseline's learning state, by alert type.
+    /// Each baseline's learning state, by alert type, summed over the shards.
     pub fn learning_states(&self) -> Vec<(&'static str, LearningState)> {
-        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        windows.detectors.iter().filter_map(|d| d.learning().map(|state| (d.meta().id, state))).collect()
+        let shards = self.shards();
+        let mut out: Vec<(&'static str, LearningState)> = Vec::new();
+        for detector in shards.by_name.values().flat_map(|windows| &windows.detectors) {
+            let Some(state) = detector.learning() else { continue };
+            let id = detector.meta().id;
+            match out.iter_mut().find(|(known, _)| *known == id) {
+                Some((_, sum)) => {
+                    sum.learning += state.learning;
+                    sum.active += state.active;
+                }
+                None => out.push((id, state)),
+            }
+        }
+        out
     }
 
-    /// Events each windowed detector ignored as late, since it started (or was restored).
+    /// Events each windowed detector ignored as late, since it started (or was restored), over the shards.
     pub fn late_events(&self) -> Vec<(&'static str, u64)> {
-        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        windows.detectors.iter().map(|d| (d.meta().id, d.late_events())).filter(|(_, late)| *late > 0).collect()
+        self.summed(|detector| detector.late_events() as usize)
+            .into_iter()
+            .map(|(id, n)| (id, n as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
-    /// Keys held by each windowed detector.
+    /// Keys held by each windowed detector, over the shards.
     pub fn window_keys(&self) -> Vec<(&'static str, usize)> {
-        let windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        windows.detectors.iter().map(|d| (d.meta().id, d.keys())).collect()
+        self.summed(|detector| detector.keys())
+    }
+
+    fn summed(&self, count: impl Fn(&dyn WindowedDetector) -> usize) -> Vec<(&'static str, usize)> {
+        let shards = self.shards();
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        for detector in shards.by_name.values().flat_map(|windows| &windows.detectors) {
+            let id = detector.meta().id;
+            match out.iter_mut().find(|(known, _)| *known == id) {
+                Some((_, sum)) => *sum += count(detector.as_ref()),
+                None => out.push((id, count(detector.as_ref()))),
+            }
+        }
+        out
     }
 }
 

@@ -1,5 +1,6 @@
 //! The one explicit list of implemented detectors.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{DetectConfig, DetectConfigError};
@@ -15,10 +16,16 @@ use crate::lists;
 use crate::unit::StatelessDetector;
 use crate::unit::WindowedDetector;
 
+/// Builds a fresh, empty set of the windowed detectors: one set per shard of the input (a Kafka partition),
+/// sharing the lists the configuration loaded once.
+pub type WindowedFactory = Arc<dyn Fn() -> Vec<Box<dyn WindowedDetector>> + Send + Sync>;
+
 /// Every implemented detector, built with what the configuration gives them (lists, windows).
 pub struct Registered {
     pub stateless: Vec<Box<dyn StatelessDetector>>,
     pub windowed: Vec<Box<dyn WindowedDetector>>,
+    /// More empty sets of `windowed`, for an engine that keeps one per shard; without it every shard shares one.
+    pub fresh_windowed: Option<WindowedFactory>,
 }
 
 impl Registered {
@@ -60,20 +67,25 @@ pub fn detectors(config: &DetectConfig) -> Result<Registered, DetectConfigError>
         Box::new(detectors::eicar::Eicar),
     ];
     detectors.push(Box::new(NodeRules::new(&node_lists)));
-    let windowed: Vec<Box<dyn WindowedDetector>> = vec![
-        Box::new(ReconBurst::new(config.windows, node_lists.clone())),
-        Box::new(BackdoorArtifact::new(config.windows, node_lists.clone())),
-        Box::new(PipeToShell::new(config.windows, node_lists.clone())),
-        Box::new(ServiceAccountRareOperation::new(config.baselines.service_accounts)),
-        Box::new(KubeSystemContainer::with_lists(&config.baselines, audit_lists)),
-        Box::new(AbnormalMiActivity::new(&config.baselines)),
-        Box::new(ClusterJoins::new()),
-        Box::new(detectors::kube_hunter::KubeHunter::new(config.windows)),
-        Box::new(DestinationBaseline::kubernetes_api(&config.baselines).map_err(DetectConfigError::List)?),
-        Box::new(DestinationBaseline::metadata_service(&config.baselines, &node_lists.current())),
-        Box::new(ShadowReaderBaseline::new(&config.baselines, node_lists.clone())),
-    ];
-    Ok(Registered { stateless: detectors, windowed })
+    // Parsed once: the factory cannot fail.
+    let kubernetes_api = DestinationBaseline::kubernetes_api(&config.baselines).map_err(DetectConfigError::List)?;
+    let (windows, baselines) = (config.windows, config.baselines.clone());
+    let fresh: WindowedFactory = Arc::new(move || -> Vec<Box<dyn WindowedDetector>> {
+        vec![
+            Box::new(ReconBurst::new(windows, node_lists.clone())),
+            Box::new(BackdoorArtifact::new(windows, node_lists.clone())),
+            Box::new(PipeToShell::new(windows, node_lists.clone())),
+            Box::new(ServiceAccountRareOperation::new(baselines.service_accounts)),
+            Box::new(KubeSystemContainer::with_lists(&baselines, audit_lists.clone())),
+            Box::new(AbnormalMiActivity::new(&baselines)),
+            Box::new(ClusterJoins::new()),
+            Box::new(detectors::kube_hunter::KubeHunter::new(windows)),
+            Box::new(kubernetes_api.clone()),
+            Box::new(DestinationBaseline::metadata_service(&baselines, &node_lists.current())),
+            Box::new(ShadowReaderBaseline::new(&baselines, node_lists.clone())),
+        ]
+    });
+    Ok(Registered { stateless: detectors, windowed: fresh(), fresh_windowed: Some(fresh) })
 }
 
 #[cfg(test)]

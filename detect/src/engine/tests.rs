@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{Exception, RuleConfig};
-use crate::registry::Registered;
+use crate::registry::{Registered, WindowedFactory};
 use crate::unit::{DetectionKind, Maturity, Severity, Source};
 use crate::windowed::{restore_from, snapshot_of};
 
@@ -115,6 +115,7 @@ fn engine(config: &DetectConfig) -> (Engine, Probe) {
             Box::new(Counting { meta: ON_AUDIT, seen: probe.audit_seen.clone() }),
         ],
         windowed: vec![Box::new(Window { counts: Default::default(), expired_at: probe.expired_at.clone() })],
+        fresh_windowed: None,
     };
     (Engine::with_units(config, units).unwrap(), probe)
 }
@@ -229,4 +230,45 @@ fn node_alerts_get_their_pod_before_exceptions_apply() {
     assert!(engine.process(&Event::Node(&other_pod), 0).is_empty(), "excepted by the namespace the pod gave");
     other_pod.pod_uid = Some("uid-2".into());
     assert_eq!(engine.process(&Event::Node(&other_pod), 0).len(), 1, "a pod the table does not know");
+}
+
+fn sharded_engine() -> Engine {
+    let expired_at = Arc::new(Mutex::new(Vec::new()));
+    let fresh: WindowedFactory = Arc::new(move || {
+        vec![Box::new(Window { counts: Default::default(), expired_at: expired_at.clone() })
+            as Box<dyn WindowedDetector>]
+    });
+    let units = Registered { stateless: Vec::new(), windowed: fresh(), fresh_windowed: Some(fresh) };
+    Engine::with_units(&DetectConfig::default(), units).unwrap()
+}
+
+#[test]
+fn each_shard_keeps_its_own_windows_and_moves_with_its_changes() {
+    let engine = sharded_engine();
+    let exec = node(NodeEventKind::Exec, 5_000);
+    let event = Event::Node(&exec);
+    // Two events of one node on shard t/0 and one on t/1: no shard has three.
+    for shard in ["t/0", "t/0", "t/1"] {
+        assert!(engine.process_in(shard, &event, 0).is_empty(), "{shard}");
+    }
+    let changes = engine.take_changes();
+    assert_eq!(changes.iter().map(|c| c.shard.as_str()).collect::<Vec<_>>(), ["t/0", "t/1"]);
+    assert_eq!(changes[0].watermark_ms, 5_000);
+    assert_eq!(changes[0].states, vec![(WINDOW.id, json!({"node-a": 2}))]);
+    assert!(engine.take_changes().is_empty(), "changes are read once");
+    // t/0 moves to another instance: restored from its changes, its third event fires there.
+    let moved = sharded_engine();
+    let states = changes[0].states.iter().map(|(key, state)| ((*key).to_owned(), state.clone())).collect();
+    moved.restore_shard("t/0", changes[0].watermark_ms, &states).unwrap();
+    assert_eq!(moved.process_in("t/0", &event, 0).len(), 1);
+    // A state that does not read leaves the shard as it was (three seen: the fourth does not fire again).
+    let unreadable = BTreeMap::from([(WINDOW.id.to_owned(), json!("not a map"))]);
+    assert!(moved.restore_shard("t/0", 0, &unreadable).is_err());
+    assert!(moved.process_in("t/0", &event, 0).is_empty());
+    assert_eq!(moved.window_keys(), vec![(WINDOW.id, 1)]);
+    // Here it is dropped: it starts empty if it comes back.
+    engine.drop_shard("t/0");
+    assert!(!engine.holds_shard("t/0") && engine.holds_shard("t/1"));
+    assert!(engine.process_in("t/0", &event, 0).is_empty());
+    assert_eq!(engine.window_keys(), vec![(WINDOW.id, 2)], "t/0 and t/1 hold node-a each");
 }

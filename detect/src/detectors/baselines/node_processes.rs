@@ -42,6 +42,7 @@ fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
 }
 
 /// The executables of each workload that connect to some endpoints.
+#[derive(Clone)]
 pub struct DestinationBaseline {
     meta: &'static AlertTypeMeta,
     why: &'static str,
