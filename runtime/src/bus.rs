@@ -205,6 +205,23 @@ impl Subscription {
         }
     }
 
+    /// Partitions this subscription lost to another member of its group since the last call (never any in-process).
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        match self {
+            Subscription::InProcess(_) => Vec::new(),
+            Subscription::Kafka(subscription) => subscription.take_revoked(),
+        }
+    }
+
+    /// Receives again, from each partition's committed offset, what was received and not committed (Kafka; a
+    /// no-op in-process, where nothing is received twice). Blocking.
+    pub fn rewind_to_committed(&self) -> Result<(), BusError> {
+        match self {
+            Subscription::InProcess(_) => Ok(()),
+            Subscription::Kafka(subscription) => subscription.rewind_to_committed(),
+        }
+    }
+
     /// Commits what was acknowledged; call on shutdown after the last ack.
     pub fn close(self) -> Result<(), BusError> {
         match self {

@@ -380,6 +380,10 @@ pub struct TopicsConfig {
     /// Compacted table of cluster objects.
     #[serde(default = "topic_cluster_state")]
     pub cluster_state: String,
+    /// Compacted changelog of the detect stage's windows and baselines, one record per input partition and
+    /// detector, written in the transaction that commits the inputs it covers.
+    #[serde(default = "topic_detect_changelog")]
+    pub detect_changelog: String,
 }
 
 fn topic_node_events() -> String {
@@ -403,6 +407,9 @@ fn topic_alerts() -> String {
 fn topic_dead_letter() -> String {
     "palisade.dead-letter".into()
 }
+fn topic_detect_changelog() -> String {
+    "palisade.detect.changelog".into()
+}
 fn topic_cluster_state() -> String {
     "palisade.cluster.state".into()
 }
@@ -418,6 +425,7 @@ impl Default for TopicsConfig {
             alerts: topic_alerts(),
             dead_letter: topic_dead_letter(),
             cluster_state: topic_cluster_state(),
+            detect_changelog: topic_detect_changelog(),
         }
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -143,6 +143,15 @@ impl ClientSettings {
     /// Creates a client of type `T` from `config`, its error masked.
     fn create<T: rdkafka::config::FromClientConfig>(&self, config: &ClientConfig) -> Result<T, BusError> {
         config.create().map_err(|e| self.error(&e))
+    }
+
+    /// `create` for a client with its own context.
+    fn create_with<C, T>(&self, config: &ClientConfig, context: C) -> Result<T, BusError>
+    where
+        C: ClientContext,
+        T: rdkafka::config::FromClientConfigAndContext<C>,
+    {
+        config.create_with_context(context).map_err(|e| self.error(&e))
     }
 }
 
@@ -364,6 +373,32 @@ impl KafkaBus {
         Ok(())
     }
 
+    /// Creates the compacted topics that are missing (a state changelog: the newest record of each key is kept).
+    pub async fn ensure_compacted_topics(&self, topics: &[&str]) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = self.settings.create(&self.settings.client_config())?;
+        let topic_max_message_bytes = producer_message_max_bytes(&self.config);
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(t, self.config.topic_partitions, TopicReplication::Fixed(self.config.topic_replication))
+                    .set("max.message.bytes", &topic_max_message_bytes)
+                    .set("cleanup.policy", "compact")
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(BusError::Admin { topic, reason: code.to_string() }),
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn publish(&self, outgoing: Outgoing<'_>) -> Result<(), BusError> {
         self.producer
             .send(future_record(&outgoing), Duration::from_millis(u64::from(self.config.message_timeout_ms)))
@@ -403,7 +438,8 @@ fn subscribe(
     topics: &[&str],
     group: &str,
 ) -> Result<KafkaSubscription, BusError> {
-    let consumer: StreamConsumer = settings.create(
+    let rebalances = Arc::new(Rebalances::default());
+    let consumer: GroupConsumer = settings.create_with(
         settings
             .client_config()
             .set("client.id", &config.client_id)
@@ -413,11 +449,47 @@ fn subscribe(
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .set("session.timeout.ms", "10000"),
+            .set("session.timeout.ms", "10000")
+            // A member joining or leaving moves only the partitions that must move; the others keep their state.
+            .set("partition.assignment.strategy", "cooperative-sticky"),
+        TrackingContext { rebalances: Arc::clone(&rebalances) },
     )?;
     consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
-    Ok(KafkaSubscription { consumer: Arc::new(consumer) })
+    Ok(KafkaSubscription { consumer: Arc::new(consumer), rebalances })
 }
+
+/// The partitions this consumer lost since a stage last asked. The rebalance callback runs inside the
+/// consumer's poll, so a stage that asks between two receives sees every revocation before its next input.
+#[derive(Default)]
+pub struct Rebalances {
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
+}
+
+/// A group consumer's context: records revocations for the stage (rdkafka still performs the (incremental)
+/// assignment itself).
+pub struct TrackingContext {
+    rebalances: Arc<Rebalances>,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let mut revoked = self.rebalances.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                tracing::info!(partitions = list.count(), "partitions revoked");
+            }
+            Rebalance::Assign(list) if list.count() > 0 => {
+                tracing::info!(partitions = list.count(), "partitions assigned");
+            }
+            _ => {}
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<TrackingContext>;
 
 /// A consumer alone, for a source read on another cluster (no producer: its credential may only allow reading):
 /// the connection is checked first, as `check_connection` does.
@@ -434,7 +506,8 @@ pub fn source_subscription(
 }
 
 pub struct KafkaSubscription {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
+    rebalances: Arc<Rebalances>,
 }
 
 impl KafkaSubscription {
@@ -467,6 +540,30 @@ impl KafkaSubscription {
         Ok(Delivery { message, ack: AckToken::Kafka(ack) })
     }
 
+    /// Partitions revoked since the last call.
+    pub(crate) fn take_revoked(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.rebalances.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Moves every assigned partition back to its committed offset (its first offset when none is committed),
+    /// so what was received but not committed is received again. Blocking.
+    pub(crate) fn rewind_to_committed(&self) -> Result<(), BusError> {
+        use rdkafka::Offset;
+        let kafka = |source| BusError::Kafka { topic: "(rewind)".into(), source };
+        let mut committed = self.consumer.committed(Duration::from_secs(30)).map_err(kafka)?;
+        let uncommitted: Vec<(String, i32)> = (committed.elements().iter())
+            .filter(|element| !matches!(element.offset(), Offset::Offset(_)))
+            .map(|element| (element.topic().to_owned(), element.partition()))
+            .collect();
+        for (topic, partition) in uncommitted {
+            committed.set_partition_offset(&topic, partition, Offset::Beginning).map_err(kafka)?;
+        }
+        if committed.count() > 0 {
+            self.consumer.seek_partitions(committed, Duration::from_secs(30)).map_err(kafka)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn close(self) -> Result<(), BusError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),
@@ -478,7 +575,7 @@ impl KafkaSubscription {
 }
 
 pub(crate) struct KafkaAck {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     topic: String,
     partition: i32,
     offset: i64,
@@ -501,7 +598,7 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// are not used: inputs settled this way are never acknowledged through `Delivery::ack`.
 pub struct TransactionalOutput {
     producer: Arc<FutureProducer>,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     message_timeout_ms: u32,
     max_message_bytes: usize,
 }
@@ -540,13 +637,24 @@ impl TransactionalOutput {
     /// input) in one transaction; on any failure the transaction is aborted and the error returned (the inputs
     /// are then delivered again after a restart or rebalance, and the aborted records stay invisible).
     pub async fn commit(&self, records: &[Outgoing<'_>], consumed: &[(String, i32, i64)]) -> Result<(), BusError> {
+        self.commit_with_changes(records, &[], consumed).await
+    }
+
+    /// `commit`, with `changes` too: records sent to the partition given with each (a state changelog, whose
+    /// partition follows the input's rather than the key's hash).
+    pub async fn commit_with_changes(
+        &self,
+        records: &[Outgoing<'_>],
+        changes: &[(i32, Outgoing<'_>)],
+        consumed: &[(String, i32, i64)],
+    ) -> Result<(), BusError> {
         use rdkafka::producer::Producer as _;
         let producer = Arc::clone(&self.producer);
         tokio::task::spawn_blocking(move || producer.begin_transaction())
             .await
             .expect("begin does not panic")
             .map_err(|e| transaction_error("begin", e))?;
-        let result = self.send_and_commit(records, consumed).await;
+        let result = self.send_and_commit(records, changes, consumed).await;
         if result.is_err() {
             let producer = Arc::clone(&self.producer);
             let _ = tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_TIMEOUT)).await;
@@ -554,11 +662,21 @@ impl TransactionalOutput {
         result
     }
 
-    async fn send_and_commit(&self, records: &[Outgoing<'_>], consumed: &[(String, i32, i64)]) -> Result<(), BusError> {
+    async fn send_and_commit(
+        &self,
+        records: &[Outgoing<'_>],
+        changes: &[(i32, Outgoing<'_>)],
+        consumed: &[(String, i32, i64)],
+    ) -> Result<(), BusError> {
         use rdkafka::producer::Producer as _;
         let timeout = Duration::from_millis(u64::from(self.message_timeout_ms));
-        let sends = records.iter().map(|outgoing| self.producer.send(future_record(outgoing), timeout));
-        for (result, outgoing) in futures::future::join_all(sends).await.into_iter().zip(records) {
+        let sends = records
+            .iter()
+            .map(|outgoing| future_record(outgoing))
+            .chain(changes.iter().map(|(partition, outgoing)| future_record(outgoing).partition(*partition)))
+            .map(|record| self.producer.send(record, timeout));
+        let outgoings = records.iter().chain(changes.iter().map(|(_, outgoing)| outgoing));
+        for (result, outgoing) in futures::future::join_all(sends).await.into_iter().zip(outgoings) {
             result.map_err(|(source, _)| match source.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => {
                     BusError::TooLarge {
@@ -612,6 +730,42 @@ pub fn read_range(
     topic: &str,
     from: Option<RangeBound>,
     to: Option<RangeBound>,
+    each: impl FnMut(Message, u64, u64),
+) -> Result<u64, BusError> {
+    read_partitions(config, topic, None, (from, to), each)
+}
+
+/// How many partitions `topic` has.
+pub fn partition_count(config: &KafkaConfig, topic: &str) -> Result<i32, BusError> {
+    use rdkafka::consumer::BaseConsumer;
+    let settings = ClientSettings::resolve(config)?;
+    let consumer: BaseConsumer = settings.create(settings.client_config().set("client.id", &config.client_id))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| BusError::Kafka { topic: topic.to_owned(), source })?;
+    let count = metadata.topics().iter().map(|t| t.partitions().len()).sum::<usize>();
+    match i32::try_from(count) {
+        Ok(count) if count > 0 => Ok(count),
+        _ => Err(BusError::Admin { topic: topic.to_owned(), reason: "the topic does not exist".into() }),
+    }
+}
+
+/// Every committed record of one partition of `topic` as it is when the read starts (a changelog to restore
+/// from), read as `read_range` reads.
+pub fn read_partition(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    each: impl FnMut(Message, u64, u64),
+) -> Result<u64, BusError> {
+    read_partitions(config, topic, Some(partition), (None, None), each)
+}
+
+fn read_partitions(
+    config: &KafkaConfig,
+    topic: &str,
+    only: Option<i32>,
+    (from, to): (Option<RangeBound>, Option<RangeBound>),
     mut each: impl FnMut(Message, u64, u64),
 ) -> Result<u64, BusError> {
     use rdkafka::consumer::BaseConsumer;
@@ -634,7 +788,12 @@ pub fn read_range(
     )?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| only.is_none_or(|only| only == *p))
+        .collect();
     if partitions.is_empty() {
         return Err(BusError::Admin { topic: topic.to_owned(), reason: "the topic does not exist".into() });
     }
