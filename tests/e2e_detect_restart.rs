@@ -1,9 +1,11 @@
-//! The detector is SIGKILLed inside an open recon window and restarted: the burst still fires, once. Real Kafka;
-//! `palisade detect` checkpoints its windows to `detect.state_path` and acknowledges inputs only after the
-//! checkpoint that covers them.
+//! Detect's state in Kafka: windows open when a detector is SIGKILLed complete on whichever instance gets their
+//! partition next, once. Real Kafka; `palisade detect` writes each partition's changed windows to the compacted
+//! changelog topic in the transaction that sends its detections and commits its inputs.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_schemas::{Codec, Detection, NodeEvent};
@@ -12,6 +14,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+const BURST: &str = "K8S.NODE_ReconnaissanceArtifactsBurst";
 
 fn recon_exec(template: &NodeEvent, container: &str, command: &str, at_ms: i64) -> NodeEvent {
     let mut event = template.clone();
@@ -26,7 +30,15 @@ fn recon_exec(template: &NodeEvent, container: &str, command: &str, at_ms: i64) 
     event
 }
 
-fn produce(producer: &BaseProducer, topic: &str, events: &[NodeEvent]) {
+fn template() -> NodeEvent {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/fixtures/node_event.v1.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn produce(topic: &str, events: &[NodeEvent]) {
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA")).create().unwrap();
     let codec = Codec::<NodeEvent>::new().unwrap();
     for event in events {
         let payload = codec.encode(event).unwrap();
@@ -36,35 +48,38 @@ fn produce(producer: &BaseProducer, topic: &str, events: &[NodeEvent]) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// Burst detections for `container` on the detections topic: polled until `wait` passes, or until 5 s after the
-/// first one (time for a duplicate to show).
-fn bursts(topic: &str, container: &str, wait: Duration) -> usize {
+/// Burst detections (id and container) on the detections topic, as a `read_committed` reader sees them: polled
+/// until `done` holds or `wait` passes, then 5 s more (time for a duplicate to show).
+fn bursts(topic: &str, wait: Duration, done: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
         .set("group.id", format!("restart-reader-{}", common::run_id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
         .create()
         .unwrap();
     consumer.subscribe(&[topic]).unwrap();
     let codec = Codec::<Detection>::new().unwrap();
     let mut deadline = Instant::now() + wait;
-    let mut count = 0;
+    let mut seen = Vec::new();
+    let mut settled = false;
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             let detection = codec.decode(message.payload().unwrap_or_default()).unwrap();
-            if detection.alert_type == "K8S.NODE_ReconnaissanceArtifactsBurst"
-                && detection.container_id.as_deref() == Some(container)
-            {
-                count += 1;
-                deadline = deadline.min(Instant::now() + Duration::from_secs(5));
+            if detection.alert_type == BURST {
+                seen.push((detection.id, detection.container_id.unwrap_or_default()));
             }
         }
+        if !settled && done(&seen) {
+            settled = true;
+            deadline = deadline.min(Instant::now() + Duration::from_secs(5));
+        }
     }
-    count
+    seen
 }
 
-/// Offsets the detector's consumer group has committed on `topic`, summed over partitions.
+/// Offsets a consumer group has committed on `topic`, summed over partitions.
 fn committed(group: &str, topic: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
@@ -80,60 +95,162 @@ fn committed(group: &str, topic: &str) -> i64 {
     offsets.elements().iter().filter_map(|e| if let Offset::Offset(n) = e.offset() { Some(n) } else { None }).sum()
 }
 
-/// Two recon commands, a checkpoint and a commit that covers them, SIGKILL, optionally the checkpoint deleted,
-/// a restart, two more commands: how many bursts fire.
-fn burst_across_a_kill(stack: &mut common::Stack, container: &str, keep_checkpoint: bool, first_offset: i64) -> usize {
-    let state = stack.logs.join("detect-state.json");
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/fixtures/node_event.v1.json")).unwrap();
-    let template: NodeEvent = serde_json::from_str(&text).unwrap();
-    let producer: BaseProducer =
+/// Partitions of `topic` (0 while it does not exist).
+fn partitions(topic: &str) -> usize {
+    let consumer: BaseConsumer =
         ClientConfig::new().set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA")).create().unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return 0 };
+    metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.partitions().len()).sum()
+}
+
+fn wait_committed(group: &str, topic: &str, at_least: i64, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(group, topic) < at_least {
+        assert!(Instant::now() < deadline, "inputs not committed (want {at_least}):\n{}", logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two recon commands committed with their state, SIGKILL, a restart (on `changelog`), two more: the bursts.
+fn burst_across_a_kill(stack: &mut common::Stack, container: &str, changelog: &str, first_offset: i64) -> usize {
+    let template = template();
     let topic = stack.topic("node_events");
     let group = format!("palisade-{}-detect", stack.run);
     let t = 1_764_000_000_000i64;
     stack.start(&["detect"]);
-    produce(
-        &producer,
-        &topic,
-        &[recon_exec(&template, container, "whoami", t), recon_exec(&template, container, "id", t + 1000)],
-    );
-    // The two commands are in a checkpoint and their offsets committed (so they are not delivered again); then
+    produce(&topic, &[recon_exec(&template, container, "whoami", t), recon_exec(&template, container, "id", t + 1000)]);
+    // The two commands' offsets are committed, in the transaction that wrote the window to the changelog; then
     // the detector dies without any shutdown.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&state).unwrap_or_default().contains(container)
-        || committed(&group, &topic) < first_offset + 2
-    {
-        assert!(Instant::now() < deadline, "no checkpoint and commit for the open window:\n{}", stack.log("detect"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_committed(&group, &topic, first_offset + 2, || stack.log("detect"));
     stack.kill("detect");
-    if !keep_checkpoint {
-        std::fs::remove_file(&state).unwrap();
-    }
+    stack.set("PALISADE__TOPICS__DETECT_CHANGELOG", changelog);
     stack.start(&["detect"]);
     produce(
-        &producer,
         &topic,
         &[recon_exec(&template, container, "uname", t + 2000), recon_exec(&template, container, "hostname", t + 3000)],
     );
-    let wait = if keep_checkpoint { Duration::from_secs(30) } else { Duration::from_secs(15) };
-    let seen = bursts(&stack.topic("detections"), container, wait);
+    let mine = |seen: &[(String, String)]| seen.iter().filter(|(_, c)| c == container).count();
+    let seen = bursts(&stack.topic("detections"), Duration::from_secs(20), |seen| mine(seen) > 0);
     stack.kill("detect");
-    seen
+    mine(&seen)
 }
 
 #[test]
 fn a_recon_window_open_across_a_detector_kill_fires_once() {
     let mut stack = common::Stack::new("detect-restart");
-    let state = stack.logs.join("detect-state.json");
-    stack.set("PALISADE__DETECT__STATE_PATH", &state.display().to_string());
-    stack.set("PALISADE__DETECT__CHECKPOINT_SECS", "1");
+    stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "200");
     let id = |n: u64| format!("{n:0>64x}");
-    let resumed = burst_across_a_kill(&mut stack, &id(0xa11), true, 0);
+    let changelog = stack.topic("detect_changelog");
+    let resumed = burst_across_a_kill(&mut stack, &id(0xa11), &changelog, 0);
     assert_eq!(resumed, 1, "the burst completed after the restart fires exactly once:\n{}", stack.log("detect"));
-    // The control: without the checkpoint the first two commands are gone (committed, not redelivered), so the
-    // same sequence raises nothing. This is what the checkpoint is for.
-    let forgotten = burst_across_a_kill(&mut stack, &id(0xb22), false, 4);
-    assert_eq!(forgotten, 0, "without the checkpoint there is no burst");
+    // The control: restarted on an empty changelog, the first two commands are gone (committed, not received
+    // again), so the same sequence raises nothing. This is what the changelog is for.
+    let empty = format!("{changelog}.empty");
+    let forgotten = burst_across_a_kill(&mut stack, &id(0xb22), &empty, 4);
+    assert_eq!(forgotten, 0, "without the changelog there is no burst");
+}
+
+/// `palisade detect` as one more instance of the stack's group, with its own transactional id and log.
+fn spawn_detect(stack: &common::Stack, name: &str, extra: &[(&str, &str)]) -> common::KillOnDrop {
+    let log = std::fs::File::create(stack.logs.join(format!("{name}.log"))).unwrap();
+    let child: Child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("detect")
+        .envs(stack.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PALISADE__DETECT__TRANSACTIONAL_ID", format!("palisade-detect-{}-{name}", stack.run))
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("palisade binary starts");
+    common::KillOnDrop(child)
+}
+
+fn logs(stack: &common::Stack, names: &[&str]) -> String {
+    let read = |name: &&str| std::fs::read_to_string(stack.logs.join(format!("{name}.log"))).unwrap_or_default();
+    names.iter().map(|name| format!("--- {name}\n{}", read(name))).collect()
+}
+
+#[test]
+fn three_instances_over_six_partitions_raise_what_one_raises_across_a_kill() {
+    let mut stack = common::Stack::new("detect-scale");
+    stack.set("PALISADE__KAFKA__TOPIC_PARTITIONS", "6");
+    stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "200");
+    let names = ["a", "b", "c", "d", "single"];
+    let template = template();
+    let topic = stack.topic("node_events");
+    let group = format!("palisade-{}-detect", stack.run);
+    // Twelve containers: their keys spread over the six partitions.
+    let containers: Vec<String> = (0..12u64).map(|n| format!("{:0>64x}", 0xc0 + n)).collect();
+    let t = 1_764_000_000_000i64;
+    let mut a = spawn_detect(&stack, "a", &[]);
+    // Topics exist once the first instance is up; the others join the group after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while partitions(&stack.topic("detect_changelog")) < 6 {
+        assert!(Instant::now() < deadline, "detect a did not start:\n{}", logs(&stack, &names));
+        assert!(a.0.try_wait().unwrap().is_none(), "detect a exited:\n{}", logs(&stack, &names));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _b = spawn_detect(&stack, "b", &[]);
+    let _c = spawn_detect(&stack, "c", &[]);
+    // The three share the partitions before any input: a gives some up, b and c get theirs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !["b", "c"].iter().all(|name| logs(&stack, &[name]).contains("partitions assigned")) {
+        assert!(Instant::now() < deadline, "b and c got no partition:\n{}", logs(&stack, &names));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first: Vec<NodeEvent> = (containers.iter())
+        .flat_map(|c| [recon_exec(&template, c, "whoami", t), recon_exec(&template, c, "id", t + 1000)])
+        .collect();
+    produce(&topic, &first);
+    wait_committed(&group, &topic, first.len() as i64, || logs(&stack, &names));
+    // Mid-window another instance joins (live members give partitions up, with their windows) and then one dies
+    // (its partitions move with the windows its last transaction wrote).
+    let _d = spawn_detect(&stack, "d", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logs(&stack, &["d"]).contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "d got no partition:\n{}", logs(&stack, &names));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let second: Vec<NodeEvent> = (containers.iter())
+        .flat_map(|c| [recon_exec(&template, c, "uname", t + 2000), recon_exec(&template, c, "hostname", t + 3000)])
+        .collect();
+    produce(&topic, &second);
+    let all = |seen: &[(String, String)]| seen.iter().map(|(_, c)| c).collect::<BTreeSet<_>>().len() == 12;
+    let scaled = bursts(&stack.topic("detections"), Duration::from_secs(90), all);
+    let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
+    scaled.iter().for_each(|(id, _)| *per_id.entry(id).or_default() += 1);
+    let repeated: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "alert ids repeated on the detections topic: {repeated:?}\n{}", logs(&stack, &names));
+    let containers_seen: BTreeSet<&str> = scaled.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(containers_seen.len(), 12, "one burst per container:\n{scaled:?}\n{}", logs(&stack, &names));
+    assert_eq!(scaled.len(), 12, "one burst per container:\n{scaled:?}");
+
+    // One instance alone over the same input (its own group, changelog and output): the same alerts.
+    let single_group = format!("palisade-{}-single", stack.run);
+    let single_detections = format!("{}.single", stack.topic("detections"));
+    let single_changelog = format!("{}.single", stack.topic("detect_changelog"));
+    let _single = spawn_detect(
+        &stack,
+        "single",
+        &[
+            ("PALISADE__KAFKA__GROUP_PREFIX", single_group.as_str()),
+            ("PALISADE__TOPICS__DETECTIONS", single_detections.as_str()),
+            ("PALISADE__TOPICS__DETECT_CHANGELOG", single_changelog.as_str()),
+        ],
+    );
+    let alone = bursts(&single_detections, Duration::from_secs(60), |seen| seen.len() >= 12);
+    let ids = |seen: &[(String, String)]| seen.iter().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&scaled), ids(&alone), "three instances and one raise the same alerts:\n{}", logs(&stack, &names));
+    // The windows moved: instances other than a restored node-event shards that held state.
+    let restored = logs(&stack, &["b", "c", "d"])
+        .lines()
+        .filter(|l| l.contains("shard state restored") && l.contains("node_events") && !l.contains("detectors=0"))
+        .count();
+    assert!(restored > 0, "no node-event shard with state moved:\n{}", logs(&stack, &names));
+    eprintln!(
+        "bursts: {} (ids equal to one instance's); node shards restored with state on b, c, d: {restored}",
+        scaled.len()
+    );
 }

@@ -42,6 +42,8 @@ pub enum PipelineError {
     },
     #[error("detector state checkpoint {path}: {reason}; delete it to start the windows empty")]
     Checkpoint { path: String, reason: String },
+    #[error("detector state changelog {topic}: {reason}")]
+    Changelog { topic: String, reason: String },
     #[error("cannot write the generated audit webhook token to {path}: {source}; set audit.token_file")]
     WebhookToken {
         path: String,

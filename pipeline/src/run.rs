@@ -72,12 +72,12 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     let sink_loops = stages::sink::subscribe(&bus, &topics, outputs)?;
     let (detect_stop, enrich_stop, sink_stop, sources_stop) =
         (Shutdown::new(), Shutdown::new(), Shutdown::new(), Shutdown::new());
-    let detect = tokio::spawn(stages::detect::run(
+    let detect = tokio::spawn(stages::detect::run_with(
         bus.clone(),
         detect_subscription,
         topics.clone(),
         engine,
-        stages::detect::Checkpointing::from_config(&config.detect),
+        stages::detect::StateStore::from_config(&bus, config.kafka.as_ref(), &config.detect),
         detect_stop.clone(),
     ));
     let (pod_lookup, pod_watch) = stages::enrich::start_pod_lookup(&config.enrich)?.unzip();

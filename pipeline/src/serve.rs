@@ -60,6 +60,7 @@ pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
                 let mut topics = config.topics.all().to_vec();
                 topics.extend(config.sink.ocsf_topic.as_deref());
                 bus.ensure_topics(&topics).await?;
+                bus.ensure_compacted_topics(&[&config.topics.detect_changelog]).await?;
             }
             Ok(Bus::Kafka(bus))
         }
@@ -91,8 +92,8 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         Stage::Detect => {
             let subscription = stages::detect::subscribe(&bus, &topics)?;
             let engine = Arc::new(Engine::new(&config.detect)?);
-            let checkpointing = stages::detect::Checkpointing::from_config(&config.detect);
-            stages::detect::run(bus.clone(), subscription, topics, engine, checkpointing, shutdown).await?;
+            let store = stages::detect::StateStore::from_config(&bus, config.kafka.as_ref(), &config.detect);
+            stages::detect::run_with(bus.clone(), subscription, topics, engine, store, shutdown).await?;
         }
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;

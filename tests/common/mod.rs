@@ -64,6 +64,7 @@ impl Stack {
             ("PALISADE__SINK__OPENSEARCH__RETENTION_DAYS".into(), "0".into()),
             ("RUST_LOG".into(), "info".into()),
             ("PALISADE__SINK__TRANSACTIONAL_ID".into(), format!("palisade-sink-{run}")),
+            ("PALISADE__DETECT__TRANSACTIONAL_ID".into(), format!("palisade-detect-{run}")),
         ];
         for topic in [
             "node_events",
@@ -74,6 +75,7 @@ impl Stack {
             "alerts",
             "dead_letter",
             "cluster_state",
+            "detect_changelog",
         ] {
             envs.push((format!("PALISADE__TOPICS__{}", topic.to_uppercase()), format!("t.{run}.{topic}")));
         }

@@ -31,9 +31,9 @@ pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, Pipel
 const MAX_IN_FLIGHT: usize = 1024;
 
 /// How often the baselines' learning state goes to `/metrics`.
-const LEARNING_REPORT_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const LEARNING_REPORT_EVERY: Duration = Duration::from_secs(5);
 
-fn report_learning(engine: &Engine) {
+pub(crate) fn report_learning(engine: &Engine) {
     for (alert_type, state) in engine.learning_states() {
         BaselineLearning { alert_type, learning: state.learning, active: state.active }.emit();
     }
@@ -164,6 +164,45 @@ impl Acks {
     }
 }
 
+/// Where the stage keeps its windows: in the changelog topic on Kafka, else in the checkpoint file (if any).
+pub enum StateStore {
+    File(Option<Checkpointing>),
+    Changelog(super::detect_changelog::ChangelogSettings),
+}
+
+impl StateStore {
+    pub fn from_config(bus: &Bus, kafka: Option<&palisade_runtime::KafkaConfig>, detect: &DetectConfig) -> Self {
+        match (bus, kafka) {
+            (Bus::Kafka(_), Some(kafka)) => {
+                if let Some(path) = &detect.state_path {
+                    let path = path.display();
+                    tracing::warn!(%path, "detect.state_path is not used with Kafka: the state is in the changelog topic");
+                }
+                StateStore::Changelog(super::detect_changelog::ChangelogSettings::from_config(kafka, detect))
+            }
+            _ => StateStore::File(Checkpointing::from_config(detect)),
+        }
+    }
+}
+
+/// Runs the stage with its state where `store` says.
+pub async fn run_with(
+    bus: Bus,
+    subscription: Subscription,
+    topics: TopicsConfig,
+    engine: Arc<Engine>,
+    store: StateStore,
+    shutdown: Shutdown,
+) -> Result<(), PipelineError> {
+    match store {
+        StateStore::File(checkpointing) => run(bus, subscription, topics, engine, checkpointing, shutdown).await,
+        StateStore::Changelog(settings) => {
+            super::detect_changelog::run(bus, subscription, topics, engine, settings, shutdown).await
+        }
+    }
+}
+
+/// Runs the stage with its state in a checkpoint file, if any.
 pub async fn run(
     bus: Bus,
     mut subscription: Subscription,

@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod detect;
+pub mod detect_changelog;
 pub mod enrich;
 pub mod sink;
 

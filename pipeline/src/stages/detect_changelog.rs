@@ -1,0 +1,450 @@
+//! The detect stage on Kafka. Each input partition's windows and baselines (a shard of the engine) live in a
+//! compacted changelog topic: one record per partition and detector whose state changed, written in the same
+//! transaction as the detections and the input offsets they cover. An instance that is given a partition reads
+//! its state from the changelog before its first input; one that loses it forgets it. So any number of detect
+//! instances share the input topics, and a killed or moved one loses no window, baseline or join. Without Kafka
+//! the stage keeps its file checkpoint (`detect.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_detect::{Engine, Event};
+use palisade_runtime::bus::Outgoing;
+use palisade_runtime::kafka::TransactionalOutput;
+use palisade_runtime::trace::RecordSpan;
+use palisade_runtime::{Bus, Delivery, KafkaConfig, Shutdown, Subscription, TopicsConfig};
+use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
+use palisade_telemetry::{
+    CheckpointWritten, ComponentStarted, ComponentStopped, ItemDropped, MessageProcessed, RecordProduced,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
+use crate::PipelineError;
+
+const STAGE: &str = "detect";
+/// Inputs in one transaction at most, whatever the interval.
+const MAX_BATCH_INPUTS: usize = 20_000;
+/// Transactions that fail one after the other before the stage gives up (a fenced or broken producer).
+const MAX_FAILED_COMMITS: u32 = 5;
+
+/// How the stage keeps its state in Kafka.
+#[derive(Debug, Clone)]
+pub struct ChangelogSettings {
+    pub kafka: KafkaConfig,
+    pub transactional_id: String,
+    pub commit_every: Duration,
+}
+
+impl ChangelogSettings {
+    pub fn from_config(kafka: &KafkaConfig, detect: &palisade_detect::DetectConfig) -> Self {
+        let transactional_id = detect.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("palisade-detect-{}", host.trim())
+        });
+        Self {
+            kafka: kafka.clone(),
+            transactional_id,
+            commit_every: Duration::from_millis(detect.commit_interval_ms.max(1)),
+        }
+    }
+}
+
+/// One changelog record's value: a detector's state in one shard, and the input offset it covers.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateRecord {
+    offset: i64,
+    watermark_ms: i64,
+    state: serde_json::Value,
+}
+
+/// The shard an input partition feeds.
+fn shard_of(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// A changelog key: the shard, then the detector's checkpoint key.
+fn record_key(shard: &str, checkpoint_key: &str) -> String {
+    format!("{shard}/{checkpoint_key}")
+}
+
+/// What the changelog holds for one shard: the newest record of each of its detectors (an empty value deletes).
+fn shard_records(
+    shard: &str,
+    records: impl IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
+) -> BTreeMap<String, Vec<u8>> {
+    let prefix = format!("{shard}/");
+    let mut newest = BTreeMap::new();
+    for (key, payload) in records {
+        let Some(detector) = key.as_deref().and_then(|k| std::str::from_utf8(k).ok()?.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if payload.is_empty() {
+            newest.remove(detector);
+        } else {
+            newest.insert(detector.to_owned(), payload);
+        }
+    }
+    newest
+}
+
+/// Reads a shard's state from its changelog partition and gives it to the engine; returns the input offset it
+/// covers. A record that does not read, or a state a detector refuses, leaves the shard empty (counted): the
+/// detections go on, without that history.
+async fn restore(
+    engine: &Engine,
+    settings: &ChangelogSettings,
+    changelog: (&str, i32),
+    (topic, partition): (&str, i32),
+) -> Result<Option<i64>, PipelineError> {
+    let shard = shard_of(topic, partition);
+    let (kafka, changelog_topic) = (settings.kafka.clone(), changelog.0.to_owned());
+    let changelog_partition = partition % changelog.1;
+    let started = Instant::now();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut records = Vec::new();
+        palisade_runtime::kafka::read_partition(&kafka, &changelog_topic, changelog_partition, |message, _, _| {
+            records.push((message.key, message.payload));
+        })
+        .map(|_| records)
+    })
+    .await
+    .expect("the changelog read does not panic")?;
+    let read_count = read.len();
+    let mut states = BTreeMap::new();
+    let (mut covered, mut watermark_ms) = (None::<i64>, 0);
+    for (detector, payload) in shard_records(&shard, read) {
+        match serde_json::from_slice::<StateRecord>(&payload) {
+            Ok(record) => {
+                covered = Some(covered.map_or(record.offset, |c| c.max(record.offset)));
+                watermark_ms = watermark_ms.max(record.watermark_ms);
+                states.insert(detector, record.state);
+            }
+            Err(error) => {
+                tracing::warn!(%shard, %detector, %error, "changelog record unreadable; that detector starts empty");
+                ItemDropped { component: STAGE, reason: "changelog record unreadable", count: 1 }.emit();
+            }
+        }
+    }
+    if let Err(error) = engine.restore_shard(&shard, watermark_ms, &states) {
+        tracing::warn!(%shard, %error, "changelog state refused; the shard starts empty");
+        ItemDropped { component: STAGE, reason: "changelog state refused", count: 1 }.emit();
+        engine.drop_shard(&shard);
+        return Ok(None);
+    }
+    tracing::info!(
+        %shard,
+        detectors = states.len(),
+        changelog_records = read_count,
+        covered,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shard state restored"
+    );
+    Ok(covered)
+}
+
+/// A detection to send: its key (the alert id), payload and the input's trace header.
+struct PendingDetection {
+    key: String,
+    payload: Vec<u8>,
+    header: Vec<(String, Vec<u8>)>,
+}
+
+/// Inputs received since the last transaction and what they produced.
+#[derive(Default)]
+struct Batch {
+    detections: Vec<PendingDetection>,
+    consumed: Vec<(String, i32, i64)>,
+    /// By shard: its partition and the newest offset of it in the batch.
+    shards: BTreeMap<String, (i32, i64)>,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn due_in(&self, every: Duration) -> Option<Duration> {
+        let started = self.started?;
+        if self.consumed.len() >= MAX_BATCH_INPUTS {
+            return Some(Duration::ZERO);
+        }
+        Some(every.saturating_sub(started.elapsed()))
+    }
+}
+
+/// The stage's state between inputs.
+struct Stage<'a> {
+    bus: &'a Bus,
+    topics: &'a TopicsConfig,
+    engine: &'a Engine,
+    settings: &'a ChangelogSettings,
+    output: TransactionalOutput,
+    changelog_partitions: i32,
+    /// By shard held here: the input offset its restored state covers (inputs at or before it are in it).
+    covered: HashMap<String, Option<i64>>,
+    batch: Batch,
+    failed_commits: u32,
+    codecs: Codecs,
+}
+
+struct Codecs {
+    node: Codec<NodeEvent>,
+    audit: Codec<AuditEvent>,
+    cloud: Codec<CloudActivity>,
+    detection: Codec<Detection>,
+}
+
+impl Stage<'_> {
+    /// Forgets every shard the batch touched and receives their inputs again: their windows hold inputs no
+    /// transaction committed.
+    fn discard(&mut self, subscription: &Subscription) -> Result<(), PipelineError> {
+        for shard in std::mem::take(&mut self.batch).shards.into_keys() {
+            self.engine.drop_shard(&shard);
+            self.covered.remove(&shard);
+        }
+        subscription.rewind_to_committed()?;
+        Ok(())
+    }
+
+    /// Forgets the partitions another member took; a batch that holds inputs of one is not committed.
+    fn handle_revocations(&mut self, subscription: &Subscription) -> Result<(), PipelineError> {
+        let revoked: BTreeSet<String> =
+            subscription.take_revoked().iter().map(|(topic, partition)| shard_of(topic, *partition)).collect();
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        let in_batch = revoked.iter().any(|shard| self.batch.shards.contains_key(shard));
+        for shard in &revoked {
+            self.engine.drop_shard(shard);
+            self.covered.remove(shard);
+        }
+        if in_batch {
+            tracing::info!(inputs = self.batch.consumed.len(), "a revoked partition is in the batch; received again");
+            self.discard(subscription)?;
+        }
+        Ok(())
+    }
+
+    async fn receive(&mut self, delivery: Delivery, shutdown: &Shutdown) -> Result<bool, PipelineError> {
+        let message = &delivery.message;
+        let shard = shard_of(&message.topic, message.partition);
+        if !self.covered.contains_key(&shard) {
+            let changelog = (self.topics.detect_changelog.as_str(), self.changelog_partitions);
+            let covered = restore(self.engine, self.settings, changelog, (&message.topic, message.partition)).await?;
+            self.covered.insert(shard.clone(), covered);
+        }
+        self.batch.started.get_or_insert_with(Instant::now);
+        self.batch.consumed.push((message.topic.clone(), message.partition, message.offset));
+        let newest = self.batch.shards.entry(shard.clone()).or_insert((message.partition, message.offset));
+        newest.1 = newest.1.max(message.offset);
+        // Already in the restored state (its offset was not committed with it): counted once, not twice.
+        if self.covered.get(&shard).copied().flatten().is_some_and(|covered| message.offset <= covered) {
+            return Ok(true);
+        }
+        let record = RecordSpan::start(STAGE, &message.headers);
+        let detected_at = now_ms();
+        let (topics, engine, codecs) = (self.topics, self.engine, &self.codecs);
+        let process = |event: Event<'_>| engine.process_in(&shard, &event, detected_at);
+        let decoded = if message.topic == topics.node_events {
+            codecs.node.decode(&message.payload).map(|e| process(Event::Node(&e)))
+        } else if message.topic == topics.audit_events {
+            codecs.audit.decode(&message.payload).map(|e| process(Event::Audit(&e)))
+        } else {
+            codecs.cloud.decode(&message.payload).map(|e| process(Event::Cloud(&e)))
+        };
+        let detections = match decoded {
+            Ok(detections) => detections,
+            Err(error) => {
+                let reason = error.to_string();
+                return Ok(
+                    dead_letter_until_acked(self.bus, &topics.dead_letter, STAGE, &delivery, &reason, shutdown).await
+                );
+            }
+        };
+        if let Some(detection) = detections.first() {
+            record.alert_type(&detection.alert_type);
+        }
+        let header: Vec<(String, Vec<u8>)> =
+            record.header().into_iter().map(|(name, value)| (name.to_owned(), value.to_vec())).collect();
+        for detection in &detections {
+            let payload = self.codecs.detection.encode(detection)?;
+            self.batch.detections.push(PendingDetection { key: detection.id.clone(), payload, header: header.clone() });
+        }
+        Ok(true)
+    }
+
+    /// One transaction: the detections, the changed state, the inputs' offsets. On a failure the batch is
+    /// received again; after several in a row the stage stops with the error.
+    async fn commit(&mut self, subscription: &Subscription, shutdown: &Shutdown) -> Result<bool, PipelineError> {
+        let limit = self.bus.max_message_bytes();
+        let mut changes = Vec::new();
+        for shard_changes in self.engine.take_changes() {
+            let Some(&(partition, offset)) = self.batch.shards.get(&shard_changes.shard) else { continue };
+            for (checkpoint_key, state) in shard_changes.states {
+                let record = StateRecord { offset, watermark_ms: shard_changes.watermark_ms, state };
+                let payload = serde_json::to_vec(&record).map_err(|e| PipelineError::Changelog {
+                    topic: self.topics.detect_changelog.clone(),
+                    reason: e.to_string(),
+                })?;
+                let key = record_key(&shard_changes.shard, checkpoint_key);
+                if payload.len() + key.len() > limit {
+                    // Kept at its last size: a restore gets older state for this detector, never none.
+                    tracing::warn!(%key, bytes = payload.len(), limit, "detector state over the record bound; not written");
+                    ItemDropped { component: STAGE, reason: "state record too large", count: 1 }.emit();
+                    continue;
+                }
+                changes.push((partition % self.changelog_partitions, key, payload));
+            }
+        }
+        // A detection over the bound could never commit: it goes to the dead-letter topic on its own.
+        let dead_letters = DeadLetters { topic: &self.topics.dead_letter, stage: STAGE };
+        let mut detections = Vec::with_capacity(self.batch.detections.len());
+        for pending in std::mem::take(&mut self.batch.detections) {
+            let headers: Vec<(&str, &[u8])> = pending.header.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            let outgoing = Outgoing {
+                topic: &self.topics.detections,
+                key: Some(pending.key.as_bytes()),
+                payload: &pending.payload,
+                headers: &headers,
+            };
+            if palisade_runtime::kafka::outgoing_bytes(&outgoing) > limit {
+                if !publish_until_acked(self.bus, outgoing, dead_letters, shutdown).await {
+                    return Ok(false);
+                }
+                continue;
+            }
+            drop(headers);
+            detections.push(pending);
+        }
+        let header_refs: Vec<Vec<(&str, &[u8])>> = (detections.iter())
+            .map(|pending| pending.header.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect())
+            .collect();
+        let records: Vec<Outgoing<'_>> = (detections.iter().zip(&header_refs))
+            .map(|(pending, headers)| Outgoing {
+                topic: &self.topics.detections,
+                key: Some(pending.key.as_bytes()),
+                payload: &pending.payload,
+                headers,
+            })
+            .collect();
+        let changelog: Vec<(i32, Outgoing<'_>)> = (changes.iter())
+            .map(|(partition, key, payload)| {
+                let outgoing =
+                    Outgoing { topic: &self.topics.detect_changelog, key: Some(key.as_bytes()), payload, headers: &[] };
+                (*partition, outgoing)
+            })
+            .collect();
+        match self.output.commit_with_changes(&records, &changelog, &self.batch.consumed).await {
+            Ok(()) => {
+                self.failed_commits = 0;
+                palisade_telemetry::health::succeeded(STAGE);
+                for _ in &self.batch.consumed {
+                    MessageProcessed { stage: STAGE }.emit();
+                }
+                for _ in &records {
+                    RecordProduced { stage: STAGE, record: "Detection" }.emit();
+                }
+                CheckpointWritten { stage: STAGE, held: self.batch.consumed.len() }.emit();
+                self.batch = Batch::default();
+                Ok(true)
+            }
+            Err(error) => {
+                self.failed_commits += 1;
+                palisade_telemetry::health::failing(STAGE, &format!("transaction failed: {error}"));
+                tracing::warn!(%error, inputs = self.batch.consumed.len(), failed = self.failed_commits, "transaction failed; its inputs are received again");
+                if self.failed_commits >= MAX_FAILED_COMMITS {
+                    return Err(error.into());
+                }
+                drop(records);
+                drop(changelog);
+                self.discard(subscription)?;
+                Ok(!shutdown.is_triggered())
+            }
+        }
+    }
+}
+
+/// Runs the stage with its state in `topics.detect_changelog` (Kafka only).
+pub async fn run(
+    bus: Bus,
+    mut subscription: Subscription,
+    topics: TopicsConfig,
+    engine: Arc<Engine>,
+    settings: ChangelogSettings,
+    shutdown: Shutdown,
+) -> Result<(), PipelineError> {
+    let Some(output) = subscription.transactional_output(&bus, &settings.transactional_id).await? else {
+        let (topic, reason) = (topics.detect_changelog.clone(), "the changelog needs the Kafka bus".into());
+        return Err(PipelineError::Changelog { topic, reason });
+    };
+    let (kafka, changelog_topic) = (settings.kafka.clone(), topics.detect_changelog.clone());
+    let changelog_partitions =
+        tokio::task::spawn_blocking(move || palisade_runtime::kafka::partition_count(&kafka, &changelog_topic))
+            .await
+            .expect("the metadata request does not panic")?;
+    let mut stage = Stage {
+        bus: &bus,
+        topics: &topics,
+        engine: &engine,
+        settings: &settings,
+        output,
+        changelog_partitions,
+        covered: HashMap::new(),
+        batch: Batch::default(),
+        failed_commits: 0,
+        codecs: Codecs { node: Codec::new()?, audit: Codec::new()?, cloud: Codec::new()?, detection: Codec::new()? },
+    };
+    ComponentStarted { component: STAGE }.emit();
+    let mut learning_report = tokio::time::interval(super::detect::LEARNING_REPORT_EVERY);
+    learning_report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent_all = true;
+    loop {
+        stage.handle_revocations(&subscription)?;
+        let due = stage.batch.due_in(settings.commit_every);
+        if due == Some(Duration::ZERO) {
+            if !stage.commit(&subscription, &shutdown).await? {
+                sent_all = false;
+                break;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => {}
+            _ = learning_report.tick() => super::detect::report_learning(&engine),
+            next = next_delivery(&mut subscription, &shutdown) => {
+                let Some(delivery) = next else { break };
+                if !stage.receive(delivery, &shutdown).await? {
+                    sent_all = false;
+                    break;
+                }
+            }
+        }
+    }
+    stage.handle_revocations(&subscription)?;
+    if sent_all && stage.batch.started.is_some() {
+        stage.commit(&subscription, &shutdown).await?;
+    }
+    super::detect::report_learning(&engine);
+    subscription.close()?;
+    ComponentStopped { component: STAGE }.emit();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_gets_the_newest_record_of_each_of_its_detectors_only() {
+        let record = |key: &str, payload: &str| (Some(key.as_bytes().to_vec()), payload.as_bytes().to_vec());
+        let records = vec![
+            record("palisade.node.events/1/A", "old"),
+            record("palisade.node.events/10/A", "other shard"),
+            record("palisade.node.events/1/B", "gone"),
+            record("palisade.node.events/1/A", "new"),
+            record("palisade.node.events/1/B", ""),
+            (None, b"no key".to_vec()),
+        ];
+        let newest = shard_records("palisade.node.events/1", records);
+        assert_eq!(newest, BTreeMap::from([("A".to_owned(), b"new".to_vec())]));
+    }
+}
