@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
 use crate::registry::{self, WindowedFactory};
 use crate::unit::{
-    AlertTypeMeta, Event, Finding, Input, LearningState, PodContext, StatelessDetector, WindowedDetector,
+    AlertTypeMeta, Event, Finding, Input, LearningState, PodContext, StateKey, StatelessDetector, WindowedDetector,
 };
 
 /// Events between two expiries of the windows' state.
@@ -64,8 +64,33 @@ impl Shards {
     }
 }
 
+/// Which detectors one event is for, where the input is split by key (see `StateKey`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass<'a> {
+    /// Every detector: one process holds every key (replay, scan, the in-process bus).
+    All,
+    /// An event from its input topic: the stateless detectors and the windowed ones keyed as the topic is.
+    Input,
+    /// An event re-keyed by `key`: the windowed detectors keyed so, with the pod context it was sent with.
+    Rekeyed { key: StateKey, context: Option<&'a PodContext> },
+}
+
+/// An event to send again under another key, for the detectors whose state is keyed so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rekey {
+    pub key: StateKey,
+    /// The record key: every event of one state key gets the same, so they meet on one partition.
+    pub record_key: String,
+    /// The pod context the event was seen with (the detectors keyed by workload need it).
+    pub context: Option<PodContext>,
+}
+
 pub struct Engine {
     detectors: Vec<Box<dyn StatelessDetector>>,
+    /// By windowed detector (the same order in every shard): what its state is keyed by.
+    state_keys: Vec<StateKey>,
+    /// By `Input::index`: the keys other than the input's that its windowed detectors need.
+    rekeyed: Vec<Vec<StateKey>>,
     shards: Mutex<Shards>,
     rules: BTreeMap<String, CompiledRule>,
     /// By `Input::index`: the stateless and the windowed detectors that declare that input, in registry order.
@@ -103,12 +128,22 @@ impl Engine {
         let rules = config.validate()?;
         let stateless = route(registered.stateless.iter().map(|detector| detector.metas()));
         let windowed = route(registered.windowed.iter().map(|detector| detector.metas()));
+        let state_keys: Vec<StateKey> = registered.windowed.iter().map(|detector| detector.state_key()).collect();
+        let rekeyed = (windowed.iter())
+            .map(|detectors| {
+                let mut keys: Vec<StateKey> = detectors.iter().map(|&index| state_keys[index]).collect();
+                keys.retain(|key| *key != StateKey::Input);
+                keys.sort_unstable();
+                keys.dedup();
+                keys
+            })
+            .collect();
         let routes = stateless.into_iter().zip(windowed).map(|(stateless, windowed)| Routes { stateless, windowed });
         let routes = routes.collect();
         let default = Windows::new(registered.windowed);
         let shards =
             Shards { by_name: BTreeMap::from([(DEFAULT_SHARD.to_owned(), default)]), fresh: registered.fresh_windowed };
-        Ok(Self { detectors: registered.stateless, shards: Mutex::new(shards), rules, routes })
+        Ok(Self { detectors: registered.stateless, state_keys, rekeyed, shards: Mutex::new(shards), rules, routes })
     }
 
     /// The configured rule of an alert type, or `None` when it is disabled.
@@ -146,36 +181,69 @@ impl Engine {
         self.shards.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Detections of one event of the default shard.
+    /// Detections of one event of the default shard, by every detector.
     pub fn process(&self, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
-        self.process_in(DEFAULT_SHARD, event, detected_at_ms)
+        self.process_in(DEFAULT_SHARD, Pass::All, event, detected_at_ms)
     }
 
-    /// Detections of one event, its windows being those of `shard` (the partition it was read from).
-    pub fn process_in(&self, shard: &str, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
+    /// The pod a node event ran in, from the pods table of any shard (the table is cluster state).
+    fn context_of(shards: &Shards, event: &Event<'_>) -> Option<PodContext> {
+        let Event::Node(NodeEvent { pod_uid: Some(uid), .. }) = event else { return None };
+        shards.by_name.values().flat_map(|windows| &windows.detectors).find_map(|detector| detector.pod_context(uid))
+    }
+
+    /// The keys this event must be sent again under (read from its input topic, with `Pass::Input`), for the
+    /// windowed detectors whose state is keyed otherwise than the topic. None for most events.
+    pub fn rekeys(&self, event: &Event<'_>) -> Vec<Rekey> {
+        let Some(keys) = self.rekeyed.get(event.input().index()).filter(|keys| !keys.is_empty()) else {
+            return Vec::new();
+        };
+        let context = Self::context_of(&self.shards(), event);
+        let mut out = Vec::new();
+        for &key in keys {
+            let record_key = match (key, event) {
+                (StateKey::AuditUser, Event::Audit(audit)) => format!("user/{}/{}", audit.cluster, audit.username),
+                (StateKey::PodNamespace, Event::Node(node)) if !node.in_container => format!("node/{}", node.node),
+                // A container whose pod is not known is not profiled by workload.
+                (StateKey::PodNamespace, Event::Node(_)) => match &context {
+                    Some(context) => format!("namespace/{}", context.namespace),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            out.push(Rekey { key, record_key, context: context.clone() });
+        }
+        out
+    }
+
+    /// Detections of one event, its windows being those of `shard` (the partition it was read from), by the
+    /// detectors `pass` names.
+    pub fn process_in(&self, shard: &str, pass: Pass<'_>, event: &Event<'_>, detected_at_ms: i64) -> Vec<Detection> {
         let mut out = Vec::new();
         let mut shards = self.shards();
-        // The pods table is cluster state: any shard's table may know the pod.
-        let context = match event {
-            Event::Node(NodeEvent { pod_uid: Some(uid), .. }) => shards
-                .by_name
-                .values()
-                .flat_map(|windows| &windows.detectors)
-                .find_map(|detector| detector.pod_context(uid)),
-            _ => None,
+        let context = match pass {
+            Pass::Rekeyed { context, .. } => context.cloned(),
+            Pass::All | Pass::Input => Self::context_of(&shards, event),
         };
         let with = (event, context.as_ref());
         // A kind this build does not route (none, while `NodeEventKind::ALL` is complete) reaches no unit.
         let routes = self.routes.get(event.input().index()).unwrap_or(NO_ROUTES);
-        for detector in routes.stateless.iter().map(|&index| &self.detectors[index]) {
-            for (meta, finding) in detector.detect_all(event) {
-                let Some(rule) = self.rule(meta) else { continue };
-                Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
+        if !matches!(pass, Pass::Rekeyed { .. }) {
+            for detector in routes.stateless.iter().map(|&index| &self.detectors[index]) {
+                for (meta, finding) in detector.detect_all(event) {
+                    let Some(rule) = self.rule(meta) else { continue };
+                    Self::keep(&mut out, rule, meta, with, finding, detected_at_ms);
+                }
             }
         }
+        let wanted = |index: usize| match pass {
+            Pass::All => true,
+            Pass::Input => self.state_keys.get(index) == Some(&StateKey::Input),
+            Pass::Rekeyed { key, .. } => self.state_keys.get(index) == Some(&key),
+        };
         let windows = shards.get(shard);
         windows.watermark_ms = windows.watermark_ms.max(event.time_ms());
-        for &index in &routes.windowed {
+        for &index in routes.windowed.iter().filter(|&&index| wanted(index)) {
             let Some(detector) = windows.detectors.get_mut(index) else { continue };
             windows.changed[index] = true;
             for (meta, finding) in detector.observe_in(event, context.as_ref()) {

@@ -384,6 +384,10 @@ pub struct TopicsConfig {
     /// detector, written in the transaction that commits the inputs it covers.
     #[serde(default = "topic_detect_changelog")]
     pub detect_changelog: String,
+    /// Internal: events the detect stage sends again under the key a detector's state needs (a user, a pod's
+    /// namespace) when the input topic is keyed otherwise, so each key's state lives on one partition.
+    #[serde(default = "topic_detect_rekeyed")]
+    pub detect_rekeyed: String,
 }
 
 fn topic_node_events() -> String {
@@ -407,6 +411,9 @@ fn topic_alerts() -> String {
 fn topic_dead_letter() -> String {
     "palisade.dead-letter".into()
 }
+fn topic_detect_rekeyed() -> String {
+    "palisade.detect.rekeyed".into()
+}
 fn topic_detect_changelog() -> String {
     "palisade.detect.changelog".into()
 }
@@ -426,12 +433,13 @@ impl Default for TopicsConfig {
             dead_letter: topic_dead_letter(),
             cluster_state: topic_cluster_state(),
             detect_changelog: topic_detect_changelog(),
+            detect_rekeyed: topic_detect_rekeyed(),
         }
     }
 }
 
 impl TopicsConfig {
-    pub fn all(&self) -> [&str; 8] {
+    pub fn all(&self) -> [&str; 9] {
         [
             &self.node_events,
             &self.audit_events,
@@ -441,6 +449,7 @@ impl TopicsConfig {
             &self.alerts,
             &self.dead_letter,
             &self.cluster_state,
+            &self.detect_rekeyed,
         ]
     }
 }

@@ -76,6 +76,7 @@ impl Stack {
             "dead_letter",
             "cluster_state",
             "detect_changelog",
+            "detect_rekeyed",
         ] {
             envs.push((format!("PALISADE__TOPICS__{}", topic.to_uppercase()), format!("t.{run}.{topic}")));
         }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::{Exception, RuleConfig};
 use crate::registry::{Registered, WindowedFactory};
-use crate::unit::{DetectionKind, Maturity, Severity, Source};
+use crate::unit::{DetectionKind, Maturity, Severity, Source, StateKey};
 use crate::windowed::{restore_from, snapshot_of};
 
 const fn meta(id: &'static str, source: Source, inputs: &'static [Input]) -> AlertTypeMeta {
@@ -249,7 +249,7 @@ fn each_shard_keeps_its_own_windows_and_moves_with_its_changes() {
     let event = Event::Node(&exec);
     // Two events of one node on shard t/0 and one on t/1: no shard has three.
     for shard in ["t/0", "t/0", "t/1"] {
-        assert!(engine.process_in(shard, &event, 0).is_empty(), "{shard}");
+        assert!(engine.process_in(shard, Pass::Input, &event, 0).is_empty(), "{shard}");
     }
     let changes = engine.take_changes();
     assert_eq!(changes.iter().map(|c| c.shard.as_str()).collect::<Vec<_>>(), ["t/0", "t/1"]);
@@ -260,15 +260,49 @@ fn each_shard_keeps_its_own_windows_and_moves_with_its_changes() {
     let moved = sharded_engine();
     let states = changes[0].states.iter().map(|(key, state)| ((*key).to_owned(), state.clone())).collect();
     moved.restore_shard("t/0", changes[0].watermark_ms, &states).unwrap();
-    assert_eq!(moved.process_in("t/0", &event, 0).len(), 1);
+    assert_eq!(moved.process_in("t/0", Pass::Input, &event, 0).len(), 1);
     // A state that does not read leaves the shard as it was (three seen: the fourth does not fire again).
     let unreadable = BTreeMap::from([(WINDOW.id.to_owned(), json!("not a map"))]);
     assert!(moved.restore_shard("t/0", 0, &unreadable).is_err());
-    assert!(moved.process_in("t/0", &event, 0).is_empty());
+    assert!(moved.process_in("t/0", Pass::Input, &event, 0).is_empty());
     assert_eq!(moved.window_keys(), vec![(WINDOW.id, 1)]);
     // Here it is dropped: it starts empty if it comes back.
     engine.drop_shard("t/0");
     assert!(!engine.holds_shard("t/0") && engine.holds_shard("t/1"));
-    assert!(engine.process_in("t/0", &event, 0).is_empty());
+    assert!(engine.process_in("t/0", Pass::Input, &event, 0).is_empty());
     assert_eq!(engine.window_keys(), vec![(WINDOW.id, 2)], "t/0 and t/1 hold node-a each");
+}
+
+#[test]
+fn audit_events_go_again_by_user_and_only_that_pass_feeds_the_user_baselines() {
+    let engine = Engine::new(&DetectConfig::default()).unwrap();
+    let event = audit("system:serviceaccount:shop:web");
+    let rekeys = engine.rekeys(&Event::Audit(&event));
+    assert_eq!(rekeys.len(), 1);
+    assert_eq!(
+        (rekeys[0].key, rekeys[0].record_key.as_str()),
+        (StateKey::AuditUser, "user/c/system:serviceaccount:shop:web")
+    );
+    let sa_keys = |engine: &Engine| {
+        let keys = engine.window_keys();
+        keys.iter().find(|(id, _)| *id == "K8S_ServiceAccountRareOperation").map(|(_, n)| *n).unwrap()
+    };
+    engine.process_in("audit/0", Pass::Input, &Event::Audit(&event), 0);
+    assert_eq!(sa_keys(&engine), 0, "the input pass leaves the user-keyed baseline alone");
+    let pass = Pass::Rekeyed { key: StateKey::AuditUser, context: None };
+    engine.process_in("rekeyed/0", pass, &Event::Audit(&event), 0);
+    assert_eq!(sa_keys(&engine), 1, "the re-keyed pass feeds it");
+    // A node exec goes nowhere else; a host connection goes again by node (workload baselines).
+    let exec = node(NodeEventKind::Exec, 1);
+    assert!(engine.rekeys(&Event::Node(&exec)).is_empty());
+    let mut connect = node(NodeEventKind::NetConnect, 1);
+    connect.in_container = false;
+    let rekeys = engine.rekeys(&Event::Node(&connect));
+    assert_eq!(
+        rekeys.iter().map(|r| (r.key, r.record_key.as_str())).collect::<Vec<_>>(),
+        [(StateKey::PodNamespace, "node/node-a")]
+    );
+    // In a container whose pod is not known there is no workload to key by.
+    connect.in_container = true;
+    assert!(engine.rekeys(&Event::Node(&connect)).is_empty());
 }

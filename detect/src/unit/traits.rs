@@ -30,6 +30,34 @@ pub struct LearningState {
     pub active: usize,
 }
 
+/// What a windowed detector's state is keyed by, as far as where its events must meet: `Input` when the input
+/// topic's own key keeps each of its keys on one partition (node windows by container, joins by namespace,
+/// cloud identities), else the key its events are re-keyed by before it sees them (see `Engine::rekeys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKey {
+    Input,
+    /// Audit events by cluster and user (service-account baselines, kube-hunter's clients); the audit topic is
+    /// keyed by namespace, and one user acts in many.
+    AuditUser,
+    /// Node events by the pod's namespace (workload baselines: a workload's pods run on many nodes).
+    PodNamespace,
+}
+
+impl StateKey {
+    /// Its name in the re-keyed record's header.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StateKey::Input => "input",
+            StateKey::AuditUser => "audit-user",
+            StateKey::PodNamespace => "pod-namespace",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [StateKey::Input, StateKey::AuditUser, StateKey::PodNamespace].into_iter().find(|key| key.name() == name)
+    }
+}
+
 pub trait WindowedDetector: Send {
     fn meta(&self) -> &'static AlertTypeMeta;
     /// Findings this event completes.
@@ -69,6 +97,11 @@ pub trait WindowedDetector: Send {
     /// between releases, or a restart after an upgrade starts this detector empty (a test pins the keys).
     fn checkpoint_key(&self) -> &'static str {
         self.meta().id
+    }
+
+    /// What its state is keyed by; `StateKey::Input` unless it says otherwise.
+    fn state_key(&self) -> StateKey {
+        StateKey::Input
     }
 
     /// Drops state that no event inside the lateness bound can extend any more.

@@ -23,8 +23,13 @@ use crate::PipelineError;
 
 const STAGE: &str = "detect";
 
+/// The inputs; on Kafka also the events this stage re-keys for itself (see `detect_changelog`).
 pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
-    Ok(bus.subscribe(&[&topics.node_events, &topics.audit_events, &topics.cloud_activity], STAGE)?)
+    let mut inputs = vec![topics.node_events.as_str(), &topics.audit_events, &topics.cloud_activity];
+    if matches!(bus, Bus::Kafka(_)) {
+        inputs.push(&topics.detect_rekeyed);
+    }
+    Ok(bus.subscribe(&inputs, STAGE)?)
 }
 
 /// Inputs whose detections may be in flight to the bus at once (rdkafka batches the sends).

@@ -9,11 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_detect::engine::Pass;
+use palisade_detect::unit::{PodContext, StateKey};
 use palisade_detect::{Engine, Event};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::kafka::TransactionalOutput;
 use palisade_runtime::trace::RecordSpan;
-use palisade_runtime::{Bus, Delivery, KafkaConfig, Shutdown, Subscription, TopicsConfig};
+use palisade_runtime::{Bus, Delivery, KafkaConfig, Message, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{AuditEvent, CloudActivity, Codec, Detection, NodeEvent};
 use palisade_telemetry::{
     CheckpointWritten, ComponentStarted, ComponentStopped, ItemDropped, MessageProcessed, RecordProduced,
@@ -144,17 +146,24 @@ async fn restore(
     Ok(covered)
 }
 
-/// A detection to send: its key (the alert id), payload and the input's trace header.
-struct PendingDetection {
+/// Header of a re-keyed event: the `StateKey` it was re-keyed by.
+const HEADER_REKEYED_BY: &str = "palisade.rekeyed.by";
+/// Header of a re-keyed node event: the pod context it was seen with (JSON), for the workload baselines.
+const HEADER_POD_CONTEXT: &str = "palisade.pod.context";
+
+/// A record to send in the next transaction: a detection (keyed by alert id) or a re-keyed event.
+struct PendingRecord {
+    topic: String,
     key: String,
     payload: Vec<u8>,
-    header: Vec<(String, Vec<u8>)>,
+    headers: Vec<(String, Vec<u8>)>,
+    kind: &'static str,
 }
 
 /// Inputs received since the last transaction and what they produced.
 #[derive(Default)]
 struct Batch {
-    detections: Vec<PendingDetection>,
+    records: Vec<PendingRecord>,
     consumed: Vec<(String, i32, i64)>,
     /// By shard: its partition and the newest offset of it in the batch.
     shards: BTreeMap<String, (i32, i64)>,
@@ -242,19 +251,26 @@ impl Stage<'_> {
         }
         let record = RecordSpan::start(STAGE, &message.headers);
         let detected_at = now_ms();
+        let trace: Vec<(String, Vec<u8>)> =
+            record.header().into_iter().map(|(name, value)| (name.to_owned(), value.to_vec())).collect();
         let (topics, engine, codecs) = (self.topics, self.engine, &self.codecs);
-        let process = |event: Event<'_>| engine.process_in(&shard, &event, detected_at);
-        let decoded = if message.topic == topics.node_events {
-            codecs.node.decode(&message.payload).map(|e| process(Event::Node(&e)))
+        let mut rekeys = Vec::new();
+        let mut input = |event: Event<'_>| {
+            rekeys = engine.rekeys(&event);
+            engine.process_in(&shard, Pass::Input, &event, detected_at)
+        };
+        let decoded: Result<Vec<Detection>, String> = if message.topic == topics.node_events {
+            codecs.node.decode(&message.payload).map(|e| input(Event::Node(&e))).map_err(|e| e.to_string())
         } else if message.topic == topics.audit_events {
-            codecs.audit.decode(&message.payload).map(|e| process(Event::Audit(&e)))
+            codecs.audit.decode(&message.payload).map(|e| input(Event::Audit(&e))).map_err(|e| e.to_string())
+        } else if message.topic == topics.cloud_activity {
+            codecs.cloud.decode(&message.payload).map(|e| input(Event::Cloud(&e))).map_err(|e| e.to_string())
         } else {
-            codecs.cloud.decode(&message.payload).map(|e| process(Event::Cloud(&e)))
+            self.rekeyed(message, &shard, detected_at)
         };
         let detections = match decoded {
             Ok(detections) => detections,
-            Err(error) => {
-                let reason = error.to_string();
+            Err(reason) => {
                 return Ok(
                     dead_letter_until_acked(self.bus, &topics.dead_letter, STAGE, &delivery, &reason, shutdown).await
                 );
@@ -263,13 +279,58 @@ impl Stage<'_> {
         if let Some(detection) = detections.first() {
             record.alert_type(&detection.alert_type);
         }
-        let header: Vec<(String, Vec<u8>)> =
-            record.header().into_iter().map(|(name, value)| (name.to_owned(), value.to_vec())).collect();
         for detection in &detections {
-            let payload = self.codecs.detection.encode(detection)?;
-            self.batch.detections.push(PendingDetection { key: detection.id.clone(), payload, header: header.clone() });
+            self.batch.records.push(PendingRecord {
+                topic: topics.detections.clone(),
+                key: detection.id.clone(),
+                payload: self.codecs.detection.encode(detection)?,
+                headers: trace.clone(),
+                kind: "Detection",
+            });
+        }
+        // The same bytes again under each key other detectors' state needs, in this input's transaction.
+        for rekey in rekeys {
+            let mut headers = trace.clone();
+            headers.push((HEADER_REKEYED_BY.to_owned(), rekey.key.name().as_bytes().to_vec()));
+            if let Some(context) = &rekey.context {
+                headers.push((HEADER_POD_CONTEXT.to_owned(), serde_json::to_vec(context).unwrap_or_default()));
+            }
+            self.batch.records.push(PendingRecord {
+                topic: topics.detect_rekeyed.clone(),
+                key: rekey.record_key,
+                payload: message.payload.clone(),
+                headers,
+                kind: "RekeyedEvent",
+            });
         }
         Ok(true)
+    }
+
+    /// Detections of a re-keyed event, by the detectors keyed as its header says.
+    fn rekeyed(&self, message: &Message, shard: &str, detected_at: i64) -> Result<Vec<Detection>, String> {
+        let by = message.header(HEADER_REKEYED_BY).and_then(|name| std::str::from_utf8(name).ok());
+        let Some(key) = by.and_then(StateKey::from_name) else {
+            return Err(format!("re-keyed event without a known {HEADER_REKEYED_BY} header"));
+        };
+        let context: Option<PodContext> = match message.header(HEADER_POD_CONTEXT) {
+            Some(json) => Some(serde_json::from_slice(json).map_err(|e| format!("{HEADER_POD_CONTEXT}: {e}"))?),
+            None => None,
+        };
+        let pass = Pass::Rekeyed { key, context: context.as_ref() };
+        match key {
+            StateKey::AuditUser => self
+                .codecs
+                .audit
+                .decode(&message.payload)
+                .map(|event| self.engine.process_in(shard, pass, &Event::Audit(&event), detected_at)),
+            StateKey::PodNamespace => self
+                .codecs
+                .node
+                .decode(&message.payload)
+                .map(|event| self.engine.process_in(shard, pass, &Event::Node(&event), detected_at)),
+            StateKey::Input => return Err("re-keyed event keyed as its input".into()),
+        }
+        .map_err(|e| e.to_string())
     }
 
     /// One transaction: the detections, the changed state, the inputs' offsets. On a failure the batch is
@@ -295,15 +356,15 @@ impl Stage<'_> {
                 changes.push((partition % self.changelog_partitions, key, payload));
             }
         }
-        // A detection over the bound could never commit: it goes to the dead-letter topic on its own.
+        // A record over the bound could never commit: it goes (to the dead-letter topic) on its own.
         let dead_letters = DeadLetters { topic: &self.topics.dead_letter, stage: STAGE };
-        let mut detections = Vec::with_capacity(self.batch.detections.len());
-        for pending in std::mem::take(&mut self.batch.detections) {
-            let headers: Vec<(&str, &[u8])> = pending.header.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let mut pending = Vec::with_capacity(self.batch.records.len());
+        for record in std::mem::take(&mut self.batch.records) {
+            let headers: Vec<(&str, &[u8])> = record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
             let outgoing = Outgoing {
-                topic: &self.topics.detections,
-                key: Some(pending.key.as_bytes()),
-                payload: &pending.payload,
+                topic: &record.topic,
+                key: Some(record.key.as_bytes()),
+                payload: &record.payload,
                 headers: &headers,
             };
             if palisade_runtime::kafka::outgoing_bytes(&outgoing) > limit {
@@ -313,16 +374,16 @@ impl Stage<'_> {
                 continue;
             }
             drop(headers);
-            detections.push(pending);
+            pending.push(record);
         }
-        let header_refs: Vec<Vec<(&str, &[u8])>> = (detections.iter())
-            .map(|pending| pending.header.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect())
+        let header_refs: Vec<Vec<(&str, &[u8])>> = (pending.iter())
+            .map(|record| record.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect())
             .collect();
-        let records: Vec<Outgoing<'_>> = (detections.iter().zip(&header_refs))
-            .map(|(pending, headers)| Outgoing {
-                topic: &self.topics.detections,
-                key: Some(pending.key.as_bytes()),
-                payload: &pending.payload,
+        let records: Vec<Outgoing<'_>> = (pending.iter().zip(&header_refs))
+            .map(|(record, headers)| Outgoing {
+                topic: &record.topic,
+                key: Some(record.key.as_bytes()),
+                payload: &record.payload,
                 headers,
             })
             .collect();
@@ -340,8 +401,8 @@ impl Stage<'_> {
                 for _ in &self.batch.consumed {
                     MessageProcessed { stage: STAGE }.emit();
                 }
-                for _ in &records {
-                    RecordProduced { stage: STAGE, record: "Detection" }.emit();
+                for record in &pending {
+                    RecordProduced { stage: STAGE, record: record.kind }.emit();
                 }
                 CheckpointWritten { stage: STAGE, held: self.batch.consumed.len() }.emit();
                 self.batch = Batch::default();

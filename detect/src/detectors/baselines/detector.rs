@@ -199,6 +199,10 @@ impl ServiceAccountRareOperation {
 }
 
 impl WindowedDetector for ServiceAccountRareOperation {
+    fn state_key(&self) -> crate::unit::StateKey {
+        crate::unit::StateKey::AuditUser
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         SA_RARE
     }

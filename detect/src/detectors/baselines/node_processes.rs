@@ -90,6 +90,10 @@ fn new_process_finding(verdict: Verdict, executable: String) -> Option<Finding> 
 }
 
 impl WindowedDetector for DestinationBaseline {
+    fn state_key(&self) -> crate::unit::StateKey {
+        crate::unit::StateKey::PodNamespace
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         self.meta
     }
@@ -140,6 +144,10 @@ impl ShadowReaderBaseline {
 }
 
 impl WindowedDetector for ShadowReaderBaseline {
+    fn state_key(&self) -> crate::unit::StateKey {
+        crate::unit::StateKey::PodNamespace
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         PASSWORD_FILE
     }

@@ -202,6 +202,10 @@ impl KubeHunter {
 }
 
 impl WindowedDetector for KubeHunter {
+    fn state_key(&self) -> crate::unit::StateKey {
+        crate::unit::StateKey::AuditUser
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         META
     }

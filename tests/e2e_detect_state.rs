@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_schemas::{Codec, Detection, NodeEvent};
+use palisade_schemas::{AuditEvent, Codec, Detection, NodeEvent};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -51,6 +51,16 @@ fn produce(topic: &str, events: &[NodeEvent]) {
 /// Burst detections (id and container) on the detections topic, as a `read_committed` reader sees them: polled
 /// until `done` holds or `wait` passes, then 5 s more (time for a duplicate to show).
 fn bursts(topic: &str, wait: Duration, done: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
+    detections_of(BURST, topic, wait, done)
+}
+
+/// Detections of one type (id and container) on a detections topic, read as `bursts` reads.
+fn detections_of(
+    alert_type: &str,
+    topic: &str,
+    wait: Duration,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
         .set("group.id", format!("restart-reader-{}", common::run_id()))
@@ -67,7 +77,7 @@ fn bursts(topic: &str, wait: Duration, done: impl Fn(&[(String, String)]) -> boo
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             let detection = codec.decode(message.payload().unwrap_or_default()).unwrap();
-            if detection.alert_type == BURST {
+            if detection.alert_type == alert_type {
                 seen.push((detection.id, detection.container_id.unwrap_or_default()));
             }
         }
@@ -253,4 +263,79 @@ fn three_instances_over_six_partitions_raise_what_one_raises_across_a_kill() {
         "bursts: {} (ids equal to one instance's); node shards restored with state on b, c, d: {restored}",
         scaled.len()
     );
+}
+
+fn discovery_call(verb: &str, uri: &str, resource: &str, namespace: Option<&str>, second: u32) -> AuditEvent {
+    let mut object = serde_json::json!({"resource": resource});
+    if let Some(namespace) = namespace {
+        object["namespace"] = namespace.into();
+    }
+    let event = serde_json::json!({"kind": "Event", "auditID": format!("{uri}-{second}"), "stage": "ResponseComplete",
+        "verb": verb, "requestURI": uri, "user": {"username": "system:serviceaccount:default:default"},
+        "userAgent": "python-requests/2.31.0", "sourceIPs": ["10.0.0.9"], "responseStatus": {"code": 200},
+        "objectRef": object, "stageTimestamp": format!("2026-12-07T10:00:{second:02}Z")});
+    AuditEvent::from_k8s_json(&event, "testbed").unwrap()
+}
+
+/// kube-hunter's passive discovery with the pods listed namespace by namespace: the audit topic is keyed by
+/// namespace, so its calls land on several partitions (and instances); re-keyed by user they meet again.
+#[test]
+fn a_discovery_spread_over_namespaces_meets_again_by_user_across_two_instances() {
+    let mut stack = common::Stack::new("detect-rekey");
+    stack.set("PALISADE__KAFKA__TOPIC_PARTITIONS", "6");
+    stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "200");
+    let names = ["a", "b"];
+    let _a = spawn_detect(&stack, "a", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while partitions(&stack.topic("detect_rekeyed")) < 6 {
+        assert!(Instant::now() < deadline, "detect a did not start:\n{}", logs(&stack, &names));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _b = spawn_detect(&stack, "b", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logs(&stack, &["b"]).contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "b got no partition:\n{}", logs(&stack, &names));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut calls = vec![
+        discovery_call("get", "/api", "", None, 0),
+        discovery_call("list", "/api/v1/namespaces", "namespaces", None, 1),
+        discovery_call("list", "/apis/rbac.authorization.k8s.io/v1/roles", "roles", None, 2),
+    ];
+    for n in 0..6 {
+        let namespace = format!("n-{n}");
+        let uri = format!("/api/v1/namespaces/{namespace}/pods");
+        calls.push(discovery_call("list", &uri, "pods", Some(&namespace), 3 + n));
+    }
+    let topic = stack.topic("audit_events");
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA")).create().unwrap();
+    let codec = Codec::<AuditEvent>::new().unwrap();
+    for call in &calls {
+        let (key, payload) = (call.partition_key(), codec.encode(call).unwrap());
+        producer.send(BaseRecord::to(&topic).key(&key).payload(&payload)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    // The precondition: the calls are on more than one partition of the audit topic.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("rekey-reader-{}", common::run_id()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&topic]).unwrap();
+    let mut spread = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut read = 0;
+    while read < calls.len() && Instant::now() < deadline {
+        if let Some(Ok(message)) = reader.poll(Duration::from_millis(200)) {
+            spread.insert(message.partition());
+            read += 1;
+        }
+    }
+    assert!(spread.len() > 1, "the calls all landed on one partition: {spread:?}");
+    let hunter = |seen: &[(String, String)]| !seen.is_empty();
+    let found =
+        detections_of("K8S_PenTestToolsKubeHunter", &stack.topic("detections"), Duration::from_secs(60), hunter);
+    assert_eq!(found.len(), 1, "one passive pattern over {} partitions:\n{}", spread.len(), logs(&stack, &names));
 }
