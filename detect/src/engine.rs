@@ -203,6 +203,7 @@ impl Engine {
         for &key in keys {
             let record_key = match (key, event) {
                 (StateKey::AuditUser, Event::Audit(audit)) => format!("user/{}/{}", audit.cluster, audit.username),
+                (StateKey::AuditCluster, Event::Audit(audit)) => format!("cluster/{}", audit.cluster),
                 (StateKey::PodNamespace, Event::Node(node)) if !node.in_container => format!("node/{}", node.node),
                 // A container whose pod is not known is not profiled by workload.
                 (StateKey::PodNamespace, Event::Node(_)) => match &context {
@@ -277,42 +278,47 @@ impl Engine {
     pub fn restore_window_state(&self, state: &serde_json::Value) -> Result<(), String> {
         let watermark_ms = state.get("watermark_ms").and_then(serde_json::Value::as_i64).unwrap_or_default();
         let states = state.as_object().map(|map| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-        self.restore_shard(DEFAULT_SHARD, watermark_ms, &states.unwrap_or_default())
+        let refused = self.restore_shard(DEFAULT_SHARD, watermark_ms, &states.unwrap_or_default());
+        match refused.into_iter().next() {
+            None => Ok(()),
+            Some((key, error)) => Err(format!("{key}: {error}")),
+        }
     }
 
-    /// Replaces a shard's windows with the saved states given by checkpoint key (the others start empty). With a
-    /// factory of fresh windows the shard is left as it was on an error; without one it is restored in place.
+    /// Replaces a shard's windows with the saved states given by checkpoint key (the others start empty).
+    /// Returns the detectors that refused their state, with why: with a factory of fresh windows each of them
+    /// starts empty and the others keep theirs; without one the shard is restored in place and a refusing
+    /// detector may hold part of its state.
     pub fn restore_shard(
         &self,
         shard: &str,
         watermark_ms: i64,
         states: &BTreeMap<String, serde_json::Value>,
-    ) -> Result<(), String> {
-        fn restore_into(
-            windows: &mut Windows,
-            watermark_ms: i64,
-            states: &BTreeMap<String, serde_json::Value>,
-        ) -> Result<(), String> {
-            for detector in &mut windows.detectors {
-                let key = detector.checkpoint_key();
-                if let Some(saved) = states.get(key) {
-                    detector.restore(saved).map_err(|e| format!("{key}: {e}"))?;
+    ) -> Vec<(String, String)> {
+        let mut shards = self.shards();
+        let fresh = shards.fresh.clone();
+        let mut refused = Vec::new();
+        let mut restored = fresh.as_ref().map(|fresh| Windows::new(fresh()));
+        let windows = match restored.as_mut() {
+            Some(windows) => windows,
+            None => shards.get(shard),
+        };
+        for index in 0..windows.detectors.len() {
+            let key = windows.detectors[index].checkpoint_key();
+            let Some(saved) = states.get(key) else { continue };
+            if let Err(error) = windows.detectors[index].restore(saved) {
+                refused.push((key.to_owned(), error));
+                if let Some(mut empty) = fresh.as_ref().map(|fresh| fresh()).filter(|set| set.len() > index) {
+                    windows.detectors[index] = empty.swap_remove(index);
                 }
             }
-            windows.watermark_ms = watermark_ms;
-            windows.changed.iter_mut().for_each(|changed| *changed = false);
-            Ok(())
         }
-        let mut shards = self.shards();
-        match shards.fresh.clone() {
-            Some(fresh) => {
-                let mut windows = Windows::new(fresh());
-                restore_into(&mut windows, watermark_ms, states)?;
-                shards.by_name.insert(shard.to_owned(), windows);
-                Ok(())
-            }
-            None => restore_into(shards.get(shard), watermark_ms, states),
+        windows.watermark_ms = watermark_ms;
+        windows.changed.iter_mut().for_each(|changed| *changed = false);
+        if let Some(windows) = restored {
+            shards.by_name.insert(shard.to_owned(), windows);
         }
+        refused
     }
 
     /// Forgets a shard (its partition went to another instance, or its state is to be read again).

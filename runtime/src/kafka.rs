@@ -383,6 +383,10 @@ impl KafkaBus {
                 NewTopic::new(t, self.config.topic_partitions, TopicReplication::Fixed(self.config.topic_replication))
                     .set("max.message.bytes", &topic_max_message_bytes)
                     .set("cleanup.policy", "compact")
+                    // Compacted often (a segment rolls every 10 min), so a restore reads little more than the
+                    // newest record of each key.
+                    .set("segment.ms", "600000")
+                    .set("min.cleanable.dirty.ratio", "0.1")
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -614,8 +618,14 @@ impl TransactionalOutput {
         subscription: &KafkaSubscription,
     ) -> Result<Self, BusError> {
         let config = bus.config();
-        let producer: FutureProducer =
-            bus.settings().create(producer_config(bus.settings(), config).set("transactional.id", transactional_id))?;
+        let producer: FutureProducer = bus.settings().create(
+            producer_config(bus.settings(), config)
+                .set("transactional.id", transactional_id)
+                // A killed instance's open transaction holds back every `read_committed` reader of the
+                // partitions it wrote (and a changelog restore) until the broker aborts it after this long;
+                // librdkafka needs it at least the message timeout.
+                .set("transaction.timeout.ms", config.message_timeout_ms.max(10_000).to_string()),
+        )?;
         let producer = Arc::new(producer);
         let init = Arc::clone(&producer);
         tokio::task::spawn_blocking(move || {
@@ -706,7 +716,16 @@ impl TransactionalOutput {
         let producer = Arc::clone(&self.producer);
         tokio::task::spawn_blocking(move || {
             producer.send_offsets_to_transaction(&offsets, &metadata, TRANSACTION_TIMEOUT)?;
-            producer.commit_transaction(TRANSACTION_TIMEOUT)
+            // A retriable failure (a timeout) leaves the commit to be called again, not aborted.
+            let mut attempts = 0;
+            loop {
+                match producer.commit_transaction(TRANSACTION_TIMEOUT) {
+                    Err(rdkafka::error::KafkaError::Transaction(error)) if error.is_retriable() && attempts < 3 => {
+                        attempts += 1;
+                    }
+                    other => return other,
+                }
+            }
         })
         .await
         .expect("commit does not panic")
@@ -732,7 +751,7 @@ pub fn read_range(
     to: Option<RangeBound>,
     each: impl FnMut(Message, u64, u64),
 ) -> Result<u64, BusError> {
-    read_partitions(config, topic, None, (from, to), each)
+    read_partitions(config, topic, (from, to), each)
 }
 
 /// How many partitions `topic` has.
@@ -750,21 +769,100 @@ pub fn partition_count(config: &KafkaConfig, topic: &str) -> Result<i32, BusErro
     }
 }
 
-/// Every committed record of one partition of `topic` as it is when the read starts (a changelog to restore
-/// from), read as `read_range` reads.
+/// How long a changelog read may wait for an open transaction to end before it is an error.
+const CHANGELOG_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every committed record of one partition of `topic` up to its high watermark as it is when the read starts
+/// (a changelog to restore from). A `read_committed` reader's end of partition is the last stable offset, which
+/// an open transaction holds back: this waits, up to `CHANGELOG_READ_TIMEOUT`, until that transaction ends,
+/// so no record committed before the read started is missed.
 pub fn read_partition(
     config: &KafkaConfig,
     topic: &str,
     partition: i32,
-    each: impl FnMut(Message, u64, u64),
+    mut each: impl FnMut(Message),
 ) -> Result<u64, BusError> {
-    read_partitions(config, topic, Some(partition), (None, None), each)
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+    let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
+    let settings = ClientSettings::resolve(config)?;
+    let consumer: BaseConsumer = settings.create(
+        settings
+            .client_config()
+            .set("client.id", format!("{}-changelog", config.client_id))
+            .set("group.id", format!("{}-changelog-unused", config.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed"),
+    )?;
+    let timeout = Duration::from_secs(10);
+    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
+    if low >= high {
+        return Ok(0);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(low)).map_err(kafka)?;
+    consumer.assign(&assignment).map_err(kafka)?;
+    let deadline = std::time::Instant::now() + CHANGELOG_READ_TIMEOUT;
+    let mut read = 0;
+    loop {
+        if std::time::Instant::now() > deadline {
+            let reason = format!(
+                "partition {partition} not read to offset {high} within {} s (an open transaction?)",
+                CHANGELOG_READ_TIMEOUT.as_secs()
+            );
+            return Err(BusError::Admin { topic: topic.to_owned(), reason });
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = match result {
+            // At the last stable offset: done if that is the high watermark (what is left are markers and
+            // aborted records), else an open transaction holds it back.
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
+                let position = consumer.position().map_err(kafka)?;
+                let at = position.find_partition(topic, partition).map(|e| e.offset());
+                match at {
+                    Some(Offset::Offset(at)) if at >= high => return Ok(read),
+                    _ => continue,
+                }
+            }
+            other => other.map_err(kafka)?,
+        };
+        let offset = message.offset();
+        if offset >= high {
+            return Ok(read);
+        }
+        read += 1;
+        each(Message {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers: Vec::new(),
+            timestamp_ms: message.timestamp().to_millis(),
+        });
+        if offset + 1 >= high {
+            return Ok(read);
+        }
+    }
+}
+
+/// The next offset of one partition (its high watermark).
+pub fn high_watermark(config: &KafkaConfig, topic: &str, partition: i32) -> Result<i64, BusError> {
+    use rdkafka::consumer::BaseConsumer;
+    let settings = ClientSettings::resolve(config)?;
+    let consumer: BaseConsumer = settings.create(settings.client_config().set("client.id", &config.client_id))?;
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|source| BusError::Kafka { topic: topic.to_owned(), source })?;
+    Ok(high)
 }
 
 fn read_partitions(
     config: &KafkaConfig,
     topic: &str,
-    only: Option<i32>,
     (from, to): (Option<RangeBound>, Option<RangeBound>),
     mut each: impl FnMut(Message, u64, u64),
 ) -> Result<u64, BusError> {
@@ -788,12 +886,7 @@ fn read_partitions(
     )?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .filter(|p| only.is_none_or(|only| only == *p))
-        .collect();
+    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {
         return Err(BusError::Admin { topic: topic.to_owned(), reason: "the topic does not exist".into() });
     }

@@ -31,7 +31,7 @@ pub struct LearningState {
 }
 
 /// What a windowed detector's state is keyed by, as far as where its events must meet: `Input` when the input
-/// topic's own key keeps each of its keys on one partition (node windows by container, joins by namespace,
+/// topic's own key keeps each of its keys on one partition (node windows by container, kube-system's baseline,
 /// cloud identities), else the key its events are re-keyed by before it sees them (see `Engine::rekeys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StateKey {
@@ -39,6 +39,9 @@ pub enum StateKey {
     /// Audit events by cluster and user (service-account baselines, kube-hunter's clients); the audit topic is
     /// keyed by namespace, and one user acts in many.
     AuditUser,
+    /// Audit events by cluster (the cluster-state joins: a join may span namespaces, e.g. an Istio gateway in
+    /// istio-system in front of Kubeflow's namespace; and the pods table node alerts take their context from).
+    AuditCluster,
     /// Node events by the pod's namespace (workload baselines: a workload's pods run on many nodes).
     PodNamespace,
 }
@@ -49,12 +52,15 @@ impl StateKey {
         match self {
             StateKey::Input => "input",
             StateKey::AuditUser => "audit-user",
+            StateKey::AuditCluster => "audit-cluster",
             StateKey::PodNamespace => "pod-namespace",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [StateKey::Input, StateKey::AuditUser, StateKey::PodNamespace].into_iter().find(|key| key.name() == name)
+        [StateKey::Input, StateKey::AuditUser, StateKey::AuditCluster, StateKey::PodNamespace]
+            .into_iter()
+            .find(|key| key.name() == name)
     }
 }
 

@@ -28,6 +28,8 @@ use crate::PipelineError;
 const STAGE: &str = "detect";
 /// Inputs in one transaction at most, whatever the interval.
 const MAX_BATCH_INPUTS: usize = 20_000;
+/// Bytes of inputs and records in one transaction at most (a backlog of large events makes smaller ones).
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// Transactions that fail one after the other before the stage gives up (a fenced or broken producer).
 const MAX_FAILED_COMMITS: u32 = 5;
 
@@ -53,12 +55,106 @@ impl ChangelogSettings {
     }
 }
 
-/// One changelog record's value: a detector's state in one shard, and the input offset it covers.
+/// One changelog record's value: a detector's state in one shard, and the input offset it covers. A state over
+/// the record bound is written in chunks (`<key>#<n>`, raw slices of its JSON) that this head counts.
 #[derive(Debug, Serialize, Deserialize)]
 struct StateRecord {
     offset: i64,
     watermark_ms: i64,
-    state: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunks: Option<u32>,
+}
+
+/// Room kept in a chunk record for its key and Kafka's framing.
+const CHUNK_OVERHEAD_BYTES: usize = 1024;
+
+/// The changelog records of one detector's state (key, payload; an empty payload deletes): the state in one
+/// record when it fits `limit`, else a head and its chunks, so a state of any size is kept whole. Chunks of a
+/// previous, longer write (`previous_chunks`) are deleted. Returns the records and the chunk count.
+fn state_records(
+    key: &str,
+    (offset, watermark_ms): (i64, i64),
+    state: &[u8],
+    limit: usize,
+    previous_chunks: u32,
+) -> (Vec<(String, Vec<u8>)>, u32) {
+    let head = |chunks: Option<u32>| {
+        format!(
+            "{{\"offset\":{offset},\"watermark_ms\":{watermark_ms}{}",
+            match chunks {
+                Some(n) => format!(",\"chunks\":{n}}}"),
+                None => ",\"state\":".to_owned(),
+            }
+        )
+    };
+    let whole = head(None);
+    let mut records = Vec::new();
+    let chunks = if whole.len() + state.len() + 1 + key.len() <= limit {
+        let mut payload = whole.into_bytes();
+        payload.extend_from_slice(state);
+        payload.push(b'}');
+        records.push((key.to_owned(), payload));
+        0
+    } else {
+        let size = limit.saturating_sub(CHUNK_OVERHEAD_BYTES + key.len()).max(1);
+        let pieces: Vec<&[u8]> = state.chunks(size).collect();
+        let count = pieces.len() as u32;
+        records.push((key.to_owned(), head(Some(count)).into_bytes()));
+        records.extend(pieces.into_iter().enumerate().map(|(n, piece)| (format!("{key}#{n}"), piece.to_vec())));
+        count
+    };
+    records.extend((chunks..previous_chunks).map(|n| (format!("{key}#{n}"), Vec::new())));
+    (records, chunks)
+}
+
+/// One shard's states read back from its records (newest per name, as `shard_records` gives them).
+#[derive(Debug, Default, PartialEq)]
+struct Assembled {
+    states: BTreeMap<String, serde_json::Value>,
+    /// The newest input offset any record covers.
+    covered: Option<i64>,
+    watermark_ms: i64,
+    /// By checkpoint key: the chunks its state is written in now.
+    chunks: BTreeMap<String, u32>,
+    /// Detectors whose records do not read (they start empty).
+    unreadable: Vec<String>,
+}
+
+fn assemble(records: &BTreeMap<String, Vec<u8>>) -> Assembled {
+    let mut out = Assembled::default();
+    for (name, payload) in records.iter().filter(|(name, _)| !name.contains('#')) {
+        let head = serde_json::from_slice::<StateRecord>(payload).map_err(|e| e.to_string());
+        let state = head.and_then(|head| {
+            out.covered = Some(out.covered.map_or(head.offset, |c| c.max(head.offset)));
+            out.watermark_ms = out.watermark_ms.max(head.watermark_ms);
+            match (head.state, head.chunks) {
+                (Some(state), _) => Ok(state),
+                (None, Some(count)) => {
+                    out.chunks.insert(name.clone(), count);
+                    let mut whole = Vec::new();
+                    for n in 0..count {
+                        let piece =
+                            records.get(&format!("{name}#{n}")).ok_or(format!("chunk {n} of {count} missing"))?;
+                        whole.extend_from_slice(piece);
+                    }
+                    serde_json::from_slice(&whole).map_err(|e| e.to_string())
+                }
+                (None, None) => Err("neither a state nor chunks".to_owned()),
+            }
+        });
+        match state {
+            Ok(state) => {
+                out.states.insert(name.clone(), state);
+            }
+            Err(error) => {
+                tracing::warn!(detector = %name, %error, "changelog record unreadable; that detector starts empty");
+                out.unreadable.push(name.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The shard an input partition feeds.
@@ -92,59 +188,59 @@ fn shard_records(
 }
 
 /// Reads a shard's state from its changelog partition and gives it to the engine; returns the input offset it
-/// covers. A record that does not read, or a state a detector refuses, leaves the shard empty (counted): the
-/// detections go on, without that history.
+/// covers and the chunk counts of its detectors. A record that does not read, or a state a detector refuses,
+/// leaves that detector empty (counted): the detections go on, without its history. A changelog ahead of its
+/// input partition (the topic was recreated) is not used.
 async fn restore(
     engine: &Engine,
     settings: &ChangelogSettings,
     changelog: (&str, i32),
     (topic, partition): (&str, i32),
-) -> Result<Option<i64>, PipelineError> {
+) -> Result<(Option<i64>, BTreeMap<String, u32>), PipelineError> {
     let shard = shard_of(topic, partition);
-    let (kafka, changelog_topic) = (settings.kafka.clone(), changelog.0.to_owned());
+    let (kafka, changelog_topic, input) = (settings.kafka.clone(), changelog.0.to_owned(), topic.to_owned());
     let changelog_partition = partition % changelog.1;
     let started = Instant::now();
-    let read = tokio::task::spawn_blocking(move || {
+    let (read, input_end) = tokio::task::spawn_blocking(move || {
         let mut records = Vec::new();
-        palisade_runtime::kafka::read_partition(&kafka, &changelog_topic, changelog_partition, |message, _, _| {
+        palisade_runtime::kafka::read_partition(&kafka, &changelog_topic, changelog_partition, |message| {
             records.push((message.key, message.payload));
-        })
-        .map(|_| records)
+        })?;
+        let input_end = palisade_runtime::kafka::high_watermark(&kafka, &input, partition)?;
+        Ok::<_, palisade_runtime::BusError>((records, input_end))
     })
     .await
     .expect("the changelog read does not panic")?;
     let read_count = read.len();
-    let mut states = BTreeMap::new();
-    let (mut covered, mut watermark_ms) = (None::<i64>, 0);
-    for (detector, payload) in shard_records(&shard, read) {
-        match serde_json::from_slice::<StateRecord>(&payload) {
-            Ok(record) => {
-                covered = Some(covered.map_or(record.offset, |c| c.max(record.offset)));
-                watermark_ms = watermark_ms.max(record.watermark_ms);
-                states.insert(detector, record.state);
-            }
-            Err(error) => {
-                tracing::warn!(%shard, %detector, %error, "changelog record unreadable; that detector starts empty");
-                ItemDropped { component: STAGE, reason: "changelog record unreadable", count: 1 }.emit();
-            }
-        }
-    }
-    if let Err(error) = engine.restore_shard(&shard, watermark_ms, &states) {
-        tracing::warn!(%shard, %error, "changelog state refused; the shard starts empty");
-        ItemDropped { component: STAGE, reason: "changelog state refused", count: 1 }.emit();
+    let assembled = assemble(&shard_records(&shard, read));
+    let dropped = |reason: &'static str, count: usize| {
+        ItemDropped { component: STAGE, reason, count: count as u64 }.emit();
+    };
+    dropped("changelog record unreadable", assembled.unreadable.len());
+    if assembled.covered.is_some_and(|covered| covered >= input_end) {
+        tracing::warn!(%shard, covered = assembled.covered, input_end, "changelog ahead of its input (topic recreated?); not used");
+        dropped("changelog ahead of its input", 1);
         engine.drop_shard(&shard);
-        return Ok(None);
+        return Ok((None, assembled.chunks));
     }
+    let refused = engine.restore_shard(&shard, assembled.watermark_ms, &assembled.states);
+    for (detector, error) in &refused {
+        tracing::warn!(%shard, %detector, %error, "changelog state refused; that detector starts empty");
+    }
+    dropped("changelog state refused", refused.len());
     tracing::info!(
         %shard,
-        detectors = states.len(),
+        detectors = assembled.states.len() - refused.len(),
         changelog_records = read_count,
-        covered,
+        covered = assembled.covered,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "shard state restored"
     );
-    Ok(covered)
+    Ok((assembled.covered, assembled.chunks))
 }
+
+/// Bytes a re-keyed copy may have over the record bound (the topics and producers allow 1 KiB of framing).
+const REKEYED_ROOM_BYTES: usize = 768;
 
 /// Header of a re-keyed event: the `StateKey` it was re-keyed by.
 const HEADER_REKEYED_BY: &str = "palisade.rekeyed.by";
@@ -168,12 +264,14 @@ struct Batch {
     /// By shard: its partition and the newest offset of it in the batch.
     shards: BTreeMap<String, (i32, i64)>,
     started: Option<Instant>,
+    /// Bytes of the inputs and of the records to send, so a backlog of large events makes small transactions.
+    bytes: usize,
 }
 
 impl Batch {
     fn due_in(&self, every: Duration) -> Option<Duration> {
         let started = self.started?;
-        if self.consumed.len() >= MAX_BATCH_INPUTS {
+        if self.consumed.len() >= MAX_BATCH_INPUTS || self.bytes >= MAX_BATCH_BYTES {
             return Some(Duration::ZERO);
         }
         Some(every.saturating_sub(started.elapsed()))
@@ -190,6 +288,8 @@ struct Stage<'a> {
     changelog_partitions: i32,
     /// By shard held here: the input offset its restored state covers (inputs at or before it are in it).
     covered: HashMap<String, Option<i64>>,
+    /// By changelog key: the chunks its state was last written in (their stale ones are deleted on the next write).
+    chunks: HashMap<String, u32>,
     batch: Batch,
     failed_commits: u32,
     codecs: Codecs,
@@ -238,11 +338,16 @@ impl Stage<'_> {
         let shard = shard_of(&message.topic, message.partition);
         if !self.covered.contains_key(&shard) {
             let changelog = (self.topics.detect_changelog.as_str(), self.changelog_partitions);
-            let covered = restore(self.engine, self.settings, changelog, (&message.topic, message.partition)).await?;
+            let input = (message.topic.as_str(), message.partition);
+            let (covered, chunks) = restore(self.engine, self.settings, changelog, input).await?;
             self.covered.insert(shard.clone(), covered);
+            for (detector, count) in chunks {
+                self.chunks.insert(record_key(&shard, &detector), count);
+            }
         }
         self.batch.started.get_or_insert_with(Instant::now);
         self.batch.consumed.push((message.topic.clone(), message.partition, message.offset));
+        self.batch.bytes += message.payload.len();
         let newest = self.batch.shards.entry(shard.clone()).or_insert((message.partition, message.offset));
         newest.1 = newest.1.max(message.offset);
         // Already in the restored state (its offset was not committed with it): counted once, not twice.
@@ -280,6 +385,7 @@ impl Stage<'_> {
             record.alert_type(&detection.alert_type);
         }
         for detection in &detections {
+            self.batch.bytes += detection.evidence.iter().map(String::len).sum::<usize>();
             self.batch.records.push(PendingRecord {
                 topic: topics.detections.clone(),
                 key: detection.id.clone(),
@@ -292,9 +398,12 @@ impl Stage<'_> {
         for rekey in rekeys {
             let mut headers = trace.clone();
             headers.push((HEADER_REKEYED_BY.to_owned(), rekey.key.name().as_bytes().to_vec()));
-            if let Some(context) = &rekey.context {
-                headers.push((HEADER_POD_CONTEXT.to_owned(), serde_json::to_vec(context).unwrap_or_default()));
+            // What the workload baselines key by; the labels and image (unbounded) stay behind.
+            if let Some(context) = rekey.context {
+                let context = PodContext { labels: Default::default(), image: None, ..context };
+                headers.push((HEADER_POD_CONTEXT.to_owned(), serde_json::to_vec(&context).unwrap_or_default()));
             }
+            self.batch.bytes += message.payload.len();
             self.batch.records.push(PendingRecord {
                 topic: topics.detect_rekeyed.clone(),
                 key: rekey.record_key,
@@ -318,7 +427,7 @@ impl Stage<'_> {
         };
         let pass = Pass::Rekeyed { key, context: context.as_ref() };
         match key {
-            StateKey::AuditUser => self
+            StateKey::AuditUser | StateKey::AuditCluster => self
                 .codecs
                 .audit
                 .decode(&message.payload)
@@ -341,19 +450,17 @@ impl Stage<'_> {
         for shard_changes in self.engine.take_changes() {
             let Some(&(partition, offset)) = self.batch.shards.get(&shard_changes.shard) else { continue };
             for (checkpoint_key, state) in shard_changes.states {
-                let record = StateRecord { offset, watermark_ms: shard_changes.watermark_ms, state };
-                let payload = serde_json::to_vec(&record).map_err(|e| PipelineError::Changelog {
+                let state = serde_json::to_vec(&state).map_err(|e| PipelineError::Changelog {
                     topic: self.topics.detect_changelog.clone(),
                     reason: e.to_string(),
                 })?;
                 let key = record_key(&shard_changes.shard, checkpoint_key);
-                if payload.len() + key.len() > limit {
-                    // Kept at its last size: a restore gets older state for this detector, never none.
-                    tracing::warn!(%key, bytes = payload.len(), limit, "detector state over the record bound; not written");
-                    ItemDropped { component: STAGE, reason: "state record too large", count: 1 }.emit();
-                    continue;
-                }
-                changes.push((partition % self.changelog_partitions, key, payload));
+                let previous = self.chunks.get(&key).copied().unwrap_or_default();
+                let (records, count) =
+                    state_records(&key, (offset, shard_changes.watermark_ms), &state, limit, previous);
+                self.chunks.insert(key, count);
+                let changelog_partition = partition % self.changelog_partitions;
+                changes.extend(records.into_iter().map(|(key, payload)| (changelog_partition, key, payload)));
             }
         }
         // A record over the bound could never commit: it goes (to the dead-letter topic) on its own.
@@ -367,7 +474,10 @@ impl Stage<'_> {
                 payload: &record.payload,
                 headers: &headers,
             };
-            if palisade_runtime::kafka::outgoing_bytes(&outgoing) > limit {
+            // A re-keyed copy carries a longer key and its headers besides its input's bytes: it may use the
+            // room the topics keep over the bound for framing.
+            let bound = if record.topic == self.topics.detect_rekeyed { limit + REKEYED_ROOM_BYTES } else { limit };
+            if palisade_runtime::kafka::outgoing_bytes(&outgoing) > bound {
                 if !publish_until_acked(self.bus, outgoing, dead_letters, shutdown).await {
                     return Ok(false);
                 }
@@ -437,11 +547,22 @@ pub async fn run(
         let (topic, reason) = (topics.detect_changelog.clone(), "the changelog needs the Kafka bus".into());
         return Err(PipelineError::Changelog { topic, reason });
     };
+    // A topic this process just created may take a moment to show in the metadata.
     let (kafka, changelog_topic) = (settings.kafka.clone(), topics.detect_changelog.clone());
-    let changelog_partitions =
-        tokio::task::spawn_blocking(move || palisade_runtime::kafka::partition_count(&kafka, &changelog_topic))
-            .await
-            .expect("the metadata request does not panic")?;
+    let changelog_partitions = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match palisade_runtime::kafka::partition_count(&kafka, &changelog_topic) {
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(%error, "changelog topic not known yet");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the metadata request does not panic")?;
     let mut stage = Stage {
         bus: &bus,
         topics: &topics,
@@ -450,6 +571,7 @@ pub async fn run(
         output,
         changelog_partitions,
         covered: HashMap::new(),
+        chunks: HashMap::new(),
         batch: Batch::default(),
         failed_commits: 0,
         codecs: Codecs { node: Codec::new()?, audit: Codec::new()?, cloud: Codec::new()?, detection: Codec::new()? },
@@ -493,6 +615,38 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_over_the_bound_is_written_in_chunks_and_read_back_whole() {
+        let state = serde_json::json!({"profiles": (0..500).map(|n| format!("key-{n}")).collect::<Vec<_>>()});
+        let bytes = serde_json::to_vec(&state).unwrap();
+        let key = "t/3/K8S_X";
+        // Fits: one record with the state in it, and the stale chunks of an earlier write deleted.
+        let (records, chunks) = state_records(key, (41, 7), &bytes, 1 << 20, 2);
+        assert_eq!(chunks, 0);
+        let names: Vec<_> = records.iter().map(|(name, payload)| (name.as_str(), payload.is_empty())).collect();
+        assert_eq!(names, [(key, false), ("t/3/K8S_X#0", true), ("t/3/K8S_X#1", true)]);
+        // Too large for one record: a head and chunks, each within the bound.
+        let limit = CHUNK_OVERHEAD_BYTES + 2000;
+        let (records, chunks) = state_records(key, (42, 8), &bytes, limit, 0);
+        assert!(chunks > 1 && records.len() == chunks as usize + 1, "{chunks} chunks");
+        assert!(records.iter().all(|(name, payload)| name.len() + payload.len() <= limit));
+        let newest: BTreeMap<String, Vec<u8>> = records
+            .iter()
+            .map(|(name, payload)| (name.strip_prefix("t/3/").unwrap().to_owned(), payload.clone()))
+            .collect();
+        let assembled = assemble(&newest);
+        assert_eq!(assembled.states.get("K8S_X"), Some(&state));
+        assert_eq!((assembled.covered, assembled.watermark_ms), (Some(42), 8));
+        assert_eq!(assembled.chunks.get("K8S_X"), Some(&chunks));
+        // A chunk missing (or a head that does not read): that detector only is unreadable.
+        let mut partial = newest.clone();
+        partial.remove("K8S_X#1");
+        partial.insert("K8S_Y".into(), b"not json".to_vec());
+        let assembled = assemble(&partial);
+        assert!(assembled.states.is_empty());
+        assert_eq!(assembled.unreadable, ["K8S_X", "K8S_Y"]);
+    }
 
     #[test]
     fn a_shard_gets_the_newest_record_of_each_of_its_detectors_only() {

@@ -187,6 +187,10 @@ impl Tables {
 }
 
 impl WindowedDetector for ClusterJoins {
+    fn state_key(&self) -> crate::unit::StateKey {
+        crate::unit::StateKey::AuditCluster
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         POSTGRES_TRUST
     }
