@@ -1,6 +1,6 @@
 //! The baselines and joins, fed by the real kube-apiserver (audit webhook) and a cloud activity file, through
 //! Kafka: a service account, kube-system and an add-on's managed identity learn for 10 s of event time, the
-//! detector is SIGKILLed and restarted in the middle of that (state from its checkpoint), and after learning only
+//! detector is SIGKILLed and restarted in the middle of that (state from its changelog topic), and after learning only
 //! the operations never seen raise alerts. The joins fire on the second of their two objects, and their
 //! look-alikes raise nothing. kube-hunter's passive discovery (its listings from a Python client) is here too: it
 //! is the one K8S_PenTestToolsKubeHunter pattern without objects of its own.
@@ -70,10 +70,8 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
     let id = stack.run.to_lowercase();
     let cloud_file = stack.logs.join("cloud.jsonl");
     std::fs::write(&cloud_file, "").unwrap();
-    let state = stack.logs.join("detect-state.json");
     for (key, value) in [
-        ("PALISADE__DETECT__STATE_PATH", state.display().to_string()),
-        ("PALISADE__DETECT__CHECKPOINT_SECS", "1".into()),
+        ("PALISADE__DETECT__COMMIT_INTERVAL_MS", "500".into()),
         ("PALISADE__DETECT__BASELINES__SERVICE_ACCOUNTS__LEARNING_SECS", LEARNING_SECS.to_string()),
         ("PALISADE__DETECT__BASELINES__KUBE_SYSTEM__LEARNING_SECS", LEARNING_SECS.to_string()),
         ("PALISADE__DETECT__BASELINES__CLOUD_IDENTITIES__LEARNING_SECS", LEARNING_SECS.to_string()),
@@ -116,7 +114,7 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
         "2026-12-02T10:00:00Z",
     ));
 
-    // The detector dies mid-learning and comes back from its checkpoint.
+    // The detector dies mid-learning and comes back from its changelog.
     std::thread::sleep(Duration::from_secs(3));
     stack.kill("detect");
     stack.spawn(&["detect"]);
