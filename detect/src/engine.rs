@@ -198,9 +198,18 @@ impl Engine {
         let Some(keys) = self.rekeyed.get(event.input().index()).filter(|keys| !keys.is_empty()) else {
             return Vec::new();
         };
-        let context = Self::context_of(&self.shards(), event);
+        let mut shards = self.shards();
+        let context = Self::context_of(&shards, event);
+        // Which keys some detector wants this event for (the default shard holds one of each detector).
+        let routed =
+            self.routes.get(event.input().index()).map(|routes| routes.windowed.as_slice()).unwrap_or_default();
+        let detectors = &shards.get(DEFAULT_SHARD).detectors;
+        let wanted: Vec<StateKey> = (routed.iter())
+            .filter(|&&index| detectors.get(index).is_some_and(|detector| detector.wants(event)))
+            .filter_map(|&index| self.state_keys.get(index).copied())
+            .collect();
         let mut out = Vec::new();
-        for &key in keys {
+        for &key in keys.iter().filter(|key| wanted.contains(key)) {
             let record_key = match (key, event) {
                 (StateKey::AuditUser, Event::Audit(audit)) => format!("user/{}/{}", audit.cluster, audit.username),
                 (StateKey::AuditCluster, Event::Audit(audit)) => format!("cluster/{}", audit.cluster),

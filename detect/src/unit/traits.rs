@@ -110,6 +110,12 @@ pub trait WindowedDetector: Send {
         StateKey::Input
     }
 
+    /// Whether an event of one of its inputs can change its state or raise a finding; an event no detector of a
+    /// key wants is not re-keyed for them. Every event unless it says otherwise.
+    fn wants(&self, _event: &Event<'_>) -> bool {
+        true
+    }
+
     /// Drops state that no event inside the lateness bound can extend any more.
     fn expire(&mut self, now_ms: i64);
     fn snapshot(&self) -> Value;

@@ -203,6 +203,11 @@ impl WindowedDetector for ServiceAccountRareOperation {
         crate::unit::StateKey::AuditUser
     }
 
+    /// Only service accounts are profiled.
+    fn wants(&self, event: &Event<'_>) -> bool {
+        matches!(event, Event::Audit(audit) if audit.username.starts_with("system:serviceaccount:"))
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         SA_RARE
     }

@@ -191,6 +191,12 @@ impl WindowedDetector for ClusterJoins {
         crate::unit::StateKey::AuditCluster
     }
 
+    /// Only changes of objects reach the tables (`Tables::apply`): the reads, most of the audit stream, are not
+    /// sent to the cluster's one re-keyed partition.
+    fn wants(&self, event: &Event<'_>) -> bool {
+        matches!(event, Event::Audit(audit) if matches!(audit.verb.as_str(), "create" | "update" | "patch" | "delete"))
+    }
+
     fn meta(&self) -> &'static AlertTypeMeta {
         POSTGRES_TRUST
     }
