@@ -159,6 +159,17 @@ fn install_with_helm() -> Duration {
     start.elapsed()
 }
 
+/// The last lines of the detect, enrich and sink pods' logs, for a failure's message.
+fn stage_logs() -> String {
+    let mut out = String::new();
+    for stage in ["palisade-detect", "palisade-enrich", "palisade-sink"] {
+        let selector = format!("app.kubernetes.io/name={stage}");
+        let logs = kubectl_output(&["-n", "palisade", "logs", "-l", &selector, "--prefix", "--tail=40"], None);
+        out.push_str(&format!("--- {stage}\n{}", String::from_utf8_lossy(&logs.stdout)));
+    }
+    out
+}
+
 fn wait_for_rollouts() {
     for rollout in ROLLOUTS {
         let output = kubectl_output(&["-n", "palisade", "rollout", "status", rollout, "--timeout=300s"], None);
@@ -548,7 +559,7 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     let took = install();
     eprintln!("figure: reinstalled, every pod Ready in {:.1} s", took.as_secs_f64());
     let again = smoke_test(&attack_ns, "palisade-smoke-again");
-    assert!(again.is_some(), "the reinstalled Palisade raised the smoke test's alert");
+    assert!(again.is_some(), "the reinstalled Palisade raised the smoke test's alert:\n{}", stage_logs());
     let after = indexed_alerts(namespace_query(&attack_ns));
     let after_types = types_of(&after);
     for wanted in node_types {
@@ -604,8 +615,39 @@ impl Drop for Cleanup {
     }
 }
 
+/// The offset after the last record a `read_committed` reader gets from a partition that ends at `high`: a
+/// partition written in transactions ends in commit markers, which no consumer is given and none commits past.
+fn after_last_record(topic: &str, partition: i32, high: i64) -> i64 {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
+        .set("group.id", "cluster-tier-tail-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let (low, _) = reader.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap();
+    let mut tail = TopicPartitionList::new();
+    tail.add_partition_offset(topic, partition, Offset::Offset(low.max(high - 64))).unwrap();
+    reader.assign(&tail).unwrap();
+    let mut after = low.max(high - 64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.offset() < high => after = after.max(message.offset() + 1),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    after
+}
+
 /// Waits until consumer group `group` has committed, on every partition of `topics`, at least the end offset the
-/// partition had when this was called.
+/// partition had when this was called (the offset after its last record).
 fn wait_caught_up(group: &str, topics: &[&str], timeout: Duration) {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -622,7 +664,8 @@ fn wait_caught_up(group: &str, topics: &[&str], timeout: Duration) {
     for topic in metadata.topics().iter().filter(|t| topics.contains(&t.name())) {
         for partition in topic.partitions() {
             let (_, high) = consumer.fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10)).unwrap();
-            wanted.insert((topic.name().to_owned(), partition.id()), high);
+            let wanted_offset = after_last_record(topic.name(), partition.id(), high);
+            wanted.insert((topic.name().to_owned(), partition.id()), wanted_offset);
             list.add_partition(topic.name(), partition.id());
         }
     }
