@@ -71,6 +71,7 @@ fn baselines_learn_survive_a_detector_restart_and_joins_fire_on_the_second_objec
     let cloud_file = stack.logs.join("cloud.jsonl");
     std::fs::write(&cloud_file, "").unwrap();
     for (key, value) in [
+        ("PALISADE__DETECT__KAFKA_STATE", "true".into()),
         ("PALISADE__DETECT__COMMIT_INTERVAL_MS", "500".into()),
         ("PALISADE__DETECT__BASELINES__SERVICE_ACCOUNTS__LEARNING_SECS", LEARNING_SECS.to_string()),
         ("PALISADE__DETECT__BASELINES__KUBE_SYSTEM__LEARNING_SECS", LEARNING_SECS.to_string()),

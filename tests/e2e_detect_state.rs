@@ -148,6 +148,7 @@ fn burst_across_a_kill(stack: &mut common::Stack, container: &str, changelog: &s
 #[test]
 fn a_recon_window_open_across_a_detector_kill_fires_once() {
     let mut stack = common::Stack::new("detect-restart");
+    stack.set("PALISADE__DETECT__KAFKA_STATE", "true");
     stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "200");
     let id = |n: u64| format!("{n:0>64x}");
     let changelog = stack.topic("detect_changelog");
@@ -183,6 +184,7 @@ fn logs(stack: &common::Stack, names: &[&str]) -> String {
 #[test]
 fn three_instances_over_six_partitions_raise_what_one_raises_across_a_kill() {
     let mut stack = common::Stack::new("detect-scale");
+    stack.set("PALISADE__DETECT__KAFKA_STATE", "true");
     stack.set("PALISADE__KAFKA__TOPIC_PARTITIONS", "6");
     stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "200");
     let names = ["a", "b", "c", "d", "single"];
@@ -282,6 +284,7 @@ fn discovery_call(verb: &str, uri: &str, resource: &str, namespace: Option<&str>
 #[test]
 fn a_discovery_spread_over_namespaces_meets_again_by_user_across_two_instances() {
     let mut stack = common::Stack::new("detect-rekey");
+    stack.set("PALISADE__DETECT__KAFKA_STATE", "true");
     stack.set("PALISADE__KAFKA__TOPIC_PARTITIONS", "6");
     stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "200");
     let names = ["a", "b"];

@@ -45,19 +45,23 @@ pub struct DetectConfig {
     /// Learning of the baselines (service accounts, kube-system workloads, cloud identities).
     #[serde(default)]
     pub baselines: crate::detectors::baselines::BaselinesConfig,
-    /// Without Kafka (`palisade run` on its in-process bus): file the windowed detectors' state is checkpointed to
-    /// (and restored from at start); absent = not kept across restarts. With Kafka the state is kept in the
-    /// `topics.detect_changelog` topic instead and this file is not used.
+    /// File the windowed detectors' state is checkpointed to (and restored from at start); absent = not kept
+    /// across restarts. Not used with `kafka_state`.
     #[serde(default)]
     pub state_path: Option<std::path::PathBuf>,
     /// How often the state is checkpointed, in seconds (and always at shutdown).
     #[serde(default = "default_checkpoint_secs")]
     pub checkpoint_secs: u64,
-    /// With Kafka: how often a transaction sends the detections, writes the changed state to the changelog topic
+    /// With Kafka: keep the windowed state per input partition in the `topics.detect_changelog` topic instead of
+    /// `state_path`, so several detect instances may share the input topics and a moved one loses nothing.
+    /// Opt-in while a stall seen on the test cluster after a redeploy is not understood (README).
+    #[serde(default)]
+    pub kafka_state: bool,
+    /// With `kafka_state`: how often a transaction sends the detections, writes the changed state to the changelog topic
     /// and commits the inputs, in milliseconds (also the most a detection waits to be sent).
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// With Kafka: `transactional.id` of this detect instance; absent = `palisade-detect-<hostname>` (unique per
+    /// With `kafka_state`: `transactional.id` of this detect instance; absent = `palisade-detect-<hostname>` (unique per
     /// pod, stable across its restarts, which is what fences a dead instance's open transaction).
     #[serde(default)]
     pub transactional_id: Option<String>,
@@ -89,6 +93,7 @@ impl Default for DetectConfig {
             baselines: crate::detectors::baselines::BaselinesConfig::default(),
             state_path: None,
             checkpoint_secs: default_checkpoint_secs(),
+            kafka_state: false,
             commit_interval_ms: default_commit_interval_ms(),
             transactional_id: None,
         }

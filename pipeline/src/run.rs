@@ -67,7 +67,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     let outputs = Outputs::build(&config.sink).await?;
 
     // Subscribe every stage before any source can publish.
-    let detect_subscription = stages::detect::subscribe(&bus, &topics)?;
+    let detect_subscription = stages::detect::subscribe(&bus, &topics, &config.detect)?;
     let enrich_subscription = stages::enrich::subscribe(&bus, &topics)?;
     let sink_loops = stages::sink::subscribe(&bus, &topics, outputs)?;
     let (detect_stop, enrich_stop, sink_stop, sources_stop) =

@@ -90,7 +90,7 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
     let topics = config.topics.clone();
     match stage {
         Stage::Detect => {
-            let subscription = stages::detect::subscribe(&bus, &topics)?;
+            let subscription = stages::detect::subscribe(&bus, &topics, &config.detect)?;
             let engine = Arc::new(Engine::new(&config.detect)?);
             let store = stages::detect::StateStore::from_config(&bus, config.kafka.as_ref(), &config.detect);
             stages::detect::run_with(bus.clone(), subscription, topics, engine, store, shutdown).await?;

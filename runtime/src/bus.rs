@@ -116,9 +116,19 @@ impl Bus {
 
     /// Subscribes `group` to `topics`. In process, every subscription sees every message published after it.
     pub fn subscribe(&self, topics: &[&str], group: &str) -> Result<Subscription, BusError> {
+        self.subscribe_with(topics, group, crate::kafka::Assignment::Eager)
+    }
+
+    /// `subscribe`, with how the group's partitions move between its members (Kafka only).
+    pub fn subscribe_with(
+        &self,
+        topics: &[&str],
+        group: &str,
+        assignment: crate::kafka::Assignment,
+    ) -> Result<Subscription, BusError> {
         match self {
             Bus::InProcess(bus) => Ok(Subscription::InProcess(bus.subscribe(topics))),
-            Bus::Kafka(bus) => Ok(Subscription::Kafka(bus.subscribe(topics, group)?)),
+            Bus::Kafka(bus) => Ok(Subscription::Kafka(bus.subscribe(topics, group, assignment)?)),
         }
     }
 

@@ -411,8 +411,13 @@ impl KafkaBus {
             .map_err(|(source, _)| BusError::from_send(outgoing.topic, outgoing_bytes(&outgoing), &self.config, source))
     }
 
-    pub(crate) fn subscribe(&self, topics: &[&str], group: &str) -> Result<KafkaSubscription, BusError> {
-        subscribe(&self.settings, &self.config, topics, group)
+    pub(crate) fn subscribe(
+        &self,
+        topics: &[&str],
+        group: &str,
+        assignment: Assignment,
+    ) -> Result<KafkaSubscription, BusError> {
+        subscribe(&self.settings, &self.config, topics, (group, assignment))
     }
 
     pub(crate) fn config(&self) -> &KafkaConfig {
@@ -435,29 +440,39 @@ impl KafkaBus {
     }
 }
 
+/// How a group's partitions move between its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// librdkafka's default (range, round-robin): every member gives everything up at each rebalance.
+    Eager,
+    /// Cooperative-sticky: a member joining or leaving moves only the partitions that must move (a stage that
+    /// keeps state per partition). Every member of a group must use the same.
+    Cooperative,
+}
+
 /// A consumer in group `<group_prefix>-<group>` on `topics`, with `settings` (resolved from `config`).
 fn subscribe(
     settings: &ClientSettings,
     config: &KafkaConfig,
     topics: &[&str],
-    group: &str,
+    (group, assignment): (&str, Assignment),
 ) -> Result<KafkaSubscription, BusError> {
     let rebalances = Arc::new(Rebalances::default());
-    let consumer: GroupConsumer = settings.create_with(
-        settings
-            .client_config()
-            .set("client.id", &config.client_id)
-            .set("group.id", format!("{}-{group}", config.group_prefix))
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("session.timeout.ms", "10000")
-            // A member joining or leaving moves only the partitions that must move; the others keep their state.
-            .set("partition.assignment.strategy", "cooperative-sticky"),
-        TrackingContext { rebalances: Arc::clone(&rebalances) },
-    )?;
+    let mut client = settings.client_config();
+    client
+        .set("client.id", &config.client_id)
+        .set("group.id", format!("{}-{group}", config.group_prefix))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "10000");
+    if assignment == Assignment::Cooperative {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    let consumer: GroupConsumer =
+        settings.create_with(&client, TrackingContext { rebalances: Arc::clone(&rebalances) })?;
     consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
     Ok(KafkaSubscription { consumer: Arc::new(consumer), rebalances })
 }
@@ -506,7 +521,7 @@ pub fn source_subscription(
 ) -> Result<KafkaSubscription, BusError> {
     let settings = ClientSettings::resolve(config)?;
     check_connection_unless(&settings, &config.bootstrap_servers, timeout, stopped)?;
-    subscribe(&settings, config, topics, group)
+    subscribe(&settings, config, topics, (group, Assignment::Eager))
 }
 
 pub struct KafkaSubscription {

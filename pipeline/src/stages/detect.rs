@@ -23,13 +23,16 @@ use crate::PipelineError;
 
 const STAGE: &str = "detect";
 
-/// The inputs; on Kafka also the events this stage re-keys for itself (see `detect_changelog`).
-pub fn subscribe(bus: &Bus, topics: &TopicsConfig) -> Result<Subscription, PipelineError> {
+/// The inputs; with the state in Kafka also the events this stage re-keys for itself (see `detect_changelog`),
+/// in a cooperative group.
+pub fn subscribe(bus: &Bus, topics: &TopicsConfig, config: &DetectConfig) -> Result<Subscription, PipelineError> {
     let mut inputs = vec![topics.node_events.as_str(), &topics.audit_events, &topics.cloud_activity];
-    if matches!(bus, Bus::Kafka(_)) {
+    let mut assignment = palisade_runtime::kafka::Assignment::Eager;
+    if matches!(bus, Bus::Kafka(_)) && config.kafka_state {
         inputs.push(&topics.detect_rekeyed);
+        assignment = palisade_runtime::kafka::Assignment::Cooperative;
     }
-    Ok(bus.subscribe(&inputs, STAGE)?)
+    Ok(bus.subscribe_with(&inputs, STAGE, assignment)?)
 }
 
 /// Inputs whose detections may be in flight to the bus at once (rdkafka batches the sends).
@@ -178,10 +181,10 @@ pub enum StateStore {
 impl StateStore {
     pub fn from_config(bus: &Bus, kafka: Option<&palisade_runtime::KafkaConfig>, detect: &DetectConfig) -> Self {
         match (bus, kafka) {
-            (Bus::Kafka(_), Some(kafka)) => {
+            (Bus::Kafka(_), Some(kafka)) if detect.kafka_state => {
                 if let Some(path) = &detect.state_path {
                     let path = path.display();
-                    tracing::warn!(%path, "detect.state_path is not used with Kafka: the state is in the changelog topic");
+                    tracing::warn!(%path, "detect.state_path is not used with kafka_state: the state is in the changelog topic");
                 }
                 StateStore::Changelog(super::detect_changelog::ChangelogSettings::from_config(kafka, detect))
             }
