@@ -342,3 +342,63 @@ fn a_discovery_spread_over_namespaces_meets_again_by_user_across_two_instances()
         detections_of("K8S_PenTestToolsKubeHunter", &stack.topic("detections"), Duration::from_secs(60), hunter);
     assert_eq!(found.len(), 1, "one passive pattern over {} partitions:\n{}", spread.len(), logs(&stack, &names));
 }
+
+/// A member joins while the other's transaction batch holds inputs of partitions it must give up: those inputs
+/// are left to the new owner, the rest of the batch commits, and neither instance stalls: every burst is raised
+/// once and the group commits every input.
+#[test]
+fn a_member_joining_while_a_batch_is_open_leaves_its_inputs_to_the_new_owner() {
+    let mut stack = common::Stack::new("detect-join");
+    stack.set("PALISADE__DETECT__KAFKA_STATE", "true");
+    stack.set("PALISADE__KAFKA__TOPIC_PARTITIONS", "6");
+    // A long interval: the batch is open when the second member joins.
+    stack.set("PALISADE__DETECT__COMMIT_INTERVAL_MS", "20000");
+    let names = ["a", "b"];
+    let template = template();
+    let (node_topic, audit_topic) = (stack.topic("node_events"), stack.topic("audit_events"));
+    let group = format!("palisade-{}-detect", stack.run);
+    let containers: Vec<String> = (0..12u64).map(|n| format!("{:0>64x}", 0xd0 + n)).collect();
+    let t = 1_764_000_000_000i64;
+    let _a = spawn_detect(&stack, "a", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logs(&stack, &["a"]).contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "a got no partition:\n{}", logs(&stack, &names));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let first: Vec<NodeEvent> = (containers.iter())
+        .flat_map(|c| [recon_exec(&template, c, "whoami", t), recon_exec(&template, c, "id", t + 1000)])
+        .collect();
+    produce(&node_topic, &first);
+    // Audit events in twelve namespaces: inputs on most audit partitions too (two discovery calls each: no alert).
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA")).create().unwrap();
+    let codec = Codec::<AuditEvent>::new().unwrap();
+    for n in 0..12 {
+        let namespace = format!("ns-{n}");
+        let call = discovery_call("list", &format!("/api/v1/namespaces/{namespace}/pods"), "pods", Some(&namespace), n);
+        let (key, payload) = (call.partition_key(), codec.encode(&call).unwrap());
+        producer.send(BaseRecord::to(&audit_topic).key(&key).payload(&payload)).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let _b = spawn_detect(&stack, "b", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logs(&stack, &["a"]).contains("inputs of revoked partitions left to their new owner") {
+        assert!(
+            Instant::now() < deadline,
+            "a gave up no partition with inputs in its batch:\n{}",
+            logs(&stack, &names)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let second: Vec<NodeEvent> = (containers.iter())
+        .flat_map(|c| [recon_exec(&template, c, "uname", t + 2000), recon_exec(&template, c, "hostname", t + 3000)])
+        .collect();
+    produce(&node_topic, &second);
+    let all = |seen: &[(String, String)]| seen.iter().map(|(_, c)| c).collect::<BTreeSet<_>>().len() == 12;
+    let seen = bursts(&stack.topic("detections"), Duration::from_secs(120), all);
+    let ids: BTreeSet<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!((ids.len(), seen.len()), (12, 12), "one burst per container, none twice:\n{}", logs(&stack, &names));
+    // Neither member stalls: every input is committed.
+    wait_committed(&group, &node_topic, (first.len() + second.len()) as i64, || logs(&stack, &names));
+    wait_committed(&group, &audit_topic, 12, || logs(&stack, &names));
+}

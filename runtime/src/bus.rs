@@ -223,15 +223,6 @@ impl Subscription {
         }
     }
 
-    /// Receives again, from each partition's committed offset, what was received and not committed (Kafka; a
-    /// no-op in-process, where nothing is received twice). Blocking.
-    pub fn rewind_to_committed(&self) -> Result<(), BusError> {
-        match self {
-            Subscription::InProcess(_) => Ok(()),
-            Subscription::Kafka(subscription) => subscription.rewind_to_committed(),
-        }
-    }
-
     /// Commits what was acknowledged; call on shutdown after the last ack.
     pub fn close(self) -> Result<(), BusError> {
         match self {

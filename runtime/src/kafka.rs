@@ -564,25 +564,6 @@ impl KafkaSubscription {
         std::mem::take(&mut *self.rebalances.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    /// Moves every assigned partition back to its committed offset (its first offset when none is committed),
-    /// so what was received but not committed is received again. Blocking.
-    pub(crate) fn rewind_to_committed(&self) -> Result<(), BusError> {
-        use rdkafka::Offset;
-        let kafka = |source| BusError::Kafka { topic: "(rewind)".into(), source };
-        let mut committed = self.consumer.committed(Duration::from_secs(30)).map_err(kafka)?;
-        let uncommitted: Vec<(String, i32)> = (committed.elements().iter())
-            .filter(|element| !matches!(element.offset(), Offset::Offset(_)))
-            .map(|element| (element.topic().to_owned(), element.partition()))
-            .collect();
-        for (topic, partition) in uncommitted {
-            committed.set_partition_offset(&topic, partition, Offset::Beginning).map_err(kafka)?;
-        }
-        if committed.count() > 0 {
-            self.consumer.seek_partitions(committed, Duration::from_secs(30)).map_err(kafka)?;
-        }
-        Ok(())
-    }
-
     pub(crate) fn close(self) -> Result<(), BusError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),

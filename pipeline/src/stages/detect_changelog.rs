@@ -30,8 +30,6 @@ const STAGE: &str = "detect";
 const MAX_BATCH_INPUTS: usize = 20_000;
 /// Bytes of inputs and records in one transaction at most (a backlog of large events makes smaller ones).
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
-/// Transactions that fail one after the other before the stage gives up (a fenced or broken producer).
-const MAX_FAILED_COMMITS: u32 = 5;
 
 /// How the stage keeps its state in Kafka.
 #[derive(Debug, Clone)]
@@ -249,6 +247,8 @@ const HEADER_POD_CONTEXT: &str = "palisade.pod.context";
 
 /// A record to send in the next transaction: a detection (keyed by alert id) or a re-keyed event.
 struct PendingRecord {
+    /// The shard whose input produced it (it is dropped if that partition is revoked before the commit).
+    shard: String,
     topic: String,
     key: String,
     payload: Vec<u8>,
@@ -291,7 +291,6 @@ struct Stage<'a> {
     /// By changelog key: the chunks its state was last written in (their stale ones are deleted on the next write).
     chunks: HashMap<String, u32>,
     batch: Batch,
-    failed_commits: u32,
     codecs: Codecs,
 }
 
@@ -303,34 +302,30 @@ struct Codecs {
 }
 
 impl Stage<'_> {
-    /// Forgets every shard the batch touched and receives their inputs again: their windows hold inputs no
-    /// transaction committed.
-    fn discard(&mut self, subscription: &Subscription) -> Result<(), PipelineError> {
-        for shard in std::mem::take(&mut self.batch).shards.into_keys() {
-            self.engine.drop_shard(&shard);
-            self.covered.remove(&shard);
-        }
-        subscription.rewind_to_committed()?;
-        Ok(())
-    }
-
-    /// Forgets the partitions another member took; a batch that holds inputs of one is not committed.
-    fn handle_revocations(&mut self, subscription: &Subscription) -> Result<(), PipelineError> {
+    /// Forgets the partitions another member took, and takes their inputs, and what they produced, out of the
+    /// batch: the new owner receives them again from the committed offset (no seek here: the other partitions'
+    /// inputs and state stay as they are and are committed with the next transaction).
+    fn handle_revocations(&mut self, subscription: &Subscription) {
         let revoked: BTreeSet<String> =
             subscription.take_revoked().iter().map(|(topic, partition)| shard_of(topic, *partition)).collect();
         if revoked.is_empty() {
-            return Ok(());
+            return;
         }
-        let in_batch = revoked.iter().any(|shard| self.batch.shards.contains_key(shard));
         for shard in &revoked {
             self.engine.drop_shard(shard);
             self.covered.remove(shard);
+            self.batch.shards.remove(shard);
         }
-        if in_batch {
-            tracing::info!(inputs = self.batch.consumed.len(), "a revoked partition is in the batch; received again");
-            self.discard(subscription)?;
+        let inputs = self.batch.consumed.len();
+        self.batch.consumed.retain(|(topic, partition, _)| !revoked.contains(&shard_of(topic, *partition)));
+        self.batch.records.retain(|record| !revoked.contains(&record.shard));
+        let taken = inputs - self.batch.consumed.len();
+        if taken > 0 {
+            tracing::info!(inputs = taken, "inputs of revoked partitions left to their new owner");
         }
-        Ok(())
+        if self.batch.consumed.is_empty() {
+            self.batch = Batch::default();
+        }
     }
 
     async fn receive(&mut self, delivery: Delivery, shutdown: &Shutdown) -> Result<bool, PipelineError> {
@@ -387,6 +382,7 @@ impl Stage<'_> {
         for detection in &detections {
             self.batch.bytes += detection.evidence.iter().map(String::len).sum::<usize>();
             self.batch.records.push(PendingRecord {
+                shard: shard.clone(),
                 topic: topics.detections.clone(),
                 key: detection.id.clone(),
                 payload: self.codecs.detection.encode(detection)?,
@@ -405,6 +401,7 @@ impl Stage<'_> {
             }
             self.batch.bytes += message.payload.len();
             self.batch.records.push(PendingRecord {
+                shard: shard.clone(),
                 topic: topics.detect_rekeyed.clone(),
                 key: rekey.record_key,
                 payload: message.payload.clone(),
@@ -442,9 +439,8 @@ impl Stage<'_> {
         .map_err(|e| e.to_string())
     }
 
-    /// One transaction: the detections, the changed state, the inputs' offsets. On a failure the batch is
-    /// received again; after several in a row the stage stops with the error.
-    async fn commit(&mut self, subscription: &Subscription, shutdown: &Shutdown) -> Result<bool, PipelineError> {
+    /// One transaction: the detections, the changed state, the inputs' offsets. A failure stops the stage.
+    async fn commit(&mut self, shutdown: &Shutdown) -> Result<bool, PipelineError> {
         let limit = self.bus.max_message_bytes();
         let mut changes = Vec::new();
         for shard_changes in self.engine.take_changes() {
@@ -506,7 +502,6 @@ impl Stage<'_> {
             .collect();
         match self.output.commit_with_changes(&records, &changelog, &self.batch.consumed).await {
             Ok(()) => {
-                self.failed_commits = 0;
                 palisade_telemetry::health::succeeded(STAGE);
                 for _ in &self.batch.consumed {
                     MessageProcessed { stage: STAGE }.emit();
@@ -518,17 +513,12 @@ impl Stage<'_> {
                 self.batch = Batch::default();
                 Ok(true)
             }
+            // The windows hold inputs no transaction committed: the stage stops, and a restart (or another
+            // instance) restores the last committed state and receives them again.
             Err(error) => {
-                self.failed_commits += 1;
                 palisade_telemetry::health::failing(STAGE, &format!("transaction failed: {error}"));
-                tracing::warn!(%error, inputs = self.batch.consumed.len(), failed = self.failed_commits, "transaction failed; its inputs are received again");
-                if self.failed_commits >= MAX_FAILED_COMMITS {
-                    return Err(error.into());
-                }
-                drop(records);
-                drop(changelog);
-                self.discard(subscription)?;
-                Ok(!shutdown.is_triggered())
+                tracing::error!(%error, inputs = self.batch.consumed.len(), "transaction failed; stopping");
+                Err(error.into())
             }
         }
     }
@@ -573,7 +563,6 @@ pub async fn run(
         covered: HashMap::new(),
         chunks: HashMap::new(),
         batch: Batch::default(),
-        failed_commits: 0,
         codecs: Codecs { node: Codec::new()?, audit: Codec::new()?, cloud: Codec::new()?, detection: Codec::new()? },
     };
     ComponentStarted { component: STAGE }.emit();
@@ -581,10 +570,10 @@ pub async fn run(
     learning_report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent_all = true;
     loop {
-        stage.handle_revocations(&subscription)?;
+        stage.handle_revocations(&subscription);
         let due = stage.batch.due_in(settings.commit_every);
         if due == Some(Duration::ZERO) {
-            if !stage.commit(&subscription, &shutdown).await? {
+            if !stage.commit(&shutdown).await? {
                 sent_all = false;
                 break;
             }
@@ -602,9 +591,9 @@ pub async fn run(
             }
         }
     }
-    stage.handle_revocations(&subscription)?;
+    stage.handle_revocations(&subscription);
     if sent_all && stage.batch.started.is_some() {
-        stage.commit(&subscription, &shutdown).await?;
+        stage.commit(&shutdown).await?;
     }
     super::detect::report_learning(&engine);
     subscription.close()?;
