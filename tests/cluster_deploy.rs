@@ -160,13 +160,51 @@ fn install_with_helm() -> Duration {
     start.elapsed()
 }
 
-/// The last lines of the detect, enrich and sink pods' logs, for a failure's message.
+/// The pods, the last lines of the detect, enrich and sink pods' logs (and of detect's previous containers) and
+/// where each stage's group stands on its input, for a failure's message.
 fn stage_logs() -> String {
-    let mut out = String::new();
+    let mut out = kubectl(&["-n", "palisade", "get", "pods", "-o", "wide"]);
     for stage in ["palisade-detect", "palisade-enrich", "palisade-sink"] {
         let selector = format!("app.kubernetes.io/name={stage}");
-        let logs = kubectl_output(&["-n", "palisade", "logs", "-l", &selector, "--prefix", "--tail=40"], None);
+        let logs = kubectl_output(&["-n", "palisade", "logs", "-l", &selector, "--prefix", "--tail=60"], None);
         out.push_str(&format!("--- {stage}\n{}", String::from_utf8_lossy(&logs.stdout)));
+    }
+    let selector = "app.kubernetes.io/name=palisade-detect";
+    let previous =
+        kubectl_output(&["-n", "palisade", "logs", "-l", selector, "--prefix", "--previous", "--tail=30"], None);
+    out.push_str(&format!("--- detect, previous containers\n{}", String::from_utf8_lossy(&previous.stdout)));
+    for (group, topic) in [
+        ("palisade-detect", "palisade.node.events"),
+        ("palisade-enrich", "palisade.detections"),
+        ("palisade-sink-index", "palisade.enriched"),
+    ] {
+        out.push_str(&format!("--- {group} on {topic}: {:?}\n", positions(group, topic)));
+    }
+    out
+}
+
+/// By partition of `topic`: the offset `group` committed, the offset after its last record, the high watermark.
+fn positions(group: &str, topic: &str) -> Vec<(i32, i64, i64, i64)> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return Vec::new() };
+    let mut out = Vec::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition.id());
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10)).ok();
+        let at = committed
+            .and_then(|c| c.elements().first().map(|e| if let Offset::Offset(n) = e.offset() { n } else { -1 }))
+            .unwrap_or(-2);
+        let (_, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10)).unwrap_or((0, -1));
+        out.push((partition.id(), at, after_last_record(topic, partition.id(), high), high));
     }
     out
 }
