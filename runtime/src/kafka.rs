@@ -471,8 +471,8 @@ fn subscribe(
     if assignment == Assignment::Cooperative {
         client.set("partition.assignment.strategy", "cooperative-sticky");
     }
-    let consumer: GroupConsumer =
-        settings.create_with(&client, TrackingContext { rebalances: Arc::clone(&rebalances) })?;
+    let context = TrackingContext { rebalances: Arc::clone(&rebalances), keep: assignment == Assignment::Cooperative };
+    let consumer: GroupConsumer = settings.create_with(&client, context)?;
     consumer.subscribe(topics).map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
     Ok(KafkaSubscription { consumer: Arc::new(consumer), rebalances })
 }
@@ -488,6 +488,9 @@ pub struct Rebalances {
 /// assignment itself).
 pub struct TrackingContext {
     rebalances: Arc<Rebalances>,
+    /// Whether revocations are kept for the stage (only a cooperative group's stage asks for them; the others'
+    /// list would only grow).
+    keep: bool,
 }
 
 impl ClientContext for TrackingContext {}
@@ -496,8 +499,10 @@ impl ConsumerContext for TrackingContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
-                let mut revoked = self.rebalances.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                if self.keep {
+                    let mut revoked = self.rebalances.revoked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    revoked.extend(list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                }
                 tracing::info!(partitions = list.count(), "partitions revoked");
             }
             Rebalance::Assign(list) if list.count() > 0 => {
