@@ -770,6 +770,26 @@ pub fn partition_count(config: &KafkaConfig, topic: &str) -> Result<i32, BusErro
     }
 }
 
+/// A consumer outside any group (`<client_id>-<role>`, nothing committed) that reads only committed records and
+/// reports each partition's end: a transactional topic ends in commit markers, which are never delivered, so the
+/// end of a partition is known from the EOF event.
+fn committed_reader(
+    settings: &ClientSettings,
+    config: &KafkaConfig,
+    role: &str,
+) -> Result<rdkafka::consumer::BaseConsumer, BusError> {
+    settings.create(
+        settings
+            .client_config()
+            .set("client.id", format!("{}-{role}", config.client_id))
+            .set("group.id", format!("{}-{role}-unused", config.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed"),
+    )
+}
+
 /// How long a changelog read may wait for an open transaction to end before it is an error.
 const CHANGELOG_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -783,21 +803,11 @@ pub fn read_partition(
     partition: i32,
     mut each: impl FnMut(Message),
 ) -> Result<u64, BusError> {
-    use rdkafka::consumer::BaseConsumer;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
     let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
     let settings = ClientSettings::resolve(config)?;
-    let consumer: BaseConsumer = settings.create(
-        settings
-            .client_config()
-            .set("client.id", format!("{}-changelog", config.client_id))
-            .set("group.id", format!("{}-changelog-unused", config.group_prefix))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed"),
-    )?;
+    let consumer = committed_reader(&settings, config, "changelog")?;
     let timeout = Duration::from_secs(10);
     let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka)?;
     if low >= high {
@@ -867,24 +877,12 @@ fn read_partitions(
     (from, to): (Option<RangeBound>, Option<RangeBound>),
     mut each: impl FnMut(Message, u64, u64),
 ) -> Result<u64, BusError> {
-    use rdkafka::consumer::BaseConsumer;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
     let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
     let settings = ClientSettings::resolve(config)?;
     check_connection(&settings, &config.bootstrap_servers, Duration::from_secs(30))?;
-    let consumer: BaseConsumer = settings.create(
-        settings
-            .client_config()
-            .set("client.id", format!("{}-replay", config.client_id))
-            .set("group.id", format!("{}-replay-unused", config.group_prefix))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // A transactional topic (the alerts topic) ends in commit markers, which are never delivered: the end
-            // of a partition is known from the EOF event, and only committed records are read.
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed"),
-    )?;
+    let consumer = committed_reader(&settings, config, "replay")?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(kafka)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
