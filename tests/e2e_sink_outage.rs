@@ -19,9 +19,9 @@ fn testbed(args: &[&str]) {
     assert!(status.success(), "scripts/testbed {args:?}");
 }
 
-/// `/healthz`'s status and body.
-fn health() -> (u16, String) {
-    let response = reqwest::blocking::get(format!("http://{METRICS}/healthz")).unwrap();
+/// A probe's (`/healthz`, `/readyz`) status and body.
+fn probe(path: &str) -> (u16, String) {
+    let response = reqwest::blocking::get(format!("http://{METRICS}{path}")).unwrap();
     (response.status().as_u16(), response.text().unwrap_or_default())
 }
 
@@ -65,6 +65,9 @@ fn a_60_second_index_outage_loses_nothing_and_the_sink_recovers_by_itself() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let retries_before = retries();
+    // The sink has started and hands its output on: ready.
+    let (status, body) = probe("/readyz");
+    assert_eq!((status, body.as_str()), (200, "sink ok\n"), "ready before the outage");
 
     testbed(&["down", "opensearch"]);
     let outage = Instant::now();
@@ -75,9 +78,11 @@ fn a_60_second_index_outage_loses_nothing_and_the_sink_recovers_by_itself() {
     }
     let during = retries();
     // Sixty seconds without the index is past the 30 s grace: the liveness probe says which stage is stuck.
-    let (status, body) = health();
+    let (status, body) = probe("/healthz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("sink stuck for"), "{body}");
+    let (status, body) = probe("/readyz");
+    assert_eq!(status, 503, "not ready while stuck: {body}");
     testbed(&["up", "opensearch"]);
     send(200);
     stack.assert_running();
@@ -92,9 +97,11 @@ fn a_60_second_index_outage_loses_nothing_and_the_sink_recovers_by_itself() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(indexed, sent as u64, "every alert indexed once after the outage:\n{}", stack.log("sink"));
-    let (status, body) = health();
+    let (status, body) = probe("/healthz");
     assert_eq!(status, 200, "healthy again once the index took the backlog: {body}");
     assert!(body.contains("sink ok"), "{body}");
+    let (status, body) = probe("/readyz");
+    assert_eq!(status, 200, "ready again: {body}");
     assert!(during > retries_before, "the retries metric shows the outage ({retries_before} → {during})");
     let on_topic = common::collect_alerts(&stack.topic("alerts"), Duration::from_secs(30), |seen| seen.len() > sent);
     let ids: std::collections::BTreeSet<&str> = on_topic.iter().filter_map(|a| a["id"].as_str()).collect();

@@ -60,6 +60,9 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     config.sink.alerts_file = Some(options.alerts_file);
     config.sink.print_alerts = options.print_alerts;
     let topics = config.topics.clone();
+    for component in ["audit", "detect", "enrich", "sink"] {
+        palisade_telemetry::ComponentExpected { component }.emit();
+    }
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
     let engine = Arc::new(Engine::new(&config.detect)?);
@@ -107,6 +110,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
                 let _ = writeln!(std::io::stderr(), "palisade: node collection is off: {reason}");
             }
             None => {
+                palisade_telemetry::ComponentExpected { component: "collect" }.emit();
                 let (started, events) = Collector::start(&config.collect, &config.node_name())?;
                 collect_task = Some(tokio::spawn(stages::collect::run(
                     bus.clone(),

@@ -85,6 +85,9 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
     if config.kafka.is_none() {
         return Err(PipelineError::KafkaRequired { stage: stage.name() });
     }
+    // Not ready (`/readyz`) until the stage runs: a collector whose programs are not attached yet, a detector
+    // still restoring its state.
+    palisade_telemetry::ComponentExpected { component: stage.name() }.emit();
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
     let topics = config.topics.clone();

@@ -54,6 +54,19 @@ impl ComponentStopped<'_> {
     }
 }
 
+/// A component this process is about to start (a stage's service, each stage of `palisade run`): `/readyz`
+/// answers 503 until it has started, and its `palisade_component_up` is 0 until then.
+pub struct ComponentExpected<'a> {
+    pub component: &'a str,
+}
+
+impl ComponentExpected<'_> {
+    pub fn emit(self) {
+        COMPONENT_UP.with_label_values(&[self.component]).set(0);
+        crate::health::expect(self.component);
+    }
+}
+
 /// A component that is configured but not running yet (a source still connecting): its `palisade_component_up`
 /// exists and is 0 from the start, so an alert on it fires for one that never comes up.
 pub struct ComponentWaiting<'a> {
