@@ -207,6 +207,20 @@ pub struct SyscallEvent {
 /// not a path the caller passed: it is not relative to the caller's directory.
 pub const SYSCALL_NAMED_BY_KERNEL: u32 = 1;
 
+pub const KIND_CGROUP: u32 = 6;
+
+/// A cgroup v2 directory created (`cgroup:cgroup_mkdir` on the default hierarchy): its id (what events carry as
+/// `cgroup_id`), the length of its path including the NUL, and the path's first `PATH_LEN - 1` bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupEvent {
+    pub header: EventHeader,
+    pub id: u64,
+    pub length: u32,
+    pub reserved: u32,
+    pub path: [u8; PATH_LEN],
+}
+
 /// Which per-CPU counter of `COUNTERS` counts what.
 pub const COUNTER_RINGBUF_DROPS: u32 = 0;
 /// Exec events whose argument area could not be read in the kernel (the collector falls back to `/proc`).
@@ -224,6 +238,7 @@ const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SendEvent>() == 56 + 8 + EXTRA_LEN + PAYLOAD_HEAD_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 56 + 8 + 48 + 2 * PATH_LEN + EXTRA_LEN);
+const _: () = assert!(core::mem::size_of::<CgroupEvent>() == 56 + 16 + PATH_LEN);
 
 #[cfg(feature = "user")]
 mod user {
@@ -234,4 +249,5 @@ mod user {
     unsafe impl aya::Pod for super::ExitEvent {}
     unsafe impl aya::Pod for super::SyscallEvent {}
     unsafe impl aya::Pod for super::SendEvent {}
+    unsafe impl aya::Pod for super::CgroupEvent {}
 }

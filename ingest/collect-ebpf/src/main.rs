@@ -34,6 +34,13 @@ static COLLECTOR_TGID: u32 = 0;
 static FORK_CHILD_PID_OFFSET: u32 = 20;
 #[unsafe(no_mangle)]
 static EXEC_FILENAME_OFFSET: u32 = 8;
+/// Offsets of `root`, `id` and `path`'s `__data_loc` in the `cgroup_mkdir` record, from its format.
+#[unsafe(no_mangle)]
+static CGROUP_MKDIR_ROOT_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static CGROUP_MKDIR_ID_OFFSET: u32 = 16;
+#[unsafe(no_mangle)]
+static CGROUP_MKDIR_PATH_OFFSET: u32 = 24;
 /// Bytes of argv kept, at most ARGV_LIMIT (configurable: `collect.argv_max_bytes`).
 #[unsafe(no_mangle)]
 static ARGV_MAX_BYTES: u32 = ARGV_LIMIT as u32;
@@ -260,6 +267,44 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
             (*event).filename[0] = 0;
         }
         read_argv(&mut *event);
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    Ok(())
+}
+
+/// A cgroup created on the v2 hierarchy (root 0; the v1 hierarchies' ids are not the ones events carry): its id
+/// and path, so a container whose process exits and whose cgroup is removed before the collector reads its events
+/// is still attributed. A runtime creates the cgroup before any process runs in it, so the record is ahead of
+/// theirs in the ring.
+#[tracepoint]
+pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    let _ = emit_cgroup(&ctx);
+    0
+}
+
+fn emit_cgroup(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: tracepoint record reads at the offsets from its format.
+    let root: i32 = unsafe { ctx.read_at(global(&CGROUP_MKDIR_ROOT_OFFSET) as usize) }.map_err(i64::from)?;
+    if root != 0 {
+        return Ok(());
+    }
+    let id: u64 = unsafe { ctx.read_at(global(&CGROUP_MKDIR_ID_OFFSET) as usize) }.map_err(i64::from)?;
+    let data_loc: u32 = unsafe { ctx.read_at(global(&CGROUP_MKDIR_PATH_OFFSET) as usize) }.map_err(i64::from)?;
+    let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
+        count(COUNTER_RINGBUF_DROPS);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved ring-buffer record of the right size; every field is written below.
+    unsafe {
+        (*event).header = header(KIND_CGROUP);
+        (*event).id = id;
+        (*event).length = data_loc >> 16;
+        (*event).reserved = 0;
+        let path = (ctx.as_ptr() as *const u8).add((data_loc & 0xFFFF) as usize);
+        if bpf_probe_read_kernel_str_bytes(path, &mut (*event).path).is_err() {
+            (*event).path[0] = 0;
+        }
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     Ok(())

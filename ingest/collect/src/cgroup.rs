@@ -169,6 +169,16 @@ impl CgroupResolver {
         attribution
     }
 
+    /// A v2 cgroup the kernel reported created, with its path: one that names a container answers for its id from
+    /// then on, so a container whose process exited and whose cgroup was removed before its events are read is
+    /// still attributed. Any other path is left to the per-process answer (`attribute`).
+    pub fn learn(&self, cgroup_id: u64, path: &str) {
+        let attribution = parse_cgroup_path(path);
+        if attribution.container_id.is_some() {
+            remember(&self.by_cgroup, cgroup_id, attribution);
+        }
+    }
+
     /// Drops what is kept of an exited process.
     pub fn forget(&self, pid: u32) {
         self.by_process.remove(&pid);
@@ -366,6 +376,25 @@ mod tests {
         assert_eq!(resolver.attribute_with(50, 9, |_| Some("0::/user.slice\n".into()), inode), Attribution::default());
         let unread = resolver.attribute_with(51, 9, |_| panic!("no /proc read for a known cgroup"), inode);
         assert_eq!(unread, Attribution::default());
+    }
+
+    /// A cgroup learned at its creation answers for a process already gone, with no `/proc` read and no search;
+    /// a path that names no container teaches nothing, and a nested one keeps its outer owner.
+    #[test]
+    fn a_cgroup_learned_at_its_creation_answers_once_it_is_gone() {
+        let resolver = resolver(false);
+        let gone = |_: u32| None;
+        let no_inode = |_: &str| None;
+        resolver.learn(60, &format!("/kubepods/besteffort/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}"));
+        let attribution = resolver.attribute_with(70, 60, gone, no_inode);
+        assert_eq!(attribution.container_id.as_deref(), Some(ID));
+        assert_eq!(attribution.pod_uid.as_deref(), Some("0d9a2f4e-1111-2222-3333-444455556666"));
+        resolver.learn(61, "/system.slice/cron.service");
+        assert!(resolver.by_cgroup.get(&61).is_none(), "a host cgroup is not kept by id on a hybrid host");
+        let other = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+        resolver.learn(62, &format!("/kubepods/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}/kubepods/podx/{other}"));
+        let nested = resolver.attribute_with(71, 62, gone, no_inode);
+        assert_eq!((nested.container_id.as_deref(), nested.nested), (Some(ID), true));
     }
 
     #[test]

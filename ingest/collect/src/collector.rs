@@ -480,6 +480,12 @@ impl Reader {
 
     fn handle(&mut self, record: Record) -> Option<NodeEvent> {
         match record {
+            Record::Cgroup { id, path } => {
+                if let Some(path) = path {
+                    self.cgroups.learn(id, &path);
+                }
+                None
+            }
             Record::Fork { header, child_pid, clone_flags } => {
                 self.stats.fork_events.fetch_add(1, Ordering::Relaxed);
                 self.table.record_fork(header.tgid, child_pid);

@@ -31,6 +31,7 @@ const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("sys_exit_accept4", "syscalls", "sys_exit_accept4", true),
     ("sys_exit_accept", "syscalls", "sys_exit_accept", false),
     ("sched_process_exec", "sched", "sched_process_exec", true),
+    ("cgroup_mkdir", "cgroup", "cgroup_mkdir", false),
     ("sched_process_fork", "sched", "sched_process_fork", true),
     ("sched_process_exit", "sched", "sched_process_exit", true),
     ("sys_enter_openat", "syscalls", "sys_enter_openat", true),
@@ -208,12 +209,23 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
     ensure_tracefs()?;
     let fork_child = offset_of("sched", "sched_process_fork", "child_pid")?;
     let exec_filename = offset_of("sched", "sched_process_exec", "filename")?;
+    // Absent: the program is not attached (attribution then looks cgroups up by id, while they exist).
+    let cgroup_mkdir = if Path::new(TRACEFS).join("events/cgroup/cgroup_mkdir").exists() {
+        ["root", "id", "path"].map(|field| offset_of("cgroup", "cgroup_mkdir", field))
+    } else {
+        [Ok(8), Ok(16), Ok(24)]
+    };
+    let [mkdir_root, mkdir_id, mkdir_path] = cgroup_mkdir;
+    let (mkdir_root, mkdir_id, mkdir_path) = (mkdir_root?, mkdir_id?, mkdir_path?);
     let mut ebpf = EbpfLoader::new()
         .override_global("COLLECTOR_TGID", &options.collector_tgid, true)
         .override_global("TASK_OFFSETS", &task_offsets, true)
         .override_global("EXCLUDE_DESCENDANTS", &u32::from(options.exclude_descendants), true)
         .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
+        .override_global("CGROUP_MKDIR_ROOT_OFFSET", &mkdir_root, true)
+        .override_global("CGROUP_MKDIR_ID_OFFSET", &mkdir_id, true)
+        .override_global("CGROUP_MKDIR_PATH_OFFSET", &mkdir_path, true)
         .override_global("ARGV_MAX_BYTES", &options.argv_max_bytes, true)
         .override_global("REPEAT_LIMIT", &options.repeat_limit, true)
         .override_global("REPEAT_SEED", &random_seed(), true)

@@ -1,8 +1,8 @@
 //! Decoding of ring-buffer records into owned values.
 
 use palisade_collect_common::{
-    ARGV_LIMIT, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent, KIND_EXEC,
-    KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, SendEvent, SyscallEvent, TaskInfo,
+    ARGV_LIMIT, CgroupEvent, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent,
+    KIND_CGROUP, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, PATH_LEN, SendEvent, SyscallEvent, TaskInfo,
 };
 
 use crate::process_table::split_nul;
@@ -28,6 +28,12 @@ pub enum Record {
         exit_code: Option<i32>,
     },
     Syscall(Box<SyscallEvent>),
+    /// A cgroup created: its id and path; `None` when the path was longer than the record holds (its end, where
+    /// a container's name is, is unknown).
+    Cgroup {
+        id: u64,
+        path: Option<String>,
+    },
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -67,6 +73,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         KIND_EXIT => read::<ExitEvent>(bytes)
             .map(|e| Record::Exit { header, exit_code: (e.has_exit_code != 0).then_some(e.exit_code) }),
         KIND_SYSCALL => read::<SyscallEvent>(bytes).map(|e| Record::Syscall(Box::new(e))),
+        KIND_CGROUP => read::<CgroupEvent>(bytes)
+            .map(|e| Record::Cgroup { id: e.id, path: (e.length as usize <= PATH_LEN).then(|| c_string(&e.path)) }),
         _ => None,
     }
 }

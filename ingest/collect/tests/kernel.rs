@@ -206,6 +206,47 @@ fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod
     }
 }
 
+/// A container that runs one command and is gone (its process exited, its cgroup removed) before the collector
+/// reads the exec — a short-lived attack pod, or a collector behind under load — is still attributed: the cgroup's
+/// path is taken from the kernel when the runtime creates it, not looked up afterwards. The reader is paused
+/// across the container's whole life, so nothing of it is left to look up when the exec is read.
+#[test]
+fn a_container_gone_before_its_exec_is_read_is_still_attributed() {
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+        .expect("a cgroup v2 hierarchy (cgroup2 mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified)");
+    let container_id = format!("{:0>64x}", std::process::id() as u64 * 7907 + 0xdead);
+    let pod_uid = "5e1f0c2a-7777-4888-9999-aaaabbbbcccc";
+    // The cgroupfs driver's layout (containerd on a host without systemd cgroups), below a directory of this
+    // test's own: a real kubelet's `kubepods` may be on this host.
+    let top = format!("{root}/palisade-test-{}", std::process::id());
+    let parents = [
+        top.clone(),
+        format!("{top}/kubepods"),
+        format!("{top}/kubepods/besteffort"),
+        format!("{top}/kubepods/besteffort/pod{pod_uid}"),
+    ];
+    let scope = format!("{}/{container_id}", parents[3]);
+    let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
+    for dir in parents.iter().chain([&scope]) {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {dir}: {e}"));
+    }
+    collector.pause();
+    run(&format!("echo $$ > {scope}/cgroup.procs && exec /bin/true palisade-short-lived-container"));
+    std::fs::remove_dir(&scope).unwrap_or_else(|e| panic!("removing {scope}: {e}"));
+    collector.resume();
+    let exec = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-short-lived-container"))
+        .expect("the exec is read once the reader resumes");
+    collector.stop();
+    for dir in parents.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert_eq!(exec.container_id.as_deref(), Some(container_id.as_str()), "{exec:?}");
+    assert_eq!(exec.pod_uid.as_deref(), Some(pod_uid));
+    assert!(exec.in_container);
+}
+
 /// A shell whose stdin and stdout are a TCP socket — how a reverse shell shows — is reported with socket stdio;
 /// exits carry their status.
 #[test]
