@@ -606,7 +606,12 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     let took = install();
     eprintln!("figure: reinstalled, every pod Ready in {:.1} s", took.as_secs_f64());
     let again = smoke_test(&attack_ns, "palisade-smoke-again");
-    assert!(again.is_some(), "the reinstalled Palisade raised the smoke test's alert:\n{}", stage_logs());
+    assert!(
+        again.is_some(),
+        "the reinstalled Palisade raised the smoke test's alert:\n{}{}",
+        test_alerts_indexed(),
+        stage_logs()
+    );
     let after = indexed_alerts(namespace_query(&attack_ns));
     let after_types = types_of(&after);
     for wanted in node_types {
@@ -643,7 +648,12 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     let took = install_with_helm();
     eprintln!("figure: installed with Helm, every pod Ready in {:.1} s", took.as_secs_f64());
     let helm_alert = smoke_test(&attack_ns, "palisade-smoke-helm");
-    assert!(helm_alert.is_some(), "Palisade installed with Helm raised the smoke test's alert");
+    assert!(
+        helm_alert.is_some(),
+        "Palisade installed with Helm raised the smoke test's alert:\n{}{}",
+        test_alerts_indexed(),
+        stage_logs()
+    );
     helm(&["uninstall", "palisade", "--namespace", "palisade", "--wait"]);
 }
 
@@ -809,6 +819,27 @@ fn smoke_test(namespace: &str, pod: &str) -> Option<Value> {
         ]}}),
         Duration::from_secs(180),
     )
+}
+
+/// Every test alert in the index, newest first, as (time, namespace, pod, container): a smoke test whose alert
+/// is missing shows whether it was raised without its pod (attribution) or not at all (the pipeline).
+fn test_alerts_indexed() -> String {
+    refresh_index();
+    let mut alerts = indexed_alerts(json!({"term": {"rule.id": "K8S.NODE_EICAR"}}));
+    alerts.sort_by(|a, b| b["@timestamp"].as_str().cmp(&a["@timestamp"].as_str()));
+    let lines: Vec<String> = alerts
+        .iter()
+        .map(|alert| {
+            format!(
+                "{} namespace={} pod={} container={}",
+                alert["@timestamp"].as_str().unwrap_or("?"),
+                alert["orchestrator"]["namespace"].as_str().unwrap_or("-"),
+                alert["orchestrator"]["resource"]["name"].as_str().unwrap_or("-"),
+                alert["container"]["id"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    format!("--- K8S.NODE_EICAR alerts indexed, newest first\n{}\n", lines.join("\n"))
 }
 
 fn wait_for_document(query: Value, timeout: Duration) -> Option<Value> {
