@@ -126,7 +126,7 @@ fn helm(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Installs the Helm chart with the testbed's values (the Secrets and the volume as the overlay has them).
+/// Installs the Helm chart with the testbed's values (the Secrets as the overlay has them).
 fn install_with_helm() -> Duration {
     let start = Instant::now();
     create_secrets();
@@ -146,7 +146,6 @@ fn install_with_helm() -> Duration {
         "yaml",
     ]);
     kubectl_apply(&search);
-    kubectl(&["apply", "-f", &format!("{OVERLAY}/detect-state-volume.yaml")]);
     helm(&[
         "install",
         "palisade",
@@ -383,16 +382,8 @@ fn palisade_deployed_from_its_image_on_a_real_cluster_sees_kubectl_attacks_with_
     let _cleanup = Cleanup { namespaces: vec![attack_ns.clone(), benign_ns.clone()], binding: binding.clone() };
 
     // ---- install, as the README tells an operator to, on a cluster with no Palisade: an earlier run's release
-    // is removed, and the hostPath volume it released (which keeps its old claim and binds no new one).
+    // is removed.
     kubectl(&["delete", "namespace", "palisade", "--ignore-not-found", "--wait=true", "--timeout=180s"]);
-    kubectl(&[
-        "delete",
-        "persistentvolume",
-        "palisade-testbed-detect-state",
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=120s",
-    ]);
     let took = install();
     eprintln!("figure: Palisade installed and every pod Ready in {:.1} s", took.as_secs_f64());
     let contexts = security_contexts();

@@ -232,10 +232,6 @@ YAML
 
   if ! running cluster-kubelet; then
     mkdir -p /var/lib/kubelet
-    # The hostPath volume the testbed overlay gives detect's claim, owned by the image's user as a provisioned
-    # volume would be after fsGroup (which hostPath volumes do not get).
-    rm -rf /var/lib/palisade-testbed/detect-state
-    install -d -o 10001 -g 10001 -m 0750 /var/lib/palisade-testbed/detect-state
     # Eviction and image GC thresholds are low: the testbed's disk is shared with the build, and an evicted
     # Palisade pod or a collected Palisade image (there is no registry to pull it back from) would fail the tier.
     cat > "$CLUSTER_DIR/kubelet.yaml" <<YAML
