@@ -86,7 +86,7 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
         return Err(PipelineError::KafkaRequired { stage: stage.name() });
     }
     // Not ready (`/readyz`) until the stage runs: a collector whose programs are not attached yet, a detector
-    // still restoring its state.
+    // still restoring its checkpoint file.
     palisade_telemetry::ComponentExpected { component: stage.name() }.emit();
     let bus = build_bus(&config).await?;
     start_metrics(&config, &shutdown).await?;
