@@ -208,17 +208,21 @@ pub struct SyscallEvent {
 pub const SYSCALL_NAMED_BY_KERNEL: u32 = 1;
 
 pub const KIND_CGROUP: u32 = 6;
+/// Bytes of a cgroup's path kept: kind and k3d nodes (a node in a container) nest pods' cgroups past 300 bytes.
+pub const CGROUP_PATH_LEN: usize = 1024;
 
-/// A cgroup v2 directory created (`cgroup:cgroup_mkdir` on the default hierarchy): its id (what events carry as
-/// `cgroup_id`), the length of its path including the NUL, and the path's first `PATH_LEN - 1` bytes.
+/// A cgroup v2 directory created or removed (`cgroup:cgroup_mkdir`, `cgroup_rmdir` on the default hierarchy): its
+/// id (what events carry as `cgroup_id`), the length of its path including the NUL, and, for a creation, the
+/// path's first `CGROUP_PATH_LEN - 1` bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CgroupEvent {
     pub header: EventHeader,
     pub id: u64,
     pub length: u32,
-    pub reserved: u32,
-    pub path: [u8; PATH_LEN],
+    /// 1: removed (no path).
+    pub removed: u32,
+    pub path: [u8; CGROUP_PATH_LEN],
 }
 
 /// Which per-CPU counter of `COUNTERS` counts what.
@@ -238,7 +242,7 @@ const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SendEvent>() == 56 + 8 + EXTRA_LEN + PAYLOAD_HEAD_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<SyscallEvent>() == 56 + 8 + 48 + 2 * PATH_LEN + EXTRA_LEN);
-const _: () = assert!(core::mem::size_of::<CgroupEvent>() == 56 + 16 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<CgroupEvent>() == 56 + 16 + CGROUP_PATH_LEN);
 
 #[cfg(feature = "user")]
 mod user {

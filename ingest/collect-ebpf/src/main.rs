@@ -34,7 +34,8 @@ static COLLECTOR_TGID: u32 = 0;
 static FORK_CHILD_PID_OFFSET: u32 = 20;
 #[unsafe(no_mangle)]
 static EXEC_FILENAME_OFFSET: u32 = 8;
-/// Offsets of `root`, `id` and `path`'s `__data_loc` in the `cgroup_mkdir` record, from its format.
+/// Offsets of `root`, `id` and `path`'s `__data_loc` in the `cgroup_mkdir` and `cgroup_rmdir` records (one event
+/// class), from the format.
 #[unsafe(no_mangle)]
 static CGROUP_MKDIR_ROOT_OFFSET: u32 = 8;
 #[unsafe(no_mangle)]
@@ -278,11 +279,19 @@ fn emit_exec(ctx: &TracePointContext) -> Result<(), i64> {
 /// theirs in the ring.
 #[tracepoint]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
-    let _ = emit_cgroup(&ctx);
+    let _ = emit_cgroup(&ctx, false);
     0
 }
 
-fn emit_cgroup(ctx: &TracePointContext) -> Result<(), i64> {
+/// A cgroup removed: it is empty, every event of a process in it is ahead in the ring, and the collector forgets
+/// it (a loop creating and removing cgroups does not grow its cache).
+#[tracepoint]
+pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
+    let _ = emit_cgroup(&ctx, true);
+    0
+}
+
+fn emit_cgroup(ctx: &TracePointContext, removed: bool) -> Result<(), i64> {
     // SAFETY: tracepoint record reads at the offsets from its format.
     let root: i32 = unsafe { ctx.read_at(global(&CGROUP_MKDIR_ROOT_OFFSET) as usize) }.map_err(i64::from)?;
     if root != 0 {
@@ -295,15 +304,19 @@ fn emit_cgroup(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at a reserved ring-buffer record of the right size; every field is written below.
+    // SAFETY: `event` points at a reserved ring-buffer record of the right size; every field read by userspace is
+    // written below (the path only for a creation).
     unsafe {
         (*event).header = header(KIND_CGROUP);
         (*event).id = id;
         (*event).length = data_loc >> 16;
-        (*event).reserved = 0;
-        let path = (ctx.as_ptr() as *const u8).add((data_loc & 0xFFFF) as usize);
-        if bpf_probe_read_kernel_str_bytes(path, &mut (*event).path).is_err() {
-            (*event).path[0] = 0;
+        (*event).removed = u32::from(removed);
+        (*event).path[0] = 0;
+        if !removed {
+            let path = (ctx.as_ptr() as *const u8).add((data_loc & 0xFFFF) as usize);
+            if bpf_probe_read_kernel_str_bytes(path, &mut (*event).path).is_err() {
+                (*event).path[0] = 0;
+            }
         }
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);

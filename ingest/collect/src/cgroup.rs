@@ -26,11 +26,12 @@ fn is_container_id(text: &str) -> bool {
 /// Two layouts nest legitimately: a Kubernetes node that is itself a container (kind, k3d, minikube's docker
 /// driver: `docker-<node>.scope/kubelet.slice/…` or `/docker/<node>/kubepods/…`), where the inner pod is the
 /// workload, and containers in a plain container (docker-in-docker, podman in a container), where the outer one
-/// is. A host user's own cgroups (`/user.slice`, delegated to the user) name no container, whatever they say.
+/// is. A host user's own cgroups (`/user.slice`, delegated to the user) name no container, whatever they say; a
+/// `user.slice` a container made below its own scope is only a name it chose.
 pub fn parse_cgroup_path(path: &str) -> Attribution {
     let mut attribution = Attribution::default();
-    // Any `user.slice` segment: in a private cgroup namespace the path is relative (`/../../user.slice/…`).
-    if path.split('/').any(|segment| segment == "user.slice") {
+    // `user.slice` first: in a private cgroup namespace the path is relative (`/../../user.slice/…`).
+    if path.split('/').find(|segment| !segment.is_empty() && *segment != "..") == Some("user.slice") {
         return attribution;
     }
     for segment in path.split('/') {
@@ -98,6 +99,9 @@ pub struct CgroupResolver {
     /// cgroup v2 only (no v1 hierarchies): the v2 cgroup is the whole answer, so every answer is kept by id and
     /// a process in a known cgroup costs no `/proc` read.
     unified_only: bool,
+    /// The v2 mount is the hierarchy's root (its directory is cgroup 1), so paths the kernel reports from the
+    /// root read as the mount's do.
+    sees_hierarchy_root: bool,
 }
 
 impl CgroupResolver {
@@ -108,7 +112,9 @@ impl CgroupResolver {
             .map(PathBuf::from)
             .find(|p| p.join("cgroup.procs").exists());
         let unified_only = root.as_deref() == Some(std::path::Path::new("/sys/fs/cgroup"));
-        Self { root, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only }
+        let sees_hierarchy_root =
+            root.as_ref().and_then(|root| std::fs::metadata(root).ok()).is_some_and(|m| m.ino() == 1);
+        Self { root, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only, sees_hierarchy_root }
     }
 
     /// Attribution for a process: from its `/proc` entry while it lives, else from the cgroup id.
@@ -173,10 +179,21 @@ impl CgroupResolver {
     /// then on, so a container whose process exited and whose cgroup was removed before its events are read is
     /// still attributed. Any other path is left to the per-process answer (`attribute`).
     pub fn learn(&self, cgroup_id: u64, path: &str) {
+        // The kernel's path is from the hierarchy's root; `/proc` and the tree search see the collector's own view
+        // of it. Where that view is a subtree (a node in a container, a private cgroup namespace's mount) the two
+        // differ, and the lookups are left to decide.
+        if !self.sees_hierarchy_root {
+            return;
+        }
         let attribution = parse_cgroup_path(path);
         if attribution.container_id.is_some() {
             remember(&self.by_cgroup, cgroup_id, attribution);
         }
+    }
+
+    /// A cgroup removed: it is empty and no later event can carry its id.
+    pub fn forget_cgroup(&self, cgroup_id: u64) {
+        self.by_cgroup.remove(&cgroup_id);
     }
 
     /// Drops what is kept of an exited process.
@@ -222,7 +239,13 @@ mod tests {
 
     /// A resolver with empty caches and no cgroup mount (tests give `/proc` contents and inodes themselves).
     fn resolver(unified_only: bool) -> CgroupResolver {
-        CgroupResolver { root: None, by_cgroup: DashMap::new(), by_process: DashMap::new(), unified_only }
+        CgroupResolver {
+            root: None,
+            by_cgroup: DashMap::new(),
+            by_process: DashMap::new(),
+            unified_only,
+            sees_hierarchy_root: true,
+        }
     }
 
     const ID: &str = "3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
@@ -378,6 +401,15 @@ mod tests {
         assert_eq!(unread, Attribution::default());
     }
 
+    /// A container with a writable cgroup file system that makes `user.slice` below its own scope and moves there
+    /// is still that container; only a path that starts with it is a host user's.
+    #[test]
+    fn a_user_slice_below_a_containers_scope_does_not_hide_it() {
+        let path = format!("/kubepods/besteffort/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}/user.slice");
+        assert_eq!(parse_cgroup_path(&path).container_id.as_deref(), Some(ID));
+        assert_eq!(parse_cgroup_path("/../../user.slice/user-0.slice/session-1.scope"), Attribution::default());
+    }
+
     /// A cgroup learned at its creation answers for a process already gone, with no `/proc` read and no search;
     /// a path that names no container teaches nothing, and a nested one keeps its outer owner.
     #[test]
@@ -395,6 +427,14 @@ mod tests {
         resolver.learn(62, &format!("/kubepods/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}/kubepods/podx/{other}"));
         let nested = resolver.attribute_with(71, 62, gone, no_inode);
         assert_eq!((nested.container_id.as_deref(), nested.nested), (Some(ID), true));
+        // Removed: forgotten (no later event can carry its id), so a create-and-remove loop keeps nothing.
+        resolver.forget_cgroup(60);
+        assert!(resolver.by_cgroup.get(&60).is_none());
+        // A collector whose cgroup mount is a subtree learns nothing: its lookups read paths another way.
+        let mut subtree = super::tests::resolver(false);
+        subtree.sees_hierarchy_root = false;
+        subtree.learn(63, &format!("/kubepods/pod0d9a2f4e-1111-2222-3333-444455556666/{ID}"));
+        assert!(subtree.by_cgroup.get(&63).is_none());
     }
 
     #[test]

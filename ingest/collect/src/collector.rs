@@ -226,6 +226,9 @@ pub struct CollectorStats {
     /// Truncated command lines not completed from /proc because more than `MAX_COMPLETIONS_PER_SEC` came in one
     /// second (an exec storm of padded command lines); they keep the kernel's capture.
     pub argv_completions_skipped: AtomicU64,
+    /// Cgroups created with a path longer than the kernel record holds (`CGROUP_PATH_LEN`): not learned, so their
+    /// containers are attributed only while the cgroup exists.
+    pub cgroup_paths_too_long: AtomicU64,
 }
 
 pub struct Collector {
@@ -480,10 +483,17 @@ impl Reader {
 
     fn handle(&mut self, record: Record) -> Option<NodeEvent> {
         match record {
-            Record::Cgroup { id, path } => {
-                if let Some(path) = path {
-                    self.cgroups.learn(id, &path);
+            Record::CgroupCreated { id, path } => {
+                match path {
+                    Some(path) => self.cgroups.learn(id, &path),
+                    None => {
+                        self.stats.cgroup_paths_too_long.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
+                None
+            }
+            Record::CgroupRemoved { id } => {
+                self.cgroups.forget_cgroup(id);
                 None
             }
             Record::Fork { header, child_pid, clone_flags } => {

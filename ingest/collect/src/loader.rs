@@ -32,6 +32,7 @@ const PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("sys_exit_accept", "syscalls", "sys_exit_accept", false),
     ("sched_process_exec", "sched", "sched_process_exec", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", false),
+    ("cgroup_rmdir", "cgroup", "cgroup_rmdir", false),
     ("sched_process_fork", "sched", "sched_process_fork", true),
     ("sched_process_exit", "sched", "sched_process_exit", true),
     ("sys_enter_openat", "syscalls", "sys_enter_openat", true),
@@ -130,6 +131,29 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
     })
 }
 
+/// Offset and size of `field` in a tracepoint's record, from its tracefs `format` file.
+pub fn field_layout(format: &str, field: &str) -> Option<(u32, u32)> {
+    let line = format.lines().find(|line| field_offset(line, field).is_some())?;
+    let size = line.split(';').find_map(|part| part.trim().strip_prefix("size:")?.parse().ok())?;
+    Some((field_offset(line, field)?, size))
+}
+
+/// The offsets of `root`, `id` and `path` in the cgroup event class's records (`cgroup_mkdir`, `cgroup_rmdir`), if
+/// they are as the programs read them: a 4-byte root, an 8-byte id (kernel 5.5 on), a 4-byte `__data_loc` path.
+fn cgroup_record_layout() -> Result<[u32; 3], String> {
+    let path = format!("{TRACEFS}/events/cgroup/cgroup_mkdir/format");
+    let format = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut offsets = [0; 3];
+    for (slot, (field, size)) in [("root", 4), ("id", 8), ("path", 4)].into_iter().enumerate() {
+        match field_layout(&format, field) {
+            Some((offset, found)) if found == size => offsets[slot] = offset,
+            Some((_, found)) => return Err(format!("{path}: `{field}` is {found} bytes, not {size}")),
+            None => return Err(format!("{path}: no field `{field}`")),
+        }
+    }
+    Ok(offsets)
+}
+
 fn offset_of(category: &str, event: &str, field: &str) -> Result<u32, CollectError> {
     let path = format!("{TRACEFS}/events/{category}/{event}/format");
     let format = std::fs::read_to_string(&path)
@@ -209,14 +233,13 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
     ensure_tracefs()?;
     let fork_child = offset_of("sched", "sched_process_fork", "child_pid")?;
     let exec_filename = offset_of("sched", "sched_process_exec", "filename")?;
-    // Absent: the program is not attached (attribution then looks cgroups up by id, while they exist).
-    let cgroup_mkdir = if Path::new(TRACEFS).join("events/cgroup/cgroup_mkdir").exists() {
-        ["root", "id", "path"].map(|field| offset_of("cgroup", "cgroup_mkdir", field))
-    } else {
-        [Ok(8), Ok(16), Ok(24)]
-    };
-    let [mkdir_root, mkdir_id, mkdir_path] = cgroup_mkdir;
-    let (mkdir_root, mkdir_id, mkdir_path) = (mkdir_root?, mkdir_id?, mkdir_path?);
+    // Absent or laid out otherwise: the cgroup programs are not attached (attribution then looks cgroups up by id,
+    // while they exist).
+    let cgroup_layout = cgroup_record_layout();
+    if let Err(reason) = &cgroup_layout {
+        tracing::info!(%reason, "cgroup creations not followed; containers are attributed while their cgroup exists");
+    }
+    let [mkdir_root, mkdir_id, mkdir_path] = cgroup_layout.clone().unwrap_or([8, 16, 24]);
     let mut ebpf = EbpfLoader::new()
         .override_global("COLLECTOR_TGID", &options.collector_tgid, true)
         .override_global("TASK_OFFSETS", &task_offsets, true)
@@ -239,6 +262,9 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
     {
         if !required && !Path::new(TRACEFS).join("events").join(category).join(tracepoint).exists() {
             tracing::info!(tracepoint, "tracepoint absent on this kernel; skipped");
+            continue;
+        }
+        if category == "cgroup" && cgroup_layout.is_err() {
             continue;
         }
         let program: &mut TracePoint = ebpf
@@ -269,7 +295,7 @@ pub fn load(options: &LoadOptions<'_>) -> Result<Loaded, CollectError> {
 
 #[cfg(test)]
 mod tests {
-    use super::field_offset;
+    use super::{field_layout, field_offset};
 
     #[test]
     fn offsets_come_from_the_format_file() {
@@ -280,6 +306,11 @@ mod tests {
         assert_eq!(field_offset(format, "child_pid"), Some(20));
         assert_eq!(field_offset(format, "parent_comm"), Some(8));
         assert_eq!(field_offset(format, "nope"), None);
+        let mkdir = "format:\n\tfield:int root;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:u64 id;\toffset:16;\tsize:8;\tsigned:0;\n\
+                     \tfield:__data_loc char[] path;\toffset:24;\tsize:4;\tsigned:0;\n";
+        assert_eq!(field_layout(mkdir, "id"), Some((16, 8)));
+        assert_eq!(field_layout(mkdir, "path"), Some((24, 4)));
+        assert_eq!(field_layout(mkdir, "level"), None);
         let old = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
         assert_eq!(field_offset(old, "parent_comm"), Some(8));
         assert_eq!(field_offset(old, "child_pid"), Some(44));

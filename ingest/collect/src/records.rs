@@ -1,8 +1,9 @@
 //! Decoding of ring-buffer records into owned values.
 
 use palisade_collect_common::{
-    ARGV_LIMIT, CgroupEvent, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING, FLAG_ARGV_TRUNCATED, ForkEvent,
-    KIND_CGROUP, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, PATH_LEN, SendEvent, SyscallEvent, TaskInfo,
+    ARGV_LIMIT, CGROUP_PATH_LEN, CgroupEvent, EventHeader, ExecEvent, ExitEvent, FLAG_ARGV_MISSING,
+    FLAG_ARGV_TRUNCATED, ForkEvent, KIND_CGROUP, KIND_EXEC, KIND_EXIT, KIND_FORK, KIND_SEND, KIND_SYSCALL, SendEvent,
+    SyscallEvent, TaskInfo,
 };
 
 use crate::process_table::split_nul;
@@ -28,11 +29,14 @@ pub enum Record {
         exit_code: Option<i32>,
     },
     Syscall(Box<SyscallEvent>),
-    /// A cgroup created: its id and path; `None` when the path was longer than the record holds (its end, where
-    /// a container's name is, is unknown).
-    Cgroup {
+    /// A cgroup created, with its path (`None` when longer than the record holds: its end, where a container's name
+    /// is, is unknown), or removed.
+    CgroupCreated {
         id: u64,
         path: Option<String>,
+    },
+    CgroupRemoved {
+        id: u64,
     },
 }
 
@@ -73,8 +77,48 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         KIND_EXIT => read::<ExitEvent>(bytes)
             .map(|e| Record::Exit { header, exit_code: (e.has_exit_code != 0).then_some(e.exit_code) }),
         KIND_SYSCALL => read::<SyscallEvent>(bytes).map(|e| Record::Syscall(Box::new(e))),
-        KIND_CGROUP => read::<CgroupEvent>(bytes)
-            .map(|e| Record::Cgroup { id: e.id, path: (e.length as usize <= PATH_LEN).then(|| c_string(&e.path)) }),
+        KIND_CGROUP => read::<CgroupEvent>(bytes).map(|e| match e.removed {
+            0 => Record::CgroupCreated {
+                id: e.id,
+                path: (e.length as usize <= CGROUP_PATH_LEN).then(|| c_string(&e.path)),
+            },
+            _ => Record::CgroupRemoved { id: e.id },
+        }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_collect_common::CGROUP_PATH_LEN;
+
+    fn cgroup_record(length: u32, removed: u32, path: &str) -> Vec<u8> {
+        let mut event = CgroupEvent {
+            // SAFETY: a plain-old-data header; zero is a valid value of each field.
+            header: unsafe { std::mem::zeroed() },
+            id: 42,
+            length,
+            removed,
+            path: [0; CGROUP_PATH_LEN],
+        };
+        event.header.kind = KIND_CGROUP;
+        event.path[..path.len()].copy_from_slice(path.as_bytes());
+        // SAFETY: reading the bytes of a plain-old-data record with no padding (see its size assert).
+        unsafe {
+            std::slice::from_raw_parts((&event as *const CgroupEvent).cast::<u8>(), std::mem::size_of::<CgroupEvent>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn cgroup_records_keep_a_whole_path_and_drop_a_cut_one() {
+        let whole = decode(&cgroup_record(CGROUP_PATH_LEN as u32, 0, "/kubepods/x"));
+        assert!(matches!(whole, Some(Record::CgroupCreated { id: 42, path: Some(p) }) if p == "/kubepods/x"));
+        let cut = decode(&cgroup_record(CGROUP_PATH_LEN as u32 + 1, 0, "/kubepods/x"));
+        assert!(matches!(cut, Some(Record::CgroupCreated { id: 42, path: None })));
+        let removed = decode(&cgroup_record(12, 1, ""));
+        assert!(matches!(removed, Some(Record::CgroupRemoved { id: 42 })));
+        assert!(decode(&cgroup_record(12, 0, "")[..40]).is_none(), "a short record is refused");
     }
 }

@@ -228,6 +228,16 @@ fn a_container_gone_before_its_exec_is_read_is_still_attributed() {
         format!("{top}/kubepods/besteffort/pod{pod_uid}"),
     ];
     let scope = format!("{}/{container_id}", parents[3]);
+    /// Removes the test's cgroups (innermost first), also when an assertion fails.
+    struct Cgroups(Vec<String>);
+    impl Drop for Cgroups {
+        fn drop(&mut self) {
+            for dir in self.0.iter().rev() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    let _cgroups = Cgroups(parents.iter().chain([&scope]).cloned().collect());
     let (collector, mut events) = Collector::start(&tested(), "test-node").expect("programs load");
     for dir in parents.iter().chain([&scope]) {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {dir}: {e}"));
@@ -239,9 +249,6 @@ fn a_container_gone_before_its_exec_is_read_is_still_attributed() {
     let exec = wait_for(&mut events, |e| e.argv.get(1).is_some_and(|a| a == "palisade-short-lived-container"))
         .expect("the exec is read once the reader resumes");
     collector.stop();
-    for dir in parents.iter().rev() {
-        let _ = std::fs::remove_dir(dir);
-    }
     assert_eq!(exec.container_id.as_deref(), Some(container_id.as_str()), "{exec:?}");
     assert_eq!(exec.pod_uid.as_deref(), Some(pod_uid));
     assert!(exec.in_container);
