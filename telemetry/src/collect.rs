@@ -29,6 +29,9 @@ pub struct CollectorProgress {
     pub paths_unreadable: u64,
     /// Truncated command lines left uncompleted (more than the collector completes from /proc per second).
     pub argv_completions_skipped: u64,
+    /// Cgroups created with a path longer than the kernel record holds (their containers are attributed only
+    /// while the cgroup exists).
+    pub cgroup_paths_too_long: u64,
 }
 
 impl CollectorProgress {
@@ -44,6 +47,7 @@ impl CollectorProgress {
             ("folded", self.folded_repeats),
             ("path_unreadable", self.paths_unreadable),
             ("argv_completion_skipped", self.argv_completions_skipped),
+            ("cgroup_path_too_long", self.cgroup_paths_too_long),
         ] {
             COLLECTOR.with_label_values(&[what]).inc_by(delta);
         }

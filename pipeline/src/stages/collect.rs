@@ -85,7 +85,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let codec = Codec::<NodeEvent>::new()?;
     let topic: Arc<str> = topics.node_events.as_str().into();
-    let mut reported = [0u64; 10];
+    let mut reported = [0u64; 11];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut in_flight = FuturesUnordered::new();
     ComponentStarted { component: STAGE }.emit();
@@ -118,6 +118,7 @@ pub async fn run(
                     folded_repeats: since_last(&stats.folded_repeats),
                     paths_unreadable: since_last(&stats.paths_unreadable),
                     argv_completions_skipped: since_last(&stats.argv_completions_skipped),
+                    cgroup_paths_too_long: since_last(&stats.cgroup_paths_too_long),
                 }
                 .emit();
             }
