@@ -1,5 +1,6 @@
 //! `palisade run` (embedded, in-process bus, eBPF as root): `palisade test-alert` in another process appends a
-//! K8S.NODE_EICAR alert to the alerts file. Also checks that SIGTERM drains and exits cleanly.
+//! K8S.NODE_EICAR alert to the alerts file. Also checks that SIGTERM drains and exits cleanly and that `/readyz`
+//! says ready once every stage runs.
 
 mod common;
 
@@ -18,6 +19,23 @@ fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
     let alerts = dir.path().join("alerts.jsonl");
     let (mut run, ready) = common::start_embedded_run(&alerts, &[("PALISADE__METRICS_LISTEN_ADDR", METRICS_ADDR)]);
     assert!(ready.contains("node collection on"), "{ready}");
+    // Ready once every stage, the webhook and the collector run (each starts on its own task).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let every_stage_ok = |body: &str| {
+        ["audit", "collect", "detect", "enrich", "sink"]
+            .iter()
+            .all(|stage| body.lines().any(|l| l == format!("{stage} ok")))
+    };
+    let (status, body) = loop {
+        let response = reqwest::blocking::get(format!("http://{METRICS_ADDR}/readyz")).unwrap();
+        let answer = (response.status().as_u16(), response.text().unwrap_or_default());
+        if (answer.0 == 200 && every_stage_ok(&answer.1)) || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 200, "{body}");
+    assert!(every_stage_ok(&body), "{body}");
 
     let started = Instant::now();
     assert!(Command::new(env!("CARGO_BIN_EXE_palisade")).arg("test-alert").status().unwrap().success());

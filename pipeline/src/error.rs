@@ -32,6 +32,8 @@ pub enum PipelineError {
         "`palisade {stage}` runs against Kafka: set kafka.bootstrap_servers (or PALISADE__KAFKA__BOOTSTRAP_SERVERS)"
     )]
     KafkaRequired { stage: &'static str },
+    #[error("the {stage} stage ended while the rest ran")]
+    StageEnded { stage: &'static str },
     #[error("metrics endpoint: {0}")]
     Metrics(#[source] std::io::Error),
     #[error("{path}: {source}")]

@@ -60,7 +60,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
     config.sink.alerts_file = Some(options.alerts_file);
     config.sink.print_alerts = options.print_alerts;
     let topics = config.topics.clone();
-    for component in ["audit", "detect", "enrich", "sink"] {
+    for component in ["audit", STAGE_DETECT, STAGE_ENRICH, STAGE_SINK] {
         palisade_telemetry::ComponentExpected { component }.emit();
     }
     let bus = build_bus(&config).await?;
@@ -110,7 +110,7 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
                 let _ = writeln!(std::io::stderr(), "palisade: node collection is off: {reason}");
             }
             None => {
-                palisade_telemetry::ComponentExpected { component: "collect" }.emit();
+                palisade_telemetry::ComponentExpected { component: STAGE_COLLECT }.emit();
                 let (started, events) = Collector::start(&config.collect, &config.node_name())?;
                 collect_task = Some(tokio::spawn(stages::collect::run(
                     bus.clone(),
@@ -134,24 +134,89 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
         config.sink.alerts_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     );
 
-    shutdown.wait().await;
+    // A stage that ends before shutdown (an alerts file that cannot be written, a Kafka transaction that cannot
+    // commit) ends the process with its error: running on without it would look alive and drop what it should
+    // have handled. Every stage is then told to stop at once (the chain behind the dead one cannot drain, and a
+    // stage retrying sends to it gives up only once told), not in the drain order of a normal shutdown.
+    let mut stages: Vec<(&'static str, Option<StageTask>)> =
+        [(STAGE_DETECT, detect), (STAGE_ENRICH, enrich), (STAGE_SINK, sink)]
+            .into_iter()
+            .chain(collect_task.map(|task| (STAGE_COLLECT, task)))
+            .map(|(name, task)| (name, Some(task)))
+            .collect();
+    let ended = tokio::select! {
+        () = shutdown.wait() => None,
+        (ended, index, _) = futures::future::select_all(stages.iter_mut().map(|(_, task)| {
+            Box::pin(async move { task.as_mut().expect("every stage task is there until one ends").await })
+        })) => Some((index, ended)),
+    };
+    let mut first_error = None;
+    if let Some((index, result)) = ended {
+        let stage = stages[index].0;
+        stages[index].1 = None;
+        let error = stage_error(stage, result).unwrap_or(PipelineError::StageEnded { stage });
+        tracing::error!(stage, %error, "a stage ended before shutdown; stopping the others");
+        first_error = Some(error);
+        for stop in [&sources_stop, &detect_stop, &enrich_stop, &sink_stop] {
+            stop.trigger();
+        }
+    }
+    let mut take = |name: &str| stages.iter_mut().find(|(stage, _)| *stage == name).and_then(|(_, task)| task.take());
+    let (detect, enrich, sink, collect_task) =
+        (take(STAGE_DETECT), take(STAGE_ENRICH), take(STAGE_SINK), take(STAGE_COLLECT));
+    let mut finish = |stage: &'static str, result| {
+        if let Some(error) = stage_error(stage, result) {
+            tracing::error!(stage, %error, "stage failed while stopping");
+            first_error.get_or_insert(error);
+        }
+    };
     sources_stop.trigger();
     if let Some(collector) = collector {
         tokio::task::spawn_blocking(move || collector.stop()).await.ok();
     }
     if let Some(task) = collect_task {
-        task.await.ok().transpose()?;
+        finish(STAGE_COLLECT, task.await);
     }
     audit.finished().await;
     detect_stop.trigger();
-    detect.await.ok().transpose()?;
+    if let Some(task) = detect {
+        finish(STAGE_DETECT, task.await);
+    }
     enrich_stop.trigger();
-    enrich.await.ok().transpose()?;
+    if let Some(task) = enrich {
+        finish(STAGE_ENRICH, task.await);
+    }
     drop(pod_watch);
     sink_stop.trigger();
-    sink.await.ok().transpose()?;
-    if let palisade_runtime::Bus::Kafka(kafka) = &bus {
-        kafka.flush(std::time::Duration::from_secs(10))?;
+    if let Some(task) = sink {
+        finish(STAGE_SINK, task.await);
     }
-    Ok(())
+    if let palisade_runtime::Bus::Kafka(kafka) = &bus
+        && let Err(error) = kafka.flush(std::time::Duration::from_secs(10))
+    {
+        first_error.get_or_insert(error.into());
+    }
+    first_error.map_or(Ok(()), Err)
 }
+
+type StageTask = tokio::task::JoinHandle<Result<(), PipelineError>>;
+
+/// A stage task's failure, if it failed: its error, or its panic as an error naming the stage.
+fn stage_error(
+    stage: &'static str,
+    result: Result<Result<(), PipelineError>, tokio::task::JoinError>,
+) -> Option<PipelineError> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error),
+        Err(panic) => {
+            tracing::error!(stage, %panic, "stage task panicked");
+            Some(PipelineError::StageEnded { stage })
+        }
+    }
+}
+
+const STAGE_DETECT: &str = "detect";
+const STAGE_ENRICH: &str = "enrich";
+const STAGE_SINK: &str = "sink";
+const STAGE_COLLECT: &str = "collect";
