@@ -625,7 +625,7 @@ impl TransactionalOutput {
                 // A killed instance's open transaction holds back every `read_committed` reader of the
                 // partitions it wrote (and a changelog restore) until the broker aborts it after this long;
                 // librdkafka needs it at least the message timeout.
-                .set("transaction.timeout.ms", config.message_timeout_ms.max(10_000).to_string()),
+                .set("transaction.timeout.ms", transaction_timeout_ms(config).to_string()),
         )?;
         let producer = Arc::new(producer);
         let init = Arc::clone(&producer);
@@ -790,12 +790,22 @@ fn committed_reader(
     )
 }
 
-/// How long a changelog read may wait for an open transaction to end before it is an error.
-const CHANGELOG_READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a changelog read may wait for an open transaction to end before it is an error: at least 120 s, and
+/// past the transaction timeout (`transaction_timeout_ms`) with a minute to spare, since a killed instance's open
+/// transaction (a new pod has another `transactional.id`, so nothing fences it) lasts until the broker aborts it.
+fn changelog_read_timeout(config: &KafkaConfig) -> Duration {
+    Duration::from_secs(120)
+        .max(Duration::from_millis(u64::from(transaction_timeout_ms(config))) + Duration::from_secs(60))
+}
+
+/// `transaction.timeout.ms` of the transactional producers: the delivery timeout, at least 10 s.
+fn transaction_timeout_ms(config: &KafkaConfig) -> u32 {
+    config.message_timeout_ms.max(10_000)
+}
 
 /// Every committed record of one partition of `topic` up to its high watermark as it is when the read starts
 /// (a changelog to restore from). A `read_committed` reader's end of partition is the last stable offset, which
-/// an open transaction holds back: this waits, up to `CHANGELOG_READ_TIMEOUT`, until that transaction ends,
+/// an open transaction holds back: this waits, up to `changelog_read_timeout`, until that transaction ends,
 /// so no record committed before the read started is missed.
 pub fn read_partition(
     config: &KafkaConfig,
@@ -816,13 +826,14 @@ pub fn read_partition(
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(low)).map_err(kafka)?;
     consumer.assign(&assignment).map_err(kafka)?;
-    let deadline = std::time::Instant::now() + CHANGELOG_READ_TIMEOUT;
+    let read_timeout = changelog_read_timeout(config);
+    let deadline = std::time::Instant::now() + read_timeout;
     let mut read = 0;
     loop {
         if std::time::Instant::now() > deadline {
             let reason = format!(
                 "partition {partition} not read to offset {high} within {} s (an open transaction?)",
-                CHANGELOG_READ_TIMEOUT.as_secs()
+                read_timeout.as_secs()
             );
             return Err(BusError::Admin { topic: topic.to_owned(), reason });
         }
@@ -979,4 +990,24 @@ fn read_partitions(
         each(owned, read, total);
     }
     Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_message_timeout(ms: u32) -> KafkaConfig {
+        let mut config: KafkaConfig =
+            crate::config::load(None, [("PALISADE__BOOTSTRAP_SERVERS".to_owned(), "k:9092".to_owned())]).unwrap();
+        config.message_timeout_ms = ms;
+        config
+    }
+
+    /// A restore outwaits the transaction a killed instance left open, whatever the delivery timeout.
+    #[test]
+    fn a_changelog_read_waits_past_the_transaction_timeout() {
+        assert_eq!(transaction_timeout_ms(&with_message_timeout(5_000)), 10_000);
+        assert_eq!(changelog_read_timeout(&with_message_timeout(30_000)), Duration::from_secs(120));
+        assert_eq!(changelog_read_timeout(&with_message_timeout(300_000)), Duration::from_secs(360));
+    }
 }
