@@ -133,9 +133,11 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
 
 /// Offset and size of `field` in a tracepoint's record, from its tracefs `format` file.
 pub fn field_layout(format: &str, field: &str) -> Option<(u32, u32)> {
-    let line = format.lines().find(|line| field_offset(line, field).is_some())?;
-    let size = line.split(';').find_map(|part| part.trim().strip_prefix("size:")?.parse().ok())?;
-    Some((field_offset(line, field)?, size))
+    format.lines().find_map(|line| {
+        let offset = field_offset(line, field)?;
+        let size = line.split(';').find_map(|part| part.trim().strip_prefix("size:")?.parse().ok())?;
+        Some((offset, size))
+    })
 }
 
 /// The offsets of `root`, `id` and `path` in the cgroup event class's records (`cgroup_mkdir`, `cgroup_rmdir`), if
