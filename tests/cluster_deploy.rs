@@ -182,17 +182,21 @@ fn stage_logs() -> String {
     out
 }
 
-/// By partition of `topic`: the offset `group` committed, the offset after its last record, the high watermark.
-fn positions(group: &str, topic: &str) -> Vec<(i32, i64, i64, i64)> {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A consumer in `group` that commits nothing, to read the group's committed offsets and the watermarks.
+fn group_reader(group: &str) -> rdkafka::consumer::BaseConsumer {
+    rdkafka::config::ClientConfig::new()
         .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// By partition of `topic`: the offset `group` committed, the offset after its last record, the high watermark.
+fn positions(group: &str, topic: &str) -> Vec<(i32, i64, i64, i64)> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer = group_reader(group);
     let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else { return Vec::new() };
     let mut out = Vec::new();
     for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
@@ -697,15 +701,9 @@ fn after_last_record(topic: &str, partition: i32, high: i64) -> i64 {
 /// Waits until consumer group `group` has committed, on every partition of `topics`, at least the end offset the
 /// partition had when this was called (the offset after its last record).
 fn wait_caught_up(group: &str, topics: &[&str], timeout: Duration) {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = group_reader(group);
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
     let mut wanted = BTreeMap::new();
     let mut list = TopicPartitionList::new();

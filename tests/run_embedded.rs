@@ -77,13 +77,6 @@ fn run_then_test_alert_appends_eicar_to_the_alerts_file() {
     // SIGTERM: drains and exits 0.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(run.0.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "palisade run did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::wait_for_exit(&mut run.0, Duration::from_secs(20)).expect("palisade run stops on SIGTERM");
     assert!(status.success(), "{status}");
 }

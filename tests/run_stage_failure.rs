@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn a_stage_failing_while_the_others_run_ends_palisade_run_with_an_error() {
@@ -15,14 +15,8 @@ fn a_stage_failing_while_the_others_run_ends_palisade_run_with_an_error() {
     );
     assert!(ready.contains("node collection on"), "{ready}");
     assert!(Command::new(env!("CARGO_BIN_EXE_palisade")).arg("test-alert").status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "palisade run still runs with its sink failed");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::wait_for_exit(&mut run.0, Duration::from_secs(60))
+        .expect("palisade run ends once its sink failed, not runs on");
     // 2: the command failed with an error (a panic would be 101, a signal no code).
     assert_eq!(status.code(), Some(2), "{status}");
 }

@@ -149,11 +149,8 @@ impl Stack {
         let (_, mut child) = self.children.remove(position);
         // SAFETY: sending SIGTERM to our own child process.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(child.try_wait().unwrap().is_some(), "palisade {name} did not stop within 30 s of SIGTERM");
+        let stopped = wait_for_exit(&mut child, Duration::from_secs(30));
+        assert!(stopped.is_some(), "palisade {name} did not stop within 30 s of SIGTERM");
     }
 
     /// The process id of `palisade <name>`.
@@ -403,6 +400,20 @@ pub fn collect_alerts(
 
 /// Kills the child if the test fails first, so no process outlives it.
 pub struct KillOnDrop(pub Child);
+
+/// How `child` exited, once it has, if within `timeout`.
+pub fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -160,14 +160,19 @@ fn file_network_namespace_signal_and_privilege_syscalls_are_reported() {
     collector.stop();
 }
 
+/// Where cgroup2 is mounted: `/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`.
+fn cgroup_v2_root() -> &'static str {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+        .expect("a cgroup v2 hierarchy (cgroup2 mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified)")
+}
+
 /// A process placed in a cgroup laid out the way containerd and the kubelet's systemd driver lay them out is
 /// attributed to that container and pod, from the cgroup id the kernel reports.
 #[test]
 fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod() {
-    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
-        .expect("a cgroup v2 hierarchy (cgroup2 mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified)");
+    let root = cgroup_v2_root();
     let container_id = format!("{:0>64x}", std::process::id() as u64 * 7919 + 0xabc);
     let pod_uid = "0d9a2f4e-1111-2222-3333-444455556666";
     let pod_slice = format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_"));
@@ -212,10 +217,7 @@ fn a_process_in_a_containerd_style_cgroup_is_attributed_to_its_container_and_pod
 /// across the container's whole life, so nothing of it is left to look up when the exec is read.
 #[test]
 fn a_container_gone_before_its_exec_is_read_is_still_attributed() {
-    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
-        .expect("a cgroup v2 hierarchy (cgroup2 mounted at /sys/fs/cgroup or /sys/fs/cgroup/unified)");
+    let root = cgroup_v2_root();
     let container_id = format!("{:0>64x}", std::process::id() as u64 * 7907 + 0xdead);
     let pod_uid = "5e1f0c2a-7777-4888-9999-aaaabbbbcccc";
     // The cgroupfs driver's layout (containerd on a host without systemd cgroups), below a directory of this
