@@ -105,6 +105,40 @@ fn committed(group: &str, topic: &str) -> i64 {
     offsets.elements().iter().filter_map(|e| if let Offset::Offset(n) = e.offset() { Some(n) } else { None }).sum()
 }
 
+/// Every record of `topic` (key, payload), committed ones, from the start of each partition to its end.
+fn changelog_records(topic: &str) -> Vec<(String, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::env("PALISADE_TEST_KAFKA"))
+        .set("group.id", format!("changelog-reader-{}", common::run_id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let count = partitions(topic);
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..count as i32 {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let (mut records, mut ended) = (Vec::new(), BTreeSet::new());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ended.len() < count && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => records.push((
+                String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                message.payload().unwrap_or_default().to_vec(),
+            )),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                ended.insert(partition);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(ended.len(), count, "{topic}: not every partition read to its end");
+    records
+}
+
 /// Partitions of `topic` (0 while it does not exist).
 fn partitions(topic: &str) -> usize {
     let consumer: BaseConsumer =
@@ -154,6 +188,14 @@ fn a_recon_window_open_across_a_detector_kill_fires_once() {
     let changelog = stack.topic("detect_changelog");
     let resumed = burst_across_a_kill(&mut stack, &id(0xa11), &changelog, 0);
     assert_eq!(resumed, 1, "the burst completed after the restart fires exactly once:\n{}", stack.log("detect"));
+    // The window was written as a record of its own (`<partition>/<detector>/<key>`), beside its detector's head.
+    let records = changelog_records(&changelog);
+    let window = records.iter().find(|(key, _)| key.contains(&format!("/{BURST}/")) && key.contains(&id(0xa11)));
+    let (key, payload) = window.unwrap_or_else(|| panic!("no record of the window in {changelog}: {records:?}"));
+    let state: serde_json::Value = serde_json::from_slice(payload).unwrap_or_else(|e| panic!("{key}: {e}"));
+    assert!(state.get("commands").is_some(), "{key}: {state}");
+    let head = key.rsplit_once(&format!("/{BURST}/")).map(|(shard, _)| format!("{shard}/{BURST}")).unwrap();
+    assert!(records.iter().any(|(key, payload)| *key == head && !payload.is_empty()), "no head {head}");
     // The control: restarted on an empty changelog, the first two commands are gone (committed, not received
     // again), so the same sequence raises nothing. This is what the changelog is for.
     let empty = format!("{changelog}.empty");

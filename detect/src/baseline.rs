@@ -3,10 +3,11 @@
 //! once and then joins the profile. Learning starts at a key's first event, so a key that appears late learns for
 //! its own period. State is plain maps, serialisable for checkpoints, bounded by `max_keys` and `max_operations`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyed::{Keyed, KeyedChanges};
 use crate::unit::LearningState;
 
 /// Learning settings of one baseline detector.
@@ -66,13 +67,13 @@ pub enum Verdict {
 pub struct Profiles {
     #[serde(skip)]
     config: BaselineConfig,
-    profiles: HashMap<String, Profile>,
+    profiles: Keyed<Profile>,
     watermark_ms: i64,
 }
 
 impl Profiles {
     pub fn new(config: BaselineConfig) -> Self {
-        Self { config, profiles: HashMap::new(), watermark_ms: 0 }
+        Self { config, profiles: Keyed::default(), watermark_ms: 0 }
     }
 
     fn learning_ms(&self) -> i64 {
@@ -85,7 +86,7 @@ impl Profiles {
         if !self.profiles.contains_key(key) {
             self.make_room();
         }
-        let profile = self.profiles.entry(key.to_owned()).or_insert_with(|| Profile {
+        let profile = self.profiles.get_or_insert_with(key, || Profile {
             started_ms: at_ms,
             last_ms: at_ms,
             operations: BTreeSet::new(),
@@ -129,6 +130,17 @@ impl Profiles {
 
     pub fn keys(&self) -> usize {
         self.profiles.len()
+    }
+
+    /// For the changelog: the profiles changed since the last call, and the clock.
+    pub fn keyed_changes(&mut self) -> KeyedChanges {
+        let (all, entries) = self.profiles.changed_entries();
+        let rest = serde_json::json!({"watermark_ms": self.watermark_ms});
+        KeyedChanges { field: "profiles", all, rest, entries }
+    }
+
+    pub fn record_changes_from_now(&mut self) {
+        self.profiles.record_from_now();
     }
 
     pub fn snapshot(&self) -> serde_json::Value {

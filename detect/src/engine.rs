@@ -1,13 +1,14 @@
 //! The engine: runs every enabled detector over one event, turns findings into `Detection` records with
 //! deterministic IDs and verbatim evidence, and applies the configured exceptions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use palisade_schemas::{Detection, EvidenceSource, NodeEvent, ProcessInfo};
 use sha2::{Digest, Sha256};
 
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
+use crate::keyed::KeyedChanges;
 use crate::registry::{self, WindowedFactory};
 use crate::unit::{
     AlertTypeMeta, Event, Finding, Input, LearningState, PodContext, StateKey, StatelessDetector, WindowedDetector,
@@ -42,7 +43,16 @@ pub const DEFAULT_SHARD: &str = "";
 pub struct ShardChanges {
     pub shard: String,
     pub watermark_ms: i64,
-    pub states: Vec<(&'static str, serde_json::Value)>,
+    pub states: Vec<(&'static str, StateChange)>,
+}
+
+/// One detector's change, for the changelog.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    /// Its whole state (`snapshot`).
+    Whole(serde_json::Value),
+    /// The entries of its keyed state that changed, and the rest of it.
+    Keyed(KeyedChanges),
 }
 
 /// Windows by shard. A shard is what one input partition feeds: its state moves with the partition when another
@@ -330,6 +340,16 @@ impl Engine {
         refused
     }
 
+    /// After `restore_shard`: the detectors (by checkpoint key) whose state was read back from their keyed
+    /// records record their changes from now on, so the next changes are only what changes after.
+    pub fn record_changes_from_now(&self, shard: &str, checkpoint_keys: &BTreeSet<String>) {
+        let mut shards = self.shards();
+        let Some(windows) = shards.by_name.get_mut(shard) else { return };
+        for detector in windows.detectors.iter_mut().filter(|d| checkpoint_keys.contains(d.checkpoint_key())) {
+            detector.record_changes_from_now();
+        }
+    }
+
     /// Forgets a shard (its partition went to another instance, or its state is to be read again).
     pub fn drop_shard(&self, shard: &str) {
         self.shards().by_name.remove(shard);
@@ -345,11 +365,15 @@ impl Engine {
         let mut shards = self.shards();
         let mut out = Vec::new();
         for (shard, windows) in &mut shards.by_name {
-            let states: Vec<_> = (windows.detectors.iter().zip(&mut windows.changed))
+            let states: Vec<_> = (windows.detectors.iter_mut().zip(&mut windows.changed))
                 .filter(|(_, changed)| **changed)
                 .map(|(detector, changed)| {
                     *changed = false;
-                    (detector.checkpoint_key(), detector.snapshot())
+                    let change = match detector.take_keyed_changes() {
+                        Some(keyed) => StateChange::Keyed(keyed),
+                        None => StateChange::Whole(detector.snapshot()),
+                    };
+                    (detector.checkpoint_key(), change)
                 })
                 .collect();
             if !states.is_empty() {

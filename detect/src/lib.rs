@@ -9,6 +9,7 @@ pub mod detectors;
 pub mod docs;
 pub mod engine;
 pub mod ip_list;
+pub mod keyed;
 pub mod lists;
 pub mod registry;
 pub mod texts;

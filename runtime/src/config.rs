@@ -380,8 +380,9 @@ pub struct TopicsConfig {
     /// Compacted table of cluster objects.
     #[serde(default = "topic_cluster_state")]
     pub cluster_state: String,
-    /// Compacted changelog of the detect stage's windows and baselines, one record per input partition and
-    /// detector, written in the transaction that commits the inputs it covers.
+    /// Compacted changelog of the detect stage's windows and baselines: per input partition and detector a head
+    /// record, and one record per key of a keyed state, written in the transaction that commits the inputs it
+    /// covers.
     #[serde(default = "topic_detect_changelog")]
     pub detect_changelog: String,
     /// Internal: events the detect stage sends again under the key a detector's state needs (a user, a pod's

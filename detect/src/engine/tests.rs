@@ -254,11 +254,15 @@ fn each_shard_keeps_its_own_windows_and_moves_with_its_changes() {
     let changes = engine.take_changes();
     assert_eq!(changes.iter().map(|c| c.shard.as_str()).collect::<Vec<_>>(), ["t/0", "t/1"]);
     assert_eq!(changes[0].watermark_ms, 5_000);
-    assert_eq!(changes[0].states, vec![(WINDOW.id, json!({"node-a": 2}))]);
+    assert_eq!(changes[0].states, vec![(WINDOW.id, StateChange::Whole(json!({"node-a": 2})))]);
     assert!(engine.take_changes().is_empty(), "changes are read once");
     // t/0 moves to another instance: restored from its changes, its third event fires there.
     let moved = sharded_engine();
-    let states = changes[0].states.iter().map(|(key, state)| ((*key).to_owned(), state.clone())).collect();
+    let whole = |change: &StateChange| match change {
+        StateChange::Whole(state) => state.clone(),
+        StateChange::Keyed(keyed) => keyed.snapshot(),
+    };
+    let states = changes[0].states.iter().map(|(key, state)| ((*key).to_owned(), whole(state))).collect();
     assert!(moved.restore_shard("t/0", changes[0].watermark_ms, &states).is_empty());
     assert_eq!(moved.process_in("t/0", Pass::Input, &event, 0).len(), 1);
     assert_eq!(moved.window_keys(), vec![(WINDOW.id, 1)]);

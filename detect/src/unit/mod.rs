@@ -8,4 +8,4 @@ pub mod traits;
 
 pub use event::{Event, Finding, PodContext};
 pub use meta::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
-pub use traits::{LearningState, StateKey, StatelessDetector, WindowedDetector};
+pub use traits::{KeyedChanges, LearningState, StateKey, StatelessDetector, WindowedDetector};

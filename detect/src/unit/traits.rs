@@ -64,6 +64,30 @@ impl StateKey {
     }
 }
 
+/// A windowed unit's changes for the changelog: its keyed entries that changed (each with its state now, `None`
+/// when gone) and the rest of its state whole. Its `snapshot` is `rest` with `field` set to the map of every
+/// entry, which is how the changelog puts it back together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedChanges {
+    pub field: &'static str,
+    /// Every entry is here (the first changes asked for): what the changelog held before is replaced.
+    pub all: bool,
+    pub rest: Value,
+    pub entries: Vec<(String, Option<Value>)>,
+}
+
+impl KeyedChanges {
+    /// The state these changes give when they hold every entry (`all`): `rest` with `field` set to the entries.
+    pub fn snapshot(&self) -> Value {
+        let mut state = self.rest.clone();
+        let entries = (self.entries.iter()).filter_map(|(key, value)| Some((key.clone(), value.clone()?))).collect();
+        if let Value::Object(map) = &mut state {
+            map.insert(self.field.to_owned(), Value::Object(entries));
+        }
+        state
+    }
+}
+
 pub trait WindowedDetector: Send {
     fn meta(&self) -> &'static AlertTypeMeta;
     /// Findings this event completes.
@@ -104,6 +128,15 @@ pub trait WindowedDetector: Send {
     fn checkpoint_key(&self) -> &'static str {
         self.meta().id
     }
+
+    /// For the changelog: its keyed entries changed since the last call and the rest of its state, so one record
+    /// per changed key is written. `None` (unless it says otherwise): its whole state (`snapshot`) is written.
+    fn take_keyed_changes(&mut self) -> Option<KeyedChanges> {
+        None
+    }
+
+    /// Records its changes from now on, none pending: its state was just read back from its keyed records.
+    fn record_changes_from_now(&mut self) {}
 
     /// What its state is keyed by; `StateKey::Input` unless it says otherwise.
     fn state_key(&self) -> StateKey {

@@ -1,6 +1,7 @@
 //! The detect stage on Kafka. Each input partition's windows and baselines (a shard of the engine) live in a
-//! compacted changelog topic: one record per partition and detector whose state changed, written in the same
-//! transaction as the detections and the input offsets they cover. An instance that is given a partition reads
+//! compacted changelog topic, written in the same transaction as the detections and the input offsets they cover:
+//! for a detector whose state is keyed (a container's windows, an identity's profile), a head record with the rest
+//! of its state and one record per key that changed; for the others, one record with the whole state. An instance that is given a partition reads
 //! its state from the changelog before its first input; one that loses it forgets it. So any number of detect
 //! instances share the input topics, and a killed or moved one loses no window, baseline or join. Without Kafka
 //! the stage keeps its file checkpoint (`detect.rs`).
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_detect::engine::Pass;
+use palisade_detect::engine::{Pass, StateChange};
 use palisade_detect::unit::{PodContext, StateKey};
 use palisade_detect::{Engine, Event};
 use palisade_runtime::bus::Outgoing;
@@ -54,11 +55,15 @@ impl ChangelogSettings {
 }
 
 /// One changelog record's value: a detector's state in one shard, and the input offset it covers. A state over
-/// the record bound is written in chunks (`<key>#<n>`, raw slices of its JSON) that this head counts.
+/// the record bound is written in chunks (`<key>#<n>`, raw slices of its JSON) that this head counts. A keyed
+/// state's head holds the rest of it and names the field its entries go in; each entry is a record of its own
+/// (`<key>/<entry key>`, the entry's JSON; empty when the entry is gone).
 #[derive(Debug, Serialize, Deserialize)]
 struct StateRecord {
     offset: i64,
     watermark_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keyed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,19 +73,22 @@ struct StateRecord {
 /// Room kept in a chunk record for its key and Kafka's framing.
 const CHUNK_OVERHEAD_BYTES: usize = 1024;
 
-/// The changelog records of one detector's state (key, payload; an empty payload deletes): the state in one
-/// record when it fits `limit`, else a head and its chunks, so a state of any size is kept whole. Chunks of a
-/// previous, longer write (`previous_chunks`) are deleted. Returns the records and the chunk count.
+/// The changelog records of one detector's state, or of a keyed state's rest (key, payload; an empty payload
+/// deletes): the state in one record when it fits `limit`, else a head and its chunks, so a state of any size is
+/// kept whole. Chunks of a previous, longer write (`previous_chunks`) are deleted. Returns the records and the
+/// chunk count.
 fn state_records(
     key: &str,
     (offset, watermark_ms): (i64, i64),
-    state: &[u8],
+    (state, keyed): (&[u8], Option<&str>),
     limit: usize,
     previous_chunks: u32,
 ) -> (Vec<(String, Vec<u8>)>, u32) {
+    // The field name is a detector's constant (`KeyedChanges::field`), never input: no escaping needed.
+    let keyed = keyed.map(|field| format!(",\"keyed\":\"{field}\"")).unwrap_or_default();
     let head = |chunks: Option<u32>| {
         format!(
-            "{{\"offset\":{offset},\"watermark_ms\":{watermark_ms}{}",
+            "{{\"offset\":{offset},\"watermark_ms\":{watermark_ms}{keyed}{}",
             match chunks {
                 Some(n) => format!(",\"chunks\":{n}}}"),
                 None => ",\"state\":".to_owned(),
@@ -107,6 +115,63 @@ fn state_records(
     (records, chunks)
 }
 
+/// What the changelog holds of one detector from earlier writes.
+#[derive(Debug, Default)]
+struct Written {
+    previous_chunks: u32,
+    /// Entry records a restore did not use (deleted when every entry is written).
+    stale_entries: Vec<String>,
+}
+
+/// The records of one detector's change.
+#[derive(Debug, Default)]
+struct ChangeRecords {
+    /// (key, payload); an empty payload deletes.
+    records: Vec<(String, Vec<u8>)>,
+    /// The chunks its head is written in now.
+    chunks: u32,
+    /// Entries over the record bound, left out.
+    over_bound: u64,
+}
+
+/// The changelog records of one detector's change under `key`: its whole state, or a keyed state's head and one
+/// record per changed entry (deleted when the entry is gone). When every entry is written, the stale entries the
+/// changelog holds and the state has not are deleted too (a detector with stale entries was not restored from
+/// them, so its first keyed change holds every entry). An entry over `limit` is left out (that key starts
+/// empty after a restore), counted.
+fn change_records(
+    key: &str,
+    at: (i64, i64),
+    change: StateChange,
+    limit: usize,
+    written: Written,
+) -> Result<ChangeRecords, serde_json::Error> {
+    let (state, field, mut entries, all) = match change {
+        StateChange::Whole(state) => (state, None, Vec::new(), false),
+        StateChange::Keyed(keyed) => (keyed.rest, Some(keyed.field), keyed.entries, keyed.all),
+    };
+    if all && !written.stale_entries.is_empty() {
+        let present: BTreeSet<&str> = entries.iter().map(|(entry, _)| entry.as_str()).collect();
+        let gone: Vec<String> =
+            written.stale_entries.into_iter().filter(|entry| !present.contains(entry.as_str())).collect();
+        entries.extend(gone.into_iter().map(|entry| (entry, None)));
+    }
+    let state = serde_json::to_vec(&state)?;
+    let (mut records, chunks) = state_records(key, at, (&state, field), limit, written.previous_chunks);
+    let mut over_bound = 0;
+    for (entry, value) in entries {
+        let name = format!("{key}/{entry}");
+        let payload = value.as_ref().map(serde_json::to_vec).transpose()?.unwrap_or_default();
+        if name.len() + payload.len() + CHUNK_OVERHEAD_BYTES > limit {
+            tracing::warn!(record = %key, bytes = payload.len(), "a key's state is over the record bound; not kept");
+            over_bound += 1;
+            continue;
+        }
+        records.push((name, payload));
+    }
+    Ok(ChangeRecords { records, chunks, over_bound })
+}
+
 /// One shard's states read back from its records (newest per name, as `shard_records` gives them).
 #[derive(Debug, Default, PartialEq)]
 struct Assembled {
@@ -118,16 +183,43 @@ struct Assembled {
     chunks: BTreeMap<String, u32>,
     /// Detectors whose records do not read (they start empty).
     unreadable: Vec<String>,
+    /// Detectors whose state was put together from a keyed head and its entries.
+    keyed: BTreeSet<String>,
+    /// By detector: the keys of its entry records (to delete when its state is written whole again).
+    entry_keys: BTreeMap<String, Vec<String>>,
+    /// Entry records that do not read (left out of their detector's state).
+    unreadable_entries: usize,
+}
+
+/// A record's name within its shard: a head (`<detector>`), a chunk (`<detector>#<n>`) or an entry of a keyed
+/// state (`<detector>/<entry key>`; checkpoint keys have no `/`, an entry key may have anything).
+fn entry_of(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/')
 }
 
 fn assemble(records: &BTreeMap<String, Vec<u8>>) -> Assembled {
     let mut out = Assembled::default();
-    for (name, payload) in records.iter().filter(|(name, _)| !name.contains('#')) {
+    let mut entries: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+    for (name, payload) in records {
+        let Some((detector, key)) = entry_of(name) else { continue };
+        out.entry_keys.entry(detector.to_owned()).or_default().push(key.to_owned());
+        match serde_json::from_slice(payload) {
+            Ok(value) => {
+                entries.entry(detector).or_default().insert(key.to_owned(), value);
+            }
+            Err(error) => {
+                tracing::warn!(%detector, %error, "changelog entry unreadable; that key starts empty");
+                out.unreadable_entries += 1;
+            }
+        }
+    }
+    let heads = records.iter().filter(|(name, _)| !name.contains('#') && entry_of(name).is_none());
+    for (name, payload) in heads {
         let head = serde_json::from_slice::<StateRecord>(payload).map_err(|e| e.to_string());
         let state = head.and_then(|head| {
             out.covered = Some(out.covered.map_or(head.offset, |c| c.max(head.offset)));
             out.watermark_ms = out.watermark_ms.max(head.watermark_ms);
-            match (head.state, head.chunks) {
+            let state = match (head.state, head.chunks) {
                 (Some(state), _) => Ok(state),
                 (None, Some(count)) => {
                     out.chunks.insert(name.clone(), count);
@@ -140,11 +232,21 @@ fn assemble(records: &BTreeMap<String, Vec<u8>>) -> Assembled {
                     serde_json::from_slice(&whole).map_err(|e| e.to_string())
                 }
                 (None, None) => Err("neither a state nor chunks".to_owned()),
-            }
+            }?;
+            let Some(field) = head.keyed else { return Ok((state, false)) };
+            let serde_json::Value::Object(mut rest) = state else {
+                return Err("a keyed state's rest is not an object".to_owned());
+            };
+            let entries = entries.remove(name.as_str()).unwrap_or_default();
+            rest.insert(field, serde_json::Value::Object(entries));
+            Ok((serde_json::Value::Object(rest), true))
         });
         match state {
-            Ok(state) => {
+            Ok((state, keyed)) => {
                 out.states.insert(name.clone(), state);
+                if keyed {
+                    out.keyed.insert(name.clone());
+                }
             }
             Err(error) => {
                 tracing::warn!(detector = %name, %error, "changelog record unreadable; that detector starts empty");
@@ -185,16 +287,28 @@ fn shard_records(
     newest
 }
 
-/// Reads a shard's state from its changelog partition and gives it to the engine; returns the input offset it
-/// covers and the chunk counts of its detectors. A record that does not read, or a state a detector refuses,
-/// leaves that detector empty (counted): the detections go on, without its history. A changelog ahead of its
-/// input partition (the topic was recreated) is not used.
+/// What a restore found that later writes of the shard need.
+#[derive(Debug, Default)]
+struct Restored {
+    /// The input offset the state covers.
+    covered: Option<i64>,
+    /// By detector: the chunks its state is written in now.
+    chunks: BTreeMap<String, u32>,
+    /// By detector not restored from its keyed records: the entry records the changelog still holds for it,
+    /// deleted when it writes its state whole, so none comes back in a later restore.
+    stale_entries: BTreeMap<String, Vec<String>>,
+}
+
+/// Reads a shard's state from its changelog partition and gives it to the engine. A record that does not read, or
+/// a state a detector refuses, leaves that detector empty (counted): the detections go on, without its history;
+/// an entry that does not read leaves that key out. A changelog ahead of its input partition (the topic was
+/// recreated) is not used.
 async fn restore(
     engine: &Engine,
     settings: &ChangelogSettings,
     changelog: (&str, i32),
     (topic, partition): (&str, i32),
-) -> Result<(Option<i64>, BTreeMap<String, u32>), PipelineError> {
+) -> Result<Restored, PipelineError> {
     let shard = shard_of(topic, partition);
     let (kafka, changelog_topic, input) = (settings.kafka.clone(), changelog.0.to_owned(), topic.to_owned());
     let changelog_partition = partition % changelog.1;
@@ -210,22 +324,28 @@ async fn restore(
     .await
     .expect("the changelog read does not panic")?;
     let read_count = read.len();
-    let assembled = assemble(&shard_records(&shard, read));
+    let mut assembled = assemble(&shard_records(&shard, read));
     let dropped = |reason: &'static str, count: usize| {
-        ItemDropped { component: STAGE, reason, count: count as u64 }.emit();
+        if count > 0 {
+            ItemDropped { component: STAGE, reason, count: count as u64 }.emit();
+        }
     };
     dropped("changelog record unreadable", assembled.unreadable.len());
+    dropped("changelog entry unreadable", assembled.unreadable_entries);
     if assembled.covered.is_some_and(|covered| covered >= input_end) {
         tracing::warn!(%shard, covered = assembled.covered, input_end, "changelog ahead of its input (topic recreated?); not used");
         dropped("changelog ahead of its input", 1);
         engine.drop_shard(&shard);
-        return Ok((None, assembled.chunks));
+        return Ok(Restored { covered: None, chunks: assembled.chunks, stale_entries: assembled.entry_keys });
     }
     let refused = engine.restore_shard(&shard, assembled.watermark_ms, &assembled.states);
     for (detector, error) in &refused {
         tracing::warn!(%shard, %detector, %error, "changelog state refused; that detector starts empty");
+        assembled.keyed.remove(detector);
     }
     dropped("changelog state refused", refused.len());
+    engine.record_changes_from_now(&shard, &assembled.keyed);
+    assembled.entry_keys.retain(|detector, _| !assembled.keyed.contains(detector));
     tracing::info!(
         %shard,
         detectors = assembled.states.len() - refused.len(),
@@ -234,7 +354,7 @@ async fn restore(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "shard state restored"
     );
-    Ok((assembled.covered, assembled.chunks))
+    Ok(Restored { covered: assembled.covered, chunks: assembled.chunks, stale_entries: assembled.entry_keys })
 }
 
 /// Bytes a re-keyed copy may have over the record bound (the topics and producers allow 1 KiB of framing).
@@ -290,6 +410,8 @@ struct Stage<'a> {
     covered: HashMap<String, Option<i64>>,
     /// By changelog key: the chunks its state was last written in (their stale ones are deleted on the next write).
     chunks: HashMap<String, u32>,
+    /// By changelog key: entry records a restore did not use, deleted with the next write of every entry.
+    stale_entries: HashMap<String, Vec<String>>,
     batch: Batch,
     codecs: Codecs,
 }
@@ -315,6 +437,8 @@ impl Stage<'_> {
             self.engine.drop_shard(shard);
             self.covered.remove(shard);
             self.batch.shards.remove(shard);
+            let prefix = format!("{shard}/");
+            self.stale_entries.retain(|key, _| !key.starts_with(&prefix));
         }
         let inputs = self.batch.consumed.len();
         self.batch.consumed.retain(|(topic, partition, _)| !revoked.contains(&shard_of(topic, *partition)));
@@ -334,10 +458,13 @@ impl Stage<'_> {
         if !self.covered.contains_key(&shard) {
             let changelog = (self.topics.detect_changelog.as_str(), self.changelog_partitions);
             let input = (message.topic.as_str(), message.partition);
-            let (covered, chunks) = restore(self.engine, self.settings, changelog, input).await?;
-            self.covered.insert(shard.clone(), covered);
-            for (detector, count) in chunks {
+            let restored = restore(self.engine, self.settings, changelog, input).await?;
+            self.covered.insert(shard.clone(), restored.covered);
+            for (detector, count) in restored.chunks {
                 self.chunks.insert(record_key(&shard, &detector), count);
+            }
+            for (detector, keys) in restored.stale_entries {
+                self.stale_entries.insert(record_key(&shard, &detector), keys);
             }
         }
         self.batch.started.get_or_insert_with(Instant::now);
@@ -443,21 +570,28 @@ impl Stage<'_> {
     async fn commit(&mut self, shutdown: &Shutdown) -> Result<bool, PipelineError> {
         let limit = self.bus.max_message_bytes();
         let mut changes = Vec::new();
+        let mut over_bound = 0;
         for shard_changes in self.engine.take_changes() {
             let Some(&(partition, offset)) = self.batch.shards.get(&shard_changes.shard) else { continue };
-            for (checkpoint_key, state) in shard_changes.states {
-                let state = serde_json::to_vec(&state).map_err(|e| PipelineError::Changelog {
-                    topic: self.topics.detect_changelog.clone(),
-                    reason: e.to_string(),
-                })?;
+            let changelog_partition = partition % self.changelog_partitions;
+            for (checkpoint_key, change) in shard_changes.states {
                 let key = record_key(&shard_changes.shard, checkpoint_key);
-                let previous = self.chunks.get(&key).copied().unwrap_or_default();
-                let (records, count) =
-                    state_records(&key, (offset, shard_changes.watermark_ms), &state, limit, previous);
-                self.chunks.insert(key, count);
-                let changelog_partition = partition % self.changelog_partitions;
-                changes.extend(records.into_iter().map(|(key, payload)| (changelog_partition, key, payload)));
+                let written = Written {
+                    previous_chunks: self.chunks.get(&key).copied().unwrap_or_default(),
+                    stale_entries: self.stale_entries.remove(&key).unwrap_or_default(),
+                };
+                let records = change_records(&key, (offset, shard_changes.watermark_ms), change, limit, written)
+                    .map_err(|e| PipelineError::Changelog {
+                        topic: self.topics.detect_changelog.clone(),
+                        reason: e.to_string(),
+                    })?;
+                self.chunks.insert(key, records.chunks);
+                over_bound += records.over_bound;
+                changes.extend(records.records.into_iter().map(|(key, payload)| (changelog_partition, key, payload)));
             }
+        }
+        if over_bound > 0 {
+            ItemDropped { component: STAGE, reason: "changelog entry over the bound", count: over_bound }.emit();
         }
         // A record over the bound could never commit: it goes (to the dead-letter topic) on its own.
         let dead_letters = DeadLetters { topic: &self.topics.dead_letter, stage: STAGE };
@@ -562,6 +696,7 @@ pub async fn run(
         changelog_partitions,
         covered: HashMap::new(),
         chunks: HashMap::new(),
+        stale_entries: HashMap::new(),
         batch: Batch::default(),
         codecs: Codecs { node: Codec::new()?, audit: Codec::new()?, cloud: Codec::new()?, detection: Codec::new()? },
     };
@@ -611,13 +746,13 @@ mod tests {
         let bytes = serde_json::to_vec(&state).unwrap();
         let key = "t/3/K8S_X";
         // Fits: one record with the state in it, and the stale chunks of an earlier write deleted.
-        let (records, chunks) = state_records(key, (41, 7), &bytes, 1 << 20, 2);
+        let (records, chunks) = state_records(key, (41, 7), (&bytes, None), 1 << 20, 2);
         assert_eq!(chunks, 0);
         let names: Vec<_> = records.iter().map(|(name, payload)| (name.as_str(), payload.is_empty())).collect();
         assert_eq!(names, [(key, false), ("t/3/K8S_X#0", true), ("t/3/K8S_X#1", true)]);
         // Too large for one record: a head and chunks, each within the bound.
         let limit = CHUNK_OVERHEAD_BYTES + 2000;
-        let (records, chunks) = state_records(key, (42, 8), &bytes, limit, 0);
+        let (records, chunks) = state_records(key, (42, 8), (&bytes, None), limit, 0);
         assert!(chunks > 1 && records.len() == chunks as usize + 1, "{chunks} chunks");
         assert!(records.iter().all(|(name, payload)| name.len() + payload.len() <= limit));
         let newest: BTreeMap<String, Vec<u8>> = records
@@ -635,6 +770,124 @@ mod tests {
         let assembled = assemble(&partial);
         assert!(assembled.states.is_empty());
         assert_eq!(assembled.unreadable, ["K8S_X", "K8S_Y"]);
+    }
+
+    /// What a compacted changelog partition gives back after `records` were written in order.
+    fn log(records: &[(String, Vec<u8>)]) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        records.iter().map(|(key, payload)| (Some(key.as_bytes().to_vec()), payload.clone())).collect()
+    }
+
+    #[test]
+    fn a_keyed_change_is_a_head_and_a_record_per_entry_and_reads_back_whole() {
+        let limit = 4096;
+        let keyed = |all, entries: Vec<(&str, Option<serde_json::Value>)>| {
+            StateChange::Keyed(palisade_detect::unit::KeyedChanges {
+                field: "keys",
+                all,
+                rest: serde_json::json!({"late_events": 2}),
+                entries: entries.into_iter().map(|(key, value)| (key.to_owned(), value)).collect(),
+            })
+        };
+        // Every entry, over a whole state written in two chunks before and two entries a restore did not use.
+        let big = serde_json::Value::String("x".repeat(limit));
+        let change = keyed(true, vec![("n1/c#1", Some(serde_json::json!(1))), ("n1/c2", Some(big))]);
+        let written = Written { previous_chunks: 2, stale_entries: vec!["n1/c#1".into(), "gone".into()] };
+        let out = change_records("t/0/D", (41, 7), change, limit, written).unwrap();
+        let names: Vec<(&str, bool)> = out.records.iter().map(|(name, p)| (name.as_str(), p.is_empty())).collect();
+        assert_eq!(
+            names,
+            [("t/0/D", false), ("t/0/D#0", true), ("t/0/D#1", true), ("t/0/D/n1/c#1", false), ("t/0/D/gone", true)],
+            "the head, the old chunks deleted, the entry (the one over the bound left out), the stale one deleted"
+        );
+        assert_eq!((out.chunks, out.over_bound), (0, 1));
+        let mut history = out.records;
+        // Then only what changed: one entry updated, one gone.
+        let change = keyed(false, vec![("n1/c#1", Some(serde_json::json!(5))), ("n2/c", None)]);
+        let out = change_records("t/0/D", (42, 8), change, limit, Written::default()).unwrap();
+        assert_eq!(out.records.len(), 3);
+        history.extend(out.records);
+        // Beside it, a detector written whole the old way, with an entry record left from a keyed write.
+        history.push(("t/0/E".into(), br#"{"offset":40,"watermark_ms":6,"state":{"k":1}}"#.to_vec()));
+        history.push(("t/0/E/left".into(), b"3".to_vec()));
+        history.push(("t/0/D/bad".into(), b"{not json".to_vec()));
+
+        let assembled = assemble(&shard_records("t/0", log(&history)));
+        assert_eq!(assembled.states["D"], serde_json::json!({"late_events": 2, "keys": {"n1/c#1": 5}}));
+        assert_eq!(assembled.states["E"], serde_json::json!({"k": 1}));
+        assert_eq!((assembled.covered, assembled.watermark_ms), (Some(42), 8));
+        assert_eq!(assembled.keyed, BTreeSet::from(["D".to_owned()]));
+        assert_eq!(assembled.unreadable_entries, 1);
+        assert_eq!(assembled.entry_keys["E"], ["left"]);
+        assert!(assembled.unreadable.is_empty());
+    }
+
+    fn exec(container: usize, command: &str, at_ms: i64) -> NodeEvent {
+        let text = include_str!("../../../schemas/fixtures/node_event.v1.json");
+        let mut event: NodeEvent = serde_json::from_str(text).unwrap();
+        event.event_id = format!("t/{container}/{at_ms}/{command}");
+        event.kind = palisade_schemas::NodeEventKind::Exec;
+        event.timestamp_ms = at_ms;
+        event.comm = command.into();
+        event.executable = Some(format!("/usr/bin/{command}"));
+        event.argv = vec![command.into()];
+        event.container_id = Some(format!("{container:0>64x}"));
+        event.net = None;
+        event
+    }
+
+    #[test]
+    fn the_engine_writes_only_the_windows_that_changed_and_a_restored_shard_goes_on_from_them() {
+        let config = palisade_detect::DetectConfig::default();
+        let engine = Engine::new(&config).unwrap();
+        let at = 1_764_000_000_000;
+        let mut history = Vec::new();
+        let mut commit = |engine: &Engine, offset: i64| {
+            let mut entries = 0;
+            for changes in engine.take_changes() {
+                for (detector, change) in changes.states {
+                    if let StateChange::Keyed(keyed) = &change {
+                        entries += keyed.entries.len();
+                    }
+                    let key = record_key(&changes.shard, detector);
+                    let out = change_records(&key, (offset, changes.watermark_ms), change, 1 << 20, Written::default());
+                    history.extend(out.unwrap().records);
+                }
+            }
+            entries
+        };
+        // Ten containers with two recon commands each: every window is written once.
+        for container in 0..10 {
+            for command in ["whoami", "id"] {
+                assert!(
+                    engine.process_in("t/0", Pass::Input, &Event::Node(&exec(container, command, at)), at).is_empty()
+                );
+            }
+        }
+        assert_eq!(commit(&engine, 19), 10);
+        // One container's third command: its window only.
+        engine.process_in("t/0", Pass::Input, &Event::Node(&exec(3, "uname", at + 1)), at);
+        assert_eq!(commit(&engine, 20), 1);
+
+        let restored = Engine::new(&config).unwrap();
+        let assembled = assemble(&shard_records("t/0", log(&history)));
+        assert!(assembled.keyed.contains("K8S.NODE_ReconnaissanceArtifactsBurst"), "{:?}", assembled.keyed);
+        assert!(restored.restore_shard("t/0", assembled.watermark_ms, &assembled.states).is_empty());
+        restored.record_changes_from_now("t/0", &assembled.keyed);
+        assert!(restored.take_changes().iter().all(|c| c.states.iter().all(|(_, change)| match change {
+            StateChange::Keyed(keyed) => !keyed.all && keyed.entries.is_empty(),
+            StateChange::Whole(_) => true,
+        })));
+        // The same fourth command completes container 3's burst in both; container 5 needs two more there.
+        for engine in [&engine, &restored] {
+            let fourth = engine.process_in("t/0", Pass::Input, &Event::Node(&exec(3, "hostname", at + 2)), at);
+            assert_eq!(
+                fourth.iter().map(|d| d.alert_type.as_str()).collect::<Vec<_>>(),
+                ["K8S.NODE_ReconnaissanceArtifactsBurst"]
+            );
+            assert!(engine.process_in("t/0", Pass::Input, &Event::Node(&exec(5, "uname", at + 2)), at).is_empty());
+            let fired = engine.process_in("t/0", Pass::Input, &Event::Node(&exec(5, "hostname", at + 3)), at);
+            assert_eq!(fired.len(), 1, "container 5's window came back with its two commands");
+        }
     }
 
     #[test]

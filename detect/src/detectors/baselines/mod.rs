@@ -23,6 +23,14 @@ macro_rules! profile_state {
             self.profiles.keys()
         }
 
+        fn take_keyed_changes(&mut self) -> Option<crate::keyed::KeyedChanges> {
+            Some(self.profiles.keyed_changes())
+        }
+
+        fn record_changes_from_now(&mut self) {
+            self.profiles.record_changes_from_now();
+        }
+
         fn learning(&self) -> Option<LearningState> {
             Some(self.profiles.learning_state())
         }

@@ -12,16 +12,17 @@
 //! Python scripts are everywhere.
 //! Source: kube-hunter's hunters as summarised in `shared/corpus/kube_hunter/kube_hunter_api_fingerprint.json`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use palisade_schemas::AuditEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::keyed::{Keyed, KeyedChanges};
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
-use crate::windowed::{WindowConfig, make_room, on_time, restore_from, snapshot_of};
+use crate::windowed::{WindowConfig, on_time, restore_from, snapshot_of};
 
 pub const META: &AlertTypeMeta = &AlertTypeMeta {
     id: "K8S_PenTestToolsKubeHunter",
@@ -52,7 +53,7 @@ struct Discovery {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct State {
     watermark_ms: i64,
-    identities: HashMap<String, Discovery>,
+    identities: Keyed<Discovery>,
 }
 
 /// Active-hunter signatures (one event each) and the passive discovery window.
@@ -180,10 +181,10 @@ impl KubeHunter {
         }
         let key = format!("{}|{}", audit.username, audit.source_ips.first().map(String::as_str).unwrap_or("?"));
         if !self.state.identities.contains_key(&key) {
-            make_room(&mut self.state.identities, self.config.max_keys, |d| d.last_ms);
+            self.state.identities.make_room(self.config.max_keys, |d| d.last_ms);
         }
         let window_ms = self.config.discovery_window_secs as i64 * 1000;
-        let discovery = self.state.identities.entry(key).or_default();
+        let discovery = self.state.identities.get_or_insert_with(&key, Discovery::default);
         discovery.last_ms = discovery.last_ms.max(at);
         discovery.calls.insert(call.to_owned(), at);
         discovery.calls.retain(|_, seen| *seen > at - window_ms);
@@ -221,6 +222,16 @@ impl WindowedDetector for KubeHunter {
     fn expire(&mut self, now_ms: i64) {
         let horizon = now_ms - (self.config.discovery_window_secs + self.config.lateness_secs) as i64 * 1000;
         self.state.identities.retain(|_, d| d.last_ms >= horizon || d.quiet_until_ms >= now_ms);
+    }
+
+    fn take_keyed_changes(&mut self) -> Option<KeyedChanges> {
+        let (all, entries) = self.state.identities.changed_entries();
+        let rest = serde_json::json!({"watermark_ms": self.state.watermark_ms});
+        Some(KeyedChanges { field: "identities", all, rest, entries })
+    }
+
+    fn record_changes_from_now(&mut self) {
+        self.state.identities.record_from_now();
     }
 
     fn snapshot(&self) -> Value {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::detectors::node_runtime::SharedNodeLists;
 use crate::detectors::node_runtime::false_positives::ADMIN_TOOLING;
 use crate::detectors::node_runtime::view::{basename, download_targets, effective_program, exec, urls};
+use crate::keyed::{Keyed, KeyedChanges, Update};
 use crate::unit::WindowedDetector;
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, Severity, Source};
 use crate::unit::{Event, Finding};
@@ -72,7 +73,14 @@ impl NodeClocks {
 struct ReconSnapshot {
     #[serde(default, flatten)]
     clocks: NodeClocks,
-    keys: HashMap<String, ReconState>,
+    keys: Keyed<ReconState>,
+}
+
+impl ReconSnapshot {
+    fn keyed_changes(&mut self) -> KeyedChanges {
+        let (all, entries) = self.keys.changed_entries();
+        KeyedChanges { field: "keys", all, rest: snapshot_of(&self.clocks), entries }
+    }
 }
 
 /// K8S.NODE_ReconnaissanceArtifactsBurst: `recon_distinct_commands` different recon commands inside
@@ -163,10 +171,10 @@ impl WindowedDetector for ReconBurst {
             _ => key(node),
         };
         if !self.state.keys.contains_key(&key) {
-            make_room(&mut self.state.keys, self.config.max_keys, |s| s.last_ms);
+            self.state.keys.make_room(self.config.max_keys, |s| s.last_ms);
         }
         let window_ms = self.config.recon_window_secs as i64 * 1000;
-        let state = self.state.keys.entry(key.clone()).or_default();
+        let state = self.state.keys.get_or_insert_with(&key, ReconState::default);
         state.last_ms = state.last_ms.max(at);
         for name in names {
             state.commands.insert(name, at);
@@ -194,6 +202,14 @@ impl WindowedDetector for ReconBurst {
             let now = clocks.now_for(key, now_ms);
             state.last_ms >= now - span || state.quiet_until_ms >= now
         });
+    }
+
+    fn take_keyed_changes(&mut self) -> Option<KeyedChanges> {
+        Some(self.state.keyed_changes())
+    }
+
+    fn record_changes_from_now(&mut self) {
+        self.state.keys.record_from_now();
     }
 
     fn late_events(&self) -> u64 {
@@ -352,7 +368,14 @@ struct BackdoorSnapshot {
     #[serde(default, flatten)]
     clocks: NodeClocks,
     /// Key → downloaded path → the download.
-    keys: HashMap<String, BTreeMap<String, Download>>,
+    keys: Keyed<BTreeMap<String, Download>>,
+}
+
+impl BackdoorSnapshot {
+    fn keyed_changes(&mut self) -> KeyedChanges {
+        let (all, entries) = self.keys.changed_entries();
+        KeyedChanges { field: "keys", all, rest: snapshot_of(&self.clocks), entries }
+    }
 }
 
 /// K8S.NODE_LinuxBackdoorArtifact: a file a downloader wrote is run later (by path, or by a shell given it),
@@ -414,12 +437,12 @@ impl WindowedDetector for BackdoorArtifact {
                 return Vec::new();
             }
             if !self.state.keys.contains_key(&key) {
-                make_room(&mut self.state.keys, self.config.max_keys, |d| {
-                    d.values().map(|d| d.at_ms).max().unwrap_or_default()
-                });
+                self.state
+                    .keys
+                    .make_room(self.config.max_keys, |d| d.values().map(|d| d.at_ms).max().unwrap_or_default());
             }
             let url = urls(node).into_iter().next().unwrap_or_default();
-            let downloads = self.state.keys.entry(key).or_default();
+            let downloads = self.state.keys.get_or_insert_with(&key, BTreeMap::new);
             for target in targets {
                 let download = Download { at_ms: at, url: url.clone(), command: node.argv.join(" ") };
                 downloads.insert(absolute(&target, node.cwd.as_deref()), download);
@@ -434,12 +457,13 @@ impl WindowedDetector for BackdoorArtifact {
             candidates.push(absolute(script, node.cwd.as_deref()));
         }
         let window_ms = self.config.download_window_secs as i64 * 1000;
-        let Some(downloads) = self.state.keys.get_mut(&key) else { return Vec::new() };
+        let Some(downloads) = self.state.keys.get(&key) else { return Vec::new() };
         let Some(path) =
             candidates.into_iter().find(|path| downloads.get(path).is_some_and(|d| at - d.at_ms <= window_ms))
         else {
             return Vec::new();
         };
+        let downloads = self.state.keys.get_mut(&key).expect("found above");
         let download = downloads.remove(&path).expect("found above");
         let mut finding = Finding { subject: format!("{key}{path}"), ..Finding::default() };
         finding.details.insert("in_container".into(), node.in_container.to_string());
@@ -454,11 +478,23 @@ impl WindowedDetector for BackdoorArtifact {
     fn expire(&mut self, now_ms: i64) {
         let span = (self.config.download_window_secs + self.config.lateness_secs) as i64 * 1000;
         let clocks = &self.state.clocks;
-        for (key, downloads) in self.state.keys.iter_mut() {
-            let horizon = clocks.now_for(key, now_ms) - span;
+        self.state.keys.update(|key, downloads| {
+            let (horizon, before) = (clocks.now_for(key, now_ms) - span, downloads.len());
             downloads.retain(|_, download| download.at_ms >= horizon);
-        }
-        self.state.keys.retain(|_, downloads| !downloads.is_empty());
+            match downloads.len() {
+                0 => Update::Remove,
+                after if after < before => Update::Changed,
+                _ => Update::Keep,
+            }
+        });
+    }
+
+    fn take_keyed_changes(&mut self) -> Option<KeyedChanges> {
+        Some(self.state.keyed_changes())
+    }
+
+    fn record_changes_from_now(&mut self) {
+        self.state.keys.record_from_now();
     }
 
     fn late_events(&self) -> u64 {

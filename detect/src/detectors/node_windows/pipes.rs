@@ -19,7 +19,7 @@
 //! fired or can no longer fire goes first, then the oldest) and `MAX_CONNECTED` connecting processes, for
 //! `download_window_secs` of each node's event time. Only the pipes an event touches are judged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use palisade_schemas::{NodeEvent, NodeEventKind};
 use serde::{Deserialize, Serialize};
@@ -28,8 +28,9 @@ use serde_json::Value;
 use crate::detectors::node_runtime::SharedNodeLists;
 use crate::detectors::node_runtime::detector::DOWNLOAD_AND_RUN_COMBO;
 use crate::detectors::node_runtime::view::{basename, has_operands, process_name, reads_program_from_stdin};
+use crate::keyed::{Keyed, KeyedChanges, Update};
 use crate::unit::{AlertTypeMeta, Event, Finding, WindowedDetector};
-use crate::windowed::{WindowConfig, make_room, restore_from, snapshot_of};
+use crate::windowed::{WindowConfig, restore_from, snapshot_of};
 
 use super::detector::{NodeClocks, container_key_into};
 
@@ -164,7 +165,7 @@ struct KeyState {
 struct PipeSnapshot {
     #[serde(flatten)]
     clocks: NodeClocks,
-    keys: HashMap<String, KeyState>,
+    keys: Keyed<KeyState>,
 }
 
 pub struct PipeToShell {
@@ -241,9 +242,9 @@ impl PipeToShell {
         // Kept whether or not a pipe is known yet: a shell holding a `/dev/tcp` socket connects before the
         // `cat <&3` it starts into the pipe is exec'd.
         if !self.state.keys.contains_key(key) {
-            make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
+            self.state.keys.make_room(self.config.max_keys, |state| state.last_ms);
         }
-        let state = self.state.keys.entry(key.to_owned()).or_default();
+        let state = self.state.keys.get_or_insert_with(key, KeyState::default);
         state.last_ms = state.last_ms.max(at);
         if !state.connected.contains_key(&node.tgid) && state.connected.len() >= MAX_CONNECTED {
             let oldest = state.connected.iter().min_by_key(|(_, c)| c.at_ms).map(|(pid, _)| *pid);
@@ -283,7 +284,7 @@ impl PipeToShell {
             if !piped {
                 return Vec::new();
             }
-            make_room(&mut self.state.keys, self.config.max_keys, |state| state.last_ms);
+            self.state.keys.make_room(self.config.max_keys, |state| state.last_ms);
             self.state.keys.insert(key.to_owned(), KeyState::default());
         }
         // Read only when the process reads a pipe.
@@ -427,13 +428,26 @@ impl WindowedDetector for PipeToShell {
     fn expire(&mut self, now_ms: i64) {
         let span = (self.config.download_window_secs + self.config.lateness_secs) as i64 * 1000;
         let clocks = &self.state.clocks;
-        self.state.keys.retain(|key, state| {
+        self.state.keys.update(|key, state| {
             let horizon = clocks.now_for(key, now_ms) - span;
+            if state.last_ms < horizon {
+                return Update::Remove;
+            }
+            let before = (state.pipes.len(), state.connected.len());
             state.pipes.retain(|_, pipe| pipe.last_ms >= horizon);
             state.readers = state.pipes.values().filter(|pipe| pipe.reader.is_some()).count();
             state.connected.retain(|_, connection| connection.at_ms >= horizon);
-            state.last_ms >= horizon
+            if (state.pipes.len(), state.connected.len()) == before { Update::Keep } else { Update::Changed }
         });
+    }
+
+    fn take_keyed_changes(&mut self) -> Option<KeyedChanges> {
+        let (all, entries) = self.state.keys.changed_entries();
+        Some(KeyedChanges { field: "keys", all, rest: snapshot_of(&self.state.clocks), entries })
+    }
+
+    fn record_changes_from_now(&mut self) {
+        self.state.keys.record_from_now();
     }
 
     fn late_events(&self) -> u64 {
@@ -446,7 +460,7 @@ impl WindowedDetector for PipeToShell {
 
     fn restore(&mut self, state: &Value) -> Result<(), String> {
         restore_from(&mut self.state, state)?;
-        for key in self.state.keys.values_mut() {
+        for key in self.state.keys.values_mut_unrecorded() {
             key.readers = key.pipes.values().filter(|pipe| pipe.reader.is_some()).count();
         }
         Ok(())
