@@ -130,21 +130,14 @@ impl<V> Keyed<V> {
 
     /// Visits every entry, which `visit` may change: it says whether it did, or that the entry goes.
     pub fn update(&mut self, mut visit: impl FnMut(&str, &mut V) -> Update) {
-        let mut touched = Vec::new();
-        self.map.retain(|key, value| match visit(key, value) {
-            Update::Keep => true,
-            Update::Changed => {
-                touched.push(key.clone());
-                true
+        let (recording, changed) = (self.recording, &mut self.changed);
+        self.map.retain(|key, value| {
+            let update = visit(key, value);
+            if recording && update != Update::Keep {
+                changed.insert(key.clone());
             }
-            Update::Remove => {
-                touched.push(key.clone());
-                false
-            }
+            update != Update::Remove
         });
-        if self.recording {
-            self.changed.extend(touched);
-        }
     }
 
     /// Every entry, for what is not part of the serialised state (counts rebuilt on restore): not recorded.

@@ -27,23 +27,29 @@ fn exec(container: usize, command: &str, at_ms: i64) -> NodeEvent {
     event
 }
 
-/// The records one commit writes for `changes` (as the stage does: a head per detector, a record per changed key
-/// of a keyed one), and the time the serialising took. `fields` learns each keyed detector's field.
+/// The records one commit writes for the engine's changes (as the stage does: a head per detector, a record per
+/// changed key of a keyed one), and the time taking the changes and serialising them took. `fields` learns each
+/// keyed detector's field.
 fn records_of(
-    changes: Vec<ShardChanges>,
+    engine: &Engine,
     fields: &mut BTreeMap<String, &'static str>,
 ) -> (Vec<(String, Vec<u8>)>, std::time::Duration) {
     let started = Instant::now();
+    let changes: Vec<ShardChanges> = engine.take_changes();
     let mut records = Vec::new();
-    for (detector, change) in changes.into_iter().flat_map(|change| change.states) {
-        match change {
-            StateChange::Whole(state) => records.push((detector.to_owned(), serde_json::to_vec(&state).unwrap())),
-            StateChange::Keyed(keyed) => {
-                fields.insert(detector.to_owned(), keyed.field);
-                records.push((detector.to_owned(), serde_json::to_vec(&keyed.rest).unwrap()));
-                for (key, value) in keyed.entries {
-                    let payload = value.map(|value| serde_json::to_vec(&value).unwrap()).unwrap_or_default();
-                    records.push((format!("{detector}/{key}"), payload));
+    for shard in changes {
+        for (detector, change) in shard.states {
+            // Named as the stage names them: `<topic>/<partition>/<detector>[/<key>]`.
+            let head = format!("{}/{detector}", shard.shard);
+            match change {
+                StateChange::Whole(state) => records.push((head, serde_json::to_vec(&state).unwrap())),
+                StateChange::Keyed(keyed) => {
+                    fields.insert(detector.to_owned(), keyed.field);
+                    for (key, value) in keyed.entries {
+                        let payload = value.map(|value| serde_json::to_vec(&value).unwrap()).unwrap_or_default();
+                        records.push((format!("{head}/{key}"), payload));
+                    }
+                    records.push((head, serde_json::to_vec(&keyed.rest).unwrap()));
                 }
             }
         }
@@ -68,17 +74,17 @@ fn main() {
     let filled = started.elapsed();
     // The first commit writes every window (nothing was recorded before it)...
     let mut fields = BTreeMap::new();
-    let (records, serialised) = records_of(engine.take_changes(), &mut fields);
+    let (records, serialised) = records_of(&engine, &mut fields);
     let first_records = records.len();
-    let bytes: usize = records.iter().map(|(_, payload)| payload.len()).sum();
+    let bytes: usize = records.iter().map(|(key, payload)| key.len() + payload.len()).sum();
     // ...the next ones what changed: one container in a hundred runs a third command.
     let touched = (keys / 100).max(1);
     for container in (0..keys).step_by(keys / touched) {
         let event = exec(container, "uname", t + 5);
         engine.process_in(shard, Pass::Input, &Event::Node(&event), t);
     }
-    let (changed, changed_serialised) = records_of(engine.take_changes(), &mut fields);
-    let changed_bytes: usize = changed.iter().map(|(_, payload)| payload.len()).sum();
+    let (changed, changed_serialised) = records_of(&engine, &mut fields);
+    let changed_bytes: usize = changed.iter().map(|(key, payload)| key.len() + payload.len()).sum();
     let changed_records = changed.len();
 
     // Restore: the newest record of each name, put together as the stage does, into a new engine.
@@ -90,14 +96,16 @@ fn main() {
     }
     let mut states: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut entries: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+    let prefix = format!("{shard}/");
     for (name, payload) in &newest {
+        let name = name.strip_prefix(&prefix).expect("one shard");
         match name.split_once('/') {
             Some((detector, key)) => {
                 let value = serde_json::from_slice(payload).expect("an entry parses");
                 entries.entry(detector.to_owned()).or_default().insert(key.to_owned(), value);
             }
             None => {
-                states.insert(name.clone(), serde_json::from_slice(payload).expect("a state parses"));
+                states.insert(name.to_owned(), serde_json::from_slice(payload).expect("a state parses"));
             }
         }
     }
@@ -122,13 +130,13 @@ fn main() {
         restored_engine.window_keys().into_iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>()
     );
     println!(
-        "first commit (every key): {first_records} records, {:.1} MiB ({:.0} bytes per key); serialised in {:.2} s",
+        "first commit (every key): {first_records} records, {:.1} MiB with their keys ({:.0} bytes per window); taken and serialised in {:.2} s",
         bytes as f64 / 1048576.0,
         bytes as f64 / keys as f64,
         serialised.as_secs_f64(),
     );
     println!(
-        "a commit after {touched} keys changed: {changed_records} records, {:.2} MiB; serialised in {:.1} ms",
+        "a commit after {touched} keys changed: {changed_records} records, {:.2} MiB; taken and serialised in {:.1} ms",
         changed_bytes as f64 / 1048576.0,
         changed_serialised.as_secs_f64() * 1000.0,
     );

@@ -119,7 +119,7 @@ fn state_records(
 #[derive(Debug, Default)]
 struct Written {
     previous_chunks: u32,
-    /// Entry records a restore did not use (deleted when every entry is written).
+    /// Entry records known not to be part of the state (deleted with the next keyed write).
     stale_entries: Vec<String>,
 }
 
@@ -135,10 +135,9 @@ struct ChangeRecords {
 }
 
 /// The changelog records of one detector's change under `key`: its whole state, or a keyed state's head and one
-/// record per changed entry (deleted when the entry is gone). When every entry is written, the stale entries the
-/// changelog holds and the state has not are deleted too (a detector with stale entries was not restored from
-/// them, so its first keyed change holds every entry). An entry over `limit` is left out (that key starts
-/// empty after a restore), counted.
+/// record per changed entry (deleted when the entry is gone). The stale entries the changelog holds (records known
+/// not to be part of the state) are deleted too, unless this write writes their key. An entry over `limit` is
+/// deleted instead of written (that key starts empty after a restore), counted.
 fn change_records(
     key: &str,
     at: (i64, i64),
@@ -146,11 +145,11 @@ fn change_records(
     limit: usize,
     written: Written,
 ) -> Result<ChangeRecords, serde_json::Error> {
-    let (state, field, mut entries, all) = match change {
-        StateChange::Whole(state) => (state, None, Vec::new(), false),
-        StateChange::Keyed(keyed) => (keyed.rest, Some(keyed.field), keyed.entries, keyed.all),
+    let (state, field, mut entries) = match change {
+        StateChange::Whole(state) => (state, None, Vec::new()),
+        StateChange::Keyed(keyed) => (keyed.rest, Some(keyed.field), keyed.entries),
     };
-    if all && !written.stale_entries.is_empty() {
+    if field.is_some() && !written.stale_entries.is_empty() {
         let present: BTreeSet<&str> = entries.iter().map(|(entry, _)| entry.as_str()).collect();
         let gone: Vec<String> =
             written.stale_entries.into_iter().filter(|entry| !present.contains(entry.as_str())).collect();
@@ -163,8 +162,10 @@ fn change_records(
         let name = format!("{key}/{entry}");
         let payload = value.as_ref().map(serde_json::to_vec).transpose()?.unwrap_or_default();
         if name.len() + payload.len() + CHUNK_OVERHEAD_BYTES > limit {
-            tracing::warn!(record = %key, bytes = payload.len(), "a key's state is over the record bound; not kept");
+            // Deleted rather than left as it was: a restore must not bring back an older state of the key.
+            tracing::warn!(record = %name, bytes = payload.len(), "a key's state is over the record bound; not kept");
             over_bound += 1;
+            records.push((name, Vec::new()));
             continue;
         }
         records.push((name, payload));
@@ -187,8 +188,8 @@ struct Assembled {
     keyed: BTreeSet<String>,
     /// By detector: the keys of its entry records (to delete when its state is written whole again).
     entry_keys: BTreeMap<String, Vec<String>>,
-    /// Entry records that do not read (left out of their detector's state).
-    unreadable_entries: usize,
+    /// Entry records that do not read (left out of their detector's state), by detector.
+    unreadable_entries: BTreeMap<String, Vec<String>>,
 }
 
 /// A record's name within its shard: a head (`<detector>`), a chunk (`<detector>#<n>`) or an entry of a keyed
@@ -209,7 +210,7 @@ fn assemble(records: &BTreeMap<String, Vec<u8>>) -> Assembled {
             }
             Err(error) => {
                 tracing::warn!(%detector, %error, "changelog entry unreadable; that key starts empty");
-                out.unreadable_entries += 1;
+                out.unreadable_entries.entry(detector.to_owned()).or_default().push(key.to_owned());
             }
         }
     }
@@ -294,8 +295,9 @@ struct Restored {
     covered: Option<i64>,
     /// By detector: the chunks its state is written in now.
     chunks: BTreeMap<String, u32>,
-    /// By detector not restored from its keyed records: the entry records the changelog still holds for it,
-    /// deleted when it writes its state whole, so none comes back in a later restore.
+    /// By detector: the entry records the changelog holds that are not part of its state (all of them for a
+    /// detector not restored from them, the unreadable ones for one that was), deleted with its next keyed write
+    /// so none comes back in a later restore.
     stale_entries: BTreeMap<String, Vec<String>>,
 }
 
@@ -331,7 +333,7 @@ async fn restore(
         }
     };
     dropped("changelog record unreadable", assembled.unreadable.len());
-    dropped("changelog entry unreadable", assembled.unreadable_entries);
+    dropped("changelog entry unreadable", assembled.unreadable_entries.values().map(Vec::len).sum());
     if assembled.covered.is_some_and(|covered| covered >= input_end) {
         tracing::warn!(%shard, covered = assembled.covered, input_end, "changelog ahead of its input (topic recreated?); not used");
         dropped("changelog ahead of its input", 1);
@@ -345,7 +347,11 @@ async fn restore(
     }
     dropped("changelog state refused", refused.len());
     engine.record_changes_from_now(&shard, &assembled.keyed);
-    assembled.entry_keys.retain(|detector, _| !assembled.keyed.contains(detector));
+    for detector in &assembled.keyed {
+        let unreadable = assembled.unreadable_entries.remove(detector).unwrap_or_default();
+        assembled.entry_keys.insert(detector.clone(), unreadable);
+    }
+    assembled.entry_keys.retain(|_, keys| !keys.is_empty());
     tracing::info!(
         %shard,
         detectors = assembled.states.len() - refused.len(),
@@ -796,8 +802,15 @@ mod tests {
         let names: Vec<(&str, bool)> = out.records.iter().map(|(name, p)| (name.as_str(), p.is_empty())).collect();
         assert_eq!(
             names,
-            [("t/0/D", false), ("t/0/D#0", true), ("t/0/D#1", true), ("t/0/D/n1/c#1", false), ("t/0/D/gone", true)],
-            "the head, the old chunks deleted, the entry (the one over the bound left out), the stale one deleted"
+            [
+                ("t/0/D", false),
+                ("t/0/D#0", true),
+                ("t/0/D#1", true),
+                ("t/0/D/n1/c#1", false),
+                ("t/0/D/n1/c2", true),
+                ("t/0/D/gone", true)
+            ],
+            "the head, the old chunks deleted, the entry, the one over the bound deleted, the stale one deleted"
         );
         assert_eq!((out.chunks, out.over_bound), (0, 1));
         let mut history = out.records;
@@ -816,7 +829,7 @@ mod tests {
         assert_eq!(assembled.states["E"], serde_json::json!({"k": 1}));
         assert_eq!((assembled.covered, assembled.watermark_ms), (Some(42), 8));
         assert_eq!(assembled.keyed, BTreeSet::from(["D".to_owned()]));
-        assert_eq!(assembled.unreadable_entries, 1);
+        assert_eq!(assembled.unreadable_entries["D"], ["bad"]);
         assert_eq!(assembled.entry_keys["E"], ["left"]);
         assert!(assembled.unreadable.is_empty());
     }

@@ -363,6 +363,20 @@ struct Download {
     command: String,
 }
 
+/// Downloads remembered per key at most (the oldest goes first), and the bytes of a download's command line kept:
+/// one container's downloads stay well inside one changelog record, however many it makes.
+const MAX_DOWNLOADS: usize = 128;
+const MAX_DOWNLOAD_COMMAND_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct BackdoorSnapshot {
     #[serde(default, flatten)]
@@ -443,9 +457,15 @@ impl WindowedDetector for BackdoorArtifact {
             }
             let url = urls(node).into_iter().next().unwrap_or_default();
             let downloads = self.state.keys.get_or_insert_with(&key, BTreeMap::new);
+            let command = node.argv.join(" ");
             for target in targets {
-                let download = Download { at_ms: at, url: url.clone(), command: node.argv.join(" ") };
-                downloads.insert(absolute(&target, node.cwd.as_deref()), download);
+                let path = absolute(&target, node.cwd.as_deref());
+                if !downloads.contains_key(&path) && downloads.len() >= MAX_DOWNLOADS {
+                    let oldest = downloads.iter().min_by_key(|(_, d)| d.at_ms).map(|(path, _)| path.clone());
+                    downloads.remove(&oldest.unwrap_or_default());
+                }
+                let command = cut(&command, MAX_DOWNLOAD_COMMAND_BYTES).to_owned();
+                downloads.insert(path, Download { at_ms: at, url: url.clone(), command });
             }
             return Vec::new();
         }

@@ -289,7 +289,7 @@ impl PipeToShell {
         }
         // Read only when the process reads a pipe.
         let reads_program = stdin.is_some() && reads_program_from_stdin(&node.argv, &self.lists.current());
-        let Some(state) = self.state.keys.get_mut(key) else { return Vec::new() };
+        let Some(state) = self.state.keys.get(key) else { return Vec::new() };
         // Most execs write into their container's log pipe and read nothing: that is one writer entry, and the
         // parent is looked up among the readers only when the key has any.
         let read_by_parent: Vec<u64> = if state.readers > 0 {
@@ -301,6 +301,8 @@ impl PipeToShell {
         if !piped && read_by_parent.is_empty() {
             return Vec::new();
         }
+        // Changed from here on (recorded for the changelog): the exec touches a pipe.
+        let state = self.state.keys.get_mut(key).expect("read above");
         state.last_ms = state.last_ms.max(at);
         // A writer keeps no command line (most execs write into their container's log pipe): a connection that
         // comes later names its own process's, and one found now names this exec's.

