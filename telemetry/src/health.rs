@@ -4,7 +4,9 @@
 //! wedged behind a record it cannot send is then visible to a liveness probe instead of answering "ok".
 //! `/readyz` also waits for the components the process is expected to run (`expect`) to start — a collector whose
 //! programs are not attached yet is not ready — and an expected component that stops stays listed, stopped, so a
-//! process that lost one (an audit webhook whose server ended) is neither ready nor healthy.
+//! process that lost one (an audit webhook whose server ended) is neither ready nor healthy. A running component
+//! may be busy with something it must finish before it takes its share of the work (detect restoring a
+//! partition's state): healthy, not ready, so a rolling update waits for it.
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -28,11 +30,13 @@ struct State {
     expected: bool,
     failing_since: Option<Instant>,
     reason: String,
+    /// What it is busy with (`busy`), if anything.
+    busy: Option<String>,
 }
 
 impl State {
     fn new(phase: Phase, expected: bool) -> Self {
-        Self { phase, expected, failing_since: None, reason: String::new() }
+        Self { phase, expected, failing_since: None, reason: String::new(), busy: None }
     }
 }
 
@@ -69,6 +73,18 @@ impl Health {
         state.reason = reason.to_owned();
     }
 
+    fn busy(&self, component: &str, what: &str) {
+        if let Some(mut state) = self.components.get_mut(component) {
+            state.busy = Some(what.to_owned());
+        }
+    }
+
+    fn idle(&self, component: &str) {
+        if let Some(mut state) = self.components.get_mut(component) {
+            state.busy = None;
+        }
+    }
+
     fn succeeded(&self, component: &str) {
         if let Some(mut state) = self.components.get_mut(component)
             && state.failing_since.is_some()
@@ -85,7 +101,7 @@ impl Health {
             .components
             .iter()
             .map(|entry| {
-                all_running &= entry.phase == Phase::Running;
+                all_running &= entry.phase == Phase::Running && entry.busy.is_none();
                 let name = entry.key();
                 match (entry.phase, entry.failing_since.map(|since| now.saturating_duration_since(since))) {
                     (Phase::Stopped, _) => (format!("{name} stopped"), false),
@@ -96,7 +112,10 @@ impl Health {
                         (format!("{name} retrying for {} s: {}", failing.as_secs(), entry.reason), true)
                     }
                     (Phase::Starting, None) => (format!("{name} starting"), true),
-                    (Phase::Running, None) => (format!("{name} ok"), true),
+                    (Phase::Running, None) => match &entry.busy {
+                        Some(what) => (format!("{name} {what}"), true),
+                        None => (format!("{name} ok"), true),
+                    },
                 }
             })
             .collect();
@@ -138,6 +157,17 @@ pub fn stopped(component: &str) {
 /// The component could not do its work just now (the first failure starts the clock, later ones keep it).
 pub fn failing(component: &str, reason: &str) {
     HEALTH.failing(component, reason);
+}
+
+/// A running component is busy with `what` (a phrase: `restoring palisade.node.events/3`): healthy, not ready,
+/// until `idle`.
+pub fn busy(component: &str, what: &str) {
+    HEALTH.busy(component, what);
+}
+
+/// The component is no longer busy.
+pub fn idle(component: &str) {
+    HEALTH.idle(component);
 }
 
 /// The component did its work; any failure is over.
@@ -206,6 +236,21 @@ mod tests {
         assert!(!health.readiness(start + Duration::from_secs(31), GRACE).0, "stuck is not ready");
         health.succeeded("detect");
         assert!(health.readiness(start, GRACE).0);
+    }
+
+    #[test]
+    fn a_busy_component_is_healthy_and_not_ready_until_idle() {
+        let health = Health::default();
+        let start = Instant::now();
+        health.expect("detect");
+        health.busy("detect", "restoring t/0");
+        assert!(!health.readiness(start, GRACE).0, "busy before it started: still starting");
+        health.started("detect");
+        health.busy("detect", "restoring t/1");
+        assert_eq!(health.readiness(start, GRACE), (false, "detect restoring t/1\n".to_owned()));
+        assert!(health.report(start, GRACE).0, "busy is alive");
+        health.idle("detect");
+        assert_eq!(health.readiness(start, GRACE), (true, "detect ok\n".to_owned()));
     }
 
     #[test]

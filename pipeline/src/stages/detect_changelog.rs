@@ -464,7 +464,11 @@ impl Stage<'_> {
         if !self.covered.contains_key(&shard) {
             let changelog = (self.topics.detect_changelog.as_str(), self.changelog_partitions);
             let input = (message.topic.as_str(), message.partition);
-            let restored = restore(self.engine, self.settings, changelog, input).await?;
+            // Not ready while it restores (a rolling update waits): the partition's inputs wait behind it.
+            palisade_telemetry::health::busy(STAGE, &format!("restoring {shard}"));
+            let restored = restore(self.engine, self.settings, changelog, input).await;
+            palisade_telemetry::health::idle(STAGE);
+            let restored = restored?;
             self.covered.insert(shard.clone(), restored.covered);
             for (detector, count) in restored.chunks {
                 self.chunks.insert(record_key(&shard, &detector), count);
