@@ -187,7 +187,11 @@ fn a_recon_window_open_across_a_detector_kill_fires_once() {
     let id = |n: u64| format!("{n:0>64x}");
     let changelog = stack.topic("detect_changelog");
     let resumed = burst_across_a_kill(&mut stack, &id(0xa11), &changelog, 0);
-    assert_eq!(resumed, 1, "the burst completed after the restart fires exactly once:\n{}", stack.log("detect"));
+    let log = stack.log("detect");
+    assert_eq!(resumed, 1, "the burst completed after the restart fires exactly once:\n{log}");
+    assert!(log.contains("shard state restored"), "{log}");
+    // Reaching a partition's end is how a restore knows it is done, not an error to log.
+    assert!(!log.contains("PartitionEOF"), "{log}");
     // The window was written as a record of its own (`<partition>/<detector>/<key>`), beside its detector's head.
     let records = changelog_records(&changelog);
     let window = records.iter().find(|(key, _)| key.contains(&format!("/{BURST}/")) && key.contains(&id(0xa11)));

@@ -777,8 +777,8 @@ fn committed_reader(
     settings: &ClientSettings,
     config: &KafkaConfig,
     role: &str,
-) -> Result<rdkafka::consumer::BaseConsumer, BusError> {
-    settings.create(
+) -> Result<rdkafka::consumer::BaseConsumer<ReaderContext>, BusError> {
+    settings.create_with(
         settings
             .client_config()
             .set("client.id", format!("{}-{role}", config.client_id))
@@ -787,8 +787,25 @@ fn committed_reader(
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed"),
+        ReaderContext,
     )
 }
+
+/// A committed reader's context: the end of a partition, which it asks to be told of and reads from `poll`, is
+/// not an error to log (librdkafka also reports it through the error callback, which the default context logs at
+/// error level: one line per restore and replay). Other errors are logged as the default does.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::error!(%error, reason, "librdkafka error");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 
 /// How long a changelog read may wait for an open transaction to end before it is an error: at least 120 s, and
 /// past the transaction timeout (`transaction_timeout_ms`) with a minute to spare, since a killed instance's open
