@@ -1,6 +1,6 @@
 //! The compose file's five Palisade services, run from the real image by a real Compose (v5, on podman's Docker API)
 //! against the testbed's Kafka and OpenSearch through `scripts/testbed.d/compose.override.yml`: every service is
-//! ready and passes the healthcheck the file declares, the image's test trigger run as a compose service raises
+//! ready and passes its healthcheck (the file's, on the port the override gives each service), the image's test trigger run as a compose service raises
 //! K8S.NODE_EICAR, and audit events posted to the webhook with the token from its secret raise audit alerts; both
 //! arrive on `palisade.alerts` and in the index. Opt-in (`--ignored`): `scripts/compose-tier` installs podman,
 //! builds Compose and the image, and runs it.
@@ -20,7 +20,7 @@ const OVERRIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testbed.d/c
 const IMAGE: &str = "localhost/palisade:testbed";
 const SERVICES: [&str; 5] = ["collect", "audit", "detect", "enrich", "sink"];
 /// Each service's metrics port in the override, in the order of `SERVICES`.
-const METRICS_PORTS: [u16; 5] = [19471, 19472, 19473, 19474, 19475];
+const METRICS_PORTS: [u16; 5] = [19491, 19492, 19493, 19494, 19495];
 const AUDIT_PORT: &str = "18543";
 const INDEX_PREFIX: &str = "palisade-alerts";
 const ALERTS_TOPIC: &str = "palisade.alerts";
@@ -49,8 +49,11 @@ impl Project {
         Self { name: format!("palisade-compose-{}", std::process::id()), cluster: format!("compose-{run}"), secrets }
     }
 
+    /// Runs compose, killed after 5 minutes (a podman API that hangs must not hang the tier).
     fn compose_output(&self, args: &[&str]) -> Output {
-        Command::new(env("PALISADE_TEST_COMPOSE"))
+        Command::new("timeout")
+            .args(["--kill-after=10", "300"])
+            .arg(env("PALISADE_TEST_COMPOSE"))
             .args(["-p", &self.name, "-f", COMPOSE_FILE, "-f", OVERRIDE])
             .args(args)
             .env("PALISADE_IMAGE", IMAGE)
@@ -173,19 +176,27 @@ fn the_compose_services_run_from_the_image_and_raise_node_and_audit_alerts() {
     }
     eprintln!("compose: the five services ready in {:.1} s", started.elapsed().as_secs_f64());
 
-    // The healthcheck each service declares, run inside its container as the engine would run it.
+    // The healthcheck of each service, run inside its container as the engine runs it: until it passes, within
+    // the time its retries give it (a detect restoring a partition's state answers 503 meanwhile).
     for service in SERVICES {
         let id = project.compose(&["ps", "--quiet", service]);
         let id = id.trim();
         assert!(!id.is_empty(), "no container for {service}");
-        let check = podman(&["healthcheck", "run", id]);
-        assert!(
-            check.status.success(),
-            "{service}'s healthcheck: {} {}{}",
-            check.status,
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let check = podman(&["healthcheck", "run", id]);
+            if check.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}'s healthcheck: {} {}{}",
+                check.status,
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     // The audit webhook: refused without the token from its secret, accepted with it. (The refusals carry an

@@ -5,6 +5,7 @@
 set -euo pipefail
 CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
 COMPOSE_VERSION=v5.6.0
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 compose=$CACHE/bin/docker-compose-$COMPOSE_VERSION
 if [ ! -x "$compose" ]; then
   work=$CACHE/build/compose-$COMPOSE_VERSION
