@@ -133,7 +133,7 @@ impl<V> Keyed<V> {
         let (recording, changed) = (self.recording, &mut self.changed);
         self.map.retain(|key, value| {
             let update = visit(key, value);
-            if recording && update != Update::Keep {
+            if recording && update != Update::Keep && !changed.contains(key) {
                 changed.insert(key.clone());
             }
             update != Update::Remove

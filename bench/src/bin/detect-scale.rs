@@ -6,7 +6,7 @@
 //! records and bytes written per second. Asserts nothing. Configuration (Kafka) comes from the environment the
 //! stage reads (see bench/detect-scale.sh).
 //!
-//!   detect-scale [events] [counts, e.g. 1,2,3]
+//!   [NODES=60 CONTAINERS=10] detect-scale [events] [counts, e.g. 1,2,3]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,8 +89,10 @@ async fn main() -> anyhow::Result<()> {
     let kafka = base.kafka.as_ref().map(|k| k.bootstrap_servers.clone()).ok_or(anyhow::anyhow!("[kafka] needed"))?;
     let binary = std::env::var("PALISADE_BIN").unwrap_or_else(|_| "palisade".into());
     let codec = Codec::<NodeEvent>::new()?;
-    // One pass of the mix, repeated with later times: 60 nodes of 10 containers.
-    let mix = palisade_bench::node_mix(6_000, 60, 10);
+    // One pass of the mix, repeated with later times: NODES nodes of CONTAINERS containers (60 × 10 by default).
+    let var = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (nodes, containers) = (var("NODES", 60), var("CONTAINERS", 10));
+    let mix = palisade_bench::node_mix((nodes * containers * 10).max(6_000), nodes, containers);
     let run = format!("ds{}", std::process::id());
 
     for instances in counts {

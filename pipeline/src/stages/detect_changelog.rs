@@ -130,7 +130,7 @@ struct ChangeRecords {
     records: Vec<(String, Vec<u8>)>,
     /// The chunks its head is written in now.
     chunks: u32,
-    /// Entries over the record bound, left out.
+    /// Entries over the record bound, deleted instead of written.
     over_bound: u64,
 }
 
@@ -186,7 +186,8 @@ struct Assembled {
     unreadable: Vec<String>,
     /// Detectors whose state was put together from a keyed head and its entries.
     keyed: BTreeSet<String>,
-    /// By detector: the keys of its entry records (to delete when its state is written whole again).
+    /// By detector: the keys of its entry records (the stale ones among them are deleted with its next keyed
+    /// write).
     entry_keys: BTreeMap<String, Vec<String>>,
     /// Entry records that do not read (left out of their detector's state), by detector.
     unreadable_entries: BTreeMap<String, Vec<String>>,
@@ -416,7 +417,7 @@ struct Stage<'a> {
     covered: HashMap<String, Option<i64>>,
     /// By changelog key: the chunks its state was last written in (their stale ones are deleted on the next write).
     chunks: HashMap<String, u32>,
-    /// By changelog key: entry records a restore did not use, deleted with the next write of every entry.
+    /// By changelog key: entry records a restore did not use, deleted with that detector's next keyed write.
     stale_entries: HashMap<String, Vec<String>>,
     batch: Batch,
     codecs: Codecs,
