@@ -1,8 +1,8 @@
 //! The compose file's five Palisade services, run from the real image by a real Compose (v5, on podman's Docker API)
 //! against the testbed's Kafka and OpenSearch through `scripts/testbed.d/compose.override.yml`: every service is
-//! ready and passes its healthcheck (the file's, on the port the override gives each service), the image's test trigger run as a compose service raises
-//! K8S.NODE_EICAR, and audit events posted to the webhook with the token from its secret raise audit alerts; both
-//! arrive on `palisade.alerts` and in the index. Opt-in (`--ignored`): `scripts/compose-tier` installs podman,
+//! ready and passes its healthcheck (the file's, on the port the override gives each service), the image's test
+//! trigger run as a compose service raises K8S.NODE_EICAR, and audit events posted to the webhook with the token
+//! from its secret raise audit alerts; both arrive on `palisade.alerts` and in the index. Opt-in (`--ignored`): `scripts/compose-tier` installs podman,
 //! builds Compose and the image, and runs it.
 
 mod common;

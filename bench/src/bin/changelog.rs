@@ -130,7 +130,8 @@ fn main() {
         restored_engine.window_keys().into_iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>()
     );
     println!(
-        "first commit (every key): {first_records} records, {:.1} MiB with their keys ({:.0} bytes per window); taken and serialised in {:.2} s",
+        "first commit (every key): {first_records} records, {:.1} MiB with their keys ({:.0} bytes per window); \
+         taken and serialised in {:.2} s",
         bytes as f64 / 1048576.0,
         bytes as f64 / keys as f64,
         serialised.as_secs_f64(),

@@ -1,10 +1,10 @@
 //! The detect stage on Kafka. Each input partition's windows and baselines (a shard of the engine) live in a
 //! compacted changelog topic, written in the same transaction as the detections and the input offsets they cover:
 //! for a detector whose state is keyed (a container's windows, an identity's profile), a head record with the rest
-//! of its state and one record per key that changed; for the others, one record with the whole state. An instance that is given a partition reads
-//! its state from the changelog before its first input; one that loses it forgets it. So any number of detect
-//! instances share the input topics, and a killed or moved one loses no window, baseline or join. Without Kafka
-//! the stage keeps its file checkpoint (`detect.rs`).
+//! of its state and one record per key that changed; for the others, one record with the whole state. An instance
+//! that is given a partition reads its state from the changelog before its first input; one that loses it forgets
+//! it. So any number of detect instances share the input topics, and a killed or moved one loses no window,
+//! baseline or join. Without Kafka the stage keeps its file checkpoint (`detect.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
