@@ -368,13 +368,27 @@ struct Download {
 const MAX_DOWNLOADS: usize = 128;
 const MAX_DOWNLOAD_COMMAND_BYTES: usize = 512;
 
-/// `text` cut to at most `max` bytes, at a character boundary.
-fn cut(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// A command line as kept in state: the arguments joined by spaces, at most `max` bytes (cut at a character
+/// boundary; the arguments past the bound are not joined at all).
+pub(super) fn command_line(command: &[String], max: usize) -> String {
+    let mut line = String::with_capacity(64);
+    for (index, arg) in command.iter().enumerate() {
+        if index > 0 {
+            line.push(' ');
+        }
+        line.push_str(arg);
+        if line.len() >= max {
+            break;
+        }
     }
-    &text[..end]
+    if line.len() > max {
+        let mut end = max;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -457,15 +471,14 @@ impl WindowedDetector for BackdoorArtifact {
             }
             let url = urls(node).into_iter().next().unwrap_or_default();
             let downloads = self.state.keys.get_or_insert_with(&key, BTreeMap::new);
-            let command = node.argv.join(" ");
+            let command = command_line(&node.argv, MAX_DOWNLOAD_COMMAND_BYTES);
             for target in targets {
                 let path = absolute(&target, node.cwd.as_deref());
                 if !downloads.contains_key(&path) && downloads.len() >= MAX_DOWNLOADS {
                     let oldest = downloads.iter().min_by_key(|(_, d)| d.at_ms).map(|(path, _)| path.clone());
                     downloads.remove(&oldest.unwrap_or_default());
                 }
-                let command = cut(&command, MAX_DOWNLOAD_COMMAND_BYTES).to_owned();
-                downloads.insert(path, Download { at_ms: at, url: url.clone(), command });
+                downloads.insert(path, Download { at_ms: at, url: url.clone(), command: command.clone() });
             }
             return Vec::new();
         }

@@ -32,7 +32,7 @@ use crate::keyed::{Keyed, KeyedChanges, Update};
 use crate::unit::{AlertTypeMeta, Event, Finding, WindowedDetector};
 use crate::windowed::{WindowConfig, restore_from, snapshot_of};
 
-use super::detector::{NodeClocks, container_key_into};
+use super::detector::{NodeClocks, command_line, container_key_into};
 
 /// Pipes remembered per key.
 const MAX_PIPES: usize = 256;
@@ -62,24 +62,7 @@ fn first_word(command: &str) -> String {
 }
 
 fn short(command: &[String]) -> String {
-    let mut line = String::with_capacity(64);
-    for (index, arg) in command.iter().enumerate() {
-        if index > 0 {
-            line.push(' ');
-        }
-        line.push_str(arg);
-        if line.len() >= MAX_COMMAND_BYTES {
-            break;
-        }
-    }
-    if line.len() > MAX_COMMAND_BYTES {
-        let mut end = MAX_COMMAND_BYTES;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
-    }
-    line
+    command_line(command, MAX_COMMAND_BYTES)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
