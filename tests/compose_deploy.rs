@@ -133,16 +133,7 @@ fn alert_types_on_topic(
     done: impl Fn(&BTreeSet<String>) -> bool,
 ) -> BTreeSet<String> {
     use rdkafka::Message;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
-        .set("group.id", format!("compose-reader-{}", common::run_id()))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[ALERTS_TOPIC]).unwrap();
+    let consumer = common::committed_reader(ALERTS_TOPIC);
     let deadline = Instant::now() + timeout;
     let mut types = BTreeSet::new();
     while Instant::now() < deadline && !done(&types) {

@@ -181,7 +181,7 @@ impl Drop for Stack {
 }
 
 /// A fresh consumer group reading `topic` from the start, committed records only (what a SOC consumer sees).
-fn committed_reader(topic: &str) -> BaseConsumer {
+pub fn committed_reader(topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", env("PALISADE_TEST_KAFKA"))
         .set("group.id", format!("e2e-reader-{}", run_id()))
