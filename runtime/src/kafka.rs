@@ -175,13 +175,19 @@ fn producer_config(settings: &ClientSettings, config: &KafkaConfig) -> ClientCon
     producer
 }
 
-/// The record rdkafka sends for `outgoing`, headers included (the trace context rides in one).
+/// The record rdkafka sends for `outgoing`, headers included (the trace context rides in one); an empty payload
+/// is sent as a null value.
 fn future_record<'a>(outgoing: &Outgoing<'a>) -> FutureRecord<'a, [u8], [u8]> {
     let mut headers = OwnedHeaders::new_with_capacity(outgoing.headers.len());
     for (key, value) in outgoing.headers {
         headers = headers.insert(Header { key, value: Some(*value) });
     }
-    let record = FutureRecord::to(outgoing.topic).payload(outgoing.payload).headers(headers);
+    let mut record = FutureRecord::to(outgoing.topic).headers(headers);
+    // An empty payload goes as a null value: on a compacted topic that is the tombstone that lets the broker drop
+    // the key (an empty value would be kept as the key's last record forever). Readers see both as empty.
+    if !outgoing.payload.is_empty() {
+        record = record.payload(outgoing.payload);
+    }
     match outgoing.key {
         Some(key) => record.key(key),
         None => record,
