@@ -195,6 +195,37 @@ impl AuditEvent {
     }
 }
 
+/// One Kubernetes object as the API server's list/watch last showed it (`palisade.cluster.state`, compacted: the
+/// newest record of each key is the object now, a null value that it is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterObject {
+    pub cluster: String,
+    pub kind: String,
+    /// Empty for the core group.
+    pub api_group: String,
+    pub api_version: String,
+    /// The plural the API serves it under (`pods`, `deployments`), as an audit event names it.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    /// The object's JSON, without `managedFields` and the last-applied annotation.
+    pub object: String,
+}
+
+impl ClusterObject {
+    /// Its key on the topic: `<cluster>/<Kind>/<namespace>/<name>` (the namespace empty for cluster objects).
+    pub fn key(&self) -> String {
+        object_key(&self.cluster, &self.kind, self.namespace.as_deref(), &self.name)
+    }
+}
+
+/// The topic key of an object (see `ClusterObject::key`).
+pub fn object_key(cluster: &str, kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{cluster}/{kind}/{}/{name}", namespace.unwrap_or_default())
+}
+
 /// One cloud control-plane activity record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudActivity {

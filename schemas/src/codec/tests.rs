@@ -59,6 +59,11 @@ fn cloud_activity_matches_golden_and_round_trips() {
 }
 
 #[test]
+fn cluster_object_matches_golden_and_round_trips() {
+    check_current::<ClusterObject>("cluster_object.v1");
+}
+
+#[test]
 fn detection_matches_golden_and_round_trips() {
     check_current::<Detection>("detection.v2");
 }
