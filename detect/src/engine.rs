@@ -2,12 +2,13 @@
 //! deterministic IDs and verbatim evidence, and applies the configured exceptions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use palisade_schemas::{Detection, EvidenceSource, NodeEvent, ProcessInfo};
+use palisade_schemas::{ClusterObject, Detection, EvidenceSource, NodeEvent, ProcessInfo};
 use sha2::{Digest, Sha256};
 
 use crate::config::{CompiledException, CompiledRule, DetectConfig, DetectConfigError};
+use crate::detectors::exposed::ClusterSeed;
 use crate::keyed::KeyedChanges;
 use crate::registry::{self, WindowedFactory};
 use crate::unit::{
@@ -28,7 +29,11 @@ struct Windows {
 }
 
 impl Windows {
-    fn new(detectors: Vec<Box<dyn WindowedDetector>>) -> Self {
+    fn new(mut detectors: Vec<Box<dyn WindowedDetector>>, seed: &Arc<ClusterSeed>) -> Self {
+        let shared: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(seed) as _;
+        for detector in &mut detectors {
+            detector.attach_shared(&shared);
+        }
         let changed = vec![false; detectors.len()];
         Self { detectors, watermark_ms: 0, since_expiry: 0, changed }
     }
@@ -61,6 +66,8 @@ struct Shards {
     by_name: BTreeMap<String, Windows>,
     /// Fresh windows for a new shard; without it every shard is the default one.
     fresh: Option<WindowedFactory>,
+    /// The cluster state from the API server's list/watch, shared by every shard's joins.
+    seed: Arc<ClusterSeed>,
 }
 
 impl Shards {
@@ -68,7 +75,7 @@ impl Shards {
         let shard = if self.fresh.is_some() { shard } else { DEFAULT_SHARD };
         if !self.by_name.contains_key(shard) {
             let detectors = self.fresh.as_ref().map(|fresh| fresh()).unwrap_or_default();
-            self.by_name.insert(shard.to_owned(), Windows::new(detectors));
+            self.by_name.insert(shard.to_owned(), Windows::new(detectors, &self.seed));
         }
         self.by_name.get_mut(shard).expect("inserted above")
     }
@@ -102,6 +109,8 @@ pub struct Engine {
     /// By `Input::index`: the keys other than the input's that its windowed detectors need.
     rekeyed: Vec<Vec<StateKey>>,
     shards: Mutex<Shards>,
+    /// The same as the shards' (`Shards::seed`), written without their lock.
+    seed: Arc<ClusterSeed>,
     rules: BTreeMap<String, CompiledRule>,
     /// By `Input::index`: the stateless and the windowed detectors that declare that input, in registry order.
     routes: Vec<Routes>,
@@ -150,10 +159,12 @@ impl Engine {
             .collect();
         let routes = stateless.into_iter().zip(windowed).map(|(stateless, windowed)| Routes { stateless, windowed });
         let routes = routes.collect();
-        let default = Windows::new(registered.windowed);
-        let shards =
-            Shards { by_name: BTreeMap::from([(DEFAULT_SHARD.to_owned(), default)]), fresh: registered.fresh_windowed };
-        Ok(Self { detectors: registered.stateless, state_keys, rekeyed, shards: Mutex::new(shards), rules, routes })
+        let seed = Arc::new(ClusterSeed::new());
+        let default = Windows::new(registered.windowed, &seed);
+        let by_name = BTreeMap::from([(DEFAULT_SHARD.to_owned(), default)]);
+        let shards = Shards { by_name, fresh: registered.fresh_windowed, seed: Arc::clone(&seed) };
+        let shards = Mutex::new(shards);
+        Ok(Self { detectors: registered.stateless, state_keys, rekeyed, shards, seed, rules, routes })
     }
 
     /// The configured rule of an alert type, or `None` when it is disabled.
@@ -196,10 +207,29 @@ impl Engine {
         self.process_in(DEFAULT_SHARD, Pass::All, event, detected_at_ms)
     }
 
-    /// The pod a node event ran in, from the pods table of any shard (the table is cluster state).
+    /// The pod a node event ran in, from the pods table of any shard (the table is cluster state), else from what
+    /// the API server's list/watch showed.
     fn context_of(shards: &Shards, event: &Event<'_>) -> Option<PodContext> {
         let Event::Node(NodeEvent { pod_uid: Some(uid), .. }) = event else { return None };
-        shards.by_name.values().flat_map(|windows| &windows.detectors).find_map(|detector| detector.pod_context(uid))
+        (shards.by_name.values().flat_map(|windows| &windows.detectors))
+            .find_map(|detector| detector.pod_context(uid))
+            .or_else(|| shards.seed.pod_context(uid))
+    }
+
+    /// An object as the API server's list/watch showed it (`palisade.cluster.state`): the joins and node alerts'
+    /// pod context know it from now on, in every shard.
+    pub fn apply_cluster_object(&self, object: &ClusterObject) {
+        self.seed.apply(object);
+    }
+
+    /// The object a cluster-state tombstone's key names is gone.
+    pub fn forget_cluster_object(&self, key: &str) {
+        self.seed.forget(key);
+    }
+
+    /// Pods the list/watch showed, over every cluster.
+    pub fn cluster_state_pods(&self) -> usize {
+        self.seed.pods()
     }
 
     /// The keys this event must be sent again under (read from its input topic, with `Pass::Input`), for the
@@ -317,7 +347,7 @@ impl Engine {
         let mut shards = self.shards();
         let fresh = shards.fresh.clone();
         let mut refused = Vec::new();
-        let mut restored = fresh.as_ref().map(|fresh| Windows::new(fresh()));
+        let mut restored = fresh.as_ref().map(|fresh| Windows::new(fresh(), &self.seed));
         let windows = match restored.as_mut() {
             Some(windows) => windows,
             None => shards.get(shard),
@@ -329,6 +359,7 @@ impl Engine {
                 refused.push((key.to_owned(), error));
                 if let Some(mut empty) = fresh.as_ref().map(|fresh| fresh()).filter(|set| set.len() > index) {
                     windows.detectors[index] = empty.swap_remove(index);
+                    windows.detectors[index].attach_shared(&(Arc::clone(&self.seed) as _));
                 }
             }
         }

@@ -119,6 +119,10 @@ pub trait WindowedDetector: Send {
         None
     }
 
+    /// What the engine shares with every shard's detectors: the cluster state the API server's list/watch showed
+    /// (`detectors::exposed::ClusterSeed`, behind `Any` so this module stays a leaf). The joins keep it.
+    fn attach_shared(&mut self, _shared: &std::sync::Arc<dyn std::any::Any + Send + Sync>) {}
+
     /// For a baseline: how many keys are learning and how many are past their learning period.
     fn learning(&self) -> Option<LearningState> {
         None

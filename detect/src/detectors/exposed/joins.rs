@@ -4,10 +4,12 @@
 //! exposure goes away.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use palisade_schemas::AuditEvent;
 use serde_json::Value;
 
+use super::seed::ClusterSeed;
 use super::table::{AUTH_METHOD_VARIABLE, Change, ServiceRecord, Tables, WorkloadRecord};
 use crate::unit::{AlertTypeMeta, DetectionKind, Input, Maturity, REQUEST_RESPONSE_ON_OBJECTS, Severity, Source};
 use crate::unit::{Event, Finding};
@@ -55,6 +57,17 @@ const POSTGRES_PORT: i64 = 5432;
 #[derive(Default)]
 pub struct ClusterJoins {
     clusters: HashMap<String, Tables>,
+    /// What the API server's list/watch showed (`palisade.cluster.state`), shared by every shard: a join looks at
+    /// it too, under what this shard's audit events said (which wins for an object both know).
+    seed: Option<Arc<ClusterSeed>>,
+}
+
+/// The entries of `own` and those of `seed` that `own` does not have.
+fn union<'a, V>(
+    own: &'a HashMap<String, V>,
+    seed: Option<&'a HashMap<String, V>>,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    own.iter().chain(seed.into_iter().flatten().filter(|(key, _)| !own.contains_key(*key)))
 }
 
 impl ClusterJoins {
@@ -65,23 +78,23 @@ impl ClusterJoins {
 
 impl Tables {
     /// Why the cluster runs Kubeflow, and the audit event that said so, if it does.
-    fn kubeflow_evidence(&self) -> Option<(String, String)> {
-        if self.namespaces.contains("kubeflow") {
+    fn kubeflow_evidence(&self, seed: Option<&Tables>) -> Option<(String, String)> {
+        if self.namespaces.contains("kubeflow") || seed.is_some_and(|seed| seed.namespaces.contains("kubeflow")) {
             return Some(("namespace kubeflow".into(), String::new()));
         }
-        self.workloads
-            .iter()
+        union(&self.workloads, seed.map(|seed| &seed.workloads))
             .find(|(key, w)| w.kubeflow || key.starts_with("kubeflow/"))
             .map(|(key, w)| (format!("workload {key}"), w.audit_id.clone()))
     }
 
     fn workloads_selected<'a>(
         &'a self,
+        seed: Option<&'a Tables>,
         namespace: &'a str,
         service: &'a ServiceRecord,
     ) -> impl Iterator<Item = (&'a String, &'a WorkloadRecord)> + 'a {
         let prefix = format!("{namespace}/");
-        self.workloads.iter().filter(move |(key, workload)| {
+        union(&self.workloads, seed.map(|seed| &seed.workloads)).filter(move |(key, workload)| {
             key.starts_with(&prefix)
                 && !service.selector.is_empty()
                 && service.selector.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
@@ -89,11 +102,14 @@ impl Tables {
     }
 
     /// Why a workload's PostgreSQL trusts every client, if it does.
-    fn trust_reason(&self, namespace: &str, workload: &WorkloadRecord) -> Option<String> {
+    fn trust_reason(&self, seed: Option<&Tables>, namespace: &str, workload: &WorkloadRecord) -> Option<String> {
         if workload.trust_env {
             return Some(format!("{AUTH_METHOD_VARIABLE}=trust in the pod template"));
         }
-        let map = |name: &String| self.configmaps.get(&format!("{namespace}/{name}"));
+        let map = |name: &String| {
+            let key = format!("{namespace}/{name}");
+            self.configmaps.get(&key).or_else(|| seed?.configmaps.get(&key))
+        };
         if let Some(name) = workload.env_configmaps.iter().find(|n| map(n).is_some_and(|m| m.trust_env)) {
             return Some(format!("{AUTH_METHOD_VARIABLE}=trust from ConfigMap {name}"));
         }
@@ -104,17 +120,20 @@ impl Tables {
             .map(|name| format!("pg_hba.conf with a trust host line in ConfigMap {name}"))
     }
 
-    fn postgres_findings(&mut self, namespace: &str, trigger: &AuditEvent) -> Vec<Finding> {
+    fn postgres_findings(&mut self, seed: Option<&Tables>, namespace: &str, trigger: &AuditEvent) -> Vec<Finding> {
         let prefix = format!("{namespace}/");
         let mut findings = Vec::new();
         let mut holding = BTreeSet::new();
-        for (key, service) in self.services.iter().filter(|(key, s)| key.starts_with(&prefix) && s.load_balancer) {
-            let selected: Vec<_> = self.workloads_selected(namespace, service).collect();
+        let services = union(&self.services, seed.map(|seed| &seed.services));
+        for (key, service) in services.filter(|(key, s)| key.starts_with(&prefix) && s.load_balancer) {
+            let selected: Vec<_> = self.workloads_selected(seed, namespace, service).collect();
             let port = service.ports.contains(&POSTGRES_PORT);
             let trusting: Vec<(String, String, String)> = selected
                 .iter()
                 .filter(|(_, w)| port || w.postgres_image)
-                .filter_map(|(_, w)| Some((w.workload.clone(), self.trust_reason(namespace, w)?, w.audit_id.clone())))
+                .filter_map(|(_, w)| {
+                    Some((w.workload.clone(), self.trust_reason(seed, namespace, w)?, w.audit_id.clone()))
+                })
                 .collect();
             let Some((workload, reason, workload_audit)) = trusting.first() else { continue };
             let fired = format!("postgres/{key}");
@@ -147,11 +166,11 @@ impl Tables {
         findings
     }
 
-    fn kubeflow_findings(&mut self, trigger: &AuditEvent) -> Vec<Finding> {
-        let evidence = self.kubeflow_evidence();
+    fn kubeflow_findings(&mut self, seed: Option<&Tables>, trigger: &AuditEvent) -> Vec<Finding> {
+        let evidence = self.kubeflow_evidence(seed);
         let mut findings = Vec::new();
         let mut holding = BTreeSet::new();
-        for (key, service) in &self.services {
+        for (key, service) in union(&self.services, seed.map(|seed| &seed.services)) {
             let gateway = service.identity.iter().any(|v| v.contains("istio-ingressgateway"))
                 || service.selector.get("istio").is_some_and(|v| v == "ingressgateway");
             let Some((why, kubeflow_audit)) = evidence.as_ref().filter(|_| gateway && service.load_balancer) else {
@@ -213,18 +232,20 @@ impl WindowedDetector for ClusterJoins {
         let Event::Audit(audit) = event else { return Vec::new() };
         let tables = self.clusters.entry(audit.cluster.clone()).or_default();
         let Some(change) = tables.apply(audit) else { return Vec::new() };
+        let seeded = self.seed.as_ref().map(|seed| seed.read());
+        let seed = seeded.as_ref().and_then(|clusters| clusters.get(&audit.cluster));
         let mut out = Vec::new();
         let namespaces: Vec<String> = match change {
             Change::Namespace(namespace) => vec![namespace],
             Change::Cluster => {
-                out.extend(tables.kubeflow_findings(audit).into_iter().map(|f| (KUBEFLOW, f)));
+                out.extend(tables.kubeflow_findings(seed, audit).into_iter().map(|f| (KUBEFLOW, f)));
                 // A Postgres exposure lives in one namespace: the changed object's (a namespace's own name).
                 let own = (audit.resource.as_deref() == Some("namespaces")).then(|| audit.name.clone()).flatten();
                 audit.namespace.clone().or(own).into_iter().collect()
             }
         };
         for namespace in namespaces {
-            out.extend(tables.postgres_findings(&namespace, audit).into_iter().map(|f| (POSTGRES_TRUST, f)));
+            out.extend(tables.postgres_findings(seed, &namespace, audit).into_iter().map(|f| (POSTGRES_TRUST, f)));
         }
         out
     }
@@ -233,6 +254,10 @@ impl WindowedDetector for ClusterJoins {
 
     fn pod_context(&self, pod_uid: &str) -> Option<PodContext> {
         self.clusters.values().find_map(|tables| tables.pods.get(pod_uid).cloned())
+    }
+
+    fn attach_shared(&mut self, shared: &Arc<dyn std::any::Any + Send + Sync>) {
+        self.seed = Arc::clone(shared).downcast::<ClusterSeed>().ok();
     }
 
     fn snapshot(&self) -> Value {

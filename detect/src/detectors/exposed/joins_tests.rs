@@ -1,7 +1,10 @@
-use palisade_schemas::AuditEvent;
+use std::sync::Arc;
+
+use palisade_schemas::{AuditEvent, ClusterObject};
 use serde_json::{Value, json};
 
 use super::joins::ClusterJoins;
+use super::seed::ClusterSeed;
 use super::table::hba_trusts_network;
 use crate::unit::Event;
 use crate::unit::WindowedDetector;
@@ -284,4 +287,88 @@ fn the_kubernetes_api_baseline_learns_per_workload_through_the_engine() {
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].workload.as_deref(), Some("ReplicaSet/op-7c9"));
     assert_eq!(fired[0].details["process"], "/usr/bin/python3");
+}
+
+fn seeded(
+    kind: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: &str,
+    object: Value,
+) -> ClusterObject {
+    ClusterObject {
+        cluster: "c".into(),
+        kind: kind.into(),
+        api_group: group.into(),
+        api_version: "v1".into(),
+        resource: resource.into(),
+        namespace: namespace.map(str::to_owned),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        resource_version: "9".into(),
+        object: object.to_string(),
+    }
+}
+
+#[test]
+fn objects_from_the_list_watch_complete_a_join_and_their_tombstones_take_them_back() {
+    let seed = Arc::new(ClusterSeed::new());
+    let mut joins = ClusterJoins::new();
+    joins.attach_shared(&(Arc::clone(&seed) as _));
+    // A trusting database that existed before Palisade: no audit event names it, the list showed it.
+    let deployment = json!({"kind": "Deployment", "metadata": {"name": "pg", "namespace": "db"},
+        "spec": {"template": {"metadata": {"labels": {"app": "pg"}},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16", "env": [{"name": TRUST_ENV, "value": "trust"}]}]}}}});
+    seed.apply(&seeded("Deployment", "apps", "deployments", Some("db"), "pg", deployment));
+    let found = fired(&mut joins, &service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 1));
+    assert_eq!(found, vec![("K8S_ExposedPostgresTrustAuth", format!("{TRUST_ENV}=trust in the pod template"))]);
+    // Another cluster's seed does not count.
+    let mut other = ClusterJoins::new();
+    other.attach_shared(&(Arc::clone(&seed) as _));
+    let mut elsewhere = service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 2);
+    elsewhere.cluster = "other".into();
+    assert!(fired(&mut other, &elsewhere).is_empty());
+    // Gone from the cluster (a tombstone): a new Service finds nothing to join.
+    seed.forget("c/Deployment/db/pg");
+    let mut joins = ClusterJoins::new();
+    joins.attach_shared(&(Arc::clone(&seed) as _));
+    assert!(fired(&mut joins, &service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 3)).is_empty());
+    // Keys of another shape or kind are ignored.
+    for key in ["", "c/Deployment/db", "c/Secret/db/pg", "///"] {
+        seed.forget(key);
+    }
+}
+
+#[test]
+fn a_kubeflow_namespace_from_the_list_watch_makes_the_gateway_an_exposure() {
+    let seed = Arc::new(ClusterSeed::new());
+    let mut joins = ClusterJoins::new();
+    joins.attach_shared(&(Arc::clone(&seed) as _));
+    seed.apply(&seeded("Namespace", "", "namespaces", None, "kubeflow", json!({"metadata": {"name": "kubeflow"}})));
+    let gateway =
+        service("istio-system", "istio-ingressgateway", "LoadBalancer", 443, json!({"istio": "ingressgateway"}), 1);
+    assert_eq!(fired_types(&mut joins, &gateway), vec!["K8S_ExposedKubeflow"]);
+    // A namespace's tombstone takes only the namespace: its objects' own tombstones take them.
+    let service_object = json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "ClusterIP"}});
+    seed.apply(&seeded("Service", "", "services", Some("shop"), "web", service_object));
+    seed.forget("c/Namespace//shop");
+    seed.forget("c/Namespace//kubeflow");
+    assert!(seed.read()["c"].services.contains_key("shop/web"));
+    assert!(seed.read()["c"].namespaces.is_empty());
+}
+
+#[test]
+fn a_pod_from_the_list_watch_gives_its_context_until_its_tombstone() {
+    let seed = ClusterSeed::new();
+    let pod = json!({"metadata": {"name": "web-1", "namespace": "shop", "uid": "u-web-1", "labels": {"app": "web"},
+        "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d"}]},
+        "spec": {"containers": [{"name": "web", "image": "shop/web:2"}]}});
+    seed.apply(&seeded("Pod", "", "pods", Some("shop"), "web-1", pod));
+    let context = seed.pod_context("u-web-1").expect("the seeded pod");
+    assert_eq!((context.namespace.as_str(), context.pod.as_str()), ("shop", "web-1"));
+    assert_eq!((context.workload.as_str(), context.image.as_deref()), ("ReplicaSet/web-7d", Some("shop/web:2")));
+    assert_eq!(seed.pods(), 1);
+    seed.forget("c/Pod/shop/web-1");
+    assert_eq!(seed.pod_context("u-web-1"), None);
 }

@@ -7,6 +7,7 @@ mod detector;
 mod joins;
 #[cfg(test)]
 mod joins_tests;
+mod seed;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -16,3 +17,5 @@ pub use detector::{
     ExposedPostgresBroadIpRange, ExposedRedis, ExposedService, LoadBalancer,
 };
 pub use joins::{ClusterJoins, KUBEFLOW, POSTGRES_TRUST};
+pub use seed::ClusterSeed;
+pub use table::hba_trusts_network;
