@@ -10,14 +10,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use palisade_schemas::{Alert, Codec, Detection};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use serde_json::{Value, json};
 
 const METRICS: &str = "127.0.0.1:19476";
 const WAIT_MS: u64 = 5000;
@@ -38,97 +36,6 @@ fn detection(id: &str, alert_type: &str, pod_uid: Option<&str>, container_id: &s
 fn metric(name_and_labels: &str) -> Option<f64> {
     let text = reqwest::blocking::get(format!("http://{METRICS}/metrics")).and_then(|r| r.text()).ok()?;
     text.lines().find(|line| line.starts_with(name_and_labels))?.rsplit(' ').next()?.parse().ok()
-}
-
-fn ok(response: reqwest::blocking::Response, what: &str) -> Value {
-    let status = response.status();
-    let body = response.text().unwrap_or_default();
-    assert!(status.is_success(), "{what}: {status} {body}");
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-/// Creates a pod and reports its containers started with the given IDs (what the kubelet would write).
-fn create_started_pod(
-    api: &reqwest::blocking::Client,
-    namespace: &str,
-    name: &str,
-    owner: Option<&str>,
-    containers: &[(&str, &str, &str)],
-) -> String {
-    let server = common::env("PALISADE_TEST_APISERVER");
-    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "team": "shop"}},
-        "spec": {"containers": containers.iter().map(|(c, image, _)| json!({"name": c, "image": image}))
-            .collect::<Vec<_>>()}});
-    if let Some(owner) = owner {
-        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
-            "uid": "7f6d1c1e-0000-4000-8000-000000000001", "controller": true}]);
-    }
-    let created = ok(api.post(format!("{server}/api/v1/namespaces/{namespace}/pods")).json(&pod).send().unwrap(), name);
-    let statuses: Vec<Value> = containers
-        .iter()
-        .map(|(c, image, id)| {
-            json!({"name": c, "image": image, "imageID": "", "containerID": format!("containerd://{id}"),
-                "ready": true, "restartCount": 0, "started": true,
-                "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}})
-        })
-        .collect();
-    ok(
-        api.patch(format!("{server}/api/v1/namespaces/{namespace}/pods/{name}/status"))
-            .header("Content-Type", "application/merge-patch+json")
-            .body(json!({"status": {"phase": "Running", "containerStatuses": statuses}}).to_string())
-            .send()
-            .unwrap(),
-        &format!("{name} status"),
-    );
-    created["metadata"]["uid"].as_str().unwrap().to_owned()
-}
-
-/// A service account bound to the shipped `palisade-enrich` ClusterRole's rules, and a token for it.
-fn enrich_token(api: &reqwest::blocking::Client, namespace: &str, run: &str) -> String {
-    let server = common::env("PALISADE_TEST_APISERVER");
-    let rbac =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/base/rbac.yaml")).unwrap();
-    let shipped = serde_yaml::Deserializer::from_str(&rbac)
-        .map(|document| serde_yaml::with::singleton_map_recursive::deserialize::<Value, _>(document).unwrap())
-        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "palisade-enrich")
-        .expect("rbac.yaml ships the palisade-enrich ClusterRole");
-    let role = format!("palisade-enrich-{run}");
-    let rbac_api = format!("{server}/apis/rbac.authorization.k8s.io/v1");
-    ok(
-        api.post(format!("{rbac_api}/clusterroles"))
-            .json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": role}, "rules": shipped["rules"]}))
-            .send()
-            .unwrap(),
-        "cluster role",
-    );
-    ok(
-        api.post(format!("{server}/api/v1/namespaces/{namespace}/serviceaccounts"))
-            .json(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "palisade-enrich"}}))
-            .send()
-            .unwrap(),
-        "service account",
-    );
-    ok(
-        api.post(format!("{rbac_api}/clusterrolebindings"))
-            .json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": role},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                "subjects": [{"kind": "ServiceAccount", "name": "palisade-enrich", "namespace": namespace}]}))
-            .send()
-            .unwrap(),
-        "cluster role binding",
-    );
-    let token = ok(
-        api.post(format!("{server}/api/v1/namespaces/{namespace}/serviceaccounts/palisade-enrich/token"))
-            .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 3600}}))
-            .send()
-            .unwrap(),
-        "token request",
-    );
-    token["status"]["token"].as_str().unwrap().to_owned()
 }
 
 /// Reads the enriched topic from the start until every wanted ID was seen (then a little longer, so an alert
@@ -169,7 +76,7 @@ fn enrich_completes_node_alerts_from_the_watched_pods_and_waits_a_bounded_time()
     let api = common::apiserver();
     common::create_namespace(&api, &namespace);
     let container = |n: u8| format!("{:064x}", u128::from(n) << 64 | u128::from(std::process::id()));
-    let web = create_started_pod(
+    let web = common::create_started_pod(
         &api,
         &namespace,
         "web-7d4b9-x2x",
@@ -178,22 +85,16 @@ fn enrich_completes_node_alerts_from_the_watched_pods_and_waits_a_bounded_time()
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, enrich_token(&api, &namespace, &run)).unwrap();
-    let config = dir.path().join("palisade.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[enrich]\ndedup_window_secs = 0\n[enrich.kubernetes]\napi_server = \"{}\"\ntoken_path = \"{}\"\n\
-             ca_path = \"{}/ca.crt\"\ncontext_wait_ms = {WAIT_MS}\n\
-             [[detect.rules.\"K8S.NODE_ReverseShell\".exceptions]]\nnamespace = \"{namespace}\"\n\
-             reason = \"the test namespace's shells are expected\"\n",
-            common::env("PALISADE_TEST_APISERVER"),
-            token.display(),
-            common::env("PALISADE_TEST_PKI"),
-        ),
-    )
-    .unwrap();
+    let after = format!(
+        "context_wait_ms = {WAIT_MS}\n[[detect.rules.\"K8S.NODE_ReverseShell\".exceptions]]\n\
+         namespace = \"{namespace}\"\nreason = \"the test namespace's shells are expected\"\n"
+    );
+    let config = common::enrich_kubernetes_config(
+        dir.path(),
+        &api,
+        (&namespace, &run),
+        ("[enrich]\ndedup_window_secs = 0\n", &after),
+    );
     stack.set("PALISADE_CONFIG", config.to_str().unwrap());
     stack.set("PALISADE__METRICS_LISTEN_ADDR", METRICS);
     stack.start(&["enrich"]);
@@ -219,7 +120,7 @@ fn enrich_completes_node_alerts_from_the_watched_pods_and_waits_a_bounded_time()
     // A container whose pod is created after its detection arrived: found within the wait, by container ID.
     send(&detection(&id("late"), "K8S.NODE_SuspectDownload", None, &container(3)));
     std::thread::sleep(Duration::from_millis(1000));
-    create_started_pod(&api, &namespace, "worker", None, &[("main", "tools/worker:3", &container(3))]);
+    common::create_started_pod(&api, &namespace, "worker", None, &[("main", "tools/worker:3", &container(3))]);
     // A pod that never appears, then a host alert behind it.
     send(&detection(
         &id("never"),

@@ -71,19 +71,20 @@ pub async fn run(mut config: PalisadeConfig, options: RunOptions, shutdown: Shut
 
     // Subscribe every stage before any source can publish.
     let detect_subscription = stages::detect::subscribe(&bus, &topics, &config.detect)?;
+    let cluster_state = stages::cluster_state::subscribe(&bus, &topics);
     let enrich_subscription = stages::enrich::subscribe(&bus, &topics)?;
     let sink_loops = stages::sink::subscribe(&bus, &topics, outputs)?;
     let (detect_stop, enrich_stop, sink_stop, sources_stop) =
         (Shutdown::new(), Shutdown::new(), Shutdown::new(), Shutdown::new());
     let detect = tokio::spawn(stages::detect::run_with(
         bus.clone(),
-        detect_subscription,
+        (detect_subscription, cluster_state),
         topics.clone(),
         engine,
         stages::detect::StateStore::from_config(&bus, config.kafka.as_ref(), &config.detect),
         detect_stop.clone(),
     ));
-    let (pod_lookup, pod_watch) = stages::enrich::start_pod_lookup(&config.enrich)?.unzip();
+    let (pod_lookup, pod_watch) = stages::enrich::start_pod_lookup(&bus, &config, &enrich_stop).await?.unzip();
     let enrich = tokio::spawn(stages::enrich::run(
         bus.clone(),
         enrich_subscription,

@@ -57,10 +57,11 @@ pub async fn build_bus(config: &PalisadeConfig) -> Result<Bus, PipelineError> {
                 .await
                 .expect("the connection check does not panic")?;
             if kafka.create_topics {
+                // The compacted ones first: `ensure_topics` would create them with the default (delete) policy.
+                bus.ensure_compacted_topics(&[&config.topics.detect_changelog, &config.topics.cluster_state]).await?;
                 let mut topics = config.topics.all().to_vec();
                 topics.extend(config.sink.ocsf_topic.as_deref());
                 bus.ensure_topics(&topics).await?;
-                bus.ensure_compacted_topics(&[&config.topics.detect_changelog]).await?;
             }
             Ok(Bus::Kafka(bus))
         }
@@ -96,12 +97,13 @@ pub async fn serve(stage: Stage, config: PalisadeConfig, shutdown: Shutdown) -> 
             let subscription = stages::detect::subscribe(&bus, &topics, &config.detect)?;
             let engine = Arc::new(Engine::new(&config.detect)?);
             let store = stages::detect::StateStore::from_config(&bus, config.kafka.as_ref(), &config.detect);
-            stages::detect::run_with(bus.clone(), subscription, topics, engine, store, shutdown).await?;
+            let table = stages::cluster_state::subscribe(&bus, &topics);
+            stages::detect::run_with(bus.clone(), (subscription, table), topics, engine, store, shutdown).await?;
         }
         Stage::Enrich => {
             let subscription = stages::enrich::subscribe(&bus, &topics)?;
             let enricher = Arc::new(Enricher::new(&config.cluster, &config.enrich, &config.detect)?);
-            let (lookup, _watch) = stages::enrich::start_pod_lookup(&config.enrich)?.unzip();
+            let (lookup, _watch) = stages::enrich::start_pod_lookup(&bus, &config, &shutdown).await?.unzip();
             let settings = stages::enrich::EnrichSettings {
                 dedup_window_secs: config.enrich.dedup_window_secs,
                 dedup_flush_secs: config.enrich.dedup_flush_secs,

@@ -132,6 +132,16 @@ impl Bus {
         }
     }
 
+    /// A compacted table's topic read whole by this instance: on Kafka every partition from `next[partition]` (the
+    /// offset after what was already read; else its first), in no group, nothing committed (its deliveries are
+    /// not to be acknowledged); in process, like `subscribe`.
+    pub fn table(&self, topic: &str, next: &std::collections::BTreeMap<i32, i64>) -> Result<Subscription, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(Subscription::InProcess(bus.subscribe(&[topic]))),
+            Bus::Kafka(bus) => Ok(Subscription::Kafka(bus.table(topic, next)?)),
+        }
+    }
+
     /// Sends `original` to the dead-letter topic with the reason, stage and origin in headers.
     pub async fn dead_letter(
         &self,

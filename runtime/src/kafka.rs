@@ -426,8 +426,40 @@ impl KafkaBus {
         subscribe(&self.settings, &self.config, topics, (group, assignment))
     }
 
-    pub(crate) fn config(&self) -> &KafkaConfig {
+    pub fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+
+    /// Every partition of `topic` from `next[partition]` (else its first offset) on, outside any group (nothing
+    /// committed): a compacted table each instance reads whole (`Bus::table`). Partitions added later are not
+    /// followed.
+    pub(crate) fn table(
+        &self,
+        topic: &str,
+        next: &std::collections::BTreeMap<i32, i64>,
+    ) -> Result<KafkaSubscription, BusError> {
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
+        let mut client = self.settings.client_config();
+        client
+            .set("client.id", format!("{}-table", self.config.client_id))
+            .set("group.id", format!("{}-table-unused", self.config.group_prefix))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed");
+        let context = TrackingContext { rebalances: Arc::default(), keep: false };
+        let consumer: GroupConsumer = self.settings.create_with(&client, context)?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(kafka)?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let from = next.get(&partition.id()).map_or(Offset::Beginning, |&offset| Offset::Offset(offset));
+            assignment.add_partition_offset(topic, partition.id(), from).map_err(kafka)?;
+        }
+        if assignment.count() == 0 {
+            return Err(BusError::Admin { topic: topic.to_owned(), reason: "the topic has no partitions".into() });
+        }
+        consumer.assign(&assignment).map_err(kafka)?;
+        Ok(KafkaSubscription { consumer: Arc::new(consumer), rebalances: Arc::default() })
     }
 
     pub(crate) fn settings(&self) -> &ClientSettings {

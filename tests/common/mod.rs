@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use serde_json::{Value, json};
 
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -196,7 +197,7 @@ pub fn committed_reader(topic: &str) -> BaseConsumer {
 }
 
 /// Waits for a record of type `T` (Avro) on `topic`, read from its start by a fresh group, that satisfies `pred`.
-fn wait_for_record<T: palisade_schemas::Record>(
+pub fn wait_for_record<T: palisade_schemas::Record>(
     topic: &str,
     timeout: Duration,
     pred: impl Fn(&T) -> bool,
@@ -535,4 +536,129 @@ impl Sandbox {
         }
         format!("{}/cgroup.procs", self.cgroup_dirs[3])
     }
+}
+
+pub fn ok(response: reqwest::blocking::Response, what: &str) -> Value {
+    let status = response.status();
+    let body = response.text().unwrap_or_default();
+    assert!(status.is_success(), "{what}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Creates a pod and reports its containers started with the given IDs (what the kubelet would write).
+/// Creates a pod and marks it started, with a container ID per container (no kubelet runs one here).
+pub fn create_started_pod(
+    api: &reqwest::blocking::Client,
+    namespace: &str,
+    name: &str,
+    owner: Option<&str>,
+    containers: &[(&str, &str, &str)],
+) -> String {
+    let server = env("PALISADE_TEST_APISERVER");
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "team": "shop"}},
+        "spec": {"containers": containers.iter().map(|(c, image, _)| json!({"name": c, "image": image}))
+            .collect::<Vec<_>>()}});
+    if let Some(owner) = owner {
+        pod["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": owner,
+            "uid": "7f6d1c1e-0000-4000-8000-000000000001", "controller": true}]);
+    }
+    let created = ok(api.post(format!("{server}/api/v1/namespaces/{namespace}/pods")).json(&pod).send().unwrap(), name);
+    let statuses: Vec<Value> = containers
+        .iter()
+        .map(|(c, image, id)| {
+            json!({"name": c, "image": image, "imageID": "", "containerID": format!("containerd://{id}"),
+                "ready": true, "restartCount": 0, "started": true,
+                "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}})
+        })
+        .collect();
+    ok(
+        api.patch(format!("{server}/api/v1/namespaces/{namespace}/pods/{name}/status"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(json!({"status": {"phase": "Running", "containerStatuses": statuses}}).to_string())
+            .send()
+            .unwrap(),
+        &format!("{name} status"),
+    );
+    created["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+/// A service account bound to the shipped `palisade-enrich` ClusterRole's rules, and a token for it.
+/// A token of a service account bound to a copy of the shipped `palisade-enrich` ClusterRole.
+pub fn enrich_token(api: &reqwest::blocking::Client, namespace: &str, run: &str) -> String {
+    let server = env("PALISADE_TEST_APISERVER");
+    let rbac =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/base/rbac.yaml"))
+            .unwrap();
+    let shipped = serde_yaml::Deserializer::from_str(&rbac)
+        .map(|document| serde_yaml::with::singleton_map_recursive::deserialize::<Value, _>(document).unwrap())
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "palisade-enrich")
+        .expect("rbac.yaml ships the palisade-enrich ClusterRole");
+    let role = format!("palisade-enrich-{run}");
+    let rbac_api = format!("{server}/apis/rbac.authorization.k8s.io/v1");
+    ok(
+        api.post(format!("{rbac_api}/clusterroles"))
+            .json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": role}, "rules": shipped["rules"]}))
+            .send()
+            .unwrap(),
+        "cluster role",
+    );
+    ok(
+        api.post(format!("{server}/api/v1/namespaces/{namespace}/serviceaccounts"))
+            .json(&json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "palisade-enrich"}}))
+            .send()
+            .unwrap(),
+        "service account",
+    );
+    ok(
+        api.post(format!("{rbac_api}/clusterrolebindings"))
+            .json(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": "palisade-enrich", "namespace": namespace}]}))
+            .send()
+            .unwrap(),
+        "cluster role binding",
+    );
+    let token = ok(
+        api.post(format!("{server}/api/v1/namespaces/{namespace}/serviceaccounts/palisade-enrich/token"))
+            .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600}}))
+            .send()
+            .unwrap(),
+        "token request",
+    );
+    token["status"]["token"].as_str().unwrap().to_owned()
+}
+
+/// Publishes one Avro record of type `T` to `topic` and waits until the broker has it.
+pub fn send_record<T: palisade_schemas::Record>(topic: &str, key: &str, record: &T) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer: rdkafka::producer::BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", env("PALISADE_TEST_KAFKA")).create().unwrap();
+    let payload = palisade_schemas::Codec::<T>::new().unwrap().encode(record).unwrap();
+    producer.send(BaseRecord::to(topic).key(key).payload(&payload)).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Writes a palisade.toml in `dir` whose `[enrich.kubernetes]` reaches the testbed API server with an
+/// `enrich_token` (its service account in `namespace`): `before` goes above that table, `after` inside it.
+pub fn enrich_kubernetes_config(
+    dir: &std::path::Path,
+    api: &reqwest::blocking::Client,
+    (namespace, run): (&str, &str),
+    (before, after): (&str, &str),
+) -> PathBuf {
+    let token = dir.join("token");
+    std::fs::write(&token, enrich_token(api, namespace, run)).unwrap();
+    let config = dir.join("palisade.toml");
+    let text = format!(
+        "{before}[enrich.kubernetes]\napi_server = \"{}\"\ntoken_path = \"{}\"\nca_path = \"{}/ca.crt\"\n{after}",
+        env("PALISADE_TEST_APISERVER"),
+        token.display(),
+        env("PALISADE_TEST_PKI"),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
 }

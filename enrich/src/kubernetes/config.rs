@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::WatchError;
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("enrich.kubernetes: {0}")]
+    Config(String),
+}
 
 /// Default paths of a pod's service-account credentials (used when `api_server` is not set).
 const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";

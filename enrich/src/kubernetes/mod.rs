@@ -4,12 +4,12 @@
 //! by container ID (from the pod's container statuses).
 
 mod config;
+mod state;
 mod table;
-mod watch;
 
-pub use config::KubernetesConfig;
+pub use config::{KubernetesConfig, WatchError};
+pub use state::{ClusterStateWatcher, StateRecord, cluster_object};
 pub use table::{ClusterView, PodRecord, lacks_context, pod_record};
-pub use watch::{PodWatcher, WatchError};
 
 #[cfg(test)]
 mod tests;

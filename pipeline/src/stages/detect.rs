@@ -193,20 +193,39 @@ impl StateStore {
     }
 }
 
-/// Runs the stage with its state where `store` says.
+/// Runs the stage with its state where `store` says, and the cluster state (`table`, from
+/// `cluster_state::subscribe`) read into the engine: on Kafka the whole topic first, then followed.
 pub async fn run_with(
     bus: Bus,
-    subscription: Subscription,
+    (subscription, table): (Subscription, Option<Subscription>),
     topics: TopicsConfig,
     engine: Arc<Engine>,
     store: StateStore,
     shutdown: Shutdown,
 ) -> Result<(), PipelineError> {
+    let next = super::cluster_state::load(&bus, &topics, &engine).await;
+    let follow = tokio::spawn(super::cluster_state::follow(
+        bus.clone(),
+        (topics.cluster_state.clone(), next),
+        table,
+        Arc::clone(&engine),
+        shutdown.clone(),
+    ));
+    let _stop_following = AbortOnDrop(follow);
     match store {
         StateStore::File(checkpointing) => run(bus, subscription, topics, engine, checkpointing, shutdown).await,
         StateStore::Changelog(settings) => {
             super::detect_changelog::run(bus, subscription, topics, engine, settings, shutdown).await
         }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

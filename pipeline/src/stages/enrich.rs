@@ -9,9 +9,9 @@ use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
 use tokio::sync::oneshot;
 
+use palisade_enrich::Enricher;
 use palisade_enrich::dedup::Deduplicator;
-use palisade_enrich::kubernetes::{ClusterView, PodWatcher, lacks_context};
-use palisade_enrich::{EnrichConfig, Enricher};
+use palisade_enrich::kubernetes::{ClusterView, lacks_context};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::trace::RecordSpan;
 use palisade_runtime::{Bus, Delivery, Shutdown, Subscription, TopicsConfig};
@@ -22,7 +22,7 @@ use palisade_telemetry::{
 };
 
 use super::{DeadLetters, dead_letter_until_acked, next_delivery, now_ms, publish_until_acked};
-use crate::PipelineError;
+use crate::{PalisadeConfig, PipelineError};
 
 const STAGE: &str = "enrich";
 /// Sends queued at once, in order (rdkafka batches them). Completed ones stay queued behind an alert that waits
@@ -55,24 +55,27 @@ pub struct PodLookup {
     pub max_waiting: usize,
 }
 
-/// Stops the pod watch when dropped.
-pub struct PodWatch(tokio::task::JoinHandle<()>);
-
-impl Drop for PodWatch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Starts the list/watch of the API server's pods when `enrich.kubernetes` is set (its addresses and credential
-/// files are checked first, so a bad one fails the start-up).
-pub fn start_pod_lookup(config: &EnrichConfig) -> Result<Option<(PodLookup, PodWatch)>, PipelineError> {
-    let Some(kubernetes) = &config.kubernetes else { return Ok(None) };
-    let watcher = PodWatcher::new(kubernetes)?;
+/// Starts the list/watch of the API server when `enrich.kubernetes` is set (its addresses and credential files are
+/// checked first, so a bad one fails the start-up): its objects go to the cluster-state topic, its pods also to
+/// this stage's lookups. Stops when the returned watch is dropped.
+pub async fn start_pod_lookup(
+    bus: &Bus,
+    config: &PalisadeConfig,
+    shutdown: &Shutdown,
+) -> Result<Option<(PodLookup, super::cluster_state::StateWatch)>, PipelineError> {
+    let Some(kubernetes) = &config.enrich.kubernetes else { return Ok(None) };
     let view = Arc::new(ClusterView::new());
-    let task = tokio::spawn(watcher.run(Arc::clone(&view)));
+    let watch = super::cluster_state::start_watch(
+        bus,
+        config.kafka.as_ref(),
+        (&config.topics, &config.cluster),
+        kubernetes,
+        Arc::clone(&view),
+        shutdown.clone(),
+    )
+    .await?;
     let lookup = PodLookup { view, wait: kubernetes.context_wait(), max_waiting: kubernetes.max_waiting };
-    Ok(Some((lookup, PodWatch(task))))
+    Ok(Some((lookup, watch)))
 }
 
 /// An alert waiting for its pod context. Its place in the ordered sends is taken when it arrives (so the

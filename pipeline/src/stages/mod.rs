@@ -1,5 +1,6 @@
 //! One module per stage, plus the loop helpers they share.
 
+pub mod cluster_state;
 pub mod collect;
 pub mod detect;
 pub mod detect_changelog;

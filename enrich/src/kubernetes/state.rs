@@ -1,0 +1,396 @@
+//! The cluster-state list/watch: the API server's pods, services, namespaces, workloads and the config maps that
+//! hold trust settings, as `ClusterObject` records for the compacted `palisade.cluster.state` topic. kube's runtime
+//! watcher lists page by page, resumes a watch from the last version it saw (bookmarks included) and relists only
+//! when that version has expired; a relist's objects are compared with what was written before, so an object
+//! deleted while no watch ran gets its tombstone too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use palisade_schemas::{ClusterObject, object_key};
+use palisade_telemetry::{PodWatchRestarted, PodWatchState};
+use serde_json::Value;
+
+use super::{ClusterView, KubernetesConfig, PodRecord, WatchError, pod_record};
+
+/// What the table needs, by (group, version, kind, plural, namespaced). Roles and bindings are not watched: no
+/// reader of the table uses them yet.
+const KINDS: [(&str, &str, &str, &str); 7] = [
+    ("", "v1", "Pod", "pods"),
+    ("", "v1", "Service", "services"),
+    ("", "v1", "Namespace", "namespaces"),
+    ("", "v1", "ConfigMap", "configmaps"),
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+];
+
+/// Annotation kubectl keeps a copy of the whole applied object in (a second copy of what the record holds).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The variable and file the exposure joins look for in a config map; a config map with neither is not written
+/// (most config maps are application settings the table has no use for, and some hold what should be secret).
+const TRUST_VARIABLE: &str = "POSTGRES_HOST_AUTH_METHOD";
+
+/// One record for the topic: the object now, or `None` when it is gone (a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    pub key: String,
+    pub object: Option<ClusterObject>,
+}
+
+/// The watch of every kind in `KINDS`, built (so its addresses and credential files checked) at start-up.
+pub struct ClusterStateWatcher {
+    client: kube::Client,
+    cluster: String,
+    page_size: u32,
+    /// Keys written and not deleted since, by kind: a relist tombstones those it no longer holds.
+    written: BTreeMap<&'static str, BTreeSet<String>>,
+    /// Keys seen by the relist under way, by kind.
+    relisting: BTreeMap<&'static str, BTreeSet<String>>,
+    /// Enrich's own pod table, kept by this watch as well: replaced at each pod list, marked not synced while
+    /// the pod watch fails.
+    view: Option<Arc<ClusterView>>,
+    listed_pods: Vec<PodRecord>,
+}
+
+impl ClusterStateWatcher {
+    pub fn new(config: &KubernetesConfig, cluster: &str) -> Result<Self, WatchError> {
+        let (base, token_path, ca_path) = config.resolved()?;
+        let url = base.parse().map_err(|e| WatchError::Config(format!("api_server {base}: {e}")))?;
+        let mut client_config = kube::Config::new(url);
+        client_config.connect_timeout = Some(std::time::Duration::from_secs(10));
+        client_config.read_timeout = Some(std::time::Duration::from_secs(config.watch_timeout_secs + 60));
+        let exists = |path: &std::path::PathBuf, what: &str| {
+            std::fs::metadata(path).map_err(|e| WatchError::Config(format!("{what} {}: {e}", path.display())))
+        };
+        if let Some(path) = &ca_path {
+            exists(path, "CA")?;
+            client_config.root_cert_file = Some(path.clone());
+        }
+        if let Some(path) = &token_path {
+            exists(path, "token file")?;
+            client_config.auth_info.token_file = Some(path.display().to_string());
+        }
+        match (&config.client_cert_path, &config.client_key_path) {
+            (Some(cert), Some(key)) => {
+                exists(cert, "client certificate")?;
+                exists(key, "client key")?;
+                client_config.auth_info.client_certificate = Some(cert.display().to_string());
+                client_config.auth_info.client_key = Some(key.display().to_string());
+            }
+            (None, None) => {}
+            _ => return Err(WatchError::Config("client_cert_path and client_key_path go together".into())),
+        }
+        let client = kube::Client::try_from(client_config).map_err(|e| WatchError::Config(e.to_string()))?;
+        Ok(Self {
+            client,
+            cluster: cluster.to_owned(),
+            page_size: config.page_size.max(1),
+            written: BTreeMap::new(),
+            relisting: BTreeMap::new(),
+            view: None,
+            listed_pods: Vec::new(),
+        })
+    }
+
+    /// Keeps `view` (enrich's pod lookups) equal to the pods this watch sees.
+    pub fn with_view(mut self, view: Arc<ClusterView>) -> Self {
+        self.view = Some(view);
+        self
+    }
+
+    /// Keys already on the topic (read back at start): a first list that lacks one tombstones it.
+    pub fn already_written(&mut self, keys: impl IntoIterator<Item = String>) {
+        let prefix = format!("{}/", self.cluster);
+        for key in keys {
+            let Some(kind) = key.strip_prefix(&prefix).and_then(|rest| rest.split('/').next()) else { continue };
+            if let Some((_, _, kind, _)) = KINDS.iter().find(|(_, _, k, _)| *k == kind) {
+                self.written.entry(kind).or_default().insert(key);
+            }
+        }
+    }
+
+    /// Follows every kind until the returned future is dropped or `out` is closed, sending each record to `out`
+    /// (bounded: a slow reader holds the watch back); a list or watch that fails is retried with kube's default
+    /// back-off, counted.
+    pub async fn run(mut self, out: tokio::sync::mpsc::Sender<StateRecord>) {
+        let streams = KINDS.iter().map(|&(group, version, kind, plural)| {
+            let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+            let config = watcher::Config::default().page_size(self.page_size);
+            watcher(api, config).default_backoff().map(move |event| (kind, event)).boxed()
+        });
+        let mut events = futures::stream::select_all(streams);
+        while let Some((kind, event)) = events.next().await {
+            match event {
+                Ok(event) => {
+                    for record in self.apply(kind, event) {
+                        if out.send(record).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    if let Some(view) = self.view.as_ref().filter(|_| kind == "Pod") {
+                        view.set_synced(false);
+                        PodWatchState { pods: view.pods(), synced: false }.emit();
+                    }
+                    PodWatchRestarted { reason: "error", error: Some(&format!("{kind}: {error}")) }.emit();
+                }
+            }
+        }
+    }
+
+    /// The records one watch event makes.
+    fn apply(&mut self, kind: &'static str, event: watcher::Event<DynamicObject>) -> Vec<StateRecord> {
+        if kind == "Pod" {
+            self.apply_to_view(&event);
+        }
+        match event {
+            watcher::Event::Init => {
+                self.relisting.insert(kind, BTreeSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                let record = self.record(kind, object);
+                if let Some(seen) = self.relisting.get_mut(kind) {
+                    seen.extend(record.iter().filter(|r| r.object.is_some()).map(|r| r.key.clone()));
+                }
+                record.into_iter().collect()
+            }
+            watcher::Event::InitDone => {
+                let seen = self.relisting.remove(kind).unwrap_or_default();
+                let written = self.written.entry(kind).or_default();
+                let gone: Vec<String> = written.difference(&seen).cloned().collect();
+                written.retain(|key| seen.contains(key));
+                tracing::info!(kind, objects = seen.len(), gone = gone.len(), "cluster-state list loaded; watching");
+                gone.into_iter().map(|key| StateRecord { key, object: None }).collect()
+            }
+            watcher::Event::Apply(object) => self.record(kind, object).into_iter().collect(),
+            watcher::Event::Delete(object) => {
+                let Some(key) = self.key_of(kind, &object) else { return Vec::new() };
+                self.forget(kind, key).into_iter().collect()
+            }
+        }
+    }
+
+    /// The pods of `event` into enrich's table: a list replaces it whole once complete.
+    fn apply_to_view(&mut self, event: &watcher::Event<DynamicObject>) {
+        let Some(view) = &self.view else { return };
+        let pod = |object: &DynamicObject| serde_json::to_value(object).ok().as_ref().and_then(pod_record);
+        match event {
+            watcher::Event::Init => self.listed_pods.clear(),
+            watcher::Event::InitApply(object) => self.listed_pods.extend(pod(object)),
+            watcher::Event::InitDone => {
+                view.replace(std::mem::take(&mut self.listed_pods));
+                view.set_synced(true);
+                tracing::info!(pods = view.pods(), "pod list loaded; watching");
+            }
+            watcher::Event::Apply(object) => {
+                if let Some(pod) = pod(object) {
+                    view.upsert(pod);
+                }
+            }
+            watcher::Event::Delete(object) => {
+                if let Some(uid) = &object.metadata.uid {
+                    view.remove(uid);
+                }
+            }
+        }
+        PodWatchState { pods: view.pods(), synced: view.synced() }.emit();
+    }
+
+    fn key_of(&self, kind: &str, object: &DynamicObject) -> Option<String> {
+        Some(object_key(&self.cluster, kind, object.metadata.namespace.as_deref(), object.metadata.name.as_deref()?))
+    }
+
+    /// A tombstone for `key` if it was written.
+    fn forget(&mut self, kind: &'static str, key: String) -> Option<StateRecord> {
+        let written = self.written.entry(kind).or_default().remove(&key);
+        written.then_some(StateRecord { key, object: None })
+    }
+
+    /// The record of an object now (a config map without trust settings: a tombstone if it had them before).
+    fn record(&mut self, kind: &'static str, object: DynamicObject) -> Option<StateRecord> {
+        let key = self.key_of(kind, &object)?;
+        let Some(object) = cluster_object(&self.cluster, kind, object) else { return self.forget(kind, key) };
+        self.written.entry(kind).or_default().insert(key.clone());
+        Some(StateRecord { key, object: Some(object) })
+    }
+}
+
+/// The record of one listed or watched object; `None` for a config map the table has no use for.
+pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Option<ClusterObject> {
+    let &(group, version, kind, plural) = KINDS.iter().find(|(_, _, k, _)| *k == kind)?;
+    let name = object.metadata.name.clone()?;
+    let namespace = object.metadata.namespace.clone();
+    let uid = object.metadata.uid.clone().unwrap_or_default();
+    let resource_version = object.metadata.resource_version.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(&object).ok()?;
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+        if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+            annotations.remove(LAST_APPLIED);
+        }
+    }
+    if kind == "ConfigMap" && !keep_trust_settings(&mut value) {
+        return None;
+    }
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(
+            "apiVersion".into(),
+            Value::String(if group.is_empty() { version.into() } else { format!("{group}/{version}") }),
+        );
+        fields.insert("kind".into(), Value::String(kind.into()));
+    }
+    Some(ClusterObject {
+        cluster: cluster.to_owned(),
+        kind: kind.to_owned(),
+        api_group: group.to_owned(),
+        api_version: version.to_owned(),
+        resource: plural.to_owned(),
+        namespace,
+        name,
+        uid,
+        resource_version,
+        object: value.to_string(),
+    })
+}
+
+/// Keeps only a config map's entries that set trust authentication (`POSTGRES_HOST_AUTH_METHOD=trust`, a
+/// pg_hba.conf `host … trust` line); false when there are none (and `binaryData` is dropped either way).
+fn keep_trust_settings(map: &mut Value) -> bool {
+    let Some(fields) = map.as_object_mut() else { return false };
+    fields.remove("binaryData");
+    let Some(data) = fields.get_mut("data").and_then(Value::as_object_mut) else { return false };
+    data.retain(|key, value| {
+        let text = value.as_str().unwrap_or_default();
+        (key == TRUST_VARIABLE && text.trim().eq_ignore_ascii_case("trust"))
+            || palisade_detect::detectors::exposed::hba_trusts_network(text)
+    });
+    !data.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: &str, namespace: Option<&str>, name: &str, extra: Value) -> DynamicObject {
+        let mut value = serde_json::json!({
+            "apiVersion": "v1", "kind": kind,
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "7",
+                "managedFields": [{"manager": "kubectl"}],
+                "annotations": {LAST_APPLIED: "{}", "team": "shop"}},
+        });
+        if let Some(namespace) = namespace {
+            value["metadata"]["namespace"] = namespace.into();
+        }
+        if let (Some(fields), Some(more)) = (value.as_object_mut(), extra.as_object()) {
+            fields.extend(more.clone());
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn watcher_for_tests() -> ClusterStateWatcher {
+        ClusterStateWatcher::new(&watcher_for_tests_config(), "prod").unwrap()
+    }
+
+    fn watcher_for_tests_config() -> KubernetesConfig {
+        KubernetesConfig {
+            api_server: Some("https://127.0.0.1:1".into()),
+            token_path: None,
+            ca_path: None,
+            client_cert_path: None,
+            client_key_path: None,
+            context_wait_ms: 0,
+            max_waiting: 1,
+            page_size: 10,
+            watch_timeout_secs: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn mismatched_client_credentials_and_missing_files_are_refused_at_start() {
+        let config =
+            KubernetesConfig { client_cert_path: Some("/nonexistent.crt".into()), ..watcher_for_tests_config() };
+        let refused =
+            |config| ClusterStateWatcher::new(&config, "prod").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused(config.clone()).contains("go together"));
+        let config = KubernetesConfig { client_cert_path: None, token_path: Some("/nonexistent".into()), ..config };
+        assert!(refused(config.clone()).contains("token file /nonexistent"));
+        let config = KubernetesConfig { token_path: None, ca_path: Some("/nonexistent-ca".into()), ..config };
+        assert!(refused(config).contains("CA /nonexistent-ca"));
+    }
+
+    #[tokio::test]
+    async fn objects_become_records_without_managed_fields_and_deletes_become_tombstones() {
+        let mut watcher = watcher_for_tests();
+        let pod = object("Pod", Some("shop"), "web", serde_json::json!({"spec": {"containers": []}}));
+        let records = watcher.apply("Pod", watcher::Event::Apply(pod.clone()));
+        let [StateRecord { key, object: Some(record) }] = records.as_slice() else { panic!("{records:?}") };
+        assert_eq!(key, "prod/Pod/shop/web");
+        assert_eq!(
+            (record.resource.as_str(), record.uid.as_str(), record.namespace.as_deref()),
+            ("pods", "uid-web", Some("shop"))
+        );
+        let json: Value = serde_json::from_str(&record.object).unwrap();
+        assert!(json.pointer("/metadata/managedFields").is_none());
+        assert!(json.pointer("/metadata/annotations").unwrap().get(LAST_APPLIED).is_none());
+        assert_eq!(json.pointer("/metadata/annotations/team").and_then(Value::as_str), Some("shop"));
+        assert_eq!(json["kind"], "Pod");
+        let records = watcher.apply("Pod", watcher::Event::Delete(pod.clone()));
+        assert_eq!(records, vec![StateRecord { key: "prod/Pod/shop/web".into(), object: None }]);
+        // A second delete of what is not written writes nothing.
+        assert!(watcher.apply("Pod", watcher::Event::Delete(pod)).is_empty());
+        let namespace = object("Namespace", None, "kubeflow", serde_json::json!({}));
+        let records = watcher.apply("Namespace", watcher::Event::Apply(namespace));
+        assert_eq!(records[0].key, "prod/Namespace//kubeflow");
+    }
+
+    #[tokio::test]
+    async fn only_trust_settings_of_config_maps_are_kept() {
+        let mut watcher = watcher_for_tests();
+        let settings = |data: Value| object("ConfigMap", Some("db"), "pg", serde_json::json!({"data": data}));
+        let plain = settings(serde_json::json!({"PASSWORD": "hunter2", "LOG_LEVEL": "debug"}));
+        assert!(watcher.apply("ConfigMap", watcher::Event::Apply(plain.clone())).is_empty());
+        let trusting = settings(serde_json::json!({
+            "PASSWORD": "hunter2", TRUST_VARIABLE: " Trust ", "pg_hba.conf": "host all all 0.0.0.0/0 trust\n",
+        }));
+        let records = watcher.apply("ConfigMap", watcher::Event::Apply(trusting));
+        let json: Value = serde_json::from_str(&records[0].object.as_ref().unwrap().object).unwrap();
+        let data = json["data"].as_object().unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), [TRUST_VARIABLE, "pg_hba.conf"], "the password is not copied");
+        // Trust taken out again: the record written before is deleted.
+        let records = watcher.apply("ConfigMap", watcher::Event::Apply(plain));
+        assert_eq!(records, vec![StateRecord { key: "prod/ConfigMap/db/pg".into(), object: None }]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_tombstones_what_it_no_longer_holds_and_keys_read_back_count() {
+        let mut watcher = watcher_for_tests();
+        watcher.already_written([
+            "prod/Pod/shop/old".to_owned(),
+            "other/Pod/shop/x".to_owned(),
+            "prod/Bogus/a/b".to_owned(),
+        ]);
+        assert!(watcher.apply("Pod", watcher::Event::Init).is_empty());
+        let kept = object("Pod", Some("shop"), "kept", serde_json::json!({}));
+        assert_eq!(watcher.apply("Pod", watcher::Event::InitApply(kept)).len(), 1);
+        // Another kind's relist does not touch the pods.
+        watcher.apply("Service", watcher::Event::Init);
+        assert!(watcher.apply("Service", watcher::Event::InitDone).is_empty());
+        let gone = watcher.apply("Pod", watcher::Event::InitDone);
+        assert_eq!(
+            gone,
+            vec![StateRecord { key: "prod/Pod/shop/old".into(), object: None }],
+            "another cluster's key is not ours"
+        );
+        // A second relist without `kept` deletes it.
+        watcher.apply("Pod", watcher::Event::Init);
+        assert_eq!(watcher.apply("Pod", watcher::Event::InitDone)[0].key, "prod/Pod/shop/kept");
+    }
+}
