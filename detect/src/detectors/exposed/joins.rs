@@ -62,27 +62,36 @@ pub struct ClusterJoins {
     seed: Option<Arc<ClusterSeed>>,
 }
 
-/// The entries of `own` and those of `seed` that `own` does not have.
+/// The entries of `own` and those of `seed` that `own` neither has nor hides (`Tables::hidden`, under `kind/`).
 fn union<'a, V>(
-    own: &'a HashMap<String, V>,
+    (own, tables): (&'a HashMap<String, V>, &'a Tables),
     seed: Option<&'a HashMap<String, V>>,
+    kind: &'a str,
 ) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-    own.iter().chain(seed.into_iter().flatten().filter(|(key, _)| !own.contains_key(*key)))
+    let seeded = seed.into_iter().flatten();
+    own.iter().chain(seeded.filter(move |(key, _)| !own.contains_key(*key) && tables.shows(|| format!("{kind}/{key}"))))
 }
 
 impl ClusterJoins {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Seed objects hidden by audit deletes, over every cluster.
+    #[cfg(test)]
+    pub(super) fn hidden_keys(&self) -> Vec<String> {
+        self.clusters.values().flat_map(|tables| tables.hidden.iter().cloned()).collect()
+    }
 }
 
 impl Tables {
     /// Why the cluster runs Kubeflow, and the audit event that said so, if it does.
     fn kubeflow_evidence(&self, seed: Option<&Tables>) -> Option<(String, String)> {
-        if self.namespaces.contains("kubeflow") || seed.is_some_and(|seed| seed.namespaces.contains("kubeflow")) {
+        let seeded = seed.is_some_and(|seed| seed.namespaces.contains("kubeflow"));
+        if self.namespaces.contains("kubeflow") || (seeded && self.shows(|| "namespaces/kubeflow".into())) {
             return Some(("namespace kubeflow".into(), String::new()));
         }
-        union(&self.workloads, seed.map(|seed| &seed.workloads))
+        union((&self.workloads, self), seed.map(|seed| &seed.workloads), "workloads")
             .find(|(key, w)| w.kubeflow || key.starts_with("kubeflow/"))
             .map(|(key, w)| (format!("workload {key}"), w.audit_id.clone()))
     }
@@ -94,7 +103,7 @@ impl Tables {
         service: &'a ServiceRecord,
     ) -> impl Iterator<Item = (&'a String, &'a WorkloadRecord)> + 'a {
         let prefix = format!("{namespace}/");
-        union(&self.workloads, seed.map(|seed| &seed.workloads)).filter(move |(key, workload)| {
+        union((&self.workloads, self), seed.map(|seed| &seed.workloads), "workloads").filter(move |(key, workload)| {
             key.starts_with(&prefix)
                 && !service.selector.is_empty()
                 && service.selector.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
@@ -108,7 +117,8 @@ impl Tables {
         }
         let map = |name: &String| {
             let key = format!("{namespace}/{name}");
-            self.configmaps.get(&key).or_else(|| seed?.configmaps.get(&key))
+            let seeded = || seed?.configmaps.get(&key).filter(|_| self.shows(|| format!("configmaps/{key}")));
+            self.configmaps.get(&key).or_else(seeded)
         };
         if let Some(name) = workload.env_configmaps.iter().find(|n| map(n).is_some_and(|m| m.trust_env)) {
             return Some(format!("{AUTH_METHOD_VARIABLE}=trust from ConfigMap {name}"));
@@ -124,7 +134,7 @@ impl Tables {
         let prefix = format!("{namespace}/");
         let mut findings = Vec::new();
         let mut holding = BTreeSet::new();
-        let services = union(&self.services, seed.map(|seed| &seed.services));
+        let services = union((&self.services, self), seed.map(|seed| &seed.services), "services");
         for (key, service) in services.filter(|(key, s)| key.starts_with(&prefix) && s.load_balancer) {
             let selected: Vec<_> = self.workloads_selected(seed, namespace, service).collect();
             let port = service.ports.contains(&POSTGRES_PORT);
@@ -170,7 +180,7 @@ impl Tables {
         let evidence = self.kubeflow_evidence(seed);
         let mut findings = Vec::new();
         let mut holding = BTreeSet::new();
-        for (key, service) in union(&self.services, seed.map(|seed| &seed.services)) {
+        for (key, service) in union((&self.services, self), seed.map(|seed| &seed.services), "services") {
             let gateway = service.identity.iter().any(|v| v.contains("istio-ingressgateway"))
                 || service.selector.get("istio").is_some_and(|v| v == "ingressgateway");
             let Some((why, kubeflow_audit)) = evidence.as_ref().filter(|_| gateway && service.load_balancer) else {
@@ -231,9 +241,12 @@ impl WindowedDetector for ClusterJoins {
     fn observe_all(&mut self, event: &Event<'_>) -> Vec<(&'static AlertTypeMeta, Finding)> {
         let Event::Audit(audit) = event else { return Vec::new() };
         let tables = self.clusters.entry(audit.cluster.clone()).or_default();
-        let Some(change) = tables.apply(audit) else { return Vec::new() };
         let seeded = self.seed.as_ref().map(|seed| seed.read());
         let seed = seeded.as_ref().and_then(|clusters| clusters.get(&audit.cluster));
+        let applied = tables.apply(audit);
+        let hidden = seed.and_then(|seed| tables.hide(audit, seed));
+        tables.prune_hidden(seed);
+        let Some(change) = hidden.or(applied) else { return Vec::new() };
         let mut out = Vec::new();
         let namespaces: Vec<String> = match change {
             Change::Namespace(namespace) => vec![namespace],

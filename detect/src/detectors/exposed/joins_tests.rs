@@ -334,10 +334,13 @@ fn objects_from_the_list_watch_complete_a_join_and_their_tombstones_take_them_ba
     let mut joins = ClusterJoins::new();
     joins.attach_shared(&(Arc::clone(&seed) as _));
     assert!(fired(&mut joins, &service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 3)).is_empty());
-    // Keys of another shape or kind are ignored.
-    for key in ["", "c/Deployment/db", "c/Secret/db/pg", "///"] {
+    // Keys of another shape or kind take nothing away (nor panic).
+    let pod = json!({"metadata": {"name": "pg", "namespace": "db", "uid": "u-pg"}, "spec": {"containers": []}});
+    seed.apply(&seeded("Pod", "", "pods", Some("db"), "pg", pod));
+    for key in ["", "c/Pod/db", "c/Secret/db/pg", "///", "x/Pod/db/pg", "c/Pod/other/pg"] {
         seed.forget(key);
     }
+    assert_eq!(seed.pods(), 1);
 }
 
 #[test]
@@ -371,4 +374,38 @@ fn a_pod_from_the_list_watch_gives_its_context_until_its_tombstone() {
     assert_eq!(seed.pods(), 1);
     seed.forget("c/Pod/shop/web-1");
     assert_eq!(seed.pod_context("u-web-1"), None);
+}
+
+#[test]
+fn an_audit_delete_hides_the_seeds_copy_so_the_exposure_ends_and_fires_again_when_made_again() {
+    let seed = Arc::new(ClusterSeed::new());
+    let mut joins = ClusterJoins::new();
+    joins.attach_shared(&(Arc::clone(&seed) as _));
+    let env = json!([{"name": TRUST_ENV, "value": "trust"}]);
+    let deployment = |n| postgres("db", "pg", env.clone(), json!([]), n);
+    let template = object_of(&deployment(0));
+    seed.apply(&seeded("Deployment", "apps", "deployments", Some("db"), "pg", template));
+    assert_eq!(fired(&mut joins, &service("db", "pg-public", "LoadBalancer", 5432, json!({"app": "pg"}), 1)).len(), 1);
+    // Deleted (the seed's tombstone not read yet): the exposure is over, and a new database made again fires.
+    assert!(fired(&mut joins, &event("delete", "deployments", Some("db"), "pg", None, 2)).is_empty());
+    assert_eq!(fired(&mut joins, &deployment(3)).len(), 1, "the re-exposure is raised");
+
+    // A Service the audit stream deleted, which the seed still holds, joins nothing new.
+    let seed = Arc::new(ClusterSeed::new());
+    let mut joins = ClusterJoins::new();
+    joins.attach_shared(&(Arc::clone(&seed) as _));
+    let public = json!({"metadata": {"name": "pg-public", "namespace": "db"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 5432}], "selector": {"app": "pg"}}});
+    seed.apply(&seeded("Service", "", "services", Some("db"), "pg-public", public));
+    assert!(fired(&mut joins, &event("delete", "services", Some("db"), "pg-public", None, 1)).is_empty());
+    assert!(fired(&mut joins, &deployment(2)).is_empty(), "the deleted Service is not joined");
+    // Once the seed's tombstone is read, nothing stays hidden.
+    seed.forget("c/Service/db/pg-public");
+    fired(&mut joins, &deployment(3));
+    assert!(joins.hidden_keys().is_empty());
+}
+
+/// The object an audit event of `postgres`/`service` carries, as the list/watch would show it.
+fn object_of(event: &AuditEvent) -> Value {
+    serde_json::from_str(event.request_object.as_deref().unwrap()).unwrap()
 }

@@ -76,6 +76,22 @@ pub(super) struct Tables {
     /// `namespace/name` → UID, for pod deletes (their events name the pod, not its UID).
     #[serde(default)]
     pub(super) pod_uids: HashMap<String, String>,
+    /// Objects an audit event deleted that the list/watch's table (`seed.rs`) still holds, its tombstone not read
+    /// yet: hidden from the joins' view of it (`services/<ns>/<name>`, `configmaps/<ns>/<name>`,
+    /// `workloads/<ns>/<Kind>/<name>`, `namespaces/<name>`) until the seed lets them go or they are made again.
+    #[serde(default)]
+    pub(super) hidden: BTreeSet<String>,
+}
+
+/// Whether `seed` still holds the object a `Tables::hidden` key names.
+fn seed_holds(seed: &Tables, hidden: &str) -> bool {
+    match hidden.split_once('/') {
+        Some(("services", key)) => seed.services.contains_key(key),
+        Some(("configmaps", key)) => seed.configmaps.contains_key(key),
+        Some(("workloads", key)) => seed.workloads.contains_key(key),
+        Some(("namespaces", name)) => seed.namespaces.contains(name),
+        _ => false,
+    }
 }
 
 /// What an audit event changed in the tables, for the joins to look again at.
@@ -174,6 +190,49 @@ pub(super) fn configmap_record(audit: &AuditEvent, map: &Value) -> ConfigMapReco
 }
 
 impl Tables {
+    /// Whether the joins see `key` (a `hidden` key) of the seed.
+    pub(super) fn shows(&self, hidden: impl FnOnce() -> String) -> bool {
+        self.hidden.is_empty() || !self.hidden.contains(&hidden())
+    }
+
+    /// An audit event's delete of an object the seed holds: hidden from the joins from now on (the seed's tombstone
+    /// comes through another topic, later or never seen by this shard), and what the joins must look at again.
+    pub(super) fn hide(&mut self, audit: &AuditEvent, seed: &Tables) -> Option<Change> {
+        if !completed(audit, &["delete"]) {
+            return None;
+        }
+        let (resource, name) = (audit.resource.as_deref()?, audit.name.as_deref()?);
+        let namespace = audit.namespace.clone().unwrap_or_default();
+        let (key, change) = match (audit.api_group.as_deref().unwrap_or(""), resource) {
+            ("", "services") => (format!("services/{namespace}/{name}"), Change::Cluster),
+            ("", "configmaps") => (format!("configmaps/{namespace}/{name}"), Change::Namespace(namespace)),
+            ("", "namespaces") => (format!("namespaces/{name}"), Change::Cluster),
+            _ => {
+                let key = format!("{namespace}/{}/{name}", workload_kind(resource)?);
+                let kubeflow = seed.workloads.get(&key).is_some_and(|w| w.kubeflow);
+                (format!("workloads/{key}"), if kubeflow { Change::Cluster } else { Change::Namespace(namespace) })
+            }
+        };
+        seed_holds(seed, &key).then(|| {
+            self.hidden.insert(key);
+            change
+        })
+    }
+
+    /// Forgets hidden keys the seed no longer holds (its tombstone was read).
+    pub(super) fn prune_hidden(&mut self, seed: Option<&Tables>) {
+        if !self.hidden.is_empty() {
+            self.hidden.retain(|key| seed.is_some_and(|seed| seed_holds(seed, key)));
+        }
+    }
+
+    /// Makes a key the seed may hold visible again: an audit event made the object again.
+    fn unhide(&mut self, key: impl FnOnce() -> String) {
+        if !self.hidden.is_empty() {
+            self.hidden.remove(&key());
+        }
+    }
+
     /// Applies one audit event; what it changed, if anything.
     pub(super) fn apply(&mut self, audit: &AuditEvent) -> Option<Change> {
         let resource = audit.resource.as_deref()?;
@@ -216,6 +275,7 @@ impl Tables {
             ("", "services") => {
                 let service = object(audit)?;
                 let record = service_record(audit, &service);
+                self.unhide(|| format!("services/{namespace}/{}", record.name));
                 self.services.insert(format!("{namespace}/{}", record.name), record);
                 Some(Change::Cluster)
             }
@@ -224,6 +284,7 @@ impl Tables {
                 let name = name_of(audit, Some(&map));
                 let record = configmap_record(audit, &map);
                 let key = format!("{namespace}/{name}");
+                self.unhide(|| format!("configmaps/{key}"));
                 if record.trust_env || record.trust_hba {
                     self.configmaps.insert(key, record);
                 } else if self.configmaps.remove(&key).is_none() {
@@ -233,6 +294,7 @@ impl Tables {
             }
             ("", "namespaces") => {
                 let name = audit.name.clone().or_else(|| object(audit).map(|o| name_of(audit, Some(&o))))?;
+                self.unhide(|| format!("namespaces/{name}"));
                 self.namespaces.insert(name).then_some(Change::Cluster)
             }
             _ => {
@@ -255,6 +317,7 @@ impl Tables {
                     self.pods.insert(uid.clone(), context);
                 }
                 let kubeflow = record.kubeflow;
+                self.unhide(|| format!("workloads/{namespace}/{}", record.workload));
                 self.workloads.insert(format!("{namespace}/{}", record.workload), record);
                 Some(if kubeflow { Change::Cluster } else { Change::Namespace(namespace) })
             }
