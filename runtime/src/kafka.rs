@@ -339,6 +339,46 @@ pub fn check_connection_unless(
     }
 }
 
+/// An existing topic that must be compacted but is not (an earlier release created `palisade.cluster.state` with
+/// the default delete policy, which expires an object that has not changed for the retention time): its policy is
+/// set to `compact`, its other topic-level settings kept (`alter_configs` replaces them all).
+async fn compact_existing(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<(), BusError> {
+    use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
+    let failed = |reason: String| BusError::Admin { topic: topic.to_owned(), reason };
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+        .await
+        .map_err(|source| BusError::Kafka { topic: topic.to_owned(), source })?;
+    let Some(Ok(resource)) = described.into_iter().next() else {
+        return Err(failed("its configuration could not be read".into()));
+    };
+    let policy = resource.get("cleanup.policy").and_then(|entry| entry.value.clone()).unwrap_or_default();
+    if policy.split(',').any(|p| p.trim() == "compact") {
+        return Ok(());
+    }
+    let kept: Vec<(String, String)> = (resource.entries.iter())
+        .filter(|entry| entry.source == ConfigSource::DynamicTopic && entry.name != "cleanup.policy")
+        .filter_map(|entry| Some((entry.name.clone(), entry.value.clone()?)))
+        .collect();
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("cleanup.policy", "compact");
+    for (name, value) in &kept {
+        alter = alter.set(name, value);
+    }
+    let altered = admin
+        .alter_configs(&[alter], &options)
+        .await
+        .map_err(|source| BusError::Kafka { topic: topic.to_owned(), source })?;
+    match altered.into_iter().next() {
+        Some(Ok(_)) => {
+            tracing::warn!(topic, was = %policy, "topic was not compacted; its cleanup.policy is now compact");
+            Ok(())
+        }
+        Some(Err((_, code))) => Err(failed(format!("cleanup.policy {policy} could not be set to compact: {code}"))),
+        None => Err(failed("no answer to the configuration change".into())),
+    }
+}
+
 pub struct KafkaBus {
     config: KafkaConfig,
     settings: ClientSettings,
@@ -379,7 +419,8 @@ impl KafkaBus {
         Ok(())
     }
 
-    /// Creates the compacted topics that are missing (a state changelog: the newest record of each key is kept).
+    /// Creates the compacted topics that are missing (a state changelog: the newest record of each key is kept), and
+    /// compacts the existing ones that are not.
     pub async fn ensure_compacted_topics(&self, topics: &[&str]) -> Result<(), BusError> {
         let admin: AdminClient<DefaultClientContext> = self.settings.create(&self.settings.client_config())?;
         let topic_max_message_bytes = producer_message_max_bytes(&self.config);
@@ -402,7 +443,8 @@ impl KafkaBus {
             .map_err(|source| BusError::Kafka { topic: topics.join(","), source })?;
         for result in results {
             match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Ok(_) => {}
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => compact_existing(&admin, &topic).await?,
                 Err((topic, code)) => return Err(BusError::Admin { topic, reason: code.to_string() }),
             }
         }
@@ -444,6 +486,8 @@ impl KafkaBus {
         client
             .set("client.id", format!("{}-table", self.config.client_id))
             .set("group.id", format!("{}-table-unused", self.config.group_prefix))
+            // An offset compaction has passed reads from the first record left, never from the end.
+            .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed");
