@@ -232,6 +232,11 @@ impl Engine {
         self.seed.pods()
     }
 
+    /// The pod a UID names, as the list/watch showed it.
+    pub fn cluster_state_pod(&self, pod_uid: &str) -> Option<PodContext> {
+        self.seed.pod_context(pod_uid)
+    }
+
     /// The keys this event must be sent again under (read from its input topic, with `Pass::Input`), for the
     /// windowed detectors whose state is keyed otherwise than the topic. None for most events.
     pub fn rekeys(&self, event: &Event<'_>) -> Vec<Rekey> {

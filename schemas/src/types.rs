@@ -197,7 +197,7 @@ impl AuditEvent {
 
 /// One Kubernetes object as the API server's list/watch last showed it (`palisade.cluster.state`, compacted: the
 /// newest record of each key is the object now, a null value that it is gone).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterObject {
     pub cluster: String,
     pub kind: String,

@@ -1,6 +1,8 @@
 //! Enrichment: suppressed alerts, pod-context lookups and the pod watch.
 
-use prometheus::{IntCounterVec, IntGaugeVec, register_int_counter_vec, register_int_gauge_vec};
+use prometheus::{
+    IntCounterVec, IntGauge, IntGaugeVec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+};
 use std::sync::LazyLock;
 
 static SUPPRESSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -110,5 +112,25 @@ impl PodWatchRestarted<'_> {
             None => tracing::debug!(reason = self.reason, "pod watch restarts"),
         }
         WATCH_RESTARTS.with_label_values(&[self.reason]).inc();
+    }
+}
+
+static CLUSTER_STATE_WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "palisade_cluster_state_waiting",
+        "Objects the list/watch saw that wait to be written to the cluster-state topic (one per object at most; it \
+         grows while Kafka does not take them)"
+    )
+    .expect("metric registers once")
+});
+
+/// How many cluster-state records wait for the topic.
+pub struct ClusterStateWaiting {
+    pub waiting: usize,
+}
+
+impl ClusterStateWaiting {
+    pub fn emit(self) {
+        CLUSTER_STATE_WAITING.set(i64::try_from(self.waiting).unwrap_or(i64::MAX));
     }
 }

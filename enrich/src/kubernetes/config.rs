@@ -1,4 +1,4 @@
-//! `[enrich.kubernetes]`: where enrich lists and watches pods (an API server address, or in-cluster defaults),
+//! `[enrich.kubernetes]`: where enrich lists and watches the cluster (an API server address, or in-cluster defaults),
 //! its credentials, and how long an alert may wait for its pod.
 
 use std::path::PathBuf;
@@ -42,10 +42,11 @@ pub struct KubernetesConfig {
     /// Most alerts waiting at once; an alert that finds the room full is sent at once (counted).
     #[serde(default = "default_max_waiting")]
     pub max_waiting: usize,
-    /// Pods per page of the initial list.
+    /// Objects per page of each list.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// The server ends each watch after this many seconds; it is then resumed from the last resource version.
+    /// The server ends each watch after this many seconds (1-3600); it is then resumed from the last resource
+    /// version.
     #[serde(default = "default_watch_timeout_secs")]
     pub watch_timeout_secs: u64,
 }

@@ -42,6 +42,41 @@ pub struct StateRecord {
     pub object: Option<ClusterObject>,
 }
 
+/// Records waiting for the topic, newest per key: the watch never waits for the bus (so enrich's pod lookups go on
+/// while Kafka is away), and what waits is bounded by the cluster's objects, since a newer version of an object
+/// replaces the one not sent yet.
+#[derive(Default)]
+pub struct PendingRecords {
+    records: std::sync::Mutex<BTreeMap<String, Option<ClusterObject>>>,
+    added: tokio::sync::Notify,
+}
+
+impl PendingRecords {
+    fn push(&self, record: StateRecord) {
+        self.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(record.key, record.object);
+        self.added.notify_one();
+    }
+
+    /// Every waiting record (at most one per key), once there is one.
+    pub async fn take(&self) -> Vec<StateRecord> {
+        loop {
+            let taken = std::mem::take(&mut *self.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+            if !taken.is_empty() {
+                return taken.into_iter().map(|(key, object)| StateRecord { key, object }).collect();
+            }
+            self.added.notified().await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The watch of every kind in `KINDS`, built (so its addresses and credential files checked) at start-up.
 pub struct ClusterStateWatcher {
     client: kube::Client,
@@ -51,10 +86,14 @@ pub struct ClusterStateWatcher {
     written: BTreeMap<&'static str, BTreeSet<String>>,
     /// Keys seen by the relist under way, by kind.
     relisting: BTreeMap<&'static str, BTreeSet<String>>,
-    /// Enrich's own pod table, kept by this watch as well: replaced at each pod list, marked not synced while
-    /// the pod watch fails.
+    /// Enrich's own pod table, kept by this watch as well: replaced at each pod list, marked not synced from a
+    /// failure of the pod watch until its next event.
     view: Option<Arc<ClusterView>>,
     listed_pods: Vec<PodRecord>,
+    /// Whether a pod list completed (before it, the table is not synced whatever the events say).
+    pods_listed: bool,
+    /// Seconds after which the server ends each watch (it is then resumed).
+    watch_timeout_secs: u32,
 }
 
 impl ClusterStateWatcher {
@@ -94,6 +133,8 @@ impl ClusterStateWatcher {
             relisting: BTreeMap::new(),
             view: None,
             listed_pods: Vec::new(),
+            pods_listed: false,
+            watch_timeout_secs: u32::try_from(config.watch_timeout_secs.clamp(1, 3600)).unwrap_or(300),
         })
     }
 
@@ -114,14 +155,13 @@ impl ClusterStateWatcher {
         }
     }
 
-    /// Follows every kind until the returned future is dropped or `out` is closed, sending each record to `out`
-    /// (bounded: a slow reader holds the watch back); a list or watch that fails is retried with kube's default
-    /// back-off, counted.
-    pub async fn run(mut self, out: tokio::sync::mpsc::Sender<StateRecord>) {
+    /// Follows every kind until the returned future is dropped, leaving each record in `out`; a list or watch that
+    /// fails is retried with kube's default back-off, counted.
+    pub async fn run(mut self, out: Arc<PendingRecords>) {
         let streams = KINDS.iter().map(|&(group, version, kind, plural)| {
             let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-            let config = watcher::Config::default().page_size(self.page_size);
+            let config = watcher::Config::default().page_size(self.page_size).timeout(self.watch_timeout_secs);
             watcher(api, config).default_backoff().map(move |event| (kind, event)).boxed()
         });
         let mut events = futures::stream::select_all(streams);
@@ -129,20 +169,22 @@ impl ClusterStateWatcher {
             match event {
                 Ok(event) => {
                     for record in self.apply(kind, event) {
-                        if out.send(record).await.is_err() {
-                            return;
-                        }
+                        out.push(record);
                     }
                 }
-                Err(error) => {
-                    if let Some(view) = self.view.as_ref().filter(|_| kind == "Pod") {
-                        view.set_synced(false);
-                        PodWatchState { pods: view.pods(), synced: false }.emit();
-                    }
-                    PodWatchRestarted { reason: "error", error: Some(&format!("{kind}: {error}")) }.emit();
-                }
+                Err(error) => self.failed(kind, &error.to_string()),
             }
         }
+    }
+
+    /// A list or watch of `kind` failed (kube retries it): counted, and enrich's pod table is not synced until the
+    /// pod watch's next event.
+    fn failed(&self, kind: &str, error: &str) {
+        if let Some(view) = self.view.as_ref().filter(|_| kind == "Pod") {
+            view.set_synced(false);
+            PodWatchState { pods: view.pods(), synced: false }.emit();
+        }
+        PodWatchRestarted { reason: "error", error: Some(&format!("{kind}: {error}")) }.emit();
     }
 
     /// The records one watch event makes.
@@ -171,9 +213,12 @@ impl ClusterStateWatcher {
                 gone.into_iter().map(|key| StateRecord { key, object: None }).collect()
             }
             watcher::Event::Apply(object) => self.record(kind, object).into_iter().collect(),
+            // Always a tombstone: the topic may hold the key though this watch did not write it (another replica,
+            // or a start whose read-back failed).
             watcher::Event::Delete(object) => {
                 let Some(key) = self.key_of(kind, &object) else { return Vec::new() };
-                self.forget(kind, key).into_iter().collect()
+                self.written.entry(kind).or_default().remove(&key);
+                vec![StateRecord { key, object: None }]
             }
         }
     }
@@ -187,7 +232,7 @@ impl ClusterStateWatcher {
             watcher::Event::InitApply(object) => self.listed_pods.extend(pod(object)),
             watcher::Event::InitDone => {
                 view.replace(std::mem::take(&mut self.listed_pods));
-                view.set_synced(true);
+                self.pods_listed = true;
                 tracing::info!(pods = view.pods(), "pod list loaded; watching");
             }
             watcher::Event::Apply(object) => {
@@ -200,6 +245,10 @@ impl ClusterStateWatcher {
                     view.remove(uid);
                 }
             }
+        }
+        // kube resumes a failed watch without a new list: its next event says it follows again.
+        if self.pods_listed && !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_)) {
+            view.set_synced(true);
         }
         PodWatchState { pods: view.pods(), synced: view.synced() }.emit();
     }
@@ -240,6 +289,18 @@ pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Optio
     if kind == "ConfigMap" && !keep_trust_settings(&mut value) {
         return None;
     }
+    match kind {
+        "Pod" => trim_pod(&mut value),
+        "Deployment" | "StatefulSet" | "DaemonSet" => {
+            if let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.retain(|field, _| matches!(field.as_str(), "selector" | "replicas" | "template"));
+                if let Some(template) = spec.get_mut("template") {
+                    trim_pod(template);
+                }
+            }
+        }
+        _ => {}
+    }
     if let Some(fields) = value.as_object_mut() {
         fields.insert(
             "apiVersion".into(),
@@ -259,6 +320,53 @@ pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Optio
         resource_version,
         object: value.to_string(),
     })
+}
+
+/// What a pod (or a workload's pod template) keeps: the containers' names, images and the configuration sources the
+/// joins read (`POSTGRES_HOST_AUTH_METHOD`'s value, config map references), the volumes, and the containers'
+/// IDs from the status. Other environment values, commands and arguments are not copied: they can hold secrets,
+/// and they make the record large.
+fn trim_pod(pod: &mut Value) {
+    let Some(fields) = pod.as_object_mut() else { return };
+    if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.retain(|field, _| {
+            matches!(
+                field.as_str(),
+                "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "nodeName" | "serviceAccountName"
+            )
+        });
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            for container in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+                trim_container(container);
+            }
+        }
+    }
+    if let Some(status) = fields.get_mut("status").and_then(Value::as_object_mut) {
+        status.retain(|field, _| field == "phase" || field.ends_with("ontainerStatuses"));
+        for list in ["containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"] {
+            for status in status.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(status) = status.as_object_mut() {
+                    status.retain(|field, _| matches!(field.as_str(), "name" | "image" | "containerID"));
+                }
+            }
+        }
+    }
+}
+
+fn trim_container(container: &mut Value) {
+    let Some(container) = container.as_object_mut() else { return };
+    container.retain(|field, _| matches!(field.as_str(), "name" | "image" | "env" | "envFrom"));
+    for variable in container.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
+        let Some(variable) = variable.as_object_mut() else { continue };
+        let trust = variable.get("name").and_then(Value::as_str) == Some(TRUST_VARIABLE);
+        variable.retain(|field, _| field == "name" || (trust && field == "value") || field == "valueFrom");
+        if let Some(from) = variable.get_mut("valueFrom").and_then(Value::as_object_mut) {
+            from.retain(|field, _| field == "configMapKeyRef");
+        }
+    }
+    if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {
+        sources.retain(|source| source.get("configMapRef").is_some());
+    }
 }
 
 /// Keeps only a config map's entries that set trust authentication (`POSTGRES_HOST_AUTH_METHOD=trust`, a
@@ -344,11 +452,62 @@ mod tests {
         assert_eq!(json["kind"], "Pod");
         let records = watcher.apply("Pod", watcher::Event::Delete(pod.clone()));
         assert_eq!(records, vec![StateRecord { key: "prod/Pod/shop/web".into(), object: None }]);
-        // A second delete of what is not written writes nothing.
-        assert!(watcher.apply("Pod", watcher::Event::Delete(pod)).is_empty());
+        // A delete always writes its tombstone: another replica may have written the key.
+        assert_eq!(watcher.apply("Pod", watcher::Event::Delete(pod)).len(), 1);
         let namespace = object("Namespace", None, "kubeflow", serde_json::json!({}));
         let records = watcher.apply("Namespace", watcher::Event::Apply(namespace));
         assert_eq!(records[0].key, "prod/Namespace//kubeflow");
+    }
+
+    #[tokio::test]
+    async fn pods_and_workloads_keep_what_the_table_reads_and_not_their_secrets() {
+        let mut watcher = watcher_for_tests();
+        let spec = serde_json::json!({
+            "containers": [{"name": "db", "image": "postgres:16", "command": ["sh", "-c", "PGPASSWORD=hunter2 run"],
+                "env": [{"name": "POSTGRES_HOST_AUTH_METHOD", "value": "trust"}, {"name": "API_KEY", "value": "s3cret"},
+                    {"name": "FROM_MAP", "valueFrom": {"configMapKeyRef": {"name": "pg", "key": "m"}}},
+                    {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "pg", "key": "p"}}}],
+                "envFrom": [{"configMapRef": {"name": "pg-env"}}, {"secretRef": {"name": "pg-secret"}}]}],
+            "volumes": [{"name": "hba", "configMap": {"name": "pg-hba"}}],
+            "hostNetwork": true,
+        });
+        let pod = object(
+            "Pod",
+            Some("db"),
+            "pg-0",
+            serde_json::json!({"spec": spec,
+            "status": {"phase": "Running", "podIP": "10.0.0.7",
+                "containerStatuses": [{"name": "db", "containerID": "containerd://abc", "image": "postgres:16", "ready": true}]}}),
+        );
+        let records = watcher.apply("Pod", watcher::Event::Apply(pod));
+        let text = &records[0].object.as_ref().unwrap().object;
+        for secret in ["hunter2", "s3cret", "secretKeyRef", "pg-secret", "podIP", "hostNetwork"] {
+            assert!(!text.contains(secret), "{secret} copied: {text}");
+        }
+        let json: Value = serde_json::from_str(text).unwrap();
+        let container = &json["spec"]["containers"][0];
+        assert_eq!(container["env"][0]["value"], "trust");
+        assert_eq!(container["env"][2]["valueFrom"]["configMapKeyRef"]["name"], "pg");
+        assert_eq!(container["envFrom"], serde_json::json!([{"configMapRef": {"name": "pg-env"}}]));
+        assert_eq!(json["spec"]["volumes"][0]["configMap"]["name"], "pg-hba");
+        assert_eq!(
+            json["status"]["containerStatuses"][0],
+            serde_json::json!({"name": "db", "containerID": "containerd://abc", "image": "postgres:16"})
+        );
+        // The same for a workload's pod template.
+        let deployment = object(
+            "Deployment",
+            Some("db"),
+            "pg",
+            serde_json::json!({"spec": {"replicas": 1, "paused": true,
+            "selector": {"matchLabels": {"app": "pg"}}, "template": {"metadata": {"labels": {"app": "pg"}}, "spec": spec}}}),
+        );
+        let records = watcher.apply("Deployment", watcher::Event::Apply(deployment));
+        let text = &records[0].object.as_ref().unwrap().object;
+        assert!(!text.contains("s3cret") && !text.contains("paused"), "{text}");
+        let json: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(json["spec"]["template"]["metadata"]["labels"]["app"], "pg");
+        assert_eq!(json["apiVersion"], "apps/v1");
     }
 
     #[tokio::test]
@@ -392,5 +551,49 @@ mod tests {
         // A second relist without `kept` deletes it.
         watcher.apply("Pod", watcher::Event::Init);
         assert_eq!(watcher.apply("Pod", watcher::Event::InitDone)[0].key, "prod/Pod/shop/kept");
+    }
+
+    #[tokio::test]
+    async fn the_pod_table_is_synced_after_the_list_and_again_after_a_failure_once_the_watch_speaks() {
+        let view = Arc::new(ClusterView::new());
+        let mut watcher = watcher_for_tests().with_view(Arc::clone(&view));
+        let pod = |name: &str| object("Pod", Some("shop"), name, serde_json::json!({"spec": {"containers": []}}));
+        watcher.apply("Pod", watcher::Event::Init);
+        watcher.apply("Pod", watcher::Event::InitApply(pod("a")));
+        assert!(!view.synced(), "not before the list is complete");
+        watcher.apply("Pod", watcher::Event::InitDone);
+        assert!(view.synced());
+        assert_eq!(view.pods(), 1);
+        watcher.failed("Service", "connection reset");
+        assert!(view.synced(), "another kind's failure leaves the pod table alone");
+        watcher.failed("Pod", "connection reset");
+        assert!(!view.synced());
+        // kube resumes the watch without a list: its next event says it follows again.
+        watcher.apply("Pod", watcher::Event::Apply(pod("b")));
+        assert!(view.synced());
+        assert_eq!(view.pods(), 2);
+    }
+
+    #[tokio::test]
+    async fn waiting_records_keep_the_newest_per_key_and_take_waits_for_one() {
+        let pending = Arc::new(PendingRecords::default());
+        let record = |key: &str, version: &str| StateRecord {
+            key: key.into(),
+            object: Some(ClusterObject { resource_version: version.into(), ..Default::default() }),
+        };
+        pending.push(record("c/Pod/a/x", "1"));
+        pending.push(record("c/Pod/a/x", "2"));
+        pending.push(StateRecord { key: "c/Pod/a/y".into(), object: None });
+        let taken = pending.take().await;
+        assert_eq!(taken.len(), 2, "one per key");
+        assert_eq!(taken[0].object.as_ref().map(|o| o.resource_version.as_str()), Some("2"), "the newest");
+        assert!(pending.is_empty());
+        let waiting = tokio::spawn({
+            let pending = Arc::clone(&pending);
+            async move { pending.take().await }
+        });
+        tokio::task::yield_now().await;
+        pending.push(record("c/Pod/a/z", "3"));
+        assert_eq!(waiting.await.unwrap()[0].key, "c/Pod/a/z");
     }
 }

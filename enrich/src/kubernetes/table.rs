@@ -1,4 +1,4 @@
-//! The pod table: what enrich knows of each pod (from the list/watch in `watch.rs`), looked up by pod UID or
+//! The pod table: what enrich knows of each pod (from the list/watch in `state.rs`), looked up by pod UID or
 //! container ID to complete a detection.
 
 use std::collections::{BTreeMap, HashMap};

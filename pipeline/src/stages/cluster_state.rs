@@ -6,12 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use palisade_detect::Engine;
-use palisade_enrich::kubernetes::{ClusterStateWatcher, ClusterView, KubernetesConfig, StateRecord};
+use palisade_enrich::kubernetes::{ClusterStateWatcher, ClusterView, KubernetesConfig, PendingRecords, StateRecord};
 use palisade_runtime::bus::Outgoing;
 use palisade_runtime::{Bus, KafkaConfig, Shutdown, Subscription, TopicsConfig};
 use palisade_schemas::{ClusterObject, Codec};
-use palisade_telemetry::{ItemDropped, RecordProduced};
+use palisade_telemetry::{ClusterStateWaiting, ItemDropped, RecordProduced};
 
 use super::{DeadLetters, next_delivery, publish_until_acked};
 use crate::PipelineError;
@@ -64,44 +65,65 @@ pub async fn start_watch(
     }
     let (bus, topics) = (bus.clone(), topics.clone());
     let codec = Codec::<ClusterObject>::new()?;
-    let (out, mut records) = tokio::sync::mpsc::channel::<StateRecord>(256);
+    let pending = Arc::new(PendingRecords::default());
     // One task, so that aborting it (`StateWatch`'s drop) stops the watch as well.
     let task = tokio::spawn(async move {
-        let watching = watcher.run(out);
+        let watching = watcher.run(Arc::clone(&pending));
         let publishing = async {
             let dead_letters = DeadLetters { topic: &topics.dead_letter, stage: STAGE };
-            while let Some(record) = records.recv().await {
-                let payload = match &record.object {
-                    Some(object) => match codec.encode(object) {
-                        Ok(payload) => payload,
-                        Err(error) => {
-                            tracing::warn!(key = record.key, %error, "cluster object not encoded");
-                            ItemDropped { component: STAGE, reason: "not encoded", count: 1 }.emit();
-                            continue;
-                        }
-                    },
-                    None => Vec::new(),
-                };
-                let outgoing = Outgoing {
-                    topic: &topics.cluster_state,
-                    key: Some(record.key.as_bytes()),
-                    payload: &payload,
-                    headers: &[],
-                };
-                if !publish_until_acked(&bus, outgoing, dead_letters, &shutdown).await {
+            loop {
+                // At most one record per key in a batch, and a batch ends before the next starts: a key's records
+                // reach the topic in order, and the ones of a batch go out together.
+                let batch = pending.take().await;
+                let sent = futures::stream::iter(batch)
+                    .map(|record| publish(&bus, &topics.cluster_state, &codec, record, (dead_letters, &shutdown)))
+                    .buffer_unordered(PUBLISH_IN_FLIGHT)
+                    .fold(true, |all, sent| async move { all && sent })
+                    .await;
+                ClusterStateWaiting { waiting: pending.len() }.emit();
+                if !sent {
+                    // Shutdown: what was not sent is listed again at the next start.
                     break;
                 }
-                RecordProduced { stage: STAGE, record: "ClusterObject" }.emit();
             }
         };
-        // The publishing ends at shutdown (a record it could not send is listed again at the next start), and the
-        // watch with it; the watch itself never ends.
         tokio::select! {
             () = watching => {}
             () = publishing => {}
         }
     });
     Ok(StateWatch(task))
+}
+
+/// Records of one batch being published at once.
+const PUBLISH_IN_FLIGHT: usize = 64;
+
+/// Publishes one record until the bus has it; false only if shutdown came first. A record that does not encode is
+/// dropped, counted.
+async fn publish(
+    bus: &Bus,
+    topic: &str,
+    codec: &Codec<ClusterObject>,
+    record: StateRecord,
+    (dead_letters, shutdown): (DeadLetters<'_>, &Shutdown),
+) -> bool {
+    let payload = match &record.object {
+        Some(object) => match codec.encode(object) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(key = record.key, %error, "cluster object not encoded");
+                ItemDropped { component: STAGE, reason: "not encoded", count: 1 }.emit();
+                return true;
+            }
+        },
+        None => Vec::new(),
+    };
+    let outgoing = Outgoing { topic, key: Some(record.key.as_bytes()), payload: &payload, headers: &[] };
+    let sent = publish_until_acked(bus, outgoing, dead_letters, shutdown).await;
+    if sent {
+        RecordProduced { stage: STAGE, record: "ClusterObject" }.emit();
+    }
+    sent
 }
 
 /// How often detect tries again to open the cluster-state topic when it could not (absent, broker away).
