@@ -87,6 +87,7 @@ fn objects_that_predate_palisade_reach_detect_through_the_cluster_state_topic() 
     let setting = |name: &str| described.get(name).and_then(|entry| entry.value.clone());
     assert_eq!(setting("cleanup.policy").as_deref(), Some("compact"), "the existing topic is compacted now");
     assert_eq!(setting("retention.ms").as_deref(), Some("86400000"), "the operator's setting is kept");
+    assert_eq!(setting("segment.ms").as_deref(), Some("600000"), "and a new topic's compaction settings added");
 
     let pod_key = format!("testbed/Pod/{namespace}/web-7d4b9-x2x");
     let database_key = format!("testbed/Deployment/{namespace}/pg");

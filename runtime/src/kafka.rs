@@ -340,44 +340,56 @@ pub fn check_connection_unless(
 }
 
 /// An existing topic that must be compacted but is not (an earlier release created `palisade.cluster.state` with
-/// the default delete policy, which expires an object that has not changed for the retention time): its policy is
-/// set to `compact`, its other topic-level settings kept (`alter_configs` replaces them all).
-async fn compact_existing(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<(), BusError> {
+/// the default delete policy, which expires an object that has not changed for the retention time; `compact,delete`
+/// does too): its policy is set to `compact`, its other topic-level settings kept (`alter_configs` replaces them
+/// all) and the compaction settings a new one gets added where it has none. Not being allowed to read or change
+/// the configuration (ACLs) is logged, not fatal: every stage runs this, and most do not use the topic.
+async fn compact_existing(admin: &AdminClient<DefaultClientContext>, topic: &str) {
+    if let Err(reason) = try_compact_existing(admin, topic).await {
+        tracing::error!(topic, %reason, "topic must be compacted (cleanup.policy=compact) and could not be made so");
+    }
+}
+
+async fn try_compact_existing(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<(), String> {
     use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
-    let failed = |reason: String| BusError::Admin { topic: topic.to_owned(), reason };
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let described = admin
-        .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
-        .await
-        .map_err(|source| BusError::Kafka { topic: topic.to_owned(), source })?;
-    let Some(Ok(resource)) = described.into_iter().next() else {
-        return Err(failed("its configuration could not be read".into()));
+    let described = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options).await;
+    let resource = match described.map_err(|e| e.to_string())?.into_iter().next() {
+        Some(Ok(resource)) => resource,
+        Some(Err(code)) => return Err(format!("its configuration could not be read: {code}")),
+        None => return Err("its configuration could not be read".into()),
     };
     let policy = resource.get("cleanup.policy").and_then(|entry| entry.value.clone()).unwrap_or_default();
-    if policy.split(',').any(|p| p.trim() == "compact") {
+    if policy.trim() == "compact" {
         return Ok(());
     }
-    let kept: Vec<(String, String)> = (resource.entries.iter())
+    let mut settings: Vec<(String, String)> = (resource.entries.iter())
         .filter(|entry| entry.source == ConfigSource::DynamicTopic && entry.name != "cleanup.policy")
         .filter_map(|entry| Some((entry.name.clone(), entry.value.clone()?)))
         .collect();
+    for (name, value) in COMPACTION {
+        if !settings.iter().any(|(set, _)| set == name) {
+            settings.push(((*name).to_owned(), (*value).to_owned()));
+        }
+    }
     let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("cleanup.policy", "compact");
-    for (name, value) in &kept {
+    for (name, value) in &settings {
         alter = alter.set(name, value);
     }
-    let altered = admin
-        .alter_configs(&[alter], &options)
-        .await
-        .map_err(|source| BusError::Kafka { topic: topic.to_owned(), source })?;
+    let altered = admin.alter_configs(&[alter], &options).await.map_err(|e| e.to_string())?;
     match altered.into_iter().next() {
         Some(Ok(_)) => {
             tracing::warn!(topic, was = %policy, "topic was not compacted; its cleanup.policy is now compact");
             Ok(())
         }
-        Some(Err((_, code))) => Err(failed(format!("cleanup.policy {policy} could not be set to compact: {code}"))),
-        None => Err(failed("no answer to the configuration change".into())),
+        Some(Err((_, code))) => Err(format!("cleanup.policy {policy} not changed: {code}")),
+        None => Err("no answer to the configuration change".into()),
     }
 }
+
+/// What a compacted topic Palisade creates is set to besides its policy: compacted often (a segment rolls every
+/// 10 min), so a restore reads little more than the newest record of each key.
+const COMPACTION: &[(&str, &str)] = &[("segment.ms", "600000"), ("min.cleanable.dirty.ratio", "0.1")];
 
 pub struct KafkaBus {
     config: KafkaConfig,
@@ -430,10 +442,8 @@ impl KafkaBus {
                 NewTopic::new(t, self.config.topic_partitions, TopicReplication::Fixed(self.config.topic_replication))
                     .set("max.message.bytes", &topic_max_message_bytes)
                     .set("cleanup.policy", "compact")
-                    // Compacted often (a segment rolls every 10 min), so a restore reads little more than the
-                    // newest record of each key.
-                    .set("segment.ms", "600000")
-                    .set("min.cleanable.dirty.ratio", "0.1")
+                    .set(COMPACTION[0].0, COMPACTION[0].1)
+                    .set(COMPACTION[1].0, COMPACTION[1].1)
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -444,7 +454,7 @@ impl KafkaBus {
         for result in results {
             match result {
                 Ok(_) => {}
-                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => compact_existing(&admin, &topic).await?,
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => compact_existing(&admin, &topic).await,
                 Err((topic, code)) => return Err(BusError::Admin { topic, reason: code.to_string() }),
             }
         }
