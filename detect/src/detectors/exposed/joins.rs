@@ -80,7 +80,7 @@ impl ClusterJoins {
     /// Seed objects hidden by audit deletes, over every cluster.
     #[cfg(test)]
     pub(super) fn hidden_keys(&self) -> Vec<String> {
-        self.clusters.values().flat_map(|tables| tables.hidden.iter().cloned()).collect()
+        self.clusters.values().flat_map(|tables| tables.hidden.keys().cloned()).collect()
     }
 }
 

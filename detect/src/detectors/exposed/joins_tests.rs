@@ -409,3 +409,27 @@ fn an_audit_delete_hides_the_seeds_copy_so_the_exposure_ends_and_fires_again_whe
 fn object_of(event: &AuditEvent) -> Value {
     serde_json::from_str(event.request_object.as_deref().unwrap()).unwrap()
 }
+
+#[test]
+fn a_config_map_the_audit_stream_shows_without_trust_hides_the_seeds_trusting_copy() {
+    let seed = Arc::new(ClusterSeed::new());
+    let mut joins = ClusterJoins::new();
+    joins.attach_shared(&(Arc::clone(&seed) as _));
+    let trusting = json!({"metadata": {"name": "pg-hba", "namespace": "db"},
+        "data": {"pg_hba.conf": "host all all 0.0.0.0/0 trust\n"}});
+    seed.apply(&seeded("ConfigMap", "", "configmaps", Some("db"), "pg-hba", trusting));
+    let volumes = json!([{"name": "hba", "configMap": {"name": "pg-hba"}}]);
+    fired(&mut joins, &postgres("db", "pg", json!([]), volumes, 1));
+    // The trust is taken out (the seed's newer record not read yet): a LoadBalancer in front exposes nothing.
+    let fixed = json!({"kind": "ConfigMap", "metadata": {"name": "pg-hba"},
+        "data": {"pg_hba.conf": "host all all 0.0.0.0/0 scram-sha-256\n"}});
+    assert!(fired(&mut joins, &event("update", "configmaps", Some("db"), "pg-hba", Some(fixed), 2)).is_empty());
+    assert!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 3)).is_empty());
+    // The seed's next version of the config map (trusting again) is shown again.
+    let again = json!({"metadata": {"name": "pg-hba", "namespace": "db"},
+        "data": {"pg_hba.conf": "host all all 0.0.0.0/0 trust\n"}});
+    let mut newer = seeded("ConfigMap", "", "configmaps", Some("db"), "pg-hba", again);
+    newer.resource_version = "10".into();
+    seed.apply(&newer);
+    assert_eq!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 4)).len(), 1);
+}

@@ -76,21 +76,23 @@ pub(super) struct Tables {
     /// `namespace/name` → UID, for pod deletes (their events name the pod, not its UID).
     #[serde(default)]
     pub(super) pod_uids: HashMap<String, String>,
-    /// Objects an audit event deleted that the list/watch's table (`seed.rs`) still holds, its tombstone not read
-    /// yet: hidden from the joins' view of it (`services/<ns>/<name>`, `configmaps/<ns>/<name>`,
-    /// `workloads/<ns>/<Kind>/<name>`, `namespaces/<name>`) until the seed lets them go or they are made again.
+    /// Objects an audit event deleted (or a config map it showed without trust settings) that the list/watch's
+    /// table (`seed.rs`) still holds, its newer record not read yet: hidden from the joins' view of it
+    /// (`services/<ns>/<name>`, `configmaps/<ns>/<name>`, `workloads/<ns>/<Kind>/<name>`, `namespaces/<name>`),
+    /// with the version the seed held, until the seed lets it go or holds another version (made again).
     #[serde(default)]
-    pub(super) hidden: BTreeSet<String>,
+    pub(super) hidden: BTreeMap<String, String>,
 }
 
-/// Whether `seed` still holds the object a `Tables::hidden` key names.
-fn seed_holds(seed: &Tables, hidden: &str) -> bool {
+/// The version (`audit_id`, which names the resource version) of what `seed` holds under a `Tables::hidden` key;
+/// a namespace has none (empty).
+fn seed_version<'a>(seed: &'a Tables, hidden: &str) -> Option<&'a str> {
     match hidden.split_once('/') {
-        Some(("services", key)) => seed.services.contains_key(key),
-        Some(("configmaps", key)) => seed.configmaps.contains_key(key),
-        Some(("workloads", key)) => seed.workloads.contains_key(key),
-        Some(("namespaces", name)) => seed.namespaces.contains(name),
-        _ => false,
+        Some(("services", key)) => seed.services.get(key).map(|s| s.audit_id.as_str()),
+        Some(("configmaps", key)) => seed.configmaps.get(key).map(|c| c.audit_id.as_str()),
+        Some(("workloads", key)) => seed.workloads.get(key).map(|w| w.audit_id.as_str()),
+        Some(("namespaces", name)) => seed.namespaces.contains(name).then_some(""),
+        _ => None,
     }
 }
 
@@ -192,37 +194,48 @@ pub(super) fn configmap_record(audit: &AuditEvent, map: &Value) -> ConfigMapReco
 impl Tables {
     /// Whether the joins see `key` (a `hidden` key) of the seed.
     pub(super) fn shows(&self, hidden: impl FnOnce() -> String) -> bool {
-        self.hidden.is_empty() || !self.hidden.contains(&hidden())
+        self.hidden.is_empty() || !self.hidden.contains_key(&hidden())
     }
 
-    /// An audit event's delete of an object the seed holds: hidden from the joins from now on (the seed's tombstone
-    /// comes through another topic, later or never seen by this shard), and what the joins must look at again.
+    /// An audit event that says an object the seed holds is gone (a delete; a config map without trust settings
+    /// any more, which this table does not keep): hidden from the joins from now on (the seed's newer record comes
+    /// through another topic, later or never seen by this shard), and what the joins must look at again.
     pub(super) fn hide(&mut self, audit: &AuditEvent, seed: &Tables) -> Option<Change> {
-        if !completed(audit, &["delete"]) {
-            return None;
-        }
-        let (resource, name) = (audit.resource.as_deref()?, audit.name.as_deref()?);
+        let (resource, name) = (audit.resource.as_deref()?, audit.name.as_deref());
         let namespace = audit.namespace.clone().unwrap_or_default();
-        let (key, change) = match (audit.api_group.as_deref().unwrap_or(""), resource) {
-            ("", "services") => (format!("services/{namespace}/{name}"), Change::Cluster),
-            ("", "configmaps") => (format!("configmaps/{namespace}/{name}"), Change::Namespace(namespace)),
-            ("", "namespaces") => (format!("namespaces/{name}"), Change::Cluster),
-            _ => {
-                let key = format!("{namespace}/{}/{name}", workload_kind(resource)?);
-                let kubeflow = seed.workloads.get(&key).is_some_and(|w| w.kubeflow);
-                (format!("workloads/{key}"), if kubeflow { Change::Cluster } else { Change::Namespace(namespace) })
+        let group = audit.api_group.as_deref().unwrap_or("");
+        let (key, change) = if completed(audit, &["delete"]) {
+            let name = name?;
+            match (group, resource) {
+                ("", "services") => (format!("services/{namespace}/{name}"), Change::Cluster),
+                ("", "configmaps") => (format!("configmaps/{namespace}/{name}"), Change::Namespace(namespace)),
+                ("", "namespaces") => (format!("namespaces/{name}"), Change::Cluster),
+                _ => {
+                    let key = format!("{namespace}/{}/{name}", workload_kind(resource)?);
+                    let kubeflow = seed.workloads.get(&key).is_some_and(|w| w.kubeflow);
+                    (format!("workloads/{key}"), if kubeflow { Change::Cluster } else { Change::Namespace(namespace) })
+                }
             }
+        } else if completed(audit, &["create", "update", "patch"]) && (group, resource) == ("", "configmaps") {
+            let name = object(audit).map(|map| name_of(audit, Some(&map)))?;
+            let key = format!("{namespace}/{name}");
+            if self.configmaps.contains_key(&key) {
+                return None;
+            }
+            (format!("configmaps/{key}"), Change::Namespace(namespace))
+        } else {
+            return None;
         };
-        seed_holds(seed, &key).then(|| {
-            self.hidden.insert(key);
-            change
-        })
+        let version = seed_version(seed, &key)?.to_owned();
+        self.hidden.insert(key, version);
+        Some(change)
     }
 
-    /// Forgets hidden keys the seed no longer holds (its tombstone was read).
+    /// Forgets hidden keys the seed no longer holds as it held them (its tombstone was read, or the object was made
+    /// again).
     pub(super) fn prune_hidden(&mut self, seed: Option<&Tables>) {
         if !self.hidden.is_empty() {
-            self.hidden.retain(|key| seed.is_some_and(|seed| seed_holds(seed, key)));
+            self.hidden.retain(|key, version| seed.and_then(|seed| seed_version(seed, key)) == Some(version.as_str()));
         }
     }
 
