@@ -241,10 +241,11 @@ fn detect_loads_the_whole_topic_before_it_starts_then_follows_it_from_there() {
         // Followed from there: a new pod comes in, a tombstone takes one out.
         produce(&topic, &[(key("late"), Some(pod_object("late"))), (key("p6"), None)]);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && engine.cluster_state_pods() != 29 {
+        let known = |uid: &str| engine.cluster_state_pod(uid).is_some();
+        let followed = || known("u-late") && !known("u-p6");
+        while Instant::now() < deadline && !followed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let known = |uid: &str| engine.cluster_state_pod(uid).is_some();
         assert_eq!(engine.cluster_state_pods(), 29, "followed: one in, one out");
         assert!(known("u-late") && !known("u-p6") && !known("u-p5") && known("u-p0"));
         shutdown.trigger();

@@ -28,9 +28,6 @@ const KINDS: [(&str, &str, &str, &str); 7] = [
     ("apps", "v1", "DaemonSet", "daemonsets"),
 ];
 
-/// Annotation kubectl keeps a copy of the whole applied object in (a second copy of what the record holds).
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// The variable and file the exposure joins look for in a config map; a config map with neither is not written
 /// (most config maps are application settings the table has no use for, and some hold what should be secret).
 const TRUST_VARIABLE: &str = "POSTGRES_HOST_AUTH_METHOD";
@@ -82,8 +79,10 @@ pub struct ClusterStateWatcher {
     client: kube::Client,
     cluster: String,
     page_size: u32,
-    /// Keys written and not deleted since, by kind: a relist tombstones those it no longer holds.
-    written: BTreeMap<&'static str, BTreeSet<String>>,
+    /// Keys written and not deleted since, by kind, with a hash of what was written (0: read back, unknown): a
+    /// relist tombstones those it no longer holds, and an object whose record would not change (a pod's status
+    /// heartbeat, a new resource version) is not written again.
+    written: BTreeMap<&'static str, BTreeMap<String, u64>>,
     /// Keys seen by the relist under way, by kind.
     relisting: BTreeMap<&'static str, BTreeSet<String>>,
     /// Enrich's own pod table, kept by this watch as well: replaced at each pod list, marked not synced from a
@@ -150,7 +149,7 @@ impl ClusterStateWatcher {
         for key in keys {
             let Some(kind) = key.strip_prefix(&prefix).and_then(|rest| rest.split('/').next()) else { continue };
             if let Some((_, _, kind, _)) = KINDS.iter().find(|(_, _, k, _)| *k == kind) {
-                self.written.entry(kind).or_default().insert(key);
+                self.written.entry(kind).or_default().insert(key, 0);
             }
         }
     }
@@ -198,17 +197,19 @@ impl ClusterStateWatcher {
                 Vec::new()
             }
             watcher::Event::InitApply(object) => {
+                let key = self.key_of(kind, &object);
                 let record = self.record(kind, object);
-                if let Some(seen) = self.relisting.get_mut(kind) {
-                    seen.extend(record.iter().filter(|r| r.object.is_some()).map(|r| r.key.clone()));
+                let kept = key.filter(|key| self.written.get(kind).is_some_and(|written| written.contains_key(key)));
+                if let (Some(seen), Some(key)) = (self.relisting.get_mut(kind), kept) {
+                    seen.insert(key);
                 }
                 record.into_iter().collect()
             }
             watcher::Event::InitDone => {
                 let seen = self.relisting.remove(kind).unwrap_or_default();
                 let written = self.written.entry(kind).or_default();
-                let gone: Vec<String> = written.difference(&seen).cloned().collect();
-                written.retain(|key| seen.contains(key));
+                let gone: Vec<String> = written.keys().filter(|key| !seen.contains(*key)).cloned().collect();
+                written.retain(|key, _| seen.contains(key));
                 tracing::info!(kind, objects = seen.len(), gone = gone.len(), "cluster-state list loaded; watching");
                 gone.into_iter().map(|key| StateRecord { key, object: None }).collect()
             }
@@ -260,17 +261,29 @@ impl ClusterStateWatcher {
     /// A tombstone for `key` if it was written.
     fn forget(&mut self, kind: &'static str, key: String) -> Option<StateRecord> {
         let written = self.written.entry(kind).or_default().remove(&key);
-        written.then_some(StateRecord { key, object: None })
+        written.map(|_| StateRecord { key, object: None })
     }
 
-    /// The record of an object now (a config map without trust settings: a tombstone if it had them before).
+    /// The record of an object now (a config map without trust settings: a tombstone if it had them before);
+    /// none when it would say what the last one said.
     fn record(&mut self, kind: &'static str, object: DynamicObject) -> Option<StateRecord> {
+        use std::hash::{Hash as _, Hasher as _};
         let key = self.key_of(kind, &object)?;
         let Some(object) = cluster_object(&self.cluster, kind, object) else { return self.forget(kind, key) };
-        self.written.entry(kind).or_default().insert(key.clone());
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        object.object.hash(&mut hasher);
+        let hash = hasher.finish().max(1);
+        if self.written.entry(kind).or_default().insert(key.clone(), hash) == Some(hash) {
+            return None;
+        }
         Some(StateRecord { key, object: Some(object) })
     }
 }
+
+/// Longest object JSON a record carries; a larger one (an attacker's padding: annotations, labels, long names)
+/// is cut to its identity (`object_stub`), so the topic's record bound is never met and the table keeps the
+/// object, without what was cut.
+const MAX_OBJECT_BYTES: usize = 256 << 10;
 
 /// The record of one listed or watched object; `None` for a config map the table has no use for.
 pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Option<ClusterObject> {
@@ -281,10 +294,7 @@ pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Optio
     let resource_version = object.metadata.resource_version.clone().unwrap_or_default();
     let mut value = serde_json::to_value(&object).ok()?;
     if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("managedFields");
-        if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
-            annotations.remove(LAST_APPLIED);
-        }
+        trim_metadata(metadata, kind == "Service");
     }
     if kind == "ConfigMap" && !keep_trust_settings(&mut value) {
         return None;
@@ -302,11 +312,13 @@ pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Optio
         _ => {}
     }
     if let Some(fields) = value.as_object_mut() {
-        fields.insert(
-            "apiVersion".into(),
-            Value::String(if group.is_empty() { version.into() } else { format!("{group}/{version}") }),
-        );
+        let api_version = if group.is_empty() { version.into() } else { format!("{group}/{version}") };
+        fields.insert("apiVersion".into(), Value::String(api_version));
         fields.insert("kind".into(), Value::String(kind.into()));
+    }
+    let mut text = value.to_string();
+    if text.len() > MAX_OBJECT_BYTES {
+        text = object_stub(&value, text.len()).to_string();
     }
     Some(ClusterObject {
         cluster: cluster.to_owned(),
@@ -318,8 +330,36 @@ pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Optio
         name,
         uid,
         resource_version,
-        object: value.to_string(),
+        object: text,
     })
+}
+
+/// The metadata the table reads: name, namespace, UID, labels, owners, and of a Service the load-balancer
+/// annotations (an internal load balancer is not an exposure). The resource version is the record's own field, so
+/// an object whose content did not change writes the same JSON.
+fn trim_metadata(metadata: &mut serde_json::Map<String, Value>, service: bool) {
+    metadata.retain(|field, _| {
+        matches!(field.as_str(), "name" | "namespace" | "uid" | "labels" | "ownerReferences")
+            || (service && field == "annotations")
+    });
+    if let Some(annotations) = metadata.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.retain(|key, _| key.contains("load-balancer"));
+    }
+}
+
+/// An object over `MAX_OBJECT_BYTES`: its kind, name, namespace, UID and owners, its labels if they fit, and how
+/// large it was (`palisade.io/truncated-from-bytes`, as a shrunk audit event says).
+fn object_stub(value: &Value, bytes: usize) -> Value {
+    let metadata = value.get("metadata").cloned().unwrap_or_default();
+    let mut stub = serde_json::json!({"apiVersion": value["apiVersion"], "kind": value["kind"], "metadata": {
+        "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
+        "ownerReferences": metadata["ownerReferences"], "labels": metadata["labels"],
+        "annotations": {"palisade.io/truncated-from-bytes": bytes.to_string()}}});
+    if stub.to_string().len() > MAX_OBJECT_BYTES {
+        stub["metadata"]["labels"] = Value::Null;
+        stub["metadata"]["ownerReferences"] = Value::Null;
+    }
+    stub
 }
 
 /// What a pod (or a workload's pod template) keeps: the containers' names, images and the configuration sources the
@@ -340,6 +380,9 @@ fn trim_pod(pod: &mut Value) {
                 trim_container(container);
             }
         }
+        if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+            volumes.retain_mut(trim_volume);
+        }
     }
     if let Some(status) = fields.get_mut("status").and_then(Value::as_object_mut) {
         status.retain(|field, _| field == "phase" || field.ends_with("ontainerStatuses"));
@@ -353,15 +396,46 @@ fn trim_pod(pod: &mut Value) {
     }
 }
 
+/// A volume the joins read: a config map, directly or projected (a pg_hba.conf may be in one), by name only; the
+/// other volume types (some carry credentials: a gitRepo URL, CSI attributes) are dropped.
+fn trim_volume(volume: &mut Value) -> bool {
+    let Some(volume) = volume.as_object_mut() else { return false };
+    let map_name = |source: &Value| source.pointer("/configMap/name").cloned();
+    let direct = map_name(&Value::Object(volume.clone()));
+    let projected: Vec<Value> = (volume.get("projected").and_then(|p| p.get("sources")).and_then(Value::as_array))
+        .into_iter()
+        .flatten()
+        .filter_map(map_name)
+        .map(|name| serde_json::json!({"configMap": {"name": name}}))
+        .collect();
+    let name = volume.get("name").cloned().unwrap_or_default();
+    volume.clear();
+    volume.insert("name".into(), name);
+    if let Some(map) = direct {
+        volume.insert("configMap".into(), serde_json::json!({"name": map}));
+    } else if !projected.is_empty() {
+        volume.insert("projected".into(), serde_json::json!({"sources": projected}));
+    } else {
+        return false;
+    }
+    true
+}
+
 fn trim_container(container: &mut Value) {
     let Some(container) = container.as_object_mut() else { return };
     container.retain(|field, _| matches!(field.as_str(), "name" | "image" | "env" | "envFrom"));
-    for variable in container.get_mut("env").and_then(Value::as_array_mut).into_iter().flatten() {
-        let Some(variable) = variable.as_object_mut() else { continue };
-        let trust = variable.get("name").and_then(Value::as_str) == Some(TRUST_VARIABLE);
-        variable.retain(|field, _| field == "name" || (trust && field == "value") || field == "valueFrom");
-        if let Some(from) = variable.get_mut("valueFrom").and_then(Value::as_object_mut) {
-            from.retain(|field, _| field == "configMapKeyRef");
+    if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
+        // The trust variable, and the variables read from a config map; no other names or values.
+        env.retain(|variable| {
+            variable.get("name").and_then(Value::as_str) == Some(TRUST_VARIABLE)
+                || variable.pointer("/valueFrom/configMapKeyRef").is_some()
+        });
+        for variable in env.iter_mut().filter_map(Value::as_object_mut) {
+            let trust = variable.get("name").and_then(Value::as_str) == Some(TRUST_VARIABLE);
+            variable.retain(|field, _| field == "name" || (trust && field == "value") || field == "valueFrom");
+            if let Some(from) = variable.get_mut("valueFrom").and_then(Value::as_object_mut) {
+                from.retain(|field, _| field == "configMapKeyRef");
+            }
         }
     }
     if let Some(sources) = container.get_mut("envFrom").and_then(Value::as_array_mut) {
@@ -392,7 +466,9 @@ mod tests {
             "apiVersion": "v1", "kind": kind,
             "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "7",
                 "managedFields": [{"manager": "kubectl"}],
-                "annotations": {LAST_APPLIED: "{}", "team": "shop"}},
+                "labels": {"app": name},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "team": "shop",
+                    "service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
         });
         if let Some(namespace) = namespace {
             value["metadata"]["namespace"] = namespace.into();
@@ -446,10 +522,21 @@ mod tests {
             ("pods", "uid-web", Some("shop"))
         );
         let json: Value = serde_json::from_str(&record.object).unwrap();
-        assert!(json.pointer("/metadata/managedFields").is_none());
-        assert!(json.pointer("/metadata/annotations").unwrap().get(LAST_APPLIED).is_none());
-        assert_eq!(json.pointer("/metadata/annotations/team").and_then(Value::as_str), Some("shop"));
+        let metadata = json["metadata"].as_object().unwrap();
+        assert_eq!(metadata.keys().collect::<Vec<_>>(), ["labels", "name", "namespace", "uid"], "{metadata:?}");
         assert_eq!(json["kind"], "Pod");
+        // The same object again (a new resource version, nothing the table reads changed) writes nothing.
+        let mut again = pod.clone();
+        again.metadata.resource_version = Some("8".into());
+        assert!(watcher.apply("Pod", watcher::Event::Apply(again)).is_empty());
+        // A Service keeps its load-balancer annotations, and only those.
+        let service = object("Service", Some("shop"), "web", serde_json::json!({"spec": {"type": "LoadBalancer"}}));
+        let records = watcher.apply("Service", watcher::Event::Apply(service));
+        let json: Value = serde_json::from_str(&records[0].object.as_ref().unwrap().object).unwrap();
+        assert_eq!(
+            json["metadata"]["annotations"],
+            serde_json::json!({"service.beta.kubernetes.io/aws-load-balancer-internal": "true"})
+        );
         let records = watcher.apply("Pod", watcher::Event::Delete(pod.clone()));
         assert_eq!(records, vec![StateRecord { key: "prod/Pod/shop/web".into(), object: None }]);
         // A delete always writes its tombstone: another replica may have written the key.
@@ -468,7 +555,10 @@ mod tests {
                     {"name": "FROM_MAP", "valueFrom": {"configMapKeyRef": {"name": "pg", "key": "m"}}},
                     {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "pg", "key": "p"}}}],
                 "envFrom": [{"configMapRef": {"name": "pg-env"}}, {"secretRef": {"name": "pg-secret"}}]}],
-            "volumes": [{"name": "hba", "configMap": {"name": "pg-hba"}}],
+            "volumes": [{"name": "hba", "configMap": {"name": "pg-hba"}},
+                {"name": "all", "projected": {"sources": [{"configMap": {"name": "pg-more"}}, {"secret": {"name": "pg-secret"}}]}},
+                {"name": "repo", "gitRepo": {"repository": "https://user:token-abc@git.example/repo"}},
+                {"name": "csi", "csi": {"driver": "x", "volumeAttributes": {"password": "token-def"}}}],
             "hostNetwork": true,
         });
         let pod = object(
@@ -481,15 +571,31 @@ mod tests {
         );
         let records = watcher.apply("Pod", watcher::Event::Apply(pod));
         let text = &records[0].object.as_ref().unwrap().object;
-        for secret in ["hunter2", "s3cret", "secretKeyRef", "pg-secret", "podIP", "hostNetwork"] {
+        for secret in [
+            "hunter2",
+            "s3cret",
+            "API_KEY",
+            "FROM_SECRET",
+            "secretKeyRef",
+            "pg-secret",
+            "token-abc",
+            "token-def",
+            "podIP",
+            "hostNetwork",
+        ] {
             assert!(!text.contains(secret), "{secret} copied: {text}");
         }
         let json: Value = serde_json::from_str(text).unwrap();
         let container = &json["spec"]["containers"][0];
         assert_eq!(container["env"][0]["value"], "trust");
-        assert_eq!(container["env"][2]["valueFrom"]["configMapKeyRef"]["name"], "pg");
+        assert_eq!(container["env"][1]["valueFrom"]["configMapKeyRef"]["name"], "pg");
+        assert_eq!(container["env"].as_array().map(Vec::len), Some(2), "the trust variable and the config map's");
         assert_eq!(container["envFrom"], serde_json::json!([{"configMapRef": {"name": "pg-env"}}]));
-        assert_eq!(json["spec"]["volumes"][0]["configMap"]["name"], "pg-hba");
+        assert_eq!(
+            json["spec"]["volumes"],
+            serde_json::json!([{"name": "hba", "configMap": {"name": "pg-hba"}},
+                {"name": "all", "projected": {"sources": [{"configMap": {"name": "pg-more"}}]}}])
+        );
         assert_eq!(
             json["status"]["containerStatuses"][0],
             serde_json::json!({"name": "db", "containerID": "containerd://abc", "image": "postgres:16"})
@@ -595,5 +701,26 @@ mod tests {
         tokio::task::yield_now().await;
         pending.push(record("c/Pod/a/z", "3"));
         assert_eq!(waiting.await.unwrap()[0].key, "c/Pod/a/z");
+    }
+
+    #[tokio::test]
+    async fn an_object_padded_past_the_bound_is_cut_to_its_identity() {
+        let mut watcher = watcher_for_tests();
+        let labels: serde_json::Map<String, Value> =
+            (0..6000).map(|i| (format!("pad-{i:05}.example.com/key"), Value::String("v".repeat(60)))).collect();
+        let mut pod = object(
+            "Pod",
+            Some("shop"),
+            "big",
+            serde_json::json!({"spec": {"containers": [{"name": "a", "image": "x"}]}}),
+        );
+        pod.metadata.labels = Some(labels.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_owned())).collect());
+        let pod_uid = pod.metadata.uid.clone();
+        let records = watcher.apply("Pod", watcher::Event::Apply(pod));
+        let record = records[0].object.as_ref().unwrap();
+        assert!(record.object.len() <= MAX_OBJECT_BYTES, "{} bytes", record.object.len());
+        let json: Value = serde_json::from_str(&record.object).unwrap();
+        assert_eq!(json["metadata"]["uid"].as_str(), pod_uid.as_deref());
+        assert!(json["metadata"]["annotations"]["palisade.io/truncated-from-bytes"].as_str().is_some());
     }
 }

@@ -30,7 +30,8 @@ impl Drop for StateWatch {
 
 /// Starts the list/watch of `kubernetes` (its addresses and credential files are checked first, so a bad one fails
 /// the start-up): every object to the cluster-state topic, and the pods into `view` too. On Kafka the keys this
-/// cluster already has on the topic are read first, so a first list that lacks one deletes it.
+/// cluster already has on the topic are read first (in the watch's task), so a first list that lacks one deletes
+/// it.
 pub async fn start_watch(
     bus: &Bus,
     kafka: Option<&KafkaConfig>,
@@ -40,34 +41,25 @@ pub async fn start_watch(
     shutdown: Shutdown,
 ) -> Result<StateWatch, PipelineError> {
     let mut watcher = ClusterStateWatcher::new(kubernetes, cluster)?.with_view(view);
-    if let (Bus::Kafka(_), Some(kafka)) = (bus, kafka) {
-        let (kafka, topic) = (kafka.clone(), topics.cluster_state.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            let mut keys = BTreeSet::new();
-            palisade_runtime::kafka::read_range(&kafka, &topic, None, None, |message, _, _| {
-                let key = String::from_utf8_lossy(message.key.as_deref().unwrap_or_default()).into_owned();
-                if message.payload.is_empty() {
-                    keys.remove(&key);
-                } else {
-                    keys.insert(key);
-                }
-            })
-            .map(|_| keys)
-        })
-        .await;
-        match read {
-            Ok(Ok(keys)) => watcher.already_written(keys),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cluster-state topic not read back; no tombstones for objects gone meanwhile")
-            }
-            Err(error) => tracing::warn!(%error, "cluster-state read-back failed"),
-        }
-    }
+    let read_back = match (bus, kafka) {
+        (Bus::Kafka(_), Some(kafka)) => Some((kafka.clone(), topics.cluster_state.clone())),
+        _ => None,
+    };
     let (bus, topics) = (bus.clone(), topics.clone());
     let codec = Codec::<ClusterObject>::new()?;
     let pending = Arc::new(PendingRecords::default());
-    // One task, so that aborting it (`StateWatch`'s drop) stops the watch as well.
+    // One task, so that aborting it (`StateWatch`'s drop) stops the watch as well. The read-back is in it too: the
+    // stage does not wait for it.
     let task = tokio::spawn(async move {
+        if let Some((kafka, topic)) = read_back {
+            match tokio::task::spawn_blocking(move || written_keys(&kafka, &topic)).await {
+                Ok(Ok(keys)) => watcher.already_written(keys),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cluster-state topic not read back; no tombstones for objects gone meanwhile")
+                }
+                Err(error) => tracing::warn!(%error, "cluster-state read-back failed"),
+            }
+        }
         let watching = watcher.run(Arc::clone(&pending));
         let publishing = async {
             let dead_letters = DeadLetters { topic: &topics.dead_letter, stage: STAGE };
@@ -93,6 +85,20 @@ pub async fn start_watch(
         }
     });
     Ok(StateWatch(task))
+}
+
+/// The keys the topic holds (their newest record is not a tombstone).
+fn written_keys(kafka: &KafkaConfig, topic: &str) -> Result<BTreeSet<String>, palisade_runtime::BusError> {
+    let mut keys = BTreeSet::new();
+    palisade_runtime::kafka::read_range(kafka, topic, None, None, |message, _, _| {
+        let key = String::from_utf8_lossy(message.key.as_deref().unwrap_or_default()).into_owned();
+        if message.payload.is_empty() {
+            keys.remove(&key);
+        } else {
+            keys.insert(key);
+        }
+    })?;
+    Ok(keys)
 }
 
 /// Records of one batch being published at once.
