@@ -71,7 +71,23 @@ impl ClusterSeed {
     pub fn apply(&self, object: &ClusterObject) {
         let event = written(object);
         let mut clusters = self.clusters.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        clusters.entry(object.cluster.clone()).or_default().apply(&event);
+        let tables = clusters.entry(object.cluster.clone()).or_default();
+        tables.apply(&event);
+        // A pod its controller made is joined through the controller's own record (the list/watch writes
+        // deployments, statefulsets and daemonsets): only its pod context is kept, not a second copy of the
+        // template (most of the pod's weight here).
+        if object.kind == "Pod" {
+            let key = format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name);
+            let owned = (tables.pod_uids.get(&key).and_then(|uid| tables.pods.get(uid)))
+                .is_some_and(|context| !context.workload.starts_with("Pod/"));
+            if owned {
+                tables.workloads.remove(&format!(
+                    "{}/Pod/{}",
+                    object.namespace.as_deref().unwrap_or_default(),
+                    object.name
+                ));
+            }
+        }
     }
 
     /// The object a tombstone's key (`<cluster>/<Kind>/<namespace>/<name>`) names is gone. A key of another shape
