@@ -379,6 +379,14 @@ fn a_pod_from_the_list_watch_gives_its_context_until_its_tombstone() {
         "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
     seed.apply(&seeded("Pod", "", "pods", Some("shop"), "debug", bare));
     assert!(seed.read()["c"].workloads.contains_key("shop/Pod/debug"));
+    // Made again under the same name with another UID: only the new one is known.
+    let again = json!({"metadata": {"name": "debug", "namespace": "shop", "uid": "u-debug-2"},
+        "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
+    let mut remade = seeded("Pod", "", "pods", Some("shop"), "debug", again);
+    remade.uid = "u-debug-2".into();
+    seed.apply(&remade);
+    assert!(seed.pod_context("u-debug").is_none() && seed.pod_context("u-debug-2").is_some());
+    assert_eq!(seed.pods(), 2);
     seed.forget("c/Pod/shop/web-1");
     assert_eq!(seed.pod_context("u-web-1"), None);
 }

@@ -72,13 +72,19 @@ impl ClusterSeed {
         let event = written(object);
         let mut clusters = self.clusters.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tables = clusters.entry(object.cluster.clone()).or_default();
+        let name = format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name);
+        // The same name with another UID (a StatefulSet's pod made again): the old pod's context goes.
+        if object.kind == "Pod"
+            && let Some(old) = tables.pod_uids.get(&name).filter(|uid| **uid != object.uid).cloned()
+        {
+            tables.pods.remove(&old);
+        }
         tables.apply(&event);
         // A pod its controller made is joined through the controller's own record (the list/watch writes
         // deployments, statefulsets and daemonsets): only its pod context is kept, not a second copy of the
         // template (most of the pod's weight here).
         if object.kind == "Pod" {
-            let key = format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name);
-            let owned = (tables.pod_uids.get(&key).and_then(|uid| tables.pods.get(uid)))
+            let owned = (tables.pod_uids.get(&name).and_then(|uid| tables.pods.get(uid)))
                 .is_some_and(|context| !context.workload.starts_with("Pod/"));
             if owned {
                 tables.workloads.remove(&format!(
