@@ -372,9 +372,8 @@ fn a_pod_from_the_list_watch_gives_its_context_until_its_tombstone() {
     assert_eq!((context.namespace.as_str(), context.pod.as_str()), ("shop", "web-1"));
     assert_eq!((context.workload.as_str(), context.image.as_deref()), ("ReplicaSet/web-7d", Some("shop/web:2")));
     assert_eq!(seed.pods(), 1);
-    // A controller's pod is joined through its controller's record: no second template is kept for it; a bare
-    // pod's is.
-    assert!(!seed.read()["c"].workloads.contains_key("shop/Pod/web-1"));
+    // Its own record too: a Service may select pods by labels their controller's template does not have.
+    assert!(seed.read()["c"].workloads.contains_key("shop/Pod/web-1"));
     let bare = json!({"metadata": {"name": "debug", "namespace": "shop", "uid": "u-debug", "labels": {"app": "db"}},
         "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
     seed.apply(&seeded("Pod", "", "pods", Some("shop"), "debug", bare));

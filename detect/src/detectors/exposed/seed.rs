@@ -80,20 +80,6 @@ impl ClusterSeed {
             tables.pods.remove(&old);
         }
         tables.apply(&event);
-        // A pod its controller made is joined through the controller's own record (the list/watch writes
-        // deployments, statefulsets and daemonsets): only its pod context is kept, not a second copy of the
-        // template (most of the pod's weight here).
-        if object.kind == "Pod" {
-            let owned = (tables.pod_uids.get(&name).and_then(|uid| tables.pods.get(uid)))
-                .is_some_and(|context| !context.workload.starts_with("Pod/"));
-            if owned {
-                tables.workloads.remove(&format!(
-                    "{}/Pod/{}",
-                    object.namespace.as_deref().unwrap_or_default(),
-                    object.name
-                ));
-            }
-        }
     }
 
     /// The object a tombstone's key (`<cluster>/<Kind>/<namespace>/<name>`) names is gone. A key of another shape
