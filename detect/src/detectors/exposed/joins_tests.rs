@@ -434,6 +434,19 @@ fn a_config_map_the_audit_stream_shows_without_trust_hides_the_seeds_trusting_co
     seed.apply(&seeded("ConfigMap", "", "configmaps", Some("db"), "pg-hba", trusting));
     let volumes = json!([{"name": "hba", "configMap": {"name": "pg-hba"}}]);
     fired(&mut joins, &postgres("db", "pg", json!([]), volumes, 1));
+    // A shrunk event of the config map (its values cut) says nothing of its trust: the seed's copy still counts.
+    let mut shrunk = event(
+        "update",
+        "configmaps",
+        Some("db"),
+        "pg-hba",
+        Some(json!({"kind": "ConfigMap",
+        "metadata": {"name": "pg-hba"}, "data": {"pg_hba.conf": "# padding cut here"}})),
+        2,
+    );
+    shrunk.annotations.insert("palisade.io/truncated-from-bytes".into(), "300000".into());
+    fired(&mut joins, &shrunk);
+    assert!(joins.hidden_keys().is_empty(), "a shrunk event hides nothing");
     // The trust is taken out (the seed's newer record not read yet): a LoadBalancer in front exposes nothing.
     let fixed = json!({"kind": "ConfigMap", "metadata": {"name": "pg-hba"},
         "data": {"pg_hba.conf": "host all all 0.0.0.0/0 scram-sha-256\n"}});

@@ -24,6 +24,8 @@ const INTERNAL_LOAD_BALANCER: [(&str, &str); 6] = [
     ("service.beta.kubernetes.io/oci-load-balancer-internal", "true"),
 ];
 pub(super) const AUTH_METHOD_VARIABLE: &str = "POSTGRES_HOST_AUTH_METHOD";
+/// The annotation a shrunk audit event carries (its objects' long values cut).
+const TRUNCATED: &str = palisade_schemas::bounds::TRUNCATED_FROM_BYTES;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct ServiceRecord {
@@ -78,20 +80,18 @@ pub(super) struct Tables {
     pub(super) pod_uids: HashMap<String, String>,
     /// Objects an audit event deleted (or a config map it showed without trust settings) that the list/watch's
     /// table (`seed.rs`) still holds, its newer record not read yet: hidden from the joins' view of it
-    /// (`services/<ns>/<name>`, `configmaps/<ns>/<name>`, `workloads/<ns>/<Kind>/<name>`, `namespaces/<name>`),
+    /// (`services/<ns>/<name>`, `configmaps/<ns>/<name>`, `workloads/<ns>/<Kind>/<name>`),
     /// with the version the seed held, until the seed lets it go or holds another version (made again).
     #[serde(default)]
     pub(super) hidden: BTreeMap<String, String>,
 }
 
-/// The version (`audit_id`, which names the resource version) of what `seed` holds under a `Tables::hidden` key;
-/// a namespace has none (empty).
+/// The version (`audit_id`, which names the resource version) of what `seed` holds under a `Tables::hidden` key.
 fn seed_version<'a>(seed: &'a Tables, hidden: &str) -> Option<&'a str> {
     match hidden.split_once('/') {
         Some(("services", key)) => seed.services.get(key).map(|s| s.audit_id.as_str()),
         Some(("configmaps", key)) => seed.configmaps.get(key).map(|c| c.audit_id.as_str()),
         Some(("workloads", key)) => seed.workloads.get(key).map(|w| w.audit_id.as_str()),
-        Some(("namespaces", name)) => seed.namespaces.contains(name).then_some(""),
         _ => None,
     }
 }
@@ -209,7 +209,9 @@ impl Tables {
             match (group, resource) {
                 ("", "services") => (format!("services/{namespace}/{name}"), Change::Cluster),
                 ("", "configmaps") => (format!("configmaps/{namespace}/{name}"), Change::Namespace(namespace)),
-                ("", "namespaces") => (format!("namespaces/{name}"), Change::Cluster),
+                // A namespace is not hidden: its seed entry has no version to tell it made again by, and it only
+                // stands as Kubeflow evidence until its tombstone.
+                ("", "namespaces") => return None,
                 _ => {
                     let key = format!("{namespace}/{}/{name}", workload_kind(resource)?);
                     let kubeflow = seed.workloads.get(&key).is_some_and(|w| w.kubeflow);
@@ -217,7 +219,13 @@ impl Tables {
                 }
             }
         } else if completed(audit, &["create", "update", "patch"]) && (group, resource) == ("", "configmaps") {
-            let name = object(audit).map(|map| name_of(audit, Some(&map)))?;
+            // Only a whole config map says it has no trust: a shrunk event (its values cut) or one without data
+            // (a patch of labels) says nothing of what the seed holds.
+            if audit.annotations.contains_key(TRUNCATED) {
+                return None;
+            }
+            let map = object(audit).filter(|map| map.get("data").is_some())?;
+            let name = name_of(audit, Some(&map));
             let key = format!("{namespace}/{name}");
             if self.configmaps.contains_key(&key) {
                 return None;
@@ -307,7 +315,6 @@ impl Tables {
             }
             ("", "namespaces") => {
                 let name = audit.name.clone().or_else(|| object(audit).map(|o| name_of(audit, Some(&o))))?;
-                self.unhide(|| format!("namespaces/{name}"));
                 self.namespaces.insert(name).then_some(Change::Cluster)
             }
             _ => {
