@@ -299,13 +299,19 @@ pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Optio
     if kind == "ConfigMap" && !keep_trust_settings(&mut value) {
         return None;
     }
+    if kind != "Pod"
+        && let Some(fields) = value.as_object_mut()
+    {
+        // Only a pod's status (its containers' IDs) is read; a workload's churns and says nothing the table needs.
+        fields.remove("status");
+    }
     match kind {
-        "Pod" => trim_pod(&mut value),
+        "Pod" => trim_pod(&mut value, false),
         "Deployment" | "StatefulSet" | "DaemonSet" => {
             if let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.retain(|field, _| matches!(field.as_str(), "selector" | "replicas" | "template"));
                 if let Some(template) = spec.get_mut("template") {
-                    trim_pod(template);
+                    trim_pod(template, true);
                 }
             }
         }
@@ -351,13 +357,29 @@ fn trim_metadata(metadata: &mut serde_json::Map<String, Value>, service: bool) {
 /// large it was (`palisade.io/truncated-from-bytes`, as a shrunk audit event says).
 fn object_stub(value: &Value, bytes: usize) -> Value {
     let metadata = value.get("metadata").cloned().unwrap_or_default();
+    let images = |containers: Option<&Value>| -> Value {
+        let list = containers.and_then(Value::as_array).into_iter().flatten();
+        list.map(|c| serde_json::json!({"name": c["name"], "image": c["image"]})).collect::<Vec<_>>().into()
+    };
+    // What makes the object what it is to the table: a Service's type, ports and selector; the containers' images.
+    let spec = match value["kind"].as_str() {
+        Some("Service") => serde_json::json!({"type": value["spec"]["type"], "ports": value["spec"]["ports"],
+            "selector": value["spec"]["selector"]}),
+        Some("Pod") => serde_json::json!({"containers": images(value.pointer("/spec/containers"))}),
+        _ => {
+            serde_json::json!({"template": {"spec": {"containers": images(value.pointer("/spec/template/spec/containers"))}}})
+        }
+    };
     let mut stub = serde_json::json!({"apiVersion": value["apiVersion"], "kind": value["kind"], "metadata": {
         "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
         "ownerReferences": metadata["ownerReferences"], "labels": metadata["labels"],
-        "annotations": {"palisade.io/truncated-from-bytes": bytes.to_string()}}});
+        "annotations": {"palisade.io/truncated-from-bytes": bytes.to_string()}}, "spec": spec});
     if stub.to_string().len() > MAX_OBJECT_BYTES {
         stub["metadata"]["labels"] = Value::Null;
         stub["metadata"]["ownerReferences"] = Value::Null;
+    }
+    if stub.to_string().len() > MAX_OBJECT_BYTES {
+        stub["spec"] = Value::Null;
     }
     stub
 }
@@ -366,14 +388,15 @@ fn object_stub(value: &Value, bytes: usize) -> Value {
 /// joins read (`POSTGRES_HOST_AUTH_METHOD`'s value, config map references), the volumes, and the containers'
 /// IDs from the status. Other environment values, commands and arguments are not copied: they can hold secrets,
 /// and they make the record large.
-fn trim_pod(pod: &mut Value) {
+fn trim_pod(pod: &mut Value, template: bool) {
     let Some(fields) = pod.as_object_mut() else { return };
+    // A workload's template: its labels only (its annotations are not read; a pod's metadata is trimmed already).
+    if template && let Some(metadata) = fields.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.retain(|field, _| field == "labels");
+    }
     if let Some(spec) = fields.get_mut("spec").and_then(Value::as_object_mut) {
         spec.retain(|field, _| {
-            matches!(
-                field.as_str(),
-                "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "nodeName" | "serviceAccountName"
-            )
+            matches!(field.as_str(), "containers" | "initContainers" | "ephemeralContainers" | "volumes")
         });
         for list in ["containers", "initContainers", "ephemeralContainers"] {
             for container in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
@@ -606,11 +629,14 @@ mod tests {
             Some("db"),
             "pg",
             serde_json::json!({"spec": {"replicas": 1, "paused": true,
-            "selector": {"matchLabels": {"app": "pg"}}, "template": {"metadata": {"labels": {"app": "pg"}}, "spec": spec}}}),
+            "selector": {"matchLabels": {"app": "pg"}}, "template": {"metadata": {"labels": {"app": "pg"},
+            "annotations": {"vault.hashicorp.com/agent-inject-secret-db": "x"}}, "spec": spec}},
+            "status": {"availableReplicas": 1}}),
         );
         let records = watcher.apply("Deployment", watcher::Event::Apply(deployment));
         let text = &records[0].object.as_ref().unwrap().object;
-        assert!(!text.contains("s3cret") && !text.contains("paused"), "{text}");
+        assert!(!text.contains("s3cret") && !text.contains("paused") && !text.contains("vault"), "{text}");
+        assert!(!text.contains("availableReplicas"), "a workload's status is not copied: {text}");
         let json: Value = serde_json::from_str(text).unwrap();
         assert_eq!(json["spec"]["template"]["metadata"]["labels"]["app"], "pg");
         assert_eq!(json["apiVersion"], "apps/v1");
@@ -722,5 +748,23 @@ mod tests {
         let json: Value = serde_json::from_str(&record.object).unwrap();
         assert_eq!(json["metadata"]["uid"].as_str(), pod_uid.as_deref());
         assert!(json["metadata"]["annotations"]["palisade.io/truncated-from-bytes"].as_str().is_some());
+        assert_eq!(json["spec"]["containers"][0]["image"], "x", "the stub keeps the containers' images");
+        // A padded LoadBalancer keeps what makes it one.
+        let mut service = object(
+            "Service",
+            Some("shop"),
+            "lb",
+            serde_json::json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 5432}], "selector": {"app": "pg"}}}),
+        );
+        service.metadata.labels = (0..6000)
+            .map(|i| (format!("pad-{i:05}.example.com/key"), "v".repeat(60)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into();
+        let records = watcher.apply("Service", watcher::Event::Apply(service));
+        let json: Value = serde_json::from_str(&records[0].object.as_ref().unwrap().object).unwrap();
+        assert_eq!(
+            json["spec"],
+            serde_json::json!({"type": "LoadBalancer", "ports": [{"port": 5432}], "selector": {"app": "pg"}})
+        );
     }
 }
