@@ -460,3 +460,19 @@ fn a_config_map_the_audit_stream_shows_without_trust_hides_the_seeds_trusting_co
     seed.apply(&newer);
     assert_eq!(fired(&mut joins, &service("db", "pg", "LoadBalancer", 5432, json!({"app": "pg"}), 4)).len(), 1);
 }
+
+#[test]
+fn a_pod_made_again_under_its_name_leaves_no_old_context_behind() {
+    let mut joins = ClusterJoins::new();
+    let pod = |uid: &str, n| {
+        let object = json!({"kind": "Pod", "metadata": {"name": "pg-0", "namespace": "db", "uid": uid},
+            "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}});
+        event("create", "pods", Some("db"), "pg-0", Some(object), n)
+    };
+    fired(&mut joins, &pod("u-1", 1));
+    assert!(joins.pod_context("u-1").is_some());
+    // A StatefulSet's pod made again: same name, another UID.
+    fired(&mut joins, &pod("u-2", 2));
+    assert!(joins.pod_context("u-1").is_none(), "the old pod's context is gone");
+    assert_eq!(joins.pod_context("u-2").map(|c| c.pod), Some("pg-0".to_owned()));
+}

@@ -72,13 +72,6 @@ impl ClusterSeed {
         let event = written(object);
         let mut clusters = self.clusters.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let tables = clusters.entry(object.cluster.clone()).or_default();
-        let name = format!("{}/{}", object.namespace.as_deref().unwrap_or_default(), object.name);
-        // The same name with another UID (a StatefulSet's pod made again): the old pod's context goes.
-        if object.kind == "Pod"
-            && let Some(old) = tables.pod_uids.get(&name).filter(|uid| **uid != object.uid).cloned()
-        {
-            tables.pods.remove(&old);
-        }
         tables.apply(&event);
     }
 

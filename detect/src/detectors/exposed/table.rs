@@ -333,7 +333,12 @@ impl Tables {
                         },
                         labels: template.labels.clone(),
                     };
-                    self.pod_uids.insert(format!("{namespace}/{pod}"), uid.clone());
+                    // The same name with another UID (a StatefulSet's pod made again): the old pod's context goes.
+                    if let Some(old) = self.pod_uids.insert(format!("{namespace}/{pod}"), uid.clone())
+                        && old != *uid
+                    {
+                        self.pods.remove(&old);
+                    }
                     self.pods.insert(uid.clone(), context);
                 }
                 let kubeflow = record.kubeflow;
