@@ -8,7 +8,7 @@ mod state;
 mod table;
 
 pub use config::{KubernetesConfig, WatchError};
-pub use state::{ClusterStateWatcher, PendingRecords, StateRecord, cluster_object};
+pub use state::{ClusterStateWatcher, PendingRecords, StateRecord};
 pub use table::{ClusterView, PodRecord, lacks_context, pod_record};
 
 #[cfg(test)]

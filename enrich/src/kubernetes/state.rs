@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt as _, watcher};
+use palisade_schemas::bounds::TRUNCATED_FROM_BYTES;
 use palisade_schemas::{ClusterObject, object_key};
 use palisade_telemetry::{PodWatchRestarted, PodWatchState};
 use serde_json::Value;
@@ -186,8 +187,16 @@ impl ClusterStateWatcher {
         PodWatchRestarted { reason: "error", error: Some(&format!("{kind}: {error}")) }.emit();
     }
 
-    /// The records one watch event makes.
+    /// The records one watch event makes. Its object is made JSON once, for the pod table and the record both.
     fn apply(&mut self, kind: &'static str, event: watcher::Event<DynamicObject>) -> Vec<StateRecord> {
+        let json = |object: DynamicObject| serde_json::to_value(object).unwrap_or_default();
+        let event = match event {
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitApply(object) => watcher::Event::InitApply(json(object)),
+            watcher::Event::InitDone => watcher::Event::InitDone,
+            watcher::Event::Apply(object) => watcher::Event::Apply(json(object)),
+            watcher::Event::Delete(object) => watcher::Event::Delete(json(object)),
+        };
         if kind == "Pod" {
             self.apply_to_view(&event);
         }
@@ -225,24 +234,23 @@ impl ClusterStateWatcher {
     }
 
     /// The pods of `event` into enrich's table: a list replaces it whole once complete.
-    fn apply_to_view(&mut self, event: &watcher::Event<DynamicObject>) {
+    fn apply_to_view(&mut self, event: &watcher::Event<Value>) {
         let Some(view) = &self.view else { return };
-        let pod = |object: &DynamicObject| serde_json::to_value(object).ok().as_ref().and_then(pod_record);
         match event {
             watcher::Event::Init => self.listed_pods.clear(),
-            watcher::Event::InitApply(object) => self.listed_pods.extend(pod(object)),
+            watcher::Event::InitApply(object) => self.listed_pods.extend(pod_record(object)),
             watcher::Event::InitDone => {
                 view.replace(std::mem::take(&mut self.listed_pods));
                 self.pods_listed = true;
                 tracing::info!(pods = view.pods(), "pod list loaded; watching");
             }
             watcher::Event::Apply(object) => {
-                if let Some(pod) = pod(object) {
+                if let Some(pod) = pod_record(object) {
                     view.upsert(pod);
                 }
             }
             watcher::Event::Delete(object) => {
-                if let Some(uid) = &object.metadata.uid {
+                if let Some(uid) = object.pointer("/metadata/uid").and_then(Value::as_str) {
                     view.remove(uid);
                 }
             }
@@ -254,8 +262,9 @@ impl ClusterStateWatcher {
         PodWatchState { pods: view.pods(), synced: view.synced() }.emit();
     }
 
-    fn key_of(&self, kind: &str, object: &DynamicObject) -> Option<String> {
-        Some(object_key(&self.cluster, kind, object.metadata.namespace.as_deref(), object.metadata.name.as_deref()?))
+    fn key_of(&self, kind: &str, object: &Value) -> Option<String> {
+        let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str);
+        Some(object_key(&self.cluster, kind, namespace, object.pointer("/metadata/name").and_then(Value::as_str)?))
     }
 
     /// A tombstone for `key` if it was written.
@@ -266,7 +275,7 @@ impl ClusterStateWatcher {
 
     /// The record of an object now (a config map without trust settings: a tombstone if it had them before);
     /// none when it would say what the last one said.
-    fn record(&mut self, kind: &'static str, object: DynamicObject) -> Option<StateRecord> {
+    fn record(&mut self, kind: &'static str, object: Value) -> Option<StateRecord> {
         use std::hash::{Hash as _, Hasher as _};
         let key = self.key_of(kind, &object)?;
         let Some(object) = cluster_object(&self.cluster, kind, object) else { return self.forget(kind, key) };
@@ -285,14 +294,14 @@ impl ClusterStateWatcher {
 /// object, without what was cut.
 const MAX_OBJECT_BYTES: usize = 256 << 10;
 
-/// The record of one listed or watched object; `None` for a config map the table has no use for.
-pub fn cluster_object(cluster: &str, kind: &str, object: DynamicObject) -> Option<ClusterObject> {
+/// The record of one listed or watched object (its JSON); `None` for a config map the table has no use for.
+fn cluster_object(cluster: &str, kind: &str, mut value: Value) -> Option<ClusterObject> {
     let &(group, version, kind, plural) = KINDS.iter().find(|(_, _, k, _)| *k == kind)?;
-    let name = object.metadata.name.clone()?;
-    let namespace = object.metadata.namespace.clone();
-    let uid = object.metadata.uid.clone().unwrap_or_default();
-    let resource_version = object.metadata.resource_version.clone().unwrap_or_default();
-    let mut value = serde_json::to_value(&object).ok()?;
+    let text = |pointer: &str| value.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    let name = text("/metadata/name")?;
+    let namespace = text("/metadata/namespace");
+    let uid = text("/metadata/uid").unwrap_or_default();
+    let resource_version = text("/metadata/resourceVersion").unwrap_or_default();
     if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
         trim_metadata(metadata, kind == "Service");
     }
@@ -373,7 +382,7 @@ fn object_stub(value: &Value, bytes: usize) -> Value {
     let mut stub = serde_json::json!({"apiVersion": value["apiVersion"], "kind": value["kind"], "metadata": {
         "name": metadata["name"], "namespace": metadata["namespace"], "uid": metadata["uid"],
         "ownerReferences": metadata["ownerReferences"], "labels": metadata["labels"],
-        "annotations": {"palisade.io/truncated-from-bytes": bytes.to_string()}}, "spec": spec});
+        "annotations": {TRUNCATED_FROM_BYTES: bytes.to_string()}}, "spec": spec});
     if stub.to_string().len() > MAX_OBJECT_BYTES {
         stub["metadata"]["labels"] = Value::Null;
         stub["metadata"]["ownerReferences"] = Value::Null;
@@ -747,7 +756,7 @@ mod tests {
         assert!(record.object.len() <= MAX_OBJECT_BYTES, "{} bytes", record.object.len());
         let json: Value = serde_json::from_str(&record.object).unwrap();
         assert_eq!(json["metadata"]["uid"].as_str(), pod_uid.as_deref());
-        assert!(json["metadata"]["annotations"]["palisade.io/truncated-from-bytes"].as_str().is_some());
+        assert!(json["metadata"]["annotations"][TRUNCATED_FROM_BYTES].as_str().is_some());
         assert_eq!(json["spec"]["containers"][0]["image"], "x", "the stub keeps the containers' images");
         // A padded LoadBalancer keeps what makes it one.
         let mut service = object(
