@@ -492,15 +492,9 @@ impl KafkaBus {
     ) -> Result<KafkaSubscription, BusError> {
         use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
         let kafka = |source| BusError::Kafka { topic: topic.to_owned(), source };
-        let mut client = self.settings.client_config();
-        client
-            .set("client.id", format!("{}-table", self.config.client_id))
-            .set("group.id", format!("{}-table-unused", self.config.group_prefix))
-            // An offset compaction has passed reads from the first record left, never from the end.
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed");
+        let mut client = reader_config(&self.settings, &self.config, "table");
+        // An offset compaction has passed reads from the first record left, never from the end.
+        client.set("auto.offset.reset", "earliest");
         let context = TrackingContext { rebalances: Arc::default(), keep: false };
         let consumer: GroupConsumer = self.settings.create_with(&client, context)?;
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(kafka)?;
@@ -870,17 +864,20 @@ fn committed_reader(
     config: &KafkaConfig,
     role: &str,
 ) -> Result<rdkafka::consumer::BaseConsumer<ReaderContext>, BusError> {
-    settings.create_with(
-        settings
-            .client_config()
-            .set("client.id", format!("{}-{role}", config.client_id))
-            .set("group.id", format!("{}-{role}-unused", config.group_prefix))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed"),
-        ReaderContext,
-    )
+    settings.create_with(reader_config(settings, config, role).set("enable.partition.eof", "true"), ReaderContext)
+}
+
+/// A consumer's settings for reading outside any group (`<client_id>-<role>`, nothing committed), committed records
+/// only: the committed readers' and the table's.
+fn reader_config(settings: &ClientSettings, config: &KafkaConfig, role: &str) -> ClientConfig {
+    let mut client = settings.client_config();
+    client
+        .set("client.id", format!("{}-{role}", config.client_id))
+        .set("group.id", format!("{}-{role}-unused", config.group_prefix))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    client
 }
 
 /// A committed reader's context: the end of a partition, which it asks to be told of and reads from `poll`, is
